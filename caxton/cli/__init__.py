@@ -1,0 +1,221 @@
+"""The ``caxton`` command line.
+
+Exit codes: 0 success, 1 failure (an error is printed as one line, never a traceback),
+2 usage errors (click's own). Runtime commands talk to a running server through
+:class:`caxton.cli.client.ApiClient`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from caxton import __version__
+from caxton.cli.client import ApiClient, resolve_base_url
+from caxton.cli.output import emit_json, key_values, output_option
+from caxton.errors import CaxtonError, ClientError, ConfigError
+
+
+class CaxtonGroup(click.Group):
+    """Turns every :class:`CaxtonError` into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
+        except CaxtonError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=CaxtonGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url",
+    envvar="CAXTON_URL",
+    default=None,
+    help="Server URL for runtime commands (env CAXTON_URL; default from --config).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="caxton.yaml to take the server address from (env CAXTON_CONFIG_PATH).",
+)
+@click.version_option(__version__, "--version", prog_name="caxton")
+@click.pass_context
+def main(ctx: click.Context, url: str | None, config_path: str | None) -> None:
+    """Caxton: a self-hosted multi-agent application server."""
+    ctx.ensure_object(dict)
+    ctx.obj["url"] = url
+    ctx.obj["config_path"] = config_path
+
+
+def api_client(ctx: click.Context, *, timeout_s: float = 30.0) -> ApiClient:
+    """The client for the server this invocation talks to."""
+    root = ctx.find_root().obj or {}
+    return ApiClient(
+        resolve_base_url(root.get("url"), root.get("config_path")), timeout_s=timeout_s
+    )
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    envvar="CAXTON_CONFIG_PATH",
+    type=click.Path(dir_okay=False),
+    help="caxton.yaml (env CAXTON_CONFIG_PATH; default: built-in defaults).",
+)
+@click.option("--host", default=None, help="Override server.host.")
+@click.option("--port", type=int, default=None, help="Override server.port.")
+@click.option("--data-dir", default=None, help="Override server.data_dir.")
+@click.option("--agents-dir", default=None, help="Override server.agents_dir.")
+@click.option("--metrics-port", type=int, default=None, help="Override observability.metrics_port.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["trace", "debug", "info", "warn", "warning", "error", "critical"]),
+    default=None,
+    help="Override logging.level.",
+)
+def start(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    data_dir: str | None,
+    agents_dir: str | None,
+    metrics_port: int | None,
+    log_level: str | None,
+) -> None:
+    """Start the server and run until SIGTERM or SIGINT (exit 0)."""
+    import trio
+
+    from caxton.config import Override, load_config
+    from caxton.logs import configure_logging
+    from caxton.server import serve
+
+    flags: list[Override] = []
+    for path, value, flag in (
+        (("server", "host"), host, "--host"),
+        (("server", "port"), port, "--port"),
+        (("server", "data_dir"), data_dir, "--data-dir"),
+        (("server", "agents_dir"), agents_dir, "--agents-dir"),
+        (("observability", "metrics_port"), metrics_port, "--metrics-port"),
+        (("logging", "level"), log_level, "--log-level"),
+    ):
+        if value is not None:
+            flags.append(Override(path, value, flag))
+    loaded = load_config(Path(config_path) if config_path else None, overrides=flags)
+    config = loaded.config
+    log_file = config.resolve_path(config.logging.file) if config.logging.file else None
+    configure_logging(config.logging, log_file=log_file)
+    log = logging.getLogger("caxton.cli")
+    for warning in loaded.warnings:
+        log.warning("config: %s", warning)
+    trio.run(serve, loaded)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    envvar="CAXTON_CONFIG_PATH",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The caxton.yaml to check.",
+)
+@output_option
+def validate(config_path: str, output: str) -> None:
+    """Check a configuration file without starting anything (exit 0 valid, 1 invalid)."""
+    from caxton.config import load_config
+    from caxton.config.checks import missing_files
+
+    path = Path(config_path)
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        if output == "json":
+            emit_json({"valid": False, "errors": exc.problems, "warnings": []})
+        else:
+            click.echo(exc.message, err=True)
+        sys.exit(1)
+    warnings = [*loaded.warnings, *missing_files(loaded.config)]
+    if output == "json":
+        emit_json({"valid": True, "errors": [], "warnings": warnings})
+        return
+    for warning in warnings:
+        click.echo(f"warning: {warning}")
+    click.echo(f"{path}: valid")
+
+
+@main.command()
+@click.option(
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for /ready to answer 200.",
+)
+@output_option
+@click.pass_context
+def health(ctx: click.Context, timeout: float, output: str) -> None:
+    """Exit 0 when the server's /ready answers 200 within --timeout, else 1."""
+    client = api_client(ctx, timeout_s=max(0.5, min(timeout, 5.0)))
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            response = client.request("GET", "/ready")
+            if response.status_code == 200:
+                if output == "json":
+                    emit_json({"healthy": True, "url": client.base_url})
+                else:
+                    click.echo(f"healthy: {client.base_url}")
+                return
+            last = f"HTTP {response.status_code}: {_error_message(response)}"
+        except ClientError as exc:
+            last = exc.message
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    if output == "json":
+        emit_json({"healthy": False, "url": client.base_url, "reason": last})
+    else:
+        click.echo(f"unhealthy: {last}", err=True)
+    sys.exit(1)
+
+
+def _error_message(response: Any) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return str(response.text[:200])
+
+
+@main.command()
+@output_option
+def version(output: str) -> None:
+    """Print the Caxton version."""
+    info = {
+        "version": __version__,
+        "python": platform.python_version(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "executable": sys.executable,
+        "pid": os.getpid(),
+    }
+    if output == "json":
+        emit_json(info)
+    else:
+        click.echo(key_values([(k, v) for k, v in info.items() if k != "pid"]))
+
+
+__all__ = ["api_client", "main"]

@@ -1,0 +1,106 @@
+"""The HTTP client every runtime command uses to talk to a running server.
+
+Base URL: ``--url``, else ``CAXTON_URL``, else ``server.host``/``server.port`` of the config
+file (``--config`` or ``CAXTON_CONFIG_PATH``), else http://127.0.0.1:8080. The API key comes
+from ``CAXTON_API_KEY``. Server errors become :class:`ClientError` with the server's code and
+message, so the CLI prints one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+
+from caxton.errors import CaxtonError, ClientError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def resolve_base_url(url: str | None, config_path: str | None) -> str:
+    """Apply the precedence documented in the module docstring."""
+    if url:
+        return url.rstrip("/")
+    if os.environ.get("CAXTON_URL"):
+        return os.environ["CAXTON_URL"].rstrip("/")
+    path = config_path or os.environ.get("CAXTON_CONFIG_PATH")
+    if path:
+        from caxton.config import load_config
+
+        config = load_config(Path(path)).config
+        host = config.server.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        scheme = "https" if config.security.tls.enabled else "http"
+        return f"{scheme}://{host}:{config.server.port}"
+    return DEFAULT_URL
+
+
+class ServerError(ClientError):
+    """The server answered with an error envelope."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any]) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})", details=details)
+        self.status = status
+        self.server_code = code
+
+
+@attrs.define
+class ApiClient:
+    """A small synchronous client for the Caxton API."""
+
+    base_url: str
+    api_key: str | None = attrs.field(factory=lambda: os.environ.get("CAXTON_API_KEY"))
+    timeout_s: float = 30.0
+
+    def _headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key} if self.api_key else {}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; raise :class:`ClientError` for connection problems."""
+        try:
+            with httpx.Client(
+                base_url=self.base_url, timeout=self.timeout_s, headers=self._headers()
+            ) as client:
+                return client.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise ClientError(
+                f"cannot connect to the Caxton server at {self.base_url}; is it running? "
+                "(set --url or CAXTON_URL to point elsewhere)"
+            ) from None
+        except httpx.TimeoutException:
+            raise ClientError(
+                f"the Caxton server at {self.base_url} did not answer within {self.timeout_s}s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ClientError(f"request to {self.base_url}{path} failed: {exc}") from None
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request and return its JSON body; error envelopes raise ServerError."""
+        response = self.request(method, path, **kwargs)
+        return decode(response)
+
+
+def decode(response: httpx.Response) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_success:
+        return body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        raise ServerError(
+            response.status_code,
+            str(error.get("code")),
+            str(error.get("message")),
+            error.get("details") or {},
+        )
+    raise ServerError(response.status_code, "HTTP_ERROR", response.text[:200].strip(), {})
+
+
+__all__ = ["ApiClient", "CaxtonError", "ServerError", "decode", "resolve_base_url"]

@@ -1,0 +1,331 @@
+"""The typed shape of ``caxton.yaml``: frozen attrs classes, one per section.
+
+Attribute names are the YAML keys (DESIGN §3, the seed's operator guide). Durations are held in
+seconds (:data:`Seconds`) and sizes in bytes (:data:`Bytes`); the loader turns "30s" and "10MB"
+into those. Every field carries ``help`` metadata: ``caxton.config.docs`` renders it, and a test
+checks that README and ``conf/caxton.yaml`` mention every key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, NewType
+
+import attrs
+
+Seconds = NewType("Seconds", float)
+Bytes = NewType("Bytes", int)
+
+LogLevel = Literal["trace", "debug", "info", "warn", "warning", "error", "critical"]
+LogFormat = Literal["json", "text"]
+MemoryBackend = Literal["embedded", "qdrant"]
+RoutingStrategy = Literal["best_match", "round_robin", "broadcast"]
+LLMProvider = Literal["none", "openai", "anthropic", "local"]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    host: str = attrs.field(default="127.0.0.1", metadata=_help("Address the HTTP API binds."))
+    port: int = attrs.field(default=8080, metadata=_help("Port of the HTTP API (0 = any)."))
+    data_dir: str = attrs.field(
+        default="./data",
+        metadata=_help(
+            "Directory for the database, deployed agents, logs and locks. Relative to the "
+            "working directory; other relative paths in this file resolve against it."
+        ),
+    )
+    agents_dir: str = attrs.field(
+        default="agents", metadata=_help("Directory watched for agent TOML files.")
+    )
+    shutdown_timeout: Seconds = attrs.field(
+        default=Seconds(30.0),
+        metadata=_help("How long in-flight requests may drain on SIGTERM before a hard stop."),
+    )
+    max_request_size: Bytes = attrs.field(
+        default=Bytes(10_000_000), metadata=_help("Largest accepted request body (413 above).")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class SqliteCompatConfig:
+    """The seed's SQLite tuning block; mapped onto DuckDB where it has an equivalent."""
+
+    cache_size: int | None = attrs.field(
+        default=None, metadata=_help("SQLite cache in KiB; becomes DuckDB's memory_limit.")
+    )
+    journal_mode: str | None = attrs.field(
+        default=None, metadata=_help("DuckDB always keeps a write-ahead log; only WAL is exact.")
+    )
+    synchronous: str | None = attrs.field(
+        default=None, metadata=_help("No DuckDB equivalent (commits are always durable).")
+    )
+    temp_store: str | None = attrs.field(
+        default=None, metadata=_help("No DuckDB equivalent (DuckDB spills to data_dir).")
+    )
+    mmap_size: int | None = attrs.field(default=None, metadata=_help("No DuckDB equivalent."))
+    page_size: int | None = attrs.field(default=None, metadata=_help("No DuckDB equivalent."))
+    busy_timeout: int | None = attrs.field(
+        default=None, metadata=_help("No DuckDB equivalent (one writer task, no busy waits).")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class DuckDBConfig:
+    memory_limit: Bytes | None = attrs.field(
+        default=None, metadata=_help("DuckDB buffer memory limit (default: DuckDB's own, 80%).")
+    )
+    threads: int | None = attrs.field(
+        default=None, metadata=_help("DuckDB worker threads (default: number of cores).")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class EmbeddingConfig:
+    batch_size: int = attrs.field(default=32, metadata=_help("Texts encoded per model call."))
+    cache_size: int = attrs.field(
+        default=10_000, metadata=_help("Recent embeddings kept in an LRU cache.")
+    )
+    model_device: Literal["cpu", "cuda"] = attrs.field(
+        default="cpu", metadata=_help("Where the embedding model runs.")
+    )
+    threads: int | None = attrs.field(
+        default=None, metadata=_help("onnxruntime threads (default: number of cores).")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class CleanupConfig:
+    vacuum_interval: Seconds = attrs.field(
+        default=Seconds(86_400.0), metadata=_help("How often the database is compacted.")
+    )
+    analyze_interval: Seconds = attrs.field(
+        default=Seconds(43_200.0), metadata=_help("How often query statistics are refreshed.")
+    )
+    cleanup_threshold: float = attrs.field(
+        default=0.1, metadata=_help("Fraction of dead space that triggers a compaction early.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class QdrantConfig:
+    url: str = attrs.field(
+        default="http://localhost:6333", metadata=_help("Qdrant URL (env QDRANT_URL).")
+    )
+    collection: str = attrs.field(default="caxton-memory", metadata=_help("Collection name."))
+    vector_size: int = attrs.field(default=384, metadata=_help("Embedding dimension."))
+    api_key: str | None = attrs.field(default=None, metadata=_help("Qdrant API key."))
+    timeout: Seconds = attrs.field(default=Seconds(10.0), metadata=_help("Per-call timeout."))
+
+
+@attrs.frozen(kw_only=True)
+class MemoryConfig:
+    backend: MemoryBackend = attrs.field(
+        default="embedded", metadata=_help("embedded (DuckDB, one process) or qdrant.")
+    )
+    database_path: str = attrs.field(
+        default="memory.duckdb",
+        metadata=_help("DuckDB file, relative to data_dir (sqlite_path is an alias)."),
+    )
+    sqlite_path: str | None = attrs.field(
+        default=None, metadata=_help("Alias of database_path kept for older files.")
+    )
+    embedding_model: str = attrs.field(
+        default="all-MiniLM-L6-v2",
+        metadata=_help("all-MiniLM-L6-v2 (installed with Caxton) or a local model folder."),
+    )
+    max_entities: int = attrs.field(
+        default=100_000, metadata=_help("Entities the memory accepts before refusing writes.")
+    )
+    sqlite_config: SqliteCompatConfig | None = attrs.field(
+        default=None, metadata=_help("SQLite tuning keys; mapped to DuckDB or warned about.")
+    )
+    duckdb: DuckDBConfig = attrs.field(
+        factory=DuckDBConfig, metadata=_help("DuckDB engine settings.")
+    )
+    embedding_config: EmbeddingConfig = attrs.field(
+        factory=EmbeddingConfig, metadata=_help("Embedding model settings.")
+    )
+    cleanup: CleanupConfig = attrs.field(
+        factory=CleanupConfig, metadata=_help("Scheduled maintenance.")
+    )
+    qdrant_config: QdrantConfig = attrs.field(
+        factory=QdrantConfig, metadata=_help("Settings for backend: qdrant.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class LoggingConfig:
+    level: LogLevel = attrs.field(
+        default="info", metadata=_help("Log level (env CAXTON_LOG_LEVEL, or RUST_LOG).")
+    )
+    format: LogFormat = attrs.field(default="text", metadata=_help("json or text."))
+    file: str | None = attrs.field(
+        default=None, metadata=_help("Also write logs to this file (relative to data_dir).")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class ObservabilityConfig:
+    metrics_enabled: bool = attrs.field(default=True, metadata=_help("Serve /metrics."))
+    metrics_port: int = attrs.field(
+        default=9090, metadata=_help("Port of the Prometheus endpoint (0 = any).")
+    )
+    metrics_host: str | None = attrs.field(
+        default=None, metadata=_help("Address of the metrics endpoint (default: server.host).")
+    )
+    tracing_enabled: bool = attrs.field(
+        default=False, metadata=_help("Record OpenTelemetry spans.")
+    )
+    otlp_endpoint: str | None = attrs.field(
+        default=None, metadata=_help("OTLP collector URL spans are exported to.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class TLSConfig:
+    enabled: bool = attrs.field(default=False, metadata=_help("Serve HTTPS."))
+    cert_file: str | None = attrs.field(default=None, metadata=_help("PEM certificate chain."))
+    key_file: str | None = attrs.field(default=None, metadata=_help("PEM private key."))
+
+
+@attrs.frozen(kw_only=True)
+class AuthenticationConfig:
+    enabled: bool = attrs.field(default=False, metadata=_help("Require credentials on the API."))
+    jwt_secret_file: str | None = attrs.field(
+        default=None, metadata=_help("File holding the HS256 secret for bearer tokens.")
+    )
+    token_expiry: Seconds = attrs.field(
+        default=Seconds(86_400.0), metadata=_help("Lifetime of issued tokens.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class CorsConfig:
+    allowed_origins: list[str] = attrs.field(
+        factory=list, metadata=_help("Origins allowed by CORS (empty = CORS off).")
+    )
+    allowed_methods: list[str] = attrs.field(
+        factory=lambda: ["GET", "POST", "PUT", "DELETE"], metadata=_help("CORS methods.")
+    )
+    allowed_headers: list[str] = attrs.field(
+        factory=lambda: ["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+        metadata=_help("CORS request headers."),
+    )
+    max_age: Seconds = attrs.field(
+        default=Seconds(600.0), metadata=_help("How long browsers cache a preflight.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitConfig:
+    enabled: bool = attrs.field(default=True, metadata=_help("Limit requests per key/IP."))
+    requests_per_minute: int = attrs.field(
+        default=1000, metadata=_help("Sustained rate per key or IP.")
+    )
+    burst_size: int = attrs.field(default=100, metadata=_help("Requests allowed in a burst."))
+
+
+@attrs.frozen(kw_only=True)
+class ApiKeysConfig:
+    required: bool = attrs.field(default=False, metadata=_help("Require an API key."))
+    key_file: str | None = attrs.field(
+        default=None, metadata=_help("YAML file of hashed keys and their roles.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class AuditConfig:
+    enabled: bool = attrs.field(default=True, metadata=_help("Record every mutating call."))
+    log_file: str = attrs.field(
+        default="audit.log", metadata=_help("Audit log file (relative to data_dir).")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class SecurityConfig:
+    tls: TLSConfig = attrs.field(factory=TLSConfig, metadata=_help("HTTPS."))
+    authentication: AuthenticationConfig = attrs.field(
+        factory=AuthenticationConfig, metadata=_help("API authentication.")
+    )
+    cors: CorsConfig = attrs.field(factory=CorsConfig, metadata=_help("CORS."))
+    rate_limiting: RateLimitConfig = attrs.field(
+        factory=RateLimitConfig, metadata=_help("Rate limits.")
+    )
+    api_keys: ApiKeysConfig = attrs.field(factory=ApiKeysConfig, metadata=_help("API keys."))
+    audit: AuditConfig = attrs.field(factory=AuditConfig, metadata=_help("Audit log."))
+
+
+@attrs.frozen(kw_only=True)
+class CapabilityRoutingConfig:
+    strategy: RoutingStrategy = attrs.field(
+        default="best_match", metadata=_help("best_match, round_robin or broadcast.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class MessagingConfig:
+    conversation_ttl: Seconds = attrs.field(
+        default=Seconds(86_400.0), metadata=_help("Idle conversations expire after this.")
+    )
+    max_hops: int = attrs.field(
+        default=8, metadata=_help("Agent-to-agent hops before a message is refused.")
+    )
+    capability_routing: CapabilityRoutingConfig = attrs.field(
+        factory=CapabilityRoutingConfig, metadata=_help("How a capability picks its agent.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class LLMConfig:
+    """Server-wide LLM defaults; an agent's ``[llm]`` table overrides them key by key."""
+
+    provider: LLMProvider = attrs.field(
+        default="none", metadata=_help("openai, anthropic, local (OpenAI-compatible) or none.")
+    )
+    model: str | None = attrs.field(default=None, metadata=_help("Model name."))
+    base_url: str | None = attrs.field(default=None, metadata=_help("Endpoint URL."))
+    api_key: str | None = attrs.field(default=None, metadata=_help("API key (use ${VAR})."))
+    temperature: float | None = attrs.field(default=None, metadata=_help("Sampling temperature."))
+    max_tokens: int | None = attrs.field(default=None, metadata=_help("Reply length limit."))
+    top_p: float | None = attrs.field(default=None, metadata=_help("Nucleus sampling."))
+    timeout: Seconds = attrs.field(default=Seconds(60.0), metadata=_help("Per-call timeout."))
+    max_retries: int = attrs.field(default=2, metadata=_help("Retries on transient errors."))
+
+
+@attrs.frozen(kw_only=True)
+class CaxtonConfig:
+    """The whole ``caxton.yaml``."""
+
+    server: ServerConfig = attrs.field(factory=ServerConfig, metadata=_help("HTTP server."))
+    memory: MemoryConfig = attrs.field(factory=MemoryConfig, metadata=_help("Embedded memory."))
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig, metadata=_help("Logs."))
+    observability: ObservabilityConfig = attrs.field(
+        factory=ObservabilityConfig, metadata=_help("Metrics and tracing.")
+    )
+    security: SecurityConfig = attrs.field(factory=SecurityConfig, metadata=_help("Security."))
+    messaging: MessagingConfig = attrs.field(
+        factory=MessagingConfig, metadata=_help("Messages and conversations.")
+    )
+    llm: LLMConfig = attrs.field(factory=LLMConfig, metadata=_help("Default LLM for agents."))
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory as an absolute path."""
+        return Path(self.server.data_dir).expanduser().absolute()
+
+    def resolve_path(self, value: str) -> Path:
+        """Resolve a path from this file: absolute as is, relative against ``data_dir``."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.data_dir / path
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.resolve_path(self.server.agents_dir)
+
+    @property
+    def database_path(self) -> Path:
+        return self.resolve_path(self.memory.database_path)

@@ -1,0 +1,90 @@
+"""ASGI wrapper that keeps hypercorn's keep-alive connections healthy (DESIGN §11).
+
+With hypercorn 0.18's trio worker, when the app answers before the request body has arrived
+(an early 401/404/413), the next request on that kept-alive connection is never answered. The
+wrapper therefore holds back the response start until the request body is complete (Quart's
+own receive loop keeps reading it meanwhile) and, when waiting is pointless or takes too long
+(a body over the size limit, a client that stalls), answers with ``Connection: close`` so the
+client opens a fresh connection instead of hanging.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    Scope = MutableMapping[str, Any]
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    ASGIApp = Callable[..., Awaitable[None]]
+
+
+class DrainRequestBody:
+    """Wraps an ASGI app; see the module docstring.
+
+    Args:
+        app: the wrapped ASGI application.
+        max_body: bodies declared larger than this are not waited for.
+        drain_timeout_s: how long an early response waits for the rest of the body.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body: int, drain_timeout_s: float = 5.0) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.drain_timeout_s = drain_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _declared_length(scope)
+        if declared == 0:
+            await self.app(scope, receive, send)
+            return
+        body_done = trio.Event()
+
+        async def tracking_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                body_done.set()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not body_done.is_set():
+                too_big = declared is not None and declared > self.max_body
+                if too_big or message.get("status") == 413:
+                    message = _with_connection_close(message)
+                else:
+                    with trio.move_on_after(self.drain_timeout_s):
+                        await body_done.wait()
+                    if not body_done.is_set():
+                        message = _with_connection_close(message)
+            await send(message)
+
+        await self.app(scope, tracking_receive, guarded_send)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    """0 when the request has no body, its Content-Length, or None for chunked bodies."""
+    length: int | None = 0
+    for name, value in scope.get("headers", []):
+        lowered = name.lower()
+        if lowered == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+        if lowered == b"transfer-encoding":
+            length = None
+    return length
+
+
+def _with_connection_close(message: Message) -> Message:
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+    headers.append((b"connection", b"close"))
+    return {**message, "headers": headers}

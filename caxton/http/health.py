@@ -1,0 +1,61 @@
+"""Liveness, readiness and the health report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caxton.errors import JSONValue, ServiceUnavailable
+from caxton.http.routes import Role, RouteTable
+from caxton.http.state import server_state
+
+routes = RouteTable("health")
+
+
+@routes.route("/health", role=Role.PUBLIC, summary="Liveness: the process answers.")
+async def liveness() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@routes.route(
+    "/ready",
+    role=Role.PUBLIC,
+    summary="Readiness: 200 once every component has started, 503 before and while stopping.",
+    responses=(200, 503),
+)
+async def readiness() -> dict[str, Any]:
+    state = server_state()
+    if state.stopping.is_set():
+        raise ServiceUnavailable("the server is shutting down", details={"stopping": True})
+    if not state.components.all_running():
+        waiting = [s.name for s in state.components.statistics() if s.state.value != "running"]
+        raise ServiceUnavailable(
+            f"not ready: waiting for {', '.join(waiting) or 'components to start'}",
+            details={"waiting_for": list[JSONValue](waiting)},
+        )
+    return {"status": "ready"}
+
+
+@routes.route(
+    "/api/v1/health",
+    role=Role.PUBLIC,
+    summary="Health report: status, version, uptime and the state of each component.",
+)
+async def health_report() -> dict[str, Any]:
+    state = server_state()
+    components = state.components.statistics()
+    if state.stopping.is_set():
+        status = "stopping"
+    elif state.components.all_running():
+        status = "healthy"
+    elif any(c.state.value == "failed" for c in components):
+        status = "degraded"
+    else:
+        status = "starting"
+    return {
+        "status": status,
+        "version": state.version,
+        "uptime_seconds": round(state.uptime_seconds(), 3),
+        "components": [
+            {"name": c.name, "state": c.state.value, "detail": c.detail} for c in components
+        ],
+    }

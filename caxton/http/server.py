@@ -1,0 +1,70 @@
+"""The HTTP component: hypercorn's trio worker serving the app inside our nursery."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, cast
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from caxton.http.app import asgi_app
+
+if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
+    from quart_trio import QuartTrio
+
+    from caxton.http.state import ServerState
+
+LOGGER = logging.getLogger("caxton.http")
+
+
+def bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class HttpServer:
+    """Serves the API until ``state.stopping`` is set, then drains.
+
+    Args:
+        state: the shared server state; ``state.stopping`` triggers the graceful stop.
+        app: the Quart app from :func:`caxton.http.app.create_app`.
+    """
+
+    def __init__(self, state: ServerState, app: QuartTrio) -> None:
+        self.state = state
+        self.app = app
+
+    def hypercorn_config(self) -> HypercornConfig:
+        server = self.state.config.server
+        tls = self.state.config.security.tls
+        config = HypercornConfig()
+        config.bind = [bind_address(server.host, server.port)]
+        config.graceful_timeout = server.shutdown_timeout
+        config.accesslog = None
+        config.errorlog = logging.getLogger("hypercorn.error")
+        config.keep_alive_timeout = 5
+        config.include_server_header = False
+        if tls.enabled and tls.cert_file and tls.key_file:
+            config.certfile = str(self.state.config.resolve_path(tls.cert_file))
+            config.keyfile = str(self.state.config.resolve_path(tls.key_file))
+        return config
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind, report the bound URLs, serve; return once a graceful stop has finished.
+
+        Cancellation:
+            ``state.stopping`` is the graceful path: new connections are refused, in-flight
+            requests get ``server.shutdown_timeout`` to finish, streaming handlers end their
+            streams themselves. Cancelling this task instead stops everything at once.
+        """
+        await hypercorn_serve(
+            cast("ASGIFramework", asgi_app(self.app, self.state)),
+            self.hypercorn_config(),
+            shutdown_trigger=self.state.stopping.wait,
+            task_status=task_status,
+        )
+        LOGGER.info("HTTP server stopped")

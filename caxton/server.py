@@ -1,0 +1,173 @@
+"""The root task: ``trio.run(serve, loaded_config)``.
+
+The nursery tree (DESIGN §1) is built here, dependencies outermost so they close last::
+
+    serve
+    └─ data_dir lock
+       └─ root nursery: signals, metrics
+          └─ front nursery: http   (stopped first, drains under server.shutdown_timeout)
+
+SIGTERM or SIGINT sets ``state.stopping``: the HTTP component stops accepting, lets in-flight
+requests finish, and returns; then the remaining components are cancelled. A second signal
+stops at once. SIGHUP re-reads the reloadable parts of the configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from caxton.components import Components, ComponentState
+from caxton.config import LoadedConfig, load_config
+from caxton.datadir import open_data_dir
+from caxton.errors import CaxtonError
+from caxton.http.app import create_app
+from caxton.http.server import HttpServer
+from caxton.http.state import ServerState
+from caxton.logs import set_level
+from caxton.metrics import Metrics, MetricsServer
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+LOGGER = logging.getLogger("caxton.server")
+
+
+@attrs.frozen(kw_only=True)
+class ServerInfo:
+    """What a started server reports: where it listens."""
+
+    api_urls: tuple[str, ...]
+    metrics_url: str | None
+
+
+async def serve(
+    loaded: LoadedConfig,
+    *,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a Caxton server until it is asked to stop.
+
+    Args:
+        loaded: the configuration (from :func:`caxton.config.load_config`).
+        handle_signals: install the SIGINT/SIGTERM/SIGHUP handlers (the CLI does; tests
+            that run several servers in one process stop them through ``state.stopping``).
+
+    Raises:
+        StartupError: the data_dir is locked or unusable, or a port cannot be bound.
+
+    Cancellation:
+        Cancelling the caller stops every component at once; a graceful stop goes through a
+        signal (or :meth:`ServerState.stopping`) instead.
+    """
+    config = loaded.config
+    metrics = Metrics()
+    components = Components()
+    state = ServerState(config=config, metrics=metrics, components=components)
+    async with open_data_dir(config.data_dir) as data_dir:
+        if data_dir.starts > 1:
+            metrics.restarts.inc(data_dir.starts - 1)
+        async with trio.open_nursery() as root:
+            if handle_signals:
+                await root.start(_watch_signals, state, loaded, root.cancel_scope)
+            metrics_url: str | None = None
+            if config.observability.metrics_enabled:
+                host = config.observability.metrics_host or config.server.host
+                server = MetricsServer(metrics, host=host, port=config.observability.metrics_port)
+                metrics_url = await _start(root, components, "metrics", server.run)
+
+            app = create_app(state)
+            async with trio.open_nursery() as front:
+                binds: list[str] = await _start(
+                    front, components, "http", HttpServer(state, app).run
+                )
+                info = ServerInfo(api_urls=tuple(binds), metrics_url=metrics_url)
+                _warn_if_exposed(state)
+                LOGGER.info(
+                    "Caxton %s ready on %s (data_dir %s)",
+                    state.version,
+                    ", ".join(binds),
+                    config.data_dir,
+                    extra={"api": binds, "metrics": metrics_url},
+                )
+                task_status.started(info)
+            for status in components.statistics():
+                components.set(status.name, ComponentState.STOPPED)
+            root.cancel_scope.cancel()
+    LOGGER.info("Caxton stopped")
+
+
+async def _start(
+    nursery: trio.Nursery,
+    components: Components,
+    name: str,
+    run: Callable[..., Awaitable[object]],
+) -> Any:
+    """Start one component, tracking its state for ``/ready``; return what it reported."""
+    components.set(name, ComponentState.STARTING)
+    try:
+        value = await nursery.start(run)
+    except BaseException:
+        components.set(name, ComponentState.FAILED)
+        raise
+    components.set(name, ComponentState.RUNNING)
+    return value
+
+
+def _warn_if_exposed(state: ServerState) -> None:
+    host = state.config.server.host
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    if not loopback and not state.config.security.authentication.enabled:
+        LOGGER.warning(
+            "SECURITY: the API listens on %s with authentication disabled; anyone who can "
+            "reach this address can deploy agents. Set security.authentication.enabled: true "
+            "or bind server.host to 127.0.0.1",
+            host,
+        )
+
+
+async def _watch_signals(
+    state: ServerState,
+    loaded: LoadedConfig,
+    force: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                await _reload(loaded)
+            elif state.stopping.is_set():
+                LOGGER.warning("%s again: stopping now without waiting for requests", name)
+                force.cancel()
+                return
+            else:
+                LOGGER.info(
+                    "%s: stopping; in-flight requests have %ss to finish",
+                    name,
+                    state.config.server.shutdown_timeout,
+                )
+                state.stopping.set()
+
+
+async def _reload(loaded: LoadedConfig) -> None:
+    """Re-read the file and apply what can change while running (the log level)."""
+    if loaded.source is None:
+        LOGGER.info("SIGHUP: no configuration file to re-read")
+        return
+    try:
+        fresh = await trio.to_thread.run_sync(
+            lambda: load_config(loaded.source, overrides=list(loaded.overrides))
+        )
+    except CaxtonError as exc:
+        LOGGER.error("SIGHUP: configuration not reloaded, keeping the running one:\n%s", exc)
+        return
+    set_level(fresh.config.logging.level)
+    LOGGER.info("SIGHUP: configuration re-read; log level %s", fresh.config.logging.level)
