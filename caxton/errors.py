@@ -8,7 +8,7 @@ wrong, where, and how to fix it. The HTTP layer (``caxton.http.errors``) and the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -27,10 +27,10 @@ class CaxtonError(Exception):
     code: ClassVar[str] = "INTERNAL_ERROR"
     http_status: ClassVar[int] = 500
 
-    def __init__(self, message: str, *, details: Mapping[str, JSONValue] | None = None) -> None:
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.details: dict[str, JSONValue] = dict(details or {})
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class ConfigError(CaxtonError):

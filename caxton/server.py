@@ -39,10 +39,15 @@ LOGGER = logging.getLogger("caxton.server")
 
 @attrs.frozen(kw_only=True)
 class ServerInfo:
-    """What a started server reports: where it listens."""
+    """What a started server reports: where it listens, and a way to stop it gracefully."""
 
     api_urls: tuple[str, ...]
     metrics_url: str | None
+    state: ServerState
+
+    def stop(self) -> None:
+        """Start a graceful stop, as SIGTERM does."""
+        self.state.stopping.set()
 
 
 async def serve(
@@ -86,7 +91,7 @@ async def serve(
                 binds: list[str] = await _start(
                     front, components, "http", HttpServer(state, app).run
                 )
-                info = ServerInfo(api_urls=tuple(binds), metrics_url=metrics_url)
+                info = ServerInfo(api_urls=tuple(binds), metrics_url=metrics_url, state=state)
                 _warn_if_exposed(state)
                 LOGGER.info(
                     "Caxton %s ready on %s (data_dir %s)",
@@ -96,6 +101,7 @@ async def serve(
                     extra={"api": binds, "metrics": metrics_url},
                 )
                 task_status.started(info)
+            state.stopped.set()
             for status in components.statistics():
                 components.set(status.name, ComponentState.STOPPED)
             root.cancel_scope.cancel()

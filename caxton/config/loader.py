@@ -260,7 +260,7 @@ def _set(raw: dict[str, Any], path: KeyPath, value: object) -> None:
     node[str(path[-1])] = value
 
 
-def _attrs_class(tp: object) -> type | None:
+def attrs_class(tp: object) -> type | None:
     """The attrs class inside ``tp`` (also through ``X | None``), if any."""
     if isinstance(tp, type) and attrs.has(tp):
         return tp
@@ -278,7 +278,7 @@ def known_key_paths(cls: type = CaxtonConfig, prefix: KeyPath = ()) -> list[str]
     for field in attrs.fields(cls):
         here = (*prefix, field.name)
         paths.append(dotted(here))
-        nested = _attrs_class(hints[field.name])
+        nested = attrs_class(hints[field.name])
         if nested is not None:
             paths.extend(known_key_paths(nested, here))
     return paths
@@ -297,7 +297,7 @@ def _check_keys(
             problems.append(f"unknown key {dotted(here)}{positions.where(here)}{suggestion}")
             del raw[key]
             continue
-        nested = _attrs_class(hints[str(key)])
+        nested = attrs_class(hints[str(key)])
         if nested is None or (value is None and _is_optional(hints[str(key)])):
             continue
         if not isinstance(value, dict):

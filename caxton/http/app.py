@@ -9,7 +9,6 @@ import time.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -19,8 +18,8 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from caxton.errors import CaxtonError
-from caxton.http import errors, events_ws, health, openapi
-from caxton.http.asgi import DrainRequestBody
+from caxton.http import agents, errors, events_ws, health, openapi
+from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
 from caxton.http.state import ROUTES_KEY, STATE_KEY, server_state
 
 if TYPE_CHECKING:
@@ -28,10 +27,14 @@ if TYPE_CHECKING:
     from caxton.http.state import ServerState
 
 LOGGER = logging.getLogger("caxton.http")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 #: Tables every server has; components add theirs through ``create_app(tables=...)``.
-CORE_TABLES: tuple[RouteTable, ...] = (health.routes, openapi.routes, events_ws.routes)
+CORE_TABLES: tuple[RouteTable, ...] = (
+    health.routes,
+    openapi.routes,
+    events_ws.routes,
+    agents.routes,
+)
 
 
 def create_app(state: ServerState, tables: tuple[RouteTable, ...] = ()) -> QuartTrio:
@@ -66,7 +69,7 @@ def asgi_app(app: QuartTrio, state: ServerState) -> DrainRequestBody:
 
 
 def _request_id(header: str | None) -> str:
-    if header and _REQUEST_ID.match(header):
+    if header and REQUEST_ID_PATTERN.match(header):
         return header
     return uuid.uuid4().hex
 

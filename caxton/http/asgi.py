@@ -4,12 +4,17 @@ With hypercorn 0.18's trio worker, when the app answers before the request body 
 (an early 401/404/413), the next request on that kept-alive connection is never answered. The
 wrapper therefore holds back the response start until the request body is complete (Quart's
 own receive loop keeps reading it meanwhile) and, when waiting is pointless or takes too long
-(a body over the size limit, a client that stalls), answers with ``Connection: close`` so the
-client opens a fresh connection instead of hanging.
+(a client that stalls), answers with ``Connection: close`` so the client opens a fresh
+connection instead of hanging. A request that declares a body over ``server.max_request_size``
+is refused here with 413 before any handler runs.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -22,6 +27,10 @@ if TYPE_CHECKING:
     Receive = Callable[[], Awaitable[Message]]
     Send = Callable[[Message], Awaitable[None]]
     ASGIApp = Callable[..., Awaitable[None]]
+
+
+LOGGER = logging.getLogger("caxton.http")
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class DrainRequestBody:
@@ -46,6 +55,9 @@ class DrainRequestBody:
         if declared == 0:
             await self.app(scope, receive, send)
             return
+        if declared is not None and declared > self.max_body:
+            await _refuse_too_large(scope, send, declared, self.max_body)
+            return
         body_done = trio.Event()
 
         async def tracking_receive() -> Message:
@@ -56,8 +68,7 @@ class DrainRequestBody:
 
         async def guarded_send(message: Message) -> None:
             if message["type"] == "http.response.start" and not body_done.is_set():
-                too_big = declared is not None and declared > self.max_body
-                if too_big or message.get("status") == 413:
+                if message.get("status") == 413:
                     message = _with_connection_close(message)
                 else:
                     with trio.move_on_after(self.drain_timeout_s):
@@ -88,3 +99,50 @@ def _with_connection_close(message: Message) -> Message:
     headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
     headers.append((b"connection", b"close"))
     return {**message, "headers": headers}
+
+
+async def _refuse_too_large(scope: Scope, send: Send, declared: int, limit: int) -> None:
+    request_id = _header(scope, b"x-request-id")
+    if not request_id or not REQUEST_ID_PATTERN.match(request_id):
+        request_id = uuid.uuid4().hex
+    body = json.dumps(
+        {
+            "error": {
+                "code": "PAYLOAD_TOO_LARGE",
+                "message": (
+                    f"the request body ({declared} bytes) is larger than "
+                    f"server.max_request_size ({limit} bytes); send less, or raise the limit "
+                    "in caxton.yaml"
+                ),
+                "details": {"content_length": declared, "max_request_size": limit},
+                "request_id": request_id,
+            }
+        }
+    ).encode()
+    LOGGER.info(
+        "%s %s 413 (body of %d bytes refused)",
+        scope.get("method"),
+        scope.get("path"),
+        declared,
+        extra={"status": 413, "request_id": request_id},
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin1")
+    return None

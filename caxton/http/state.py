@@ -27,7 +27,8 @@ class ServerState:
     """Shared by every handler of one server.
 
     ``stopping`` is set when a graceful shutdown starts: streaming handlers (SSE, WebSocket)
-    watch it to end their streams cleanly before hypercorn's own deadline.
+    watch it to end their streams cleanly before hypercorn's own deadline. ``stopped`` is set
+    once the HTTP server has closed every connection.
     """
 
     config: CaxtonConfig
@@ -36,6 +37,7 @@ class ServerState:
     events: EventHub = attrs.field(factory=EventHub)
     started_at: float = attrs.field(factory=time.monotonic)
     stopping: trio.Event = attrs.field(factory=trio.Event)
+    stopped: trio.Event = attrs.field(factory=trio.Event)
     version: str = __version__
 
     def uptime_seconds(self) -> float:

@@ -1,0 +1,37 @@
+"""A WebSocket client for tests that owns (and always closes) its TCP stream.
+
+trio-websocket's ``open_websocket_url`` leaves the socket open when the server closes first
+(its reader stops on EOF without closing the stream), which ``-W error`` turns into a
+ResourceWarning; wrapping our own stream avoids that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import wrap_client_stream
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from trio_websocket import WebSocketConnection
+
+
+@contextlib.asynccontextmanager
+async def open_ws(url: str) -> AsyncIterator[WebSocketConnection]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    async with trio.open_nursery() as nursery:
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        async with stream:
+            ws = await wrap_client_stream(nursery, stream, parts.hostname, parts.path or "/")
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(2):
+                    await ws.aclose()
+        nursery.cancel_scope.cancel()
