@@ -1,0 +1,294 @@
+"""The embedder component: all-MiniLM-L6-v2 through fastembed, loaded once, run in a thread.
+
+``run()`` prepares the model folder (:mod:`caxton.memory.model`) and loads it before it reports
+started, so a missing or damaged model stops the server at start with a message naming the file
+and the fix, never at the first search. Encoding runs in a worker thread behind the component's
+``CapacityLimiter(1)`` (onnxruntime has its own ``threads`` for the maths), in batches of
+``batch_size``. An LRU cache of ``cache_size`` texts saves re-encoding the same query; its hit
+rate is the seed's ``caxton_memory_cache_hit_rate``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, NoReturn, Protocol
+
+import attrs
+import numpy as np
+import trio
+
+from caxton.memory.errors import MODEL_INSTALL_HINT, EmbeddingModelError
+from caxton.memory.model import (
+    EMBEDDING_DIM,
+    FASTEMBED_MODEL,
+    ONNX_FILE,
+    assemble_default_model,
+    check_model_dir,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from fastembed import TextEmbedding
+    from numpy.typing import NDArray
+
+LOGGER = logging.getLogger("caxton.memory.embedder")
+
+
+class TextEncoder(Protocol):
+    """What the memory service needs from an embedder (the seam for other encoders)."""
+
+    dim: int
+
+    async def embed(
+        self, texts: Sequence[str], *, use_cache: bool = True
+    ) -> NDArray[np.float32]: ...
+
+    async def embed_one(self, text: str) -> NDArray[np.float32]: ...
+
+
+@attrs.frozen(kw_only=True)
+class EmbedderStatistics:
+    """A snapshot of the embedder's counters.
+
+    Attributes:
+        hit_rate: cache hits over lookups since start (0.0 before the first lookup).
+    """
+
+    model_path: str
+    loaded: bool
+    dim: int
+    load_seconds: float
+    cache_size: int
+    cache_entries: int
+    cache_hits: int
+    cache_misses: int
+    hit_rate: float
+    texts_embedded: int
+    batches: int
+    embed_seconds_total: float
+
+
+class Embedder:
+    """Turns texts into unit-length float32 vectors of ``dim`` numbers.
+
+    Args:
+        cache_dir: where the packaged model folder is assembled (for example
+            ``data_dir/models/all-MiniLM-L6-v2``); used when ``model_path`` is None.
+        model_path: another local model folder with ``model.onnx`` and the tokenizer files
+            (``memory.embedding_model``), used as is.
+        batch_size: texts per onnxruntime call.
+        cache_size: texts kept in the LRU embedding cache (0 disables it).
+        threads: onnxruntime intra-op threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path,
+        model_path: Path | None = None,
+        batch_size: int = 32,
+        cache_size: int = 10_000,
+        threads: int = 2,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size cannot be negative, got {cache_size}")
+        self.cache_dir = cache_dir
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self.threads = threads
+        self.dim = EMBEDDING_DIM
+        self._limiter = trio.CapacityLimiter(1)
+        self._model: TextEmbedding | None = None
+        self._resolved_path: Path | None = None
+        self._cache: collections.OrderedDict[str, NDArray[np.float32]] = collections.OrderedDict()
+        self._hits = 0
+        self._misses = 0
+        self._texts_embedded = 0
+        self._batches = 0
+        self._embed_seconds = 0.0
+        self._load_seconds = 0.0
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Embedder] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Load the model, report started with this embedder, then wait until cancelled.
+
+        Raises:
+            EmbeddingModelError: the model folder is missing, incomplete or cannot be loaded;
+                the message names the file and the pip command or setting that fixes it.
+
+        Cancellation:
+            Cancelling ``run`` unloads the model. A load in progress finishes first (a
+            worker thread cannot be interrupted).
+
+        Resource handling:
+            The onnxruntime session is released when ``run`` exits; ``embed`` then raises.
+        """
+        started = time.perf_counter()
+        self._model = await trio.to_thread.run_sync(self._load_sync, limiter=self._limiter)
+        self._load_seconds = time.perf_counter() - started
+        LOGGER.info("embedding model %s loaded in %.2fs", self._resolved_path, self._load_seconds)
+        try:
+            task_status.started(self)
+            await trio.sleep_forever()
+        finally:
+            self._model = None
+
+    def _load_sync(self) -> TextEmbedding:
+        if self.model_path is None:
+            path = assemble_default_model(self.cache_dir)
+        else:
+            path = self.model_path
+        check_model_dir(path)
+        self._resolved_path = path
+        # huggingface_hub reads this when fastembed imports it; without it an offline lookup
+        # retries for ~39 s before failing (research/deps-lab.md §5).
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        from fastembed import TextEmbedding
+
+        fix = (
+            MODEL_INSTALL_HINT
+            if self.model_path is None
+            else f"replace {path / ONNX_FILE} with a valid ONNX export of the model"
+        )
+        try:
+            model = TextEmbedding(
+                FASTEMBED_MODEL,
+                specific_model_path=str(path),
+                local_files_only=True,
+                threads=self.threads,
+            )
+            probe = next(iter(model.embed(["caxton"], batch_size=1)))
+        except Exception as exc:
+            raise EmbeddingModelError(
+                path / ONNX_FILE, f"cannot be loaded ({type(exc).__name__}: {exc})", fix
+            ) from exc
+        if probe.shape != (EMBEDDING_DIM,):
+            raise EmbeddingModelError(
+                path,
+                f"the model makes {probe.shape[-1]}-number vectors; memory stores {EMBEDDING_DIM}",
+                "use an all-MiniLM-L6-v2 compatible model (384 dimensions)",
+            )
+        return model
+
+    async def embed(self, texts: Sequence[str], *, use_cache: bool = True) -> NDArray[np.float32]:
+        """Return one unit-length vector per text, as rows of an ``(n, dim)`` array.
+
+        Args:
+            texts: the texts to encode.
+            use_cache: look texts up in (and add them to) the LRU cache. Bulk writes pass
+                False so stored entities do not push search queries out of the cache; they
+                then count as neither hits nor misses.
+
+        Raises:
+            RuntimeError: the model is not loaded (``run`` has not started or has ended).
+
+        Cancellation:
+            A batch that has started in the worker thread finishes first; cancellation takes
+            effect when it returns. Vectors already computed are kept in the cache.
+
+        Resource handling:
+            One batch runs at a time (the embedder's limiter); texts found in the cache do not
+            reach the model.
+        """
+        result = np.empty((len(texts), self.dim), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        for index, text in enumerate(texts):
+            cached = self._cache_get(text) if use_cache else None
+            if cached is None:
+                missing.setdefault(text, []).append(index)
+            else:
+                result[index] = cached
+        if missing:
+            unique = list(missing)
+            for start in range(0, len(unique), self.batch_size):
+                chunk = unique[start : start + self.batch_size]
+                vectors = await self._encode(chunk)
+                for text, vector in zip(chunk, vectors, strict=True):
+                    if use_cache:
+                        self._cache_put(text, vector)
+                    for index in missing[text]:
+                        result[index] = vector
+        return result
+
+    async def embed_one(self, text: str) -> NDArray[np.float32]:
+        """Return the vector of one text (see :meth:`embed`).
+
+        Cancellation:
+            As :meth:`embed`.
+
+        Resource handling:
+            As :meth:`embed`.
+        """
+        matrix = await self.embed([text])
+        vector: NDArray[np.float32] = matrix[0]
+        return vector
+
+    async def _encode(self, texts: list[str]) -> NDArray[np.float32]:
+        model = self._model
+        if model is None:
+            raise RuntimeError("the embedder is not running; start Embedder.run() first")
+        started = time.perf_counter()
+        vectors = await trio.to_thread.run_sync(
+            self._encode_sync, model, texts, limiter=self._limiter
+        )
+        self._embed_seconds += time.perf_counter() - started
+        self._batches += 1
+        self._texts_embedded += len(texts)
+        return vectors
+
+    def _encode_sync(self, model: TextEmbedding, texts: list[str]) -> NDArray[np.float32]:
+        rows = list(model.embed(texts, batch_size=self.batch_size))
+        matrix = np.asarray(np.stack(rows), dtype=np.float32)
+        return matrix
+
+    def _cache_get(self, text: str) -> NDArray[np.float32] | None:
+        if self.cache_size == 0:
+            self._misses += 1
+            return None
+        vector = self._cache.get(text)
+        if vector is None:
+            self._misses += 1
+            return None
+        self._hits += 1
+        self._cache.move_to_end(text)
+        return vector
+
+    def _cache_put(self, text: str, vector: NDArray[np.float32]) -> None:
+        if self.cache_size == 0:
+            return
+        vector.setflags(write=False)
+        self._cache[text] = vector
+        self._cache.move_to_end(text)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Forget every cached vector (``caxton memory cache-clear``); counters are kept."""
+        self._cache.clear()
+
+    def statistics(self) -> EmbedderStatistics:
+        """Return a snapshot of the embedder's counters."""
+        lookups = self._hits + self._misses
+        return EmbedderStatistics(
+            model_path=str(self._resolved_path or self.model_path or self.cache_dir),
+            loaded=self._model is not None,
+            dim=self.dim,
+            load_seconds=self._load_seconds,
+            cache_size=self.cache_size,
+            cache_entries=len(self._cache),
+            cache_hits=self._hits,
+            cache_misses=self._misses,
+            hit_rate=self._hits / lookups if lookups else 0.0,
+            texts_embedded=self._texts_embedded,
+            batches=self._batches,
+            embed_seconds_total=self._embed_seconds,
+        )

