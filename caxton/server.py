@@ -5,7 +5,9 @@ The nursery tree (DESIGN §1) is built here, dependencies outermost so they clos
     serve
     └─ data_dir lock
        └─ root nursery: signals, metrics
-          └─ front nursery: http   (stopped first, drains under server.shutdown_timeout)
+          └─ storage nursery: store (DuckDB), embedder, memory, wasm pool
+             └─ agents nursery: registry (every agent version), watcher
+                └─ front nursery: http   (stopped first, drains under server.shutdown_timeout)
 
 SIGTERM or SIGINT sets ``state.stopping``: the HTTP component stops accepting, lets in-flight
 requests finish, and returns; then the remaining components are cancelled. A second signal
@@ -15,12 +17,18 @@ stops at once. SIGHUP re-reads the reloadable parts of the configuration.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
+from caxton.agents.deployments import DeploymentStore
+from caxton.agents.registry import Registry
+from caxton.agents.runtime import ConfigRuntime, WasmRuntime
+from caxton.agents.service import AgentService
+from caxton.agents.watcher import AgentsWatcher
 from caxton.components import Components, ComponentState
 from caxton.config import LoadedConfig, load_config
 from caxton.datadir import open_data_dir
@@ -29,7 +37,10 @@ from caxton.http.app import create_app
 from caxton.http.server import HttpServer
 from caxton.http.state import ServerState
 from caxton.logs import set_level
+from caxton.memory import DEFAULT_MODEL_NAME, MEMORY_MIGRATIONS, Embedder, MemoryService
 from caxton.metrics import Metrics, MetricsServer
+from caxton.store import Store
+from caxton.wasm import WasmPool
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -57,6 +68,10 @@ async def serve(
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a Caxton server until it is asked to stop.
+
+    The tree: data_dir lock > root (signals, metrics) > storage (store, embedder, memory, WASM
+    pool) > agents (registry, watcher) > front (HTTP). Each level is cancelled only after the
+    levels inside it have stopped.
 
     Args:
         loaded: the configuration (from :func:`caxton.config.load_config`).
@@ -86,26 +101,87 @@ async def serve(
                 server = MetricsServer(metrics, host=host, port=config.observability.metrics_port)
                 metrics_url = await _start(root, components, "metrics", server.run)
 
-            app = create_app(state)
-            async with trio.open_nursery() as front:
-                binds: list[str] = await _start(
-                    front, components, "http", HttpServer(state, app).run
+            async with trio.open_nursery() as storage:
+                await _start_memory(storage, state)
+                pool = WasmPool(
+                    max_concurrent_calls=config.wasm.max_concurrent_calls,
+                    module_cache_size=config.wasm.module_cache_size,
                 )
-                info = ServerInfo(api_urls=tuple(binds), metrics_url=metrics_url, state=state)
-                _warn_if_exposed(state)
-                LOGGER.info(
-                    "Caxton %s ready on %s (data_dir %s)",
-                    state.version,
-                    ", ".join(binds),
-                    config.data_dir,
-                    extra={"api": binds, "metrics": metrics_url},
-                )
-                task_status.started(info)
-            state.stopped.set()
+                await _start(storage, components, "wasm", pool.run)
+                async with trio.open_nursery() as agents:
+                    await _start_agents(agents, state, pool)
+                    http = HttpServer(state, create_app(state))
+                    async with trio.open_nursery() as front:
+                        binds: list[str] = await _start(front, components, "http", http.run)
+                        info = ServerInfo(
+                            api_urls=tuple(binds), metrics_url=metrics_url, state=state
+                        )
+                        _warn_if_exposed(state)
+                        LOGGER.info(
+                            "Caxton %s ready on %s (data_dir %s)",
+                            state.version,
+                            ", ".join(binds),
+                            config.data_dir,
+                            extra={"api": binds, "metrics": metrics_url},
+                        )
+                        task_status.started(info)
+                    state.stopped.set()
+                    agents.cancel_scope.cancel()
+                storage.cancel_scope.cancel()
             for status in components.statistics():
                 components.set(status.name, ComponentState.STOPPED)
             root.cancel_scope.cancel()
     LOGGER.info("Caxton stopped")
+
+
+async def _start_memory(nursery: trio.Nursery, state: ServerState) -> None:
+    """The store (DuckDB), the embedding model, then the memory service over both."""
+    config = state.config
+    memory_config = config.memory
+    store = Store(config.database_path, migrations=MEMORY_MIGRATIONS)
+    await _start(nursery, state.components, "store", store.run)
+    embedding = memory_config.embedding_config
+    model_path = None
+    if memory_config.embedding_model != DEFAULT_MODEL_NAME:
+        model_path = config.resolve_path(memory_config.embedding_model)
+    embedder = Embedder(
+        cache_dir=config.data_dir / "models",
+        model_path=model_path,
+        batch_size=embedding.batch_size,
+        cache_size=embedding.cache_size,
+        threads=embedding.threads or min(4, os.cpu_count() or 1),
+    )
+    await _start(nursery, state.components, "embedder", embedder.run)
+    memory = MemoryService(store, embedder, max_entities=memory_config.max_entities)
+    await _start(nursery, state.components, "memory", memory.run)
+    state.store, state.memory = store, memory
+
+
+async def _start_agents(nursery: trio.Nursery, state: ServerState, pool: WasmPool) -> None:
+    """Registry, API-deployed agents, then the agents_dir watcher (its first scan included)."""
+    config = state.config
+    registry = Registry(
+        runtimes={"config": ConfigRuntime(), "wasm": WasmRuntime(pool, state.agent_logs)},
+        events=state.events,
+        metrics=state.metrics,
+        logs=state.agent_logs,
+        drain_timeout_s=config.agents.drain_timeout,
+        load_timeout_s=config.agents.load_timeout,
+    )
+    await _start(nursery, state.components, "registry", registry.run)
+    service = AgentService(
+        registry, DeploymentStore(config.data_dir / "deployed"), agents_dir=config.agents_dir
+    )
+    await service.restore()
+    state.registry, state.agents = registry, service
+    watcher = AgentsWatcher(
+        config.agents_dir,
+        registry,
+        debounce_ms=max(1, round(config.agents.debounce * 1000)),
+        force_polling=config.agents.force_polling,
+    )
+    await _start(nursery, state.components, "watcher", watcher.run)
+    state.reload_hooks.append(watcher.rescan)
 
 
 async def _start(
@@ -150,6 +226,8 @@ async def _watch_signals(
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
                 await _reload(loaded)
+                for hook in state.reload_hooks:
+                    await hook()
             elif state.stopping.is_set():
                 LOGGER.warning("%s again: stopping now without waiting for requests", name)
                 force.cancel()

@@ -6,29 +6,14 @@ import functools
 from typing import TYPE_CHECKING
 
 import pytest
+from servers import loopback_config
 
-from caxton.config import LoadedConfig, Override, load_config
 from caxton.server import ServerInfo, serve
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import trio
-
-
-def loopback_config(data_dir: Path, **extra: object) -> LoadedConfig:
-    """Defaults on 127.0.0.1 with port 0 for the API and metrics, data under ``data_dir``."""
-    values: dict[tuple[str, ...], object] = {
-        ("server", "host"): "127.0.0.1",
-        ("server", "port"): 0,
-        ("server", "data_dir"): str(data_dir),
-        ("server", "shutdown_timeout"): "5s",
-        ("observability", "metrics_port"): 0,
-    }
-    for dotted, value in extra.items():
-        values[tuple(dotted.split("__"))] = value
-    overrides = [Override(path, value, "test") for path, value in values.items()]
-    return load_config(None, environ={}, overrides=overrides)
 
 
 @pytest.fixture

@@ -522,6 +522,26 @@ class VersionRegistry:
         edit.bring_up(target, OnLoad.ACTIVATE, 0.0)
         return self._apply(edit)
 
+    def restart(self, name: str) -> Step:
+        """Start a fresh instance of the serving version (or of the newest one, when none serves).
+
+        The fresh instance takes over once it has loaded and the old one drains, so a restart
+        drops no traffic; a restart of a failed agent simply loads it again.
+
+        Raises:
+            AgentNotFound: when no agent has that name.
+        """
+        agent = self.get(name)
+        entry = agent.active_entry or (agent.entries[-1] if agent.entries else None)
+        if entry is None:
+            raise NoPreviousVersion(name, ())
+        edit = _Edit(agent)
+        for other in agent.entries:
+            if other.state is AgentState.LOADING:
+                edit.stop(other.revision)
+        edit.add_and_start(entry.spec, on_load=OnLoad.ACTIVATE, canary_percentage=0.0)
+        return self._apply(edit)
+
     def remove(self, name: str) -> Step:
         """The agent was deleted: stop every live version and forget the agent."""
         agent = self.get(name)

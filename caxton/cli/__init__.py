@@ -218,4 +218,17 @@ def version(output: str) -> None:
         click.echo(key_values([(k, v) for k, v in info.items() if k != "pid"]))
 
 
+def _register() -> None:
+    from caxton.cli.agents import agents, logs
+    from caxton.cli.chat import chat
+    from caxton.cli.memory import memory
+
+    main.add_command(agents)
+    main.add_command(logs)
+    main.add_command(chat)
+    main.add_command(memory)
+
+
+_register()
+
 __all__ = ["api_client", "main"]

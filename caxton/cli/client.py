@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
 
 from caxton.errors import CaxtonError, ClientError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -78,6 +81,29 @@ class ApiClient:
             ) from None
         except httpx.HTTPError as exc:
             raise ClientError(f"request to {self.base_url}{path} failed: {exc}") from None
+
+    def stream_lines(self, path: str, **kwargs: Any) -> Iterator[str]:
+        """GET ``path`` and yield its body line by line as it arrives (no read timeout)."""
+        timeout = httpx.Timeout(self.timeout_s, read=None)
+        try:
+            with (
+                httpx.Client(
+                    base_url=self.base_url, timeout=timeout, headers=self._headers()
+                ) as client,
+                client.stream("GET", path, **kwargs) as response,
+            ):
+                if not response.is_success:
+                    response.read()
+                    decode(response)
+                for line in response.iter_lines():
+                    if line:
+                        yield line
+        except httpx.ConnectError:
+            raise ClientError(
+                f"cannot connect to the Caxton server at {self.base_url}; is it running?"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ClientError(f"stream from {self.base_url}{path} failed: {exc}") from None
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request and return its JSON body; error envelopes raise ServerError."""

@@ -8,6 +8,7 @@ checks that README and ``conf/caxton.yaml`` mention every key.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, NewType
 
@@ -297,6 +298,33 @@ class LLMConfig:
 
 
 @attrs.frozen(kw_only=True)
+class AgentsConfig:
+    force_polling: bool = attrs.field(
+        default=False, metadata=_help("Poll agents_dir instead of inotify (network filesystems).")
+    )
+    debounce: Seconds = attrs.field(
+        default=Seconds(0.1), metadata=_help("File changes closer than this are one reload.")
+    )
+    drain_timeout: Seconds = attrs.field(
+        default=Seconds(30.0),
+        metadata=_help("How long a replaced version may finish its in-flight requests."),
+    )
+    load_timeout: Seconds = attrs.field(
+        default=Seconds(30.0), metadata=_help("How long a new version may take to start.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class WasmConfig:
+    max_concurrent_calls: int | None = attrs.field(
+        default=None, metadata=_help("Guest calls running at once (default: 2 x cores).")
+    )
+    module_cache_size: int = attrs.field(
+        default=64, metadata=_help("Compiled modules kept in memory.")
+    )
+
+
+@attrs.frozen(kw_only=True)
 class CaxtonConfig:
     """The whole ``caxton.yaml``."""
 
@@ -311,6 +339,10 @@ class CaxtonConfig:
         factory=MessagingConfig, metadata=_help("Messages and conversations.")
     )
     llm: LLMConfig = attrs.field(factory=LLMConfig, metadata=_help("Default LLM for agents."))
+    agents: AgentsConfig = attrs.field(
+        factory=AgentsConfig, metadata=_help("The agents_dir watcher and version swaps.")
+    )
+    wasm: WasmConfig = attrs.field(factory=WasmConfig, metadata=_help("The WASM runtime."))
 
     @property
     def data_dir(self) -> Path:
@@ -320,7 +352,7 @@ class CaxtonConfig:
     def resolve_path(self, value: str) -> Path:
         """Resolve a path from this file: absolute as is, relative against ``data_dir``."""
         path = Path(value).expanduser()
-        return path if path.is_absolute() else self.data_dir / path
+        return Path(os.path.normpath(path if path.is_absolute() else self.data_dir / path))
 
     @property
     def agents_dir(self) -> Path:

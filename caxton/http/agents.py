@@ -1,16 +1,27 @@
-"""Agents routes that need no running registry: validation of agent files."""
+"""Agents routes: deploy, inspect, version and talk to agents (DESIGN §7)."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
-from quart import request
+import trio
+from quart import Response, request, websocket
 
 from caxton.agents import check_agent_file
-from caxton.errors import BadRequest
-from caxton.http.routes import Role, RouteTable
+from caxton.agents.logs import LEVELS, level_at_least
+from caxton.errors import BadRequest, CaxtonError, ValidationFailed
+from caxton.http.routes import QueryParam, Role, RouteTable
+from caxton.http.state import server_state
+from caxton.http.streaming import background_body, sse_frame
+from caxton.messages import PERFORMATIVES, Message
+
+if TYPE_CHECKING:
+    from caxton.agents.registry import Registry
 
 routes = RouteTable("agents")
+
+DEPLOY_BODY = '{"content": "<toml>"} or {"manifest": "<toml>", "wasm_module": "<base64>"}'
 
 
 async def json_object() -> dict[str, Any]:
@@ -24,22 +35,361 @@ async def json_object() -> dict[str, Any]:
     return body
 
 
-@routes.route(
-    "/api/v1/agents/validate",
-    methods=("POST",),
-    role=Role.USER,
-    summary="Validate an agent file without deploying it: {valid, errors, warnings}.",
-    request_body='{"content": "<toml>"} or {"manifest": "<toml>", "wasm_module": "<base64>"}',
-    responses=(200, 400),
-)
-async def validate_agent() -> dict[str, Any]:
-    body = await json_object()
+def _file_fields(body: dict[str, Any]) -> tuple[str, str | None]:
     content = body.get("content", body.get("manifest"))
     if not isinstance(content, str):
         raise BadRequest(
             'give the agent file as a string in "content" (or a WASM manifest in "manifest")',
             details={"keys": sorted(body)},
         )
+    module = body.get("wasm_module")
+    if module is not None and not isinstance(module, str):
+        raise BadRequest('"wasm_module" must be the module bytes encoded as a base64 string')
+    return content, module
+
+
+def _int_arg(name: str, default: int, *, minimum: int = 0, maximum: int = 10_000) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name} must be an integer, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"query parameter {name} must be between {minimum} and {maximum}")
+    return value
+
+
+def _registry() -> Registry:
+    return server_state().require_registry()
+
+
+@routes.route(
+    "/api/v1/agents",
+    role=Role.READONLY,
+    summary="List agents, with their active version, canary, status and last reload.",
+    query=(
+        QueryParam(name="type", description="config or wasm"),
+        QueryParam(name="capability", description="only agents with this capability"),
+        QueryParam(name="status", description="loading, running, draining, stopped, failed"),
+        QueryParam(name="limit", description="page size (default 100)", type="integer"),
+        QueryParam(name="offset", description="page start", type="integer"),
+    ),
+)
+async def list_agents() -> dict[str, Any]:
+    views = _registry().list_view()
+    kind, capability, status = (request.args.get(k) for k in ("type", "capability", "status"))
+    if kind:
+        views = [v for v in views if v["type"] == kind]
+    if capability:
+        views = [v for v in views if capability in v["capabilities"]]
+    if status:
+        views = [v for v in views if v["status"] == status]
+    limit = _int_arg("limit", 100, minimum=1, maximum=1000)
+    offset = _int_arg("offset", 0, maximum=1_000_000)
+    return {"agents": views[offset : offset + limit], "total": len(views)}
+
+
+@routes.route(
+    "/api/v1/agents",
+    methods=("POST",),
+    role=Role.OPERATOR,
+    summary="Deploy a new agent; it is stored under data_dir and survives restarts.",
+    request_body=DEPLOY_BODY,
+    responses=(201, 400, 409, 422),
+)
+async def deploy_agent() -> tuple[dict[str, Any], int]:
+    content, module = _file_fields(await json_object())
+    view = await server_state().require_agents().deploy(content, module)
+    return view, 201
+
+
+@routes.route(
+    "/api/v1/agents/validate",
+    methods=("POST",),
+    role=Role.USER,
+    summary="Validate an agent file without deploying it: {valid, errors, warnings}.",
+    request_body=DEPLOY_BODY,
+    responses=(200, 400),
+)
+async def validate_agent() -> dict[str, Any]:
+    body = await json_object()
+    content, _ = _file_fields(body)
     with_module = "manifest" in body and "wasm_module" in body
     report = check_agent_file(content, source="<request>", require_module=not with_module)
     return report.as_dict()
+
+
+@routes.route(
+    "/api/v1/agents/<name>",
+    role=Role.READONLY,
+    summary="One agent: type, version, canary, status, capabilities, abi, last_reload.",
+    responses=(200, 404),
+)
+async def get_agent(name: str) -> dict[str, Any]:
+    return _registry().agent_view(name)
+
+
+@routes.route(
+    "/api/v1/agents/<name>",
+    methods=("PUT",),
+    role=Role.OPERATOR,
+    summary="Deploy a new version of an agent (blue-green: the old one serves until it loads).",
+    request_body=DEPLOY_BODY,
+    responses=(200, 400, 404, 422),
+)
+async def update_agent(name: str) -> dict[str, Any]:
+    content, module = _file_fields(await json_object())
+    return await server_state().require_agents().deploy(content, module, replace=name)
+
+
+@routes.route(
+    "/api/v1/agents/<name>",
+    methods=("DELETE",),
+    role=Role.OPERATOR,
+    summary="Remove an API-deployed agent (agents from files: delete the file).",
+    responses=(200, 404, 409),
+)
+async def delete_agent(name: str) -> dict[str, Any]:
+    await server_state().require_agents().remove(name)
+    return {"deleted": name}
+
+
+@routes.route(
+    "/api/v1/agents/<name>/restart",
+    methods=("POST",),
+    role=Role.OPERATOR,
+    summary="Restart an agent blue-green: a fresh instance takes over once it has loaded.",
+    responses=(200, 404),
+)
+async def restart_agent(name: str) -> dict[str, Any]:
+    registry = _registry()
+    revision = registry.restart(name)
+    entry = await registry.wait_settled(name, revision, timeout_s=30)
+    return {**registry.agent_view(name), "restarted_revision": entry.revision}
+
+
+@routes.route(
+    "/api/v1/agents/<name>/versions",
+    role=Role.READONLY,
+    summary="Kept versions: {version, revision, status, active, traffic_percentage}.",
+    responses=(200, 404),
+)
+async def agent_versions(name: str) -> dict[str, Any]:
+    return {"name": name, "versions": _registry().versions_view(name)}
+
+
+@routes.route(
+    "/api/v1/agents/<name>/canary",
+    methods=("POST",),
+    role=Role.OPERATOR,
+    summary="Send traffic_percentage of new conversations to a kept version.",
+    request_body='{"version": "1.1.0", "traffic_percentage": 20}',
+    responses=(200, 404, 409, 422),
+)
+async def set_canary(name: str) -> dict[str, Any]:
+    body = await json_object()
+    version, share = body.get("version"), body.get("traffic_percentage")
+    if not isinstance(version, str) or not isinstance(share, int | float):
+        raise ValidationFailed(
+            'give {"version": "<kept version>", "traffic_percentage": <1-100>}',
+            details={"keys": sorted(body)},
+        )
+    registry = _registry()
+    await registry.set_canary(name, version=version, traffic_percentage=float(share))
+    return registry.agent_view(name)
+
+
+@routes.route(
+    "/api/v1/agents/<name>/promote",
+    methods=("POST",),
+    role=Role.OPERATOR,
+    summary="Make the canary the stable version; the old stable version drains.",
+    responses=(200, 404, 409),
+)
+async def promote_agent(name: str) -> dict[str, Any]:
+    registry = _registry()
+    await registry.promote(name)
+    return registry.agent_view(name)
+
+
+@routes.route(
+    "/api/v1/agents/<name>/rollback",
+    methods=("POST",),
+    role=Role.OPERATOR,
+    summary="End the canary, or go back to the previous (or a named) version.",
+    request_body='{"version": "1.0.0"} (optional)',
+    responses=(200, 404, 409),
+)
+async def rollback_agent(name: str) -> dict[str, Any]:
+    body = await request.get_json(force=True, silent=True) or {}
+    version = body.get("version") if isinstance(body, dict) else None
+    if version is not None and not isinstance(version, str):
+        raise ValidationFailed('"version" must be a string such as "1.0.0"')
+    registry = _registry()
+    await registry.rollback(name, to_version=version)
+    return registry.agent_view(name)
+
+
+@routes.route(
+    "/api/v1/agents/<name>/logs",
+    role=Role.READONLY,
+    summary="The agent's last log lines; follow=true streams new ones (NDJSON).",
+    query=(
+        QueryParam(name="tail", description="how many lines (default 100)", type="integer"),
+        QueryParam(name="level", description="debug, info, warn or error"),
+        QueryParam(name="follow", description="true to keep streaming", type="boolean"),
+    ),
+    responses=(200, 404),
+)
+async def agent_logs(name: str) -> Response | dict[str, Any]:
+    state = server_state()
+    registry = _registry()
+    registry.agent_view(name)  # 404 for unknown agents
+    level = request.args.get("level")
+    if level is not None and level not in LEVELS:
+        raise BadRequest(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    lines = state.agent_logs.tail(name, _int_arg("tail", 100, maximum=1000), level)
+    if request.args.get("follow", "false").lower() not in ("1", "true", "yes"):
+        return {"agent": name, "lines": [line.as_json() for line in lines]}
+
+    async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+        for line in lines:
+            await send.send(json.dumps(line.as_json()).encode() + b"\n")
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_shutdown() -> None:
+                await state.stopping.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_shutdown)
+            async with state.agent_logs.follow(name) as follow:
+                async for line in follow:
+                    if level_at_least(line, level):
+                        await send.send(json.dumps(line.as_json()).encode() + b"\n")
+            nursery.cancel_scope.cancel()
+
+    response = Response(background_body(produce), mimetype="application/x-ndjson")
+    response.timeout = None
+    return response
+
+
+def _message_from(body: dict[str, Any], name: str) -> Message:
+    content = body.get("content")
+    if not isinstance(content, str | dict):
+        raise ValidationFailed(
+            '"content" must be a string or a JSON object', details={"keys": sorted(body)}
+        )
+    conversation_id = body.get("conversation_id")
+    performative = body.get("performative", "request")
+    if performative not in PERFORMATIVES:
+        raise ValidationFailed(
+            f"performative must be one of {', '.join(PERFORMATIVES)}, got {performative!r}"
+        )
+    values: dict[str, Any] = {
+        "performative": performative,
+        "sender": str(body.get("sender") or "client"),
+        "receiver": name,
+        "content": content,
+    }
+    if conversation_id is not None:
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise ValidationFailed('"conversation_id" must be a non-empty string')
+        values["conversation_id"] = conversation_id
+    if isinstance(body.get("reply_with"), str):
+        values["reply_with"] = body["reply_with"]
+    return Message(**values)
+
+
+def _error_json(error: CaxtonError) -> dict[str, Any]:
+    return {"code": error.code, "message": error.message, "details": error.details}
+
+
+@routes.route(
+    "/api/v1/agents/<name>/messages",
+    methods=("POST",),
+    role=Role.USER,
+    summary="Send a message to an agent; the reply, or an SSE stream of chunks "
+    "(Accept: text/event-stream).",
+    request_body='{"content": "...", "conversation_id": "optional"}',
+    responses=(200, 404, 422, 503),
+)
+async def message_agent(name: str) -> Response | dict[str, Any]:
+    registry = _registry()
+    message = _message_from(await json_object(), name)
+    registry.agent_view(name)  # unknown agents get 404 before any stream starts
+    if "text/event-stream" not in request.headers.get("Accept", ""):
+        reply, _ = await registry.send(name, message)
+        return message.reply(reply.content, sender=name).as_json()
+
+    async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+        async def on_chunk(text: str) -> None:
+            await send.send(sse_frame("chunk", {"type": "chunk", "text": text}))
+
+        try:
+            reply, _ = await registry.send(name, message, on_chunk)
+        except CaxtonError as error:
+            await send.send(sse_frame("error", {"type": "error", "error": _error_json(error)}))
+            return
+        done = message.reply(reply.content, sender=name).as_json()
+        await send.send(sse_frame("done", {"type": "done", "message": done}))
+
+    response = Response(background_body(produce), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.timeout = None
+    return response
+
+
+@routes.websocket(
+    "/ws/agents/<name>",
+    role=Role.USER,
+    summary="Talk to an agent: send {content, conversation_id?}; receive chunk frames, then "
+    "done or error.",
+)
+async def agent_socket(name: str) -> None:
+    state = server_state()
+    registry = state.require_registry()
+    await websocket.accept()
+    busy = False
+    done_answering = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def close_on_stop() -> None:
+            await state.stopping.wait()
+            while busy:  # let the answer in flight finish first
+                await done_answering.wait()
+            await websocket.close(1001, "server shutting down")
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(close_on_stop)
+        while True:
+            raw = await websocket.receive()
+            busy = True
+            try:
+                await _answer_frame(registry, name, raw)
+            finally:
+                busy = False
+                done_answering.set()
+                done_answering = trio.Event()
+
+
+async def _answer_frame(registry: Registry, name: str, raw: str | bytes) -> None:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    try:
+        if not isinstance(body, dict):
+            raise BadRequest('each frame must be a JSON object such as {"content": "hello"}')
+        message = _message_from(body, name)
+
+        async def on_chunk(text: str) -> None:
+            await websocket.send_json({"type": "chunk", "text": text})
+
+        reply, _ = await registry.send(name, message, on_chunk)
+    except CaxtonError as exc:
+        await websocket.send_json({"type": "error", "error": _error_json(exc)})
+        return
+    done = message.reply(reply.content, sender=name).as_json()
+    await websocket.send_json({"type": "done", "message": done})

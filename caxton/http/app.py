@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from caxton.errors import CaxtonError
-from caxton.http import agents, errors, events_ws, health, openapi
+from caxton.http import agents, errors, events_ws, health, memory, openapi
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
 from caxton.http.state import ROUTES_KEY, STATE_KEY, server_state
 
@@ -34,6 +34,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
     openapi.routes,
     events_ws.routes,
     agents.routes,
+    memory.routes,
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
 import attrs
@@ -10,10 +11,16 @@ import trio
 from quart import current_app
 
 from caxton import __version__
+from caxton.agents.logs import AgentLogs
+from caxton.agents.registry import Registry
+from caxton.agents.service import AgentService
 from caxton.components import Components
 from caxton.config import CaxtonConfig
+from caxton.errors import ServiceUnavailable
 from caxton.events import EventHub
+from caxton.memory import MemoryService
 from caxton.metrics import Metrics
+from caxton.store import Store
 
 if TYPE_CHECKING:
     from caxton.http.routes import RouteSpec
@@ -35,6 +42,12 @@ class ServerState:
     metrics: Metrics
     components: Components
     events: EventHub = attrs.field(factory=EventHub)
+    agent_logs: AgentLogs = attrs.field(factory=AgentLogs)
+    registry: Registry | None = None
+    memory: MemoryService | None = None
+    store: Store | None = None
+    agents: AgentService | None = None
+    reload_hooks: list[Callable[[], Awaitable[None]]] = attrs.field(factory=list)
     started_at: float = attrs.field(factory=time.monotonic)
     stopping: trio.Event = attrs.field(factory=trio.Event)
     stopped: trio.Event = attrs.field(factory=trio.Event)
@@ -42,6 +55,28 @@ class ServerState:
 
     def uptime_seconds(self) -> float:
         return time.monotonic() - self.started_at
+
+    def require_registry(self) -> Registry:
+        """The agent registry, or 503 while it is not running."""
+        if self.registry is None:
+            raise ServiceUnavailable("the agent registry is not running yet")
+        return self.registry
+
+    def require_memory(self) -> MemoryService:
+        """The memory service, or 503 while it is not running."""
+        if self.memory is None:
+            raise ServiceUnavailable("the memory system is not running yet")
+        return self.memory
+
+    def require_store(self) -> Store:
+        if self.store is None:
+            raise ServiceUnavailable("the store is not running yet")
+        return self.store
+
+    def require_agents(self) -> AgentService:
+        if self.agents is None:
+            raise ServiceUnavailable("the agent registry is not running yet")
+        return self.agents
 
 
 def server_state() -> ServerState:

@@ -32,6 +32,12 @@ async def test_health_ready_and_report(server: ServerInfo) -> None:
     assert report["uptime_seconds"] >= 0
     assert {c["name"]: c["state"] for c in report["components"]} == {
         "metrics": "running",
+        "store": "running",
+        "embedder": "running",
+        "memory": "running",
+        "wasm": "running",
+        "registry": "running",
+        "watcher": "running",
         "http": "running",
     }
 

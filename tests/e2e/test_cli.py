@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from processes import run_cli
 
 SEED_CONFIGS = Path(__file__).parents[1] / "unit" / "seed_configs"
 REPO = Path(__file__).parents[2]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 import trio
-from conftest import caxton_env, run_cli_async, start_server, wait_exit, write_config
+from processes import caxton_env, run_cli_async, start_server, wait_exit, write_config
 
 if TYPE_CHECKING:
     from pathlib import Path

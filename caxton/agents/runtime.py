@@ -1,0 +1,184 @@
+"""The seam between the registry and the things that run agents.
+
+A runtime turns a validated spec (plus, for WASM, the module bytes) into an
+:class:`AgentInstance`; the registry owns the instance's lifetime (blue-green swaps, draining,
+stopping). WASM agents run on :mod:`caxton.wasm`; config (LLM) agents plug in here too.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+import trio
+
+from caxton.agents.spec import AnyAgentSpec, WasmAgentSpec
+from caxton.errors import CaxtonError
+from caxton.wasm import GuestHooks, WasmLimits
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from caxton.agents.logs import AgentLogs
+    from caxton.messages import Message
+    from caxton.wasm import WasmPool
+
+
+class AgentRuntimeUnavailable(CaxtonError):
+    """The agent loaded, but nothing can run it yet (no LLM runtime for config agents)."""
+
+    code = "AGENT_RUNTIME_UNAVAILABLE"
+    http_status = 503
+
+
+@attrs.frozen(kw_only=True)
+class LoadRequest:
+    """What a runtime needs to start one version."""
+
+    spec: AnyAgentSpec
+    module: bytes | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AgentReply:
+    """The full reply of one message (the chunks were streamed as they came)."""
+
+    content: str | dict[str, Any]
+    chunks: int
+
+
+class AgentInstance(Protocol):
+    """One running version of an agent."""
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Facts for ``GET /api/v1/agents/{name}`` (for WASM: the ABI)."""
+        ...
+
+    async def handle(
+        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None = None
+    ) -> AgentReply:
+        """Answer ``message``, streaming chunks to ``on_chunk``.
+
+        Cancellation:
+            Cancelling stops the work promptly (a WASM guest within one epoch tick).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release the instance; idempotent."""
+        ...
+
+
+class AgentRuntime(Protocol):
+    """Starts instances of one kind of agent."""
+
+    async def load(self, request: LoadRequest) -> AgentInstance:
+        """Start a version; raise a :class:`CaxtonError` saying why when it cannot start."""
+        ...
+
+
+def reply_content(body: bytes) -> str | dict[str, Any]:
+    """A reply body as content: a JSON object when it is one, else text."""
+    text = body.decode("utf-8", errors="replace")
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            return text
+        if isinstance(value, dict):
+            return value
+    return text
+
+
+class ConfigAgentInstance:
+    """A config agent whose spec is valid and loaded; answering needs an LLM runtime."""
+
+    def __init__(self, spec: AnyAgentSpec) -> None:
+        self.spec = spec
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {}
+
+    async def handle(
+        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None = None
+    ) -> AgentReply:
+        raise AgentRuntimeUnavailable(
+            f"agent {self.spec.name!r} is a config (LLM) agent and this server has no LLM "
+            "runtime yet; WASM agents can answer messages now",
+            details={"agent": self.spec.name, "type": "config"},
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ConfigRuntime:
+    """Loads config agents (validation already happened when the spec was parsed)."""
+
+    async def load(self, request: LoadRequest) -> AgentInstance:
+        return ConfigAgentInstance(request.spec)
+
+
+class WasmAgentInstance:
+    """A loaded WASM module serving one agent version."""
+
+    def __init__(self, spec: WasmAgentSpec, module: Any) -> None:
+        self.spec = spec
+        self.module = module
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {"abi": self.module.abi}
+
+    async def handle(
+        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None = None
+    ) -> AgentReply:
+        async def forward(chunk: bytes) -> None:
+            if on_chunk is not None:
+                await on_chunk(chunk.decode("utf-8", errors="replace"))
+
+        payload = json.dumps(message.as_json()).encode()
+        reply = await self.module.handle(payload, on_chunk=forward)
+        return AgentReply(content=reply_content(reply.body), chunks=reply.chunks)
+
+    async def aclose(self) -> None:
+        await self.module.aclose()
+
+
+class WasmRuntime:
+    """Loads WASM agents into the server's :class:`~caxton.wasm.WasmPool`."""
+
+    def __init__(self, pool: WasmPool, logs: AgentLogs) -> None:
+        self.pool = pool
+        self.logs = logs
+
+    async def load(self, request: LoadRequest) -> AgentInstance:
+        spec = request.spec
+        assert isinstance(spec, WasmAgentSpec)
+        if request.module is None:
+            raise CaxtonError(f"agent {spec.name!r} has no module bytes to load")
+        limits = WasmLimits(
+            max_memory_bytes=spec.limits.max_memory_bytes,
+            max_fuel=spec.limits.max_fuel,
+            max_execution_time_s=spec.limits.max_execution_time_s,
+            max_message_size=spec.limits.max_message_size_bytes,
+        )
+        levels = {0: "debug", 1: "info", 2: "warn", 3: "error"}
+        logs = self.logs
+        name = spec.name
+
+        def log(level: int, text: str) -> None:
+            trio.from_thread.run_sync(logs.write, name, levels.get(level, "info"), text)
+
+        module = await self.pool.load(
+            request.module,
+            limits,
+            name=spec.name,
+            source_name=spec.module or f"{spec.name}.wasm",
+            hooks=GuestHooks(log=log),
+        )
+        return WasmAgentInstance(spec, module)

@@ -1,0 +1,160 @@
+"""API-side agent operations: deploy from a request body, update, remove, restore on start.
+
+Agents deployed through the API are validated, loaded, and only then written under
+``data_dir/deployed`` (so what is stored is what served), and restored from there on start.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from caxton.agents.spec import WasmAgentSpec, check_agent_file
+from caxton.agents.versions import AgentState
+from caxton.errors import BadRequest, CaxtonError, Conflict
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from caxton.agents.deployments import DeploymentStore
+    from caxton.agents.registry import Registry
+    from caxton.agents.spec import AnyAgentSpec
+
+LOGGER = logging.getLogger("caxton.agents")
+
+
+class DeployFailed(CaxtonError):
+    """The agent file was valid but the version did not start (bad module, failing init)."""
+
+    code = "AGENT_LOAD_FAILED"
+    http_status = 422
+
+
+class AgentService:
+    """Deploys from API bodies into the registry and the deployment store.
+
+    Args:
+        registry: the running registry.
+        store: where API-deployed agents are kept.
+        agents_dir: the watched directory (agents from there are removed by deleting files).
+        settle_timeout_s: how long a deploy waits for the new version to load.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: DeploymentStore,
+        *,
+        agents_dir: Path,
+        settle_timeout_s: float = 30.0,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.agents_dir = agents_dir
+        self.settle_timeout_s = settle_timeout_s
+
+    async def restore(self) -> int:
+        """Deploy every stored agent again (start-up); return how many were found."""
+        stored = await trio.to_thread.run_sync(self.store.load_all)
+        for item in stored:
+            try:
+                spec = self._spec(item.content, item.module, source=str(item.manifest_path))
+                self.registry.deploy(spec, module=item.module)
+            except CaxtonError as exc:
+                LOGGER.error("stored agent %s not restored: %s", item.name, exc.message)
+        return len(stored)
+
+    async def deploy(
+        self, content: str, module_b64: str | None, *, replace: str | None = None
+    ) -> dict[str, Any]:
+        """Deploy a new agent (``replace=None``) or a new version of ``replace``.
+
+        Raises:
+            AgentSpecError: the file does not validate (422, every problem listed).
+            Conflict: a new agent's name is taken (409).
+            NotFound: ``replace`` names no agent (404).
+            DeployFailed: the version did not start; a running version keeps serving.
+        """
+        module = _decode_module(module_b64)
+        probe = self._spec(content, module, source="<request>")
+        name = probe.name
+        if replace is not None and name != replace:
+            raise BadRequest(
+                f"the file declares name = {name!r} but the URL names {replace!r}; they must match",
+                details={"file_name": name, "url_name": replace},
+            )
+        known = name in self.registry.state.agents
+        if replace is None and (
+            known or any(f.name == name for f in self.registry.invalid_files())
+        ):
+            raise Conflict(
+                f"an agent named {name!r} already exists; use PUT /api/v1/agents/{name} to "
+                "deploy a new version of it",
+                details={"name": name},
+            )
+        if replace is not None and not known:
+            self.registry.agent(name)  # raises AgentNotFound
+        source = str(self.store.manifest_path(name))
+        spec = attrs.evolve(probe, source=source)
+        revision = self.registry.deploy(spec, module=module, take_over=replace is not None)
+        entry = await self.registry.wait_settled(name, revision, timeout_s=self.settle_timeout_s)
+        if entry.state is AgentState.FAILED:
+            if not known:
+                self.registry.remove(name)
+            raise DeployFailed(
+                f"agent {name!r} version {spec.version} did not start: {entry.error}",
+                details={"name": name, "version": spec.version, "error": entry.error},
+            )
+        await trio.to_thread.run_sync(self.store.save, name, content.encode(), module)
+        return self.registry.agent_view(name)
+
+    async def remove(self, name: str) -> None:
+        """Remove an API-deployed agent; agents from files are removed by deleting the file."""
+        view = self.registry.agent_view(name)
+        source = str(view["source"])
+        if source != str(self.store.manifest_path(name)):
+            raise Conflict(
+                f"agent {name!r} comes from the file {source}; delete or rename that file and "
+                "the watcher removes the agent",
+                details={"name": name, "source": source},
+            )
+        self.registry.remove(name)
+        await trio.to_thread.run_sync(self.store.delete, name)
+
+    def _spec(self, content: str | bytes, module: bytes | None, *, source: str) -> AnyAgentSpec:
+        report = check_agent_file(content, source=source, require_module=module is None)
+        spec = report.spec_or_raise()
+        if isinstance(spec, WasmAgentSpec):
+            if module is None:
+                raise BadRequest(
+                    f"agent {spec.name!r} is a WASM agent: send the module as base64 in "
+                    '"wasm_module" together with the manifest in "manifest"',
+                    details={"name": spec.name},
+                )
+            combined = hashlib.blake2b(
+                spec.content_hash.encode() + module, digest_size=16
+            ).hexdigest()
+            spec = attrs.evolve(spec, content_hash=combined)
+        elif module is not None:
+            raise BadRequest(
+                "wasm_module was sent, but the manifest has no [wasm] table; add [wasm] or "
+                "drop wasm_module"
+            )
+        return spec
+
+
+def _decode_module(module_b64: str | None) -> bytes | None:
+    if module_b64 is None:
+        return None
+    try:
+        return base64.b64decode(module_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(
+            "wasm_module is not valid base64; encode the .wasm (or .wat) file with base64"
+        ) from None

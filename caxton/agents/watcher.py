@@ -1,0 +1,162 @@
+"""The watcher component: agents_dir -> validate -> blue-green swap.
+
+``watchfiles.awatch`` (inotify, or polling with ``agents.force_polling`` for network
+filesystems) reports changes, debounced; each changed manifest is read, validated and handed
+to the registry, which skips content it already runs. Deletions are applied before creations,
+so a rename is a removal plus a deploy and never a name conflict with itself. A change to a
+``.wasm``/``.wat`` module reloads every manifest that names it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+from watchfiles import awatch
+
+from caxton.agents.files import MODULE_SUFFIXES, AgentFile, read_agent_file
+from caxton.agents.problems import SpecProblem
+from caxton.agents.spec import SpecReport
+from caxton.agents.versions import DuplicateAgentName
+from caxton.errors import StartupError
+
+if TYPE_CHECKING:
+    from watchfiles import Change
+
+    from caxton.agents.registry import Registry
+
+LOGGER = logging.getLogger("caxton.watcher")
+MANIFEST_SUFFIX = ".toml"
+
+
+def _relevant(_change: Change, path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return not name.startswith(".") and name.endswith((MANIFEST_SUFFIX, *MODULE_SUFFIXES))
+
+
+class AgentsWatcher:
+    """Keeps the registry in step with the files of ``directory``.
+
+    Args:
+        directory: the agents directory (it may be read-only).
+        registry: where valid agents are deployed.
+        debounce_ms: changes closer together than this are handled as one batch.
+        force_polling: poll instead of inotify (network filesystems).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        registry: Registry,
+        *,
+        debounce_ms: int = 100,
+        force_polling: bool = False,
+    ) -> None:
+        self.directory = directory
+        self.registry = registry
+        self.debounce_ms = debounce_ms
+        self.force_polling = force_polling
+        self._modules: dict[Path, Path] = {}
+        self._lock = trio.Lock()
+        self.batches = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load every agent file, report started, then follow changes until cancelled.
+
+        Cancellation:
+            Stops watching at once; agents keep running (the registry owns them).
+        """
+        await trio.to_thread.run_sync(self._ensure_directory)
+        await self.rescan()
+        await self.registry.wait_all_settled(timeout_s=self.registry.load_timeout_s)
+        LOGGER.info("watching %s for agent files", self.directory)
+        # awatch waits for changes in a worker thread that trio cannot interrupt; the thread
+        # checks this event every few milliseconds, so setting it on cancellation lets the
+        # watcher stop at once instead of after the thread's own timeout.
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow, stop)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                stop.set()
+
+    async def _follow(self, stop: trio.Event) -> None:
+        async for changes in awatch(
+            self.directory,
+            watch_filter=_relevant,
+            debounce=self.debounce_ms,
+            step=10,
+            stop_event=stop,
+            force_polling=self.force_polling,
+            poll_delay_ms=100,
+            recursive=False,
+        ):
+            await self.sync({Path(path) for _, path in changes})
+
+    def _ensure_directory(self) -> None:
+        if self.directory.is_dir():
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(
+                f"agents_dir {self.directory} does not exist and cannot be created "
+                f"({exc.strerror}); create it or set server.agents_dir"
+            ) from None
+
+    async def rescan(self) -> None:
+        """Compare the whole directory with what is loaded (start-up and SIGHUP)."""
+        present = await trio.to_thread.run_sync(self._manifests)
+        known = {Path(f.source) for f in self.registry.invalid_files()}
+        known |= {
+            Path(agent.source)
+            for agent in self.registry.state.agents.values()
+            if Path(agent.source).parent == self.directory
+        }
+        await self.sync(set(present) | known)
+
+    def _manifests(self) -> list[Path]:
+        return sorted(
+            p
+            for p in self.directory.iterdir()
+            if p.suffix == MANIFEST_SUFFIX and not p.name.startswith(".") and p.is_file()
+        )
+
+    async def sync(self, paths: set[Path]) -> None:
+        """Apply the changes of ``paths`` (manifests and modules) to the registry."""
+        async with self._lock:
+            self.batches += 1
+            manifests = {p for p in paths if p.suffix == MANIFEST_SUFFIX}
+            for path in paths:
+                if path.suffix in MODULE_SUFFIXES:
+                    manifests |= {m for m, module in self._modules.items() if module == path}
+            files = {}
+            for path in sorted(manifests):
+                files[path] = await trio.to_thread.run_sync(read_agent_file, path)
+            for path, read in files.items():
+                if read is None:
+                    self._modules.pop(path, None)
+                    self.registry.forget_source(str(path))
+            for path, read in files.items():
+                if read is not None:
+                    self._deploy(path, read)
+
+    def _deploy(self, path: Path, read: AgentFile) -> None:
+        if read.module_path is not None:
+            self._modules[path] = read.module_path
+        spec = read.report.spec
+        if spec is None:
+            self.registry.record_invalid(read.report, text=read.text, kind=read.kind)
+            return
+        try:
+            self.registry.deploy(spec, module=read.module)
+        except DuplicateAgentName as exc:
+            problem = SpecProblem(
+                file=str(path), line=None, column=None, key="name", message=exc.message
+            )
+            report = SpecReport(source=str(path), spec=None, errors=(problem,), warnings=())
+            self.registry.record_invalid(report, text=read.text, kind=read.kind)

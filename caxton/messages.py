@@ -1,0 +1,82 @@
+"""The FIPA-style message envelope (DESIGN §5) as a frozen value."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+import attrs
+
+Performative = Literal[
+    "request",
+    "inform",
+    "query",
+    "propose",
+    "accept_proposal",
+    "reject_proposal",
+    "failure",
+    "not_understood",
+]
+PERFORMATIVES: tuple[str, ...] = (
+    "request",
+    "inform",
+    "query",
+    "propose",
+    "accept_proposal",
+    "reject_proposal",
+    "failure",
+    "not_understood",
+)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """One message between a client or an agent and an agent.
+
+    ``hop`` counts agent-to-agent sends (0 for a message from outside), for the loop guard.
+    """
+
+    performative: Performative = "request"
+    sender: str | None = None
+    receiver: str | None = None
+    capability: str | None = None
+    content: str | dict[str, Any] = ""
+    conversation_id: str = attrs.field(factory=new_id)
+    reply_with: str | None = None
+    in_reply_to: str | None = None
+    message_id: str = attrs.field(factory=new_id)
+    created_at: float = attrs.field(factory=time.time)
+    hop: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "performative": self.performative,
+            "sender": self.sender,
+            "receiver": self.receiver,
+            "capability": self.capability,
+            "content": self.content,
+            "conversation_id": self.conversation_id,
+            "reply_with": self.reply_with,
+            "in_reply_to": self.in_reply_to,
+            "message_id": self.message_id,
+            "created_at": self.created_at,
+        }
+
+    def reply(
+        self, content: str | dict[str, Any], *, sender: str, performative: Performative = "inform"
+    ) -> Message:
+        """The answer to this message, in the same conversation."""
+        return Message(
+            performative=performative,
+            sender=sender,
+            receiver=self.sender,
+            content=content,
+            conversation_id=self.conversation_id,
+            in_reply_to=self.reply_with or self.message_id,
+            hop=self.hop,
+        )

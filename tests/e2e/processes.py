@@ -1,0 +1,141 @@
+"""Real ``caxton`` processes for end-to-end tests: start, wait, run CLI commands."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+CAXTON = shutil.which("caxton", path=str(Path(sys.executable).parent))
+CAXTON_CMD = [CAXTON] if CAXTON else [sys.executable, "-m", "caxton"]
+
+
+def caxton_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAXTON_", "RUST_LOG"))}
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one CLI command to completion (blocking: call from sync tests)."""
+    return subprocess.run(
+        [*CAXTON_CMD, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or caxton_env(),
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        check=False,
+    )
+
+
+async def run_cli_async(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [*CAXTON_CMD, *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        env=env or caxton_env(),
+        stdin=b"",
+        check=False,
+    )
+
+
+@attrs.define
+class ServerProcess:
+    process: trio.Process
+    records: list[dict[str, Any]] = attrs.field(factory=list)
+    raw: list[str] = attrs.field(factory=list)
+    ready: trio.Event = attrs.field(factory=trio.Event)
+    api_url: str = ""
+    metrics_url: str | None = None
+
+    def messages(self) -> list[str]:
+        return [str(r.get("message")) for r in self.records]
+
+    async def wait_for_message(self, fragment: str, timeout: float = 10) -> dict[str, Any]:
+        with trio.fail_after(timeout):
+            while True:
+                for record in self.records:
+                    if fragment in str(record.get("message")):
+                        return record
+                await trio.sleep(0.02)
+
+
+async def _pump(server: ServerProcess) -> None:
+    assert server.process.stderr is not None
+    buffer = b""
+    while chunk := await server.process.stderr.receive_some(65536):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            text = line.decode(errors="replace")
+            server.raw.append(text)
+            try:
+                record = json.loads(text)
+            except ValueError:
+                continue
+            server.records.append(record)
+            if "ready on" in str(record.get("message")):
+                server.api_url = record["api"][0]
+                server.metrics_url = record.get("metrics")
+                server.ready.set()
+
+
+async def start_server(
+    nursery: trio.Nursery,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+    timeout: float = 30,
+) -> ServerProcess:
+    """Start ``caxton start ARGS`` and (by default) wait for its ready line."""
+    process: trio.Process = await nursery.start(
+        functools.partial(
+            trio.run_process,
+            [*CAXTON_CMD, "start", *args],
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env={"CAXTON_LOG_FORMAT": "json", **(env or caxton_env())},
+            check=False,
+        )
+    )
+    server = ServerProcess(process=process)
+    nursery.start_soon(_pump, server)
+    if wait_ready:
+        with trio.fail_after(timeout):
+            while not server.ready.is_set():
+                if server.process.returncode is not None:
+                    raise AssertionError("server exited early:\n" + "\n".join(server.raw))
+                await trio.sleep(0.02)
+    return server
+
+
+def write_config(path: Path, data_dir: Path, extra: str = "") -> Path:
+    path.write_text(
+        "server:\n"
+        "  host: 127.0.0.1\n"
+        "  port: 0\n"
+        f"  data_dir: {data_dir}\n"
+        "  shutdown_timeout: 10s\n"
+        "observability:\n"
+        "  metrics_port: 0\n" + extra
+    )
+    return path
+
+
+async def wait_exit(process: trio.Process, timeout: float = 15) -> int:
+    with trio.fail_after(timeout):
+        return await process.wait()
