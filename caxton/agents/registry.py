@@ -497,6 +497,10 @@ class Registry:
             )
         )
 
+    def _forget_version(self, name: str, revision: int, version: _Version) -> None:
+        if self._versions.get((name, revision)) is version:
+            del self._versions[(name, revision)]
+
     def _start_version(self, decision: StartVersion) -> None:
         if self._nursery is None:
             raise ServiceUnavailable("the agent registry is not running")
@@ -520,7 +524,7 @@ class Registry:
             LOGGER.exception("agent %s revision %d failed to load", name, revision)
             error = f"{type(exc).__name__}: {exc}"
         if instance is None:
-            self._versions.pop((name, revision), None)
+            self._forget_version(name, revision, version)
             self._reload_failed.inc()
             self._last_reload[name] = ReloadResult(ok=False, error=error)
             failed = error or "failed to load"
@@ -545,7 +549,7 @@ class Registry:
                         await version.idle.wait()
         finally:
             version.cancel_requests()
-            self._versions.pop((name, revision), None)
+            self._forget_version(name, revision, version)
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await instance.aclose()
             if version.stop_requested.is_set():

@@ -64,7 +64,7 @@ class AgentService:
         stored = await trio.to_thread.run_sync(self.store.load_all)
         for item in stored:
             try:
-                spec = self._spec(item.content, item.module, source=str(item.manifest_path))
+                spec = self._spec(item.content, item.module, source=item.source)
                 self.registry.deploy(spec, module=item.module)
             except CaxtonError as exc:
                 LOGGER.error("stored agent %s not restored: %s", item.name, exc.message)
@@ -100,8 +100,7 @@ class AgentService:
             )
         if replace is not None and not known:
             self.registry.agent(name)  # raises AgentNotFound
-        source = str(self.store.manifest_path(name))
-        spec = attrs.evolve(probe, source=source)
+        spec = attrs.evolve(probe, source=self.store.source_for(name))
         revision = self.registry.deploy(spec, module=module, take_over=replace is not None)
         entry = await self.registry.wait_settled(name, revision, timeout_s=self.settle_timeout_s)
         if entry.state is AgentState.FAILED:
@@ -111,14 +110,28 @@ class AgentService:
                 f"agent {name!r} version {spec.version} did not start: {entry.error}",
                 details={"name": name, "version": spec.version, "error": entry.error},
             )
-        await trio.to_thread.run_sync(self.store.save, name, content.encode(), module)
+        await trio.to_thread.run_sync(
+            self.store.save, name, spec.content_hash, content.encode(), module
+        )
+        await self.persist_active(name)
         return self.registry.agent_view(name)
+
+    async def persist_active(self, name: str) -> None:
+        """Record which version of an API-deployed agent serves, and prune dropped versions."""
+        agent = self.registry.state.agents.get(name)
+        if agent is None or agent.source != self.store.source_for(name):
+            return
+        active = agent.active_entry
+        kept = {entry.spec.content_hash for entry in agent.entries}
+        if active is not None:
+            await trio.to_thread.run_sync(self.store.set_active, name, active.spec.content_hash)
+        await trio.to_thread.run_sync(self.store.prune, name, kept)
 
     async def remove(self, name: str) -> None:
         """Remove an API-deployed agent; agents from files are removed by deleting the file."""
         view = self.registry.agent_view(name)
         source = str(view["source"])
-        if source != str(self.store.manifest_path(name)):
+        if source != self.store.source_for(name):
             raise Conflict(
                 f"agent {name!r} comes from the file {source}; delete or rename that file and "
                 "the watcher removes the agent",

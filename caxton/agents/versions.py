@@ -354,6 +354,9 @@ class VersionRegistry:
     """Every agent and its versions; a frozen value, changed only through events."""
 
     agents: Mapping[str, AgentVersions] = attrs.field(factory=dict)
+    issued: int = 0
+    """The highest revision ever issued: revisions stay unique even when a name is removed
+    and deployed again, so a stopping old version is never mistaken for a new one."""
 
     def get(self, name: str) -> AgentVersions:
         """Return the agent named ``name``.
@@ -400,7 +403,9 @@ class VersionRegistry:
         existing = self.agents.get(spec.name)
         if existing is not None and existing.source != spec.source and not take_over:
             raise DuplicateAgentName(spec.name, existing=existing.source, new=spec.source)
-        agent = existing or AgentVersions(name=spec.name, source=spec.source)
+        agent = existing or AgentVersions(
+            name=spec.name, source=spec.source, next_revision=self.issued + 1
+        )
         newest = agent.entries[-1] if agent.entries else None
         if (
             newest is not None
@@ -550,7 +555,9 @@ class VersionRegistry:
             edit.stop(entry.revision, drain=True)
         agents = {k: v for k, v in self.agents.items() if k != name}
         decisions = (*edit.decisions, AgentRemoved(name=name))
-        return Step(registry=VersionRegistry(agents=agents), decisions=decisions)
+        return Step(
+            registry=VersionRegistry(agents=agents, issued=self.issued), decisions=decisions
+        )
 
     def remove_source(self, source: str) -> Step:
         """The file ``source`` was deleted: remove every agent it declared."""
@@ -565,7 +572,11 @@ class VersionRegistry:
     def _apply(self, edit: _Edit) -> Step:
         agent = edit.finish()
         agents = {**self.agents, agent.name: agent}
-        return Step(registry=VersionRegistry(agents=agents), decisions=tuple(edit.decisions))
+        issued = max(self.issued, agent.next_revision - 1)
+        return Step(
+            registry=VersionRegistry(agents=agents, issued=issued),
+            decisions=tuple(edit.decisions),
+        )
 
 
 def _on_load(spec: AnyAgentSpec, *, has_active: bool) -> tuple[OnLoad, float]:

@@ -198,6 +198,7 @@ async def set_canary(name: str) -> dict[str, Any]:
         )
     registry = _registry()
     await registry.set_canary(name, version=version, traffic_percentage=float(share))
+    await server_state().require_agents().persist_active(name)
     return registry.agent_view(name)
 
 
@@ -211,6 +212,7 @@ async def set_canary(name: str) -> dict[str, Any]:
 async def promote_agent(name: str) -> dict[str, Any]:
     registry = _registry()
     await registry.promote(name)
+    await server_state().require_agents().persist_active(name)
     return registry.agent_view(name)
 
 
@@ -229,6 +231,7 @@ async def rollback_agent(name: str) -> dict[str, Any]:
         raise ValidationFailed('"version" must be a string such as "1.0.0"')
     registry = _registry()
     await registry.rollback(name, to_version=version)
+    await server_state().require_agents().persist_active(name)
     return registry.agent_view(name)
 
 

@@ -1,0 +1,136 @@
+"""The agents_dir watcher with real files and a real server in this process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from caxton.server import ServerInfo
+
+ECHO_V2 = """name = "echo"
+version = "2.0.0"
+capabilities = ["echo"]
+
+[wasm]
+module = "echo.wat"
+"""
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+def view(server: ServerInfo, name: str) -> dict:
+    return server.state.require_registry().agent_view(name)
+
+
+def names(server: ServerInfo) -> list[str]:
+    return [v["name"] for v in server.state.require_registry().list_view()]
+
+
+async def test_create_modify_and_delete_follow_the_files(
+    agents_server: ServerInfo, agents_dir: Path
+) -> None:
+    (agents_dir / "echo.toml").write_text(ECHO_V2)
+    await wait_until(lambda: view(agents_server, "echo")["version"] == "2.0.0")
+    shutil.copy(agents_dir / "echo.toml", agents_dir / "echo2.toml.tmp")
+    text = ECHO_V2.replace('name = "echo"', 'name = "echo-two"')
+    (agents_dir / "echo-two.toml").write_text(text)
+    await wait_until(lambda: "echo-two" in names(agents_server))
+    await wait_until(lambda: view(agents_server, "echo-two")["status"] == "running")
+    (agents_dir / "echo-two.toml").unlink()
+    await wait_until(lambda: "echo-two" not in names(agents_server))
+
+
+async def test_rename_keeps_the_agent_under_its_new_file(
+    agents_server: ServerInfo, agents_dir: Path
+) -> None:
+    os.rename(agents_dir / "counter.toml", agents_dir / "tally.toml")
+    await wait_until(lambda: view(agents_server, "counter")["source"].endswith("tally.toml"))
+    await wait_until(lambda: view(agents_server, "counter")["status"] == "running")
+    assert view(agents_server, "counter")["last_reload"]["ok"] is True
+
+
+async def test_a_broken_edit_never_replaces_the_running_version(
+    agents_server: ServerInfo, agents_dir: Path
+) -> None:
+    registry = agents_server.state.require_registry()
+    (agents_dir / "echo.toml").write_text('name = "echo"\nversion = "3.0.0"\n[wasm]\nmodule = 5\n')
+    await wait_until(lambda: not view(agents_server, "echo")["last_reload"]["ok"])
+    echo = view(agents_server, "echo")
+    assert (echo["version"], echo["status"]) == ("1.0.0", "running")
+    assert echo["pending_errors"][0]["field"] == "wasm.module"
+    assert echo["pending_errors"][0]["line"] == 4
+    logs = agents_server.state.agent_logs.tail("echo", 5, "error")
+    assert any("not loaded" in line.message for line in logs)
+    metrics = agents_server.state.metrics.exposition().decode()
+    assert "caxton_agent_reload_failed_total 1.0" in metrics
+    # the module vanishing is an error of the manifest too; the old version still serves
+    (agents_dir / "echo.toml").write_text(ECHO_V2.replace("echo.wat", "missing.wat"))
+    await wait_until(lambda: "missing.wat" in view(agents_server, "echo")["last_reload"]["error"])
+    assert view(agents_server, "echo")["version"] == "1.0.0"
+    from caxton.messages import Message
+
+    reply, _ = await registry.send("echo", Message(content="still here"))
+    assert reply.content["content"] == "still here"
+
+
+async def test_editing_the_module_alone_is_a_new_version(
+    agents_server: ServerInfo, agents_dir: Path
+) -> None:
+    registry = agents_server.state.require_registry()
+    before = len(registry.versions_view("counter"))
+    wat = agents_dir / "counter.wat"
+    wat.write_text(wat.read_text() + "\n;; touched\n")
+    await wait_until(lambda: len(registry.versions_view("counter")) == before + 1)
+    await wait_until(lambda: view(agents_server, "counter")["status"] == "running")
+
+
+async def test_bad_files_are_reported_and_named(
+    agents_server: ServerInfo, agents_dir: Path
+) -> None:
+    (agents_dir / "garbage.toml").write_bytes(os.urandom(2048))
+    (agents_dir / "huge.toml").write_bytes(b"# " + b"x" * (50 * 1024 * 1024))
+    (agents_dir / "twin.toml").write_text((agents_dir / "counter.toml").read_text())
+    await wait_until(lambda: {"garbage", "huge"} <= set(names(agents_server)))
+    listing = {v["name"]: v for v in agents_server.state.require_registry().list_view()}
+    assert listing["garbage"]["status"] == "failed"
+    assert "huge.toml" in listing["huge"]["source"]
+    assert (
+        "MiB" in listing["huge"]["last_reload"]["error"]
+        or "bytes" in (listing["huge"]["last_reload"]["error"])
+    )
+    await wait_until(lambda: not view(agents_server, "counter")["last_reload"]["ok"])
+    error = view(agents_server, "counter")["last_reload"]["error"]
+    assert "counter.toml" in error
+    assert "twin.toml" in error
+    assert view(agents_server, "counter")["status"] == "running"
+    assert listing["echo"]["status"] == "running"
+
+
+async def test_quick_successive_writes_are_debounced(
+    agents_server: ServerInfo, agents_dir: Path
+) -> None:
+    registry = agents_server.state.require_registry()
+    before = len(registry.versions_view("echo"))
+    for minor in range(1, 6):
+        (agents_dir / "echo.toml").write_text(ECHO_V2.replace("2.0.0", f"2.{minor}.0"))
+    await wait_until(lambda: view(agents_server, "echo")["version"] == "2.5.0")
+    added = len(registry.versions_view("echo")) - before
+    assert added <= 2, registry.versions_view("echo")
+
+
+async def test_sighup_style_rescan_picks_up_missed_changes(
+    agents_server: ServerInfo, agents_dir: Path
+) -> None:
+    for hook in agents_server.state.reload_hooks:
+        await hook()
+    assert sorted(names(agents_server)) == ["counter", "echo"]
