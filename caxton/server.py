@@ -161,7 +161,10 @@ async def _start_agents(nursery: trio.Nursery, state: ServerState, pool: WasmPoo
     """Registry, API-deployed agents, then the agents_dir watcher (its first scan included)."""
     config = state.config
     registry = Registry(
-        runtimes={"config": ConfigRuntime(), "wasm": WasmRuntime(pool, state.agent_logs)},
+        runtimes={
+            "config": ConfigRuntime(),
+            "wasm": WasmRuntime(pool, state.agent_logs, state.metrics),
+        },
         events=state.events,
         metrics=state.metrics,
         logs=state.agent_logs,

@@ -31,6 +31,7 @@ from caxton.agents.versions import (
 )
 from caxton.errors import CaxtonError, NotFound, ServiceUnavailable
 from caxton.events import Event
+from caxton.latency import LatencyWindow
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -154,6 +155,17 @@ class Registry:
         )
         self._config_count = metrics.gauge("caxton_agent_config_count", "Config (LLM) agents.")
         self._wasm_count = metrics.gauge("caxton_agent_wasm_count", "WASM agents.")
+        self._responses = metrics.histogram(
+            "caxton_agent_response_duration_seconds",
+            "Time agents take to answer a message, by agent and outcome (ok or error code).",
+            ["agent", "outcome"],
+        )
+        self._latency = LatencyWindow(1000)
+        p99 = metrics.gauge(
+            "caxton_agent_response_latency_p99",
+            "p99 of agent response time over the last 1000 messages, in seconds.",
+        )
+        p99.set_function(lambda: self._latency.percentile(0.99))
 
     # -- component ---------------------------------------------------------------------------
 
@@ -326,8 +338,18 @@ class Registry:
                 details={"agent": name, "status": agent.status.value},
             )
         instance = version.instance
-        with version.track() as scope:
-            reply = await instance.handle(message, on_chunk)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            with version.track() as scope:
+                reply = await instance.handle(message, on_chunk)
+        except CaxtonError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self._latency.record(elapsed)
+            self._responses.labels(agent=name, outcome=outcome).observe(elapsed)
         if scope.cancelled_caught:
             raise AgentUnavailable(
                 f"agent {name!r} version {entry.version} stopped while answering (its drain "

@@ -12,16 +12,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
+from prometheus_client import Counter, Histogram
 
 from caxton.agents.spec import AnyAgentSpec, WasmAgentSpec
 from caxton.errors import CaxtonError
-from caxton.wasm import GuestHooks, WasmLimits
+from caxton.wasm import GuestHooks, WasmLimitExceeded, WasmLimits, WasmTrap
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from caxton.agents.logs import AgentLogs
     from caxton.messages import Message
+    from caxton.metrics import Metrics
     from caxton.wasm import WasmPool
 
 
@@ -123,12 +125,38 @@ class ConfigRuntime:
         return ConfigAgentInstance(request.spec)
 
 
+@attrs.frozen(kw_only=True)
+class WasmMetrics:
+    """Per-agent WASM counters (DESIGN §9), created once per server."""
+
+    calls: Histogram
+    fuel: Counter
+    traps: Counter
+    limits: Counter
+
+    @classmethod
+    def register(cls, metrics: Metrics) -> WasmMetrics:
+        return cls(
+            calls=metrics.histogram(
+                "caxton_wasm_call_duration_seconds", "WASM guest call time by agent.", ["agent"]
+            ),
+            fuel=metrics.counter(
+                "caxton_wasm_fuel_consumed", "Fuel consumed by WASM guests.", ["agent"]
+            ),
+            traps=metrics.counter("caxton_wasm_traps", "WASM guest traps.", ["agent", "trap"]),
+            limits=metrics.counter(
+                "caxton_wasm_limit_exceeded", "WASM calls stopped by a limit.", ["agent", "limit"]
+            ),
+        )
+
+
 class WasmAgentInstance:
     """A loaded WASM module serving one agent version."""
 
-    def __init__(self, spec: WasmAgentSpec, module: Any) -> None:
+    def __init__(self, spec: WasmAgentSpec, module: Any, metrics: WasmMetrics) -> None:
         self.spec = spec
         self.module = module
+        self.metrics = metrics
 
     @property
     def details(self) -> dict[str, Any]:
@@ -142,7 +170,17 @@ class WasmAgentInstance:
                 await on_chunk(chunk.decode("utf-8", errors="replace"))
 
         payload = json.dumps(message.as_json()).encode()
-        reply = await self.module.handle(payload, on_chunk=forward)
+        name = self.spec.name
+        try:
+            reply = await self.module.handle(payload, on_chunk=forward)
+        except WasmTrap as exc:
+            self.metrics.traps.labels(agent=name, trap=exc.trap).inc()
+            raise
+        except WasmLimitExceeded as exc:
+            self.metrics.limits.labels(agent=name, limit=exc.limit).inc()
+            raise
+        self.metrics.calls.labels(agent=name).observe(reply.elapsed_s)
+        self.metrics.fuel.labels(agent=name).inc(reply.fuel_consumed)
         return AgentReply(content=reply_content(reply.body), chunks=reply.chunks)
 
     async def aclose(self) -> None:
@@ -152,9 +190,10 @@ class WasmAgentInstance:
 class WasmRuntime:
     """Loads WASM agents into the server's :class:`~caxton.wasm.WasmPool`."""
 
-    def __init__(self, pool: WasmPool, logs: AgentLogs) -> None:
+    def __init__(self, pool: WasmPool, logs: AgentLogs, metrics: Metrics) -> None:
         self.pool = pool
         self.logs = logs
+        self.metrics = WasmMetrics.register(metrics)
 
     async def load(self, request: LoadRequest) -> AgentInstance:
         spec = request.spec
@@ -181,4 +220,4 @@ class WasmRuntime:
             source_name=spec.module or f"{spec.name}.wasm",
             hooks=GuestHooks(log=log),
         )
-        return WasmAgentInstance(spec, module)
+        return WasmAgentInstance(spec, module, self.metrics)

@@ -222,3 +222,13 @@ def test_key_paths_are_documented() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [p for p in known_key_paths() if f"`{p}`" not in readme]
     assert not missing, f"README does not document: {missing}"
+
+
+def test_readme_reference_tables_are_current() -> None:
+    """README's two reference tables are exactly what the code documents."""
+    from caxton.agents.docs import reference_markdown as agents_reference
+    from caxton.config.docs import reference_markdown as config_reference
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert config_reference() in readme, "regenerate with: python -m caxton.config.docs"
+    assert agents_reference() in readme, "regenerate with: python -m caxton.agents.docs"

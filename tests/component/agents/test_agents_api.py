@@ -278,3 +278,66 @@ async def test_logs_tail_and_level(agents_server: ServerInfo) -> None:
         assert errors_only.json()["lines"] == []
         bad = await client.get("/api/v1/agents/counter/logs", params={"level": "loud"})
         assert bad.status_code == 400
+
+
+SPIN_WAT = """
+(module
+  (import "caxton" "reply" (func $reply (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "caxton_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "handle_message") (param i32 i32) (result i32)
+    (loop $forever (br $forever))
+    (i32.const 0)))
+"""
+
+
+def spin_agent(max_execution_time: str) -> dict[str, str]:
+    manifest = (
+        'name = "spin"\nversion = "1.0.0"\n[wasm]\n[limits]\n'
+        f'max_fuel = 100_000_000_000\nmax_execution_time = "{max_execution_time}"\n'
+    )
+    return {"manifest": manifest, "wasm_module": base64.b64encode(SPIN_WAT.encode()).decode()}
+
+
+async def test_limits_over_http_and_metrics(agents_server: ServerInfo) -> None:
+    async with httpx.AsyncClient(base_url=agents_server.api_urls[0], timeout=30) as client:
+        assert (await client.post("/api/v1/agents", json=spin_agent("300ms"))).status_code == 201
+        with trio.fail_after(5):
+            stopped = await client.post("/api/v1/agents/spin/messages", json={"content": "x"})
+        assert stopped.status_code == 422
+        error = stopped.json()["error"]
+        assert error["code"] == "WASM_LIMIT_EXCEEDED"
+        assert error["details"]["limit"] == "time"
+        for _ in range(3):
+            await client.post("/api/v1/agents/counter/messages", json={"content": "x"})
+        assert (await client.get("/health")).status_code == 200  # the server is fine
+    assert agents_server.metrics_url is not None
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(agents_server.metrics_url)).text
+    assert 'caxton_agent_response_duration_seconds_count{agent="counter",outcome="ok"} 3.0' in text
+    assert 'outcome="WASM_LIMIT_EXCEEDED"' in text
+    assert 'caxton_wasm_limit_exceeded_total{agent="spin",limit="time"} 1.0' in text
+    fuel = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('caxton_wasm_fuel_consumed_total{agent="counter"}')
+    )
+    assert float(fuel.split()[-1]) > 0
+    p99 = next(
+        line for line in text.splitlines() if line.startswith("caxton_agent_response_latency_p99 ")
+    )
+    assert float(p99.split()[-1]) > 0
+    assert "caxton_agent_wasm_count 3.0" in text
+    assert "caxton_agent_config_count 0.0" in text
+
+
+async def test_a_disconnected_client_stops_its_guest(agents_server: ServerInfo) -> None:
+    async with httpx.AsyncClient(base_url=agents_server.api_urls[0], timeout=30) as client:
+        assert (await client.post("/api/v1/agents", json=spin_agent("20s"))).status_code == 201
+        pool_stats = agents_server.state.require_registry().runtimes["wasm"].pool.statistics
+        with trio.move_on_after(0.5):
+            await client.post("/api/v1/agents/spin/messages", json={"content": "x"})
+        # the client gave up: its guest must stop long before max_execution_time (20 s)
+        with trio.fail_after(2):
+            while pool_stats().calls_in_flight:
+                await trio.sleep(0.01)
