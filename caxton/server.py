@@ -160,17 +160,17 @@ async def _start_memory(nursery: trio.Nursery, state: ServerState) -> None:
 async def _start_agents(nursery: trio.Nursery, state: ServerState, pool: WasmPool) -> None:
     """Registry, API-deployed agents, then the agents_dir watcher (its first scan included)."""
     config = state.config
+    wasm = WasmRuntime(pool, state.agent_logs, state.metrics)
     registry = Registry(
-        runtimes={
-            "config": ConfigRuntime(),
-            "wasm": WasmRuntime(pool, state.agent_logs, state.metrics),
-        },
+        runtimes={"config": ConfigRuntime(), "wasm": wasm},
         events=state.events,
         metrics=state.metrics,
         logs=state.agent_logs,
         drain_timeout_s=config.agents.drain_timeout,
         load_timeout_s=config.agents.load_timeout,
+        max_hops=config.messaging.max_hops,
     )
+    wasm.poster = registry
     await _start(nursery, state.components, "registry", registry.run)
     service = AgentService(
         registry, DeploymentStore(config.data_dir / "deployed"), agents_dir=config.agents_dir

@@ -134,12 +134,14 @@ class Registry:
         logs: AgentLogs,
         drain_timeout_s: float = 30.0,
         load_timeout_s: float = 30.0,
+        max_hops: int = 8,
     ) -> None:
         self.runtimes = dict(runtimes)
         self.events = events
         self.logs = logs
         self.drain_timeout_s = drain_timeout_s
         self.load_timeout_s = load_timeout_s
+        self.max_hops = max_hops
         self._state = VersionRegistry()
         self._versions: dict[tuple[str, int], _Version] = {}
         self._modules: dict[str, bytes] = {}
@@ -357,6 +359,52 @@ class Registry:
                 details={"agent": name},
             )
         return reply, entry
+
+    def post(self, message: Message) -> int:
+        """Accept a message an agent sends; deliver it, then its reply back, in the background.
+
+        The reply reaches the sending agent later as an ``inform`` (or ``failure``) message
+        with ``in_reply_to`` set. Returns 0, or a negative number when refused: -4 past
+        ``max_hops`` agent-to-agent sends (the loop guard), -5 for an unknown receiver.
+        """
+        if message.hop > self.max_hops:
+            self.logs.write(
+                message.sender or "?",
+                "warn",
+                f"message to {message.receiver or message.capability} refused: more than "
+                f"{self.max_hops} agent-to-agent hops (a loop?)",
+            )
+            return -4
+        if message.receiver is None or message.receiver not in self._state.agents:
+            self.logs.write(
+                message.sender or "?",
+                "warn",
+                f"message refused: no agent named {message.receiver!r}",
+            )
+            return -5
+        if self._nursery is None:
+            return -3
+        self._nursery.start_soon(self._deliver, message)
+        return 0
+
+    async def _deliver(self, message: Message) -> None:
+        receiver = message.receiver or ""
+        try:
+            reply, _ = await self.send(receiver, message)
+            answer = message.reply(reply.content, sender=receiver)
+        except CaxtonError as exc:
+            answer = message.reply(
+                {"error": {"code": exc.code, "message": exc.message}},
+                sender=receiver,
+                performative="failure",
+            )
+        sender = message.sender
+        if sender is None or sender not in self._state.agents:
+            return
+        try:
+            await self.send(sender, answer)
+        except CaxtonError as exc:
+            self.logs.write(sender, "warn", f"reply from {receiver} not delivered: {exc.message}")
 
     # -- views ---------------------------------------------------------------------------------
 

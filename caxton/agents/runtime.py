@@ -16,13 +16,13 @@ from prometheus_client import Counter, Histogram
 
 from caxton.agents.spec import AnyAgentSpec, WasmAgentSpec
 from caxton.errors import CaxtonError
+from caxton.messages import PERFORMATIVES, Message
 from caxton.wasm import GuestHooks, WasmLimitExceeded, WasmLimits, WasmTrap
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from caxton.agents.logs import AgentLogs
-    from caxton.messages import Message
     from caxton.metrics import Metrics
     from caxton.wasm import WasmPool
 
@@ -150,13 +150,36 @@ class WasmMetrics:
         )
 
 
+class MessagePoster(Protocol):
+    """Accepts a message an agent sends (the registry); the reply comes back later."""
+
+    def post(self, message: Message) -> int:
+        """Queue ``message`` for delivery; 0 when accepted, negative when refused."""
+        ...
+
+
+#: ``caxton.send_message`` results (DESIGN §11: 0 accepted, negative refused).
+SEND_ACCEPTED = 0
+SEND_NOT_A_MESSAGE = -2
+SEND_NO_ROUTER = -3
+
+
 class WasmAgentInstance:
     """A loaded WASM module serving one agent version."""
 
-    def __init__(self, spec: WasmAgentSpec, module: Any, metrics: WasmMetrics) -> None:
+    def __init__(
+        self,
+        spec: WasmAgentSpec,
+        module: Any,
+        metrics: WasmMetrics,
+        log: Callable[[int, str], None],
+        poster: MessagePoster | None,
+    ) -> None:
         self.spec = spec
         self.module = module
         self.metrics = metrics
+        self.log = log
+        self.poster = poster
 
     @property
     def details(self) -> dict[str, Any]:
@@ -171,8 +194,9 @@ class WasmAgentInstance:
 
         payload = json.dumps(message.as_json()).encode()
         name = self.spec.name
+        hooks = GuestHooks(log=self.log, send_message=self._sender_for(message))
         try:
-            reply = await self.module.handle(payload, on_chunk=forward)
+            reply = await self.module.handle(payload, on_chunk=forward, hooks=hooks)
         except WasmTrap as exc:
             self.metrics.traps.labels(agent=name, trap=exc.trap).inc()
             raise
@@ -186,6 +210,58 @@ class WasmAgentInstance:
     async def aclose(self) -> None:
         await self.module.aclose()
 
+    def _sender_for(self, handling: Message) -> Callable[[bytes], int]:
+        """The ``caxton.send_message`` hook while the guest handles ``handling``.
+
+        Runs in the guest's worker thread: it parses the envelope and hands it to the trio
+        side, which delivers it one hop further than the message being handled.
+        """
+        poster = self.poster
+        name = self.spec.name
+
+        def send(data: bytes) -> int:
+            if poster is None:
+                return SEND_NO_ROUTER
+            try:
+                envelope = json.loads(data)
+            except ValueError:
+                return SEND_NOT_A_MESSAGE
+            outgoing = message_from_guest(envelope, sender=name, handling=handling)
+            if outgoing is None:
+                return SEND_NOT_A_MESSAGE
+            result: int = trio.from_thread.run_sync(poster.post, outgoing)
+            return result
+
+        return send
+
+
+def message_from_guest(envelope: object, *, sender: str, handling: Message) -> Message | None:
+    """A guest's ``send_message`` envelope as a message one hop further, or ``None``."""
+    if not isinstance(envelope, dict):
+        return None
+    receiver = envelope.get("receiver")
+    capability = envelope.get("capability")
+    content = envelope.get("content", "")
+    performative = envelope.get("performative", "request")
+    if not isinstance(receiver, str | None) or not isinstance(capability, str | None):
+        return None
+    if receiver is None and capability is None:
+        return None
+    if not isinstance(content, str | dict) or performative not in PERFORMATIVES:
+        return None
+    conversation = envelope.get("conversation_id")
+    reply_with = envelope.get("reply_with")
+    return Message(
+        performative=performative,
+        sender=sender,
+        receiver=receiver,
+        capability=capability,
+        content=content,
+        conversation_id=conversation if isinstance(conversation, str) else handling.conversation_id,
+        reply_with=reply_with if isinstance(reply_with, str) else None,
+        hop=handling.hop + 1,
+    )
+
 
 class WasmRuntime:
     """Loads WASM agents into the server's :class:`~caxton.wasm.WasmPool`."""
@@ -194,6 +270,7 @@ class WasmRuntime:
         self.pool = pool
         self.logs = logs
         self.metrics = WasmMetrics.register(metrics)
+        self.poster: MessagePoster | None = None
 
     async def load(self, request: LoadRequest) -> AgentInstance:
         spec = request.spec
@@ -220,4 +297,4 @@ class WasmRuntime:
             source_name=spec.module or f"{spec.name}.wasm",
             hooks=GuestHooks(log=log),
         )
-        return WasmAgentInstance(spec, module, self.metrics)
+        return WasmAgentInstance(spec, module, self.metrics, log, self.poster)
