@@ -41,8 +41,11 @@ test: $(STAMP) $(WASM_EXAMPLES)
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(WASM_EXAMPLES)
 	$(BIN)/python tools/bench/startup.py
+	$(BIN)/python tools/bench/reload_latency.py
+	$(BIN)/python tools/bench/reload_under_load.py
+	$(BIN)/python tools/bench/wasm_http.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache $(WASM_EXAMPLES)

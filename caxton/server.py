@@ -152,9 +152,42 @@ async def _start_memory(nursery: trio.Nursery, state: ServerState) -> None:
         threads=embedding.threads or min(4, os.cpu_count() or 1),
     )
     await _start(nursery, state.components, "embedder", embedder.run)
-    memory = MemoryService(store, embedder, max_entities=memory_config.max_entities)
+    search_seconds = state.metrics.histogram(
+        "caxton_memory_search_duration_seconds", "Semantic search time, embedding included."
+    )
+    memory = MemoryService(
+        store,
+        embedder,
+        max_entities=memory_config.max_entities,
+        on_search=search_seconds.observe,
+    )
     await _start(nursery, state.components, "memory", memory.run)
     state.store, state.memory = store, memory
+    _memory_gauges(state, store, embedder, memory)
+
+
+def _memory_gauges(
+    state: ServerState, store: Store, embedder: Embedder, memory: MemoryService
+) -> None:
+    """The seed's memory metrics, read from the components when Prometheus scrapes."""
+    metrics = state.metrics
+    metrics.gauge("caxton_memory_entities_total", "Entities in memory.").set_function(
+        lambda: float(memory.statistics().entity_count)
+    )
+    metrics.gauge(
+        "caxton_memory_search_latency_p99",
+        "p99 of semantic search time over the last 1000 searches, in seconds.",
+    ).set_function(lambda: memory.statistics().search_p99_ms / 1000.0)
+    metrics.gauge(
+        "caxton_memory_sqlite_size_bytes",
+        "Size of the memory database file (DuckDB; the name is kept for the seed's dashboards).",
+    ).set_function(lambda: float(store.size_bytes()))
+    metrics.gauge(
+        "caxton_memory_cache_hit_rate", "Embedding cache hits over lookups since start."
+    ).set_function(lambda: embedder.statistics().hit_rate)
+    metrics.gauge("caxton_memory_max_entities", "memory.max_entities, for capacity alerts.").set(
+        float(state.config.memory.max_entities)
+    )
 
 
 async def _start_agents(nursery: trio.Nursery, state: ServerState, pool: WasmPool) -> None:

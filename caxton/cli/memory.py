@@ -124,7 +124,7 @@ def stats(ctx: click.Context, detailed: bool, output: str) -> None:
     if embedder:
         lookups = embedder["cache_hits"] + embedder["cache_misses"]
         embedding: list[tuple[str, object]] = [
-            ("Model", embedder["model_path"]),
+            ("Model", f"{embedder['model']} ({embedder['model_path']})"),
             ("Model load time", f"{embedder['load_ms']:.0f}ms"),
             ("Average encoding time", _ms(embedder["average_encode_ms"])),
             ("Cache hit rate", f"{_percent(embedder['hit_rate'])} ({lookups} lookups)"),
@@ -419,13 +419,20 @@ def _offline_pieces(ctx: click.Context, kind: str, url: str) -> Iterator[str]:
         )
     from caxton.config import load_config
     from caxton.memory.offline import read_snapshot
+    from caxton.store import StoreLockedError
 
     config = load_config(Path(config_path)).config
     database = config.database_path
     click.echo(
         f"the server at {url} is not reachable; exporting from {database} (read-only)", err=True
     )
-    snapshot = read_snapshot(database)
+    try:
+        snapshot = read_snapshot(database)
+    except StoreLockedError:
+        raise ClientError(
+            f"a running server holds {database}, but it does not answer at {url}; export "
+            "through it with --url (or CAXTON_URL) set to its address"
+        ) from None
     return snapshot.jsonl_lines() if kind == "jsonl" else snapshot.json_chunks()
 
 
@@ -457,9 +464,10 @@ def export(ctx: click.Context, kind: str, destination: Path, report: str) -> Non
     """Write the whole memory to a file, from the server or (when it is stopped) the database.
 
     The data goes to a temporary file beside the destination, which is checked against the
-    export's own counts and then renamed, so the destination is never left half-written.
-    Without a reachable server, the DuckDB file is read directly when the configuration is
-    known (caxton --config F, or CAXTON_CONFIG_PATH).
+    export's own counts and then renamed, so the destination is never left half-written; it
+    is readable by its owner only, as it holds the whole memory. Without a reachable server,
+    the DuckDB file is read directly when the configuration is known (caxton --config F, or
+    CAXTON_CONFIG_PATH).
     """
     client = _client(ctx)
     directory = destination.parent

@@ -54,19 +54,17 @@ async def _raw_body() -> bytes:
     return await request.get_data(True, False, False)
 
 
-async def _json_body(example: str) -> Any:
-    """The request body parsed as JSON, or a 400 that says what was expected."""
+async def _json_body(hint: str) -> Any:
+    """The request body parsed as JSON, or a 400 that says what was wrong and ``hint``."""
     raw = await _raw_body()
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(
-            f"the request body is not valid JSON ({exc}); send for example {example}"
-        ) from None
+        raise BadRequest(f"the request body is not valid JSON ({exc}); {hint}") from None
 
 
 async def _json_object(example: str) -> dict[str, Any]:
-    body = await _json_body(example)
+    body = await _json_body(f"send for example {example}")
     if not isinstance(body, dict):
         raise BadRequest(f"the request body must be a JSON object, for example {example}")
     return body
@@ -337,7 +335,7 @@ async def stats() -> dict[str, Any]:
     embedding: dict[str, Any] | None = None
     if isinstance(embedder, Embedder):
         figures = embedder.statistics()
-        embedding = _as_json(figures)
+        embedding = {"model": server_state().config.memory.embedding_model, **_as_json(figures)}
         embedding["load_ms"] = figures.load_seconds * 1000.0
         embedding["average_encode_ms"] = (
             figures.embed_seconds_total / figures.batches * 1000.0 if figures.batches else 0.0
@@ -490,7 +488,8 @@ async def import_memory() -> dict[str, Any]:
         report = await memory.import_data(data, merge_strategy=strategy)
     else:
         document = await _json_body(
-            "the document GET /api/v1/memory/export wrote; the file may be truncated"
+            "if this is an export file, it may be truncated (send JSONL with Content-Type "
+            "application/x-ndjson)"
         )
         report = await memory.import_document(document, merge_strategy=strategy)
     return {**report.to_json(), "entity_count": memory.statistics().entity_count}

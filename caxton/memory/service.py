@@ -20,10 +20,10 @@ import trio
 import trio.lowlevel
 
 from caxton.errors import NotFound
+from caxton.latency import LatencyWindow
 from caxton.memory import queries, transfer, validation
 from caxton.memory.errors import MemoryLimitExceeded
 from caxton.memory.index import IndexEntry, VectorIndex
-from caxton.memory.latency import LatencyWindow
 from caxton.memory.plan import plan_entities, plan_relations
 from caxton.memory.types import (
     Capacity,
@@ -86,6 +86,7 @@ class MemoryService:
         max_entities: int | None = 100_000,
         accelerator: bool = True,
         latency_window: int = 1000,
+        on_search: Callable[[float], None] | None = None,
     ) -> None:
         if max_entities is not None and max_entities < 1:
             raise ValueError(f"max_entities must be at least 1, got {max_entities}")
@@ -98,6 +99,7 @@ class MemoryService:
         self._index_limiter = trio.CapacityLimiter(1)
         self._write_lock = trio.Lock()
         self._latency = LatencyWindow(latency_window)
+        self._on_search = on_search
         self._entity_count = 0
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -440,7 +442,10 @@ class MemoryService:
             for name, score in ranked
             if name in found
         ]
-        self._latency.record(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._latency.record(elapsed)
+        if self._on_search is not None:
+            self._on_search(elapsed)
         return hits
 
     async def graph(self, name: str, *, max_depth: int = 2) -> Graph:
@@ -594,7 +599,7 @@ class MemoryService:
         for position, line in enumerate(snapshot.jsonl_lines(), start=1):
             yield line
             if position % EXPORT_CHUNK == 0:
-                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()  # let other tasks run between chunks
 
     async def import_bytes(
         self,

@@ -291,9 +291,9 @@ SPIN_WAT = """
 """
 
 
-def spin_agent(max_execution_time: str) -> dict[str, str]:
+def spin_agent(max_execution_time: str, name: str = "spin") -> dict[str, str]:
     manifest = (
-        'name = "spin"\nversion = "1.0.0"\n[wasm]\n[limits]\n'
+        f'name = "{name}"\nversion = "1.0.0"\n[wasm]\n[limits]\n'
         f'max_fuel = 100_000_000_000\nmax_execution_time = "{max_execution_time}"\n'
     )
     return {"manifest": manifest, "wasm_module": base64.b64encode(SPIN_WAT.encode()).decode()}
@@ -341,3 +341,46 @@ async def test_a_disconnected_client_stops_its_guest(agents_server: ServerInfo) 
         with trio.fail_after(2):
             while pool_stats().calls_in_flight:
                 await trio.sleep(0.01)
+
+
+async def test_a_runaway_guest_does_not_slow_another_agent(agents_server: ServerInfo) -> None:
+    import statistics
+    import time
+
+    async def echo_latencies(client: httpx.AsyncClient, count: int) -> list[float]:
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            response = await client.post("/api/v1/agents/echo/messages", json={"content": "x"})
+            samples.append(time.perf_counter() - started)
+            assert response.status_code == 200
+        return samples
+
+    async with httpx.AsyncClient(base_url=agents_server.api_urls[0], timeout=30) as client:
+        for name in ("spin-a", "spin-b"):
+            deployed = await client.post("/api/v1/agents", json=spin_agent("3s", name))
+            assert deployed.status_code == 201
+        baseline = await echo_latencies(client, 30)
+        async with trio.open_nursery() as nursery:
+            spinning: list[int] = []
+
+            async def spin(name: str) -> None:
+                response = await client.post(
+                    f"/api/v1/agents/{name}/messages", json={"content": "x"}
+                )
+                spinning.append(response.status_code)
+
+            for name in ("spin-a", "spin-b"):
+                nursery.start_soon(spin, name)
+            pool_stats = agents_server.state.require_registry().runtimes["wasm"].pool.statistics
+            with trio.fail_after(5):
+                while pool_stats().calls_in_flight < 2:
+                    await trio.sleep(0.005)
+            during = await echo_latencies(client, 30)
+        assert spinning == [422, 422]  # both runaway calls ended at their time limit
+    # two guests spinning at once on a two-core machine: echo stays fast (generous bounds)
+    assert statistics.median(during) < max(0.05, 5 * statistics.median(baseline)), (
+        baseline,
+        during,
+    )
+    assert max(during) < 0.5, during

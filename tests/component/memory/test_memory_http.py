@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import trio
+from servers import loopback_config
 
-from caxton.config import Override, load_config
 from caxton.memory.validation import MAX_OBSERVATION_BYTES
 from caxton.server import ServerInfo, serve
 
@@ -34,18 +34,7 @@ OWNER = {"name": "Ada", "entity_type": "person", "observations": ["owns a cat"]}
 
 
 async def start_server(nursery: trio.Nursery, data_dir: Path, **extra: object) -> ServerInfo:
-    values: dict[tuple[str, ...], object] = {
-        ("server", "host"): "127.0.0.1",
-        ("server", "port"): 0,
-        ("server", "data_dir"): str(data_dir),
-        ("server", "shutdown_timeout"): "5s",
-        ("observability", "metrics_port"): 0,
-    }
-    for dotted, value in extra.items():
-        values[tuple(dotted.split("__"))] = value
-    loaded = load_config(
-        None, environ={}, overrides=[Override(p, v, "test") for p, v in values.items()]
-    )
+    loaded = loopback_config(data_dir, **extra)
     info: ServerInfo = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
     return info
 
@@ -338,3 +327,27 @@ async def test_reports_transfer_limits_and_maintenance(
                 422,
                 "VALIDATION_ERROR",
             )
+
+
+async def test_memory_metrics_are_exposed(server) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=server.api_urls[0]) as client:
+        created = await client.post(
+            "/api/v1/memory/entities",
+            json={"name": "Whiskers", "entity_type": "pet", "observations": ["a small cat"]},
+        )
+        assert created.status_code == 201
+        for _ in range(2):
+            assert (await client.get("/api/v1/memory/search", params={"q": "cat"})).is_success
+        text = (await client.get(server.metrics_url)).text
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("caxton_memory_") and " " in line and not line.startswith("#")
+    }
+    assert values["caxton_memory_entities_total"] == 1.0
+    assert values["caxton_memory_search_latency_p99"] > 0
+    assert values["caxton_memory_sqlite_size_bytes"] > 0
+    assert values["caxton_memory_cache_hit_rate"] == 0.5  # the second search hit the cache
+    assert values["caxton_memory_search_duration_seconds_count"] == 2.0

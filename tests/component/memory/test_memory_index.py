@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from caxton.latency import LatencyWindow
 from caxton.memory.index import IndexEntry, VectorIndex
-from caxton.memory.latency import LatencyWindow
 from caxton.memory.types import Scope
 
 
