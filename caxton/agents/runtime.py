@@ -158,6 +158,9 @@ class MessagePoster(Protocol):
         ...
 
 
+#: ``caxton.log`` levels.
+GUEST_LOG_LEVELS = {0: "debug", 1: "info", 2: "warn", 3: "error"}
+
 #: ``caxton.send_message`` results (DESIGN §11: 0 accepted, negative refused).
 SEND_ACCEPTED = 0
 SEND_NOT_A_MESSAGE = -2
@@ -172,13 +175,13 @@ class WasmAgentInstance:
         spec: WasmAgentSpec,
         module: Any,
         metrics: WasmMetrics,
-        log: Callable[[int, str], None],
+        logs: AgentLogs,
         poster: MessagePoster | None,
     ) -> None:
         self.spec = spec
         self.module = module
         self.metrics = metrics
-        self.log = log
+        self.logs = logs
         self.poster = poster
 
     @property
@@ -194,15 +197,28 @@ class WasmAgentInstance:
 
         payload = json.dumps(message.as_json()).encode()
         name = self.spec.name
-        hooks = GuestHooks(log=self.log, send_message=self._sender_for(message))
+        # Log lines are collected in the worker thread and written once the call returns:
+        # a round trip to trio per line would cost more than the guest call itself.
+        lines: list[tuple[int, str]] = []
+        hooks = GuestHooks(
+            log=lambda level, text: lines.append((level, text)),
+            send_message=self._sender_for(message),
+        )
         try:
-            reply = await self.module.handle(payload, on_chunk=forward, hooks=hooks)
+            # without a streaming consumer, chunks are not handed to trio one by one: each
+            # hand-off is a thread round trip, and the reply body carries them all anyway
+            reply = await self.module.handle(
+                payload, on_chunk=forward if on_chunk is not None else None, hooks=hooks
+            )
         except WasmTrap as exc:
             self.metrics.traps.labels(agent=name, trap=exc.trap).inc()
             raise
         except WasmLimitExceeded as exc:
             self.metrics.limits.labels(agent=name, limit=exc.limit).inc()
             raise
+        finally:
+            for level, text in lines:
+                self.logs.write(name, GUEST_LOG_LEVELS.get(level, "info"), text)
         self.metrics.calls.labels(agent=name).observe(reply.elapsed_s)
         self.metrics.fuel.labels(agent=name).inc(reply.fuel_consumed)
         return AgentReply(content=reply_content(reply.body), chunks=reply.chunks)
@@ -283,12 +299,11 @@ class WasmRuntime:
             max_execution_time_s=spec.limits.max_execution_time_s,
             max_message_size=spec.limits.max_message_size_bytes,
         )
-        levels = {0: "debug", 1: "info", 2: "warn", 3: "error"}
         logs = self.logs
         name = spec.name
 
-        def log(level: int, text: str) -> None:
-            trio.from_thread.run_sync(logs.write, name, levels.get(level, "info"), text)
+        def log(level: int, text: str) -> None:  # agent_init: written as it happens
+            trio.from_thread.run_sync(logs.write, name, GUEST_LOG_LEVELS.get(level, "info"), text)
 
         module = await self.pool.load(
             request.module,
@@ -297,4 +312,4 @@ class WasmRuntime:
             source_name=spec.module or f"{spec.name}.wasm",
             hooks=GuestHooks(log=log),
         )
-        return WasmAgentInstance(spec, module, self.metrics, log, self.poster)
+        return WasmAgentInstance(spec, module, self.metrics, self.logs, self.poster)
