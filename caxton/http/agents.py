@@ -11,6 +11,7 @@ from quart import Response, request, websocket
 from caxton.agents import check_agent_file
 from caxton.agents.logs import LEVELS, level_at_least
 from caxton.errors import BadRequest, CaxtonError, ValidationFailed
+from caxton.http.params import int_arg, json_object
 from caxton.http.routes import QueryParam, Role, RouteTable
 from caxton.http.state import server_state
 from caxton.http.streaming import background_body, sse_frame
@@ -21,18 +22,8 @@ if TYPE_CHECKING:
 
 routes = RouteTable("agents")
 
+EXAMPLE_BODY = '{"content": "name = \\"my-agent\\"\\n..."}'
 DEPLOY_BODY = '{"content": "<toml>"} or {"manifest": "<toml>", "wasm_module": "<base64>"}'
-
-
-async def json_object() -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says what was wrong."""
-    body = await request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest(
-            "the request body must be a JSON object, for example "
-            '{"content": "name = \\"my-agent\\"\\n..."}'
-        )
-    return body
 
 
 def _file_fields(body: dict[str, Any]) -> tuple[str, str | None]:
@@ -46,19 +37,6 @@ def _file_fields(body: dict[str, Any]) -> tuple[str, str | None]:
     if module is not None and not isinstance(module, str):
         raise BadRequest('"wasm_module" must be the module bytes encoded as a base64 string')
     return content, module
-
-
-def _int_arg(name: str, default: int, *, minimum: int = 0, maximum: int = 10_000) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"query parameter {name} must be an integer, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise BadRequest(f"query parameter {name} must be between {minimum} and {maximum}")
-    return value
 
 
 def _registry() -> Registry:
@@ -86,8 +64,8 @@ async def list_agents() -> dict[str, Any]:
         views = [v for v in views if capability in v["capabilities"]]
     if status:
         views = [v for v in views if v["status"] == status]
-    limit = _int_arg("limit", 100, minimum=1, maximum=1000)
-    offset = _int_arg("offset", 0, maximum=1_000_000)
+    limit = int_arg("limit", 100, low=1, high=1000)
+    offset = int_arg("offset", 0, low=0, high=1_000_000)
     return {"agents": views[offset : offset + limit], "total": len(views)}
 
 
@@ -100,7 +78,7 @@ async def list_agents() -> dict[str, Any]:
     responses=(201, 400, 409, 422),
 )
 async def deploy_agent() -> tuple[dict[str, Any], int]:
-    content, module = _file_fields(await json_object())
+    content, module = _file_fields(await json_object(EXAMPLE_BODY))
     view = await server_state().require_agents().deploy(content, module)
     return view, 201
 
@@ -114,7 +92,7 @@ async def deploy_agent() -> tuple[dict[str, Any], int]:
     responses=(200, 400),
 )
 async def validate_agent() -> dict[str, Any]:
-    body = await json_object()
+    body = await json_object(EXAMPLE_BODY)
     content, _ = _file_fields(body)
     with_module = "manifest" in body and "wasm_module" in body
     report = check_agent_file(content, source="<request>", require_module=not with_module)
@@ -140,7 +118,7 @@ async def get_agent(name: str) -> dict[str, Any]:
     responses=(200, 400, 404, 422),
 )
 async def update_agent(name: str) -> dict[str, Any]:
-    content, module = _file_fields(await json_object())
+    content, module = _file_fields(await json_object(EXAMPLE_BODY))
     return await server_state().require_agents().deploy(content, module, replace=name)
 
 
@@ -189,7 +167,7 @@ async def agent_versions(name: str) -> dict[str, Any]:
     responses=(200, 404, 409, 422),
 )
 async def set_canary(name: str) -> dict[str, Any]:
-    body = await json_object()
+    body = await json_object('{"version": "1.1.0", "traffic_percentage": 20}')
     version, share = body.get("version"), body.get("traffic_percentage")
     if not isinstance(version, str) or not isinstance(share, int | float):
         raise ValidationFailed(
@@ -253,7 +231,7 @@ async def agent_logs(name: str) -> Response | dict[str, Any]:
     level = request.args.get("level")
     if level is not None and level not in LEVELS:
         raise BadRequest(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    lines = state.agent_logs.tail(name, _int_arg("tail", 100, maximum=1000), level)
+    lines = state.agent_logs.tail(name, int_arg("tail", 100, low=0, high=1000), level)
     if request.args.get("follow", "false").lower() not in ("1", "true", "yes"):
         return {"agent": name, "lines": [line.as_json() for line in lines]}
 
@@ -320,7 +298,7 @@ def _error_json(error: CaxtonError) -> dict[str, Any]:
 )
 async def message_agent(name: str) -> Response | dict[str, Any]:
     registry = _registry()
-    message = _message_from(await json_object(), name)
+    message = _message_from(await json_object('{"content": "hello"}'), name)
     registry.agent_view(name)  # unknown agents get 404 before any stream starts
     if "text/event-stream" not in request.headers.get("Accept", ""):
         reply, _ = await registry.send(name, message)

@@ -8,7 +8,6 @@ the wrong shape) and leave the rules on values (sizes, limits, conflicts) to
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ import trio
 from quart import Response, request
 
 from caxton.errors import BadRequest, JSONValue, ValidationFailed
+from caxton.http.params import float_arg, int_arg, json_body, json_object, raw_body
 from caxton.http.routes import QueryParam, Role, RouteTable
 from caxton.http.state import server_state
 from caxton.http.streaming import background_body
@@ -48,26 +48,6 @@ NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-json
 
 def _memory() -> MemoryService:
     return server_state().require_memory()
-
-
-async def _raw_body() -> bytes:
-    return await request.get_data(True, False, False)
-
-
-async def _json_body(hint: str) -> Any:
-    """The request body parsed as JSON, or a 400 that says what was wrong and ``hint``."""
-    raw = await _raw_body()
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON ({exc}); {hint}") from None
-
-
-async def _json_object(example: str) -> dict[str, Any]:
-    body = await _json_body(f"send for example {example}")
-    if not isinstance(body, dict):
-        raise BadRequest(f"the request body must be a JSON object, for example {example}")
-    return body
 
 
 def _check_keys(record: dict[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -105,36 +85,6 @@ def _new_entity(record: object, where: str) -> NewEntity:
         raise ValidationFailed(f"{where}: {exc}", details={"field": where}) from None
 
 
-def _int_arg(name: str, default: int, *, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(
-            f"query parameter {name} must be an integer, got {raw!r}", details={"field": name}
-        ) from None
-    if not low <= value <= high:
-        raise ValidationFailed(
-            f"query parameter {name} must be from {low} to {high}, got {value}",
-            details={"field": name},
-        )
-    return value
-
-
-def _float_arg(name: str, default: float) -> float:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise BadRequest(
-            f"query parameter {name} must be a number, got {raw!r}", details={"field": name}
-        ) from None
-
-
 def _as_json(value: Any) -> dict[str, Any]:
     return attrs.asdict(value, value_serializer=_plain)
 
@@ -156,7 +106,7 @@ def _plain(_instance: object, _field: object, value: object) -> object:
     responses=(201, 400, 409, 422, 507),
 )
 async def create_entities() -> tuple[dict[str, Any], int]:
-    body = await _json_object(ENTITY_BODY)
+    body = await json_object(ENTITY_BODY)
     if "entities" in body:
         _check_keys(body, frozenset({"entities"}), "body")
         records = body["entities"]
@@ -203,7 +153,7 @@ async def delete_entity(name: str) -> dict[str, Any]:
     responses=(200, 400, 404, 422),
 )
 async def add_observations(name: str) -> dict[str, Any]:
-    body = await _json_object('{"observations": ["likes chasing mice"]}')
+    body = await json_object('{"observations": ["likes chasing mice"]}')
     _check_keys(body, frozenset({"observations"}), "body")
     observations = body.get("observations")
     if not isinstance(observations, list):
@@ -229,7 +179,7 @@ RELATION_BODY = '{"from": "Whiskers", "to": "Ada", "relation_type": "owned_by", 
     responses=(201, 400, 404, 422),
 )
 async def create_relation() -> tuple[dict[str, Any], int]:
-    body = await _json_object(RELATION_BODY)
+    body = await json_object(RELATION_BODY)
     _check_keys(body, RELATION_KEYS, "relation")
     for key in ("from", "to", "relation_type"):
         if key not in body:
@@ -271,8 +221,8 @@ async def search() -> dict[str, Any]:
     query = request.args.get("q")
     if query is None:
         raise BadRequest("query parameter q is required: /api/v1/memory/search?q=some+text")
-    limit = _int_arg("limit", 10, low=1, high=MAX_SEARCH_LIMIT)
-    min_similarity = _float_arg("min_similarity", 0.0)
+    limit = int_arg("limit", 10, low=1, high=MAX_SEARCH_LIMIT)
+    min_similarity = float_arg("min_similarity", 0.0)
     raw_types = request.args.get("entity_types")
     types = None
     if raw_types:
@@ -300,7 +250,7 @@ async def search() -> dict[str, Any]:
     responses=(200, 400, 404, 422),
 )
 async def graph(name: str) -> dict[str, Any]:
-    depth = _int_arg("max_depth", 2, low=1, high=MAX_GRAPH_DEPTH)
+    depth = int_arg("max_depth", 2, low=1, high=MAX_GRAPH_DEPTH)
     return (await _memory().graph(name, max_depth=depth)).to_json()
 
 
@@ -372,8 +322,8 @@ async def capacity() -> dict[str, Any]:
     responses=(200, 400, 422),
 )
 async def optimize() -> dict[str, Any]:
-    raw = await _raw_body()
-    body = await _json_object('{"vacuum": true}') if raw.strip() else {}
+    raw = await raw_body()
+    body = await json_object('{"vacuum": true}') if raw.strip() else {}
     _check_keys(body, frozenset(OPTIMIZE_KEYS), "body")
     for key, value in body.items():
         if not isinstance(value, bool):
@@ -398,8 +348,8 @@ async def optimize() -> dict[str, Any]:
     responses=(200, 400, 422),
 )
 async def clear_cache() -> dict[str, Any]:
-    raw = await _raw_body()
-    body = await _json_object('{"rebuild": true}') if raw.strip() else {}
+    raw = await raw_body()
+    body = await json_object('{"rebuild": true}') if raw.strip() else {}
     _check_keys(body, frozenset({"rebuild"}), "body")
     rebuild = body.get("rebuild", False)
     if not isinstance(rebuild, bool):
@@ -484,10 +434,10 @@ async def import_memory() -> dict[str, Any]:
     memory = _memory()
     content_type = (request.content_type or "").split(";")[0].strip().lower()
     if content_type in NDJSON_TYPES:
-        data = transfer.parse_bytes(await _raw_body(), format="jsonl")
+        data = transfer.parse_bytes(await raw_body(), format="jsonl")
         report = await memory.import_data(data, merge_strategy=strategy)
     else:
-        document = await _json_body(
+        document = await json_body(
             "if this is an export file, it may be truncated (send JSONL with Content-Type "
             "application/x-ndjson)"
         )

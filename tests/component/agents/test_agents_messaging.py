@@ -42,20 +42,27 @@ async def test_send_message_delivers_replies_and_stops_loops(agents_server: Serv
         assert (await client.post("/api/v1/agents", json=body)).status_code == 201
         reply = await client.post("/api/v1/agents/relay/messages", json={"content": "go"})
         assert reply.json()["content"] == "sent"
+
+    def incoming() -> list[dict]:
+        lines = logs.tail("relay", 1000)
+        return [json.loads(line.message) for line in lines if line.message.startswith("{")]
+
+    def informs() -> list[dict]:
+        return [m for m in incoming() if m["performative"] == "inform"]
+
+    # a guest's log lines are written when its call returns, so wait for the last one too
     with trio.fail_after(10):
-        while not any("hops" in line.message for line in logs.tail("relay", 1000)):
+        while len(informs()) < 8 or not any(
+            "hops" in line.message for line in logs.tail("relay", 1000)
+        ):
             await trio.sleep(0.01)
-    incoming = [
-        json.loads(line.message)
-        for line in logs.tail("relay", 1000)
-        if line.message.startswith("{")
-    ]
-    informs = [m for m in incoming if m["performative"] == "inform"]
-    assert len(informs) == 8  # hops 1..8 were delivered; the ninth send was refused
-    assert all(m["sender"] == "echo" and m["in_reply_to"] for m in informs)
+    await trio.sleep(0.2)  # nothing more arrives: the ninth send was refused
+    assert len(informs()) == 8  # hops 1..8 were delivered
+    first = informs()[0]
+    assert all(m["sender"] == "echo" and m["in_reply_to"] for m in informs())
     # echo's reply content is the envelope it received from relay
-    assert informs[0]["content"]["content"] == "ping"
-    assert informs[0]["content"]["sender"] == "relay"
-    assert len({m["conversation_id"] for m in incoming}) == 1
+    assert first["content"]["content"] == "ping"
+    assert first["content"]["sender"] == "relay"
+    assert len({m["conversation_id"] for m in incoming()}) == 1
     refused = [line.message for line in logs.tail("relay", 1000) if "hops" in line.message]
     assert refused == ["message to echo refused: more than 8 agent-to-agent hops (a loop?)"]
