@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import trio
-import trio.lowlevel
 
 from caxton.errors import NotFound
 from caxton.latency import LatencyWindow
@@ -58,8 +57,6 @@ T = TypeVar("T")
 MAX_SEARCH_LIMIT = 1000
 MAX_GRAPH_DEPTH = 10
 CAPACITY_WARNING_RATIO = 0.9
-#: Entities per JSONL chunk between checkpoints while streaming an export.
-EXPORT_CHUNK = 500
 
 
 def _now() -> dt.datetime:
@@ -596,10 +593,8 @@ class MemoryService:
             Holds no store resource while yielding (the read completes first).
         """
         snapshot = await self.snapshot()
-        for position, line in enumerate(snapshot.jsonl_lines(), start=1):
-            yield line
-            if position % EXPORT_CHUNK == 0:
-                await trio.lowlevel.checkpoint()  # let other tasks run between chunks
+        for line in snapshot.jsonl_lines():
+            yield line  # the consumer's sends are the checkpoints
 
     async def import_bytes(
         self,
