@@ -9,6 +9,7 @@ and reload metrics are published from here.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import re
@@ -74,6 +75,23 @@ class InvalidFile:
     error: str
     problems: tuple[dict[str, Any], ...]
     at: float = attrs.field(factory=time.time)
+
+
+class _Performance:
+    """Response figures of one agent since the server started."""
+
+    def __init__(self) -> None:
+        self.window = LatencyWindow(200)
+        self.messages = 0
+        self.errors = 0
+        self.errors_by_code: collections.Counter[str] = collections.Counter()
+
+    def record(self, seconds: float, outcome: str) -> None:
+        self.window.record(seconds)
+        self.messages += 1
+        if outcome != "ok":
+            self.errors += 1
+            self.errors_by_code[outcome] += 1
 
 
 class _Version:
@@ -163,6 +181,7 @@ class Registry:
             ["agent", "outcome"],
         )
         self._latency = LatencyWindow(1000)
+        self._performance: dict[str, _Performance] = {}
         p99 = metrics.gauge(
             "caxton_agent_response_latency_p99",
             "p99 of agent response time over the last 1000 messages, in seconds.",
@@ -352,6 +371,7 @@ class Registry:
             elapsed = time.perf_counter() - started
             self._latency.record(elapsed)
             self._responses.labels(agent=name, outcome=outcome).observe(elapsed)
+            self._performance.setdefault(name, _Performance()).record(elapsed, outcome)
         if scope.cancelled_caught:
             raise AgentUnavailable(
                 f"agent {name!r} version {entry.version} stopped while answering (its drain "
@@ -451,6 +471,25 @@ class Registry:
                 views.append(self._invalid_view(invalid))
                 listed.add(invalid.name)
         return views
+
+    def performance_view(self) -> list[dict[str, Any]]:
+        """Per agent: messages, errors by code, response p50/p99 over its last 200 messages."""
+        rows = []
+        for name in sorted(self._state.agents):
+            perf = self._performance.get(name, _Performance())
+            rows.append(
+                {
+                    "name": name,
+                    "type": self._state.agents[name].type,
+                    "status": self._state.agents[name].status.value,
+                    "messages": perf.messages,
+                    "errors": perf.errors,
+                    "errors_by_code": dict(perf.errors_by_code),
+                    "p50_ms": round(perf.window.percentile(0.5) * 1000, 3),
+                    "p99_ms": round(perf.window.percentile(0.99) * 1000, 3),
+                }
+            )
+        return rows
 
     def versions_view(self, name: str) -> list[dict[str, Any]]:
         return self._state.get(name).versions_view()

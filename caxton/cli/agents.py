@@ -287,6 +287,36 @@ def restart(ctx: click.Context, name: str | None, failing_only: bool, output: st
         sys.exit(1)
 
 
+@agents.command("performance-report")
+@output_option
+@click.pass_context
+def performance_report(ctx: click.Context, output: str) -> None:
+    """Messages, errors and response times of every agent since the server started."""
+    data = _client(ctx).json("GET", "/api/v1/agents/performance")
+    if output == "json":
+        emit_json(data)
+        return
+    rows = [
+        [
+            a["name"],
+            a["type"],
+            a["status"],
+            a["messages"],
+            a["errors"],
+            f"{a['p50_ms']:.1f}",
+            f"{a['p99_ms']:.1f}",
+            ", ".join(f"{code} x{n}" for code, n in a["errors_by_code"].items()),
+        ]
+        for a in data["agents"]
+    ]
+    click.echo(
+        table(
+            ["name", "type", "status", "messages", "errors", "p50 ms", "p99 ms", "error codes"],
+            rows,
+        )
+    )
+
+
 @agents.command()
 @click.argument("name")
 @output_option

@@ -70,6 +70,15 @@ async def list_agents() -> dict[str, Any]:
 
 
 @routes.route(
+    "/api/v1/agents/performance",
+    role=Role.READONLY,
+    summary="Per agent: messages, errors, response p50/p99 (caxton agents performance-report).",
+)
+async def agents_performance() -> dict[str, Any]:
+    return {"agents": _registry().performance_view()}
+
+
+@routes.route(
     "/api/v1/agents",
     methods=("POST",),
     role=Role.OPERATOR,

@@ -51,7 +51,7 @@ async def health_report() -> dict[str, Any]:
         status = "degraded"
     else:
         status = "starting"
-    return {
+    report: dict[str, Any] = {
         "status": status,
         "version": state.version,
         "uptime_seconds": round(state.uptime_seconds(), 3),
@@ -59,3 +59,12 @@ async def health_report() -> dict[str, Any]:
             {"name": c.name, "state": c.state.value, "detail": c.detail} for c in components
         ],
     }
+    if state.registry is not None:
+        stats = state.registry.statistics()
+        report["agents"] = {"config": stats["config"], "wasm": stats["wasm"]}
+    if state.memory is not None:
+        report["memory"] = {
+            "backend": state.config.memory.backend,
+            "entities": state.memory.statistics().entity_count,
+        }
+    return report

@@ -94,6 +94,11 @@ async def test_agents_commands(nursery: trio.Nursery, tmp_path: Path) -> None:
     assert "status:       running" in out
     assert "versions:" in out
 
+    code, out, _ = await cli(url, "agents", "performance-report")
+    assert code == 0
+    echo_row = next(line.split() for line in out.splitlines() if line.startswith("echo "))
+    assert echo_row[:5] == ["echo", "wasm", "running", "1", "0"]
+
     code, out, _ = await cli(url, "logs", "counter", "--tail", "3")
     assert code == 0
     assert "loading -> running" in out

@@ -68,6 +68,14 @@ async def test_list_show_and_talk(agents_server: ServerInfo) -> None:
         assert second.json()["content"] == {"count": 2}  # state kept in the instance
         assert second.json()["conversation_id"] == body["conversation_id"]
 
+        performance = (await client.get("/api/v1/agents/performance")).json()["agents"]
+        counter = next(a for a in performance if a["name"] == "counter")
+        assert (counter["messages"], counter["errors"]) == (2, 0)
+        assert counter["p99_ms"] >= counter["p50_ms"] > 0
+        report = (await client.get("/api/v1/health")).json()
+        assert report["agents"] == {"config": 0, "wasm": 2}
+        assert report["memory"] == {"backend": "embedded", "entities": 0}
+
         missing = await client.post("/api/v1/agents/nobody/messages", json={"content": "x"})
         assert missing.status_code == 404
         assert "counter, echo" in missing.json()["error"]["message"]
