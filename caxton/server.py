@@ -31,8 +31,9 @@ from caxton.agents.service import AgentService
 from caxton.agents.watcher import AgentsWatcher
 from caxton.components import Components, ComponentState
 from caxton.config import LoadedConfig, load_config
+from caxton.config.checks import unsupported_security
 from caxton.datadir import open_data_dir
-from caxton.errors import CaxtonError
+from caxton.errors import CaxtonError, StartupError
 from caxton.http.app import create_app
 from caxton.http.server import HttpServer
 from caxton.http.state import ServerState
@@ -86,6 +87,9 @@ async def serve(
         signal (or :meth:`ServerState.stopping`) instead.
     """
     config = loaded.config
+    unsupported = unsupported_security(config)
+    if unsupported:
+        raise StartupError("; ".join(unsupported))
     metrics = Metrics()
     components = Components()
     state = ServerState(config=config, metrics=metrics, components=components)

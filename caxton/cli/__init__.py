@@ -137,7 +137,7 @@ def start(
 def validate(config_path: str, output: str) -> None:
     """Check a configuration file without starting anything (exit 0 valid, 1 invalid)."""
     from caxton.config import load_config
-    from caxton.config.checks import missing_files
+    from caxton.config.checks import missing_files, unsupported_security
 
     path = Path(config_path)
     try:
@@ -148,7 +148,11 @@ def validate(config_path: str, output: str) -> None:
         else:
             click.echo(exc.message, err=True)
         sys.exit(1)
-    warnings = [*loaded.warnings, *missing_files(loaded.config)]
+    warnings = [
+        *loaded.warnings,
+        *missing_files(loaded.config),
+        *(f"caxton start will refuse this file: {p}" for p in unsupported_security(loaded.config)),
+    ]
     if output == "json":
         emit_json({"valid": True, "errors": [], "warnings": warnings})
         return

@@ -27,3 +27,22 @@ def missing_files(config: CaxtonConfig) -> list[str]:
         if value and not config.resolve_path(value).exists():
             warnings.append(f"{key}: {config.resolve_path(value)} does not exist yet")
     return warnings
+
+
+def unsupported_security(config: CaxtonConfig) -> list[str]:
+    """Security settings this build cannot enforce yet; starting with them would be unsafe."""
+    security = config.security
+    problems = []
+    if security.authentication.enabled:
+        problems.append(
+            "security.authentication.enabled is true, but this build does not check "
+            "credentials yet; refusing to start rather than serve an open API that looks "
+            "protected. Set it to false and keep server.host on 127.0.0.1 (or behind an "
+            "authenticating proxy) until authentication is available"
+        )
+    if security.api_keys.required:
+        problems.append(
+            "security.api_keys.required is true, but this build does not check API keys yet; "
+            "set it to false and keep the API on 127.0.0.1 (or behind an authenticating proxy)"
+        )
+    return problems

@@ -170,3 +170,15 @@ async def test_bad_config_fails_start_with_a_clear_message(tmp_path: Path) -> No
     stderr = result.stderr.decode()
     assert "unknown key memory.embeding_model at line 5; did you mean embedding_model?" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_start_refuses_security_settings_it_cannot_enforce(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "caxton.yaml",
+        tmp_path / "data",
+        "security:\n  authentication:\n    enabled: true\n",
+    )
+    result = await run_cli_async("start", "--config", str(config))
+    assert result.returncode == 1
+    assert b"does not check credentials yet; refusing to start" in result.stderr
+    assert not (tmp_path / "data" / "state.json").exists()
