@@ -6,7 +6,7 @@ Guest contract (DESIGN §4.2): exports ``memory``, ``caxton_alloc(len) -> ptr`` 
 status``, ``caxton.log(level, ptr, len)`` and ``caxton.now_ms() -> i64``.
 
 Everything in this module runs in a worker thread; one instance is used by one thread at a time
-(the owner serialises calls with a lock).
+(the owner runs its queued messages one after the other, see ``LoadedAgentModule``).
 """
 
 from __future__ import annotations

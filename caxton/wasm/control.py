@@ -18,7 +18,7 @@ import ctypes
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, Protocol
 
 import attrs
 import trio
@@ -39,6 +39,16 @@ _NO_FINALIZER = ctypes.cast(0, _FINALIZER)
 _UPDATE_DEADLINE_CONTINUE = 0
 
 
+class Stoppable(Protocol):
+    """Something a pool shutdown can stop: one guest call, or a run of them."""
+
+    def stop(
+        self, reason: StopReason, detail: str = "", *, exception: BaseException | None = None
+    ) -> None:
+        """Ask the guest code to stop at the next epoch tick. Safe from any thread."""
+        ...
+
+
 @attrs.define(eq=False)
 class CallControl:
     """Mutable state shared by one guest call's worker thread and its trio caller.
@@ -51,6 +61,9 @@ class CallControl:
             by the trio caller once the guest has stopped.
         reply_bytes: bytes of reply produced so far (the limit applies to the sum).
         on_tick: run in the worker thread at each epoch tick while the guest may continue.
+        watch_worker_task: whether a cancellation of the trio task that entered the worker
+            thread stops this call. False for a queued message run on behalf of another
+            caller: its own caller stops it with ``stop("cancelled")`` instead.
     """
 
     deadline: float
@@ -59,6 +72,7 @@ class CallControl:
     host_exception: BaseException | None = None
     reply_bytes: int = 0
     on_tick: Callable[[], None] | None = None
+    watch_worker_task: bool = True
     _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
     @classmethod
@@ -89,16 +103,16 @@ class CallControl:
         """Return whether the guest may keep running; called at each epoch tick.
 
         Records ``cancelled`` (keeping trio's ``Cancelled`` to re-raise) when the trio task
-        waiting for this worker thread was cancelled, and ``time`` past the deadline.
+        waiting for this worker thread was cancelled (if ``watch_worker_task``), and ``time``
+        past the deadline.
         """
-        if self.stop_reason is None:
+        if self.stop_reason is None and self.watch_worker_task:
             try:
                 trio.from_thread.check_cancelled()
             except trio.Cancelled as exc:
                 self.stop("cancelled", exception=exc)
-            else:
-                if time.monotonic() > self.deadline:
-                    self.stop("time")
+        if self.stop_reason is None and time.monotonic() > self.deadline:
+            self.stop("time")
         if self.stop_reason is None and self.on_tick is not None:
             self.on_tick()
         return self.stop_reason is None

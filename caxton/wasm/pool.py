@@ -3,7 +3,8 @@
 Lives in the nursery tree between the embedder and the registry (DESIGN §1). Every guest call
 runs in a worker thread through ``trio.to_thread.run_sync`` with the pool's limiter, and is
 stopped by wasmtime itself (fuel, and the epoch deadline callback driven by this pool's ticker),
-never by abandoning its thread.
+never by abandoning its thread. The pool's nursery also holds the tasks that run a caxton-v1
+module's queued messages (``start_soon``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from caxton.wasm.limits import WasmLimits
 from caxton.wasm.source import compile_error, content_hash, to_wasm_binary
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
-    from caxton.wasm.control import CallControl
+    from caxton.wasm.control import Stoppable
 
 LOGGER = logging.getLogger("caxton.wasm")
 
@@ -93,7 +94,8 @@ class WasmPool:
         self._running = False
         self._ticks = 0
         self._in_flight = 0
-        self._active: set[CallControl] = set()
+        self._active: set[Stoppable] = set()
+        self._nursery: trio.Nursery | None = None
 
     @property
     def engine(self) -> wasmtime.Engine:
@@ -108,26 +110,41 @@ class WasmPool:
         Calls ``task_status.started(self)`` once the first tick is done.
 
         Cancellation:
-            Ends the ticker. Guest calls still running are stopped at once and fail with
-            ``ServiceUnavailable``; later calls are refused with it. Dependents (the registry)
+            Ends the ticker and the pool's tasks (see :meth:`start_soon`). Guest calls still
+            running are stopped at once and fail with ``ServiceUnavailable``; later calls are
+            refused with it. Dependents (the registry)
             live in inner nurseries and normally finish first.
         """
         if self._running:
             raise RuntimeError("WasmPool.run() is already running")
         self._running = True
         try:
-            self._tick()
-            task_status.started(self)
-            while True:
-                await trio.sleep(self._tick_interval_s)
-                self._tick()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    self._tick()
+                    task_status.started(self)
+                    while True:
+                        await trio.sleep(self._tick_interval_s)
+                        self._tick()
+                finally:
+                    self._stop_guests()
         finally:
-            self._running = False
-            if self._active:
-                LOGGER.warning("WASM pool stopping %d running guest calls", len(self._active))
-            for control in list(self._active):
-                control.stop("shutdown")
-            self._tick()  # lets every running guest reach its deadline callback and stop
+            self._stop_guests()
+
+    def start_soon(self, async_fn: Callable[[], Awaitable[object]]) -> None:
+        """Run ``async_fn`` as a task of the pool (it is cancelled when the pool stops).
+
+        Used by a caxton-v1 module to run its queued messages on behalf of their callers.
+
+        Raises:
+            ServiceUnavailable: the pool is not running.
+        """
+        if not self._running or self._nursery is None:
+            raise ServiceUnavailable(
+                "the WASM pool is not running (start WasmPool.run in a nursery first)"
+            )
+        self._nursery.start_soon(async_fn)
 
     async def load(
         self,
@@ -188,12 +205,13 @@ class WasmPool:
             raise WasmBadModule(source_name, [f"cannot instantiate the module: {exc}"]) from exc
         return agent
 
-    async def run_in_worker(self, fn: Callable[[], T], control: CallControl | None = None) -> T:
+    async def run_in_worker(self, fn: Callable[[], T], control: Stoppable | None = None) -> T:
         """Run ``fn`` in a worker thread under the pool's limiter.
 
         Args:
             fn: the blocking work; if it enters a guest, it must do so under ``control``.
-            control: the stop control of the guest call, so that a pool shutdown can stop it.
+            control: the stop control of the guest call (or of a run of queued calls), so that
+                a pool shutdown can stop it.
 
         Raises:
             ServiceUnavailable: the epoch ticker is not running, so a guest could not be stopped.
@@ -227,6 +245,18 @@ class WasmPool:
         )
 
     # -- internals --------------------------------------------------------------------------
+
+    def _stop_guests(self) -> None:
+        """Refuse new calls and stop the running ones (the pool is stopping)."""
+        if not self._running:
+            return
+        self._running = False
+        self._nursery = None
+        if self._active:
+            LOGGER.warning("WASM pool stopping %d running guest calls", len(self._active))
+        for control in list(self._active):
+            control.stop("shutdown")
+        self._tick()  # lets every running guest reach its deadline callback and stop
 
     def _tick(self) -> None:
         self._engine.increment_epoch()
