@@ -8,6 +8,7 @@ response finished), so no nursery is held open across a ``yield``.
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -15,6 +16,9 @@ from quart import current_app
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+
+
+LOGGER = logging.getLogger("caxton.http")
 
 
 def sse_frame(event: str, data: dict[str, Any]) -> bytes:
@@ -35,7 +39,12 @@ def background_body(
     async def runner() -> None:
         with scope:
             async with send:
-                await produce(send)
+                try:
+                    await produce(send)
+                except Exception:
+                    # the producer runs in the app's nursery: an error here must end this
+                    # stream, not the server
+                    LOGGER.exception("a streaming response failed; its stream ends here")
 
     current_app.nursery.start_soon(runner)  # type: ignore[attr-defined]
 
