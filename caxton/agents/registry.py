@@ -23,6 +23,7 @@ from caxton.agents.runtime import LoadRequest
 from caxton.agents.versions import (
     AgentRemoved,
     AgentState,
+    InvalidTransition,
     StartVersion,
     StatusChanged,
     StopVersion,
@@ -408,6 +409,12 @@ class Registry:
         return 0
 
     async def _deliver(self, message: Message) -> None:
+        try:
+            await self._deliver_and_answer(message)
+        except Exception:
+            LOGGER.exception("delivering a message from %s failed", message.sender)
+
+    async def _deliver_and_answer(self, message: Message) -> None:
         receiver = message.receiver or ""
         try:
             reply, _ = await self.send(receiver, message)
@@ -575,6 +582,11 @@ class Registry:
         try:
             step = event(self._state)
         except NotFound:
+            return False
+        except InvalidTransition as exc:
+            # a version task reporting a move its lifecycle does not allow is a bug; log it
+            # loudly instead of letting it take the registry (and the server) down
+            LOGGER.error("ignored an impossible agent state change: %s", exc.message)
             return False
         self._apply(step)
         return True
