@@ -134,3 +134,34 @@ async def test_sighup_style_rescan_picks_up_missed_changes(
     for hook in agents_server.state.reload_hooks:
         await hook()
     assert sorted(names(agents_server)) == ["counter", "echo"]
+
+
+async def test_editing_counter_wat_under_traffic_fails_no_request(
+    agents_server: ServerInfo, agents_dir: Path
+) -> None:
+    import httpx
+
+    statuses: list[int] = []
+    wat = agents_dir / "counter.wat"
+    original = wat.read_text()
+    registry = agents_server.state.require_registry()
+
+    async def client_loop(client: httpx.AsyncClient, stop: trio.Event) -> None:
+        while not stop.is_set():
+            response = await client.post("/api/v1/agents/counter/messages", json={"content": "x"})
+            statuses.append(response.status_code)
+
+    async with httpx.AsyncClient(base_url=agents_server.api_urls[0], timeout=30) as client:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(client_loop, client, stop)
+            for edit in range(8):
+                active = registry.agent("counter").active or 0
+                wat.write_text(original + f"\n;; edit {edit}\n")
+                # each edit is a new version that takes over (the active revision moves on)
+                await wait_until(lambda a=active: (registry.agent("counter").active or 0) > a)
+                await trio.sleep(0.05)
+            stop.set()
+    assert statuses
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
