@@ -121,27 +121,31 @@ class VectorIndex:
         scope: Scope | None = None,
         agent: str | None = None,
         entity_types: Sequence[str] | None = None,
+        rows: NDArray[np.int64] | None = None,
     ) -> list[tuple[str, float]]:
-        """Return up to ``limit`` ``(name, similarity)`` pairs, best first (ties by name)."""
+        """Return up to ``limit`` ``(name, similarity)`` pairs, best first (ties by name).
+
+        ``rows`` (from :meth:`rows_of`) limits the scan to those rows; by default every row is
+        scored.
+        """
         size = self._size
         if size == 0 or limit <= 0:
             return []
-        unit = _normalise(np.asarray(query, dtype=np.float32).reshape(1, self.dim))[0]
-        scores = self._matrix[:size] @ unit
+        unit = self.unit(query)
+        if rows is None:
+            scores = self._matrix[:size] @ unit
+            scopes, agents, types = self._scopes[:size], self._agents[:size], self._types[:size]
+        else:
+            scores = self._matrix[rows] @ unit
+            scopes, agents, types = self._scopes[rows], self._agents[rows], self._types[rows]
         mask = scores >= np.float32(min_similarity)
-        agent_id = self._agent_ids.get(agent, -2) if agent is not None else -2
-        mask &= (self._scopes[:size] != _SCOPE_CODES[Scope.AGENT]) | (
-            self._agents[:size] == agent_id
-        )
-        if scope is not None:
-            mask &= self._scopes[:size] == _SCOPE_CODES[scope]
-        if entity_types is not None:
-            wanted = [self._type_ids[t] for t in entity_types if t in self._type_ids]
-            mask &= np.isin(self._types[:size], np.asarray(wanted, dtype=np.int32))
+        mask &= self._visible(scopes, agents, types, scope, agent, entity_types)
         candidates = np.flatnonzero(mask)
         if candidates.size == 0:
             return []
         picked = scores[candidates]
+        if rows is not None:
+            candidates = rows[candidates]
         if candidates.size > limit:
             # Keep everything tied with the limit-th score, so ties are broken by name below.
             kth = np.partition(picked, candidates.size - limit)[candidates.size - limit]
@@ -152,6 +156,60 @@ class VectorIndex:
             key=lambda pair: (-pair[0], self._names[pair[1]]),
         )
         return [(self._names[row], float(score)) for score, row in order[:limit]]
+
+    def filter_rows(
+        self,
+        *,
+        scope: Scope | None = None,
+        agent: str | None = None,
+        entity_types: Sequence[str] | None = None,
+    ) -> NDArray[np.int64] | None:
+        """The rows a search with these filters may return; None when that is every row."""
+        size = self._size
+        mask = self._visible(
+            self._scopes[:size], self._agents[:size], self._types[:size], scope, agent, entity_types
+        )
+        if bool(mask.all()):
+            return None
+        return np.flatnonzero(mask).astype(np.int64, copy=False)
+
+    def _visible(
+        self,
+        scopes: NDArray[np.int8],
+        agents: NDArray[np.int32],
+        types: NDArray[np.int32],
+        scope: Scope | None,
+        agent: str | None,
+        entity_types: Sequence[str] | None,
+    ) -> NDArray[np.bool_]:
+        agent_id = self._agent_ids.get(agent, -2) if agent is not None else -2
+        mask: NDArray[np.bool_] = (scopes != _SCOPE_CODES[Scope.AGENT]) | (agents == agent_id)
+        if scope is not None:
+            mask &= scopes == _SCOPE_CODES[scope]
+        if entity_types is not None:
+            wanted = [self._type_ids[t] for t in entity_types if t in self._type_ids]
+            mask &= np.isin(types, np.asarray(wanted, dtype=np.int32))
+        return mask
+
+    def unit(self, query: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``query`` as a unit vector of this index's length."""
+        unit: NDArray[np.float32] = _normalise(
+            np.asarray(query, dtype=np.float32).reshape(1, self.dim)
+        )[0]
+        return unit
+
+    def rows_of(self, names: Sequence[str]) -> NDArray[np.int64]:
+        """The rows of ``names`` (unknown names are skipped)."""
+        rows = self._rows
+        return np.fromiter((rows[n] for n in names if n in rows), dtype=np.int64)
+
+    def vectors_of(self, names: Sequence[str]) -> NDArray[np.float32]:
+        """A copy of the unit vectors of ``names`` (all must be present)."""
+        return self._matrix[np.asarray([self._rows[n] for n in names], dtype=np.int64)]
+
+    def snapshot(self) -> tuple[list[str], NDArray[np.float32]]:
+        """Copies of every name and unit vector, row by row."""
+        return list(self._names), self._matrix[: self._size].copy()
 
     def _reserve(self, needed: int) -> None:
         capacity = len(self._matrix)

@@ -57,12 +57,24 @@ def fetch_entities(conn: Connection, names: Sequence[str]) -> dict[str, Entity]:
     """The stored entities among ``names``, keyed by name."""
     if not names:
         return {}
+    where, params = _name_filter("name", names)
     rows = conn.execute(
         "SELECT name, entity_type, scope, agent, metadata, created_at, updated_at "
-        "FROM memory_entities WHERE name IN (SELECT unnest(?::VARCHAR[]))",
-        [list(names)],
+        f"FROM memory_entities WHERE {where}",
+        params,
     ).fetchall()
     return _with_observations(conn, rows)
+
+
+_SHORT_NAME_LIST = 64
+
+
+def _name_filter(column: str, names: Sequence[str]) -> tuple[str, list[Any]]:
+    """``column IN (...)``: a parameter list for a few names (DuckDB can then use the column's
+    index: ~1 ms instead of ~5 ms at 100k rows), one list parameter for many."""
+    if len(names) <= _SHORT_NAME_LIST:
+        return f"{column} IN ({', '.join('?' * len(names))})", list(names)
+    return f"{column} IN (SELECT unnest(?::VARCHAR[]))", [list(names)]
 
 
 def _with_observations(conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, Entity]:
@@ -70,10 +82,10 @@ def _with_observations(conn: Connection, rows: list[tuple[Any, ...]]) -> dict[st
         return {}
     names = [str(row[0]) for row in rows]
     observations: dict[str, list[str]] = {name: [] for name in names}
+    where, params = _name_filter("entity", names)
     for entity, content in conn.execute(
-        "SELECT entity, content FROM memory_observations "
-        "WHERE entity IN (SELECT unnest(?::VARCHAR[])) ORDER BY entity, position",
-        [names],
+        f"SELECT entity, content FROM memory_observations WHERE {where} ORDER BY entity, position",
+        params,
     ).fetchall():
         observations[str(entity)].append(str(content))
     result: dict[str, Entity] = {}

@@ -1,7 +1,8 @@
 """The memory tables, as store migrations (handed to :class:`caxton.store.Store`).
 
 * ``memory_entities`` — one row per entity; ``metadata`` is JSON text; times are UTC.
-* ``memory_observations`` — the entity's observations in order (``position`` from 0).
+* ``memory_observations`` — the entity's observations in order (``position`` from 0), indexed
+  by entity (v2) so fetching a search's hits by name does not scan the table.
 * ``memory_relations`` — directed, unique per (from, to, relation_type).
 * ``memory_embeddings`` — the ``FLOAT[384]`` embedding of ``"{name} {entity_type}
   {observations}"``; the exact search path reads it with ``array_cosine_similarity``. It
@@ -61,5 +62,11 @@ MEMORY_MIGRATIONS: tuple[Migration, ...] = (
             )
             """,
         ),
+    ),
+    Migration(
+        feature="memory",
+        version=2,
+        description="index observations by entity (search fetches its hits by name)",
+        statements=("CREATE INDEX memory_observations_entity ON memory_observations (entity)",),
     ),
 )

@@ -6,6 +6,11 @@ changed entities -> one write transaction -> update the numpy accelerator. The l
 are shielded from cancellation so a committed write always reaches the accelerator; if the
 accelerator ever fails to follow, searches fall back to the exact DuckDB path until
 :meth:`MemoryService.rebuild_index` succeeds.
+
+Above ``hnsw_threshold`` rows the accelerator also keeps an HNSW graph
+(:mod:`caxton.memory.layered`), saved next to the DB file and loaded at start when it matches
+what DuckDB holds. It is built or loaded in a worker thread by a task in :meth:`run`'s nursery;
+until it is installed, searches use the numpy scan.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import trio
 
 from caxton.errors import NotFound
 from caxton.latency import LatencyWindow
-from caxton.memory import queries, transfer, validation
+from caxton.memory import hnsw, queries, transfer, validation
 from caxton.memory.errors import MemoryLimitExceeded
-from caxton.memory.index import IndexEntry, VectorIndex
+from caxton.memory.index import IndexEntry
+from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD, LayeredIndex
 from caxton.memory.plan import plan_entities, plan_relations
 from caxton.memory.types import (
     Capacity,
@@ -42,6 +48,7 @@ from caxton.memory.types import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
+    from pathlib import Path
 
     import numpy as np
     from numpy.typing import NDArray
@@ -57,6 +64,8 @@ T = TypeVar("T")
 MAX_SEARCH_LIMIT = 1000
 MAX_GRAPH_DEPTH = 10
 CAPACITY_WARNING_RATIO = 0.9
+HNSW_SAVE_INTERVAL_S = 600.0
+HNSW_SHUTDOWN_SAVE_S = 30.0
 
 
 def _now() -> dt.datetime:
@@ -73,6 +82,12 @@ class MemoryService:
         accelerator: keep the numpy mirror for searches (the exact path is always available
             with ``search(..., exact=True)``).
         latency_window: searches the p50/p99 figures cover.
+        hnsw_threshold: keep an HNSW graph over the accelerator from this many entities; None
+            never does.
+        hnsw_path: where the graph is saved; by default ``<db file>.hnsw`` (plus a ``.json``
+            sidecar). None with ``persist_hnsw=False``: never saved.
+        persist_hnsw: save the graph after builds, every ``hnsw_save_interval`` seconds when it
+            changed, and at shutdown; load it at start when it matches DuckDB.
     """
 
     def __init__(
@@ -84,6 +99,10 @@ class MemoryService:
         accelerator: bool = True,
         latency_window: int = 1000,
         on_search: Callable[[float], None] | None = None,
+        hnsw_threshold: int | None = DEFAULT_HNSW_THRESHOLD,
+        hnsw_path: Path | None = None,
+        persist_hnsw: bool = True,
+        hnsw_save_interval: float = HNSW_SAVE_INTERVAL_S,
     ) -> None:
         if max_entities is not None and max_entities < 1:
             raise ValueError(f"max_entities must be at least 1, got {max_entities}")
@@ -91,9 +110,22 @@ class MemoryService:
         self.embedder = embedder
         self.max_entities = max_entities
         self.accelerator = accelerator
-        self._index = VectorIndex(embedder.dim)
+        self.hnsw_threshold = hnsw_threshold
+        if not persist_hnsw:
+            hnsw_path = None
+        elif hnsw_path is None:
+            hnsw_path = store.path.with_name(store.path.name + ".hnsw")
+        self.hnsw_path = hnsw_path
+        self.hnsw_save_interval = hnsw_save_interval
+        self._index = LayeredIndex(embedder.dim, threshold=hnsw_threshold)
         self._index_ready = False
         self._index_limiter = trio.CapacityLimiter(1)
+        self._graph_limiter = trio.CapacityLimiter(1)
+        self._graph_wanted = trio.Event()
+        self._graph_attempted = trio.Event()  # set (then replaced) after each load or build
+        self._graph_builds = 0
+        self._graph_loads = 0
+        self._graph_build_seconds = 0.0
         self._write_lock = trio.Lock()
         self._latency = LatencyWindow(latency_window)
         self._on_search = on_search
@@ -106,20 +138,36 @@ class MemoryService:
     ) -> NoReturn:
         """Build the accelerator from DuckDB, report started with this service, then wait.
 
+        The HNSW graph (above ``hnsw_threshold`` entities) is loaded or built afterwards by a
+        background task, so start-up does not wait for it.
+
         Cancellation:
-            Cancelling ``run`` stops the service; the store and embedder are not closed (they
-            belong to outer nurseries).
+            Cancelling ``run`` stops the service (a graph build stops at its next chunk); the
+            store and embedder are not closed (they belong to outer nurseries).
 
         Resource handling:
-            The accelerator's matrix is dropped when ``run`` exits.
+            A changed graph is saved at exit (shielded, bounded by ``HNSW_SHUTDOWN_SAVE_S``);
+            the accelerator's matrix and graph are dropped when ``run`` exits.
         """
         await self.rebuild_index()
         try:
-            task_status.started(self)
-            await trio.sleep_forever()
+            async with trio.open_nursery() as nursery:
+                if self.accelerator and self.hnsw_threshold is not None:
+                    nursery.start_soon(self._maintain_graph)
+                    if self.hnsw_path is not None and self.hnsw_save_interval > 0:
+                        nursery.start_soon(self._save_periodically)
+                task_status.started(self)
+                await trio.sleep_forever()
         finally:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + HNSW_SHUTDOWN_SAVE_S
+                try:
+                    await self.save_graph()
+                except Exception:
+                    LOGGER.exception("saving the HNSW index at shutdown failed")
             self._index_ready = False
             self._index.clear()
+        raise AssertionError("the memory service stopped without being cancelled")
 
     async def rebuild_index(self) -> int:
         """Reload the accelerator from DuckDB (``caxton memory cache-clear --rebuild``).
@@ -139,15 +187,128 @@ class MemoryService:
             self._entity_count = await self.store.execute_fn(queries.entity_count)
             if not self.accelerator:
                 return len(entries)
-            fresh = VectorIndex(self.embedder.dim)
+            fresh = LayeredIndex(self.embedder.dim, threshold=self.hnsw_threshold)
             await self._in_index(lambda _: fresh.upsert(entries, matrix))
             self._index = fresh
             self._index_ready = True
+            self._want_graph()
             return len(entries)
 
-    async def _in_index(self, fn: Callable[[VectorIndex], T]) -> T:
+    async def _in_index(self, fn: Callable[[LayeredIndex], T]) -> T:
         index = self._index
         return await trio.to_thread.run_sync(fn, index, limiter=self._index_limiter)
+
+    # ----------------------------------------------------------------------------- HNSW graph
+
+    def _want_graph(self) -> None:
+        if self._index.wants_graph():
+            self._graph_wanted.set()
+
+    async def _maintain_graph(self) -> NoReturn:
+        while True:
+            await self._graph_wanted.wait()
+            self._graph_wanted = trio.Event()
+            await self._build_graph(self._index)
+
+    async def _build_graph(self, index: LayeredIndex) -> None:
+        snapshot = await trio.to_thread.run_sync(index.begin_build, limiter=self._index_limiter)
+        if snapshot is None:
+            return
+        keys, vectors = snapshot
+        started = time.perf_counter()
+        try:
+            graph, loaded, saved = await trio.to_thread.run_sync(
+                functools.partial(self._load_or_build_sync, keys, vectors),
+                limiter=self._graph_limiter,
+            )
+        except Exception:
+            LOGGER.exception("building the HNSW index failed; searches use the numpy scan")
+            await trio.to_thread.run_sync(index.abort_build, limiter=self._index_limiter)
+            return
+        if loaded:
+            self._graph_loads += 1
+        else:
+            self._graph_builds += 1
+            self._graph_build_seconds = time.perf_counter() - started
+        await trio.to_thread.run_sync(
+            functools.partial(index.finish_build, graph, saved=saved),
+            limiter=self._index_limiter,
+        )
+        attempted, self._graph_attempted = self._graph_attempted, trio.Event()
+        attempted.set()
+        LOGGER.info(
+            "HNSW index over %d entities %s in %.1fs",
+            len(keys),
+            "loaded" if loaded else "built",
+            time.perf_counter() - started,
+        )
+
+    async def wait_graph(self) -> None:
+        """Wait until the HNSW graph is installed (at once when it is).
+
+        Cancellation:
+            Safe to cancel; waits forever when no graph is wanted (below ``hnsw_threshold``).
+        """
+        while self._index.graph is None:
+            await self._graph_attempted.wait()
+
+    def _load_or_build_sync(
+        self, keys: NDArray[np.uint64], vectors: NDArray[np.float32]
+    ) -> tuple[hnsw.HnswGraph, bool, bool]:
+        """(graph, loaded from the file, the file holds it); runs in a worker thread."""
+        content = hnsw.fingerprint(keys, vectors)
+        path = self.hnsw_path
+        if path is not None:
+            graph = hnsw.load(path, self.embedder.dim, content)
+            if graph is not None:
+                return graph, True, True
+        graph = hnsw.build(
+            self.embedder.dim, keys, vectors, checkpoint=trio.from_thread.check_cancelled
+        )
+        if path is None:
+            return graph, False, False
+        try:
+            hnsw.save(graph, path, content)
+        except OSError:
+            LOGGER.exception("cannot save the HNSW index to %s", path)
+            return graph, False, False
+        return graph, False, True
+
+    async def _save_periodically(self) -> NoReturn:
+        while True:
+            await trio.sleep(self.hnsw_save_interval)
+            try:
+                await self.save_graph()
+            except OSError:
+                LOGGER.exception("saving the HNSW index failed; retrying later")
+
+    async def save_graph(self) -> bool:
+        """Save the HNSW graph next to the DB file if it changed since it was last saved.
+
+        Returns:
+            Whether a file was written.
+
+        Cancellation:
+            A started save completes.
+
+        Resource handling:
+            Holds the accelerator (searches wait) while the graph is written (~1 s per 100k).
+        """
+        path = self.hnsw_path
+        if path is None:
+            return False
+        index = self._index
+
+        def save() -> bool:
+            graph = index.graph
+            if graph is None or not index.dirty or index.building:
+                return False
+            keys, vectors = index.content()
+            hnsw.save(graph, path, hnsw.fingerprint(keys, vectors))
+            index.dirty = False
+            return True
+
+        return await trio.to_thread.run_sync(save, limiter=self._index_limiter)
 
     async def _commit(
         self,
@@ -167,6 +328,7 @@ class MemoryService:
                         entities, vectors = upsert
                         entries = [_index_entry(e) for e in entities]
                         await self._in_index(lambda index: index.upsert(entries, vectors))
+                    self._want_graph()
                 except Exception:
                     LOGGER.exception(
                         "the search accelerator could not follow a write; searches use the "
@@ -712,6 +874,14 @@ class MemoryService:
             accelerator_enabled=self.accelerator,
             accelerator_ready=self._index_ready,
             index_rows=len(self._index),
+            hnsw_ready=self._index.graph is not None,
+            hnsw_building=self._index.building,
+            hnsw_rows=0 if self._index.graph is None else len(self._index.graph),
+            hnsw_searches=self._index.graph_searches,
+            hnsw_fallbacks=self._index.fallbacks,
+            hnsw_builds=self._graph_builds,
+            hnsw_loads=self._graph_loads,
+            hnsw_build_seconds=self._graph_build_seconds,
         )
 
 

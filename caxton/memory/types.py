@@ -321,6 +321,11 @@ class MemoryStatistics:
 
     Attributes:
         search_p99_ms: 99th percentile of the last ``window`` searches (0.0 when none yet).
+        hnsw_ready: the HNSW graph is installed (used from ``hnsw_threshold`` entities).
+        hnsw_building: a graph is being loaded or built; searches use the numpy scan.
+        hnsw_searches / hnsw_fallbacks: searches through the graph, and those of them that
+            fell back to the full numpy scan (filters left fewer than ``limit`` hits).
+        hnsw_builds / hnsw_loads: graphs built from the mirror / loaded from the saved file.
     """
 
     entity_count: int
@@ -332,3 +337,11 @@ class MemoryStatistics:
     accelerator_enabled: bool
     accelerator_ready: bool
     index_rows: int
+    hnsw_ready: bool = False
+    hnsw_building: bool = False
+    hnsw_rows: int = 0
+    hnsw_searches: int = 0
+    hnsw_fallbacks: int = 0
+    hnsw_builds: int = 0
+    hnsw_loads: int = 0
+    hnsw_build_seconds: float = 0.0
