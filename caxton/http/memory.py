@@ -16,7 +16,14 @@ import trio
 from quart import Response, request
 
 from caxton.errors import BadRequest, JSONValue, ValidationFailed
-from caxton.http.params import float_arg, int_arg, json_body, json_object, raw_body
+from caxton.http.params import (
+    float_arg,
+    int_arg,
+    json_body,
+    json_object,
+    optional_json_object,
+    raw_body,
+)
 from caxton.http.routes import QueryParam, Role, RouteTable
 from caxton.http.state import server_state
 from caxton.http.streaming import background_body
@@ -322,8 +329,7 @@ async def capacity() -> dict[str, Any]:
     responses=(200, 400, 422),
 )
 async def optimize() -> dict[str, Any]:
-    raw = await raw_body()
-    body = await json_object('{"vacuum": true}') if raw.strip() else {}
+    body = await optional_json_object('{"vacuum": true}')
     _check_keys(body, frozenset(OPTIMIZE_KEYS), "body")
     for key, value in body.items():
         if not isinstance(value, bool):
@@ -348,8 +354,7 @@ async def optimize() -> dict[str, Any]:
     responses=(200, 400, 422),
 )
 async def clear_cache() -> dict[str, Any]:
-    raw = await raw_body()
-    body = await json_object('{"rebuild": true}') if raw.strip() else {}
+    body = await optional_json_object('{"rebuild": true}')
     _check_keys(body, frozenset({"rebuild"}), "body")
     rebuild = body.get("rebuild", False)
     if not isinstance(rebuild, bool):

@@ -35,6 +35,13 @@ async def json_object(example: str) -> dict[str, Any]:
     return body
 
 
+async def optional_json_object(example: str) -> dict[str, Any]:
+    """Like :func:`json_object`, but an empty body is an empty object."""
+    if not (await raw_body()).strip():
+        return {}
+    return await json_object(example)
+
+
 def int_arg(name: str, default: int, *, low: int, high: int) -> int:
     """Query parameter ``name`` as an integer from ``low`` to ``high``."""
     raw = request.args.get(name)
