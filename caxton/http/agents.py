@@ -96,6 +96,7 @@ async def deploy_agent() -> tuple[dict[str, Any], int]:
     "/api/v1/agents/validate",
     methods=("POST",),
     role=Role.USER,
+    mutating=False,
     summary="Validate an agent file without deploying it: {valid, errors, warnings}.",
     request_body=DEPLOY_BODY,
     responses=(200, 400),
@@ -300,6 +301,7 @@ def _error_json(error: CaxtonError) -> dict[str, Any]:
     "/api/v1/agents/<name>/messages",
     methods=("POST",),
     role=Role.USER,
+    mutating=False,
     summary="Send a message to an agent; the reply, or an SSE stream of chunks "
     "(Accept: text/event-stream).",
     request_body='{"content": "...", "conversation_id": "optional"}',

@@ -51,6 +51,14 @@ class RouteSpec:
     query: tuple[QueryParam, ...] = ()
     request_body: str | None = None
     responses: tuple[int, ...] = (200,)
+    #: Whether a call changes server state: audited, and refused while in safe mode.
+    #: Defaults to "any method but GET"; routes that only compute (validate, talk to an
+    #: agent) declare ``mutating=False``.
+    mutating: bool = attrs.field()
+
+    @mutating.default
+    def _mutating_default(self) -> bool:
+        return any(method not in {"GET", "HEAD", "OPTIONS"} for method in self.methods)
 
     @property
     def endpoint(self) -> str:
@@ -83,23 +91,25 @@ class RouteTable:
         query: tuple[QueryParam, ...] = (),
         request_body: str | None = None,
         responses: tuple[int, ...] = (200,),
+        mutating: bool | None = None,
     ) -> Callable[[H], H]:
-        """Declare an HTTP route."""
+        """Declare an HTTP route (``mutating`` overrides the method-based default)."""
 
         def register(handler: H) -> H:
-            self.routes.append(
-                RouteSpec(
-                    rule=rule,
-                    methods=methods,
-                    role=role,
-                    summary=summary,
-                    handler=handler,
-                    tag=self.tag,
-                    query=query,
-                    request_body=request_body,
-                    responses=responses,
-                )
+            spec = RouteSpec(
+                rule=rule,
+                methods=methods,
+                role=role,
+                summary=summary,
+                handler=handler,
+                tag=self.tag,
+                query=query,
+                request_body=request_body,
+                responses=responses,
             )
+            if mutating is not None:
+                spec = attrs.evolve(spec, mutating=mutating)
+            self.routes.append(spec)
             return handler
 
         return register
