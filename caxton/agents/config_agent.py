@@ -1,0 +1,370 @@
+"""Config (LLM-driven) agents: a prompt, tools and memory, answered by the operator's LLM.
+
+A request runs like this (DESIGN §4.1)::
+
+    wait for a slot ([performance] max_concurrent_requests), all under request_timeout
+    -> memory context (semantic search, [memory] scope / similarity_threshold / max_results,
+       cached for cache_ttl) and earlier turns of the conversation
+    -> prompt (caxton.agents.prompt) -> LLM call, streamed: text chunks go to the caller
+       as they arrive
+    -> tool calls the model asked for run, their results go back in the next call
+       (a failing tool is a result the model reads, not an error) ... up to max_turns calls
+    -> with [memory] auto_store, the exchange is remembered
+
+Each loaded version is one :class:`ConfigAgentInstance`; blue-green swaps, draining and
+canaries are the registry's, exactly as for WASM agents.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import attrs
+import trio
+
+from caxton.agents.logs import AgentLogs
+from caxton.agents.prompt import Turn, build_prompt, memory_context, request_text, turns_of
+from caxton.agents.runtime import AgentReply
+from caxton.agents.spec import AgentSpec
+from caxton.agents.tools import ToolCallContext, ToolDeps, ToolFailed, error_result, tools_for
+from caxton.config.model import LLMConfig
+from caxton.errors import CaxtonError
+from caxton.llm import ChatRequest, Finish, TextDelta, ToolCall
+from caxton.llm import Message as ChatMessage
+from caxton.llm.resolve import LLMNotConfigured, resolve_chain
+from caxton.llm.service import LLMService
+from caxton.memory.types import NewEntity, Scope
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from caxton.agents.registry import Registry
+    from caxton.agents.runtime import AgentInstance, LoadRequest
+    from caxton.agents.tools import Tool
+    from caxton.llm.client import LLMClient
+    from caxton.messages import Message
+
+#: Earlier messages of a conversation read for the prompt.
+HISTORY_MESSAGES: Final = 20
+#: Longest tool result handed back to the model, in characters.
+TOOL_RESULT_CHARS: Final = 32_000
+#: Longest text of one side of an exchange kept by ``auto_store``.
+STORED_CHARS: Final = 2_000
+#: Memory-context cache entries kept per version.
+CONTEXT_CACHE_SIZE: Final = 256
+
+
+class AgentTimeout(CaxtonError):
+    """The agent did not answer within its ``[performance] request_timeout``."""
+
+    code = "TIMEOUT"
+    http_status = 504
+
+
+class ConversationHistory(Protocol):
+    """Earlier messages of a conversation, oldest first."""
+
+    async def recent(self, conversation_id: str, limit: int) -> list[Message]: ...
+
+
+@attrs.define
+class ConfigAgentDeps:
+    """What config agents use; the server fills it in as its components start."""
+
+    llm: LLMService
+    defaults: LLMConfig
+    tools: ToolDeps
+    logs: AgentLogs
+    environ: Mapping[str, str]
+    history: ConversationHistory | None = None
+
+
+class ConfigRuntime:
+    """Loads config agents: resolves their LLM endpoints and tools."""
+
+    def __init__(self, deps: ConfigAgentDeps) -> None:
+        self.deps = deps
+
+    async def load(self, request: LoadRequest) -> AgentInstance:
+        spec = request.spec
+        assert isinstance(spec, AgentSpec)
+        deps = self.deps
+        try:
+            chain = resolve_chain(
+                spec.name, spec.llm, deps.defaults, spec.performance.llm_config, deps.environ
+            )
+        except LLMNotConfigured as exc:
+            deps.logs.write(spec.name, "warn", f"this version cannot answer: {exc.message}")
+            return ConfigAgentInstance(spec, deps, client=None, problem=exc)
+        return ConfigAgentInstance(spec, deps, client=deps.llm.client(chain), problem=None)
+
+
+class ConfigAgentInstance:
+    """One loaded version of a config agent; see the module docstring."""
+
+    def __init__(
+        self,
+        spec: AgentSpec,
+        deps: ConfigAgentDeps,
+        *,
+        client: LLMClient | None,
+        problem: LLMNotConfigured | None,
+    ) -> None:
+        self.spec = spec
+        self.deps = deps
+        self.client = client
+        self.problem = problem
+        self.tools: dict[str, Tool] = tools_for(spec.tools, deps.tools)
+        self._slots = trio.Semaphore(max(1, spec.performance.max_concurrent_requests))
+        self._context_cache: dict[str, tuple[float, str]] = {}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        llm: dict[str, Any] = (
+            {"provider": self.client.provider, "url": self.client.url}
+            if self.client is not None
+            else {"error": self.problem.message if self.problem else "not configured"}
+        )
+        return {
+            "llm": llm,
+            "tools": sorted(tool.name for tool in self.tools.values()),
+            "max_concurrent_requests": self.spec.performance.max_concurrent_requests,
+        }
+
+    async def handle(
+        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None = None
+    ) -> AgentReply:
+        """Answer ``message`` (see the module docstring).
+
+        Raises:
+            LLMUnavailable: no LLM is configured, or the provider cannot be reached (503).
+            LLMError: the provider failed (502).
+            AgentTimeout: ``request_timeout`` passed, waiting for a slot included (504).
+
+        Cancellation:
+            Stops the LLM call (its connection is closed) and any running tool.
+        """
+        if self.problem is not None:
+            raise self.problem
+        timeout_s = self.spec.performance.request_timeout_s
+        with trio.move_on_after(timeout_s) as deadline:
+            async with self._slots:
+                return await self._answer(message, on_chunk)
+        assert deadline.cancelled_caught
+        raise AgentTimeout(
+            f"agent {self.spec.name!r} did not answer within its request_timeout of "
+            f"{timeout_s:g}s ([performance] request_timeout in its file)",
+            details={"agent": self.spec.name, "timeout_s": timeout_s},
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+    # -- one request ---------------------------------------------------------------------------
+
+    async def _answer(
+        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None
+    ) -> AgentReply:
+        spec = self.spec
+        request = request_text(message.content)
+        memory = await self._memory_context(request) if spec.memory.enabled else ""
+        prompt = build_prompt(
+            system_prompt=spec.system_prompt,
+            template=spec.user_prompt_template,
+            request=request,
+            memory=memory,
+            turns=await self._earlier_turns(message),
+            parameters=spec.parameters,
+        )
+        messages = list(prompt.messages)
+        offered = tuple(tool.spec() for tool in self.tools.values())
+        texts: list[str] = []
+        chunks = 0
+        for _ in range(max(1, spec.conversation.max_turns)):
+            call = ChatRequest(messages=tuple(messages), system=prompt.system, tools=offered)
+            text, calls, pieces = await self._call_llm(call, on_chunk)
+            texts.append(text)
+            chunks += pieces
+            if not calls:
+                break
+            messages.append(ChatMessage(role="assistant", content=text, tool_calls=calls))
+            context = ToolCallContext(spec=spec, message=message)
+            for tool_call in calls:
+                result = await self._run_tool(tool_call, context)
+                messages.append(ChatMessage(role="tool", content=result, tool_call_id=tool_call.id))
+        else:
+            self.deps.logs.write(
+                spec.name,
+                "warn",
+                f"stopped after {spec.conversation.max_turns} LLM calls ([conversation] "
+                "max_turns) while the model still asked for tools",
+            )
+        reply = "".join(texts)
+        if spec.memory.enabled and spec.memory.auto_store:
+            await self._remember(message, request, reply)
+        return AgentReply(content=reply, chunks=chunks)
+
+    async def _call_llm(
+        self, request: ChatRequest, on_chunk: Callable[[str], Awaitable[None]] | None
+    ) -> tuple[str, tuple[ToolCall, ...], int]:
+        """One streamed call: its text, the tool calls it asked for, and the chunk count."""
+        assert self.client is not None
+        metrics = self.deps.llm.metrics
+        labels = {"agent": self.spec.name, "provider": self.client.provider}
+        parts: list[str] = []
+        calls: list[ToolCall] = []
+        started = time.perf_counter()
+        try:
+            async with self.client.stream(request) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        parts.append(event.text)
+                        if on_chunk is not None and event.text:
+                            await on_chunk(event.text)
+                    elif isinstance(event, ToolCall):
+                        calls.append(event)
+                    elif isinstance(event, Finish):
+                        usage = event.usage
+                        metrics.tokens.labels(**labels, kind="input").inc(usage.input_tokens)
+                        metrics.tokens.labels(**labels, kind="output").inc(usage.output_tokens)
+        except CaxtonError as exc:
+            metrics.errors.labels(**labels, code=exc.code).inc()
+            raise
+        finally:
+            metrics.calls.labels(**labels).observe(time.perf_counter() - started)
+        return "".join(parts), tuple(calls), len(parts)
+
+    async def _run_tool(self, call: ToolCall, context: ToolCallContext) -> str:
+        """The result of one tool call as the model reads it (errors included)."""
+        name = self.spec.name
+        tool = self.tools.get(call.name)
+        started = time.perf_counter()
+        try:
+            if tool is None:
+                offered = ", ".join(sorted(self.tools)) or "none"
+                raise ToolFailed(f"there is no tool {call.name!r}; the tools are: {offered}")
+            result = await tool.run(tool.check(call.parsed_arguments()), context)
+        except CaxtonError as exc:
+            self.deps.logs.write(name, "warn", f"tool {call.name} failed: {exc.message}")
+            return error_result(exc)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.deps.logs.write(name, "info", f"tool {tool.name} answered in {elapsed_ms:.0f} ms")
+        if len(result) > TOOL_RESULT_CHARS:
+            result = result[:TOOL_RESULT_CHARS] + f"\n[cut at {TOOL_RESULT_CHARS} characters]"
+        return result
+
+    # -- context -------------------------------------------------------------------------------
+
+    async def _memory_context(self, request: str) -> str:
+        memory = self.deps.tools.memory
+        if memory is None or not request.strip():
+            return ""
+        search = self.spec.memory.search
+        now = trio.current_time()
+        cached = self._context_cache.get(request)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        own_only = self.spec.memory.scope == Scope.AGENT.value
+        try:
+            hits = await memory.search(
+                request,
+                limit=search.max_results,
+                min_similarity=search.similarity_threshold,
+                scope=Scope.AGENT if own_only else None,
+                agent=self.spec.name,
+            )
+        except CaxtonError as exc:
+            self.deps.logs.write(self.spec.name, "warn", f"memory search failed: {exc.message}")
+            return ""
+        text = memory_context(hits)
+        if search.cache_ttl_s > 0:
+            if len(self._context_cache) >= CONTEXT_CACHE_SIZE:
+                self._context_cache.pop(next(iter(self._context_cache)))
+            self._context_cache[request] = (now + search.cache_ttl_s, text)
+        return text
+
+    async def _earlier_turns(self, message: Message) -> list[Turn]:
+        history = self.deps.history
+        if history is None:
+            return []
+        earlier = [
+            m
+            for m in await history.recent(message.conversation_id, HISTORY_MESSAGES)
+            if m.message_id != message.message_id
+        ]
+        if not earlier:
+            return []
+        idle_s = time.time() - earlier[-1].created_at
+        if idle_s > self.spec.conversation.timeout_s:
+            return []  # the conversation went quiet for longer than [conversation] timeout
+        return turns_of(earlier, self.spec.name)
+
+    async def _remember(self, message: Message, request: str, reply: str) -> None:
+        memory = self.deps.tools.memory
+        if memory is None:
+            return
+        scope = Scope(self.spec.memory.scope)
+        entity = NewEntity(
+            name=f"{self.spec.name} conversation {message.conversation_id}",
+            entity_type="conversation",
+            observations=(
+                f"{message.sender or 'user'} asked: {request[:STORED_CHARS]}",
+                f"{self.spec.name} answered: {reply[:STORED_CHARS]}",
+            ),
+            scope=scope,
+            agent=self.spec.name if scope is Scope.AGENT else None,
+            metadata={"conversation_id": message.conversation_id},
+        )
+        try:
+            await memory.create_entity(entity)
+        except CaxtonError as exc:
+            self.deps.logs.write(
+                self.spec.name, "warn", f"auto_store: exchange not stored: {exc.message}"
+            )
+
+
+class RegistryAgents:
+    """:class:`~caxton.agents.tools.AgentKinds` read from the registry's state."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def kind_of(self, name: str) -> str | None:
+        agent = self.registry.state.agents.get(name)
+        return agent.type if agent is not None else None
+
+
+class DirectAsker:
+    """Asks an agent by name through the registry and waits for its reply.
+
+    The ``send_message`` and ``wasm:`` tools use it when no router is running (routing by
+    capability needs the router); the loop guard applies here too.
+    """
+
+    def __init__(self, registry: Registry, *, max_hops: int) -> None:
+        self.registry = registry
+        self.max_hops = max_hops
+
+    async def ask(self, message: Message, *, timeout_s: float) -> Message:
+        receiver = message.receiver
+        if message.hop > self.max_hops:
+            return _failure(message, "LOOP_GUARD", f"more than {self.max_hops} hops (a loop?)")
+        if receiver is None:
+            return _failure(message, "NO_ROUTER", "asking by capability needs the message router")
+        with trio.move_on_after(timeout_s):
+            try:
+                reply, _ = await self.registry.send(receiver, message)
+            except CaxtonError as exc:
+                return _failure(message, exc.code, exc.message, sender=receiver)
+            return message.reply(reply.content, sender=receiver)
+        return _failure(message, "TIMEOUT", f"no reply within {timeout_s:g}s", sender=receiver)
+
+
+def _failure(message: Message, code: str, text: str, *, sender: str | None = None) -> Message:
+    return message.reply(
+        {"error": {"code": code, "message": text}},
+        sender=sender or "caxton",
+        performative="failure",
+    )

@@ -1,0 +1,376 @@
+"""The built-in tools of config agents and the WASM-agent-as-a-tool adapter.
+
+``memory_search`` and ``memory_store`` use the agent's ``[memory]`` scope: with ``scope =
+"agent"`` the agent sees and writes only its own entities; with ``workspace`` or ``global`` it
+sees everything visible to it and writes with that scope. ``send_message`` asks another agent
+(by name) or a capability and returns its reply. ``http_client`` fetches URLs on the hosts in
+``[tool_config.http_client] allowed_hosts`` only. ``wasm:<name>`` sends the model's input to
+that WASM agent and returns its reply.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+import trio
+
+from caxton.agents.tools.base import Param, Tool, ToolCallContext, ToolFailed
+from caxton.memory import MemoryService
+from caxton.memory.types import NewEntity, Scope
+from caxton.messages import PERFORMATIVES, Message
+
+if TYPE_CHECKING:
+    from caxton.errors import CaxtonError
+
+#: Defaults of ``[tool_config.http_client]``.
+HTTP_TIMEOUT_S: Final = 10.0
+HTTP_MAX_CONNECTIONS: Final = 4
+#: Bytes of a fetched body handed to the model; the rest is cut, and the result says so.
+HTTP_MAX_RESPONSE_BYTES: Final = 256 * 1024
+#: How long ``send_message`` and ``wasm:`` tools wait for the other agent.
+ASK_TIMEOUT_S: Final = 30.0
+
+
+class MessageAsker(Protocol):
+    """Delivers a message (by receiver or capability) and waits for the reply."""
+
+    async def ask(self, message: Message, *, timeout_s: float) -> Message:
+        """The reply envelope; a ``failure`` performative says why it could not be answered."""
+        ...
+
+
+class AgentKinds(Protocol):
+    """Which kind of agent a name is (``wasm`` / ``config``), or ``None`` when unknown."""
+
+    def kind_of(self, name: str) -> str | None: ...
+
+
+@attrs.define
+class ToolDeps:
+    """What the built-in tools use; the server fills it in as components start."""
+
+    memory: MemoryService | None = None
+    asker: MessageAsker | None = None
+    agents: AgentKinds | None = None
+    http: httpx.AsyncClient | None = None
+    http_limiters: dict[str, trio.CapacityLimiter] = attrs.Factory(dict)
+
+
+def builtin_tools(deps: ToolDeps) -> dict[str, Tool]:
+    """The built-in tools by name."""
+    tools = [
+        Tool(
+            name="memory_search",
+            description="Search long-term memory for entities related to a query; returns "
+            "the best matches with their observations and similarity.",
+            params=(
+                Param(name="query", type="string", description="What to look for.", required=True),
+                Param(name="limit", type="integer", description="At most this many (1-50)."),
+            ),
+            run=lambda args, ctx: _memory_search(deps, args, ctx),
+        ),
+        Tool(
+            name="memory_store",
+            description="Remember facts: store observations about a named entity (merged "
+            "into the entity when it exists).",
+            params=(
+                Param(name="name", type="string", description="Entity name.", required=True),
+                Param(
+                    name="entity_type",
+                    type="string",
+                    description="Kind of entity, e.g. person, project, fact.",
+                    required=True,
+                ),
+                Param(
+                    name="observations",
+                    type="string_list",
+                    description="Facts about the entity, one per item.",
+                    required=True,
+                ),
+            ),
+            run=lambda args, ctx: _memory_store(deps, args, ctx),
+        ),
+        Tool(
+            name="send_message",
+            description="Ask another agent, by name (to) or by capability, and get its reply.",
+            params=(
+                Param(name="content", type="string", description="The message.", required=True),
+                Param(name="to", type="string", description="Agent name."),
+                Param(name="capability", type="string", description="A capability to ask."),
+                Param(
+                    name="performative",
+                    type="string",
+                    description="FIPA performative (default request).",
+                    choices=PERFORMATIVES,
+                ),
+            ),
+            run=lambda args, ctx: _send_message(deps, args, ctx),
+        ),
+        Tool(
+            name="http_client",
+            description="Fetch a URL over HTTP(S) (only hosts this agent is allowed to reach); "
+            "returns the status and the body text.",
+            params=(
+                Param(name="url", type="string", description="http(s) URL.", required=True),
+                Param(
+                    name="method",
+                    type="string",
+                    description="HTTP method (default GET).",
+                    choices=("GET", "POST", "PUT", "DELETE", "HEAD"),
+                ),
+                Param(name="body", type="string", description="Request body, for POST/PUT."),
+                Param(name="headers", type="object", description="Extra request headers."),
+            ),
+            run=lambda args, ctx: _http_client(deps, args, ctx),
+        ),
+    ]
+    return {tool.name: tool for tool in tools}
+
+
+def wasm_tool(deps: ToolDeps, agent: str) -> Tool:
+    """``wasm:<agent>``: send the input to that WASM agent, return its reply."""
+    return Tool(
+        name=f"wasm:{agent}",
+        description=f"Run the WASM agent {agent!r} on an input and return its reply.",
+        params=(
+            Param(
+                name="input", type="string", description="Text sent to the agent.", required=True
+            ),
+        ),
+        run=lambda args, ctx: _wasm(deps, agent, args, ctx),
+    )
+
+
+def tools_for(spec_tools: tuple[str, ...], deps: ToolDeps) -> dict[str, Tool]:
+    """The tools an agent file lists, by the name the model calls them (function name)."""
+    builtins = builtin_tools(deps)
+    chosen: dict[str, Tool] = {}
+    for name in spec_tools:
+        tool = wasm_tool(deps, name.removeprefix("wasm:")) if name.startswith("wasm:") else None
+        tool = tool or builtins.get(name)
+        if tool is not None:
+            chosen[tool.function_name] = tool
+    return chosen
+
+
+# -- memory --------------------------------------------------------------------------------
+
+
+def _memory(deps: ToolDeps) -> MemoryService:
+    if deps.memory is None:
+        raise ToolFailed("memory is not available on this server")
+    return deps.memory
+
+
+async def _memory_search(deps: ToolDeps, args: dict[str, Any], ctx: ToolCallContext) -> str:
+    memory = _memory(deps)
+    search = ctx.spec.memory.search
+    limit = max(1, min(50, int(args.get("limit") or search.max_results)))
+    own_only = ctx.spec.memory.scope == Scope.AGENT.value
+    hits = await memory.search(
+        args["query"],
+        limit=limit,
+        min_similarity=search.similarity_threshold,
+        scope=Scope.AGENT if own_only else None,
+        agent=ctx.agent,
+    )
+    found = [
+        {
+            "name": hit.entity.name,
+            "entity_type": hit.entity.entity_type,
+            "observations": list(hit.entity.observations),
+            "similarity": round(hit.similarity, 3),
+        }
+        for hit in hits
+    ]
+    return json.dumps({"results": found}, ensure_ascii=False)
+
+
+async def _memory_store(deps: ToolDeps, args: dict[str, Any], ctx: ToolCallContext) -> str:
+    memory = _memory(deps)
+    scope = Scope(ctx.spec.memory.scope)
+    entity = await memory.create_entity(
+        NewEntity(
+            name=args["name"],
+            entity_type=args["entity_type"],
+            observations=tuple(args["observations"]),
+            scope=scope,
+            agent=ctx.agent if scope is Scope.AGENT else None,
+        )
+    )
+    return json.dumps(
+        {"stored": entity.name, "observations": len(entity.observations)}, ensure_ascii=False
+    )
+
+
+# -- messaging -----------------------------------------------------------------------------
+
+
+async def _ask(deps: ToolDeps, message: Message) -> str:
+    if deps.asker is None:
+        raise ToolFailed("messaging is not available on this server")
+    reply = await deps.asker.ask(message, timeout_s=ASK_TIMEOUT_S)
+    content = reply.content
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    if reply.performative in ("failure", "not_understood"):
+        raise ToolFailed(f"{reply.sender or 'the router'} answered {reply.performative}: {text}")
+    return text
+
+
+async def _send_message(deps: ToolDeps, args: dict[str, Any], ctx: ToolCallContext) -> str:
+    to, capability = args.get("to"), args.get("capability")
+    if (to is None) == (capability is None):
+        raise ToolFailed("send_message: give exactly one of 'to' (an agent) or 'capability'")
+    if to == ctx.agent:
+        raise ToolFailed("send_message: an agent cannot ask itself")
+    return await _ask(
+        deps,
+        _outgoing(
+            ctx,
+            args["content"],
+            receiver=to,
+            capability=capability,
+            performative=args.get("performative", "request"),
+        ),
+    )
+
+
+async def _wasm(deps: ToolDeps, agent: str, args: dict[str, Any], ctx: ToolCallContext) -> str:
+    kind = deps.agents.kind_of(agent) if deps.agents is not None else None
+    if kind is None:
+        raise ToolFailed(f"wasm:{agent}: no agent named {agent!r} is deployed")
+    if kind != "wasm":
+        raise ToolFailed(f"wasm:{agent}: {agent!r} is a {kind} agent, not a WASM agent")
+    return await _ask(deps, _outgoing(ctx, args["input"], receiver=agent))
+
+
+def _outgoing(
+    ctx: ToolCallContext,
+    content: str,
+    *,
+    receiver: str | None = None,
+    capability: str | None = None,
+    performative: str = "request",
+) -> Message:
+    handling = ctx.message
+    return Message(
+        performative=performative,  # type: ignore[arg-type]  # checked against PERFORMATIVES
+        sender=ctx.agent,
+        receiver=receiver,
+        capability=capability,
+        content=content,
+        conversation_id=handling.conversation_id,
+        hop=handling.hop + 1,
+    )
+
+
+# -- http ----------------------------------------------------------------------------------
+
+
+async def _http_client(deps: ToolDeps, args: dict[str, Any], ctx: ToolCallContext) -> str:
+    if deps.http is None:
+        raise ToolFailed("http_client is not available on this server")
+    settings = ctx.settings("http_client")
+    allowed = tuple(settings.allowed_hosts or ()) if settings is not None else ()
+    url = args["url"]
+    host = _host_of(url)
+    if not _allowed(host, allowed):
+        hosts = ", ".join(allowed) if allowed else "none"
+        raise ToolFailed(
+            f"http_client: {host or url!r} is not an allowed host for agent {ctx.agent!r} "
+            f"(allowed: {hosts}); the operator adds hosts to [tool_config.http_client] "
+            "allowed_hosts"
+        )
+    timeout_s = (settings.timeout_s if settings is not None else None) or HTTP_TIMEOUT_S
+    limiter = _limiter(deps, ctx.agent, settings.max_connections if settings else None)
+    method = args.get("method", "GET")
+    async with limiter:
+        try:
+            with trio.fail_after(timeout_s):
+                async with deps.http.stream(
+                    method,
+                    url,
+                    content=args.get("body"),
+                    headers=_headers(args.get("headers")),
+                    timeout=timeout_s,
+                    follow_redirects=False,
+                ) as response:
+                    body = await _read_capped(response, HTTP_MAX_RESPONSE_BYTES)
+        except trio.TooSlowError:
+            raise ToolFailed(f"http_client: {url} did not answer within {timeout_s:g}s") from None
+        except httpx.HTTPError as exc:
+            raise ToolFailed(f"http_client: {method} {url} failed: {exc}") from None
+    text, cut = body
+    result: dict[str, Any] = {"status": response.status_code, "body": text}
+    if "location" in response.headers:
+        result["location"] = response.headers["location"]
+    if cut:
+        result["truncated"] = f"body cut at {HTTP_MAX_RESPONSE_BYTES} bytes"
+    return json.dumps(result, ensure_ascii=False)
+
+
+def _host_of(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ToolFailed(f"http_client: {url!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ToolFailed(f"http_client: {url!r} is not an http(s) URL")
+    return parts.hostname.lower()
+
+
+def _allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """``host`` equals an allowed host, or is a subdomain of a ``*.example.com`` entry."""
+    for entry in allowed:
+        pattern = entry.lower().strip()
+        if pattern.startswith("*.") and host.endswith(pattern[1:]):
+            return True
+        if host == pattern:
+            return True
+    return False
+
+
+def _headers(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(key): str(item) for key, item in value.items()}
+
+
+def _limiter(deps: ToolDeps, agent: str, max_connections: int | None) -> trio.CapacityLimiter:
+    limit = max_connections or HTTP_MAX_CONNECTIONS
+    limiter = deps.http_limiters.get(agent)
+    if limiter is None or limiter.total_tokens != limit:
+        limiter = deps.http_limiters[agent] = trio.CapacityLimiter(limit)
+    return limiter
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> tuple[str, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            break
+    data = b"".join(chunks)
+    return data[:cap].decode("utf-8", errors="replace"), size > cap
+
+
+def error_result(exc: CaxtonError) -> str:
+    """A tool error as the tool result the model reads."""
+    return json.dumps({"error": {"code": exc.code, "message": exc.message}}, ensure_ascii=False)
+
+
+__all__ = [
+    "AgentKinds",
+    "MessageAsker",
+    "ToolDeps",
+    "builtin_tools",
+    "error_result",
+    "tools_for",
+    "wasm_tool",
+]

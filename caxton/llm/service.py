@@ -1,0 +1,116 @@
+"""The ``llm`` component: the outbound HTTP clients, breakers and metrics of config agents.
+
+One ``httpx.AsyncClient`` carries every LLM call (connections to a provider are reused across
+agents and versions), a second one carries the ``http_client`` tool's fetches (agents' own
+traffic never shares a pool, or credentials, with provider calls). Both are opened when the
+component starts and closed when it stops, after the registry that uses them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import attrs
+import httpx
+import trio
+from prometheus_client import Counter, Histogram
+
+from caxton.llm import Backoff, Breakers, make_client
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from caxton.llm.client import LLMClient
+    from caxton.llm.settings import ProviderSettings
+    from caxton.metrics import Metrics
+
+#: Connections kept per pool.
+MAX_CONNECTIONS = 100
+
+
+@attrs.frozen(kw_only=True)
+class LLMMetrics:
+    """LLM call metrics by agent and provider (DESIGN §9)."""
+
+    calls: Histogram
+    tokens: Counter
+    errors: Counter
+
+    @classmethod
+    def register(cls, metrics: Metrics) -> LLMMetrics:
+        return cls(
+            calls=metrics.histogram(
+                "caxton_llm_call_duration_seconds",
+                "Time of one LLM call (request to last token), by agent and provider.",
+                ["agent", "provider"],
+            ),
+            tokens=metrics.counter(
+                "caxton_llm_tokens",
+                "Tokens used by LLM calls, by agent, provider and kind (input or output).",
+                ["agent", "provider", "kind"],
+            ),
+            errors=metrics.counter(
+                "caxton_llm_errors",
+                "Failed LLM calls by agent, provider and error code.",
+                ["agent", "provider", "code"],
+            ),
+        )
+
+
+class LLMService:
+    """Owns the HTTP pools and the per-endpoint breakers; builds clients for agents.
+
+    Args:
+        metrics: the server's registry.
+        failure_threshold: consecutive failures that open an endpoint's breaker.
+        cooldown_s: how long an open breaker refuses calls before a trial call.
+        backoff: retry delays when a provider sends no ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        failure_threshold: int = 5,
+        cooldown_s: float = 30.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.metrics = LLMMetrics.register(metrics)
+        self.breakers = Breakers(failure_threshold=failure_threshold, cooldown_s=cooldown_s)
+        self.backoff = backoff
+        self._http: httpx.AsyncClient | None = None
+        self._tools_http: httpx.AsyncClient | None = None
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[LLMService] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Open both pools, report ready, and keep them until cancelled."""
+        limits = httpx.Limits(max_connections=MAX_CONNECTIONS)
+        async with (
+            httpx.AsyncClient(timeout=None, limits=limits) as http,
+            httpx.AsyncClient(timeout=None, limits=limits) as tools_http,
+        ):
+            self._http, self._tools_http = http, tools_http
+            try:
+                task_status.started(self)
+                await trio.sleep_forever()
+            finally:
+                self._http = self._tools_http = None
+
+    @property
+    def tools_http(self) -> httpx.AsyncClient | None:
+        """The pool of the ``http_client`` tool (``None`` before start and after stop)."""
+        return self._tools_http
+
+    def client(self, chain: Sequence[ProviderSettings]) -> LLMClient:
+        """A client for ``chain`` (primary first) over the shared pool and breakers."""
+        if self._http is None:
+            raise RuntimeError("the llm component is not running")
+        return make_client(chain, http=self._http, breakers=self.breakers, backoff=self.backoff)
+
+    def statistics(self) -> dict[str, Any]:
+        """Breaker state per endpoint, for health views."""
+        return {
+            f"{provider} {url}": attrs.asdict(stats)
+            for (provider, url), stats in self.breakers.statistics().items()
+        }
