@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BUNDLE_STAMP := $(VENV)/.bundle-stamp
 CONFIG ?= conf/caxton.yaml
 # Example agents written in C, compiled to WebAssembly with Debian's clang and lld.
 WASM_EXAMPLES := $(patsubst agents/src/%.c,agents/%.wasm,$(wildcard agents/src/*.c))
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean bundle bundle-smoke
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,8 +39,23 @@ format: $(STAMP)
 	$(BIN)/ruff format caxton tests tools
 
 test: $(STAMP) $(WASM_EXAMPLES)
+	tools/install-ops-tools.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory bundle-smoke
+
+# The single-file binary dist/caxton (PyInstaller onefile, model and wasmtime inside).
+$(BUNDLE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bundle]'
+	touch $(BUNDLE_STAMP)
+
+dist/caxton: $(BUNDLE_STAMP) $(shell find caxton -name '*.py') $(wildcard packaging/pyinstaller/*)
+	PYTHON=$(BIN)/python packaging/pyinstaller/build.sh
+
+bundle: dist/caxton
+
+bundle-smoke: dist/caxton
+	tools/bundle_smoke.sh dist/caxton
 
 bench: $(STAMP) $(WASM_EXAMPLES)
 	$(BIN)/python tools/bench/startup.py

@@ -24,7 +24,7 @@ import trio
 from caxton.errors import DataDirLockedError, StartupError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 LOGGER = logging.getLogger("caxton.datadir")
 LOCK_NAME = "caxton.lock"
@@ -114,6 +114,66 @@ def _release(path: Path, fd: int) -> None:
         _write_state(path, data)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_offline(path: Path, *, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold ``path``'s lock while a command works on the files of a stopped server.
+
+    Used by ``caxton backup restore`` and the other commands that change a stopped server's
+    files, so that no server starts in the middle. Start counts are not touched.
+
+    Args:
+        path: the data_dir (created if missing).
+        wait_s: how long to wait for a running server to release the lock.
+
+    Raises:
+        DataDirLockedError: a server still holds the lock after ``wait_s``.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise DataDirLockedError(
+                        f"a Caxton server is running on data_dir {path}{_read_holder(fd)}; "
+                        "stop it first (systemctl stop caxton, or SIGTERM)",
+                        details={"data_dir": str(path)},
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def holder_pid(path: Path) -> int | None:
+    """The pid of the server holding ``path``'s lock, or None when no server runs there."""
+    lock_path = path / LOCK_NAME
+    if not lock_path.is_file():
+        return None
+    fd = os.open(lock_path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd).strip(" ()").removeprefix("pid ")
+            return int(holder) if holder.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
         os.close(fd)
 
 

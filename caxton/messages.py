@@ -39,19 +39,31 @@ class Message:
     """One message between a client or an agent and an agent.
 
     ``hop`` counts agent-to-agent sends (0 for a message from outside), for the loop guard.
+    A message goes to a ``receiver`` (an agent name) or to a ``capability``, never both;
+    replies name their receiver (the original sender, which may be absent for a client).
     """
 
-    performative: Performative = "request"
+    performative: Performative = attrs.field(
+        default="request", validator=attrs.validators.in_(PERFORMATIVES)
+    )
     sender: str | None = None
     receiver: str | None = None
-    capability: str | None = None
+    capability: str | None = attrs.field(default=None)
     content: str | dict[str, Any] = ""
     conversation_id: str = attrs.field(factory=new_id)
     reply_with: str | None = None
     in_reply_to: str | None = None
     message_id: str = attrs.field(factory=new_id)
     created_at: float = attrs.field(factory=time.time)
-    hop: int = 0
+    hop: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+
+    @capability.validator
+    def _one_destination(self, _: attrs.Attribute[str | None], value: str | None) -> None:
+        if value is not None and self.receiver is not None:
+            raise ValueError(
+                f"a message goes to a receiver or to a capability, not both "
+                f"(receiver {self.receiver!r}, capability {value!r})"
+            )
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -24,22 +24,29 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from caxton.agents.config_agent import ConfigAgentDeps, ConfigRuntime, RegistryAgents
 from caxton.agents.deployments import DeploymentStore
 from caxton.agents.registry import Registry
-from caxton.agents.runtime import ConfigRuntime, WasmRuntime
+from caxton.agents.runtime import WasmRuntime
 from caxton.agents.service import AgentService
+from caxton.agents.tools import ToolDeps
 from caxton.agents.watcher import AgentsWatcher
 from caxton.components import Components, ComponentState
 from caxton.config import LoadedConfig, load_config
-from caxton.config.checks import unsupported_security
 from caxton.datadir import open_data_dir
-from caxton.errors import CaxtonError, StartupError
+from caxton.errors import CaxtonError
 from caxton.http.app import create_app
 from caxton.http.server import HttpServer
 from caxton.http.state import ServerState
+from caxton.llm.service import LLMService
 from caxton.logs import set_level
 from caxton.memory import DEFAULT_MODEL_NAME, MEMORY_MIGRATIONS, Embedder, MemoryService
+from caxton.messaging import CONVERSATION_MIGRATIONS, Conversations, Router
+from caxton.messaging.maintenance import ConversationSweeper
 from caxton.metrics import Metrics, MetricsServer
+from caxton.ops.backup import BackupService, BackupSources
+from caxton.ops.safe_mode import SafeMode, read_flag
+from caxton.security.gate import exposure_warning, load_security
 from caxton.store import Store
 from caxton.wasm import WasmPool
 
@@ -87,15 +94,14 @@ async def serve(
         signal (or :meth:`ServerState.stopping`) instead.
     """
     config = loaded.config
-    unsupported = unsupported_security(config)
-    if unsupported:
-        raise StartupError("; ".join(unsupported))
     metrics = Metrics()
     components = Components()
-    state = ServerState(config=config, metrics=metrics, components=components)
+    security = await trio.to_thread.run_sync(load_security, config, metrics)
+    state = ServerState(config=config, metrics=metrics, components=components, security=security)
     async with open_data_dir(config.data_dir) as data_dir:
         if data_dir.starts > 1:
             metrics.restarts.inc(data_dir.starts - 1)
+        await _load_safe_mode(state)
         async with trio.open_nursery() as root:
             if handle_signals:
                 await root.start(_watch_signals, state, loaded, root.cancel_scope)
@@ -107,13 +113,20 @@ async def serve(
 
             async with trio.open_nursery() as storage:
                 await _start_memory(storage, state)
+                state.backups = BackupService(
+                    BackupSources.from_config(config, loaded.source),
+                    state.require_store(),
+                    state.memory,
+                )
                 pool = WasmPool(
                     max_concurrent_calls=config.wasm.max_concurrent_calls,
                     module_cache_size=config.wasm.module_cache_size,
                 )
                 await _start(storage, components, "wasm", pool.run)
+                llm = LLMService(metrics)
+                await _start(storage, components, "llm", llm.run)
                 async with trio.open_nursery() as agents:
-                    await _start_agents(agents, state, pool)
+                    await _start_agents(agents, state, pool, llm)
                     http = HttpServer(state, create_app(state))
                     async with trio.open_nursery() as front:
                         binds: list[str] = await _start(front, components, "http", http.run)
@@ -138,11 +151,27 @@ async def serve(
     LOGGER.info("Caxton stopped")
 
 
+async def _load_safe_mode(state: ServerState) -> None:
+    """The safe-mode flag persisted in data_dir (a restart stays in safe mode), and its gauge."""
+    data_dir = state.config.data_dir
+    status = await trio.to_thread.run_sync(read_flag, data_dir)
+    state.safe_mode = SafeMode(data_dir, status)
+    if status.enabled:
+        LOGGER.warning(
+            "starting in safe mode (enabled %s): changes are refused until "
+            "`caxton safe-mode --disable`",
+            status.since or "earlier",
+        )
+    state.metrics.gauge(
+        "caxton_server_safe_mode", "1 while safe mode refuses changes, else 0."
+    ).set_function(lambda: float(state.safe_mode.enabled))
+
+
 async def _start_memory(nursery: trio.Nursery, state: ServerState) -> None:
     """The store (DuckDB), the embedding model, then the memory service over both."""
     config = state.config
     memory_config = config.memory
-    store = Store(config.database_path, migrations=MEMORY_MIGRATIONS)
+    store = Store(config.database_path, migrations=(*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS))
     await _start(nursery, state.components, "store", store.run)
     embedding = memory_config.embedding_config
     model_path = None
@@ -194,12 +223,18 @@ def _memory_gauges(
     )
 
 
-async def _start_agents(nursery: trio.Nursery, state: ServerState, pool: WasmPool) -> None:
+async def _start_agents(
+    nursery: trio.Nursery, state: ServerState, pool: WasmPool, llm: LLMService
+) -> None:
     """Registry, API-deployed agents, then the agents_dir watcher (its first scan included)."""
     config = state.config
     wasm = WasmRuntime(pool, state.agent_logs, state.metrics)
+    tools = ToolDeps(memory=state.memory, http=llm.tools_http)
+    config_agents = ConfigAgentDeps(
+        llm=llm, defaults=config.llm, tools=tools, logs=state.agent_logs, environ=os.environ
+    )
     registry = Registry(
-        runtimes={"config": ConfigRuntime(), "wasm": wasm},
+        runtimes={"config": ConfigRuntime(config_agents), "wasm": wasm},
         events=state.events,
         metrics=state.metrics,
         logs=state.agent_logs,
@@ -207,8 +242,13 @@ async def _start_agents(nursery: trio.Nursery, state: ServerState, pool: WasmPoo
         load_timeout_s=config.agents.load_timeout,
         max_hops=config.messaging.max_hops,
     )
-    wasm.poster = registry
+    tools.agents = RegistryAgents(registry)
     await _start(nursery, state.components, "registry", registry.run)
+    await _start_messaging(nursery, state, registry, wasm)
+    # config agents ask other agents through the router and read earlier turns from the
+    # conversations it records
+    tools.asker = state.router
+    config_agents.history = state.conversations
     service = AgentService(
         registry, DeploymentStore(config.data_dir / "deployed"), agents_dir=config.agents_dir
     )
@@ -219,9 +259,35 @@ async def _start_agents(nursery: trio.Nursery, state: ServerState, pool: WasmPoo
         registry,
         debounce_ms=max(1, round(config.agents.debounce * 1000)),
         force_polling=config.agents.force_polling,
+        paused=lambda: state.safe_mode.enabled,
     )
+    state.safe_mode.on_change(watcher.resume)
     await _start(nursery, state.components, "watcher", watcher.run)
     state.reload_hooks.append(watcher.rescan)
+
+
+async def _start_messaging(
+    nursery: trio.Nursery, state: ServerState, registry: Registry, wasm: WasmRuntime
+) -> None:
+    """Conversations (over the store), the router, and the conversation TTL sweeper."""
+    messaging = state.config.messaging
+    conversations = Conversations(state.require_store(), ttl_s=messaging.conversation_ttl)
+    await _start(nursery, state.components, "conversations", conversations.run)
+    router = Router(
+        registry,
+        conversations,
+        events=state.events,
+        metrics=state.metrics,
+        logs=state.agent_logs,
+        strategy=messaging.capability_routing.strategy,
+        max_hops=messaging.max_hops,
+        delivery_timeout_s=messaging.delivery_timeout,
+    )
+    await _start(nursery, state.components, "router", router.run)
+    wasm.poster = router
+    state.router, state.conversations = router, conversations
+    sweeper = ConversationSweeper(conversations, interval_s=messaging.sweep_interval)
+    await _start(nursery, state.components, "maintenance", sweeper.run)
 
 
 async def _start(
@@ -242,15 +308,9 @@ async def _start(
 
 
 def _warn_if_exposed(state: ServerState) -> None:
-    host = state.config.server.host
-    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-    if not loopback and not state.config.security.authentication.enabled:
-        LOGGER.warning(
-            "SECURITY: the API listens on %s with authentication disabled; anyone who can "
-            "reach this address can deploy agents. Set security.authentication.enabled: true "
-            "or bind server.host to 127.0.0.1",
-            host,
-        )
+    warning = exposure_warning(state.config)
+    if warning:
+        LOGGER.warning("SECURITY: %s", warning)
 
 
 async def _watch_signals(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from caxton.config import LoadedConfig, Override, load_config
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from types import ModuleType
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def loopback_config(data_dir: Path, **extra: object) -> LoadedConfig:
@@ -23,3 +28,16 @@ def loopback_config(data_dir: Path, **extra: object) -> LoadedConfig:
         values[tuple(dotted.split("__"))] = value
     overrides = [Override(path, value, "test") for path, value in values.items()]
     return load_config(None, environ={}, overrides=overrides)
+
+
+def load_llm_server() -> ModuleType:
+    """``tools/llm_server.py`` (the scripted LLM server) as a module; ``tools/`` is no package."""
+    if "llm_server" not in sys.modules:
+        path = REPO / "tools" / "llm_server.py"
+        spec = importlib.util.spec_from_file_location("llm_server", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["llm_server"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["llm_server"]

@@ -39,6 +39,7 @@ Tests import it and start it in their nursery::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import json
@@ -58,7 +59,7 @@ from quart import request
 from quart_trio import QuartTrio
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Iterator, Mapping
 
 LOGGER = logging.getLogger("caxton.tools.llm_server")
 
@@ -166,6 +167,19 @@ class LLMServer:
     url: str
     script: Script
     requests: list[RecordedRequest] = attrs.Factory(list)
+    #: Requests being answered now (a rule's ``delay_s`` included, streaming excluded), and
+    #: the most there ever were at once: tests of client-side concurrency limits read these.
+    active: int = 0
+    peak_active: int = 0
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        try:
+            yield
+        finally:
+            self.active -= 1
 
 
 def serve_script(data: Mapping[str, Any] | Script | None) -> Script:
@@ -266,6 +280,10 @@ def create_app(server: LLMServer) -> QuartTrio:
 
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Any:
+        with server.answering():
+            return await _chat_completions()
+
+    async def _chat_completions() -> Any:
         reply, failure = await decide("openai")
         if reply is None:
             return failure
@@ -279,6 +297,10 @@ def create_app(server: LLMServer) -> QuartTrio:
 
     @app.post("/v1/messages")
     async def messages() -> Any:
+        with server.answering():
+            return await _messages()
+
+    async def _messages() -> Any:
         reply, failure = await decide("anthropic")
         if reply is None:
             return failure

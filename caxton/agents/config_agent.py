@@ -334,37 +334,3 @@ class RegistryAgents:
     def kind_of(self, name: str) -> str | None:
         agent = self.registry.state.agents.get(name)
         return agent.type if agent is not None else None
-
-
-class DirectAsker:
-    """Asks an agent by name through the registry and waits for its reply.
-
-    The ``send_message`` and ``wasm:`` tools use it when no router is running (routing by
-    capability needs the router); the loop guard applies here too.
-    """
-
-    def __init__(self, registry: Registry, *, max_hops: int) -> None:
-        self.registry = registry
-        self.max_hops = max_hops
-
-    async def ask(self, message: Message, *, timeout_s: float) -> Message:
-        receiver = message.receiver
-        if message.hop > self.max_hops:
-            return _failure(message, "LOOP_GUARD", f"more than {self.max_hops} hops (a loop?)")
-        if receiver is None:
-            return _failure(message, "NO_ROUTER", "asking by capability needs the message router")
-        with trio.move_on_after(timeout_s):
-            try:
-                reply, _ = await self.registry.send(receiver, message)
-            except CaxtonError as exc:
-                return _failure(message, exc.code, exc.message, sender=receiver)
-            return message.reply(reply.content, sender=receiver)
-        return _failure(message, "TIMEOUT", f"no reply within {timeout_s:g}s", sender=receiver)
-
-
-def _failure(message: Message, code: str, text: str, *, sender: str | None = None) -> Message:
-    return message.reply(
-        {"error": {"code": code, "message": text}},
-        sender=sender or "caxton",
-        performative="failure",
-    )

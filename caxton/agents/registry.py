@@ -381,58 +381,6 @@ class Registry:
             )
         return reply, entry
 
-    def post(self, message: Message) -> int:
-        """Accept a message an agent sends; deliver it, then its reply back, in the background.
-
-        The reply reaches the sending agent later as an ``inform`` (or ``failure``) message
-        with ``in_reply_to`` set. Returns 0, or a negative number when refused: -4 past
-        ``max_hops`` agent-to-agent sends (the loop guard), -5 for an unknown receiver.
-        """
-        if message.hop > self.max_hops:
-            self.logs.write(
-                message.sender or "?",
-                "warn",
-                f"message to {message.receiver or message.capability} refused: more than "
-                f"{self.max_hops} agent-to-agent hops (a loop?)",
-            )
-            return -4
-        if message.receiver is None or message.receiver not in self._state.agents:
-            self.logs.write(
-                message.sender or "?",
-                "warn",
-                f"message refused: no agent named {message.receiver!r}",
-            )
-            return -5
-        if self._nursery is None:
-            return -3
-        self._nursery.start_soon(self._deliver, message)
-        return 0
-
-    async def _deliver(self, message: Message) -> None:
-        try:
-            await self._deliver_and_answer(message)
-        except Exception:
-            LOGGER.exception("delivering a message from %s failed", message.sender)
-
-    async def _deliver_and_answer(self, message: Message) -> None:
-        receiver = message.receiver or ""
-        try:
-            reply, _ = await self.send(receiver, message)
-            answer = message.reply(reply.content, sender=receiver)
-        except CaxtonError as exc:
-            answer = message.reply(
-                {"error": {"code": exc.code, "message": exc.message}},
-                sender=receiver,
-                performative="failure",
-            )
-        sender = message.sender
-        if sender is None or sender not in self._state.agents:
-            return
-        try:
-            await self.send(sender, answer)
-        except CaxtonError as exc:
-            self.logs.write(sender, "warn", f"reply from {receiver} not delivered: {exc.message}")
-
     # -- views ---------------------------------------------------------------------------------
 
     def agent_view(self, name: str) -> dict[str, Any]:
@@ -465,6 +413,8 @@ class Registry:
             "capabilities": list(spec.capabilities) if spec else [],
             "description": spec.description if spec else "",
             "abi": details.get("abi"),
+            # config agents: the LLM endpoint in use (or why there is none) and their tools
+            **{key: details[key] for key in ("llm", "tools") if key in details},
             "source": agent.source,
             "last_reload": self._last_reload.get(name, ReloadResult(ok=True, error=None)).as_json(),
             "pending_errors": list(invalid.problems) if invalid else [],
@@ -497,6 +447,26 @@ class Registry:
                 }
             )
         return rows
+
+    def declared_capabilities(self) -> dict[str, tuple[str, ...]]:
+        """Agent -> capabilities of its versions taking traffic (the newest before a load)."""
+        declared: dict[str, tuple[str, ...]] = {}
+        for name, agent in self._state.agents.items():
+            canary = agent.entry(agent.canary.revision) if agent.canary else None
+            entries = [e for e in (agent.active_entry, canary) if e is not None]
+            entries = entries or list(agent.entries[-1:])
+            declared[name] = tuple(dict.fromkeys(c for e in entries for c in e.spec.capabilities))
+        return declared
+
+    def in_flight(self, name: str) -> int:
+        """Requests the versions of ``name`` are answering now."""
+        return sum(v.in_flight for (agent, _), v in self._versions.items() if agent == name)
+
+    def has_agent(self, name: str) -> bool:
+        return name in self._state.agents
+
+    def agent_names(self) -> list[str]:
+        return sorted(self._state.agents)
 
     def versions_view(self, name: str) -> list[dict[str, Any]]:
         return self._state.get(name).versions_view()

@@ -2,7 +2,8 @@
 
 A runtime turns a validated spec (plus, for WASM, the module bytes) into an
 :class:`AgentInstance`; the registry owns the instance's lifetime (blue-green swaps, draining,
-stopping). WASM agents run on :mod:`caxton.wasm`; config (LLM) agents plug in here too.
+stopping). WASM agents run on :mod:`caxton.wasm` (here); config (LLM) agents in
+:mod:`caxton.agents.config_agent`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,6 @@ if TYPE_CHECKING:
     from caxton.agents.logs import AgentLogs
     from caxton.metrics import Metrics
     from caxton.wasm import WasmPool
-
-
-class AgentRuntimeUnavailable(CaxtonError):
-    """The agent loaded, but nothing can run it yet (no LLM runtime for config agents)."""
-
-    code = "AGENT_RUNTIME_UNAVAILABLE"
-    http_status = 503
 
 
 @attrs.frozen(kw_only=True)
@@ -95,36 +89,6 @@ def reply_content(body: bytes) -> str | dict[str, Any]:
     return text
 
 
-class ConfigAgentInstance:
-    """A config agent whose spec is valid and loaded; answering needs an LLM runtime."""
-
-    def __init__(self, spec: AnyAgentSpec) -> None:
-        self.spec = spec
-
-    @property
-    def details(self) -> dict[str, Any]:
-        return {}
-
-    async def handle(
-        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None = None
-    ) -> AgentReply:
-        raise AgentRuntimeUnavailable(
-            f"agent {self.spec.name!r} is a config (LLM) agent and this server has no LLM "
-            "runtime yet; WASM agents can answer messages now",
-            details={"agent": self.spec.name, "type": "config"},
-        )
-
-    async def aclose(self) -> None:
-        return None
-
-
-class ConfigRuntime:
-    """Loads config agents (validation already happened when the spec was parsed)."""
-
-    async def load(self, request: LoadRequest) -> AgentInstance:
-        return ConfigAgentInstance(request.spec)
-
-
 @attrs.frozen(kw_only=True)
 class WasmMetrics:
     """Per-agent WASM counters (DESIGN §9), created once per server."""
@@ -151,7 +115,7 @@ class WasmMetrics:
 
 
 class MessagePoster(Protocol):
-    """Accepts a message an agent sends (the registry); the reply comes back later."""
+    """Accepts a message an agent sends (the message router); the reply comes back later."""
 
     def post(self, message: Message) -> int:
         """Queue ``message`` for delivery; 0 when accepted, negative when refused."""
@@ -261,7 +225,7 @@ def message_from_guest(envelope: object, *, sender: str, handling: Message) -> M
     performative = envelope.get("performative", "request")
     if not isinstance(receiver, str | None) or not isinstance(capability, str | None):
         return None
-    if receiver is None and capability is None:
+    if (receiver is None) == (capability is None):  # exactly one destination
         return None
     if not isinstance(content, str | dict) or performative not in PERFORMATIVES:
         return None

@@ -23,6 +23,8 @@ from caxton.agents.versions import DuplicateAgentName
 from caxton.errors import StartupError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from watchfiles import Change
 
     from caxton.agents.registry import Registry
@@ -44,6 +46,8 @@ class AgentsWatcher:
         registry: where valid agents are deployed.
         debounce_ms: changes closer together than this are handled as one batch.
         force_polling: poll instead of inotify (network filesystems).
+        paused: while it returns True (safe mode), file changes are held, not applied; call
+            :meth:`resume` when it turns False.
     """
 
     def __init__(
@@ -53,8 +57,11 @@ class AgentsWatcher:
         *,
         debounce_ms: int = 100,
         force_polling: bool = False,
+        paused: Callable[[], bool] | None = None,
     ) -> None:
         self.directory = directory
+        self.paused = paused or (lambda: False)
+        self._held: set[Path] = set()
         self.registry = registry
         self.debounce_ms = debounce_ms
         self.force_polling = force_polling
@@ -69,7 +76,7 @@ class AgentsWatcher:
             Stops watching at once; agents keep running (the registry owns them).
         """
         await trio.to_thread.run_sync(self._ensure_directory)
-        await self.rescan()
+        await self._rescan()
         await self.registry.wait_all_settled(timeout_s=self.registry.load_timeout_s)
         LOGGER.info("watching %s for agent files", self.directory)
         # awatch waits for changes in a worker thread that trio cannot interrupt; the thread
@@ -95,7 +102,16 @@ class AgentsWatcher:
             poll_delay_ms=100,
             recursive=False,
         ):
-            await self.sync({Path(path) for _, path in changes})
+            paths = {Path(path) for _, path in changes}
+            if self.paused():
+                self._held |= paths
+                LOGGER.warning(
+                    "safe mode: not applying changes to %s; they are applied when safe mode "
+                    "is disabled",
+                    ", ".join(sorted(p.name for p in paths)),
+                )
+                continue
+            await self.sync(paths)
 
     def _ensure_directory(self) -> None:
         if self.directory.is_dir():
@@ -109,7 +125,22 @@ class AgentsWatcher:
             ) from None
 
     async def rescan(self) -> None:
-        """Compare the whole directory with what is loaded (start-up and SIGHUP)."""
+        """Compare the whole directory with what is loaded (SIGHUP; held in safe mode)."""
+        if self.paused():
+            LOGGER.warning("safe mode: agents_dir is re-read when safe mode is disabled")
+            return
+        await self._rescan()
+
+    async def resume(self, paused: bool) -> None:
+        """Apply the changes held while paused (a safe-mode listener; ignores ``True``)."""
+        if paused:
+            return
+        held, self._held = self._held, set()
+        if held:
+            LOGGER.info("safe mode lifted: applying %d held agents_dir changes", len(held))
+        await self._rescan()
+
+    async def _rescan(self) -> None:
         present = await trio.to_thread.run_sync(self._manifests)
         known = {Path(f.source) for f in self.registry.invalid_files()}
         known |= {

@@ -51,20 +51,30 @@ class CaxtonGroup(click.Group):
     type=click.Path(dir_okay=False),
     help="caxton.yaml to take the server address from (env CAXTON_CONFIG_PATH).",
 )
+@click.option(
+    "--cacert",
+    envvar="CAXTON_CACERT",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA certificate (PEM) to verify an HTTPS server with (env CAXTON_CACERT).",
+)
 @click.version_option(__version__, "--version", prog_name="caxton")
 @click.pass_context
-def main(ctx: click.Context, url: str | None, config_path: str | None) -> None:
+def main(ctx: click.Context, url: str | None, config_path: str | None, cacert: str | None) -> None:
     """Caxton: a self-hosted multi-agent application server."""
     ctx.ensure_object(dict)
     ctx.obj["url"] = url
     ctx.obj["config_path"] = config_path
+    ctx.obj["cacert"] = cacert
 
 
 def api_client(ctx: click.Context, *, timeout_s: float = 30.0) -> ApiClient:
     """The client for the server this invocation talks to."""
     root = ctx.find_root().obj or {}
     return ApiClient(
-        resolve_base_url(root.get("url"), root.get("config_path")), timeout_s=timeout_s
+        resolve_base_url(root.get("url"), root.get("config_path")),
+        timeout_s=timeout_s,
+        cacert=root.get("cacert"),
     )
 
 
@@ -137,7 +147,7 @@ def start(
 def validate(config_path: str, output: str) -> None:
     """Check a configuration file without starting anything (exit 0 valid, 1 invalid)."""
     from caxton.config import load_config
-    from caxton.config.checks import missing_files, unsupported_security
+    from caxton.config.checks import missing_files, security_refusals
 
     path = Path(config_path)
     try:
@@ -151,7 +161,7 @@ def validate(config_path: str, output: str) -> None:
     warnings = [
         *loaded.warnings,
         *missing_files(loaded.config),
-        *(f"caxton start will refuse this file: {p}" for p in unsupported_security(loaded.config)),
+        *(f"caxton start will refuse this file: {p}" for p in security_refusals(loaded.config)),
     ]
     if output == "json":
         emit_json({"valid": True, "errors": [], "warnings": warnings})
@@ -224,13 +234,27 @@ def version(output: str) -> None:
 
 def _register() -> None:
     from caxton.cli.agents import agents, logs
+    from caxton.cli.backup import backup
     from caxton.cli.chat import chat
+    from caxton.cli.conversations import conversations
+    from caxton.cli.keys import keys
     from caxton.cli.memory import memory
+    from caxton.cli.message import message
+    from caxton.cli.safe_mode import safe_mode
+    from caxton.cli.storage import storage
+    from caxton.cli.token import token
 
     main.add_command(agents)
     main.add_command(logs)
     main.add_command(chat)
+    main.add_command(message)
+    main.add_command(conversations)
+    main.add_command(keys)
+    main.add_command(token)
     main.add_command(memory)
+    main.add_command(backup)
+    main.add_command(safe_mode)
+    main.add_command(storage)
 
 
 _register()

@@ -10,7 +10,9 @@ from typing import Any
 
 import click
 
+from caxton.cli.client import ServerError
 from caxton.cli.output import emit_json, key_values, output_option, table
+from caxton.errors import ClientError
 
 
 def _client(ctx: click.Context) -> Any:
@@ -264,25 +266,39 @@ def restart(ctx: click.Context, name: str | None, failing_only: bool, output: st
     client = _client(ctx)
     if failing_only == (name is not None):
         raise click.UsageError("give an agent NAME or --failing-only (not both)")
+    sources: dict[str, str] = {}
     if name is not None:
         names = [name]
     else:
         listing = client.json("GET", "/api/v1/agents", params={"status": "failed"})["agents"]
-        names = [v["name"] for v in listing if v.get("version") or v["type"]]
-    results = []
+        names = [v["name"] for v in listing]
+        sources = {v["name"]: v.get("source") or "its file" for v in listing}
+    results: list[dict[str, Any]] = []
     for target in names:
         try:
             view = client.json("POST", f"/api/v1/agents/{target}/restart")
             results.append({"name": target, "status": view["status"], "ok": True})
-        except Exception as exc:
-            results.append({"name": target, "ok": False, "error": str(exc)})
+        except ServerError as exc:
+            if target in sources and exc.server_code == "AGENT_NOT_FOUND":
+                # listed as failed because its file never validated: nothing to restart
+                reason = f"never loaded; fix {sources[target]} (caxton agents show {target})"
+                results.append({"name": target, "ok": True, "skipped": reason})
+            else:
+                results.append({"name": target, "ok": False, "error": exc.message})
+        except ClientError as exc:
+            results.append({"name": target, "ok": False, "error": exc.message})
     if output == "json":
         emit_json({"restarted": results})
     else:
         if not results:
             click.echo("no failing agents")
         for r in results:
-            click.echo(f"{r['name']}: {r['status'] if r['ok'] else 'error: ' + r['error']}")
+            if not r["ok"]:
+                click.echo(f"{r['name']}: error: {r['error']}", err=True)
+            elif "skipped" in r:
+                click.echo(f"{r['name']}: skipped, {r['skipped']}")
+            else:
+                click.echo(f"{r['name']}: {r['status']}")
     if any(not r["ok"] for r in results):
         sys.exit(1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
@@ -14,6 +14,9 @@ from trio_websocket import ConnectionClosed, HandshakeError, wrap_client_stream
 
 from caxton.cli.output import emit_json
 from caxton.errors import ClientError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 async def _chat(
@@ -24,6 +27,7 @@ async def _chat(
     api_key: str | None,
     *,
     print_chunks: bool,
+    ssl_context: Callable[[], ssl.SSLContext] = ssl.create_default_context,
 ) -> dict[str, Any]:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or parts.hostname is None:
@@ -41,8 +45,7 @@ async def _chat(
         ) from None
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
     if parts.scheme == "https":
-        context = ssl.create_default_context()
-        stream = trio.SSLStream(tcp, context, server_hostname=parts.hostname)
+        stream = trio.SSLStream(tcp, ssl_context(), server_hostname=parts.hostname)
     async with stream, trio.open_nursery() as nursery:
         try:
             ws = await wrap_client_stream(
@@ -99,6 +102,7 @@ def chat(ctx: click.Context, agent: str, text: str, conversation: str | None, ou
             conversation,
             client.api_key,
             print_chunks=output == "text",
+            ssl_context=client.ssl_context,  # verifies with --cacert when given
         )
     )
     if output == "json":

@@ -3,12 +3,14 @@
 Base URL: ``--url``, else ``CAXTON_URL``, else ``server.host``/``server.port`` of the config
 file (``--config`` or ``CAXTON_CONFIG_PATH``), else http://127.0.0.1:8080. The API key comes
 from ``CAXTON_API_KEY``. Server errors become :class:`ClientError` with the server's code and
-message, so the CLI prints one clear line.
+message, so the CLI prints one clear line. HTTPS certificates are always verified: against the
+system's CAs, or against ``--cacert FILE`` (``CAXTON_CACERT``) for a private CA.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,22 +61,41 @@ class ApiClient:
     base_url: str
     api_key: str | None = attrs.field(factory=lambda: os.environ.get("CAXTON_API_KEY"))
     timeout_s: float = 30.0
+    cacert: str | None = None
 
     def _headers(self) -> dict[str, str]:
         return {"X-API-Key": self.api_key} if self.api_key else {}
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context HTTPS connections verify with (system CAs, or ``cacert``)."""
+        try:
+            return ssl.create_default_context(cafile=self.cacert)
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientError(f"--cacert {self.cacert}: cannot load it ({exc})") from None
+
+    def _connect_error(self, exc: httpx.ConnectError) -> ClientError:
+        if "certificate" in str(exc).lower():
+            return ClientError(
+                f"the TLS certificate of {self.base_url} is not trusted ({exc}); pass "
+                "--cacert FILE (or set CAXTON_CACERT) with the CA that signed it"
+            )
+        return ClientError(
+            f"cannot connect to the Caxton server at {self.base_url}; is it running? "
+            "(set --url or CAXTON_URL to point elsewhere)"
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send a request; raise :class:`ClientError` for connection problems."""
         try:
             with httpx.Client(
-                base_url=self.base_url, timeout=self.timeout_s, headers=self._headers()
+                base_url=self.base_url,
+                timeout=self.timeout_s,
+                headers=self._headers(),
+                verify=self.ssl_context(),
             ) as client:
                 return client.request(method, path, **kwargs)
-        except httpx.ConnectError:
-            raise ClientError(
-                f"cannot connect to the Caxton server at {self.base_url}; is it running? "
-                "(set --url or CAXTON_URL to point elsewhere)"
-            ) from None
+        except httpx.ConnectError as exc:
+            raise self._connect_error(exc) from None
         except httpx.TimeoutException:
             raise ClientError(
                 f"the Caxton server at {self.base_url} did not answer within {self.timeout_s}s"
@@ -88,7 +109,10 @@ class ApiClient:
         try:
             with (
                 httpx.Client(
-                    base_url=self.base_url, timeout=timeout, headers=self._headers()
+                    base_url=self.base_url,
+                    timeout=timeout,
+                    headers=self._headers(),
+                    verify=self.ssl_context(),
                 ) as client,
                 client.stream("GET", path, **kwargs) as response,
             ):
@@ -98,10 +122,8 @@ class ApiClient:
                 for line in response.iter_lines():
                     if line:
                         yield line
-        except httpx.ConnectError:
-            raise ClientError(
-                f"cannot connect to the Caxton server at {self.base_url}; is it running?"
-            ) from None
+        except httpx.ConnectError as exc:
+            raise self._connect_error(exc) from None
         except httpx.HTTPError as exc:
             raise ClientError(f"stream from {self.base_url}{path} failed: {exc}") from None
 

@@ -29,20 +29,19 @@ def missing_files(config: CaxtonConfig) -> list[str]:
     return warnings
 
 
-def unsupported_security(config: CaxtonConfig) -> list[str]:
-    """Security settings this build cannot enforce yet; starting with them would be unsafe."""
-    security = config.security
-    problems = []
-    if security.authentication.enabled:
-        problems.append(
-            "security.authentication.enabled is true, but this build does not check "
-            "credentials yet; refusing to start rather than serve an open API that looks "
-            "protected. Set it to false and keep server.host on 127.0.0.1 (or behind an "
-            "authenticating proxy) until authentication is available"
-        )
-    if security.api_keys.required:
-        problems.append(
-            "security.api_keys.required is true, but this build does not check API keys yet; "
-            "set it to false and keep the API on 127.0.0.1 (or behind an authenticating proxy)"
-        )
+def security_refusals(config: CaxtonConfig) -> list[str]:
+    """Security settings ``caxton start`` refuses: no caller could ever authenticate, a key
+    file that exists but is malformed (naming its line), ..."""
+    from caxton.security.errors import KeyFileError
+    from caxton.security.gate import auth_required
+    from caxton.security.gate import security_refusals as refusals
+    from caxton.security.keys import read_key_file
+
+    problems = refusals(config)
+    key_file = config.security.api_keys.key_file
+    if auth_required(config) and key_file and config.resolve_path(key_file).exists():
+        try:
+            read_key_file(config.resolve_path(key_file))
+        except KeyFileError as exc:
+            problems.append(exc.message)
     return problems

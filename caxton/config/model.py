@@ -223,7 +223,9 @@ class CorsConfig:
 
 @attrs.frozen(kw_only=True)
 class RateLimitConfig:
-    enabled: bool = attrs.field(default=True, metadata=_help("Limit requests per key/IP."))
+    enabled: bool = attrs.field(
+        default=True, metadata=_help("Limit requests per key/IP (while authentication is on).")
+    )
     requests_per_minute: int = attrs.field(
         default=1000, metadata=_help("Sustained rate per key or IP.")
     )
@@ -277,6 +279,18 @@ class MessagingConfig:
     )
     capability_routing: CapabilityRoutingConfig = attrs.field(
         factory=CapabilityRoutingConfig, metadata=_help("How a capability picks its agent.")
+    )
+    delivery_timeout: Seconds = attrs.field(
+        default=Seconds(30.0),
+        metadata=_help("How long a routed message waits for its reply (then a TIMEOUT failure)."),
+    )
+    max_message_size: Bytes = attrs.field(
+        default=Bytes(1_000_000),
+        metadata=_help("Largest message content accepted by POST /api/v1/messages (413 above)."),
+    )
+    sweep_interval: Seconds = attrs.field(
+        default=Seconds(300.0),
+        metadata=_help("How often expired conversations are removed."),
     )
 
 

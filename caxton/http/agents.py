@@ -19,6 +19,7 @@ from caxton.messages import PERFORMATIVES, Message
 
 if TYPE_CHECKING:
     from caxton.agents.registry import Registry
+    from caxton.messaging import Router
 
 routes = RouteTable("agents")
 
@@ -309,22 +310,26 @@ def _error_json(error: CaxtonError) -> dict[str, Any]:
 )
 async def message_agent(name: str) -> Response | dict[str, Any]:
     registry = _registry()
-    message = _message_from(await json_object('{"content": "hello"}'), name)
+    router = server_state().require_router()
+    body = await json_object('{"content": "hello"}')
+    message = _message_from(body, name)
     registry.agent_view(name)  # unknown agents get 404 before any stream starts
     if "text/event-stream" not in request.headers.get("Accept", ""):
-        reply, _ = await registry.send(name, message)
-        return message.reply(reply.content, sender=name).as_json()
+        answer = await router.send_to(name, message, new_conversation="conversation_id" not in body)
+        return answer.as_json()
 
     async def produce(send: trio.MemorySendChannel[bytes]) -> None:
         async def on_chunk(text: str) -> None:
             await send.send(sse_frame("chunk", {"type": "chunk", "text": text}))
 
         try:
-            reply, _ = await registry.send(name, message, on_chunk)
+            answer = await router.send_to(
+                name, message, on_chunk, new_conversation="conversation_id" not in body
+            )
         except CaxtonError as error:
             await send.send(sse_frame("error", {"type": "error", "error": _error_json(error)}))
             return
-        done = message.reply(reply.content, sender=name).as_json()
+        done = answer.as_json()
         await send.send(sse_frame("done", {"type": "done", "message": done}))
 
     response = Response(background_body(produce), mimetype="text/event-stream")
@@ -341,7 +346,7 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
 )
 async def agent_socket(name: str) -> None:
     state = server_state()
-    registry = state.require_registry()
+    router = state.require_router()
     await websocket.accept()
     busy = False
     done_answering = trio.Event()
@@ -359,14 +364,14 @@ async def agent_socket(name: str) -> None:
             raw = await websocket.receive()
             busy = True
             try:
-                await _answer_frame(registry, name, raw)
+                await _answer_frame(router, name, raw)
             finally:
                 busy = False
                 done_answering.set()
                 done_answering = trio.Event()
 
 
-async def _answer_frame(registry: Registry, name: str, raw: str | bytes) -> None:
+async def _answer_frame(router: Router, name: str, raw: str | bytes) -> None:
     try:
         body = json.loads(raw)
     except ValueError:
@@ -379,9 +384,11 @@ async def _answer_frame(registry: Registry, name: str, raw: str | bytes) -> None
         async def on_chunk(text: str) -> None:
             await websocket.send_json({"type": "chunk", "text": text})
 
-        reply, _ = await registry.send(name, message, on_chunk)
+        answer = await router.send_to(
+            name, message, on_chunk, new_conversation="conversation_id" not in body
+        )
     except CaxtonError as exc:
         await websocket.send_json({"type": "error", "error": _error_json(exc)})
         return
-    done = message.reply(reply.content, sender=name).as_json()
+    done = answer.as_json()
     await websocket.send_json({"type": "done", "message": done})

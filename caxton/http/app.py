@@ -18,9 +18,11 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from caxton.errors import CaxtonError
-from caxton.http import agents, errors, events_ws, health, memory, openapi
+from caxton.http import admin, agents, errors, events_ws, health, memory, openapi
+from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
 from caxton.http.state import ROUTES_KEY, STATE_KEY, server_state
+from caxton.security.hooks import install as install_security
 
 if TYPE_CHECKING:
     from caxton.http.routes import RouteSpec, RouteTable
@@ -35,6 +37,8 @@ CORE_TABLES: tuple[RouteTable, ...] = (
     events_ws.routes,
     agents.routes,
     memory.routes,
+    messaging.routes,
+    admin.routes,
 )
 
 
@@ -61,6 +65,8 @@ def create_app(state: ServerState, tables: tuple[RouteTable, ...] = ()) -> Quart
     app.before_request(_start_request)
     app.before_websocket(_start_websocket)
     app.after_request(_finish_request)
+    install_security(app, state)
+    app.before_request(admin.refuse_in_safe_mode)  # after auth: 401 before 503
     return app
 
 

@@ -55,6 +55,7 @@ async def health_report() -> dict[str, Any]:
         "status": status,
         "version": state.version,
         "uptime_seconds": round(state.uptime_seconds(), 3),
+        "safe_mode": state.safe_mode.enabled,
         "components": [
             {"name": c.name, "state": c.state.value, "detail": c.detail} for c in components
         ],
@@ -67,4 +68,6 @@ async def health_report() -> dict[str, Any]:
             "backend": state.config.memory.backend,
             "entities": state.memory.statistics().entity_count,
         }
+    if state.security is not None:
+        report["security"] = state.security.summary()
     return report

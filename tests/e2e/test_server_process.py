@@ -172,7 +172,7 @@ async def test_bad_config_fails_start_with_a_clear_message(tmp_path: Path) -> No
     assert "Traceback" not in stderr
 
 
-async def test_start_refuses_security_settings_it_cannot_enforce(tmp_path: Path) -> None:
+async def test_start_refuses_authentication_no_caller_could_pass(tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "caxton.yaml",
         tmp_path / "data",
@@ -180,5 +180,5 @@ async def test_start_refuses_security_settings_it_cannot_enforce(tmp_path: Path)
     )
     result = await run_cli_async("start", "--config", str(config))
     assert result.returncode == 1
-    assert b"does not check credentials yet; refusing to start" in result.stderr
+    assert b"no caller could ever authenticate" in result.stderr
     assert not (tmp_path / "data" / "state.json").exists()

@@ -138,7 +138,7 @@ class Tool:
                 continue
             value = arguments[param.name]
             if not param.accepts(value):
-                expected = "list of strings" if param.type == "string_list" else param.type
+                expected: str = "list of strings" if param.type == "string_list" else param.type
                 if param.choices:
                     expected += " (one of " + ", ".join(param.choices) + ")"
                 raise ToolFailed(

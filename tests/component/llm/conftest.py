@@ -10,7 +10,7 @@ import socket
 
 import httpx
 import pytest
-from llm_helpers import load_llm_server
+from servers import load_llm_server
 
 llm_server_tool = load_llm_server()
 

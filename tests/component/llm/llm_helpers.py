@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 from caxton.llm import (
     AnthropicClient,
     Backoff,
@@ -60,16 +56,3 @@ async def collect_into(received, client, request):
     async with client.stream(request) as events:
         async for event in events:
             received.append(event)
-
-
-def load_llm_server():
-    """``tools/llm_server.py`` as a module (``tools/`` is not a package)."""
-    if "llm_server" not in sys.modules:
-        path = Path(__file__).resolve().parents[3] / "tools" / "llm_server.py"
-        spec = importlib.util.spec_from_file_location("llm_server", path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["llm_server"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["llm_server"]

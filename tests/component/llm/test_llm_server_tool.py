@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from llm_helpers import load_llm_server
+from servers import load_llm_server
 
 llm_server_tool = load_llm_server()
 

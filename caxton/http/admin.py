@@ -1,0 +1,189 @@
+"""Admin routes: safe mode, online backup, storage verification (DESIGN §7).
+
+``refuse_in_safe_mode`` is the ``before_request`` hook that answers 503 ``SAFE_MODE`` to every
+route declared ``mutating=True`` while safe mode is on, except the two routes an operator
+needs during an incident: switching safe mode itself, and taking a backup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response, current_app, request
+
+from caxton.errors import ServiceUnavailable, ValidationFailed
+from caxton.http.params import optional_json_object
+from caxton.http.routes import QueryParam, Role, RouteTable
+from caxton.http.state import declared_routes, server_state
+from caxton.http.streaming import background_body
+from caxton.ops.backup import archive_name
+from caxton.ops.errors import SafeModeActive
+from caxton.ops.safe_mode import refuses
+
+if TYPE_CHECKING:
+    from caxton.ops.backup import BackupService
+
+LOGGER = logging.getLogger("caxton.http.admin")
+
+routes = RouteTable("admin")
+_MUTATING_KEY = "CAXTON_MUTATING_ENDPOINTS"
+_CHUNK = 256 * 1024
+
+
+@routes.route(
+    "/api/v1/admin/safe-mode",
+    role=Role.READONLY,
+    summary="Whether safe mode is on (writes refused with 503 SAFE_MODE), since when and why.",
+)
+async def get_safe_mode() -> dict[str, Any]:
+    return server_state().safe_mode.status.to_json()
+
+
+@routes.route(
+    "/api/v1/admin/safe-mode",
+    methods=("POST",),
+    role=Role.ADMIN,
+    summary="Turn safe mode on or off; it is persisted in data_dir and survives restarts.",
+    request_body='{"enabled": true, "reason": "incident 42"}',
+    responses=(200, 400, 422),
+)
+async def set_safe_mode() -> dict[str, Any]:
+    body = await optional_json_object('{"enabled": true, "reason": "incident 42"}')
+    enabled = body.get("enabled")
+    reason = body.get("reason")
+    if not isinstance(enabled, bool):
+        raise ValidationFailed(
+            'enabled must be true or false, e.g. {"enabled": true}', details={"field": "enabled"}
+        )
+    if reason is not None and not isinstance(reason, str):
+        raise ValidationFailed("reason must be a string", details={"field": "reason"})
+    status = await server_state().safe_mode.set(enabled, reason=reason)
+    return status.to_json()
+
+
+def _backups() -> BackupService:
+    state = server_state()
+    if state.backups is None:
+        raise ServiceUnavailable("backups are not available until the store is running")
+    return state.backups
+
+
+@routes.route(
+    "/api/v1/admin/backup",
+    methods=("POST",),
+    role=Role.ADMIN,
+    summary="Take a consistent online backup (tar.gz with manifest and SHA-256 sums): written "
+    'under data_dir/backups/ or {"path"}; with {"download": true} streamed back instead.',
+    request_body='{"path": "/backups/caxton.tar.gz"} or {"download": true}',
+    responses=(200, 422, 500),
+)
+async def backup() -> Any:
+    body = await optional_json_object('{"path": "/backups/caxton.tar.gz"} or {"download": true}')
+    unknown = sorted(set(body) - {"path", "download"})
+    if unknown:
+        raise ValidationFailed(
+            f"unknown field {', '.join(unknown)}; allowed: download, path",
+            details={"field": unknown[0]},
+        )
+    path, download = body.get("path"), body.get("download", False)
+    if path is not None and (not isinstance(path, str) or not Path(path).is_absolute()):
+        raise ValidationFailed(
+            "path must be an absolute file path on the server", details={"field": "path"}
+        )
+    if not isinstance(download, bool) or (download and path is not None):
+        raise ValidationFailed(
+            "download must be true or false, and cannot be combined with path",
+            details={"field": "download"},
+        )
+    service = _backups()
+    if not download:
+        report = await service.create(Path(path) if path else None)
+        LOGGER.info("backup written to %s (%d bytes)", report.path, report.size_bytes)
+        return report.to_json()
+    outgoing = service.sources.data_dir / "backups" / ".outgoing"
+    report = await service.create(outgoing / archive_name(dt.datetime.now(dt.UTC)))
+
+    async def produce(send: trio.MemorySendChannel[bytes]) -> None:
+        try:
+            handle = await trio.open_file(report.path, "rb")
+            async with handle:
+                while chunk := await handle.read(_CHUNK):
+                    await send.send(chunk)
+        except trio.BrokenResourceError:
+            LOGGER.info("backup download: the client went away before the end")
+        finally:
+            with trio.CancelScope(shield=True), contextlib.suppress(OSError):
+                await trio.Path(report.path).unlink()
+
+    response = Response(background_body(produce), mimetype="application/gzip")
+    response.headers["Content-Disposition"] = f'attachment; filename="{report.path.name}"'
+    response.headers["Content-Length"] = str(report.size_bytes)
+    response.headers["X-Caxton-Backup-Sha256"] = report.sha256
+    response.timeout = None
+    return response
+
+
+@routes.route(
+    "/api/v1/admin/storage/verify",
+    role=Role.OPERATOR,
+    summary="Check the database (every table readable, orphans, embeddings vs entities), the "
+    "model files and the HNSW index; ok is false when an error was found.",
+    query=(
+        QueryParam(
+            name="comprehensive",
+            description="true: read every row and compare the HNSW index with every vector",
+        ),
+    ),
+)
+async def storage_verify() -> dict[str, Any]:
+    from caxton.ops.verify import inspect_connection
+
+    state = server_state()
+    store = state.require_store()
+    comprehensive = request.args.get("comprehensive", "false").lower() in ("1", "true", "yes")
+    config = state.config
+    report = await store.execute_fn(
+        lambda conn: inspect_connection(
+            conn,
+            config,
+            comprehensive=comprehensive,
+            migrations=store.migrations,
+            source="server",
+        )
+    )
+    return report.to_json()
+
+
+#: Routes that stay open in safe mode although they are mutating.
+SAFE_MODE_EXEMPT = frozenset(f"{routes.tag}.{h.__name__}" for h in (set_safe_mode, backup))
+
+
+async def refuse_in_safe_mode() -> None:
+    """``before_request``: 503 SAFE_MODE for mutating routes while safe mode is on."""
+    state = server_state()
+    if not state.safe_mode.enabled or request.endpoint is None:
+        return
+    mutating: frozenset[str] | None = current_app.config.get(_MUTATING_KEY)
+    if mutating is None:
+        mutating = frozenset(s.endpoint for s in declared_routes() if s.mutating)
+        current_app.config[_MUTATING_KEY] = mutating
+    if refuses(
+        enabled=True,
+        mutating=request.endpoint in mutating,
+        endpoint=request.endpoint,
+        exempt=SAFE_MODE_EXEMPT,
+    ):
+        status = state.safe_mode.status
+        since = f" since {status.since}" if status.since else ""
+        why = f" ({status.reason})" if status.reason else ""
+        raise SafeModeActive(
+            f"the server is in safe mode{since}{why}: {request.method} {request.path} would "
+            "change its state and is refused. Reads and messages to agents still work; "
+            "`caxton safe-mode --disable` lifts it",
+            details={"safe_mode": True, "since": status.since, "reason": status.reason},
+        )

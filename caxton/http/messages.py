@@ -1,0 +1,153 @@
+"""Messaging routes: FIPA envelopes, conversations and capabilities (DESIGN §5, §7)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from quart import request
+
+from caxton.errors import BadRequest, ValidationFailed
+from caxton.http.params import float_arg, int_arg, json_object
+from caxton.http.routes import QueryParam, Role, RouteTable
+from caxton.http.state import server_state
+from caxton.messaging import STATUSES, ConversationClosed, ConversationNotFound
+from caxton.messaging.conversations import CLOSED
+from caxton.messaging.envelope import EXAMPLE, parse_envelope
+
+if TYPE_CHECKING:
+    from caxton.messages import Message
+
+routes = RouteTable("messaging")
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no")
+
+
+def _wait_arg() -> bool:
+    raw = request.args.get("wait", "true").lower()
+    if raw not in _TRUE + _FALSE:
+        raise BadRequest(f"query parameter wait must be true or false, got {raw!r}")
+    return raw in _TRUE
+
+
+@routes.route(
+    "/api/v1/messages",
+    methods=("POST",),
+    role=Role.USER,
+    mutating=False,
+    summary="Route a FIPA envelope by receiver or capability; the reply envelope, or 202 "
+    "with the conversation id when wait=false.",
+    query=(
+        QueryParam(name="wait", description="false: return 202 at once", type="boolean"),
+        QueryParam(name="timeout", description="seconds to wait for the reply", type="number"),
+    ),
+    request_body=EXAMPLE,
+    responses=(200, 202, 400, 404, 409, 413, 422, 503),
+)
+async def post_message() -> tuple[dict[str, Any], int]:
+    state = server_state()
+    router = state.require_router()
+    wait = _wait_arg()
+    timeout_s = float_arg("timeout", state.config.messaging.delivery_timeout)
+    if not 0 < timeout_s <= 3600:
+        raise ValidationFailed(f"query parameter timeout must be from 0 to 3600 s, got {timeout_s}")
+    body = await json_object(EXAMPLE)
+    message = parse_envelope(body, max_message_size=state.config.messaging.max_message_size)
+    if message.receiver is not None:
+        router.registry.agent(message.receiver)  # 404 naming the known agents
+    await _check_conversation(message, given="conversation_id" in body)
+    if not wait:
+        router.submit(message)
+        accepted = {
+            "accepted": True,
+            "conversation_id": message.conversation_id,
+            "message_id": message.message_id,
+        }
+        return accepted, 202
+    reply = await router.ask(message, timeout_s=timeout_s)
+    return reply.as_json(), 200
+
+
+async def _check_conversation(message: Message, *, given: bool) -> None:
+    conversations = server_state().require_conversations()
+    if not given:
+        conversations.mark_new(message.conversation_id)
+        return
+    status = await conversations.status(message.conversation_id)
+    if status is None:
+        raise ConversationNotFound(message.conversation_id)
+    if status == CLOSED:
+        raise ConversationClosed(message.conversation_id)
+
+
+@routes.route(
+    "/api/v1/conversations",
+    role=Role.READONLY,
+    summary="Conversations, most recently active first: participants, status, last activity.",
+    query=(
+        QueryParam(name="status", description="active or closed"),
+        QueryParam(name="agent", description="only conversations this agent took part in"),
+        QueryParam(name="limit", description="page size (default 100)", type="integer"),
+        QueryParam(name="offset", description="page start", type="integer"),
+    ),
+)
+async def list_conversations() -> dict[str, Any]:
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    rows, total = (
+        await server_state()
+        .require_conversations()
+        .list(
+            status=status,
+            participant=request.args.get("agent") or None,
+            limit=int_arg("limit", 100, low=1, high=1000),
+            offset=int_arg("offset", 0, low=0, high=1_000_000),
+        )
+    )
+    return {"conversations": [r.as_json() for r in rows], "total": total}
+
+
+@routes.route(
+    "/api/v1/conversations/<conversation_id>",
+    role=Role.READONLY,
+    summary="One conversation with its messages in order.",
+    query=(QueryParam(name="limit", description="messages (default 1000)", type="integer"),),
+    responses=(200, 404),
+)
+async def get_conversation(conversation_id: str) -> dict[str, Any]:
+    conversations = server_state().require_conversations()
+    limit = int_arg("limit", 1000, low=1, high=100_000)
+    return (await conversations.get(conversation_id, limit=limit)).as_json()
+
+
+@routes.route(
+    "/api/v1/conversations/<conversation_id>/close",
+    methods=("POST",),
+    role=Role.USER,
+    summary="Close a conversation: further messages in it are refused (409).",
+    responses=(200, 404),
+)
+async def close_conversation(conversation_id: str) -> dict[str, Any]:
+    summary = await server_state().require_conversations().close(conversation_id)
+    return summary.as_json()
+
+
+@routes.route(
+    "/api/v1/capabilities",
+    role=Role.READONLY,
+    summary="Capabilities, each with its providers (state, version, in-flight requests).",
+)
+async def list_capabilities() -> dict[str, Any]:
+    router = server_state().require_router()
+    return {"strategy": router.strategy, "capabilities": router.capabilities_view()}
+
+
+@routes.route(
+    "/api/v1/capabilities/<capability>",
+    role=Role.READONLY,
+    summary="One capability: its providers with state and in-flight load.",
+    responses=(200, 404),
+)
+async def get_capability(capability: str) -> dict[str, Any]:
+    return server_state().require_router().capability_view(capability)

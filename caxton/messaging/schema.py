@@ -1,0 +1,50 @@
+"""The conversation tables, as store migrations (handed to :class:`caxton.store.Store`).
+
+* ``conversations`` — one row per conversation: status (active | closed), first and last
+  activity (epoch seconds), message count.
+* ``conversation_messages`` — every envelope in arrival order (``seq`` from a sequence);
+  ``content`` is the JSON text of the content (a JSON string for text content). The
+  participants are the senders and receivers of its messages.
+"""
+
+from __future__ import annotations
+
+from caxton.store import Migration
+
+CONVERSATION_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        feature="conversations",
+        version=1,
+        description="conversations and their messages",
+        statements=(
+            """
+            CREATE TABLE conversations (
+                conversation_id VARCHAR PRIMARY KEY,
+                status VARCHAR NOT NULL,
+                created_at DOUBLE NOT NULL,
+                last_activity DOUBLE NOT NULL,
+                message_count BIGINT NOT NULL
+            )
+            """,
+            "CREATE SEQUENCE conversation_message_seq",
+            """
+            CREATE TABLE conversation_messages (
+                seq BIGINT NOT NULL DEFAULT nextval('conversation_message_seq'),
+                conversation_id VARCHAR NOT NULL,
+                message_id VARCHAR NOT NULL,
+                performative VARCHAR NOT NULL,
+                sender VARCHAR,
+                receiver VARCHAR,
+                capability VARCHAR,
+                content VARCHAR NOT NULL,
+                reply_with VARCHAR,
+                in_reply_to VARCHAR,
+                created_at DOUBLE NOT NULL,
+                hop INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX conversation_messages_conversation "
+            "ON conversation_messages (conversation_id)",
+        ),
+    ),
+)

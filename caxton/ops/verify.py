@@ -1,0 +1,436 @@
+"""``caxton storage verify [--comprehensive]``: is the stored data sound?
+
+Checks, each reported as a :class:`Finding` (``error`` makes the report fail, ``warning`` does
+not):
+
+* **database** — the DuckDB file opens, every table can be read (``--comprehensive`` reads
+  every column of every row, so DuckDB checks each block's checksum), every migration of this
+  build is recorded;
+* **relations** — no observation, relation, embedding or conversation row points at a missing
+  entity or conversation (orphans);
+* **embeddings** — every entity has exactly one embedding;
+* **model** — the embedding model folder has its files, and ``model.onnx`` its recorded
+  SHA-256;
+* **hnsw** — the saved HNSW index (``<db>.hnsw``) matches its sidecar and, with
+  ``--comprehensive``, the vectors in DuckDB (a stale index is only a warning: it is rebuilt
+  at start).
+
+The checks over a connection are plain functions, run by the server through a store read
+(``GET /api/v1/admin/storage/verify``) or by the CLI on a read-only connection to the file of a
+stopped server.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+import duckdb
+
+from caxton.memory.model import (
+    DEFAULT_MODEL_NAME,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    REQUIRED_FILES,
+    sha256_file,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from caxton.config import CaxtonConfig
+    from caxton.store import Connection, Migration
+
+Severity = Literal["error", "warning", "info"]
+#: Orphan checks: (what is wrong, SQL listing the orphans, what a row names, tables needed).
+_ORPHANS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    (
+        "observations without their entity",
+        "SELECT DISTINCT o.entity FROM memory_observations o "
+        "WHERE NOT EXISTS (SELECT 1 FROM memory_entities e WHERE e.name = o.entity)",
+        "entity",
+        ("memory_observations", "memory_entities"),
+    ),
+    (
+        "relations whose entity is missing",
+        "SELECT r.from_entity || ' -> ' || r.to_entity FROM memory_relations r "
+        "WHERE NOT EXISTS (SELECT 1 FROM memory_entities e WHERE e.name = r.from_entity) "
+        "OR NOT EXISTS (SELECT 1 FROM memory_entities e WHERE e.name = r.to_entity)",
+        "relation",
+        ("memory_relations", "memory_entities"),
+    ),
+    (
+        "embeddings without their entity",
+        "SELECT m.entity FROM memory_embeddings m "
+        "WHERE NOT EXISTS (SELECT 1 FROM memory_entities e WHERE e.name = m.entity)",
+        "embedding",
+        ("memory_embeddings", "memory_entities"),
+    ),
+    (
+        "entities without an embedding",
+        "SELECT e.name FROM memory_entities e "
+        "WHERE NOT EXISTS (SELECT 1 FROM memory_embeddings m WHERE m.entity = e.name)",
+        "entity",
+        ("memory_embeddings", "memory_entities"),
+    ),
+    (
+        "conversation messages without their conversation",
+        "SELECT DISTINCT m.conversation_id FROM conversation_messages m "
+        "WHERE NOT EXISTS (SELECT 1 FROM conversations c "
+        "WHERE c.conversation_id = m.conversation_id)",
+        "conversation",
+        ("conversation_messages", "conversations"),
+    ),
+)
+
+
+@attrs.frozen(kw_only=True)
+class Finding:
+    """One result of a check."""
+
+    check: str
+    severity: Severity
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"check": self.check, "severity": self.severity, "message": self.message}
+
+
+@attrs.frozen(kw_only=True)
+class VerifyReport:
+    """Everything ``storage verify`` found."""
+
+    source: str
+    database: str
+    comprehensive: bool
+    tables: dict[str, int]
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "source": self.source,
+            "database": self.database,
+            "comprehensive": self.comprehensive,
+            "tables": dict(self.tables),
+            "errors": sum(1 for f in self.findings if f.severity == "error"),
+            "warnings": sum(1 for f in self.findings if f.severity == "warning"),
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+# --------------------------------------------------------------------------------- database
+
+
+def _table_names(conn: Connection) -> list[str]:
+    return [
+        str(row[0])
+        for row in conn.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE database_name = current_database() AND NOT temporary ORDER BY table_name"
+        ).fetchall()
+    ]
+
+
+def check_database(
+    conn: Connection, *, comprehensive: bool, migrations: Sequence[Migration]
+) -> tuple[dict[str, int], list[Finding]]:
+    """Read every table, compare the recorded migrations, look for orphans.
+
+    Returns:
+        (rows per table, findings).
+    """
+    findings: list[Finding] = []
+    tables: dict[str, int] = {}
+    try:
+        names = _table_names(conn)
+    except duckdb.Error as exc:
+        return {}, [
+            Finding(check="database", severity="error", message=f"catalog unreadable: {exc}")
+        ]
+    for name in names:
+        quoted = '"' + name.replace('"', '""') + '"'
+        query = (
+            f"SELECT count(*), bit_xor(hash(t)) FROM {quoted} AS t"
+            if comprehensive
+            else f"SELECT count(*) FROM {quoted}"
+        )
+        try:
+            row = conn.execute(query).fetchone()
+        except duckdb.Error as exc:
+            findings.append(
+                Finding(
+                    check="database", severity="error", message=f"table {name} unreadable: {exc}"
+                )
+            )
+            continue
+        tables[name] = int(row[0]) if row else 0
+    findings.extend(_check_migrations(conn, names, migrations))
+    for check, sql, what, needed in _ORPHANS:
+        if not set(needed) <= set(names):
+            continue
+        try:
+            rows = conn.execute(sql).fetchall()
+        except duckdb.Error as exc:
+            findings.append(Finding(check="relations", severity="error", message=f"{check}: {exc}"))
+            continue
+        if rows:
+            sample = ", ".join(str(r[0]) for r in rows[:5])
+            findings.append(
+                Finding(
+                    check="relations",
+                    severity="error",
+                    message=f"{len(rows)} {check} ({what}s: {sample}"
+                    f"{', …' if len(rows) > 5 else ''})",
+                )
+            )
+    if "memory_entities" in tables and "memory_embeddings" in tables:
+        entities, embeddings = tables["memory_entities"], tables["memory_embeddings"]
+        severity: Severity = "info" if entities == embeddings else "error"
+        findings.append(
+            Finding(
+                check="embeddings",
+                severity=severity,
+                message=f"{embeddings} embeddings for {entities} entities",
+            )
+        )
+    return tables, findings
+
+
+def _check_migrations(
+    conn: Connection, names: Sequence[str], migrations: Sequence[Migration]
+) -> list[Finding]:
+    if "schema_migrations" not in names:
+        return [
+            Finding(
+                check="database",
+                severity="error",
+                message="no schema_migrations table: this is not a Caxton database",
+            )
+        ]
+    applied: dict[str, int] = {}
+    for feature, version in conn.execute(
+        "SELECT feature, version FROM schema_migrations"
+    ).fetchall():
+        applied[str(feature)] = max(int(version), applied.get(str(feature), 0))
+    findings = [
+        Finding(
+            check="database",
+            severity="error",
+            message=f"migration {m.feature} v{m.version} ({m.description}) is not applied",
+        )
+        for m in migrations
+        if applied.get(m.feature, 0) < m.version
+    ]
+    known: dict[str, int] = {}
+    for m in migrations:
+        known[m.feature] = max(m.version, known.get(m.feature, 0))
+    findings.extend(
+        Finding(
+            check="database",
+            severity="warning",
+            message=f"{feature} is at v{version}, newer than this build knows (v{known[feature]})",
+        )
+        for feature, version in sorted(applied.items())
+        if feature in known and version > known[feature]
+    )
+    return findings
+
+
+def embeddings_fingerprint(conn: Connection) -> str:
+    """The HNSW fingerprint of what DuckDB holds (reads every embedding)."""
+    from caxton.memory import hnsw, queries
+
+    entries, matrix = queries.load_index(conn)
+    return hnsw.fingerprint(hnsw.keys_of(e.name for e in entries), matrix)
+
+
+# --------------------------------------------------------------------------------- files
+
+
+def check_hnsw(
+    database_path: Path, embeddings: int | None, fingerprint: str | None
+) -> list[Finding]:
+    """Compare the saved HNSW index with the database (warnings only: it is rebuildable)."""
+    from caxton.memory import hnsw
+
+    path = database_path.with_name(database_path.name + ".hnsw")
+    side = hnsw.sidecar_path(path)
+    if not path.exists() and not side.exists():
+        return [Finding(check="hnsw", severity="info", message="no saved HNSW index")]
+    rebuilt = "; it is rebuilt from DuckDB at the next start"
+    try:
+        described = json.loads(side.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+    except (OSError, ValueError) as exc:
+        return [Finding(check="hnsw", severity="warning", message=f"{path}: {exc}{rebuilt}")]
+    if not isinstance(described, dict) or size != described.get("file_size"):
+        return [
+            Finding(
+                check="hnsw",
+                severity="warning",
+                message=f"{path} does not match its sidecar (size){rebuilt}",
+            )
+        ]
+    digest = hnsw._file_digest(path)
+    if digest != described.get("file_digest"):
+        return [
+            Finding(
+                check="hnsw",
+                severity="warning",
+                message=f"{path} does not match its digest (damaged){rebuilt}",
+            )
+        ]
+    rows = described.get("rows")
+    if embeddings is not None and rows != embeddings:
+        return [
+            Finding(
+                check="hnsw",
+                severity="warning",
+                message=f"{path} holds {rows} vectors, the database {embeddings}{rebuilt}",
+            )
+        ]
+    if fingerprint is not None and described.get("fingerprint") != fingerprint:
+        return [
+            Finding(
+                check="hnsw",
+                severity="warning",
+                message=f"{path} holds other vectors than the database{rebuilt}",
+            )
+        ]
+    checked = "vectors match the database" if fingerprint else f"{rows} vectors, file intact"
+    return [Finding(check="hnsw", severity="info", message=f"{path}: {checked}")]
+
+
+def model_folder(config: CaxtonConfig) -> tuple[Path, bool]:
+    """(the model folder the server loads, whether it is the packaged default)."""
+    model = config.memory.embedding_model
+    if model == DEFAULT_MODEL_NAME:
+        return config.data_dir / "models", True
+    return config.resolve_path(model), False
+
+
+def check_model(config: CaxtonConfig) -> list[Finding]:
+    """Check the embedding model folder's files and (for the packaged model) their SHA-256."""
+    folder, packaged = model_folder(config)
+    if not folder.is_dir():
+        if packaged:
+            return [
+                Finding(
+                    check="model",
+                    severity="info",
+                    message=f"{folder} is not assembled yet (done at the next start)",
+                )
+            ]
+        return [Finding(check="model", severity="error", message=f"{folder} does not exist")]
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        return [
+            Finding(
+                check="model",
+                severity="error",
+                message=f"{folder} lacks {', '.join(missing)}",
+            )
+        ]
+    actual = sha256_file(folder / ONNX_FILE)
+    if not packaged:
+        return [
+            Finding(check="model", severity="info", message=f"{folder}: model.onnx sha256 {actual}")
+        ]
+    try:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+        expected = manifest["onnx_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [
+            Finding(
+                check="model",
+                severity="error",
+                message=f"{folder / MANIFEST_FILE} is unreadable ({exc}); delete {folder} and "
+                "restart to rebuild it",
+            )
+        ]
+    if actual != expected:
+        return [
+            Finding(
+                check="model",
+                severity="error",
+                message=f"{folder / ONNX_FILE} has SHA-256 {actual}, expected {expected} (the "
+                f"file is damaged; delete {folder} and restart to rebuild it)",
+            )
+        ]
+    return [Finding(check="model", severity="info", message=f"{folder}: model.onnx checksum ok")]
+
+
+# --------------------------------------------------------------------------------- runners
+
+
+def open_read_only(path: Path) -> Connection:
+    """A read-only DuckDB connection to ``path`` (raises duckdb errors as they are)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    return duckdb.connect(str(path), read_only=True)
+
+
+def inspect_connection(
+    conn: Connection,
+    config: CaxtonConfig,
+    *,
+    comprehensive: bool,
+    migrations: Sequence[Migration],
+    source: str,
+) -> VerifyReport:
+    """Every check over an open connection (the server's reader, or a read-only file)."""
+    tables, findings = check_database(conn, comprehensive=comprehensive, migrations=migrations)
+    fingerprint = None
+    if comprehensive and "memory_embeddings" in tables:
+        try:
+            fingerprint = embeddings_fingerprint(conn)
+        except duckdb.Error as exc:
+            findings.append(
+                Finding(check="embeddings", severity="error", message=f"unreadable: {exc}")
+            )
+    findings.extend(check_hnsw(config.database_path, tables.get("memory_embeddings"), fingerprint))
+    findings.extend(check_model(config))
+    return VerifyReport(
+        source=source,
+        database=str(config.database_path),
+        comprehensive=comprehensive,
+        tables=tables,
+        findings=tuple(findings),
+    )
+
+
+def verify_files(
+    config: CaxtonConfig, *, comprehensive: bool, migrations: Sequence[Migration]
+) -> VerifyReport:
+    """Verify the files of a stopped server (blocking; the database is opened read-only).
+
+    A file DuckDB cannot open is reported as an error finding, not raised.
+    """
+    path = config.database_path
+    try:
+        conn = open_read_only(path)
+    except (duckdb.Error, OSError) as exc:
+        findings = [
+            Finding(check="database", severity="error", message=f"{path} cannot be opened: {exc}"),
+            *check_model(config),
+        ]
+        return VerifyReport(
+            source="files",
+            database=str(path),
+            comprehensive=comprehensive,
+            tables={},
+            findings=tuple(findings),
+        )
+    try:
+        return inspect_connection(
+            conn, config, comprehensive=comprehensive, migrations=migrations, source="files"
+        )
+    finally:
+        conn.close()

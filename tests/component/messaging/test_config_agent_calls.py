@@ -1,0 +1,73 @@
+"""A config (LLM) agent asks a WASM agent by capability: routed, threaded, recorded."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import trio
+from messaging_servers import start_server
+from servers import load_llm_server
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CONFIG_AGENT = """
+name = "planner"
+version = "1.0.0"
+capabilities = ["planning"]
+tools = ["send_message"]
+system_prompt = "You are terse."
+user_prompt_template = "{{request}}"
+[llm]
+provider = "openai"
+model = "scripted-1"
+base_url = "URL/v1"
+max_retries = 0
+timeout = "10s"
+"""
+
+
+async def test_config_agent_asks_wasm_by_capability(
+    nursery: trio.Nursery, tmp_path: Path, agents_dir: Path
+) -> None:
+    script: dict[str, Any] = {
+        "rules": [
+            # the tool result (wordcount's figures) comes back: answer with them
+            {"match": "total_words", "reply": "Four words."},
+            {
+                "match": "count these",
+                "tool_call": {
+                    "name": "send_message",
+                    "arguments": {"capability": "text-statistics", "content": "one two three four"},
+                },
+            },
+        ]
+    }
+    llm = await nursery.start(load_llm_server().serve_llm, script)
+    (agents_dir / "planner.toml").write_text(CONFIG_AGENT.replace("URL", llm.url))
+    server = await start_server(nursery, tmp_path / "data", agents_dir)
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=server.api_urls[0], timeout=15) as client:
+            reply = await client.post(
+                "/api/v1/agents/planner/messages", json={"content": "count these words"}
+            )
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["content"] == "Four words."
+            cid = reply.json()["conversation_id"]
+            shown = (await client.get(f"/api/v1/conversations/{cid}")).json()
+    messages = shown["messages"]
+    assert [
+        (m["performative"], m["sender"], m["receiver"], m["capability"], m["hop"]) for m in messages
+    ] == [
+        ("request", "client", "planner", None, 0),
+        ("request", "planner", None, "text-statistics", 1),
+        ("inform", "wordcount", "planner", None, 1),
+        ("inform", "planner", "client", None, 0),
+    ]
+    request, asked, answer, final = messages
+    assert asked["content"] == "one two three four"
+    assert answer["in_reply_to"] == asked["message_id"]
+    assert answer["content"]["words"] == 4
+    assert final["in_reply_to"] == request["message_id"]
+    assert final["content"] == "Four words."

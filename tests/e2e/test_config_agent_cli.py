@@ -1,0 +1,70 @@
+"""A config agent tried as a new user would: the scripted LLM server, `caxton start`, then
+`caxton chat` streaming the answer (all real processes)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+from processes import run_cli_async, start_server, wait_exit, write_config
+
+REPO = Path(__file__).parents[2]
+
+
+async def start_llm_server(nursery: trio.Nursery) -> tuple[trio.Process, str]:
+    """``python tools/llm_server.py tools/llm-demo.yaml``, as the README starts it."""
+    process: trio.Process = await nursery.start(
+        functools.partial(
+            trio.run_process,
+            [
+                sys.executable,
+                str(REPO / "tools" / "llm_server.py"),
+                str(REPO / "tools" / "llm-demo.yaml"),
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    )
+    assert process.stdout is not None
+    buffer = b""
+    with trio.fail_after(20):
+        while b"\n" not in buffer:
+            buffer += await process.stdout.receive_some(4096)
+    first = buffer.decode().splitlines()[0]
+    return process, first.rsplit(" at ", 1)[1].strip()
+
+
+async def test_chat_streams_a_config_agent_answer(nursery: trio.Nursery, tmp_path: Path) -> None:
+    llm, llm_url = await start_llm_server(nursery)
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    text = (REPO / "agents" / "assistant.toml").read_text()
+    (agents / "assistant.toml").write_text(
+        text.replace('model = "llama3.2"', f'model = "llama3.2"\nbase_url = "{llm_url}/v1"')
+    )
+    config = write_config(tmp_path / "caxton.yaml", tmp_path / "data")
+    config.write_text(config.read_text().replace("server:\n", f"server:\n  agents_dir: {agents}\n"))
+    server = await start_server(nursery, "--config", str(config))
+
+    result = await run_cli_async("--url", server.api_url, "chat", "assistant", "hello there")
+    assert result.returncode == 0, result.stderr.decode()
+    assert "Hello! I am a scripted stand-in for an LLM" in result.stdout.decode()
+
+    as_json = await run_cli_async(
+        "--url", server.api_url, "chat", "assistant", "please remember this", "-o", "json"
+    )
+    assert as_json.returncode == 0, as_json.stderr.decode()
+    assert json.loads(as_json.stdout)["content"] == "Stored in memory."
+    search = await run_cli_async("--url", server.api_url, "memory", "search", "demo note")
+    assert "demo" in search.stdout.decode()
+
+    server.process.send_signal(signal.SIGTERM)
+    assert await wait_exit(server.process) == 0
+    llm.send_signal(signal.SIGTERM)
+    await wait_exit(llm)

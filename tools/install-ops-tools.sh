@@ -1,0 +1,70 @@
+#!/bin/sh
+# Install the operations tools the packaging and monitoring tests run for real: Prometheus and
+# promtool (Debian package `prometheus`), logrotate, and docker-compose (which validates
+# packaging/docker-compose.yml without a Docker engine). Debian packages only.
+#
+# Idempotent: when every tool is already on PATH, nothing is installed. Runs unattended
+# (no prompts, no stdin) as root, or through passwordless sudo otherwise. The Debian package's
+# own service is never started here (policy-rc.d refuses it while installing): the tests run
+# their own Prometheus on 127.0.0.1.
+#
+# Environment: APT_PACKAGES (default: "prometheus logrotate docker-compose") the packages to install.
+set -eu
+
+APT_PACKAGES="${APT_PACKAGES:-prometheus logrotate docker-compose}"
+PATH="$PATH:/usr/sbin:/sbin"
+
+have_tools() {
+    for tool in prometheus promtool logrotate docker-compose; do
+        command -v "$tool" >/dev/null 2>&1 || return 1
+    done
+    return 0
+}
+
+if have_tools; then
+    echo "ops tools: $(prometheus --version 2>&1 | head -n 1), $(logrotate --version 2>&1 | head -n 1) (already installed)"
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "ops tools: prometheus, promtool, logrotate or docker-compose is missing and apt-get is" >&2
+    echo "not available; install them with your package manager, then re-run." >&2
+    exit 1
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO="sudo -n"
+else
+    echo "ops tools: missing, and installing needs root: run" >&2
+    echo "    sudo apt-get install -y --no-install-recommends $APT_PACKAGES" >&2
+    exit 1
+fi
+
+echo "ops tools: installing $APT_PACKAGES"
+export DEBIAN_FRONTEND=noninteractive
+# Keep the package's service from starting (there may be no init system at all): exit code 101
+# tells invoke-rc.d the action is forbidden. Removed again whatever happens.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    own_policy=1
+fi
+cleanup() {
+    if [ "$own_policy" -eq 1 ]; then
+        $SUDO rm -f "$policy"
+    fi
+}
+trap cleanup EXIT
+$SUDO apt-get update -q </dev/null
+# shellcheck disable=SC2086  # the package list is meant to split into words
+$SUDO apt-get install -y -q --no-install-recommends $APT_PACKAGES </dev/null
+
+if ! have_tools; then
+    echo "ops tools: $APT_PACKAGES installed, but a tool is still missing from PATH" >&2
+    exit 1
+fi
+echo "ops tools: $(prometheus --version 2>&1 | head -n 1) ready"
