@@ -62,6 +62,12 @@ class Metrics:
             "caxton_server_memory_usage_bytes", "Resident memory of the server process."
         )
         self.memory.set_function(lambda: float(resident_memory_bytes()))
+        self.cpu = self.gauge(
+            "caxton_server_cpu_seconds",
+            "CPU time (user + system, every thread) the server process has used; "
+            "rate() of it is the number of cores in use.",
+        )
+        self.cpu.set_function(time.process_time)
         self.restarts = self.counter(
             "caxton_server_restarts",
             "Starts of the server on this data_dir after the first one.",

@@ -207,6 +207,9 @@ def _memory_gauges(
     metrics.gauge("caxton_memory_entities_total", "Entities in memory.").set_function(
         lambda: float(memory.statistics().entity_count)
     )
+    metrics.gauge("caxton_memory_relations_total", "Relations in memory.").set_function(
+        lambda: float(memory.statistics().relation_count)
+    )
     metrics.gauge(
         "caxton_memory_search_latency_p99",
         "p99 of semantic search time over the last 1000 searches, in seconds.",
@@ -240,7 +243,6 @@ async def _start_agents(
         logs=state.agent_logs,
         drain_timeout_s=config.agents.drain_timeout,
         load_timeout_s=config.agents.load_timeout,
-        max_hops=config.messaging.max_hops,
     )
     tools.agents = RegistryAgents(registry)
     await _start(nursery, state.components, "registry", registry.run)

@@ -181,12 +181,13 @@ class ConfigAgentInstance:
         messages = list(prompt.messages)
         offered = tuple(tool.spec() for tool in self.tools.values())
         texts: list[str] = []
-        chunks = 0
+        chunks = tokens = 0
         for _ in range(max(1, spec.conversation.max_turns)):
             call = ChatRequest(messages=tuple(messages), system=prompt.system, tools=offered)
-            text, calls, pieces = await self._call_llm(call, on_chunk)
+            text, calls, pieces, used = await self._call_llm(call, on_chunk)
             texts.append(text)
             chunks += pieces
+            tokens += used
             if not calls:
                 break
             messages.append(ChatMessage(role="assistant", content=text, tool_calls=calls))
@@ -204,17 +205,19 @@ class ConfigAgentInstance:
         reply = "".join(texts)
         if spec.memory.enabled and spec.memory.auto_store:
             await self._remember(message, request, reply)
-        return AgentReply(content=reply, chunks=chunks)
+        return AgentReply(content=reply, chunks=chunks, tokens=tokens)
 
     async def _call_llm(
         self, request: ChatRequest, on_chunk: Callable[[str], Awaitable[None]] | None
-    ) -> tuple[str, tuple[ToolCall, ...], int]:
-        """One streamed call: its text, the tool calls it asked for, and the chunk count."""
+    ) -> tuple[str, tuple[ToolCall, ...], int, int]:
+        """One streamed call: its text, the tool calls it asked for, the chunk count and the
+        tokens it used."""
         assert self.client is not None
         metrics = self.deps.llm.metrics
         labels = {"agent": self.spec.name, "provider": self.client.provider}
         parts: list[str] = []
         calls: list[ToolCall] = []
+        tokens = 0
         started = time.perf_counter()
         try:
             async with self.client.stream(request) as events:
@@ -229,12 +232,13 @@ class ConfigAgentInstance:
                         usage = event.usage
                         metrics.tokens.labels(**labels, kind="input").inc(usage.input_tokens)
                         metrics.tokens.labels(**labels, kind="output").inc(usage.output_tokens)
+                        tokens = usage.input_tokens + usage.output_tokens
         except CaxtonError as exc:
             metrics.errors.labels(**labels, code=exc.code).inc()
             raise
         finally:
             metrics.calls.labels(**labels).observe(time.perf_counter() - started)
-        return "".join(parts), tuple(calls), len(parts)
+        return "".join(parts), tuple(calls), len(parts), tokens
 
     async def _run_tool(self, call: ToolCall, context: ToolCallContext) -> str:
         """The result of one tool call as the model reads it (errors included)."""

@@ -86,6 +86,8 @@ class _Performance:
         self.messages = 0
         self.errors = 0
         self.errors_by_code: collections.Counter[str] = collections.Counter()
+        self.fuel = 0
+        self.tokens = 0
 
     def record(self, seconds: float, outcome: str) -> None:
         self.window.record(seconds)
@@ -153,14 +155,12 @@ class Registry:
         logs: AgentLogs,
         drain_timeout_s: float = 30.0,
         load_timeout_s: float = 30.0,
-        max_hops: int = 8,
     ) -> None:
         self.runtimes = dict(runtimes)
         self.events = events
         self.logs = logs
         self.drain_timeout_s = drain_timeout_s
         self.load_timeout_s = load_timeout_s
-        self.max_hops = max_hops
         self._state = VersionRegistry()
         self._versions: dict[tuple[str, int], _Version] = {}
         self._modules: dict[str, bytes] = {}
@@ -173,6 +173,10 @@ class Registry:
         )
         self._reload_failed = metrics.counter(
             "caxton_agent_reload_failed", "Agent files or versions that failed to load."
+        )
+        self._reload_seconds = metrics.histogram(
+            "caxton_agent_reload_duration_seconds",
+            "Time from a new version's start to it taking traffic (load, compile, init).",
         )
         self._config_count = metrics.gauge("caxton_agent_config_count", "Config (LLM) agents.")
         self._wasm_count = metrics.gauge("caxton_agent_wasm_count", "WASM agents.")
@@ -379,6 +383,9 @@ class Registry:
                 "deadline passed); send the message again",
                 details={"agent": name},
             )
+        performance = self._performance[name]
+        performance.fuel += reply.fuel
+        performance.tokens += reply.tokens
         return reply, entry
 
     # -- views ---------------------------------------------------------------------------------
@@ -430,7 +437,8 @@ class Registry:
         return views
 
     def performance_view(self) -> list[dict[str, Any]]:
-        """Per agent: messages, errors by code, response p50/p99 over its last 200 messages."""
+        """Per agent: messages, errors by code, response p50/p99 over its last 200 messages,
+        and what answering cost (WASM fuel, LLM tokens) since the server started."""
         rows = []
         for name in sorted(self._state.agents):
             perf = self._performance.get(name, _Performance())
@@ -444,6 +452,8 @@ class Registry:
                     "errors_by_code": dict(perf.errors_by_code),
                     "p50_ms": round(perf.window.percentile(0.5) * 1000, 3),
                     "p99_ms": round(perf.window.percentile(0.99) * 1000, 3),
+                    "fuel": perf.fuel,
+                    "tokens": perf.tokens,
                 }
             )
         return rows
@@ -604,6 +614,7 @@ class Registry:
         request = LoadRequest(spec=spec, module=self._modules.get(spec.content_hash))
         error: str | None = None
         instance: AgentInstance | None = None
+        started = time.perf_counter()
         try:
             with trio.fail_after(self.load_timeout_s):
                 instance = await self.runtimes[spec.kind].load(request)
@@ -633,6 +644,7 @@ class Registry:
         try:
             if self._apply_if_known(lambda s: s.loaded(name, revision)):
                 self._reload_ok.inc()
+                self._reload_seconds.observe(time.perf_counter() - started)
                 self._last_reload[name] = ReloadResult(ok=True, error=None)
                 await version.stop_requested.wait()
                 if version.drain:

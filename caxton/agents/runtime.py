@@ -42,6 +42,9 @@ class AgentReply:
 
     content: str | dict[str, Any]
     chunks: int
+    #: What answering cost: WASM fuel units, LLM tokens (input and output).
+    fuel: int = 0
+    tokens: int = 0
 
 
 class AgentInstance(Protocol):
@@ -185,7 +188,9 @@ class WasmAgentInstance:
                 self.logs.write(name, GUEST_LOG_LEVELS.get(level, "info"), text)
         self.metrics.calls.labels(agent=name).observe(reply.elapsed_s)
         self.metrics.fuel.labels(agent=name).inc(reply.fuel_consumed)
-        return AgentReply(content=reply_content(reply.body), chunks=reply.chunks)
+        return AgentReply(
+            content=reply_content(reply.body), chunks=reply.chunks, fuel=reply.fuel_consumed
+        )
 
     async def aclose(self) -> None:
         await self.module.aclose()

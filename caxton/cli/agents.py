@@ -30,7 +30,8 @@ def _reload_cell(view: dict[str, Any]) -> str:
     last = view.get("last_reload") or {}
     if last.get("ok", True):
         return "ok"
-    error = str(last.get("error") or "failed")
+    # one table line: the first line of the error (`agents show NAME` prints all of it)
+    error = " ".join(str(last.get("error") or "failed").split("\n", 1)[0].split())
     return f"failed: {error[:60]}"
 
 
@@ -307,7 +308,8 @@ def restart(ctx: click.Context, name: str | None, failing_only: bool, output: st
 @output_option
 @click.pass_context
 def performance_report(ctx: click.Context, output: str) -> None:
-    """Messages, errors and response times of every agent since the server started."""
+    """Messages, errors, response times and cost (fuel or tokens) of every agent since the
+    server started."""
     data = _client(ctx).json("GET", "/api/v1/agents/performance")
     if output == "json":
         emit_json(data)
@@ -321,16 +323,14 @@ def performance_report(ctx: click.Context, output: str) -> None:
             a["errors"],
             f"{a['p50_ms']:.1f}",
             f"{a['p99_ms']:.1f}",
+            # what answering cost: fuel for WASM agents, tokens for config (LLM) agents
+            f"{a['fuel']} fuel" if a["type"] == "wasm" else f"{a['tokens']} tokens",
             ", ".join(f"{code} x{n}" for code, n in a["errors_by_code"].items()),
         ]
         for a in data["agents"]
     ]
-    click.echo(
-        table(
-            ["name", "type", "status", "messages", "errors", "p50 ms", "p99 ms", "error codes"],
-            rows,
-        )
-    )
+    headers = ["name", "type", "status", "messages", "errors", "p50 ms", "p99 ms", "cost"]
+    click.echo(table([*headers, "error codes"], rows))
 
 
 @agents.command()

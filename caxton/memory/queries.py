@@ -53,6 +53,11 @@ def entity_count(conn: Connection) -> int:
     return _count(conn, "SELECT count(*) FROM memory_entities")
 
 
+def relation_count(conn: Connection) -> int:
+    """The number of stored relations."""
+    return _count(conn, "SELECT count(*) FROM memory_relations")
+
+
 def fetch_entities(conn: Connection, names: Sequence[str]) -> dict[str, Entity]:
     """The stored entities among ``names``, keyed by name."""
     if not names:

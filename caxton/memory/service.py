@@ -130,6 +130,7 @@ class MemoryService:
         self._latency = LatencyWindow(latency_window)
         self._on_search = on_search
         self._entity_count = 0
+        self._relation_count = 0
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -185,6 +186,7 @@ class MemoryService:
         async with self._write_lock:
             entries, matrix = await self.store.execute_fn(queries.load_index)
             self._entity_count = await self.store.execute_fn(queries.entity_count)
+            self._relation_count = await self.store.execute_fn(queries.relation_count)
             if not self.accelerator:
                 return len(entries)
             fresh = LayeredIndex(self.embedder.dim, threshold=self.hnsw_threshold)
@@ -447,6 +449,7 @@ class MemoryService:
             if not existed:
                 raise _not_found(name)
             self._entity_count -= 1
+            self._relation_count -= relations
             return relations
 
     async def add_observations(self, name: str, observations: Sequence[str]) -> Entity:
@@ -516,6 +519,7 @@ class MemoryService:
                     )
             plan = plan_relations([relation], existing, mode="create", now=_now())
             await self._commit(lambda c: queries.write_relations(c, plan.writes))
+            self._relation_count += plan.created
             return plan.writes[0]
 
     # ----------------------------------------------------------------------------- search
@@ -850,6 +854,7 @@ class MemoryService:
             plan = plan_entities(data.entities, existing, mode=mode, now=now)
             relation_plan = plan_relations(data.relations, existing_relations, mode=mode, now=now)
             await self._write_plan(plan, relation_plan.writes)
+            self._relation_count += relation_plan.created
             return ImportReport(
                 merge_strategy=strategy,
                 entities_created=len(plan.created),
@@ -866,6 +871,7 @@ class MemoryService:
         """Return a snapshot of the service's counters (search latency over the window)."""
         return MemoryStatistics(
             entity_count=self._entity_count,
+            relation_count=self._relation_count,
             max_entities=self.max_entities,
             searches_total=self._latency.count,
             search_window=len(self._latency),

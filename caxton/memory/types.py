@@ -345,3 +345,4 @@ class MemoryStatistics:
     hnsw_builds: int = 0
     hnsw_loads: int = 0
     hnsw_build_seconds: float = 0.0
+    relation_count: int = 0

@@ -98,6 +98,8 @@ async def test_agents_commands(nursery: trio.Nursery, tmp_path: Path) -> None:
     assert code == 0
     echo_row = next(line.split() for line in out.splitlines() if line.startswith("echo "))
     assert echo_row[:5] == ["echo", "wasm", "running", "1", "0"]
+    assert echo_row[8] == "fuel"
+    assert int(echo_row[7]) > 0
 
     code, out, _ = await cli(url, "logs", "counter", "--tail", "3")
     assert code == 0

@@ -72,6 +72,8 @@ async def test_list_show_and_talk(agents_server: ServerInfo) -> None:
         counter = next(a for a in performance if a["name"] == "counter")
         assert (counter["messages"], counter["errors"]) == (2, 0)
         assert counter["p99_ms"] >= counter["p50_ms"] > 0
+        assert counter["fuel"] > 0  # what the guest burned answering
+        assert counter["tokens"] == 0
         report = (await client.get("/api/v1/health")).json()
         assert report["agents"] == {"config": 0, "wasm": 2}
         assert report["memory"] == {"backend": "embedded", "entities": 0}

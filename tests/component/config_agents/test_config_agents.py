@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
-from conftest import agent_toml, openai_url
+from config_agent_servers import agent_toml, openai_url
 from wsclient import open_ws
 
 if TYPE_CHECKING:
@@ -376,6 +376,9 @@ async def test_llm_metrics_by_agent_and_provider(start_llm, start_caxton) -> Non
         assert reply.status_code == 200
         assert server.metrics_url is not None
         text = (await client.get(server.metrics_url)).text
+        report = (await client.get(f"{server.api_urls[0]}/api/v1/agents/performance")).json()
+    counted = next(a for a in report["agents"] if a["name"] == "counted")
+    assert counted["tokens"] > 0  # input + output tokens the scripted server reported
     labels = '{agent="counted",provider="openai"}'
     assert f"caxton_llm_call_duration_seconds_count{labels} 1.0" in text
     assert 'caxton_llm_tokens_total{agent="counted",kind="output",provider="openai"}' in text

@@ -340,13 +340,22 @@ async def test_memory_metrics_are_exposed(server) -> None:
         assert created.status_code == 201
         for _ in range(2):
             assert (await client.get("/api/v1/memory/search", params={"q": "cat"})).is_success
+        owner = {"name": "Ada", "entity_type": "person", "observations": ["feeds the cat"]}
+        assert (await client.post("/api/v1/memory/entities", json=owner)).status_code == 201
+        link = {"from": "Whiskers", "to": "Ada", "relation_type": "owned_by"}
+        assert (await client.post("/api/v1/memory/relations", json=link)).status_code == 201
+        assert (await client.post("/api/v1/memory/relations", json=link)).is_success  # update
         text = (await client.get(server.metrics_url)).text
+        assert (await client.delete("/api/v1/memory/entities/Ada")).is_success
+        after = (await client.get(server.metrics_url)).text
     values = {
         line.split()[0]: float(line.split()[1])
         for line in text.splitlines()
         if line.startswith("caxton_memory_") and " " in line and not line.startswith("#")
     }
-    assert values["caxton_memory_entities_total"] == 1.0
+    assert values["caxton_memory_entities_total"] == 2.0
+    assert values["caxton_memory_relations_total"] == 1.0
+    assert "caxton_memory_relations_total 0.0" in after  # deleted with its entity
     assert values["caxton_memory_search_latency_p99"] > 0
     assert values["caxton_memory_sqlite_size_bytes"] > 0
     assert values["caxton_memory_cache_hit_rate"] == 0.5  # the second search hit the cache
