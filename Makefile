@@ -62,6 +62,7 @@ bench: $(STAMP) $(WASM_EXAMPLES)
 	$(BIN)/python tools/bench/reload_latency.py
 	$(BIN)/python tools/bench/reload_under_load.py
 	$(BIN)/python tools/bench/wasm_http.py
+	$(BIN)/python tools/bench/routing.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache $(WASM_EXAMPLES)

@@ -10,6 +10,8 @@
 #
 # Environment: APT_PACKAGES (default: "prometheus logrotate docker-compose") the packages to install.
 set -eu
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 
 APT_PACKAGES="${APT_PACKAGES:-prometheus logrotate docker-compose}"
 PATH="$PATH:/usr/sbin:/sbin"
@@ -26,24 +28,8 @@ if have_tools; then
     exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ops tools: prometheus, promtool, logrotate or docker-compose is missing and apt-get is" >&2
-    echo "not available; install them with your package manager, then re-run." >&2
-    exit 1
-fi
-
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=""
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    SUDO="sudo -n"
-else
-    echo "ops tools: missing, and installing needs root: run" >&2
-    echo "    sudo apt-get install -y --no-install-recommends $APT_PACKAGES" >&2
-    exit 1
-fi
-
-echo "ops tools: installing $APT_PACKAGES"
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck disable=SC2086  # the package list is meant to split into words
+need_root "ops tools" $APT_PACKAGES
 # Keep the package's service from starting (there may be no init system at all): exit code 101
 # tells invoke-rc.d the action is forbidden. Removed again whatever happens.
 policy=/usr/sbin/policy-rc.d
@@ -59,9 +45,8 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-$SUDO apt-get update -q </dev/null
 # shellcheck disable=SC2086  # the package list is meant to split into words
-$SUDO apt-get install -y -q --no-install-recommends $APT_PACKAGES </dev/null
+apt_install "ops tools" $APT_PACKAGES
 
 if ! have_tools; then
     echo "ops tools: $APT_PACKAGES installed, but a tool is still missing from PATH" >&2

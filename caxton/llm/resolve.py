@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 import attrs
 
+from caxton.agents.spec import LlmSpec
 from caxton.errors import CaxtonError
 from caxton.llm.settings import Provider, ProviderSettings, expand_env
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from caxton.agents.spec import LlmOverrides, LlmSpec
+    from caxton.agents.spec import LlmOverrides
     from caxton.config.model import LLMConfig
 
 #: The longest a TCP/TLS connect may take before the provider counts as unreachable.
@@ -42,21 +43,6 @@ class LLMNotConfigured(CaxtonError):
     http_status = 503
 
 
-@attrs.frozen(kw_only=True)
-class _Table:
-    """One ``[llm]``-shaped table with every key optional."""
-
-    provider: str | None = None
-    model: str | None = None
-    base_url: str | None = None
-    api_key: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    top_p: float | None = None
-    timeout_s: float | None = None
-    max_retries: int | None = None
-
-
 def resolve_chain(
     agent: str,
     spec: LlmSpec,
@@ -69,7 +55,7 @@ def resolve_chain(
     Raises:
         LLMNotConfigured: naming the agent, the key to set and where to set it.
     """
-    server = _Table(
+    server = LlmSpec(
         provider=defaults.provider,
         model=defaults.model,
         base_url=defaults.base_url,
@@ -80,9 +66,9 @@ def resolve_chain(
         timeout_s=float(defaults.timeout),
         max_retries=defaults.max_retries,
     )
-    own = _table(spec)
+    own = spec
     same_provider = own.provider is None or own.provider == server.provider
-    primary = _Table(
+    primary = LlmSpec(
         provider=own.provider or server.provider,
         model=_first(own.model, server.model if same_provider else None),
         base_url=_first(own.base_url, server.base_url if same_provider else None),
@@ -94,8 +80,7 @@ def resolve_chain(
         max_retries=_first(own.max_retries, server.max_retries),
     )
     chain = [_settings(agent, "llm", primary, environ)]
-    for index, fallback in enumerate(spec.fallback):
-        table = _table(fallback)
+    for index, table in enumerate(spec.fallback):
         merged = attrs.evolve(
             table,
             temperature=_first(table.temperature, primary.temperature),
@@ -108,22 +93,8 @@ def resolve_chain(
     return tuple(chain)
 
 
-def _table(spec: LlmSpec) -> _Table:
-    return _Table(
-        provider=spec.provider,
-        model=spec.model,
-        base_url=spec.base_url,
-        api_key=spec.api_key,
-        temperature=spec.temperature,
-        max_tokens=spec.max_tokens,
-        top_p=spec.top_p,
-        timeout_s=spec.timeout_s,
-        max_retries=spec.max_retries,
-    )
-
-
 def _settings(
-    agent: str, where: str, table: _Table, environ: Mapping[str, str]
+    agent: str, where: str, table: LlmSpec, environ: Mapping[str, str]
 ) -> ProviderSettings:
     provider = table.provider or "none"
     if provider not in _PROVIDERS:

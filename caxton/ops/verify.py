@@ -35,6 +35,7 @@ from caxton.memory.model import (
     REQUIRED_FILES,
     sha256_file,
 )
+from caxton.store.store import read_table_query
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -155,14 +156,8 @@ def check_database(
             Finding(check="database", severity="error", message=f"catalog unreadable: {exc}")
         ]
     for name in names:
-        quoted = '"' + name.replace('"', '""') + '"'
-        query = (
-            f"SELECT count(*), bit_xor(hash(t)) FROM {quoted} AS t"
-            if comprehensive
-            else f"SELECT count(*) FROM {quoted}"
-        )
         try:
-            row = conn.execute(query).fetchone()
+            row = conn.execute(read_table_query(name, comprehensive=comprehensive)).fetchone()
         except duckdb.Error as exc:
             findings.append(
                 Finding(

@@ -504,14 +504,10 @@ class Store:
                 ).fetchall()
             ]
             for name in names:
-                quoted = '"' + name.replace('"', '""') + '"'
-                query = (
-                    f"SELECT count(*), bit_xor(hash(t)) FROM {quoted} AS t"
-                    if comprehensive
-                    else f"SELECT count(*) FROM {quoted}"
-                )
                 try:
-                    row = conn.execute(query).fetchone()
+                    row = conn.execute(
+                        read_table_query(name, comprehensive=comprehensive)
+                    ).fetchone()
                 except duckdb.Error as exc:
                     problems.append(f"table {name!r} cannot be read: {exc}")
                     continue
@@ -552,6 +548,15 @@ class Store:
             write_queue_length=self._send.statistics().current_buffer_used,
             schema_versions=dict(self._schema_versions),
         )
+
+
+def read_table_query(name: str, *, comprehensive: bool) -> str:
+    """SQL that reads table ``name``: its row count, and with ``comprehensive`` a hash of
+    every row too (so every page of the table is read and checked)."""
+    quoted = '"' + name.replace('"', '""') + '"'
+    if comprehensive:
+        return f"SELECT count(*), bit_xor(hash(t)) FROM {quoted} AS t"
+    return f"SELECT count(*) FROM {quoted}"
 
 
 def _checkpoint(conn: Connection) -> None:

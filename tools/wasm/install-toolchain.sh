@@ -9,6 +9,8 @@
 # Environment: CLANG (default: clang) names the compiler to check; APT_PACKAGES (default:
 # "clang lld") the packages to install.
 set -eu
+# shellcheck source-path=SCRIPTDIR source=../lib/apt.sh
+. "$(dirname "$0")/../lib/apt.sh"
 
 CLANG="${CLANG:-clang}"
 APT_PACKAGES="${APT_PACKAGES:-clang lld}"
@@ -33,27 +35,8 @@ if can_build_wasm; then
     exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "wasm toolchain: $CLANG cannot build wasm32 modules and apt-get is not available;" >&2
-    echo "install clang and lld (wasm-ld) with your package manager, then re-run." >&2
-    exit 1
-fi
-
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=""
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    SUDO="sudo -n"
-else
-    echo "wasm toolchain: missing, and installing needs root: run" >&2
-    echo "    sudo apt-get install -y $APT_PACKAGES" >&2
-    exit 1
-fi
-
-echo "wasm toolchain: installing $APT_PACKAGES"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q </dev/null
 # shellcheck disable=SC2086  # the package list is meant to split into words
-$SUDO apt-get install -y -q --no-install-recommends $APT_PACKAGES </dev/null
+apt_install "wasm toolchain" $APT_PACKAGES
 
 if ! can_build_wasm; then
     echo "wasm toolchain: $APT_PACKAGES installed, but $CLANG still cannot link a wasm32 module" >&2
