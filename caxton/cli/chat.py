@@ -18,6 +18,8 @@ from caxton.errors import ClientError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from trio_websocket import WebSocketConnection
+
 
 async def _chat(
     base_url: str,
@@ -46,34 +48,52 @@ async def _chat(
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
     if parts.scheme == "https":
         stream = trio.SSLStream(tcp, ssl_context(), server_hostname=parts.hostname)
+    # errors are raised after the nursery closes, so the caller sees the ClientError itself
+    # (a CLI message and exit 1), not an exception group around it
+    problem: ClientError | None = None
+    reply: dict[str, Any] = {}
     async with stream, trio.open_nursery() as nursery:
         try:
             ws = await wrap_client_stream(
                 nursery, stream, parts.hostname, f"/ws/agents/{agent}", extra_headers=headers
             )
         except HandshakeError as exc:
-            raise ClientError(f"the server refused the WebSocket: {exc}") from None
-        try:
-            await ws.send_message(json.dumps(frame))
-            while True:
-                message = json.loads(await ws.get_message())
-                if message["type"] == "chunk":
-                    if print_chunks:
-                        sys.stdout.write(message["text"])
-                        sys.stdout.flush()
-                elif message["type"] == "done":
-                    return dict(message["message"])
-                else:
-                    error = message.get("error", {})
-                    raise ClientError(
-                        f"{error.get('message', 'the agent failed')} ({error.get('code')})"
-                    )
-        except ConnectionClosed as exc:
-            raise ClientError(f"the server closed the connection: {exc.reason}") from None
-        finally:
-            with trio.move_on_after(2):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
+            problem = ClientError(f"the server refused the WebSocket: {exc}")
+        else:
+            try:
+                reply = await _converse(ws, frame, print_chunks=print_chunks)
+            except ClientError as exc:
+                problem = exc
+            finally:
+                with trio.move_on_after(2):
+                    await ws.aclose()
+        nursery.cancel_scope.cancel()
+    if problem is not None:
+        raise problem
+    return reply
+
+
+async def _converse(
+    ws: WebSocketConnection, frame: dict[str, Any], *, print_chunks: bool
+) -> dict[str, Any]:
+    """Send ``frame``, print chunks as they come, return the reply message."""
+    try:
+        await ws.send_message(json.dumps(frame))
+        while True:
+            message = json.loads(await ws.get_message())
+            if message["type"] == "chunk":
+                if print_chunks:
+                    sys.stdout.write(message["text"])
+                    sys.stdout.flush()
+            elif message["type"] == "done":
+                return dict(message["message"])
+            else:
+                error = message.get("error", {})
+                raise ClientError(
+                    f"{error.get('message', 'the agent failed')} ({error.get('code')})"
+                )
+    except ConnectionClosed as exc:
+        raise ClientError(f"the server closed the connection: {exc.reason}") from None
 
 
 @click.command()

@@ -48,6 +48,11 @@ async def test_chat_streams_a_config_agent_answer(nursery: trio.Nursery, tmp_pat
     (agents / "assistant.toml").write_text(
         text.replace('model = "llama3.2"', f'model = "llama3.2"\nbase_url = "{llm_url}/v1"')
     )
+    (agents / "offline.toml").write_text(
+        text.replace('name = "assistant"', 'name = "offline"').replace(
+            'model = "llama3.2"', 'model = "llama3.2"\nbase_url = "http://127.0.0.1:9/v1"'
+        )
+    )
     config = write_config(tmp_path / "caxton.yaml", tmp_path / "data")
     config.write_text(config.read_text().replace("server:\n", f"server:\n  agents_dir: {agents}\n"))
     server = await start_server(nursery, "--config", str(config))
@@ -63,6 +68,13 @@ async def test_chat_streams_a_config_agent_answer(nursery: trio.Nursery, tmp_pat
     assert json.loads(as_json.stdout)["content"] == "Stored in memory."
     search = await run_cli_async("--url", server.api_url, "memory", "search", "demo note")
     assert "demo" in search.stdout.decode()
+
+    down = await run_cli_async("--url", server.api_url, "chat", "offline", "hello")
+    assert down.returncode == 1
+    stderr = down.stderr.decode()
+    assert "LLM_UNAVAILABLE" in stderr
+    assert "http://127.0.0.1:9/v1" in stderr
+    assert "Traceback" not in stderr
 
     server.process.send_signal(signal.SIGTERM)
     assert await wait_exit(server.process) == 0
