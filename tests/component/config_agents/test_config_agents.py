@@ -443,3 +443,26 @@ async def test_earlier_turns_of_the_conversation_reach_the_model(start_llm, star
     ]
     third = [m["role"] for m in llm.requests[2].body["messages"]]
     assert third == ["system", "user"]
+
+
+async def test_auto_store_remembers_the_exchange(start_llm, start_caxton) -> None:
+    llm = await start_llm({"rules": [{"match": "capital", "reply": "Paris."}]})
+    extra = '[memory]\nenabled = true\nscope = "agent"\nauto_store = true\n'
+    server = await start_caxton({"scribe.toml": agent_toml("scribe", openai_url(llm), extra=extra)})
+    with trio.fail_after(20):
+        async with httpx.AsyncClient(base_url=server.api_urls[0], timeout=15) as client:
+            reply = await client.post(
+                "/api/v1/agents/scribe/messages",
+                json={"content": "capital of France?", "conversation_id": "conv-geo"},
+            )
+            assert reply.status_code == 200, reply.text
+            stored = await client.get("/api/v1/memory/entities/scribe conversation conv-geo")
+    assert stored.status_code == 200, stored.text
+    entity = stored.json()
+    assert entity["entity_type"] == "conversation"
+    assert entity["scope"] == "agent"
+    assert entity["agent"] == "scribe"
+    assert entity["observations"] == [
+        "client asked: capital of France?",
+        "scribe answered: Paris.",
+    ]
