@@ -86,7 +86,8 @@ _IDENTITY: tuple[KeyDoc, ...] = (
         path="name",
         kind=Kind.STRING,
         required=True,
-        help="Agent name: 1-64 letters, digits, '-' or '_', starting with a letter.",
+        help="Agent name: 1-64 letters, digits, '-' or '_', starting with a letter "
+        "(not performance or validate).",
     ),
     KeyDoc(path="version", kind=Kind.STRING, default="0.1.0", help="Semantic version (1.2.3)."),
     KeyDoc(path="description", kind=Kind.STRING, default="", help="One line for listings."),

@@ -41,6 +41,8 @@ SEMVER_PATTERN: Final = re.compile(
     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
     r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
 )
+#: Names that /api/v1/agents/<name> could not reach (fixed routes answer those paths).
+RESERVED_NAMES: Final = frozenset({"performance", "validate"})
 _TEMPLATE_VARIABLE: Final = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _WASM_MAGIC: Final = b"\x00asm"
 _CLOSE_MATCH_CUTOFF: Final = 0.6
@@ -480,6 +482,12 @@ class SpecChecker:
                 f"name {name!r} is not a valid agent name",
                 "use letters, digits, '-' and '_', starting with a letter, e.g. "
                 f'name = "{suggest_name(name)}"',
+            )
+        elif name in RESERVED_NAMES:
+            self.error(
+                path,
+                f"name {name!r} is reserved: /api/v1/agents/{name} is an API path of its own",
+                f'choose another name, e.g. name = "{name}-agent"',
             )
 
     def check_version(self, version: object) -> None:

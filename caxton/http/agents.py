@@ -11,7 +11,7 @@ from quart import Response, request, websocket
 from caxton.agents import check_agent_file
 from caxton.agents.logs import LEVELS, level_at_least
 from caxton.errors import BadRequest, CaxtonError, ValidationFailed
-from caxton.http.params import int_arg, json_object
+from caxton.http.params import int_arg, json_object, optional_json_object
 from caxton.http.routes import QueryParam, Role, RouteTable
 from caxton.http.state import server_state
 from caxton.http.streaming import background_body, sse_frame
@@ -214,8 +214,8 @@ async def promote_agent(name: str) -> dict[str, Any]:
     responses=(200, 404, 409),
 )
 async def rollback_agent(name: str) -> dict[str, Any]:
-    body = await request.get_json(force=True, silent=True) or {}
-    version = body.get("version") if isinstance(body, dict) else None
+    body = await optional_json_object('{"version": "1.0.0"}')  # malformed JSON is a 400
+    version = body.get("version")
     if version is not None and not isinstance(version, str):
         raise ValidationFailed('"version" must be a string such as "1.0.0"')
     registry = _registry()

@@ -184,6 +184,9 @@ async def test_rollback_without_a_previous_version_is_a_clear_409(
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "NO_PREVIOUS_VERSION"
         assert (await client.get("/api/v1/agents/echo")).json()["status"] == "running"
+        garbled = await client.post("/api/v1/agents/echo/rollback", content=b"{version")
+        assert garbled.status_code == 400  # not silently read as "no body"
+        assert garbled.json()["error"]["code"] == "BAD_REQUEST"
 
 
 @pytest.mark.parametrize(

@@ -502,6 +502,11 @@ def test_valid_names(name):
         ("my agent", "name 'my agent' is not a valid agent name", 'name = "my-agent"'),
         ("1st-agent", "name '1st-agent' is not a valid agent name", 'name = "agent-1st-agent"'),
         ("_hidden", "name '_hidden' is not a valid agent name", 'name = "hidden"'),
+        (
+            "performance",
+            "name 'performance' is reserved: /api/v1/agents/performance is an API path of its own",
+            'name = "performance-agent"',
+        ),
     ],
 )
 def test_invalid_names_get_a_valid_suggestion(name, message, suggestion):
