@@ -12,6 +12,8 @@ from caxton.config import LoadedConfig, Override, load_config
 if TYPE_CHECKING:
     from types import ModuleType
 
+    import trio
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,3 +43,23 @@ def load_llm_server() -> ModuleType:
         sys.modules["llm_server"] = module
         spec.loader.exec_module(module)
     return sys.modules["llm_server"]
+
+
+async def read_response_head(stream: trio.SocketStream) -> bytes:
+    """Read one HTTP/1.1 response from a raw socket; return its head (the body is consumed
+    by Content-Length, so the next response on the connection can be read after it)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += await stream.receive_some(65536)
+    return head

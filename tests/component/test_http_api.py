@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 import trio
+from servers import read_response_head
 
 from caxton.http.app import create_app
 from caxton.http.state import ServerState
@@ -104,24 +105,6 @@ async def test_body_over_the_limit_is_413_and_closes(server: ServerInfo) -> None
     assert error["details"]["max_request_size"] == limit
 
 
-async def _read_response(stream: trio.SocketStream) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        body += await stream.receive_some(65536)
-    return head
-
-
 async def test_early_answer_before_body_keeps_connection_usable(server: ServerInfo) -> None:
     """DESIGN §11: hypercorn's trio worker hangs the next request unless the body is drained."""
     host, port = _split(server.api_urls[0])
@@ -134,11 +117,11 @@ async def test_early_answer_before_body_keeps_connection_usable(server: ServerIn
             )
             await trio.sleep(0.3)  # the 404 is decided before the body arrives
             await stream.send_all(b"0123456789")
-            first = await _read_response(stream)
+            first = await read_response_head(stream)
             assert first.startswith(b"HTTP/1.1 404")
             await stream.send_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
             with trio.fail_after(3):
-                second = await _read_response(stream)
+                second = await read_response_head(stream)
             assert second.startswith(b"HTTP/1.1 200")
 
 

@@ -12,6 +12,7 @@ import attrs
 import httpx
 import trio
 from security_servers import DASHBOARD, Secured, StartSecured, ws_handshake
+from servers import read_response_head
 
 from caxton.http.routes import Role
 from caxton.security.keys import (
@@ -214,30 +215,12 @@ async def test_early_401_keeps_the_connection_usable(secured: Secured) -> None:
             )
             await trio.sleep(0.3)  # the 401 is decided before the body arrives
             await stream.send_all(b"0123456789")
-            first = await _read_head(stream)
+            first = await read_response_head(stream)
             assert first.startswith(b"HTTP/1.1 401")
             await stream.send_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
             with trio.fail_after(3):
-                second = await _read_head(stream)
+                second = await read_response_head(stream)
             assert second.startswith(b"HTTP/1.1 200")
-
-
-async def _read_head(stream: trio.SocketStream) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            return data
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        body += await stream.receive_some(65536)
-    return head
 
 
 async def test_huge_headers_are_refused_and_the_server_lives_on(secured: Secured) -> None:
