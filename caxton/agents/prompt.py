@@ -14,11 +14,11 @@ A request becomes an LLM call in three steps, each here:
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from caxton.agents.validate import template_variables
 from caxton.llm.types import Message as ChatMessage
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from caxton.memory.types import SearchHit
     from caxton.messages import Message
 
-_VARIABLE: Final = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 #: Longest observation text quoted in the memory context, in characters.
 OBSERVATION_CHARS: Final = 500
 
@@ -92,7 +91,8 @@ def conversation_text(turns: Sequence[Turn]) -> str:
 
 def uses(template: str, variable: str) -> bool:
     """Whether ``template`` mentions ``{{variable}}``."""
-    return any(match.group(1).strip() == variable for match in _VARIABLE.finditer(template))
+    found, _ = template_variables(template)
+    return any(raw.strip() == variable for raw in found)
 
 
 def render(
@@ -106,8 +106,8 @@ def render(
     """Fill every ``{{variable}}`` of ``template`` (validation already rejected unknown ones;
     one that is still unknown renders empty)."""
 
-    def fill(match: re.Match[str]) -> str:
-        variable = match.group(1).strip()
+    def fill(raw: str) -> str:
+        variable = raw.strip()
         if variable == "request":
             return request
         if variable == "memory_context":
@@ -118,7 +118,17 @@ def render(
             return _parameter(parameters, variable.removeprefix("parameters."))
         return ""
 
-    return _VARIABLE.sub(fill, template).strip()
+    # one linear pass (issue #13): text up to each {{, the filled variable, then on after }}
+    parts: list[str] = []
+    position = 0
+    while (start := template.find("{{", position)) >= 0:
+        end = template.find("}}", start + 2)
+        if end < 0:
+            break
+        parts += (template[position:start], fill(template[start + 2 : end]))
+        position = end + 2
+    parts.append(template[position:])
+    return "".join(parts).strip()
 
 
 def build_prompt(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from caxton.agents.spec import WasmAgentSpec, check_agent_file
+from caxton.agents.spec import SpecReport, WasmAgentSpec, check_agent_file
 from caxton.agents.versions import AgentState
 from caxton.errors import BadRequest, CaxtonError, Conflict
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from caxton.agents.spec import AnyAgentSpec
 
 LOGGER = logging.getLogger("caxton.agents")
+#: Agent files checked at once off the event loop (TOML parse and checks are CPU work).
+CHECK_THREADS = 2
 
 
 class DeployFailed(CaxtonError):
@@ -58,6 +60,21 @@ class AgentService:
         self.store = store
         self.agents_dir = agents_dir
         self.settle_timeout_s = settle_timeout_s
+        self._check_limiter = trio.CapacityLimiter(CHECK_THREADS)
+
+    async def check(self, content: str, *, require_module: bool) -> SpecReport:
+        """Validate an agent file from a request in a worker thread, never on the event loop.
+
+        The checks run in time linear in the file's size (bounded by ``MAX_SPEC_BYTES``), but a
+        megabyte of TOML is still tens of milliseconds of CPU that /health must not wait for.
+
+        Cancellation: the caller stops waiting at once; the bounded check finishes in its thread.
+        """
+        return await trio.to_thread.run_sync(
+            lambda: check_agent_file(content, source="<request>", require_module=require_module),
+            limiter=self._check_limiter,
+            abandon_on_cancel=True,
+        )
 
     async def restore(self) -> int:
         """Deploy every stored agent again (start-up); return how many were found."""
@@ -82,7 +99,8 @@ class AgentService:
             DeployFailed: the version did not start; a running version keeps serving.
         """
         module = _decode_module(module_b64)
-        probe = self._spec(content, module, source="<request>")
+        report = await self.check(content, require_module=module is None)
+        probe = self._spec_from(report, module)
         name = probe.name
         if replace is not None and name != replace:
             raise BadRequest(
@@ -142,6 +160,9 @@ class AgentService:
 
     def _spec(self, content: str | bytes, module: bytes | None, *, source: str) -> AnyAgentSpec:
         report = check_agent_file(content, source=source, require_module=module is None)
+        return self._spec_from(report, module)
+
+    def _spec_from(self, report: SpecReport, module: bytes | None) -> AnyAgentSpec:
         spec = report.spec_or_raise()
         if isinstance(spec, WasmAgentSpec):
             if module is None:

@@ -308,8 +308,8 @@ def _report(
     build: Callable[[tuple[SpecProblem, ...]], AnyAgentSpec],
 ) -> SpecReport:
     """Finish a check: sort findings and build the spec only when there is no error."""
-    errors = tuple(sort_problems(checker.errors))
-    warnings = tuple(sort_problems(checker.warnings))
+    errors = tuple(sort_problems(checker.all_errors()))
+    warnings = tuple(sort_problems(checker.all_warnings()))
     spec = None if errors else build(warnings)
     return SpecReport(source=source, spec=spec, errors=errors, warnings=warnings)
 

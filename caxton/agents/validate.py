@@ -43,7 +43,12 @@ SEMVER_PATTERN: Final = re.compile(
 )
 #: Names that /api/v1/agents/<name> could not reach (fixed routes answer those paths).
 RESERVED_NAMES: Final = frozenset({"performance", "validate"})
-_TEMPLATE_VARIABLE: Final = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+MAX_PROBLEMS: Final = 100
+"""Most errors (and, separately, warnings) one check reports; the rest are counted in one line.
+
+Each reported problem is located in the text, so without this bound a file of many small mistakes
+would cost time in the square of its size (issue #13)."""
+VERSION_MAX_LENGTH: Final = 256
 _WASM_MAGIC: Final = b"\x00asm"
 _CLOSE_MATCH_CUTOFF: Final = 0.6
 
@@ -166,6 +171,13 @@ def parse_toml(text: str, *, source: str) -> tuple[dict[str, Any] | None, SpecPr
     """Parse TOML text; a syntax error becomes a problem at tomli's line and column."""
     try:
         return tomli.loads(text), None
+    except RecursionError:
+        # tomli refuses keys of over 1000 parts and values nested too deeply this way
+        return None, _whole_file_problem(
+            source,
+            "invalid TOML: keys, tables or arrays are nested too deeply",
+            "agent files need a few levels of nesting; flatten the deepest values",
+        )
     except tomli.TOMLDecodeError as exc:
         hint = next((h for marker, h in _SYNTAX_HINTS if marker in exc.msg), "")
         return None, SpecProblem(
@@ -213,6 +225,8 @@ class SpecChecker:
         self.other_kind = other_kind
         self.errors: list[SpecProblem] = []
         self.warnings: list[SpecProblem] = []
+        self.dropped_errors = 0
+        self.dropped_warnings = 0
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -223,14 +237,34 @@ class SpecChecker:
     def error(
         self, path: KeyPath, message: str, suggestion: str = "", *, at: Position | None = None
     ) -> None:
-        """Record an error at ``path`` (or at the position ``at``)."""
+        """Record an error at ``path`` (or at the position ``at``); past
+        :data:`MAX_PROBLEMS` errors, only count it."""
+        if self.full:
+            self.dropped_errors += 1
+            return
         self.errors.append(self._problem(path, message, suggestion, at))
 
     def warn(
         self, path: KeyPath, message: str, suggestion: str = "", *, at: Position | None = None
     ) -> None:
         """Record a warning: the file is valid, but probably not what its author meant."""
+        if len(self.warnings) >= MAX_PROBLEMS:
+            self.dropped_warnings += 1
+            return
         self.warnings.append(self._problem(path, message, suggestion, at))
+
+    @property
+    def full(self) -> bool:
+        """Whether :data:`MAX_PROBLEMS` errors are recorded (later ones are only counted)."""
+        return len(self.errors) >= MAX_PROBLEMS
+
+    def all_errors(self) -> list[SpecProblem]:
+        """The recorded errors, plus one that counts those past :data:`MAX_PROBLEMS`."""
+        return [*self.errors, *self._counted(self.dropped_errors, "errors")]
+
+    def all_warnings(self) -> list[SpecProblem]:
+        """The recorded warnings, plus one that counts those past :data:`MAX_PROBLEMS`."""
+        return [*self.warnings, *self._counted(self.dropped_warnings, "warnings")]
 
     def _problem(
         self, path: KeyPath, message: str, suggestion: str, at: Position | None
@@ -245,8 +279,24 @@ class SpecChecker:
             suggestion=suggestion,
         )
 
+    def _counted(self, count: int, kind: str) -> list[SpecProblem]:
+        if not count:
+            return []
+        return [
+            _whole_file_problem(
+                self.source,
+                f"{count} more {kind} not listed (only the first {MAX_PROBLEMS} are)",
+                "fix the listed ones and validate again",
+            )
+        ]
+
     def find_text(self, path: KeyPath, needle: str) -> Position | None:
-        """Return where ``needle`` first appears at or after the line of ``path``."""
+        """Return where ``needle`` first appears at or after the line of ``path``.
+
+        Costs up to the length of the text, so it returns ``None`` without looking once the
+        error list is full (the problem it would place is only counted)."""
+        if self.full:
+            return None
         start = self.position(path)
         first = start.line if start else 1
         for number in range(first, len(self.lines) + 1):
@@ -413,6 +463,9 @@ class SpecChecker:
     def unknown_key(self, path: KeyPath, siblings: Mapping[str, KeyDoc]) -> None:
         """Report a key nobody documented, suggesting the key that was probably meant."""
         key = str(path[-1])
+        if self.full:
+            self.dropped_errors += 1
+            return
         if key in ROOT_ONLY_KEYS and len(path) > 1:
             self.misplaced_top_level_key(path)
             return
@@ -492,7 +545,17 @@ class SpecChecker:
 
     def check_version(self, version: object) -> None:
         """Check that the version is semantic (MAJOR.MINOR.PATCH)."""
-        if not isinstance(version, str) or SEMVER_PATTERN.fullmatch(version):
+        if not isinstance(version, str):
+            return
+        if len(version) > VERSION_MAX_LENGTH:
+            # bounded before the pattern runs: its alternatives backtrack on long input
+            self.error(
+                ("version",),
+                f"version is {len(version)} characters long; the limit is {VERSION_MAX_LENGTH}",
+                'write version = "MAJOR.MINOR.PATCH", e.g. "1.0.0"',
+            )
+            return
+        if SEMVER_PATTERN.fullmatch(version):
             return
         self.error(
             ("version",),
@@ -542,37 +605,45 @@ class SpecChecker:
                 )
 
     def check_template(self, template: str, parameters: Mapping[str, Any]) -> None:
-        """Every ``{{variable}}`` of ``user_prompt_template`` must be one Caxton fills in."""
+        """Every ``{{variable}}`` of ``user_prompt_template`` must be one Caxton fills in.
+
+        One pass over the text (:func:`template_variables`): the time grows with the length of
+        the template, never with its square (issue #13).
+        """
         path: KeyPath = ("user_prompt_template",)
         known = [*TEMPLATE_VARIABLES, *(f"parameters.{key}" for key in parameters)]
-        for match in _TEMPLATE_VARIABLE.finditer(template):
-            variable = match.group(1).strip()
+        variables, unclosed = template_variables(template)
+        for raw in variables:
+            variable = raw.strip()
             if _template_variable_exists(variable, parameters):
                 continue
-            at = self.find_text(path, match.group(0))
+            if self.full:
+                self.dropped_errors += 1
+                continue
+            at = self.find_text(path, "{{" + raw + "}}")
+            shown = _shorten(variable)
             if variable.startswith("parameters."):
                 key = variable.removeprefix("parameters.")
                 guess = closest(key, parameters)
                 self.error(
                     path,
-                    f"unknown parameter {key} in template variable {{{{{variable}}}}}",
+                    f"unknown parameter {_shorten(key)} in template variable {{{{{shown}}}}}",
                     f"did you mean {{{{parameters.{guess}}}}}?"
                     if guess
-                    else f"add {key} = … under [parameters]",
+                    else f"add {_shorten(key)} = … under [parameters]",
                     at=at,
                 )
                 continue
             guess = closest(variable, known)
             self.error(
                 path,
-                f"unknown template variable {{{{{variable}}}}} in user_prompt_template",
+                f"unknown template variable {{{{{shown}}}}} in user_prompt_template",
                 f"did you mean {{{{{guess}}}}}?"
                 if guess
                 else "available: " + ", ".join(f"{{{{{name}}}}}" for name in known),
                 at=at,
             )
-        unclosed = template.count("{{") - len(_TEMPLATE_VARIABLE.findall(template))
-        if unclosed > 0:
+        if unclosed:
             self.error(
                 path,
                 "user_prompt_template has a {{ without a closing }}",
@@ -640,6 +711,31 @@ def tool_problem(tool: str) -> tuple[str, str] | None:
         f"unknown tool {tool!r}",
         f"{hint}built-in tools are {builtins}; a WASM agent is used as wasm:<agent-name>",
     )
+
+
+def template_variables(template: str) -> tuple[list[str], bool]:
+    """Return the text between each ``{{`` and the next ``}}``, and whether a ``{{`` is unclosed.
+
+    A linear scan with :meth:`str.find`: once no ``}}`` follows a ``{{``, none follows any later
+    one either, so the scan stops there.
+    """
+    found: list[str] = []
+    position = 0
+    while True:
+        start = template.find("{{", position)
+        if start < 0:
+            break
+        end = template.find("}}", start + 2)
+        if end < 0:
+            break
+        found.append(template[start + 2 : end])
+        position = end + 2
+    return found, template.count("{{") > len(found)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for a message (user text can be very long)."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def suggest_name(name: str) -> str:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Response, request, websocket
 
-from caxton.agents import check_agent_file
 from caxton.agents.logs import LEVELS, level_at_least
 from caxton.errors import BadRequest, CaxtonError, ValidationFailed
 from caxton.http.params import int_arg, json_object, optional_json_object
@@ -106,7 +105,8 @@ async def validate_agent() -> dict[str, Any]:
     body = await json_object(EXAMPLE_BODY)
     content, _ = _file_fields(body)
     with_module = "manifest" in body and "wasm_module" in body
-    report = check_agent_file(content, source="<request>", require_module=not with_module)
+    # checked in a worker thread: a large file must not hold the event loop (issue #13)
+    report = await server_state().require_agents().check(content, require_module=not with_module)
     return report.as_dict()
 
 
