@@ -111,6 +111,24 @@ class ServiceUnavailable(CaxtonError):
     http_status = 503
 
 
+class AgentBusy(ServiceUnavailable):
+    """An agent has too many calls waiting, or this one waited its whole time budget (503).
+
+    The HTTP layer adds ``Retry-After: retry_after_s``.
+    """
+
+    code = "AGENT_BUSY"
+
+    def __init__(self, *, agent: str, why: str, retry_after_s: int) -> None:
+        self.agent = agent
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"agent {agent!r} is busy: {why}. Retry in {retry_after_s}s, send fewer messages "
+            "at once, or make the agent answer faster.",
+            details={"agent": agent, "retry_after_seconds": retry_after_s},
+        )
+
+
 class ClientError(CaxtonError):
     """The CLI could not talk to the server, or the server answered with an error."""
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from quart import g, jsonify
 
+from caxton.errors import AgentBusy
+
 if TYPE_CHECKING:
     from quart import Response
     from werkzeug.exceptions import HTTPException
@@ -54,7 +56,10 @@ def envelope(
 
 
 async def caxton_error(error: CaxtonError) -> Response:
-    return envelope(error.http_status, error.code, error.message, error.details)
+    response = envelope(error.http_status, error.code, error.message, error.details)
+    if isinstance(error, AgentBusy):
+        response.headers["Retry-After"] = str(error.retry_after_s)
+    return response
 
 
 async def http_error(error: HTTPException) -> Response:
