@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from caxton import __version__
+from caxton.http import schemas
 from caxton.http.routes import Role, RouteTable
 from caxton.http.state import declared_routes
 
@@ -13,35 +15,24 @@ if TYPE_CHECKING:
 
 routes = RouteTable("meta")
 
-_ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message", "details", "request_id"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "details": {"type": "object"},
-                "request_id": {"type": ["string", "null"]},
-            },
-        }
-    },
-}
+#: Error answers every route may give, besides those it declares: the envelope for any 4xx
+#: (415 wrong media type, 413 too large, 429 rate limited, ...) and any 5xx (503 busy or in
+#: safe mode, 500).
+_ERROR_RANGES = ("4XX", "5XX")
+_ERROR_RESPONSE = {"$ref": "#/components/responses/Error"}
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
-    """Render ``specs`` as an OpenAPI 3.1 document."""
+    """Render ``specs`` as an OpenAPI 3.1 document, with the bodies of :mod:`schemas`.
+
+    A route without an entry in :data:`schemas.OPERATIONS` still appears, with untyped
+    bodies; a unit test fails on it.
+    """
     paths: dict[str, dict[str, Any]] = {}
     for spec in specs:
         item = paths.setdefault(spec.openapi_path, {})
-        codes: list[int | str] = [*spec.responses]
-        if spec.role is not Role.PUBLIC:  # with authentication on: who, whether allowed, how often
-            codes += [code for code in (401, 403, 429) if code not in codes]
-        if spec.mutating and 503 not in codes:
-            codes.append(503)  # safe mode refuses changes
-        codes.append("default")
+        bodies = schemas.OPERATIONS.get(spec.endpoint, schemas.Operation())
         for method in spec.methods:
             operation: dict[str, Any] = {
                 "operationId": f"{spec.endpoint}.{method.lower()}",
@@ -62,15 +53,18 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
                     }
                     for q in spec.query
                 ],
-                "responses": {str(code): _response(code, spec) for code in codes},
+                "responses": _responses(spec, bodies),
             }
             if spec.websocket:
                 operation["x-websocket"] = True
-            if spec.request_body and method in ("POST", "PUT", "PATCH"):
+                if bodies.frames:
+                    operation["x-caxton-frames"] = dict(bodies.frames)
+            if spec.request_body and method in _BODY_METHODS:
+                content = bodies.request or {schemas.JSON: {"type": "object"}}
                 operation["requestBody"] = {
-                    "required": True,
+                    "required": bodies.request_required,
                     "description": spec.request_body,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
+                    "content": {media: {"schema": schema} for media, schema in content.items()},
                 }
             if spec.role is not Role.PUBLIC:
                 operation["security"] = [{"apiKey": []}, {"bearer": []}]
@@ -80,7 +74,13 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
         "info": {"title": "Caxton", "version": __version__},
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": {"Error": _ERROR_SCHEMA},
+            "schemas": copy.deepcopy(schemas.components()),
+            "responses": {
+                "Error": {
+                    "description": "The error envelope: what was wrong and how to fix it.",
+                    "content": {schemas.JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+            },
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
@@ -89,15 +89,27 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
     }
 
 
-def _response(code: int | str, spec: RouteSpec) -> dict[str, Any]:
-    if code == "default" or (isinstance(code, int) and code >= 400):
-        return {
-            "description": "error",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
-    if code == 101:
-        return {"description": "WebSocket upgrade"}
-    return {"description": spec.summary, "content": {"application/json": {}}}
+def _responses(spec: RouteSpec, bodies: schemas.Operation) -> dict[str, Any]:
+    codes = sorted({*spec.responses, *bodies.responses})
+    if spec.role is not Role.PUBLIC:  # with authentication on: who, whether allowed, how often
+        codes = sorted({*codes, 401, 403, 429})
+    if spec.mutating:
+        codes = sorted({*codes, 503})  # safe mode refuses changes
+    responses: dict[str, Any] = {}
+    for code in codes:
+        if code >= 400:
+            responses[str(code)] = _ERROR_RESPONSE
+        elif code == 101:
+            responses[str(code)] = {"description": "WebSocket upgrade"}
+        else:
+            content = bodies.responses.get(code) or {schemas.JSON: {}}
+            responses[str(code)] = {
+                "description": spec.summary,
+                "content": {media: {"schema": schema} for media, schema in content.items()},
+            }
+    for key in (*_ERROR_RANGES, "default"):
+        responses[key] = _ERROR_RESPONSE
+    return responses
 
 
 @routes.route(
