@@ -77,13 +77,16 @@ def issue(
     if expiry_s <= 0:
         raise click.BadParameter("must be longer than 0s", param_hint="--expiry")
     now = time.time()
-    signed = issue_token(
-        load_secret(secret_path),
-        subject=subject,
-        role=parse_role(role),
-        now=now,
-        expiry_s=expiry_s,
-    )
+    try:
+        signed = issue_token(
+            load_secret(secret_path),
+            subject=subject,
+            role=parse_role(role),
+            now=now,
+            expiry_s=expiry_s,
+        )
+    except ValueError as exc:  # a lifetime over the maximum a server accepts
+        raise click.BadParameter(str(exc), param_hint="--expiry") from None
     if output == "json":
         emit_json(
             {

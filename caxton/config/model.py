@@ -47,7 +47,15 @@ class ServerConfig:
         metadata=_help("How long in-flight requests may drain on SIGTERM before a hard stop."),
     )
     max_request_size: Bytes = attrs.field(
-        default=Bytes(10_000_000), metadata=_help("Largest accepted request body (413 above).")
+        default=Bytes(10_000_000),
+        metadata=_help("Largest accepted request body or WebSocket frame (413 / close 1009)."),
+    )
+    allowed_hosts: list[str] = attrs.field(
+        factory=list,
+        metadata=_help(
+            "Host header values (any port) served while authentication is off, besides "
+            "localhost, 127.0.0.1 and [::1]; others get 421 (DNS rebinding)."
+        ),
     )
 
 
@@ -223,8 +231,13 @@ class CorsConfig:
 
 @attrs.frozen(kw_only=True)
 class RateLimitConfig:
-    enabled: bool = attrs.field(
-        default=True, metadata=_help("Limit requests per key/IP (while authentication is on).")
+    enabled: bool | None = attrs.field(
+        default=None,
+        metadata=_help(
+            "Limit requests per API key or token (per client address without one; IPv6 by "
+            "/64). Unset: on, except that loopback clients are not limited while "
+            "authentication is off. true: every client, loopback included. false: off."
+        ),
     )
     requests_per_minute: int = attrs.field(
         default=1000, metadata=_help("Sustained rate per key or IP.")
@@ -260,6 +273,13 @@ class SecurityConfig:
     )
     api_keys: ApiKeysConfig = attrs.field(factory=ApiKeysConfig, metadata=_help("API keys."))
     audit: AuditConfig = attrs.field(factory=AuditConfig, metadata=_help("Audit log."))
+    agent_env_allowlist: list[str] = attrs.field(
+        factory=list,
+        metadata=_help(
+            "Environment variables that ${VAR} in agents deployed through the API may read "
+            "(files in agents_dir read the whole environment). Empty: none."
+        ),
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -67,3 +67,22 @@ class TokenSecretError(StartupError):
     """The JWT secret file is missing, unreadable or too short."""
 
     code = "JWT_SECRET_INVALID"
+
+
+class HostNotAllowed(CaxtonError):
+    """A ``Host`` this server does not answer to while authentication is off (421).
+
+    A web page on another site can point its own domain at this machine (DNS rebinding); the
+    browser then sends that domain as ``Host``. Only loopback names, the bound address and
+    ``server.allowed_hosts`` are served.
+    """
+
+    code = "HOST_NOT_ALLOWED"
+    http_status = 421
+
+
+class OriginNotAllowed(CaxtonError):
+    """A browser request from a foreign origin to an unsafe method or a WebSocket (403)."""
+
+    code = "ORIGIN_NOT_ALLOWED"
+    http_status = 403

@@ -4,11 +4,21 @@
 on anything unusable (a malformed key file names its line). Afterwards the key file is
 re-read when it changes (checked at most once a second, in a worker thread), so
 ``caxton keys create`` and ``caxton keys revoke`` take effect without a restart; a change that
-breaks the file is logged and the previous keys stay in force.
+breaks the file is logged and the previous keys stay in force, but a key file that is deleted
+(or can no longer be read) fails closed: no key is accepted until it is back.
+
+Rate limits (DESIGN §9, issue #13): every request takes a token from one bucket before any
+credential is checked: the bucket of the credential it presents (an API key's hash, a
+token's digest), or of its client address (IPv6 by /64) when it presents none. A failed
+authentication also takes a token from the client address's bucket, and a credential is not
+even looked at while that bucket is empty, so guessing keys is as slow as the limit. With
+authentication off every caller is limited by address, except loopback clients unless
+``security.rate_limiting.enabled`` is explicitly ``true`` (local tools and benchmarks).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING, Literal
@@ -20,9 +30,14 @@ from caxton.errors import StartupError
 from caxton.http.routes import Role
 from caxton.security.audit import AuditLog
 from caxton.security.cors import CorsPolicy
-from caxton.security.errors import KeyFileError, Unauthenticated
-from caxton.security.keys import KeyRing, read_key_file, readable_by_others
-from caxton.security.ratelimit import RateDecision, TokenBucketLimiter
+from caxton.security.errors import KeyFileError, RateLimited, Unauthenticated
+from caxton.security.keys import KeyRing, hash_key, read_key_file, readable_by_others
+from caxton.security.ratelimit import (
+    RateDecision,
+    TokenBucketLimiter,
+    client_bucket,
+    is_loopback_address,
+)
 from caxton.security.roles import role_name
 from caxton.security.tokens import (
     MAX_TOKEN_BYTES,
@@ -74,6 +89,13 @@ class Credential:
     kind: Literal["api_key", "bearer"]
     value: str
 
+    @property
+    def rate_key(self) -> str:
+        """The bucket of this credential, known before it is checked (never the secret)."""
+        if looks_like_token(self.value):
+            return "jwt:" + hashlib.sha256(self.value.encode("utf-8", "replace")).hexdigest()
+        return "key:" + hash_key(self.value)
+
 
 def auth_required(config: CaxtonConfig) -> bool:
     """Whether callers must authenticate (either switch of the seed turns it on)."""
@@ -113,7 +135,7 @@ def security_refusals(config: CaxtonConfig) -> list[str]:
             "authenticate; set key_file and create a key with `caxton keys create`"
         )
     limits = security.rate_limiting
-    if limits.enabled and (limits.requests_per_minute < 1 or limits.burst_size < 1):
+    if limits.enabled is not False and (limits.requests_per_minute < 1 or limits.burst_size < 1):
         problems.append(
             "security.rate_limiting: requests_per_minute and burst_size must be at least 1 "
             "(or set enabled: false)"
@@ -196,9 +218,12 @@ class SecurityGate:
                 burst_size=limits.burst_size,
                 clock=clock,
             )
-            if self.required and limits.enabled
+            if limits.enabled is not False
             else None
         )
+        #: Loopback clients are limited too: with authentication on, or when the operator
+        #: enabled limits explicitly (the default spares local tools and benchmarks).
+        self.limit_loopback = self.required or limits.enabled is True
         self.audit = (
             AuditLog(config.resolve_path(security.audit.log_file))
             if security.audit.enabled
@@ -243,9 +268,32 @@ class SecurityGate:
         if self.failures is not None:
             self.failures.labels(reason=error.reason).inc()
 
-    def rate(self, key: str) -> RateDecision | None:
-        """Take a token for ``key``; None when rate limiting is off."""
-        return self.limiter.check(key) if self.limiter is not None else None
+    def limits(self, client: str | None) -> bool:
+        """Whether requests from ``client`` (an address) are rate limited at all."""
+        if self.limiter is None:
+            return False
+        return self.limit_loopback or not is_loopback_address(client)
+
+    def rate(self, key: str, client: str | None) -> RateDecision | None:
+        """Take a token for ``key`` (a request from ``client``); None when not limited."""
+        if self.limiter is None or not self.limits(client):
+            return None
+        return self.limiter.check(key)
+
+    def address_spent(self, client: str | None) -> bool:
+        """Whether ``client``'s address bucket is empty (failures emptied it)."""
+        if self.limiter is None or not self.limits(client):
+            return False
+        return not self.limiter.has_token(client_bucket(client))
+
+    def refused(self, decision: RateDecision) -> RateLimited:
+        """The 429 for a refused ``decision``."""
+        burst = int(self.limiter.capacity) if self.limiter is not None else 0
+        return RateLimited(
+            f"too many requests: the limit is {decision.limit} a minute with bursts of "
+            f"{burst} (security.rate_limiting); retry in {decision.retry_after_s}s",
+            retry_after_s=decision.retry_after_s,
+        )
 
     def summary(self) -> dict[str, object]:
         """The security part of ``/api/v1/health``."""
@@ -270,6 +318,15 @@ class SecurityGate:
             self._keys_checked = self.clock()
             stamp = await trio.to_thread.run_sync(_stamp, path)
             if stamp == self._keys_stamp:
+                return
+            if stamp is None:
+                # deleted (or moved away): fail closed rather than keep keys nobody can see
+                self.keys, self._keys_stamp = KeyRing(()), None
+                LOGGER.error(
+                    "API key file %s is gone or unreadable: no API key is accepted until it "
+                    "is back (caxton keys create writes a new one)",
+                    path,
+                )
                 return
             try:
                 keys = await trio.to_thread.run_sync(read_key_file, path)

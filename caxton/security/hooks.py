@@ -1,10 +1,14 @@
 """The security gate as Quart hooks, run for every request after the request id is set.
 
-Order for an HTTP request: CORS preflight (answered here, no credentials needed); exempt
-routes (``/health``, ``/ready``, ``/api/v1/health``) pass; then the caller is identified,
-their token bucket is charged (per key, or per client address when the credential is
-missing or bad, which also slows down key guessing), and only then does a bad credential
-become 401 and a too-small role 403. Routes declared ``Role.PUBLIC`` need no credential.
+Order for an HTTP request: exempt routes (``/health``, ``/ready``, ``/api/v1/health``) pass;
+with authentication off a foreign ``Host`` is 421 (:mod:`caxton.security.edge`); a CORS
+preflight is answered (no credentials needed); an unsafe method or a WebSocket handshake
+from a foreign ``Origin`` is 403; then the request's token bucket is charged BEFORE any
+credential is checked (the bucket of the credential it presents, or of its client address;
+see :mod:`caxton.security.gate`), every failed authentication is counted (metric, and a token
+of the client address's bucket), and only then does a bad credential become 401 and a
+too-small role 403. Routes declared ``Role.PUBLIC`` need no credential. WebSocket handlers
+charge the same bucket for every frame they receive (:func:`charge_frame`).
 Refusals are raised as :class:`~caxton.errors.CaxtonError`, so they take the normal error path:
 the JSON envelope, and the ASGI wrapper that drains the request body first (DESIGN §11).
 
@@ -14,15 +18,29 @@ one audit line for every call to a mutating route, refused calls included.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from quart import Response, g, request, websocket
 
 from caxton.http.routes import Role
-from caxton.http.state import ROUTES_KEY
+from caxton.http.state import ROUTES_KEY, server_state
 from caxton.security.audit import AuditRecord
-from caxton.security.errors import Forbidden, RateLimited, Unauthenticated
-from caxton.security.gate import OPEN, Identity, SecurityGate, credential_from, load_security
+from caxton.security.edge import SAFE_METHODS, HostPolicy, origin_refusal
+from caxton.security.errors import (
+    Forbidden,
+    HostNotAllowed,
+    OriginNotAllowed,
+    Unauthenticated,
+)
+from caxton.security.gate import (
+    OPEN,
+    Credential,
+    Identity,
+    SecurityGate,
+    credential_from,
+    load_security,
+)
+from caxton.security.ratelimit import client_bucket
 from caxton.security.roles import Requirement, denial
 
 if TYPE_CHECKING:
@@ -44,6 +62,20 @@ def install(app: QuartTrio, state: ServerState) -> None:
     gate = state.security
     gate.routes = tuple(cast("list[RouteSpec]", app.config[ROUTES_KEY]))
     specs = {spec.endpoint: spec for spec in gate.routes}
+    hosts = HostPolicy.from_config(state.config)
+
+    def check_edge(host: str | None, origin: str | None, scheme: str, unsafe: bool) -> None:
+        if not gate.required and not hosts.allows(host):
+            raise HostNotAllowed(
+                f"this server does not answer to Host {host!r} while authentication is off "
+                "(a web page may be pointing its domain here); use http://127.0.0.1, or add "
+                "the name to server.allowed_hosts",
+                details={"host": host},
+            )
+        if unsafe:
+            refusal = origin_refusal(origin, host, gate.cors, scheme=scheme)
+            if refusal is not None:
+                raise OriginNotAllowed(refusal, details={"origin": origin})
 
     async def before_request() -> Response | None:
         rule = request.url_rule
@@ -56,6 +88,14 @@ def install(app: QuartTrio, state: ServerState) -> None:
         g.security_requirement = requirement
         origin = request.headers.get("Origin")
         wanted = request.headers.get("Access-Control-Request-Method")
+        if rule is not None and rule.rule in EXEMPT_RULES:
+            return None
+        check_edge(
+            request.headers.get("Host"),
+            origin,
+            request.scheme,
+            request.method not in SAFE_METHODS,
+        )
         if request.method == "OPTIONS" and origin and wanted and gate.cors.enabled:
             answer = gate.cors.preflight(
                 origin, wanted, request.headers.get("Access-Control-Request-Headers")
@@ -64,8 +104,6 @@ def install(app: QuartTrio, state: ServerState) -> None:
                 raise Forbidden(f"CORS preflight refused: {answer}")
             g.security_preflight = True
             return Response("", status=204, headers=answer)
-        if rule is not None and rule.rule in EXEMPT_RULES:
-            return None
         await _check(
             gate,
             requirement,
@@ -109,6 +147,12 @@ def install(app: QuartTrio, state: ServerState) -> None:
         requirement = (
             Requirement.of(specs.get(str(rule.endpoint)), rule.rule) if rule is not None else None
         )
+        check_edge(
+            websocket.headers.get("Host"),
+            websocket.headers.get("Origin"),
+            "https" if websocket.scheme in ("wss", "https") else "http",
+            True,
+        )
         await _check(
             gate,
             requirement,
@@ -133,35 +177,67 @@ async def _check(
     api_key: str | None,
     query_token: str | None,
 ) -> None:
-    """Identify, charge the rate limit, then authorize; raise the refusal, if any."""
+    """Charge the rate limit, then identify, then authorize; raise the refusal, if any."""
+    address = client_bucket(client)
+    g.security_client = client
     if not gate.required:
         g.security_identity = OPEN
+        g.security_rate_key = address
+        _charge(gate, address, client)
         return
-    identity: Identity | None = None
-    failure: Unauthenticated | None = None
-    if requirement is not None and requirement.public:
-        identity = Identity(name=client or "unknown", role=Role.PUBLIC, auth="none")
-    else:
-        try:
-            identity = await gate.authenticate(credential_from(authorization, api_key, query_token))
-        except Unauthenticated as exc:
-            failure = exc
+    public = requirement is not None and requirement.public
+    credential: Credential | None = None
+    try:
+        credential = None if public else credential_from(authorization, api_key, query_token)
+    except Unauthenticated as exc:
+        _charge(gate, address, client)
+        _fail(gate, exc)
+    rate_key = address if credential is None else credential.rate_key
+    g.security_rate_key = rate_key
+    if credential is not None and gate.address_spent(client):
+        # failures from this address spent its bucket: no credential is tried meanwhile
+        _charge(gate, address, client)
+    _charge(gate, rate_key, client)
+    if public:
+        g.security_identity = Identity(name=client or "unknown", role=Role.PUBLIC, auth="none")
+        return
+    try:
+        identity = await gate.authenticate(credential)
+    except Unauthenticated as exc:
+        if rate_key != address:
+            g.security_rate = gate.rate(address, client)  # failures cost the address too
+        _fail(gate, exc)
     g.security_identity = identity
-    rate_key = identity.rate_key if identity and identity.auth != "none" else f"ip:{client}"
-    decision = gate.rate(rate_key)
-    g.security_rate = decision
-    if decision is not None and not decision.allowed:
-        raise RateLimited(
-            f"too many requests: the limit is {decision.limit} a minute with bursts of "
-            f"{int(gate.limiter.capacity) if gate.limiter else 0}; retry in "
-            f"{decision.retry_after_s}s",
-            retry_after_s=decision.retry_after_s,
-        )
-    if failure is not None:
-        gate.count_failure(failure)
-        raise failure
-    if requirement is None or identity is None:
+    if requirement is None:
         return  # no route matched: the 404 or 405 follows, for an authenticated caller
     reason = denial(identity.role, requirement, method)
     if reason is not None:
         raise Forbidden(reason, details={"role": identity.role_name, "route": requirement.rule})
+
+
+def _charge(gate: SecurityGate, key: str, client: str | None) -> None:
+    decision = gate.rate(key, client)
+    if decision is not None:
+        g.security_rate = decision
+        if not decision.allowed:
+            raise gate.refused(decision)
+
+
+def _fail(gate: SecurityGate, error: Unauthenticated) -> NoReturn:
+    gate.count_failure(error)
+    raise error
+
+
+def charge_frame() -> None:
+    """Take a token for one WebSocket frame from the bucket its handshake was charged to.
+
+    Raises:
+        RateLimited: the bucket is empty; the handler answers with an error frame.
+    """
+    gate = server_state().security
+    key: str | None = getattr(g, "security_rate_key", None)
+    if gate is None or key is None:
+        return
+    decision = gate.rate(key, getattr(g, "security_client", None))
+    if decision is not None and not decision.allowed:
+        raise gate.refused(decision)

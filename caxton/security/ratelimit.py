@@ -8,6 +8,7 @@ same as no bucket), so spraying source addresses cannot grow memory without boun
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from typing import TYPE_CHECKING
@@ -16,6 +17,44 @@ import attrs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+
+#: IPv6 addresses are bucketed by this prefix: one host usually holds a whole /64, so a
+#: per-address bucket would give it 2**64 buckets (issue #13).
+IPV6_BUCKET_PREFIX = 64
+
+
+def client_bucket(address: str | None) -> str:
+    """The bucket key of a client address: ``ip:`` and the IPv4 address or the IPv6 /64.
+
+    IPv4-mapped IPv6 addresses (``::ffff:192.0.2.1``) count as their IPv4 address; a value
+    that is not an address (a Unix socket, none at all) is kept as it is.
+    """
+    if not address:
+        return "ip:unknown"
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"ip:{address}"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"ip:{ip.ipv4_mapped}"
+        network = ipaddress.IPv6Network((ip, IPV6_BUCKET_PREFIX), strict=False)
+        return f"ip:{network}"
+    return f"ip:{ip}"
+
+
+def is_loopback_address(address: str | None) -> bool:
+    """Whether a client address is this machine (127.0.0.0/8, ::1, or mapped 127.x)."""
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 @attrs.frozen(kw_only=True)
@@ -86,6 +125,10 @@ class TokenBucketLimiter:
             reset_s=math.ceil((self.capacity - tokens) / self.rate_per_s),
             retry_after_s=0 if allowed else max(1, math.ceil((1.0 - tokens) / self.rate_per_s)),
         )
+
+    def has_token(self, key: str) -> bool:
+        """Whether ``key``'s bucket holds a token now (nothing is taken)."""
+        return self._tokens(key, self.clock()) >= 1.0
 
     def tracked(self) -> int:
         return len(self._buckets)

@@ -1,21 +1,20 @@
 """JWT bearer tokens: HS256 only, claims ``sub``, ``role``, ``iat``, ``exp`` (DESIGN §11).
 
-The verifier is deliberately narrow: the header must say ``alg: HS256`` (``none`` and every
-other algorithm are refused before anything else is read), the signature is checked in
-constant time before the claims are parsed, and every claim is required and typed.
+Decoding is PyJWT's (issue #13: a hand-written verifier answered 500 to a non-ASCII token),
+held strict: only ``HS256`` is accepted (``none`` and every other algorithm are refused before
+the signature is looked at), the signature is checked before any claim is trusted, the four
+claims are required and typed, and a token may live at most :data:`MAX_TOKEN_LIFETIME_S`.
+Expiry is judged against an injected clock, so tests step time by hand. Every way a token
+can be bad is an :class:`~caxton.security.errors.Unauthenticated` (401), never anything else.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import jwt
 
 from caxton.http.routes import Role
 from caxton.security.errors import TokenSecretError, Unauthenticated
@@ -28,7 +27,11 @@ MAX_TOKEN_BYTES = 8192
 MIN_SECRET_BYTES = 32
 #: Clock skew tolerated between the issuer and this server.
 LEEWAY_S = 30.0
-_HEADER = {"alg": "HS256", "typ": "JWT"}
+#: The longest a token may be valid (``exp - iat``); longer tokens are refused when issued
+#: and when presented, so a leaked token cannot outlive a month.
+MAX_TOKEN_LIFETIME_S = 30 * 86_400
+ALGORITHM = "HS256"
+_CLAIMS = ("sub", "role", "iat", "exp")
 
 
 @attrs.frozen(kw_only=True)
@@ -45,41 +48,69 @@ def looks_like_token(value: str) -> bool:
 
 
 def issue_token(secret: bytes, *, subject: str, role: Role, now: float, expiry_s: float) -> str:
-    """A signed token for ``subject`` with ``role``, valid from ``now`` for ``expiry_s``."""
+    """A signed token for ``subject`` with ``role``, valid from ``now`` for ``expiry_s``.
+
+    Raises:
+        ValueError: no subject, or a lifetime that is not from 1 s to
+            :data:`MAX_TOKEN_LIFETIME_S`.
+    """
     if not subject:
         raise ValueError("a token needs a subject (sub)")
+    if not 1 <= expiry_s <= MAX_TOKEN_LIFETIME_S:
+        raise ValueError(
+            f"a token's lifetime must be from 1s to {MAX_TOKEN_LIFETIME_S // 86_400} days, "
+            f"got {expiry_s:g}s"
+        )
     iat = math.floor(now)
     claims = {"sub": subject, "role": role_name(role), "iat": iat, "exp": iat + int(expiry_s)}
-    signing_input = _b64(_json(_HEADER)) + "." + _b64(_json(claims))
-    signature = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return signing_input + "." + _b64(signature)
+    return jwt.encode(claims, secret, algorithm=ALGORITHM, headers={"typ": "JWT"})
 
 
 def verify_token(token: str, secret: bytes, *, now: float, leeway_s: float = LEEWAY_S) -> Claims:
     """The claims of a valid token; raise :class:`Unauthenticated` saying what is wrong."""
     if len(token) > MAX_TOKEN_BYTES:
         raise _invalid("malformed_token", f"the token is longer than {MAX_TOKEN_BYTES} bytes")
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts[:2]):
-        raise _invalid("malformed_token", "a token has three base64url parts separated by dots")
-    header = _object(parts[0], "header")
-    if header.get("alg") != "HS256":
-        raise _invalid(
-            "wrong_algorithm",
-            f"the token's algorithm is {header.get('alg')!r}; only HS256 tokens are accepted",
+    if not token.isascii():
+        raise _invalid("malformed_token", "a token is ASCII base64url text")
+    try:
+        decoded = jwt.api_jwt.decode_complete(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            # time is judged below against ``now``; PyJWT checks presence, we check types
+            options={
+                "require": list(_CLAIMS),
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+                "verify_sub": False,
+            },
         )
+    except jwt.InvalidAlgorithmError:
+        raise _invalid(
+            "wrong_algorithm", f"only {ALGORITHM} tokens are accepted (the header's alg)"
+        ) from None
+    except jwt.InvalidSignatureError:
+        raise _invalid(
+            "bad_signature", "the token's signature does not match this server's key"
+        ) from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise _invalid("malformed_token", f"the token has no {exc.claim!r} claim") from None
+    except jwt.PyJWTError as exc:
+        raise _invalid("malformed_token", f"the token cannot be decoded ({exc})") from None
+    header: dict[str, Any] = decoded["header"]
     if "crit" in header or header.get("typ", "JWT") != "JWT":
         raise _invalid("malformed_token", "the token header has fields this server does not know")
-    expected = hmac.new(secret, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, _decode(parts[2], "signature")):
-        raise _invalid("bad_signature", "the token's signature does not match this server's key")
-    payload = _object(parts[1], "claims")
+    return _claims(decoded["payload"], now=now, leeway_s=leeway_s)
+
+
+def _claims(payload: dict[str, Any], *, now: float, leeway_s: float) -> Claims:
     sub = payload.get("sub")
     if not isinstance(sub, str) or not sub:
-        raise _invalid("malformed_token", "the token has no subject (sub)")
+        raise _invalid("malformed_token", "the token's subject (sub) is not a non-empty string")
     role_text = payload.get("role")
     if not isinstance(role_text, str):
-        raise _invalid("malformed_token", "the token has no role claim")
+        raise _invalid("malformed_token", "the token's role claim is not a string")
     try:
         role = parse_role(role_text)
     except ValueError as exc:
@@ -87,6 +118,12 @@ def verify_token(token: str, secret: bytes, *, now: float, leeway_s: float = LEE
     iat, exp = _number(payload, "iat"), _number(payload, "exp")
     if exp <= iat:
         raise _invalid("malformed_token", "the token expires before it was issued")
+    if exp - iat > MAX_TOKEN_LIFETIME_S:
+        raise _invalid(
+            "malformed_token",
+            f"the token is valid for longer than {MAX_TOKEN_LIFETIME_S // 86_400} days; "
+            "issue a shorter one",
+        )
     if now >= exp + leeway_s:
         raise _invalid("expired_token", "the token has expired; issue a new one")
     if iat > now + leeway_s:
@@ -115,33 +152,14 @@ def _invalid(reason: str, message: str) -> Unauthenticated:
     return Unauthenticated(f"invalid bearer token: {message}", reason=reason)
 
 
-def _json(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _decode(part: str, what: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError):
-        raise _invalid("malformed_token", f"the token's {what} is not base64url") from None
-
-
-def _object(part: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(_decode(part, what))
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid("malformed_token", f"the token's {what} is not JSON") from None
-    if not isinstance(value, dict):
-        raise _invalid("malformed_token", f"the token's {what} is not a JSON object")
-    return value
-
-
 def _number(payload: dict[str, Any], claim: str) -> float:
     value = payload.get(claim)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid("malformed_token", f"the token's {claim} claim is not a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        number = math.inf
+    if not math.isfinite(number):
+        raise _invalid("malformed_token", f"the token's {claim} claim is not a finite number")
+    return number

@@ -184,7 +184,11 @@ async def test_rollback_without_a_previous_version_is_a_clear_409(
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "NO_PREVIOUS_VERSION"
         assert (await client.get("/api/v1/agents/echo")).json()["status"] == "running"
-        garbled = await client.post("/api/v1/agents/echo/rollback", content=b"{version")
+        garbled = await client.post(
+            "/api/v1/agents/echo/rollback",
+            content=b"{version",
+            headers={"Content-Type": "application/json"},
+        )
         assert garbled.status_code == 400  # not silently read as "no body"
         assert garbled.json()["error"]["code"] == "BAD_REQUEST"
 

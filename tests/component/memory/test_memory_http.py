@@ -100,7 +100,9 @@ async def test_entities_relations_search_graph_and_their_errors(server: ServerIn
             )
             assert "Whiskers" in error_of(clash, 409, "CONFLICT")["message"]
             entities = "/api/v1/memory/entities"
-            error_of(await client.post(entities, content=b"{not json"), 400, "BAD_REQUEST")
+            json_type = {"Content-Type": "application/json"}
+            garbled = await client.post(entities, content=b"{not json", headers=json_type)
+            error_of(garbled, 400, "BAD_REQUEST")
             error_of(await client.post(entities, json=["Whiskers"]), 400, "BAD_REQUEST")
             error_of(await client.post(entities, json={"name": "x"}), 422, "VALIDATION_ERROR")
             unknown = await client.post(entities, json={**OWNER, "colour": "red"})
@@ -161,7 +163,10 @@ async def test_entities_relations_search_graph_and_their_errors(server: ServerIn
             error_of(
                 await client.post(observations, json={"observations": "x"}), 422, "VALIDATION_ERROR"
             )
-            error_of(await client.post(observations, content=b"observations"), 400, "BAD_REQUEST")
+            garbled = await client.post(
+                observations, content=b"observations", headers={"Content-Type": "application/json"}
+            )
+            error_of(garbled, 400, "BAD_REQUEST")
             error_of(
                 await client.post(
                     "/api/v1/memory/entities/Nobody/observations", json={"observations": ["x"]}

@@ -117,3 +117,59 @@ def test_secret_file_is_stripped_and_must_be_long_enough(tmp_path: Path) -> None
         load_secret(path)
     with pytest.raises(TokenSecretError, match="openssl rand -hex 32"):
         load_secret(tmp_path / "missing")
+
+
+def _unsigned(header: str, claims: str) -> str:
+    return f"{_b64(header.encode())}.{_b64(claims.encode())}.{_b64(b'sig')}"
+
+
+GOOD_CLAIMS = json.dumps({"sub": "x", "role": "admin", "iat": int(NOW), "exp": int(NOW) + 60})
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "é.é.é",  # non-ASCII
+        "ab\u00ff.c.d",
+        "eyJhbGciOiJIUzI1NiJ9.€€€.x",
+        "%%%.###.$$$",  # not base64url
+        _unsigned("not json", GOOD_CLAIMS),
+        _unsigned('{"alg": "HS256"}', "not json"),
+        _unsigned('{"alg": "HS256"}', "[1, 2, 3]"),
+        _unsigned("[]", GOOD_CLAIMS),
+        _unsigned('{"alg": "HS256"', GOOD_CLAIMS),
+    ],
+)
+def test_every_malformed_token_is_a_401_reason_never_a_crash(token: str) -> None:
+    assert _reason(token) in {"malformed_token", "bad_signature", "wrong_algorithm"}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": "none"}, {"alg": "NONE", "typ": "JWT"}, {"alg": "HS384"}, {"alg": ""}, {"alg": 256}],
+)
+def test_alg_none_and_friends_are_wrong_algorithm_even_with_a_good_mac(
+    header: dict[str, object],
+) -> None:
+    claims = {"sub": "x", "role": "admin", "iat": int(NOW), "exp": int(NOW) + 60}
+    assert _reason(_forge(header, claims)) == "wrong_algorithm"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "x", "role": "admin", "iat": NOW, "exp": NOW + 31 * 86_400},
+        {"sub": "x", "role": "admin", "iat": NOW, "exp": 10**400},
+        {"sub": 5, "role": "admin", "iat": NOW, "exp": NOW + 60},
+        {"sub": "x", "role": ["admin"], "iat": NOW, "exp": NOW + 60},
+    ],
+)
+def test_overlong_lifetimes_and_mistyped_claims_are_refused(claims: dict[str, object]) -> None:
+    assert _reason(_forge({"alg": "HS256", "typ": "JWT"}, claims)) == "malformed_token"
+
+
+def test_tokens_are_issued_only_within_the_maximum_lifetime() -> None:
+    with pytest.raises(ValueError, match="30 days"):
+        issue_token(SECRET, subject="x", role=Role.USER, now=NOW, expiry_s=31 * 86_400)
+    token = issue_token(SECRET, subject="x", role=Role.USER, now=NOW, expiry_s=30 * 86_400)
+    assert verify_token(token, SECRET, now=NOW).exp == int(NOW) + 30 * 86_400
