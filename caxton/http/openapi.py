@@ -78,6 +78,16 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
             "responses": {
                 "Error": {
                     "description": "The error envelope: what was wrong and how to fix it.",
+                    "headers": {
+                        "X-Request-ID": {
+                            "description": "the request_id of the envelope (every answer)",
+                            "schema": {"type": "string"},
+                        },
+                        "Retry-After": {
+                            "description": "429 and busy 503 answers: seconds to wait",
+                            "schema": {"type": "integer"},
+                        },
+                    },
                     "content": {schemas.JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
                 }
             },

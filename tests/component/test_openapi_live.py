@@ -13,6 +13,7 @@ import base64
 import functools
 import json
 import re
+import secrets
 import shutil
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ import trio
 from servers import REPO, loopback_config
 from wsclient import open_ws
 
+from caxton.http.routes import Role
+from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
 from caxton.server import ServerInfo, serve
 
 if TYPE_CHECKING:
@@ -397,3 +400,48 @@ async def _errors(api: Api) -> None:
     await api.call("POST", "/api/v1/messages", expect=422, json_body={"content": "nowhere"})
     await api.call("GET", "/api/v1/memory/search", expect=400)
     await api.call("POST", "/api/v1/agents/{name}/promote", expect=409, name="echo")  # no canary
+
+
+@pytest.fixture
+async def secured(nursery: trio.Nursery, tmp_path: Path) -> tuple[ServerInfo, dict[str, str]]:
+    """A server with authentication on and a readonly and an admin key."""
+    keys = {"readonly": generate_key(), "admin": generate_key()}
+    key_file = tmp_path / "api-keys.yaml"
+    entries = [
+        KeyEntry(name="reader", role=Role.READONLY, hash=hash_key(keys["readonly"])),
+        KeyEntry(name="root", role=Role.ADMIN, hash=hash_key(keys["admin"])),
+    ]
+    write_key_file(key_file, KeyRing(tuple(entries)))
+    secret = tmp_path / "jwt-secret"
+    secret.write_bytes(secrets.token_hex(32).encode() + b"\n")
+    secret.chmod(0o600)
+    loaded = loopback_config(
+        tmp_path / "data",
+        security__authentication__enabled=True,
+        security__authentication__jwt_secret_file=str(secret),
+        security__api_keys__required=True,
+        security__api_keys__key_file=str(key_file),
+    )
+    info: ServerInfo = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
+    return info, keys
+
+
+async def test_refusals_with_authentication_on_match_the_document(
+    secured: tuple[ServerInfo, dict[str, str]],
+) -> None:
+    info, keys = secured
+    async with httpx.AsyncClient(base_url=info.api_urls[0], timeout=60) as client:
+        document = (await client.get("/api/v1/openapi.json")).json()
+        api = Api(client, document)
+        operation = api.operation("POST", "/api/v1/memory/optimize")
+        assert {"401", "403", "429", "503"} <= set(operation["responses"])
+        assert operation["security"]
+        assert "security" not in api.operation("GET", "/health")
+        await api.call("GET", "/health")
+        await api.call("GET", "/api/v1/memory/stats", expect=401)
+        reader = {"X-API-Key": keys["readonly"]}
+        await api.call("GET", "/api/v1/memory/stats", headers=reader)
+        await api.call("POST", "/api/v1/memory/optimize", expect=403, headers=reader)
+        admin = {"X-API-Key": keys["admin"]}
+        await api.call("POST", "/api/v1/memory/optimize", headers=admin)
+    assert ("GET", "/api/v1/memory/stats", "401") in api.seen
