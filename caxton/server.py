@@ -234,7 +234,13 @@ async def _start_agents(
     wasm = WasmRuntime(pool, state.agent_logs, state.metrics)
     tools = ToolDeps(memory=state.memory, http=llm.tools_http)
     config_agents = ConfigAgentDeps(
-        llm=llm, defaults=config.llm, tools=tools, logs=state.agent_logs, environ=os.environ
+        llm=llm,
+        defaults=config.llm,
+        tools=tools,
+        logs=state.agent_logs,
+        environ=os.environ,
+        api_root=str(config.data_dir / "deployed"),
+        api_env_allowlist=tuple(config.security.agent_env_allowlist),
     )
     registry = Registry(
         runtimes={"config": ConfigRuntime(config_agents), "wasm": wasm},

@@ -33,6 +33,7 @@ from caxton.config.model import LLMConfig
 from caxton.errors import CaxtonError
 from caxton.llm import ChatRequest, Finish, TextDelta, ToolCall
 from caxton.llm import Message as ChatMessage
+from caxton.llm.redact import redact_text
 from caxton.llm.resolve import LLMNotConfigured, resolve_chain
 from caxton.llm.service import LLMService
 from caxton.memory.types import NewEntity, Scope
@@ -71,7 +72,16 @@ class ConversationHistory(Protocol):
 
 @attrs.define
 class ConfigAgentDeps:
-    """What config agents use; the server fills it in as its components start."""
+    """What config agents use; the server fills it in as its components start.
+
+    Attributes:
+        environ: where ``${VAR}`` of agent files in agents_dir (written by the operator) is
+            expanded from: the server's environment.
+        api_root: the folder of agents deployed through the API (their ``source`` is below it).
+        api_env_allowlist: the only variables ``${VAR}`` of those agents may read
+            (``security.agent_env_allowlist``); an API caller must not read the server's
+            environment (issue #13).
+    """
 
     llm: LLMService
     defaults: LLMConfig
@@ -79,6 +89,25 @@ class ConfigAgentDeps:
     logs: AgentLogs
     environ: Mapping[str, str]
     history: ConversationHistory | None = None
+    api_root: str | None = None
+    api_env_allowlist: tuple[str, ...] = ()
+
+    def log(self, agent: str, level: str, text: str) -> None:
+        """Write an agent log line with URL credentials and auth headers masked: tool and LLM
+        errors quote URLs, and every role that reads logs must not read secrets (issue #13)."""
+        self.logs.write(agent, level, redact_text(text))
+
+    def environ_for(self, spec: AgentSpec) -> tuple[Mapping[str, str], str]:
+        """The environment ``${VAR}`` of ``spec`` reads, and how to make a missing one
+        available."""
+        if self.api_root is None or not spec.source.startswith(self.api_root.rstrip("/") + "/"):
+            return self.environ, ""
+        allowed = {n: self.environ[n] for n in self.api_env_allowlist if n in self.environ}
+        return allowed, (
+            "agents deployed through the API read only the variables listed in caxton.yaml "
+            "security.agent_env_allowlist: ask an admin to list it, or write the value in the "
+            "agent file"
+        )
 
 
 class ConfigRuntime:
@@ -91,12 +120,18 @@ class ConfigRuntime:
         spec = request.spec
         assert isinstance(spec, AgentSpec)
         deps = self.deps
+        environ, env_hint = deps.environ_for(spec)
         try:
             chain = resolve_chain(
-                spec.name, spec.llm, deps.defaults, spec.performance.llm_config, deps.environ
+                spec.name,
+                spec.llm,
+                deps.defaults,
+                spec.performance.llm_config,
+                environ,
+                env_hint=env_hint,
             )
         except LLMNotConfigured as exc:
-            deps.logs.write(spec.name, "warn", f"this version cannot answer: {exc.message}")
+            deps.log(spec.name, "warn", f"this version cannot answer: {exc.message}")
             return ConfigAgentInstance(spec, deps, client=None, problem=exc)
         return ConfigAgentInstance(spec, deps, client=deps.llm.client(chain), problem=None)
 
@@ -196,7 +231,7 @@ class ConfigAgentInstance:
                 result = await self._run_tool(tool_call, context)
                 messages.append(ChatMessage(role="tool", content=result, tool_call_id=tool_call.id))
         else:
-            self.deps.logs.write(
+            self.deps.log(
                 spec.name,
                 "warn",
                 f"stopped after {spec.conversation.max_turns} LLM calls ([conversation] "
@@ -251,10 +286,10 @@ class ConfigAgentInstance:
                 raise ToolFailed(f"there is no tool {call.name!r}; the tools are: {offered}")
             result = await tool.run(tool.check(call.parsed_arguments()), context)
         except CaxtonError as exc:
-            self.deps.logs.write(name, "warn", f"tool {call.name} failed: {exc.message}")
+            self.deps.log(name, "warn", f"tool {call.name} failed: {exc.message}")
             return error_result(exc)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self.deps.logs.write(name, "info", f"tool {tool.name} answered in {elapsed_ms:.0f} ms")
+        self.deps.log(name, "info", f"tool {tool.name} answered in {elapsed_ms:.0f} ms")
         if len(result) > TOOL_RESULT_CHARS:
             result = result[:TOOL_RESULT_CHARS] + f"\n[cut at {TOOL_RESULT_CHARS} characters]"
         return result
@@ -280,7 +315,7 @@ class ConfigAgentInstance:
                 agent=self.spec.name,
             )
         except CaxtonError as exc:
-            self.deps.logs.write(self.spec.name, "warn", f"memory search failed: {exc.message}")
+            self.deps.log(self.spec.name, "warn", f"memory search failed: {exc.message}")
             return ""
         text = memory_context(hits)
         if search.cache_ttl_s > 0:
@@ -324,9 +359,7 @@ class ConfigAgentInstance:
         try:
             await memory.create_entity(entity)
         except CaxtonError as exc:
-            self.deps.logs.write(
-                self.spec.name, "warn", f"auto_store: exchange not stored: {exc.message}"
-            )
+            self.deps.log(self.spec.name, "warn", f"auto_store: exchange not stored: {exc.message}")
 
 
 class RegistryAgents:

@@ -653,7 +653,7 @@ class SpecChecker:
     def check_llm(self, llm: Mapping[str, Any], path: KeyPath) -> None:
         """URLs must be http(s); keys written in clear text get a warning."""
         base_url = llm.get("base_url")
-        if isinstance(base_url, str) and not base_url.startswith(("http://", "https://")):
+        if isinstance(base_url, str) and not base_url.startswith(("http://", "https://", "${")):
             self.error(
                 (*path, "base_url"),
                 f"{format_key_path((*path, 'base_url'))} must start with http:// or https://, "

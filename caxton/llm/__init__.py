@@ -22,6 +22,7 @@ from caxton.llm.client import HTTPClient, LLMClient
 from caxton.llm.errors import LLMError, LLMTimeout, LLMUnavailable
 from caxton.llm.fallback import FallbackClient
 from caxton.llm.openai import OpenAIClient
+from caxton.llm.redact import redact_url
 from caxton.llm.retry import Backoff
 from caxton.llm.settings import DEFAULT_BASE_URLS, Provider, ProviderSettings, expand_env
 from caxton.llm.types import (
@@ -92,6 +93,8 @@ def make_client(
     clients: list[LLMClient] = []
     for settings in chain:
         kind = AnthropicClient if settings.provider == "anthropic" else OpenAIClient
-        breaker = breakers.get(settings.provider, kind.endpoint_for(settings))
+        # keyed (and shown in /api/v1/health) by the endpoint with its credentials masked
+        shown = redact_url(kind.endpoint_for(settings), (settings.api_key, *settings.secrets))
+        breaker = breakers.get(settings.provider, shown)
         clients.append(kind(settings, http=http, breaker=breaker, backoff=backoff))
     return clients[0] if len(clients) == 1 else FallbackClient(clients)

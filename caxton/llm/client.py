@@ -20,6 +20,7 @@ import trio
 from caxton.errors import CaxtonError
 from caxton.llm.breaker import CircuitBreaker
 from caxton.llm.errors import LLMError, LLMFailure, LLMTimeout, LLMUnavailable
+from caxton.llm.redact import redact_text, redact_url
 from caxton.llm.retry import Backoff, parse_retry_after
 from caxton.llm.sse import SSEDecoder
 from caxton.llm.wire import WireError
@@ -112,7 +113,8 @@ class HTTPClient(abc.ABC):
 
     @property
     def url(self) -> str:
-        return self.endpoint
+        """The endpoint as views, logs and errors show it: credentials masked (issue #13)."""
+        return redact_url(self.endpoint, self._secrets())
 
     @property
     def endpoint(self) -> str:
@@ -154,9 +156,11 @@ class HTTPClient(abc.ABC):
     def timeout(self, problem: str) -> LLMTimeout:
         return LLMTimeout(self.provider, self.url, problem, timeout_s=self.settings.timeout_s)
 
+    def _secrets(self) -> tuple[str | None, ...]:
+        return (self.settings.api_key, *self.settings.secrets)
+
     def _redact(self, text: str) -> str:
-        key = self.settings.api_key
-        return text.replace(key, "***") if key else text
+        return redact_text(text, self._secrets())
 
 
 class _EventStream:

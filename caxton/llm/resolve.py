@@ -9,9 +9,16 @@ Pure: no I/O. The rules, key by key (the README repeats them for operators):
 - Where to connect and as whom (``model``, ``base_url``, ``api_key``) are inherited from
   ``llm:`` only when the agent names no provider or the same one: a key meant for one
   provider is never sent to another.
+- ``api_key`` is inherited only when the agent's ``base_url`` is unset or, as written, the
+  same URL the server's key was configured for (its ``llm.base_url``, else the provider's
+  default): a credential is never sent to a URL it was not configured for (issue #13).
 - Each ``fallback`` table inherits sampling and limits from the agent's primary settings,
   and connects only with what it names itself (or its provider's default URL).
-- ``${VAR}`` in ``api_key`` and ``base_url`` is expanded from the environment.
+- ``${VAR}`` in ``api_key`` and ``base_url`` is expanded from the environment the caller
+  passes: the server's for files in agents_dir, only the variables named in
+  ``security.agent_env_allowlist`` for agents deployed through the API.
+- Each endpoint carries the secrets it resolved (its key, every expanded value) so that views,
+  logs and errors can mask them.
 """
 
 from __future__ import annotations
@@ -22,7 +29,13 @@ import attrs
 
 from caxton.agents.spec import LlmSpec
 from caxton.errors import CaxtonError
-from caxton.llm.settings import Provider, ProviderSettings, expand_env
+from caxton.llm.settings import (
+    DEFAULT_BASE_URLS,
+    Provider,
+    ProviderSettings,
+    expand_env,
+    referenced_values,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -49,8 +62,14 @@ def resolve_chain(
     defaults: LLMConfig,
     overrides: LlmOverrides,
     environ: Mapping[str, str],
+    *,
+    env_hint: str = "",
 ) -> tuple[ProviderSettings, ...]:
     """The endpoints of ``agent``, primary first.
+
+    Args:
+        environ: where ``${VAR}`` values come from.
+        env_hint: how to make a variable available, when one is missing (default: export it).
 
     Raises:
         LLMNotConfigured: naming the agent, the key to set and where to set it.
@@ -68,18 +87,21 @@ def resolve_chain(
     )
     own = spec
     same_provider = own.provider is None or own.provider == server.provider
+    key_url = _normal_url(server.base_url or DEFAULT_BASE_URLS.get(server.provider or "", ""))
+    own_url = _expand(agent, "llm.base_url", own.base_url, environ, env_hint)
+    same_url = own_url is None or _normal_url(own_url) == key_url
     primary = LlmSpec(
         provider=own.provider or server.provider,
         model=_first(own.model, server.model if same_provider else None),
         base_url=_first(own.base_url, server.base_url if same_provider else None),
-        api_key=_first(own.api_key, server.api_key if same_provider else None),
+        api_key=_first(own.api_key, server.api_key if same_provider and same_url else None),
         temperature=_first(overrides.temperature, own.temperature, server.temperature),
         max_tokens=_first(overrides.max_tokens, own.max_tokens, server.max_tokens),
         top_p=_first(own.top_p, server.top_p),
         timeout_s=_first(own.timeout_s, server.timeout_s),
         max_retries=_first(own.max_retries, server.max_retries),
     )
-    chain = [_settings(agent, "llm", primary, environ)]
+    chain = [_settings(agent, "llm", primary, environ, env_hint)]
     for index, table in enumerate(spec.fallback):
         merged = attrs.evolve(
             table,
@@ -89,12 +111,12 @@ def resolve_chain(
             timeout_s=_first(table.timeout_s, primary.timeout_s),
             max_retries=_first(table.max_retries, primary.max_retries),
         )
-        chain.append(_settings(agent, f"llm.fallback[{index}]", merged, environ))
+        chain.append(_settings(agent, f"llm.fallback[{index}]", merged, environ, env_hint))
     return tuple(chain)
 
 
 def _settings(
-    agent: str, where: str, table: LlmSpec, environ: Mapping[str, str]
+    agent: str, where: str, table: LlmSpec, environ: Mapping[str, str], env_hint: str
 ) -> ProviderSettings:
     provider = table.provider or "none"
     if provider not in _PROVIDERS:
@@ -113,28 +135,43 @@ def _settings(
     return ProviderSettings(
         provider=cast("Provider", provider),
         model=table.model,
-        base_url=_expand(agent, f"{where}.base_url", table.base_url, environ),
-        api_key=_expand(agent, f"{where}.api_key", table.api_key, environ),
+        base_url=_expand(agent, f"{where}.base_url", table.base_url, environ, env_hint),
+        api_key=_expand(agent, f"{where}.api_key", table.api_key, environ, env_hint),
         temperature=table.temperature,
         max_tokens=table.max_tokens,
         top_p=table.top_p,
         timeout_s=timeout_s,
         connect_timeout_s=min(CONNECT_TIMEOUT_S, timeout_s),
         max_retries=table.max_retries if table.max_retries is not None else 2,
+        secrets=tuple(
+            secret
+            for raw in (table.base_url, table.api_key)
+            if raw
+            for secret in referenced_values(raw, environ)
+        ),
     )
 
 
-def _expand(agent: str, key: str, value: str | None, environ: Mapping[str, str]) -> str | None:
+def _expand(
+    agent: str, key: str, value: str | None, environ: Mapping[str, str], env_hint: str
+) -> str | None:
     if value is None:
         return None
     try:
         return expand_env(value, environ) or None
     except KeyError as exc:
+        problem = str(exc.args[0])
+        if env_hint:
+            problem = problem.replace(" is not set", " is not set or not allow-listed")
+        hint = env_hint or "export it before starting caxton (or write the value in the file)"
         raise LLMNotConfigured(
-            f"agent {agent!r}: {key}: {exc.args[0]}; export it before starting caxton "
-            "(or write the value in the file)",
+            f"agent {agent!r}: {key}: {problem}; {hint}",
             details={"agent": agent, "key": key},
         ) from None
+
+
+def _normal_url(url: str) -> str:
+    return url.strip().rstrip("/")
 
 
 def _first(*values: T | None) -> T | None:

@@ -39,18 +39,24 @@ def expand_env(value: str, environ: Mapping[str, str]) -> str:
     return _ENV_REFERENCE.sub(replace, value)
 
 
+def referenced_values(value: str, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The values that :func:`expand_env` substitutes into ``value`` (set ones only)."""
+    return tuple(environ[name] for name in _ENV_REFERENCE.findall(value) if name in environ)
+
+
 @attrs.frozen(kw_only=True)
 class ProviderSettings:
     """One endpoint, fully resolved (defaults merged, ``${VAR}`` expanded).
 
-    ``api_key`` is excluded from ``repr`` so that logging a settings value cannot leak it.
+    ``api_key`` is excluded from ``repr`` so that logging a settings value cannot leak it;
+    ``secrets`` holds it and every value expanded from ``${VAR}``, which views and errors mask.
     Timeouts: ``timeout_s`` bounds the whole call, retries and streaming included;
     ``connect_timeout_s`` bounds each TCP/TLS connect.
     """
 
     provider: Provider
     model: str
-    base_url: str | None = None
+    base_url: str | None = attrs.field(default=None, repr=False)  # may hold expanded secrets
     api_key: str | None = attrs.field(default=None, repr=False)
     temperature: float | None = None
     max_tokens: int | None = None
@@ -58,6 +64,7 @@ class ProviderSettings:
     timeout_s: float = 60.0
     connect_timeout_s: float = 10.0
     max_retries: int = 2
+    secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
 
     @property
     def url(self) -> str:

@@ -93,3 +93,30 @@ def test_unusable_settings_name_the_key(
     assert fragment in caught.value.message
     assert "'helper'" in caught.value.message
     assert caught.value.http_status == 503
+
+
+def test_the_server_key_goes_only_to_the_url_it_was_configured_for() -> None:
+    def key_for(base_url: str | None) -> str | None:
+        (primary,) = resolve_chain("a", LlmSpec(base_url=base_url), SERVER, LlmOverrides(), ENV)
+        return primary.api_key
+
+    assert key_for(None) == "sk-server"
+    assert key_for("https://api.openai.com/v1/") == "sk-server"  # the provider's default
+    assert key_for("https://attacker.example/v1") is None
+    assert key_for("http://api.openai.com.attacker.example/v1") is None
+    own = LlmSpec(base_url="https://attacker.example/v1", api_key="${OTHER_KEY}")
+    (primary,) = resolve_chain("a", own, SERVER, LlmOverrides(), ENV)
+    assert primary.api_key == "sk-other"  # the agent's own key is its own to send
+
+
+def test_an_environment_value_is_a_secret_of_the_endpoint() -> None:
+    spec = LlmSpec(base_url="https://proxy.example/${OTHER_KEY}/v1")
+    (primary,) = resolve_chain("a", spec, SERVER, LlmOverrides(), ENV)
+    assert "sk-other" in primary.secrets
+    assert "sk-other" not in repr(primary)
+
+
+def test_a_variable_outside_the_environment_given_names_the_allow_list() -> None:
+    spec = LlmSpec(api_key="${OTHER_KEY}")
+    with pytest.raises(LLMNotConfigured, match="not set or not allow-listed; ask an admin"):
+        resolve_chain("a", spec, SERVER, LlmOverrides(), {}, env_hint="ask an admin")
