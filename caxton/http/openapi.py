@@ -49,7 +49,7 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
                         "in": "query",
                         "required": q.required,
                         "description": q.description,
-                        "schema": {"type": q.type},
+                        "schema": bodies.query.get(q.name, {"type": q.type}),
                     }
                     for q in spec.query
                 ],

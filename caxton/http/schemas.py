@@ -19,7 +19,7 @@ of a running server against the document.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import attrs
@@ -42,6 +42,7 @@ from caxton.http.schemagen import (
     ref,
 )
 from caxton.memory.embedder import EmbedderStatistics
+from caxton.memory.service import MAX_GRAPH_DEPTH, MAX_SEARCH_LIMIT
 from caxton.memory.types import (
     Capacity,
     Entity,
@@ -51,10 +52,12 @@ from caxton.memory.types import (
     ImportReport,
     MemoryStatistics,
     MemoryStats,
+    MergeStrategy,
     NewEntity,
     NewRelation,
     OptimizeReport,
     Relation,
+    Scope,
 )
 from caxton.messages import Message
 from caxton.messaging.conversations import STATUSES, ConversationSummary
@@ -202,7 +205,7 @@ ERROR: Final[Schema] = obj(
 
 def _declared() -> dict[str, Schema]:
     """Schemas of the bodies handlers build as plain dicts."""
-    agent_states = [state.value for state in AgentState]
+    agent_states = _AGENT_STATES
     problem = ref("Problem")
     agent = obj(
         {
@@ -373,12 +376,15 @@ class Operation:
         responses: status -> media type -> schema of the 2xx answers.
         frames: for WebSockets, ``{"receive": schema, "send": schema}`` of the text frames
             the server receives from and sends to the client.
+        query: query parameter name -> a schema narrower than its declared type (the
+            values and ranges the handler accepts).
     """
 
     request: Mapping[str, Schema] = attrs.field(factory=dict)
     request_required: bool = True
     responses: Mapping[int, Mapping[str, Schema]] = attrs.field(factory=dict)
     frames: Mapping[str, Schema] = attrs.field(factory=dict)
+    query: Mapping[str, Schema] = attrs.field(factory=dict)
 
 
 def _json(name_or_schema: str | Schema) -> Mapping[str, Schema]:
@@ -396,12 +402,26 @@ def _op(
     status: int = 200,
     request: str | Schema | None = None,
     optional: bool = False,
+    query: Mapping[str, Schema] | None = None,
 ) -> Operation:
     return Operation(
         request=_json(request) if request is not None else {},
         request_required=not optional,
         responses=_ok(response, status),
+        query=query or {},
     )
+
+
+def _range(low: float, high: float, kind: str = "integer") -> Schema:
+    return {"type": kind, "minimum": low, "maximum": high}
+
+
+def _choice(values: Iterable[str]) -> Schema:
+    return {"type": "string", "enum": list(values)}
+
+
+_PAGE: Final[Mapping[str, Schema]] = {"limit": _range(1, 1000), "offset": _range(0, 1_000_000)}
+_AGENT_STATES: Final = [state.value for state in AgentState]
 
 
 _SSE_STREAM: Schema = {
@@ -467,7 +487,10 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
     ),
     "events.events_stream": Operation(frames={"receive": ANY, "send": ref("Event")}),
     # -- agents
-    "agents.list_agents": _op("AgentList"),
+    "agents.list_agents": _op(
+        "AgentList",
+        query={"type": _choice(("config", "wasm")), "status": _choice(_AGENT_STATES), **_PAGE},
+    ),
     "agents.agents_performance": _op(obj({"agents": array(ref("AgentPerformance"))})),
     "agents.deploy_agent": _op("Agent", status=201, request="AgentFile"),
     "agents.validate_agent": _op("ValidationReport", request="AgentFile"),
@@ -484,12 +507,13 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
         optional=True,
     ),
     "agents.agent_logs": Operation(
+        query={"tail": _range(0, 1000), "level": _choice(LEVELS)},
         responses={
             200: {
                 JSON: obj({"agent": _STRING, "lines": array(ref("LogLine"))}),
                 NDJSON: {**ref("LogLine"), "description": "follow=true: one line per log line"},
             }
-        }
+        },
     ),
     "agents.message_agent": Operation(
         request=_json("AgentMessageRequest"),
@@ -501,6 +525,7 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
     # -- messaging
     "messaging.post_message": Operation(
         request=_json("Envelope"),
+        query={"timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600}},
         responses={
             200: _json("Message"),
             202: _json(
@@ -515,9 +540,10 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
         },
     ),
     "messaging.list_conversations": _op(
-        obj({"conversations": array(ref("ConversationSummary")), "total": _INTEGER})
+        obj({"conversations": array(ref("ConversationSummary")), "total": _INTEGER}),
+        query={"status": _choice(STATUSES), **_PAGE},
     ),
-    "messaging.get_conversation": _op("Conversation"),
+    "messaging.get_conversation": _op("Conversation", query={"limit": _range(1, 100_000)}),
     "messaging.close_conversation": _op("ConversationSummary"),
     "messaging.list_capabilities": _op(
         obj(
@@ -547,9 +573,13 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
     "memory.add_observations": _op("Entity", request=obj({"observations": array(_STRING)})),
     "memory.create_relation": _op("Relation", status=201, request="NewRelation"),
     "memory.search": _op(
-        obj({"query": _STRING, "results": array(ref("SearchHit")), "count": _INTEGER})
+        obj({"query": _STRING, "results": array(ref("SearchHit")), "count": _INTEGER}),
+        query={
+            "limit": _range(1, MAX_SEARCH_LIMIT),
+            "scope": _choice(s.value for s in Scope),
+        },
     ),
-    "memory.graph": _op("Graph"),
+    "memory.graph": _op("Graph", query={"max_depth": _range(1, MAX_GRAPH_DEPTH)}),
     "memory.stats": _op(
         extend(
             ref("MemoryStats"),
@@ -585,9 +615,11 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
         optional=True,
     ),
     "memory.export": Operation(
-        responses={200: {JSON: ref("ExportDocument"), NDJSON: ref("ExportLine")}}
+        query={"format": _choice(("json", "jsonl"))},
+        responses={200: {JSON: ref("ExportDocument"), NDJSON: ref("ExportLine")}},
     ),
     "memory.import_memory": Operation(
+        query={"merge_strategy": _choice(m.value for m in MergeStrategy)},
         request={JSON: ref("ImportDocument"), NDJSON: ref("ExportLine")},
         responses=_ok(extend(ref("ImportReport"), {"entity_count": _INTEGER})),
     ),

@@ -131,6 +131,15 @@ def test_no_schema_for_a_route_that_does_not_exist() -> None:
     assert set(schemas.OPERATIONS) <= endpoints, sorted(set(schemas.OPERATIONS) - endpoints)
 
 
+def test_narrowed_query_parameters_are_declared_ones() -> None:
+    for spec in SPECS:
+        declared = {q.name: q.type for q in spec.query}
+        narrowed = schemas.OPERATIONS[spec.endpoint].query
+        for name, schema in narrowed.items():
+            assert name in declared, f"{spec.endpoint}: no query parameter {name}"
+            assert schema["type"] == declared[name], f"{spec.endpoint}: {name}"
+
+
 def test_a_route_without_a_schema_is_still_listed_untyped() -> None:
     """A route added without an entry keeps the document whole (the test above fails)."""
     table = RouteTable("extra")
