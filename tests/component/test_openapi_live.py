@@ -182,6 +182,14 @@ async def test_every_answer_matches_the_document(live: ServerInfo) -> None:
         for status in operation["responses"]
         if status.startswith("2")
     }
+    untyped = [
+        (method, path, status)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        for status, response in operation["responses"].items()
+        if status.startswith("2") and response["content"].get(JSON, {}).get("schema") == {}
+    ]
+    assert not untyped, f"answers without a schema (caxton.http.schemas): {untyped}"
     missing = documented - api.seen - set(NOT_REACHED)
     assert not missing, f"answers never checked against the document: {sorted(missing)}"
     sockets = {p for p, item in document["paths"].items() if item.get("get", {}).get("x-websocket")}
