@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, ClassVar
@@ -51,8 +52,31 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+#: Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_control(text: str) -> str:
+    """``text`` on one line: ``\\n``, ``\\r``, ``\\t`` and ``\\xNN``/``\\uNNNN`` for other
+    control characters, so a value a client sent cannot forge a log line (issue #13)."""
+
+    def one(match: re.Match[str]) -> str:
+        char = match.group()
+        if char in _ESCAPES:
+            return _ESCAPES[char]
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return _CONTROL.sub(one, text)
+
+
 class TextFormatter(logging.Formatter):
-    """``time level logger message key=value ...``, readable in a terminal."""
+    """``time level logger message key=value ...``, readable in a terminal.
+
+    Every record is one line: control characters in the message and in ``extra`` values are
+    escaped (:func:`escape_control`). A traceback follows on lines indented by four spaces,
+    so no text a client sent can start a line that looks like a record of its own.
+    """
 
     default_msec_format: ClassVar[str] = "%s.%03d"  # type: ignore[misc]
 
@@ -60,14 +84,27 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
         message = record.getMessage()
+        record.message = escape_control(message)
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         extras = [
-            f"{key}={value}"
+            escape_control(f"{key}={value}")
             for key, value in vars(record).items()
             if key not in _STANDARD and not key.startswith("_") and str(value) not in message
         ]
-        return f"{line} {' '.join(extras)}" if extras else line
+        if extras:
+            line = f"{line} {' '.join(extras)}"
+        details = []
+        if record.exc_info:
+            details.append(self.formatException(record.exc_info))
+        elif record.exc_text:
+            details.append(record.exc_text)
+        if record.stack_info:
+            details.append(self.formatStack(record.stack_info))
+        for block in details:
+            line += "".join(f"\n    {escape_control(part)}" for part in block.splitlines())
+        return line
 
 
 def configure_logging(config: LoggingConfig, *, log_file: Path | None = None) -> None:

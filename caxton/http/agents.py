@@ -9,12 +9,13 @@ import trio
 from quart import Response, request, websocket
 
 from caxton.agents.logs import LEVELS, level_at_least
-from caxton.errors import BadRequest, CaxtonError, ValidationFailed
-from caxton.http.params import int_arg, json_object, optional_json_object
+from caxton.errors import BadRequest, CaxtonError, PayloadTooLarge, ValidationFailed
+from caxton.http.params import int_arg, json_object, optional_json_object, parse_json
 from caxton.http.routes import QueryParam, Role, RouteTable
 from caxton.http.state import server_state
 from caxton.http.streaming import background_body, sse_frame
 from caxton.messages import PERFORMATIVES, Message
+from caxton.security.hooks import charge_frame, check_claimed_sender, client_sender
 
 if TYPE_CHECKING:
     from caxton.agents.registry import Registry
@@ -268,6 +269,7 @@ async def agent_logs(name: str) -> Response | dict[str, Any]:
 
 
 def _message_from(body: dict[str, Any], name: str) -> Message:
+    """The message a caller's ``body`` asks to send to ``name``; its sender is the caller."""
     content = body.get("content")
     if not isinstance(content, str | dict):
         raise ValidationFailed(
@@ -279,9 +281,12 @@ def _message_from(body: dict[str, Any], name: str) -> Message:
         raise ValidationFailed(
             f"performative must be one of {', '.join(PERFORMATIVES)}, got {performative!r}"
         )
+    is_agent = _registry().has_agent
+    sender = client_sender(is_agent)
+    check_claimed_sender(body.get("sender"), sender, is_agent)
     values: dict[str, Any] = {
         "performative": performative,
-        "sender": str(body.get("sender") or "client"),
+        "sender": sender,
         "receiver": name,
         "content": content,
     }
@@ -372,11 +377,18 @@ async def agent_socket(name: str) -> None:
 
 
 async def _answer_frame(router: Router, name: str, raw: str | bytes) -> None:
+    """Answer one client frame: it costs a rate-limit token and is parsed within the JSON
+    bounds of :mod:`caxton.http.params`; a refusal is an error frame, never forwarded."""
     try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    try:
+        charge_frame()
+        limit = server_state().config.server.max_request_size
+        if len(raw) > limit:  # hypercorn closes with 1009 first; this is the second guard
+            raise PayloadTooLarge(
+                f"the frame ({len(raw)} bytes) is larger than server.max_request_size "
+                f"({limit} bytes)",
+                details={"max_request_size": limit},
+            )
+        body = parse_json(raw, 'each frame is a JSON object such as {"content": "hello"}')
         if not isinstance(body, dict):
             raise BadRequest('each frame must be a JSON object such as {"content": "hello"}')
         message = _message_from(body, name)

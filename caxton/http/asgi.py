@@ -7,6 +7,15 @@ own receive loop keeps reading it meanwhile) and, when waiting is pointless or t
 (a client that stalls), answers with ``Connection: close`` so the client opens a fresh
 connection instead of hanging. A request that declares a body over ``server.max_request_size``
 is refused here with 413 before any handler runs.
+
+A second hypercorn 0.18 trap (issue #13, item 16): its trio ``TCPServer._close`` calls
+``send_eof()`` without taking the connection's send lock. When the reading task meets a
+protocol error (typically a client that pipelines more bytes after the body it declared,
+right after an early 413), it closes the connection while the app's task is between the
+response start and its body, and the app's ``send_all`` fails with ``trio.BusyResourceError``,
+logged as "Error in ASGI Framework". The connection is going away at that moment, so the
+wrapper treats that error on ``send`` as a client that disconnected: the response is dropped
+quietly, as hypercorn itself does with ``BrokenResourceError``.
 """
 
 from __future__ import annotations
@@ -47,7 +56,20 @@ class DrainRequestBody:
         self.max_body = max_body
         self.drain_timeout_s = drain_timeout_s
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, raw_send: Send) -> None:
+        closing = False
+
+        async def send(message: Message) -> None:
+            nonlocal closing
+            if closing:
+                return
+            try:
+                await raw_send(message)
+            except trio.BusyResourceError:
+                # hypercorn's reader is closing the connection under us (module docstring)
+                closing = True
+                LOGGER.debug("connection closed while answering %s", scope.get("path"))
+
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -13,6 +13,8 @@ from caxton.http.state import server_state
 from caxton.messaging import STATUSES, ConversationClosed, ConversationNotFound
 from caxton.messaging.conversations import CLOSED
 from caxton.messaging.envelope import EXAMPLE, parse_envelope
+from caxton.security.errors import Forbidden
+from caxton.security.hooks import check_claimed_sender, client_sender
 
 if TYPE_CHECKING:
     from caxton.messages import Message
@@ -52,10 +54,17 @@ async def post_message() -> tuple[dict[str, Any], int]:
     if not 0 < timeout_s <= 3600:
         raise ValidationFailed(f"query parameter timeout must be from 0 to 3600 s, got {timeout_s}")
     body = await json_object(EXAMPLE)
-    message = parse_envelope(body, max_message_size=state.config.messaging.max_message_size)
+    is_agent = router.registry.has_agent
+    sender = client_sender(is_agent)
+    check_claimed_sender(body.get("sender"), sender, is_agent)
+    message = parse_envelope(
+        {**body, "sender": sender}, max_message_size=state.config.messaging.max_message_size
+    )
     if message.receiver is not None:
         router.registry.agent(message.receiver)  # 404 naming the known agents
     await _check_conversation(message, given="conversation_id" in body)
+    if message.in_reply_to is not None:
+        await _check_reply(message)
     if not wait:
         router.submit(message)
         accepted = {
@@ -66,6 +75,22 @@ async def post_message() -> tuple[dict[str, Any], int]:
         return accepted, 202
     reply = await router.ask(message, timeout_s=timeout_s)
     return reply.as_json(), 200
+
+
+async def _check_reply(message: Message) -> None:
+    """A client's ``in_reply_to`` must name a message of this conversation sent to it."""
+    conversation = await server_state().require_conversations().get(message.conversation_id)
+    for earlier in conversation.messages:
+        if message.in_reply_to in (earlier.message_id, earlier.reply_with):
+            if earlier.receiver == message.sender:
+                return
+            break
+    raise Forbidden(
+        f"in_reply_to {message.in_reply_to!r} does not name a message of conversation "
+        f"{message.conversation_id} that was sent to you ({message.sender!r}); a client "
+        "replies only to messages addressed to it",
+        details={"in_reply_to": message.in_reply_to, "sender": message.sender},
+    )
 
 
 async def _check_conversation(message: Message, *, given: bool) -> None:

@@ -46,6 +46,9 @@ class HttpServer:
         config.errorlog = logging.getLogger("hypercorn.error")
         config.keep_alive_timeout = 5
         config.include_server_header = False
+        # hypercorn's own default is 16 MiB: a WebSocket message over the request size limit
+        # is refused by hypercorn with close code 1009 before the app sees it (issue #13)
+        config.websocket_max_message_size = int(server.max_request_size)
         if tls.enabled and tls.cert_file and tls.key_file:
             config.certfile = str(self.state.config.resolve_path(tls.cert_file))
             config.keyfile = str(self.state.config.resolve_path(tls.key_file))

@@ -44,6 +44,8 @@ from caxton.security.ratelimit import client_bucket
 from caxton.security.roles import Requirement, denial
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from quart_trio import QuartTrio
 
     from caxton.http.routes import RouteSpec
@@ -241,3 +243,33 @@ def charge_frame() -> None:
     decision = gate.rate(key, getattr(g, "security_client", None))
     if decision is not None and not decision.allowed:
         raise gate.refused(decision)
+
+
+#: The sender of messages from callers while authentication is off.
+CLIENT_SENDER = "client"
+
+
+def client_sender(is_agent: Callable[[str], bool]) -> str:
+    """The sender stamped on a message a caller sends (issue #13: callers could pose as agents).
+
+    With authentication off it is ``client``; with it on, ``client:<key name or token
+    subject>``. Agent names cannot hold ``:``, so the stamp can never be an agent's name; if an
+    agent is named ``client``, anonymous callers become ``client:anonymous``.
+    """
+    identity: Identity | None = getattr(g, "security_identity", None)
+    if identity is not None and identity.auth != "none":
+        return f"{CLIENT_SENDER}:{identity.name}"
+    return f"{CLIENT_SENDER}:anonymous" if is_agent(CLIENT_SENDER) else CLIENT_SENDER
+
+
+def check_claimed_sender(claimed: object, stamped: str, is_agent: Callable[[str], bool]) -> None:
+    """Refuse a ``sender`` a caller wrote that names an agent (403).
+
+    Any other value is replaced by ``stamped``: the sender is who the caller is.
+    """
+    if isinstance(claimed, str) and claimed != stamped and is_agent(claimed):
+        raise Forbidden(
+            f"a client cannot send as the agent {claimed!r}: the sender of a message from the "
+            f'API is set from your credential ({stamped!r}); leave "sender" out',
+            details={"sender": claimed, "stamped": stamped},
+        )

@@ -90,7 +90,7 @@ async def test_body_over_the_limit_is_413_and_closes(server: ServerInfo) -> None
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
             await stream.send_all(
-                b"POST /api/v1/health HTTP/1.1\r\nHost: t\r\nX-Request-ID: big-1\r\n"
+                b"POST /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: big-1\r\n"
                 + f"Content-Length: {limit + 1}\r\n\r\n".encode()
             )
             raw = b""
@@ -112,14 +112,14 @@ async def test_early_answer_before_body_keeps_connection_usable(server: ServerIn
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
             await stream.send_all(
-                b"POST /api/v1/no-such-route HTTP/1.1\r\nHost: t\r\n"
+                b"POST /api/v1/no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n"
             )
             await trio.sleep(0.3)  # the 404 is decided before the body arrives
             await stream.send_all(b"0123456789")
             first = await read_response_head(stream)
             assert first.startswith(b"HTTP/1.1 404")
-            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             with trio.fail_after(3):
                 second = await read_response_head(stream)
             assert second.startswith(b"HTTP/1.1 200")

@@ -31,7 +31,7 @@ async def test_sigterm_lets_an_in_flight_request_finish(
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
             await stream.send_all(
-                b"POST /api/v1/agents/validate HTTP/1.1\r\nHost: t\r\n"
+                b"POST /api/v1/agents/validate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Content-Type: application/json\r\n"
                 + f"Content-Length: {len(body)}\r\n\r\n".encode()
                 + body[:10]
