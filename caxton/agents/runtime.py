@@ -18,7 +18,15 @@ from prometheus_client import Counter, Histogram
 from caxton.agents.spec import AnyAgentSpec, WasmAgentSpec
 from caxton.errors import CaxtonError
 from caxton.messages import PERFORMATIVES, Message
+from caxton.messaging.routing import (
+    SEND_ACCEPTED,
+    SEND_CALL_LIMIT,
+    SEND_INVALID,
+    SEND_NO_ROUTER,
+    SEND_REFUSALS,
+)
 from caxton.wasm import GuestHooks, WasmLimitExceeded, WasmLimits, WasmTrap
+from caxton.wasm.limits import MAX_SENDS_PER_CALL
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -100,6 +108,8 @@ class WasmMetrics:
     fuel: Counter
     traps: Counter
     limits: Counter
+    log_dropped: Counter
+    send_refused: Counter
 
     @classmethod
     def register(cls, metrics: Metrics) -> WasmMetrics:
@@ -113,6 +123,18 @@ class WasmMetrics:
             traps=metrics.counter("caxton_wasm_traps", "WASM guest traps.", ["agent", "trap"]),
             limits=metrics.counter(
                 "caxton_wasm_limit_exceeded", "WASM calls stopped by a limit.", ["agent", "limit"]
+            ),
+            log_dropped=metrics.counter(
+                "caxton_wasm_log_dropped_bytes",
+                "Bytes of guest log (caxton.log, wasi-stdio stderr) dropped: past the per-call "
+                "budget, the line cap or the agent's line rate.",
+                ["agent"],
+            ),
+            send_refused=metrics.counter(
+                "caxton_wasm_send_refused",
+                "caxton.send_message calls refused, by reason (sends per call, in flight, "
+                "per conversation, rate, hop limit, ...).",
+                ["agent", "reason"],
             ),
         )
 
@@ -128,10 +150,16 @@ class MessagePoster(Protocol):
 #: ``caxton.log`` levels.
 GUEST_LOG_LEVELS = {0: "debug", 1: "info", 2: "warn", 3: "error"}
 
-#: ``caxton.send_message`` results (DESIGN §11: 0 accepted, negative refused).
-SEND_ACCEPTED = 0
-SEND_NOT_A_MESSAGE = -2
-SEND_NO_ROUTER = -3
+#: ``caxton.send_message`` results (DESIGN §11: 0 accepted, negative refused): see
+#: :data:`caxton.messaging.routing.SEND_REFUSALS` for every code.
+SEND_NOT_A_MESSAGE = SEND_INVALID
+_RUNTIME_REFUSALS = {
+    SEND_CALL_LIMIT: f"more than {MAX_SENDS_PER_CALL} sends in one call; the rest of this "
+    "call's sends are refused too",
+    SEND_NOT_A_MESSAGE: "not a message envelope (a JSON object with exactly one of receiver "
+    "or capability, a string or object content, a known performative)",
+    SEND_NO_ROUTER: "the message router is not running",
+}
 
 
 class WasmAgentInstance:
@@ -167,9 +195,11 @@ class WasmAgentInstance:
         # Log lines are collected in the worker thread and written once the call returns:
         # a round trip to trio per line would cost more than the guest call itself.
         lines: list[tuple[int, str]] = []
+        dropped = self.metrics.log_dropped.labels(agent=name)
         hooks = GuestHooks(
             log=lambda level, text: lines.append((level, text)),
-            send_message=self._sender_for(message),
+            send_message=self._sender_for(message, lines),
+            log_dropped=dropped.inc,
         )
         try:
             # without a streaming consumer, chunks are not handed to trio one by one: each
@@ -195,26 +225,49 @@ class WasmAgentInstance:
     async def aclose(self) -> None:
         await self.module.aclose()
 
-    def _sender_for(self, handling: Message) -> Callable[[bytes], int]:
+    def _sender_for(
+        self, handling: Message, lines: list[tuple[int, str]]
+    ) -> Callable[[bytes], int]:
         """The ``caxton.send_message`` hook while the guest handles ``handling``.
 
         Runs in the guest's worker thread: it parses the envelope and hands it to the trio
-        side, which delivers it one hop further than the message being handled.
+        side, which delivers it one hop further than the message being handled. At most
+        ``MAX_SENDS_PER_CALL`` sends are accepted per call (issue #13 item 5); every refusal is
+        counted (``caxton_wasm_send_refused_total``), the first of each kind in a call logged
+        (into ``lines``, written to the agent's log after the call).
         """
         poster = self.poster
         name = self.spec.name
+        metric = self.metrics.send_refused
+        accepted = 0
+        reported: set[int] = set()
+
+        def refused(code: int) -> int:
+            reason = SEND_REFUSALS.get(code, "refused")
+            metric.labels(agent=name, reason=reason).inc()
+            # the router logs its own refusals; these are the runtime's (once per call each)
+            if code in _RUNTIME_REFUSALS and code not in reported:
+                reported.add(code)
+                lines.append((2, f"send_message refused ({code}): {_RUNTIME_REFUSALS[code]}"))
+            return code
 
         def send(data: bytes) -> int:
+            nonlocal accepted
             if poster is None:
-                return SEND_NO_ROUTER
+                return refused(SEND_NO_ROUTER)
+            if accepted >= MAX_SENDS_PER_CALL:
+                return refused(SEND_CALL_LIMIT)
             try:
                 envelope = json.loads(data)
             except ValueError:
-                return SEND_NOT_A_MESSAGE
+                return refused(SEND_NOT_A_MESSAGE)
             outgoing = message_from_guest(envelope, sender=name, handling=handling)
             if outgoing is None:
-                return SEND_NOT_A_MESSAGE
+                return refused(SEND_NOT_A_MESSAGE)
             result: int = trio.from_thread.run_sync(poster.post, outgoing)
+            if result != SEND_ACCEPTED:
+                return refused(result)
+            accepted += 1
             return result
 
         return send

@@ -27,7 +27,18 @@ from caxton.messaging.errors import (
     TIMEOUT,
     ConversationClosed,
 )
-from caxton.messaging.routing import Provider, Strategy, capability_index, choose, failure_content
+from caxton.messaging.routing import (
+    SEND_HOP_LIMIT,
+    SEND_NO_ROUTER,
+    SEND_UNKNOWN_RECEIVER,
+    Provider,
+    SendLedger,
+    SendLimits,
+    Strategy,
+    capability_index,
+    choose,
+    failure_content,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -43,11 +54,6 @@ LOGGER = logging.getLogger("caxton.router")
 
 #: The sender of failure replies the router writes itself (no agent answered).
 ROUTER_SENDER = "caxton"
-
-#: ``caxton.send_message`` refusals (DESIGN §11: negative on refusal).
-SEND_NO_ROUTER = -3
-SEND_HOP_LIMIT = -4
-SEND_UNKNOWN_RECEIVER = -5
 
 
 class CapabilityNotFound(NotFound):
@@ -76,6 +82,8 @@ class Router:
         strategy: how a capability picks its agents (``messaging.capability_routing``).
         max_hops: agent-to-agent hops before a message is refused (the loop guard).
         delivery_timeout_s: how long a message sent by an agent waits for its reply.
+        send_limits: bounds on what agents send (in flight per agent and per conversation,
+            total per conversation, sends per second per agent).
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class Router:
         strategy: Strategy = "best_match",
         max_hops: int = 8,
         delivery_timeout_s: float = 30.0,
+        send_limits: SendLimits | None = None,
     ) -> None:
         self.registry = registry
         self.conversations = conversations
@@ -97,6 +106,7 @@ class Router:
         self.strategy: Strategy = strategy
         self.max_hops = max_hops
         self.delivery_timeout_s = delivery_timeout_s
+        self.sends = SendLedger(send_limits or SendLimits(), clock=time.monotonic)
         self._nursery: trio.Nursery | None = None
         self._turns: dict[str, int] = {}
         self._index: dict[str, tuple[str, ...]] = {}
@@ -221,8 +231,11 @@ class Router:
         """Accept a message an agent sends (WASM ``caxton.send_message``); 0 or a refusal.
 
         Delivery happens in the background; the reply reaches the sender later through its
-        ``handle_message`` as an ``inform`` (or ``failure``) with ``in_reply_to`` set. Refusals:
-        -4 past ``max_hops`` (the loop guard), -5 an unknown receiver, -3 router not running.
+        ``handle_message`` as an ``inform`` (or ``failure``) with ``in_reply_to`` set. Refusals
+        (each written to the sender's log): -4 past ``max_hops`` (the loop guard), -5 an
+        unknown receiver, -3 router not running, and past :class:`SendLimits`: -7 too many of
+        the agent's messages in flight, -8 too many of the conversation's, -9 the
+        conversation's total reached, -10 the agent's sends per second.
         """
         sender = message.sender or "?"
         if message.hop > self.max_hops:
@@ -238,6 +251,10 @@ class Router:
             return SEND_UNKNOWN_RECEIVER
         if self._nursery is None:
             return SEND_NO_ROUTER
+        refusal = self.sends.admit(sender, message.conversation_id)
+        if refusal is not None:
+            self.logs.write(sender, "warn", refusal.text)
+            return refusal.code
         self._nursery.start_soon(self._answer_agent, message)
         return 0
 
@@ -297,7 +314,11 @@ class Router:
         return [self.capability_view(c) for c in self.capabilities()]
 
     def statistics(self) -> dict[str, int]:
-        return {"in_flight": self._in_flight, "capabilities": len(self.capabilities())}
+        return {
+            "in_flight": self._in_flight,
+            "capabilities": len(self.capabilities()),
+            "agent_sends_in_flight": self.sends.in_flight(),
+        }
 
     # -- inside --------------------------------------------------------------------------------
 
@@ -412,6 +433,12 @@ class Router:
 
     async def _answer_agent(self, message: Message) -> None:
         """Route an agent's message, then hand the reply to the agent that sent it."""
+        try:
+            await self._answer_agent_counted(message)
+        finally:
+            self.sends.finished(message.sender or "?", message.conversation_id)
+
+    async def _answer_agent_counted(self, message: Message) -> None:
         try:
             reply = await self.ask(message, timeout_s=self.delivery_timeout_s)
             sender = message.sender

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
@@ -12,13 +13,25 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 import attrs
 import trio
 
-from caxton.errors import ServiceUnavailable
+from caxton.errors import AgentBusy, ServiceUnavailable
 from caxton.wasm import wasi_stdio
 from caxton.wasm.abi import CAXTON_V1, Abi
 from caxton.wasm.caxton_v1 import CaxtonV1Instance
 from caxton.wasm.control import CallControl, StopReason
 from caxton.wasm.errors import WasmAgentFailed, WasmLimitExceeded
-from caxton.wasm.host import CallContext, ChunkCallback, GuestHooks, failure_for
+from caxton.wasm.host import (
+    CallContext,
+    ChunkCallback,
+    GuestHooks,
+    agent_busy,
+    failure_for,
+    new_log_bucket,
+)
+from caxton.wasm.limits import (
+    MAX_CONCURRENT_CALLS_PER_AGENT,
+    MAX_QUEUED_CALLS_PER_AGENT,
+    LogBudget,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -51,8 +64,15 @@ class GuestRunner(Protocol):
         """The engine every module of the pool was compiled for."""
         ...
 
-    async def run_in_worker(self, fn: Callable[[], T], control: Stoppable | None = None) -> T:
-        """Run ``fn`` in a worker thread under the pool's limiter (see ``WasmPool``)."""
+    async def run_in_worker(
+        self,
+        fn: Callable[[], T],
+        control: Stoppable | None = None,
+        *,
+        agent: str | None = None,
+        deadline: float | None = None,
+    ) -> T:
+        """Run ``fn`` in a worker thread under the pool's limiters (see ``WasmPool``)."""
         ...
 
     def start_soon(self, async_fn: Callable[[], Awaitable[object]]) -> None:
@@ -68,7 +88,8 @@ class WasmReply:
         body: every reply chunk, concatenated (at most ``max_message_size`` bytes).
         chunks: how many chunks the guest produced.
         fuel_consumed: fuel spent by the call (including a re-instantiation, if one was needed).
-        elapsed_s: wall-clock time of the call, queueing for a worker thread included.
+        elapsed_s: wall-clock time of the call, queueing for a worker thread included (and,
+            for a streamed reply, the time its consumer took to take the last chunks).
     """
 
     body: bytes
@@ -88,6 +109,8 @@ class AgentModuleStatistics:
         instance_alive: whether a caxton-v1 instance is currently kept.
         batches: worker-thread trips that ran caxton-v1 messages (each runs one or more
             queued messages back to back).
+        busy: calls refused with ``AGENT_BUSY`` (queue full, or their time ran out queued).
+        pending: calls accepted and not finished (queued or running).
     """
 
     calls: int
@@ -95,6 +118,8 @@ class AgentModuleStatistics:
     instances_created: int
     instance_alive: bool
     batches: int = 0
+    busy: int = 0
+    pending: int = 0
 
 
 @attrs.define(eq=False)
@@ -150,15 +175,22 @@ class LoadedAgentModule:
     ``BATCH_MAX_MESSAGES`` ran, ``BATCH_BUDGET_S`` passed, a message failed with a trap, a
     limit or a cancellation (the rest stay queued for the next trip, on a fresh instance), or
     the next message streams its reply: that one runs alone, in a trip of its own caller, so
-    that its ``on_chunk`` runs in that caller's task. Callers learn their outcome when the
+    that its chunks reach that caller's task. Callers learn their outcome when the
     trip returns, or at an epoch tick of a slow message after theirs. So one trip to a worker
     thread and back serves every message that queued up meanwhile.
+
+    Bounds (issue #13): at most ``max_pending_calls`` calls are accepted at once (more are
+    refused with ``AgentBusy`` at once); time spent queued counts against the call's
+    ``max_execution_time`` (a call whose time runs out before it starts fails with
+    ``AgentBusy``); a streamed reply is buffered (up to ``max_message_size``) and forwarded by
+    a task of the caller, so the guest never waits for the consumer.
 
     Attributes:
         name: the agent name (used in errors, logs, and as the WASI program name).
         abi: ``"caxton-v1"`` or ``"wasi-stdio"``.
         limits: the limits every call runs under.
         content_hash: SHA-256 of the module source, as deployed.
+        max_pending_calls: calls accepted at once (queued or running).
     """
 
     def __init__(
@@ -191,6 +223,10 @@ class LoadedAgentModule:
         self._calls = 0
         self._failures = 0
         self._instances_created = 0
+        self._busy = 0
+        self._pending = 0
+        self.max_pending_calls = MAX_CONCURRENT_CALLS_PER_AGENT + MAX_QUEUED_CALLS_PER_AGENT
+        self._log_bucket = new_log_bucket()  # guest log lines, shared by every call
 
     async def start(self) -> None:
         """Prepare the module for traffic: instantiate and run ``agent_init`` (caxton-v1), or
@@ -208,11 +244,15 @@ class LoadedAgentModule:
         if self.abi == CAXTON_V1:
             ctx = self._context(None, None)
             async with self._lock:
-                await self._runner.run_in_worker(lambda: self._ensure_instance(ctx), ctx.control)
+                await self._runner.run_in_worker(
+                    lambda: self._ensure_instance(ctx), ctx.control, agent=self.name
+                )
         else:
             engine = self._runner.engine
             module = self._module
-            self._pre = await self._runner.run_in_worker(lambda: wasi_stdio.prepare(engine, module))
+            self._pre = await self._runner.run_in_worker(
+                lambda: wasi_stdio.prepare(engine, module), agent=self.name
+            )
 
     async def handle(
         self,
@@ -224,14 +264,18 @@ class LoadedAgentModule:
         """Deliver one message to the guest and return its reply.
 
         Each reply chunk (a ``caxton.reply`` call, or a write to stdout) is passed to
-        ``on_chunk`` as soon as the guest produces it, in order; the guest waits while
-        ``on_chunk`` runs, so a slow consumer slows the guest (and uses its time budget). The
-        chunks already delivered stay delivered when the call later fails.
+        ``on_chunk`` as soon as the guest produces it, in order, by a task of the caller; the
+        guest never waits for ``on_chunk`` (the chunks wait in memory, at most
+        ``max_message_size`` bytes of them), so a slow consumer holds neither the guest, nor
+        its worker thread, nor the agent's other callers (issue #13 item 11); this call
+        returns once ``on_chunk`` has taken every chunk. The chunks already delivered stay
+        delivered when the call later fails.
 
         Args:
             message: the message JSON (DESIGN §5 envelope), at most ``max_message_size`` bytes.
-            on_chunk: async callable receiving each chunk; it runs in the caller's task context.
-                If it raises, the guest is stopped and the exception propagates from here.
+            on_chunk: async callable receiving each chunk; it runs in a child task of the
+                caller (with the caller's context). If it raises, the guest is stopped and the
+                exception propagates from here.
             hooks: host callbacks for this call; defaults to the ones given at load.
 
         Returns:
@@ -242,12 +286,15 @@ class LoadedAgentModule:
                 call ran out of fuel or time.
             WasmTrap: the guest trapped.
             WasmAgentFailed: the guest reported failure (non-zero status or exit code).
+            AgentBusy: ``max_pending_calls`` calls are already accepted, or the call's
+                ``max_execution_time`` ran out before it could start.
             ServiceUnavailable: the pool is not running, or this module was closed.
 
         Cancellation:
             Safe. A queued caxton-v1 message that has not started never runs. A running guest
             is stopped at the next epoch tick (within ~10 ms plus the tick interval) and
-            ``trio.Cancelled`` propagates once it has stopped; no thread is abandoned. A
+            ``trio.Cancelled`` propagates once it has stopped (for a streamed reply, inside
+            a ``BaseExceptionGroup`` of the forwarding nursery); no thread is abandoned. A
             caxton-v1 instance interrupted this way is discarded and re-created for the next
             message; the other queued messages are unaffected.
         """
@@ -260,23 +307,29 @@ class LoadedAgentModule:
                 observed=len(message),
                 what="the incoming message is too large",
             )
+        if self._pending >= self.max_pending_calls:
+            self._busy += 1
+            raise agent_busy(
+                self.name,
+                why=f"{self._pending} of its calls are already queued or running, the most "
+                f"it accepts at once",
+            )
         started = time.monotonic()
-        ctx = self._context(on_chunk, hooks)
+        self._pending += 1
         try:
-            if self.abi == CAXTON_V1:
-                fuel = await self._queued_call(message, ctx)
+            if on_chunk is None:
+                ctx = self._context(None, hooks)
+                fuel = await self._call(message, ctx)
             else:
-                self._check_open()
-                pre, engine = self._pre, self._runner.engine
-                assert pre is not None, "LoadedAgentModule.start() was not called"
-                fuel = await self._runner.run_in_worker(
-                    lambda: wasi_stdio.run_once(engine, pre, message, ctx), ctx.control
-                )
-        except trio.Cancelled:
+                ctx, fuel = await self._streamed_call(message, on_chunk, hooks)
+        except BaseException as exc:
+            if isinstance(exc, AgentBusy):
+                self._busy += 1
+            elif not _is_cancellation(exc):
+                self._failures += 1
             raise
-        except BaseException:
-            self._failures += 1
-            raise
+        finally:
+            self._pending -= 1
         self._calls += 1
         return WasmReply(
             body=b"".join(ctx.chunks),
@@ -284,6 +337,57 @@ class LoadedAgentModule:
             fuel_consumed=fuel,
             elapsed_s=time.monotonic() - started,
         )
+
+    async def _call(self, message: bytes, ctx: CallContext) -> int:
+        """Run one call to its end; return its fuel."""
+        if self.abi == CAXTON_V1:
+            return await self._queued_call(message, ctx)
+        self._check_open()
+        pre, engine = self._pre, self._runner.engine
+        assert pre is not None, "LoadedAgentModule.start() was not called"
+        return await self._runner.run_in_worker(
+            lambda: wasi_stdio.run_once(engine, pre, message, ctx),
+            ctx.control,
+            agent=self.name,
+            deadline=ctx.control.deadline,
+        )
+
+    async def _streamed_call(
+        self, message: bytes, on_chunk: ChunkCallback, hooks: GuestHooks | None
+    ) -> tuple[CallContext, int]:
+        """Run one call whose chunks a child task forwards to ``on_chunk`` as they come.
+
+        The guest puts its chunks in an unbounded channel (bounded in bytes by
+        ``max_message_size``) and goes on; the forwarder waits for the consumer instead.
+        """
+        send, receive = trio.open_memory_channel[bytes](math.inf)
+        ctx = self._context(send, hooks)
+        consumer_failed: list[Exception] = []
+        call_failed: list[Exception] = []
+        fuel = 0
+
+        async def forward() -> None:
+            async with receive:
+                async for chunk in receive:
+                    try:
+                        await on_chunk(chunk)
+                    except Exception as exc:  # the consumer is gone: stop the guest
+                        consumer_failed.append(exc)
+                        ctx.control.stop("host_error", exception=exc)
+                        return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forward)
+            with send:
+                try:
+                    fuel = await self._call(message, ctx)
+                except Exception as exc:  # the chunks before it still reach the consumer
+                    call_failed.append(exc)
+        if consumer_failed:
+            raise consumer_failed[0]
+        if call_failed:
+            raise call_failed[0]
+        return ctx, fuel
 
     async def aclose(self) -> None:
         """Refuse further messages and free the instance. Idempotent.
@@ -308,13 +412,15 @@ class LoadedAgentModule:
             instances_created=self._instances_created,
             instance_alive=self._instance is not None,
             batches=self._batches,
+            busy=self._busy,
+            pending=self._pending,
         )
 
     # -- the caxton-v1 queue (trio side) -----------------------------------------------------
 
     async def _queued_call(self, message: bytes, ctx: CallContext) -> int:
         """Queue one caxton-v1 message, wait for its turn to run and end, return its fuel."""
-        turn = _Turn(message=message, ctx=ctx, alone=ctx.on_chunk is not None)
+        turn = _Turn(message=message, ctx=ctx, alone=ctx.stream is not None)
         ctx.control.watch_worker_task = False  # its caller stops it instead (see _withdraw)
         with self._queue_lock:
             self._queue.append(turn)  # no checkpoint before this: queue order = call order
@@ -323,9 +429,21 @@ class LoadedAgentModule:
             while not turn.announced:
                 if turn.alone and not self._driving and self._head() is turn:
                     await self._drive_alone(turn)
-                else:
-                    turn.wake = trio.Event()
+                    continue
+                # a queued call waits until its deadline at most (time queued counts against
+                # max_execution_time); a running one is stopped by the deadline itself
+                queued = self._still_queued(turn)
+                at = _trio_time(ctx.control.deadline) if queued else math.inf
+                turn.wake = trio.Event()
+                with trio.move_on_at(at):
                     await turn.wake.wait()
+                if (
+                    queued
+                    and not turn.announced
+                    and time.monotonic() >= ctx.control.deadline
+                    and self._still_queued(turn)
+                ):
+                    raise self._queue_timeout(ctx)
         except BaseException as exc:
             await self._withdraw(turn, exc)
             raise
@@ -364,7 +482,7 @@ class LoadedAgentModule:
                     self._check_open()
                     self._batches += 1
                     await self._runner.run_in_worker(
-                        functools.partial(self._run_batch, batch), batch
+                        functools.partial(self._run_batch, batch), batch, agent=self.name
                     )
                 self._announce()
         except trio.Cancelled:
@@ -396,7 +514,12 @@ class LoadedAgentModule:
             async with self._lock:
                 self._check_open()
                 self._batches += 1
-                await self._runner.run_in_worker(functools.partial(self._run_batch, batch), batch)
+                await self._runner.run_in_worker(
+                    functools.partial(self._run_batch, batch),
+                    batch,
+                    agent=self.name,
+                    deadline=turn.ctx.control.deadline,
+                )
         except Exception as exc:
             with self._queue_lock:
                 queued = turn.state == "queued"
@@ -431,6 +554,17 @@ class LoadedAgentModule:
                 while not turn.announced:
                     turn.wake = trio.Event()
                     await turn.wake.wait()
+
+    def _still_queued(self, turn: _Turn) -> bool:
+        with self._queue_lock:
+            return turn.state == "queued"
+
+    def _queue_timeout(self, ctx: CallContext) -> AgentBusy:
+        return agent_busy(
+            self.name,
+            why=f"the message waited in its queue for its whole [limits].max_execution_time "
+            f"({ctx.limits.max_execution_time_s:g}s) and did not run",
+        )
 
     def _head(self) -> _Turn | None:
         with self._queue_lock:
@@ -475,6 +609,8 @@ class LoadedAgentModule:
             fuel, error = 0, None
             if ctx.control.stopping:  # stopped before it started: it does not run
                 error = failure_for(ctx)
+            elif time.monotonic() >= ctx.control.deadline:  # its time ran out in the queue
+                error = self._queue_timeout(ctx)
             else:
                 ctx.control.on_tick = functools.partial(
                     self._announce_from_worker, time.monotonic() + ANNOUNCE_AFTER_S
@@ -490,7 +626,9 @@ class LoadedAgentModule:
                 turn.state = "finished"
                 self._finished.append(turn)
                 batch.current = None
-            if turn.alone or (error is not None and not isinstance(error, WasmAgentFailed)):
+            if turn.alone or (
+                error is not None and not isinstance(error, WasmAgentFailed | AgentBusy)
+            ):
                 return  # a failed message ends the trip: the rest waits for a fresh instance
 
     def _take(self, batch: _Batch, count: int, started: float) -> _Turn | None:
@@ -500,8 +638,8 @@ class LoadedAgentModule:
         ):
             return None
         with self._queue_lock:
-            if batch.stop_reason is not None or not self._queue:
-                return None
+            if batch.stop_reason is not None or not self._queue or self._closed:
+                return None  # (a closed module runs no further message: they are refused)
             turn = self._queue[0]
             if batch.first is not None:  # a streaming message runs alone
                 if count > 0 or turn is not batch.first:
@@ -523,7 +661,6 @@ class LoadedAgentModule:
             trio.from_thread.run_sync(self._announce)
 
     def _handle_v1(self, message: bytes, ctx: CallContext) -> int:
-        ctx.control.start_clock(self.limits.max_execution_time_s)
         fresh = self._instance is None
         instance = self._ensure_instance(ctx)
         init_fuel = 0
@@ -540,15 +677,31 @@ class LoadedAgentModule:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _context(self, on_chunk: ChunkCallback | None, hooks: GuestHooks | None) -> CallContext:
+    def _context(
+        self, stream: trio.MemorySendChannel[bytes] | None, hooks: GuestHooks | None
+    ) -> CallContext:
+        """A call's context; its deadline starts now (time queued counts against it)."""
         return CallContext(
             agent=self.name,
             limits=self.limits,
             control=CallControl.starting_now(self.limits.max_execution_time_s),
             hooks=hooks or self.hooks,
-            on_chunk=on_chunk,
+            log_budget=LogBudget(bucket=self._log_bucket),
+            stream=stream,
         )
 
     def _check_open(self) -> None:
         if self._closed:
             raise ServiceUnavailable(f"WASM agent {self.name!r}: this version has been stopped.")
+
+
+def _trio_time(deadline: float) -> float:
+    """A ``time.monotonic()`` deadline on trio's clock."""
+    return trio.current_time() + (deadline - time.monotonic())
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``trio.Cancelled``, or a group of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_cancellation(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)

@@ -186,8 +186,11 @@ class CaxtonV1Instance:
             ctx = self.context
             if ctx is None:
                 return
-            length = min(length & _U32, ctx.limits.max_message_size)
-            data = self._read(caller, ptr, length, "caxton.log")
+            # within the call's log budget, and read no more of guest memory than is kept
+            keep = ctx.admit_log(length & _U32)
+            if keep == 0:
+                return
+            data = self._read(caller, ptr, keep, "caxton.log")
             if data is not None:
                 ctx.log(level, data.decode("utf-8", errors="replace"))
 

@@ -39,6 +39,7 @@ def run_guarded(guard: StoreGuard, ctx: CallContext, fn: Callable[[], T]) -> T:
     finally:
         guard.control = None
         ctx.flush()
+        ctx.report_dropped_logs()
     if ctx.control.stopping:
         # A stop was requested but the guest returned before the next epoch tick.
         raise failure_for(ctx)

@@ -14,10 +14,17 @@ import attrs
 import trio
 import wasmtime
 
-from caxton.errors import ServiceUnavailable
-from caxton.wasm.control import CallControl, StopReason
+from caxton.errors import AgentBusy, ServiceUnavailable
+from caxton.wasm.control import CallControl
 from caxton.wasm.errors import WasmLimitExceeded, WasmTrap
-from caxton.wasm.limits import WasmLimits
+from caxton.wasm.limits import (
+    AGENT_BUSY_RETRY_AFTER_S,
+    LOG_LINES_BURST,
+    LOG_LINES_PER_SECOND,
+    LogBudget,
+    TokenBucket,
+    WasmLimits,
+)
 
 GUEST_LOGGER = logging.getLogger("caxton.wasm.guest")
 
@@ -30,10 +37,14 @@ SendMessageHook = Callable[[bytes], int]
 LogHook = Callable[[int, str], None]
 """Called in the worker thread with a guest log level and text."""
 
+LogDroppedHook = Callable[[int], None]
+"""Called in the worker thread with the bytes of guest log a call had to drop."""
+
 # Guest log levels (caxton.log's first argument) to Python logging levels.
 _LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
 
 _CHUNK = -1  # queue entry kind: a reply chunk (other kinds are log levels)
+_NOTE_LEVEL = 2  # warning: the note about dropped log bytes
 
 SEND_REFUSED = -1
 SEND_TOO_LARGE = -2
@@ -51,12 +62,15 @@ class GuestHooks:
     Attributes:
         send_message: delivers a ``caxton.send_message`` call; returns 0 when accepted, a
             negative number when refused. Without it every send is refused.
-        log: receives ``caxton.log`` lines (and a wasi-stdio guest's stderr). Without it they
-            go to the ``caxton.wasm.guest`` logger.
+        log: receives ``caxton.log`` lines (and a wasi-stdio guest's stderr), within the call's
+            :class:`~caxton.wasm.limits.LogBudget`, then one note line when some were dropped.
+            Without it they go to the ``caxton.wasm.guest`` logger.
+        log_dropped: told how many bytes of log a call dropped (for a metric).
     """
 
     send_message: SendMessageHook | None = None
     log: LogHook | None = None
+    log_dropped: LogDroppedHook | None = None
 
 
 def log_to_python(agent: str) -> LogHook:
@@ -72,34 +86,40 @@ def log_to_python(agent: str) -> LogHook:
 class CallContext:
     """One guest call as the host functions see it.
 
-    Host functions of caxton-v1 run in the worker thread that runs the guest and deliver
-    chunks at once. WASI output callbacks run in a wasmtime-internal thread where trio cannot
-    be reached, so they only queue their chunks and log lines; the worker thread delivers the
-    queue at each epoch tick (:meth:`flush`, via ``CallControl.on_tick``) and when the guest
-    returns.
+    Host functions of caxton-v1 run in the worker thread that runs the guest and hand chunks
+    over at once. WASI output callbacks run in a wasmtime-internal thread where trio cannot
+    be reached, so they only queue their chunks and log lines; the worker thread hands the
+    queue over at each epoch tick (:meth:`flush`, via ``CallControl.on_tick``) and when the
+    guest returns.
+
+    A chunk is handed over by putting it in ``stream`` (an unbounded channel whose total is
+    bounded by ``max_message_size``): the guest never waits for the consumer of its reply
+    (issue #13 item 11); a task of the caller forwards the chunks.
 
     Attributes:
         agent: the agent name, for errors and logs.
         limits: the limits of this call.
         control: the shared stop flag and deadline.
         hooks: the host callbacks.
-        on_chunk: the caller's async chunk callback, or None to only collect the reply.
-        chunks: every chunk accepted so far (delivered, or queued for delivery).
+        stream: where reply chunks go as they are produced, or None to only collect them.
+        log_budget: what this call may still log (its bucket is the agent's).
+        chunks: every chunk accepted so far (handed over, or queued for that).
     """
 
     agent: str
     limits: WasmLimits
     control: CallControl
     hooks: GuestHooks
-    on_chunk: ChunkCallback | None = None
+    log_budget: LogBudget
+    stream: trio.MemorySendChannel[bytes] | None = None
     chunks: list[bytes] = attrs.field(factory=list)
     _queue: collections.deque[tuple[int, bytes]] = attrs.field(factory=collections.deque)
+    _reported_dropped: int = 0
 
     def deliver(self, chunk: bytes) -> None:
         """Hand one reply chunk to the caller now (worker thread only).
 
-        Blocks the worker thread until the trio caller has taken the chunk (backpressure). Never
-        raises: any problem stops the guest instead.
+        Never waits for the consumer and never raises: any problem stops the guest instead.
         """
         if self._accept(chunk):
             self._send(chunk)
@@ -109,9 +129,16 @@ class CallContext:
         if self._accept(chunk):
             self._queue.append((_CHUNK, chunk))
 
+    def admit_log(self, length: int) -> int:
+        """How many bytes of a ``length``-byte log line to keep (0: drop it). Any thread."""
+        return self.log_budget.admit(length)
+
     def queue_log(self, level: int, text: bytes) -> None:
-        """Accept a guest log line from any thread; :meth:`flush` passes it on."""
-        self._queue.append((level, text))
+        """Accept a guest log line from any thread (within the budget); :meth:`flush` passes
+        it on."""
+        keep = self.admit_log(len(text))
+        if keep:
+            self._queue.append((level, text[:keep]))
 
     def flush(self) -> None:
         """Deliver queued chunks and log lines, in order (worker thread only)."""
@@ -121,6 +148,22 @@ class CallContext:
                 self._send(data)
             else:
                 self.log(kind, data.decode("utf-8", errors="replace"))
+
+    def report_dropped_logs(self) -> None:
+        """Write one note line about the log bytes dropped since the last report, and tell the
+        ``log_dropped`` hook (worker thread only)."""
+        dropped = self.log_budget.dropped_bytes - self._reported_dropped
+        if dropped <= 0:
+            return
+        self._reported_dropped = self.log_budget.dropped_bytes
+        note = self.log_budget.note()
+        if note is not None:
+            self.log(_NOTE_LEVEL, note)
+        if self.hooks.log_dropped is not None:
+            try:
+                self.hooks.log_dropped(dropped)
+            except Exception:  # a metric must not fail the call
+                GUEST_LOGGER.exception("[%s] counting dropped log bytes failed", self.agent)
 
     def _accept(self, chunk: bytes) -> bool:
         control = self.control
@@ -134,13 +177,12 @@ class CallContext:
         return True
 
     def _send(self, chunk: bytes) -> None:
-        if self.on_chunk is None or self.control.stopping:
+        if self.stream is None or self.control.stopping:
             return
         try:
-            trio.from_thread.run(self.on_chunk, chunk)
-        except BaseException as exc:  # Cancelled included: re-raised by the caller
-            reason: StopReason = "cancelled" if isinstance(exc, trio.Cancelled) else "host_error"
-            self.control.stop(reason, exception=exc)
+            trio.from_thread.run_sync(self.stream.send_nowait, chunk)
+        except BaseException as exc:  # the forwarder is gone (its consumer failed): stop
+            self.control.stop("host_error", exception=exc)
 
     def send_message(self, data: bytes) -> int:
         """Pass a guest's outgoing message to the hook; return the guest-visible status."""
@@ -158,12 +200,22 @@ class CallContext:
             return SEND_REFUSED
 
     def log(self, level: int, text: str) -> None:
-        """Pass a guest log line to the hook (or the Python logger)."""
+        """Pass a guest log line (already within the budget) to the hook or the logger."""
         hook = self.hooks.log or log_to_python(self.agent)
         try:
             hook(level, text)
         except BaseException as exc:
             self.control.stop("host_error", exception=exc)
+
+
+def new_log_bucket() -> TokenBucket:
+    """A guest log line bucket with the server's rate (one per agent version)."""
+    return TokenBucket(rate_per_s=LOG_LINES_PER_SECOND, burst=LOG_LINES_BURST)
+
+
+def agent_busy(agent: str, *, why: str) -> AgentBusy:
+    """The refusal of a call that cannot get a worker thread or the instance in time."""
+    return AgentBusy(agent=agent, why=why, retry_after_s=AGENT_BUSY_RETRY_AFTER_S)
 
 
 def now_ms() -> int:

@@ -10,7 +10,8 @@ module's queued messages (``start_soon``).
 from __future__ import annotations
 
 import logging
-import os
+import math
+import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, NoReturn, TypeVar
@@ -23,8 +24,12 @@ from caxton.errors import ServiceUnavailable
 from caxton.wasm.abi import CAXTON_V1, choose_abi, describe_module
 from caxton.wasm.agent import LoadedAgentModule
 from caxton.wasm.errors import WasmBadModule, WasmError, WasmLimitExceeded
-from caxton.wasm.host import GuestHooks
-from caxton.wasm.limits import WasmLimits
+from caxton.wasm.host import GuestHooks, agent_busy
+from caxton.wasm.limits import (
+    DEFAULT_MAX_CONCURRENT_CALLS,
+    MAX_CONCURRENT_CALLS_PER_AGENT,
+    WasmLimits,
+)
 from caxton.wasm.source import compile_error, content_hash, to_wasm_binary
 
 if TYPE_CHECKING:
@@ -50,6 +55,8 @@ class WasmPoolStatistics:
         calls_in_flight: guest calls queued for or running in a worker thread.
         max_concurrent_calls: the limiter's size.
         epoch_ticks: epoch increments since the pool started.
+        max_calls_per_agent: worker threads one agent may hold at once.
+        agents_waiting: agents with a call waiting for a worker thread.
     """
 
     running: bool
@@ -57,14 +64,24 @@ class WasmPoolStatistics:
     calls_in_flight: int
     max_concurrent_calls: int
     epoch_ticks: int
+    max_calls_per_agent: int = MAX_CONCURRENT_CALLS_PER_AGENT
+    agents_waiting: int = 0
 
 
 class WasmPool:
     """Runs WebAssembly guests for every agent of the server.
 
+    The pool is shared fairly between agents (issue #13 item 12; DESIGN §4.2: one agent's
+    limits never affect another): each agent holds at most ``max_calls_per_agent`` worker
+    threads, and its further calls wait in its own FIFO queue, so they never stand in front
+    of another agent's calls. The pool as a whole is much larger than the core count: guest
+    code runs outside the GIL, and a thread is cheap next to an agent waiting for one.
+
     Args:
-        max_concurrent_calls: worker threads running guests at once; default twice the CPU
-            count (guests mostly compute, so more would only queue on the CPUs).
+        max_concurrent_calls: worker threads running guests at once; default
+            ``DEFAULT_MAX_CONCURRENT_CALLS`` (16 per core, at least 32).
+        max_calls_per_agent: worker threads one agent's calls hold at once; default
+            ``MAX_CONCURRENT_CALLS_PER_AGENT`` (the core count, at least 2).
         module_cache_size: compiled modules kept, keyed by the SHA-256 of their source.
         tick_interval_s: epoch tick period; bounds how late a cancellation or a wall-clock
             deadline stops a guest.
@@ -78,6 +95,7 @@ class WasmPool:
         self,
         *,
         max_concurrent_calls: int | None = None,
+        max_calls_per_agent: int | None = None,
         module_cache_size: int = 64,
         tick_interval_s: float = DEFAULT_TICK_S,
     ) -> None:
@@ -86,8 +104,12 @@ class WasmPool:
         config.epoch_interruption = True
         self._engine = wasmtime.Engine(config)
         if max_concurrent_calls is None:
-            max_concurrent_calls = 2 * (os.cpu_count() or 1)
+            max_concurrent_calls = DEFAULT_MAX_CONCURRENT_CALLS
         self.limiter = trio.CapacityLimiter(max_concurrent_calls)
+        self.max_calls_per_agent = max_calls_per_agent or MAX_CONCURRENT_CALLS_PER_AGENT
+        self._agent_limiters: dict[str, trio.CapacityLimiter] = {}
+        # the limiters above decide; to_thread must not add its default limit of 40 threads
+        self._threads = trio.CapacityLimiter(math.inf)
         self._cache_size = module_cache_size
         self._tick_interval_s = tick_interval_s
         self._modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
@@ -205,15 +227,27 @@ class WasmPool:
             raise WasmBadModule(source_name, [f"cannot instantiate the module: {exc}"]) from exc
         return agent
 
-    async def run_in_worker(self, fn: Callable[[], T], control: Stoppable | None = None) -> T:
-        """Run ``fn`` in a worker thread under the pool's limiter.
+    async def run_in_worker(
+        self,
+        fn: Callable[[], T],
+        control: Stoppable | None = None,
+        *,
+        agent: str | None = None,
+        deadline: float | None = None,
+    ) -> T:
+        """Run ``fn`` in a worker thread under the pool's limiter (and the agent's).
 
         Args:
             fn: the blocking work; if it enters a guest, it must do so under ``control``.
             control: the stop control of the guest call (or of a run of queued calls), so that
                 a pool shutdown can stop it.
+            agent: whose call this is: it waits behind that agent's calls only, once the
+                agent holds ``max_calls_per_agent`` threads.
+            deadline: ``time.monotonic()`` value by which a thread must be free (the call's
+                own deadline: time in the queue counts against it).
 
         Raises:
+            AgentBusy: no thread was free for the agent by ``deadline``.
             ServiceUnavailable: the epoch ticker is not running, so a guest could not be stopped.
 
         Cancellation:
@@ -228,7 +262,10 @@ class WasmPool:
             self._active.add(control)
         self._in_flight += 1
         try:
-            return await trio.to_thread.run_sync(fn, limiter=self.limiter, abandon_on_cancel=False)
+            async with self._thread_for(agent, deadline):
+                return await trio.to_thread.run_sync(
+                    fn, limiter=self._threads, abandon_on_cancel=False
+                )
         finally:
             self._in_flight -= 1
             if control is not None:
@@ -242,9 +279,56 @@ class WasmPool:
             calls_in_flight=self._in_flight,
             max_concurrent_calls=int(self.limiter.total_tokens),
             epoch_ticks=self._ticks,
+            max_calls_per_agent=self.max_calls_per_agent,
+            agents_waiting=sum(
+                1 for limiter in self._agent_limiters.values() if limiter.statistics().tasks_waiting
+            ),
         )
 
     # -- internals --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _thread_for(self, agent: str | None, deadline: float | None) -> AsyncIterator[None]:
+        """Hold the agent's limiter, then the pool's, for the block (waits bounded by
+        ``deadline``)."""
+        limiters = [self.limiter]
+        if agent is not None:
+            limiter = self._agent_limiters.get(agent)
+            if limiter is None:
+                limiter = self._agent_limiters[agent] = trio.CapacityLimiter(
+                    self.max_calls_per_agent
+                )
+            limiters.insert(0, limiter)
+        held: list[trio.CapacityLimiter] = []
+        try:
+            waited = time.monotonic()
+            at = math.inf
+            if deadline is not None:
+                at = trio.current_time() + (deadline - waited)
+            with trio.move_on_at(at):
+                for limiter in limiters:
+                    await limiter.acquire()
+                    held.append(limiter)
+            if len(held) < len(limiters):
+                raise agent_busy(
+                    agent or "?",
+                    why=(
+                        f"the call waited {time.monotonic() - waited:.1f}s for a worker thread, "
+                        "its whole [limits].max_execution_time"
+                    ),
+                )
+            yield
+        finally:
+            for limiter in reversed(held):
+                limiter.release()
+            if agent is not None:
+                limiter = self._agent_limiters.get(agent)
+                if (
+                    limiter is not None
+                    and not limiter.borrowed_tokens
+                    and not limiter.statistics().tasks_waiting
+                ):
+                    del self._agent_limiters[agent]
 
     def _stop_guests(self) -> None:
         """Refuse new calls and stop the running ones (the pool is stopping)."""
@@ -303,6 +387,7 @@ class WasmPool:
 async def open_wasm_pool(
     *,
     max_concurrent_calls: int | None = None,
+    max_calls_per_agent: int | None = None,
     module_cache_size: int = 64,
     tick_interval_s: float = DEFAULT_TICK_S,
 ) -> AsyncIterator[WasmPool]:
@@ -317,6 +402,7 @@ async def open_wasm_pool(
     """
     pool = WasmPool(
         max_concurrent_calls=max_concurrent_calls,
+        max_calls_per_agent=max_calls_per_agent,
         module_cache_size=module_cache_size,
         tick_interval_s=tick_interval_s,
     )

