@@ -1,5 +1,9 @@
 """The data directory: created on start, locked so two servers cannot share it.
 
+Everything under data_dir is the server's alone: the directory is 0700, its files 0600
+(agent files may hold API keys, the database holds every message). Start tightens what an older
+version or another umask left open, and logs what it changed (issue #13).
+
 The lock is an ``flock`` on ``data_dir/caxton.lock`` held for the life of the process (the
 kernel drops it if the process dies, so a crash never leaves a stale lock). ``state.json``
 counts starts and records whether the last stop was clean, for
@@ -29,6 +33,11 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger("caxton.datadir")
 LOCK_NAME = "caxton.lock"
 STATE_NAME = "state.json"
+#: Modes of what the server creates under data_dir: owner only.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+#: The process umask ``caxton serve`` sets, so every file it creates is owner-only.
+SERVER_UMASK = 0o077
 
 
 @attrs.frozen(kw_only=True)
@@ -40,18 +49,67 @@ class DataDirState:
     previous_stop_clean: bool | None
 
 
+def tighten_tree(path: Path) -> list[Path]:
+    """Remove group and other access from ``path`` and everything below it; return what changed.
+
+    Symbolic links are not followed (nor changed). A path the server may not change (another
+    owner) is logged and left alone.
+    """
+    changed: list[Path] = []
+
+    def tighten(target: Path, *, directory: bool) -> None:
+        try:
+            mode = target.lstat().st_mode & 0o7777
+            if mode & 0o077:
+                os.chmod(target, (mode & 0o700) | (DIR_MODE if directory else 0))
+                changed.append(target)
+        except OSError as exc:
+            LOGGER.warning("cannot restrict %s to its owner: %s", target, exc.strerror)
+
+    if path.is_symlink() or not path.is_dir():
+        return changed
+    tighten(path, directory=True)
+    for root, dirs, files in os.walk(path, followlinks=False):
+        for name in dirs:
+            if not os.path.islink(os.path.join(root, name)):
+                tighten(Path(root, name), directory=True)
+        for name in files:
+            if not os.path.islink(os.path.join(root, name)):
+                tighten(Path(root, name), directory=False)
+    return changed
+
+
+def restrict_file(path: Path) -> None:
+    """Make one file the server wrote (or a tool like DuckDB wrote for it) owner-only."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.lstat().st_mode & 0o077 and not path.is_symlink():
+            os.chmod(path, FILE_MODE)
+
+
 def _acquire(path: Path) -> tuple[int, DataDirState]:
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        changed = tighten_tree(path)
     except OSError as exc:
         raise StartupError(
             f"cannot create data_dir {path}: {exc.strerror}; create it and give the server "
             "user write access, or set server.data_dir to a writable directory",
             details={"data_dir": str(path)},
         ) from None
+    if changed:
+        shown = ", ".join(str(p.relative_to(path)) or "." for p in changed[:5])
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        LOGGER.warning(
+            "data_dir %s: removed group/other access from %d paths (%s%s); data_dir is now "
+            "0700 and its files 0600",
+            path,
+            len(changed),
+            shown,
+            more,
+        )
     lock_path = path / LOCK_NAME
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     except OSError as exc:
         raise StartupError(
             f"cannot open {lock_path}: {exc.strerror}; check the permissions of data_dir",
@@ -92,7 +150,9 @@ def _load_state(path: Path) -> dict[str, object]:
 
 def _write_state(path: Path, data: dict[str, object]) -> None:
     tmp = path / f"{STATE_NAME}.tmp"
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, indent=2))
     os.replace(tmp, path / STATE_NAME)
 
 
@@ -131,8 +191,8 @@ def hold_offline(path: Path, *, wait_s: float = 0.0) -> Iterator[None]:
     Raises:
         DataDirLockedError: a server still holds the lock after ``wait_s``.
     """
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
     deadline = time.monotonic() + wait_s
     try:
         while True:
@@ -186,10 +246,18 @@ async def open_data_dir(path: Path) -> AsyncIterator[DataDirState]:
         StartupError: the directory cannot be created or opened.
 
     Resource handling:
-        The lock is released, and the stop recorded as clean, when the block exits, also by
-        cancellation. A crash leaves ``running: true`` behind, which the next start reports.
+        The process umask is 0077 inside the block. The lock is released, the umask restored,
+        and the stop recorded as clean, when the block exits, also by cancellation. A crash
+        leaves ``running: true`` behind, which the next start reports.
     """
-    fd, state = await trio.to_thread.run_sync(_acquire, path)
+    # Files the server creates from now on (DuckDB's, models, logs, backups) are owner-only
+    # too; the previous umask comes back when the block exits (in-process servers, tests).
+    previous_umask = os.umask(SERVER_UMASK)
+    try:
+        fd, state = await trio.to_thread.run_sync(_acquire, path)
+    except BaseException:
+        os.umask(previous_umask)
+        raise
     if state.previous_stop_clean is False:
         LOGGER.warning(
             "the previous run on %s did not stop cleanly (crash or SIGKILL); check the logs "
@@ -201,3 +269,4 @@ async def open_data_dir(path: Path) -> AsyncIterator[DataDirState]:
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_release, path, fd)
+        os.umask(previous_umask)

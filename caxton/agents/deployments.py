@@ -39,7 +39,9 @@ class DeploymentStore:
     def save(self, name: str, content_hash: str, content: bytes, module: bytes | None) -> None:
         """Keep this version and make it the one that serves after a restart."""
         folder = self.root / name / "versions" / content_hash
-        folder.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for part in (self.root / name, self.root / name / "versions", folder):
+            part.mkdir(mode=0o700, exist_ok=True)
         if module is not None:
             _write_atomic(folder / "module.wasm", module)
         _write_atomic(folder / "agent.toml", content)
@@ -94,7 +96,9 @@ class DeploymentStore:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+    # owner-only: an agent file may hold an api_key (issue #13)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

@@ -110,6 +110,7 @@ def start(
     import trio
 
     from caxton.config import Override, load_config
+    from caxton.datadir import SERVER_UMASK
     from caxton.logs import configure_logging
     from caxton.server import serve
 
@@ -126,6 +127,8 @@ def start(
             flags.append(Override(path, value, flag))
     loaded = load_config(Path(config_path) if config_path else None, overrides=flags)
     config = loaded.config
+    # everything the server writes (database, agent files, logs, backups) is its owner's only
+    os.umask(SERVER_UMASK)
     log_file = config.resolve_path(config.logging.file) if config.logging.file else None
     configure_logging(config.logging, log_file=log_file)
     log = logging.getLogger("caxton.cli")

@@ -34,6 +34,7 @@ import duckdb
 import outcome
 import trio
 
+from caxton.datadir import restrict_file
 from caxton.store.errors import MigrationError, StoreClosed, StoreLockedError, StoreOpenError
 from caxton.store.migrations import SCHEMA_MIGRATIONS_DDL, Migration, plan
 
@@ -241,6 +242,9 @@ class Store:
         except duckdb.Error as exc:
             raise StoreOpenError(self.path, str(exc)) from exc
         self._root = root
+        # DuckDB creates its files with the process umask; the database is the owner's only
+        for created in (self.path, self.path.with_name(f"{self.path.name}.wal")):
+            restrict_file(created)
         try:
             self._writer = root.cursor()
             self._migrate_sync(self._writer)

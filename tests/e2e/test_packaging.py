@@ -402,6 +402,8 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     complaints = [line for line in result.stderr.splitlines() if "caxton.service" in line]
     assert not complaints, complaints
 
+    # Whatever the server writes is readable by its user only (issue #13).
+    assert re.search(r"^UMask=0077$", unit, re.MULTILINE)
     # The stop timeout leaves the server its whole graceful drain.
     stop = re.search(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE)
     assert stop is not None
