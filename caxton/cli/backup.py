@@ -107,6 +107,8 @@ def _create_offline(ctx: click.Context, url: str, output: Path | None) -> dict[s
     click.echo(f"the server at {url} is not reachable; backing up the files instead", err=True)
     now = dt.datetime.now(dt.UTC)
     destination = (output or default_destination(config.data_dir, now)).absolute()
+    # the operator's own command may create the folder; the file itself must be new
+    destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with hold_offline(config.data_dir):
         report = create_offline(BackupSources.from_config(config, path), destination, now)
     return report.to_json()

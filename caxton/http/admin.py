@@ -78,9 +78,11 @@ def _backups() -> BackupService:
     methods=("POST",),
     role=Role.ADMIN,
     summary="Take a consistent online backup (tar.gz with manifest and SHA-256 sums): written "
-    'under data_dir/backups/ or {"path"}; with {"download": true} streamed back instead.',
+    'under data_dir/backups/, or to {"path"}: a new *.tar.gz file (a bare name goes under '
+    "data_dir/backups/; an absolute path needs an existing folder reached without symbolic "
+    'links; an existing file is never replaced: 409); with {"download": true} streamed back.',
     request_body='{"path": "/backups/caxton.tar.gz"} or {"download": true}',
-    responses=(200, 422, 500),
+    responses=(200, 400, 409, 422, 500),
 )
 async def backup() -> Any:
     body = await optional_json_object('{"path": "/backups/caxton.tar.gz"} or {"download": true}')
@@ -91,9 +93,11 @@ async def backup() -> Any:
             details={"field": unknown[0]},
         )
     path, download = body.get("path"), body.get("download", False)
-    if path is not None and (not isinstance(path, str) or not Path(path).is_absolute()):
+    if path is not None and (not isinstance(path, str) or not path or "\x00" in path):
         raise ValidationFailed(
-            "path must be an absolute file path on the server", details={"field": "path"}
+            "path must be a file path on the server: absolute, or a bare file name written "
+            "under data_dir/backups/",
+            details={"field": "path"},
         )
     if not isinstance(download, bool) or (download and path is not None):
         raise ValidationFailed(

@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 import attrs
 
 from caxton import __version__
-from caxton.ops.errors import ArchiveInvalid
+from caxton.ops.errors import ArchiveInvalid, BackupExists
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -222,11 +222,16 @@ def write_archive(staging: Path, manifest: Manifest, destination: Path) -> None:
 
     The archive is written beside ``destination`` under a temporary name, synced, and renamed
     into place, so ``destination`` is never half-written; it is readable by its owner only.
+
+    Raises:
+        BackupExists: ``destination`` exists; it is never replaced.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.partial")
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # a new file, never a link someone planted under the temporary name
+        partial.unlink(missing_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
             _add_bytes(tar, MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2).encode())
             _add_bytes(tar, CHECKSUMS_NAME, checksums_text(manifest.files).encode())
@@ -235,7 +240,15 @@ def write_archive(staging: Path, manifest: Manifest, destination: Path) -> None:
             tar.close()
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(partial, destination)
+        try:
+            # link, not rename: fails (instead of replacing) if anything exists there now
+            os.link(partial, destination, follow_symlinks=False)
+        except FileExistsError:
+            raise BackupExists(
+                f"{destination} already exists and a backup never replaces a file; choose a "
+                "new name, or move the old file away",
+                details={"path": str(destination)},
+            ) from None
     finally:
         partial.unlink(missing_ok=True)
 

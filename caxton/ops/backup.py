@@ -13,6 +13,7 @@ the data_dir lock so no server starts in the middle.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import tempfile
 import time
@@ -23,7 +24,7 @@ import attrs
 import trio
 
 from caxton.ops import archive
-from caxton.ops.errors import BackupFailed
+from caxton.ops.errors import BackupExists, BackupFailed, BackupPathRefused
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from caxton.store import Store
 
 BACKUPS_DIR = "backups"
+#: The only file name ending a backup is written under.
+ARCHIVE_SUFFIX = ".tar.gz"
 DEPLOYED_DIR = "deployed"
 #: The HNSW index files next to the database (rebuildable from it, so optional).
 HNSW_SUFFIXES = (".hnsw", ".hnsw.json")
@@ -108,6 +111,74 @@ def default_destination(data_dir: Path, now: dt.datetime) -> Path:
     return data_dir / BACKUPS_DIR / archive_name(now)
 
 
+def check_destination(requested: Path | None, backups_dir: Path, now: dt.datetime) -> Path:
+    """Where a backup may be written: never over a file, never through a symbolic link.
+
+    ``None`` is a new name under ``backups_dir``; a bare file name goes under ``backups_dir``
+    too; an absolute path must name a new ``*.tar.gz`` file in an existing directory reached
+    without symbolic links (issue #13: the admin backup overwrote a file of the caller's
+    choosing). :func:`caxton.ops.archive.write_archive` re-checks at the last moment: it links
+    the finished archive into place, which fails if anything appeared there meanwhile.
+
+    Raises:
+        BackupPathRefused: a relative path with folders, a name not ending in .tar.gz, a missing
+            folder, or a symbolic link on the way (400).
+        BackupExists: the file exists (409).
+    """
+    if requested is None:
+        return backups_dir / archive_name(now)
+    if not requested.is_absolute():
+        if len(requested.parts) != 1 or requested.name in (".", ".."):
+            raise BackupPathRefused(
+                f"backup path {str(requested)!r} must be absolute, or a bare file name that is "
+                f"written under {backups_dir}",
+                details={"path": str(requested)},
+            )
+        requested = backups_dir / requested
+    if not requested.name.endswith(ARCHIVE_SUFFIX) or requested.name == ARCHIVE_SUFFIX:
+        raise BackupPathRefused(
+            f"backup path {requested} must name a {ARCHIVE_SUFFIX} file, e.g. "
+            f"{requested.parent / archive_name(now)}",
+            details={"path": str(requested)},
+        )
+    parent = Path(os.path.normpath(requested.parent))
+    inside = parent == backups_dir or backups_dir in parent.parents
+    if not inside and not parent.is_dir():
+        raise BackupPathRefused(
+            f"the folder {parent} does not exist; create it first, or leave out the path to "
+            f"write under {backups_dir}",
+            details={"path": str(requested)},
+        )
+    if _through_link(parent, backups_dir if inside else None) or os.path.islink(requested):
+        raise BackupPathRefused(
+            f"backup path {requested} goes through a symbolic link; give the real path",
+            details={"path": str(requested)},
+        )
+    if os.path.lexists(requested):
+        raise BackupExists(
+            f"{requested} already exists and a backup never replaces a file; choose a new "
+            "name, or move the old file away",
+            details={"path": str(requested)},
+        )
+    return parent / requested.name
+
+
+def _through_link(folder: Path, trusted: Path | None) -> bool:
+    """Whether a folder on the way to ``folder`` is a symbolic link.
+
+    Below ``trusted`` (the backups folder, whose own location the operator chose) each
+    existing component is checked; without it, the whole real path must equal ``folder``.
+    """
+    if trusted is None:
+        return os.path.realpath(folder) != str(folder)
+    step = folder
+    while step != trusted and trusted in step.parents:
+        if os.path.islink(step):
+            return True
+        step = step.parent
+    return os.path.islink(trusted)
+
+
 # --------------------------------------------------------------------------------- staging
 
 
@@ -179,7 +250,7 @@ def pack(
 
 
 def _staging_dir(destination: Path) -> Path:
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
 
 
@@ -205,6 +276,7 @@ def create_offline(sources: BackupSources, destination: Path, now: dt.datetime) 
         BackupFailed: the database does not exist, or a file cannot be read or written.
     """
     started = time.monotonic()
+    destination = check_destination(destination, sources.data_dir / BACKUPS_DIR, now)
     staging = _staging_dir(destination)
     try:
         _copy_database_offline(sources, staging)
@@ -239,6 +311,8 @@ class BackupService:
         """Write a backup archive to ``destination`` (default ``data_dir/backups/<name>``).
 
         Raises:
+            BackupPathRefused: ``destination`` is not a path a backup may be written to.
+            BackupExists: ``destination`` exists (a backup never replaces a file).
             BackupFailed: a file could not be copied or written (disk full, permissions).
             StoreClosed: the store stopped meanwhile.
 
@@ -250,7 +324,9 @@ class BackupService:
             One backup runs at a time; writes to the database wait while its file is copied.
         """
         now = dt.datetime.now(dt.UTC)
-        target = destination or default_destination(self.sources.data_dir, now)
+        target = await self._run(
+            check_destination, destination, self.sources.data_dir / BACKUPS_DIR, now
+        )
         started = trio.current_time()
         async with self._lock:
             staging = await self._run(_staging_dir, target)

@@ -18,6 +18,20 @@ class BackupFailed(CaxtonError):
     http_status = 500
 
 
+class BackupPathRefused(CaxtonError):
+    """A backup destination the server will not write: wrong name, missing folder, a link."""
+
+    code = "BACKUP_PATH_REFUSED"
+    http_status = 400
+
+
+class BackupExists(CaxtonError):
+    """A backup never replaces a file: the destination already exists."""
+
+    code = "BACKUP_EXISTS"
+    http_status = 409
+
+
 class ArchiveInvalid(CaxtonError):
     """A backup archive is damaged, incomplete or not a Caxton backup; nothing was changed."""
 

@@ -43,6 +43,7 @@ async def test_backup_under_writes_then_restore_into_a_wiped_data_dir(
     ops_config: LoadedConfig, tmp_path: Path
 ) -> None:
     target = tmp_path / "backups" / "one.tar.gz"
+    target.parent.mkdir()
     acknowledged: list[str] = []
     with trio.fail_after(90):
         async with (
