@@ -14,6 +14,7 @@ checks close that:
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -59,7 +60,12 @@ class HostPolicy:
         if host is None:
             return True  # HTTP/1.0 clients and tools; browsers always send Host
         name = host_name(host).rstrip(".")
-        return name in self.names or name.startswith("127.")
+        if name in self.names:
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
 
 
 def origin_refusal(

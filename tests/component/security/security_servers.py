@@ -56,8 +56,13 @@ def write_keys(path: Path) -> dict[str, str]:
     return keys
 
 
-async def ws_handshake(base_url: str, path: str, headers: dict[str, str]) -> int:
-    """Open a WebSocket at ``path``: 101 when accepted, else the HTTP status of the refusal."""
+async def ws_handshake(
+    base_url: str, path: str, headers: dict[str, str], *, host_header: str | None = None
+) -> int:
+    """Open a WebSocket at ``path``: 101 when accepted, else the HTTP status of the refusal.
+
+    ``host_header`` replaces the ``Host`` value (the address without its port by default).
+    """
     host, port = base_url.removeprefix("http://").rsplit(":", 1)
     extra = [(k.encode(), v.encode()) for k, v in headers.items()]
     status = 101
@@ -65,7 +70,9 @@ async def ws_handshake(base_url: str, path: str, headers: dict[str, str]) -> int
         async with trio.open_nursery() as nursery:
             stream = await trio.open_tcp_stream(host, int(port))
             async with stream:
-                ws = await wrap_client_stream(nursery, stream, host, path, extra_headers=extra)
+                ws = await wrap_client_stream(
+                    nursery, stream, host_header or host, path, extra_headers=extra
+                )
                 with trio.move_on_after(2):
                     await ws.aclose()
             nursery.cancel_scope.cancel()
@@ -74,3 +81,13 @@ async def ws_handshake(base_url: str, path: str, headers: dict[str, str]) -> int
         assert isinstance(rejected, ConnectionRejected)
         status = int(rejected.status_code)
     return status
+
+
+REPO_AGENTS = Path(__file__).parents[3] / "agents"
+
+
+def copy_echo(agents_dir: Path) -> None:
+    """The example ``echo`` agent (WAT), into ``agents_dir``."""
+    agents_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("echo.toml", "echo.wat"):
+        (agents_dir / name).write_bytes((REPO_AGENTS / name).read_bytes())
