@@ -90,7 +90,7 @@ def _same_origin(origin: str, host: str, scheme: str) -> bool:
         origin_port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
     except ValueError:
         return False
-    if not parts.hostname:
+    if not parts.hostname or parts.scheme != scheme:
         return False
     host_parts = urlsplit(f"//{host.strip()}")
     try:

@@ -1,0 +1,35 @@
+"""A WebSocket client with extra handshake headers (credentials), closing its own stream."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import wrap_client_stream
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from trio_websocket import WebSocketConnection
+
+
+@contextlib.asynccontextmanager
+async def open_ws_with(url: str, headers: dict[str, str]) -> AsyncIterator[WebSocketConnection]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    extra = [(k.encode(), v.encode()) for k, v in headers.items()]
+    async with trio.open_nursery() as nursery:
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+        async with stream:
+            ws = await wrap_client_stream(
+                nursery, stream, parts.hostname, parts.path or "/", extra_headers=extra
+            )
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(2):
+                    await ws.aclose()
+        nursery.cancel_scope.cancel()
