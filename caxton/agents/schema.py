@@ -286,7 +286,9 @@ CONFIG_AGENT_KEYS: tuple[KeyDoc, ...] = (
     KeyDoc(
         path=f"tool_config.{TOOL_WILDCARD}.allowed_hosts",
         kind=Kind.STRING_LIST,
-        help="Hosts http_client may reach; no other host is allowed.",
+        help="Hosts http_client may reach: host (the scheme's default port) or host:port, "
+        "*.domain for subdomains; loopback and private addresses only through an entry "
+        "naming them (an IP, localhost, or private:<name>).",
     ),
     KeyDoc(path="conversation", kind=Kind.TABLE, help="Multi-turn behaviour."),
     KeyDoc(

@@ -8,6 +8,7 @@ component starts and closed when it stops, after the registry that uses them.
 
 from __future__ import annotations
 
+import http.cookiejar
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
@@ -88,7 +89,8 @@ class LLMService:
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS)
         async with (
             httpx.AsyncClient(timeout=None, limits=limits) as http,
-            httpx.AsyncClient(timeout=None, limits=limits) as tools_http,
+            # http_client keeps no cookie: one agent's session never reaches another's call
+            httpx.AsyncClient(timeout=None, limits=limits, cookies=_no_cookies()) as tools_http,
         ):
             self._http, self._tools_http = http, tools_http
             try:
@@ -114,3 +116,8 @@ class LLMService:
             f"{provider} {url}": attrs.asdict(stats)
             for (provider, url), stats in self.breakers.statistics().items()
         }
+
+
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A cookie jar that stores nothing (its policy refuses every domain)."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))

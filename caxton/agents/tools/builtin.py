@@ -4,21 +4,30 @@
 "agent"`` the agent sees and writes only its own entities; with ``workspace`` or ``global`` it
 sees everything visible to it and writes with that scope. ``send_message`` asks another agent
 (by name) or a capability and returns its reply. ``http_client`` fetches URLs on the hosts in
-``[tool_config.http_client] allowed_hosts`` only. ``wasm:<name>`` sends the model's input to
-that WASM agent and returns its reply.
+``[tool_config.http_client] allowed_hosts`` only (host and port, at a checked address, without
+the headers a model may not set; :mod:`caxton.agents.tools.http_rules`). ``wasm:<name>``
+sends the model's input to that WASM agent and returns its reply.
 """
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any, Final, Protocol
-from urllib.parse import urlsplit
 
 import attrs
 import httpx
 import trio
 
 from caxton.agents.tools.base import Param, Tool, ToolCallContext, ToolFailed
+from caxton.agents.tools.http_rules import (
+    IPAddress,
+    Target,
+    UrlRefused,
+    check_url,
+    ip_literal,
+    refused_address,
+    request_headers,
+)
 from caxton.memory import MemoryService
 from caxton.memory.types import NewEntity, Scope
 from caxton.messages import PERFORMATIVES, Message
@@ -272,34 +281,38 @@ def _outgoing(
 
 
 async def _http_client(deps: ToolDeps, args: dict[str, Any], ctx: ToolCallContext) -> str:
+    """Fetch a URL on an allowed host and port, at an address that was checked (see
+    :mod:`caxton.agents.tools.http_rules`); no cookie is kept between calls."""
     if deps.http is None:
         raise ToolFailed("http_client is not available on this server")
     settings = ctx.settings("http_client")
     allowed = tuple(settings.allowed_hosts or ()) if settings is not None else ()
     url = args["url"]
-    host = _host_of(url)
-    if not _allowed(host, allowed):
-        hosts = ", ".join(allowed) if allowed else "none"
-        raise ToolFailed(
-            f"http_client: {host or url!r} is not an allowed host for agent {ctx.agent!r} "
-            f"(allowed: {hosts}); the operator adds hosts to [tool_config.http_client] "
-            "allowed_hosts"
-        )
+    try:
+        target = check_url(url, allowed)
+    except UrlRefused as exc:
+        raise ToolFailed(f"http_client (agent {ctx.agent!r}): {exc}") from None
     timeout_s = (settings.timeout_s if settings is not None else None) or HTTP_TIMEOUT_S
     limiter = _limiter(deps, ctx.agent, settings.max_connections if settings else None)
     method = args.get("method", "GET")
     async with limiter:
         try:
             with trio.fail_after(timeout_s):
-                async with deps.http.stream(
+                address = await _resolve_checked(target)
+                extensions = {} if ip_literal(target.host) else {"sni_hostname": target.host}
+                request = deps.http.build_request(
                     method,
-                    url,
+                    target.url_for(address),
                     content=args.get("body"),
-                    headers=_headers(args.get("headers")),
+                    headers=request_headers(args.get("headers"), target),
                     timeout=timeout_s,
-                    follow_redirects=False,
-                ) as response:
+                    extensions=extensions,
+                )
+                response = await deps.http.send(request, stream=True, follow_redirects=False)
+                try:
                     body = await _read_capped(response, HTTP_MAX_RESPONSE_BYTES)
+                finally:
+                    await response.aclose()
         except trio.TooSlowError:
             raise ToolFailed(f"http_client: {url} did not answer within {timeout_s:g}s") from None
         except httpx.HTTPError as exc:
@@ -313,31 +326,24 @@ async def _http_client(deps: ToolDeps, args: dict[str, Any], ctx: ToolCallContex
     return json.dumps(result, ensure_ascii=False)
 
 
-def _host_of(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ToolFailed(f"http_client: {url!r} is not a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ToolFailed(f"http_client: {url!r} is not an http(s) URL")
-    return parts.hostname.lower()
-
-
-def _allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    """``host`` equals an allowed host, or is a subdomain of a ``*.example.com`` entry."""
-    for entry in allowed:
-        pattern = entry.lower().strip()
-        if pattern.startswith("*.") and host.endswith(pattern[1:]):
-            return True
-        if host == pattern:
-            return True
-    return False
-
-
-def _headers(value: object) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {str(key): str(item) for key, item in value.items()}
+async def _resolve_checked(target: Target) -> IPAddress:
+    """Resolve ``target`` once; every address must pass :func:`refused_address`."""
+    literal = ip_literal(target.host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        try:
+            infos = await trio.socket.getaddrinfo(
+                target.host, target.port, type=trio.socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            raise ToolFailed(f"http_client: cannot resolve {target.host}: {exc}") from None
+        found = (ip_literal(str(info[4][0]).split("%", 1)[0]) for info in infos)
+        addresses = list(dict.fromkeys(a for a in found if a is not None))
+    problem = refused_address(target, addresses)
+    if problem is not None:
+        raise ToolFailed(f"http_client: {problem}")
+    return addresses[0]
 
 
 def _limiter(deps: ToolDeps, agent: str, max_connections: int | None) -> trio.CapacityLimiter:

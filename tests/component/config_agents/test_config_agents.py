@@ -163,7 +163,8 @@ async def test_http_client_fetches_allowed_hosts_only(start_llm, start_caxton) -
             ]
         }
     )
-    extra = '[tool_config.http_client]\nallowed_hosts = ["127.0.0.1"]\ntimeout = "5s"\n'
+    host_port = target.url.removeprefix("http://")  # an entry names the port it allows
+    extra = f'[tool_config.http_client]\nallowed_hosts = ["{host_port}"]\ntimeout = "5s"\n'
     text = agent_toml("fetcher", openai_url(llm), tools=("http_client",), extra=extra)
     server = await start_caxton({"fetcher.toml": text})
     with trio.fail_after(20):
