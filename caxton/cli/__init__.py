@@ -150,7 +150,7 @@ def start(
 def validate(config_path: str, output: str) -> None:
     """Check a configuration file without starting anything (exit 0 valid, 1 invalid)."""
     from caxton.config import load_config
-    from caxton.config.checks import missing_files, security_refusals
+    from caxton.config.checks import ineffective_settings, missing_files, security_refusals
 
     path = Path(config_path)
     try:
@@ -164,6 +164,7 @@ def validate(config_path: str, output: str) -> None:
     warnings = [
         *loaded.warnings,
         *missing_files(loaded.config),
+        *ineffective_settings(loaded.config),
         *(f"caxton start will refuse this file: {p}" for p in security_refusals(loaded.config)),
     ]
     if output == "json":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -181,14 +182,16 @@ def validate(file: Path, output: str) -> None:
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Agents directory (default: server.agents_dir of --config, else ./agents).",
+    help="Agents directory (default: server.agents_dir of --config or CAXTON_CONFIG_PATH, "
+    "else ./agents).",
 )
 @output_option
 @click.pass_context
 def validate_all(ctx: click.Context, directory: Path | None, output: str) -> None:
     """Check every agent file of the agents directory; exit 1 when any is invalid."""
     if directory is None:
-        config_path = (ctx.find_root().obj or {}).get("config_path")
+        root = ctx.find_root().obj or {}
+        config_path = root.get("config_path") or os.environ.get("CAXTON_CONFIG_PATH")
         if config_path:
             from caxton.config import load_config
 

@@ -1,10 +1,12 @@
 """The HTTP client every runtime command uses to talk to a running server.
 
 Base URL: ``--url``, else ``CAXTON_URL``, else ``server.host``/``server.port`` of the config
-file (``--config`` or ``CAXTON_CONFIG_PATH``), else http://127.0.0.1:8080. The API key comes
-from ``CAXTON_API_KEY``. Server errors become :class:`ClientError` with the server's code and
-message, so the CLI prints one clear line. HTTPS certificates are always verified: against the
-system's CAs, or against ``--cacert FILE`` (``CAXTON_CACERT``) for a private CA.
+file (``--config`` or ``CAXTON_CONFIG_PATH``; only those keys and ``security.tls.enabled`` are
+read, so the rest of a server's file never stops a client), else http://127.0.0.1:8080. The
+API key comes from ``CAXTON_API_KEY``. Server errors become :class:`ClientError` with the
+server's code and message, so the CLI prints one clear line. HTTPS certificates are always
+verified: against the system's CAs, or against ``--cacert FILE`` (``CAXTON_CACERT``) for a
+private CA.
 """
 
 from __future__ import annotations
@@ -33,15 +35,16 @@ def resolve_base_url(url: str | None, config_path: str | None) -> str:
         return os.environ["CAXTON_URL"].rstrip("/")
     path = config_path or os.environ.get("CAXTON_CONFIG_PATH")
     if path:
-        from caxton.config import load_config
+        from caxton.config import load_server_address
 
-        config = load_config(Path(path)).config
-        host = config.server.host
+        # only the address and TLS: the rest of the file is the server's business
+        address = load_server_address(Path(path))
+        host = address.host
         if host in ("0.0.0.0", "", "::"):
             host = "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
-        scheme = "https" if config.security.tls.enabled else "http"
-        return f"{scheme}://{host}:{config.server.port}"
+        scheme = "https" if address.tls else "http"
+        return f"{scheme}://{host}:{address.port}"
     return DEFAULT_URL
 
 

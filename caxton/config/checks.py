@@ -45,3 +45,127 @@ def security_refusals(config: CaxtonConfig) -> list[str]:
         except KeyFileError as exc:
             problems.append(exc.message)
     return problems
+
+
+def ineffective_settings(config: CaxtonConfig) -> list[str]:
+    """One warning per setting that is set (differs from its default) but has no effect.
+
+    Each names the setting, why it does nothing, and the switch that would make it count
+    (issue #13: ``rate_limiting`` looked configured while authentication was off).
+    """
+    from caxton.config import model
+    from caxton.security.gate import auth_required, is_loopback
+
+    warnings: list[str] = []
+
+    def unused(
+        section: object, default: object, prefix: str, names: tuple[str, ...], why: str
+    ) -> None:
+        changed = [n for n in names if getattr(section, n) != getattr(default, n)]
+        for name in changed:
+            warnings.append(f"{prefix}.{name} has no effect: {why}")
+
+    security = config.security
+    auth = auth_required(config)
+    if not auth:
+        unused(
+            security.authentication,
+            model.AuthenticationConfig(),
+            "security.authentication",
+            ("jwt_secret_file", "token_expiry"),
+            "authentication is off (set security.authentication.enabled: true)",
+        )
+        unused(
+            security.api_keys,
+            model.ApiKeysConfig(),
+            "security.api_keys",
+            ("key_file",),
+            "authentication is off (set security.authentication.enabled: true or "
+            "security.api_keys.required: true)",
+        )
+    else:
+        unused(
+            config.server,
+            model.ServerConfig(),
+            "server",
+            ("allowed_hosts",),
+            "it lists Host values accepted while authentication is off, and authentication is on",
+        )
+    limits = security.rate_limiting
+    if limits.enabled is False:
+        unused(
+            limits,
+            model.RateLimitConfig(),
+            "security.rate_limiting",
+            ("requests_per_minute", "burst_size"),
+            "rate limiting is off (security.rate_limiting.enabled: false)",
+        )
+    elif limits.enabled is None and not auth and is_loopback(config.server.host):
+        unused(
+            limits,
+            model.RateLimitConfig(),
+            "security.rate_limiting",
+            ("requests_per_minute", "burst_size"),
+            f"the API listens on {config.server.host} only, and loopback clients are not "
+            "limited while authentication is off (set security.rate_limiting.enabled: true)",
+        )
+    if not security.tls.enabled:
+        unused(
+            security.tls,
+            model.TLSConfig(),
+            "security.tls",
+            ("cert_file", "key_file"),
+            "TLS is off (set security.tls.enabled: true to serve HTTPS)",
+        )
+    if not security.cors.allowed_origins:
+        unused(
+            security.cors,
+            model.CorsConfig(),
+            "security.cors",
+            ("allowed_methods", "allowed_headers", "max_age"),
+            "CORS is off while security.cors.allowed_origins is empty",
+        )
+    if not security.audit.enabled:
+        unused(
+            security.audit,
+            model.AuditConfig(),
+            "security.audit",
+            ("log_file",),
+            "the audit log is off (security.audit.enabled: false)",
+        )
+    memory = config.memory
+    if memory.backend == "embedded":
+        unused(
+            memory,
+            model.MemoryConfig(),
+            "memory",
+            ("qdrant_config",),
+            "memory.backend is embedded (set backend: qdrant to use Qdrant)",
+        )
+    observability = config.observability
+    if not observability.metrics_enabled:
+        unused(
+            observability,
+            model.ObservabilityConfig(),
+            "observability",
+            ("metrics_port", "metrics_host"),
+            "metrics are off (observability.metrics_enabled: false)",
+        )
+    if not observability.tracing_enabled:
+        unused(
+            observability,
+            model.ObservabilityConfig(),
+            "observability",
+            ("otlp_endpoint",),
+            "tracing is off (set observability.tracing_enabled: true)",
+        )
+    if config.llm.provider == "none":
+        unused(
+            config.llm,
+            model.LLMConfig(),
+            "llm",
+            ("model", "base_url", "api_key"),
+            "llm.provider is none, so agents inherit no endpoint from caxton.yaml (set "
+            "llm.provider: openai, anthropic or local)",
+        )
+    return warnings

@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import attrs
 import cattrs
@@ -169,6 +169,80 @@ def load_config(
     return LoadedConfig(
         config=config, source=path, warnings=tuple(warnings), overrides=tuple(overrides or ())
     )
+
+
+@attrs.frozen(kw_only=True)
+class ServerAddress:
+    """Where a client finds the server: all a client command needs of a caxton.yaml."""
+
+    host: str
+    port: int
+    tls: bool
+
+
+#: The keys a client reads, with the type each must have.
+_CLIENT_KEYS: tuple[tuple[KeyPath, type], ...] = (
+    (("server", "host"), str),
+    (("server", "port"), int),
+    (("security", "tls", "enabled"), bool),
+)
+
+
+def load_server_address(path: Path, *, environ: Mapping[str, str] | None = None) -> ServerAddress:
+    """Read only ``server.host``, ``server.port`` and ``security.tls.enabled`` of ``path``.
+
+    A client command (``caxton health``, ``caxton agents list``) runs where the server's
+    environment may not be, so a ``${VAR}`` or a mistake elsewhere in the file (say in
+    ``logging.file``) must not stop it (issue #13). ``CAXTON_HOST``/``CAXTON_PORT`` override the
+    file as they do for the server.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or one of these three keys is wrong.
+    """
+    env = dict(os.environ if environ is None else environ)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, [f"file not found: {path}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [f"cannot read {path}: {exc}"]) from None
+    positions = _Positions()
+    raw = _parse_yaml(text, source, positions)
+    defaults = CaxtonConfig()
+    problems: list[str] = []
+    values: dict[KeyPath, object] = {}
+    overrides = {o.path: o.value for o in _env_overrides(env)}
+    for key, kind in _CLIENT_KEYS:
+        node: Any = raw
+        for part in key:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = _interpolate(node, key, env, positions, problems) if node is not None else None
+        value = overrides.get(key, value)
+        if isinstance(value, str) and kind is not str:
+            value = scalar_from_text(value)
+        if value is None:
+            value = _default_at(defaults, key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            wanted = {str: "a string", int: "an integer", bool: "true or false"}[kind]
+            problems.append(
+                f"{dotted(key)}{positions.where(key)}: must be {wanted}, got {_describe(value)}"
+            )
+        values[key] = value
+    if problems:
+        raise ConfigError(source, problems)
+    return ServerAddress(
+        host=str(values[("server", "host")]),
+        port=cast("int", values[("server", "port")]),
+        tls=bool(values[("security", "tls", "enabled")]),
+    )
+
+
+def _default_at(config: object, key: KeyPath) -> object:
+    node = config
+    for part in key:
+        node = getattr(node, str(part))
+    return node
 
 
 def _parse_yaml(text: str, source: str, positions: _Positions) -> dict[str, Any]:
