@@ -232,3 +232,33 @@ def test_readme_reference_tables_are_current() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert config_reference() in readme, "regenerate with: python -m caxton.config.docs"
     assert agents_reference() in readme, "regenerate with: python -m caxton.agents.docs"
+
+
+def test_a_client_reads_only_the_server_address(tmp_path: Path) -> None:
+    from caxton.config import load_server_address
+
+    path = tmp_path / "caxton.yaml"
+    path.write_text(
+        "server:\n  host: ${HOST:-10.0.0.2}\n  port: ${PORT}\n"
+        "security:\n  tls:\n    enabled: true\n"
+        "logging:\n  file: ${ONLY_ON_THE_SERVER}/x.log\n  level: not-a-level\n"
+    )
+    address = load_server_address(path, environ={"PORT": "9443"})
+    assert (address.host, address.port, address.tls) == ("10.0.0.2", 9443, True)
+    assert load_server_address(path, environ={"PORT": "1", "CAXTON_PORT": "2"}).port == 2
+    with pytest.raises(ConfigError, match=r"server\.port.*PORT is not set"):
+        load_server_address(path, environ={})
+    path.write_text("server:\n  port: eighty\n")
+    with pytest.raises(ConfigError, match=r"server\.port at line 2: must be an integer"):
+        load_server_address(path, environ={})
+
+
+def test_settings_without_effect_are_named() -> None:
+    from caxton.config.checks import ineffective_settings
+
+    defaults = load_config(None, environ={}).config
+    assert ineffective_settings(defaults) == []
+    text = "security:\n  rate_limiting:\n    enabled: false\n    burst_size: 5\n"
+    config = load_config(Path("c.yaml"), text=text, environ={}).config
+    (warning,) = ineffective_settings(config)
+    assert warning.startswith("security.rate_limiting.burst_size has no effect: rate limiting")
