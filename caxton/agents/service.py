@@ -62,7 +62,9 @@ class AgentService:
         self.settle_timeout_s = settle_timeout_s
         self._check_limiter = trio.CapacityLimiter(CHECK_THREADS)
 
-    async def check(self, content: str, *, require_module: bool) -> SpecReport:
+    async def check(
+        self, content: str | bytes, *, require_module: bool, source: str = "<request>"
+    ) -> SpecReport:
         """Validate an agent file from a request in a worker thread, never on the event loop.
 
         The checks run in time linear in the file's size (bounded by ``MAX_SPEC_BYTES``), but a
@@ -71,7 +73,7 @@ class AgentService:
         Cancellation: the caller stops waiting at once; the bounded check finishes in its thread.
         """
         return await trio.to_thread.run_sync(
-            lambda: check_agent_file(content, source="<request>", require_module=require_module),
+            lambda: check_agent_file(content, source=source, require_module=require_module),
             limiter=self._check_limiter,
             abandon_on_cancel=True,
         )
@@ -81,7 +83,10 @@ class AgentService:
         stored = await trio.to_thread.run_sync(self.store.load_all)
         for item in stored:
             try:
-                spec = self._spec(item.content, item.module, source=item.source)
+                report = await self.check(
+                    item.content, require_module=item.module is None, source=item.source
+                )
+                spec = self._spec_from(report, item.module)
                 self.registry.deploy(spec, module=item.module)
             except CaxtonError as exc:
                 LOGGER.error("stored agent %s not restored: %s", item.name, exc.message)
@@ -157,10 +162,6 @@ class AgentService:
             )
         self.registry.remove(name)
         await trio.to_thread.run_sync(self.store.delete, name)
-
-    def _spec(self, content: str | bytes, module: bytes | None, *, source: str) -> AnyAgentSpec:
-        report = check_agent_file(content, source=source, require_module=module is None)
-        return self._spec_from(report, module)
 
     def _spec_from(self, report: SpecReport, module: bytes | None) -> AnyAgentSpec:
         spec = report.spec_or_raise()
