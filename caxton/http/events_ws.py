@@ -7,11 +7,15 @@ from quart import websocket
 
 from caxton.http.routes import Role, RouteTable
 from caxton.http.state import server_state
+from caxton.security.errors import RateLimited
+from caxton.security.hooks import charge_frame
 
 routes = RouteTable("events")
 
-#: Close codes: 1001 when the server stops, 1013 when the subscriber fell too far behind.
+#: Close codes: 1001 when the server stops, 1013 when the subscriber fell too far behind,
+#: 1008 when it sends frames faster than its rate limit.
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -31,8 +35,15 @@ async def events_stream() -> None:
             nursery.cancel_scope.cancel()
 
         async def ignore_client_frames() -> None:
+            # frames are ignored, but each takes a rate-limit token like any request
             while True:
                 await websocket.receive()
+                try:
+                    charge_frame()
+                except RateLimited as exc:
+                    await websocket.close(CLOSE_POLICY_VIOLATION, exc.message[:120])
+                    nursery.cancel_scope.cancel()
+                    return
 
         nursery.start_soon(close_on_stop)
         nursery.start_soon(ignore_client_frames)

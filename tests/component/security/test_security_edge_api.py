@@ -391,3 +391,46 @@ async def test_early_413s_under_pipelined_sends_log_no_error(
     assert all(not a or a.startswith(b"HTTP/1.1 413") for a in answers)
     async with httpx.AsyncClient(base_url=info.api_urls[0]) as client:
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_events_socket_frames_take_rate_limit_tokens(
+    start_open: Callable[..., Awaitable[ServerInfo]],
+) -> None:
+    info = await start_open(
+        security__rate_limiting__enabled=True,
+        security__rate_limiting__requests_per_minute=6,
+        security__rate_limiting__burst_size=2,
+    )
+    url = info.api_urls[0].replace("http://", "ws://") + "/ws/events"
+    with trio.fail_after(30):
+        async with open_ws(url) as ws:  # the handshake takes one token, the first frame one
+            await ws.send_message("ping")
+            await ws.send_message("ping")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+    assert closed.value.reason is not None
+    assert closed.value.reason.code == 1008
+
+
+async def test_an_agent_named_client_never_sees_callers_as_itself(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    agents = tmp_path / "agents"
+    copy_echo(agents)
+    toml = (agents / "echo.toml").read_text().replace('name = "echo"', 'name = "client"')
+    (agents / "client.toml").write_text(toml)
+    loaded = loopback_config(tmp_path / "data", server__agents_dir=str(agents))
+    info: ServerInfo = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
+    async with httpx.AsyncClient(base_url=info.api_urls[0]) as client:
+        with trio.fail_after(30):
+            while (await client.get("/api/v1/agents")).json()["total"] < 2:
+                await trio.sleep(0.1)
+        posing = await client.post(
+            "/api/v1/messages", json={"receiver": "echo", "content": "hi", "sender": "client"}
+        )
+        _error(posing, 403, "FORBIDDEN")
+        sent = await client.post("/api/v1/messages", json={"receiver": "client", "content": "hi"})
+        assert sent.status_code == 200, sent.text
+        cid = sent.json()["conversation_id"]
+        shown = (await client.get(f"/api/v1/conversations/{cid}")).json()
+    assert [m["sender"] for m in shown["messages"]] == ["client:anonymous", "client"]

@@ -105,7 +105,7 @@ async def test_authentication_off_is_open_unlimited_and_still_audited(
     )
     info: ServerInfo = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
     async with httpx.AsyncClient(base_url=info.api_urls[0]) as client:
-        for _ in range(3):  # rate limits apply to authenticated APIs only
+        for _ in range(3):  # loopback callers are spared unless limits are enabled explicitly
             listed = await client.get("/api/v1/agents", headers={"X-API-Key": "ignored"})
             assert listed.status_code == 200
             assert "X-RateLimit-Limit" not in listed.headers
