@@ -52,14 +52,16 @@ class DataDirState:
 def tighten_tree(path: Path) -> list[Path]:
     """Remove group and other access from ``path`` and everything below it; return what changed.
 
-    Symbolic links are not followed (nor changed). A path the server may not change (another
-    owner) is logged and left alone.
+    Symbolic links are not followed (nor changed); paths of another owner are left alone.
     """
     changed: list[Path] = []
 
     def tighten(target: Path, *, directory: bool) -> None:
         try:
-            mode = target.lstat().st_mode & 0o7777
+            info = target.lstat()
+            if info.st_uid != os.geteuid():
+                return  # another user's file (say an operator's agent file): theirs to set
+            mode = info.st_mode & 0o7777
             if mode & 0o077:
                 os.chmod(target, (mode & 0o700) | (DIR_MODE if directory else 0))
                 changed.append(target)
