@@ -72,10 +72,6 @@ class Identity:
     auth: AuthKind
 
     @property
-    def rate_key(self) -> str:
-        return f"{self.auth}:{self.name}"
-
-    @property
     def role_name(self) -> str | None:
         return role_name(self.role) if self.role is not Role.PUBLIC else None
 

@@ -206,8 +206,8 @@ async def _check(
     try:
         identity = await gate.authenticate(credential)
     except Unauthenticated as exc:
-        if rate_key != address:
-            g.security_rate = gate.rate(address, client)  # failures cost the address too
+        if rate_key != address:  # failures cost the address too
+            g.security_rate = gate.rate(address, client) or g.get("security_rate")
         _fail(gate, exc)
     g.security_identity = identity
     if requirement is None:
