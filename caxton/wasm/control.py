@@ -54,7 +54,8 @@ class CallControl:
     """Mutable state shared by one guest call's worker thread and its trio caller.
 
     Attributes:
-        deadline: ``time.monotonic()`` value after which the call is stopped.
+        deadline: ``time.monotonic()`` value after which the call is stopped; set when the
+            call arrives, so that time queued counts against it (issue #13 item 13).
         stop_reason: why the call must stop, once something asked it to (first reason wins).
         stop_detail: a human-readable detail for the reason (e.g. the bad pointer).
         host_exception: an exception raised by a host callback (``on_chunk``, a hook), re-raised
@@ -79,10 +80,6 @@ class CallControl:
     def starting_now(cls, budget_s: float) -> CallControl:
         """Return a control whose deadline is ``budget_s`` seconds from now."""
         return cls(deadline=time.monotonic() + budget_s)
-
-    def start_clock(self, budget_s: float) -> None:
-        """Move the deadline to ``budget_s`` from now (when the worker thread starts)."""
-        self.deadline = time.monotonic() + budget_s
 
     def stop(
         self, reason: StopReason, detail: str = "", *, exception: BaseException | None = None

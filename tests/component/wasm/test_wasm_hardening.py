@@ -126,7 +126,7 @@ async def test_log_lines_are_rate_limited_per_agent(pool: WasmPool) -> None:
         logs.lines.clear()
         await agent.handle(b"{}", hooks=logs.hooks)
     again, _ = logs.split()
-    assert len(again) < 50  # 20 lines a second refill the bucket
+    assert len(again) < LOG_LINES_BURST // 2  # 20 lines a second refill the bucket
 
 
 async def test_wasi_stderr_is_within_the_same_budget(pool: WasmPool) -> None:
