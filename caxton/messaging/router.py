@@ -11,6 +11,7 @@ exchange too, but raises, as those routes report errors as HTTP errors.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,9 @@ LOGGER = logging.getLogger("caxton.router")
 
 #: The sender of failure replies the router writes itself (no agent answered).
 ROUTER_SENDER = "caxton"
+
+#: A refused send of one kind is logged at most once per this many seconds per agent.
+REFUSAL_LOG_INTERVAL_S = 1.0
 
 
 class CapabilityNotFound(NotFound):
@@ -107,6 +111,7 @@ class Router:
         self.max_hops = max_hops
         self.delivery_timeout_s = delivery_timeout_s
         self.sends = SendLedger(send_limits or SendLimits(), clock=time.monotonic)
+        self._refusals_logged: dict[tuple[str, int], tuple[float, int]] = {}
         self._nursery: trio.Nursery | None = None
         self._turns: dict[str, int] = {}
         self._index: dict[str, tuple[str, ...]] = {}
@@ -239,24 +244,38 @@ class Router:
         """
         sender = message.sender or "?"
         if message.hop > self.max_hops:
-            self.logs.write(
+            self._log_refusal(
                 sender,
-                "warn",
+                SEND_HOP_LIMIT,
                 f"message to {message.receiver or message.capability} refused: more than "
                 f"{self.max_hops} agent-to-agent hops (a loop?)",
             )
             return SEND_HOP_LIMIT
         if message.receiver is not None and not self.registry.has_agent(message.receiver):
-            self.logs.write(sender, "warn", f"message refused: no agent named {message.receiver!r}")
+            text = f"message refused: no agent named {message.receiver!r}"
+            self._log_refusal(sender, SEND_UNKNOWN_RECEIVER, text)
             return SEND_UNKNOWN_RECEIVER
         if self._nursery is None:
             return SEND_NO_ROUTER
         refusal = self.sends.admit(sender, message.conversation_id)
         if refusal is not None:
-            self.logs.write(sender, "warn", refusal.text)
+            self._log_refusal(sender, refusal.code, refusal.text)
             return refusal.code
         self._nursery.start_soon(self._answer_agent, message)
         return 0
+
+    def _log_refusal(self, sender: str, code: int, text: str) -> None:
+        """Write a refused send to the sender's log, at most once a second per kind (a guest
+        that keeps sending past a bound must not flood the log either)."""
+        now = time.monotonic()
+        last, unlogged = self._refusals_logged.get((sender, code), (-math.inf, 0))
+        if now - last < REFUSAL_LOG_INTERVAL_S:
+            self._refusals_logged[(sender, code)] = (last, unlogged + 1)
+            return
+        if unlogged:
+            text += f" ({unlogged} more such refusals in the last second were not logged)"
+        self._refusals_logged[(sender, code)] = (now, 0)
+        self.logs.write(sender, "warn", text)
 
     def submit(self, message: Message) -> None:
         """Route ``message`` in the background; its reply is only recorded.

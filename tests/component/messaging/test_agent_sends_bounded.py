@@ -129,9 +129,11 @@ async def test_an_agent_that_sends_to_itself_twice_per_call_is_bounded(
     async with httpx.AsyncClient(base_url=server.api_urls[0], timeout=30) as client:
         await deploy(client, "selfish", selfish)
         with trio.fail_after(60):  # without bounds: ~40,000 messages over minutes
+            started = trio.current_time()
             response = await client.post("/api/v1/agents/selfish/messages", json={"content": "go"})
             assert response.status_code == 200, response.text
             await wait_sends_settled(server)
+            elapsed = trio.current_time() - started
         conversation = response.json()["conversation_id"]
         shown = await client.get(
             f"/api/v1/conversations/{conversation}", params={"limit": "100000"}
@@ -143,6 +145,10 @@ async def test_an_agent_that_sends_to_itself_twice_per_call_is_bounded(
     assert len(messages) <= 3 * limits.max_per_conversation + 2
     refused = counted(server, "caxton_wasm_send_refused_total", agent="selfish")
     assert refused > 0
+    # refusals are logged at most once a second per kind (five kinds can apply here)
+    lines = server.state.agent_logs.tail("selfish", 10_000)
+    logged = [line for line in lines if "refused" in line.message]
+    assert 0 < len(logged) <= 5 * (int(elapsed) + 1) < refused
 
 
 async def test_a_full_queue_answers_503_agent_busy_with_retry_after(server: ServerInfo) -> None:
