@@ -351,7 +351,11 @@ class AgentsConfig:
 @attrs.frozen(kw_only=True)
 class WasmConfig:
     max_concurrent_calls: int | None = attrs.field(
-        default=None, metadata=_help("Guest calls running at once (default: 2 x cores).")
+        default=None,
+        metadata=_help(
+            "Guest calls running at once (default: 16 x cores, at least 32); "
+            "one agent holds at most max(2, cores) of them."
+        ),
     )
     module_cache_size: int = attrs.field(
         default=64, metadata=_help("Compiled modules kept in memory.")
