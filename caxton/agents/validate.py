@@ -26,6 +26,7 @@ from caxton.agents.schema import (
     Kind,
     keys_by_table,
 )
+from caxton.llm.redact import redact_url
 from caxton.units import DURATION_HELP, SIZE_HELP, format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ Each reported problem is located in the text, so without this bound a file of ma
 would cost time in the square of its size (issue #13)."""
 VERSION_MAX_LENGTH: Final = 256
 _WASM_MAGIC: Final = b"\x00asm"
+#: Keys whose values are credentials: problems never quote them.
+_SECRET_KEYS: Final = frozenset({"api_key"})
 _CLOSE_MATCH_CUTOFF: Final = 0.6
 
 _KIND_PHRASES: Final[Mapping[Kind, str]] = {
@@ -657,7 +660,7 @@ class SpecChecker:
             self.error(
                 (*path, "base_url"),
                 f"{format_key_path((*path, 'base_url'))} must start with http:// or https://, "
-                f"got {base_url!r}",
+                f"got {_shorten(redact_url(base_url))!r}",
                 'e.g. base_url = "http://localhost:11434/v1"',
             )
         api_key = llm.get("api_key")
@@ -772,6 +775,8 @@ def _type_fix(doc: KeyDoc, value: object) -> str:
         return f"remove the quotes: {doc.name} = {value}"
     if doc.kind is Kind.STRING and isinstance(value, int | float | bool):
         shown = str(value).lower() if isinstance(value, bool) else str(value)
+        if doc.name in _SECRET_KEYS:
+            shown = "…"  # problems are shown to every role: never repeat a credential
         return f'put the value in quotes: {doc.name} = "{shown}"'
     if doc.kind in (Kind.TABLE, Kind.FREE_TABLE):
         return f"write the settings under a [{doc.path}] header"
