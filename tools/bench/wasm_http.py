@@ -155,7 +155,11 @@ def main() -> None:
     )
     ok = True
     with BenchServer(("echo",), log_level=args.log_level) as server:
-        reply = httpx.post(f"{server.url}/api/v1/agents/echo/messages", content=ECHO_BODY)
+        reply = httpx.post(
+            f"{server.url}/api/v1/agents/echo/messages",
+            content=ECHO_BODY,
+            headers={"Content-Type": "application/json"},
+        )
         reply.raise_for_status()
         health = measure(server, "/health", None, args, client)
         echo = measure(server, "/api/v1/agents/echo/messages", ECHO_BODY, args, client)
