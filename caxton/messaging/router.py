@@ -183,6 +183,29 @@ class Router:
         self._observe(message, reply, targets, started)
         return reply
 
+    async def ask_for_agent(self, message: Message, *, timeout_s: float) -> Message:
+        """Like :meth:`ask`, for a message an agent sends from a tool (``send_message``,
+        ``wasm:<agent>``): it counts against the same :class:`SendLimits` as a guest's
+        ``caxton.send_message``, so a model that keeps calling tools cannot amplify one
+        request past them.
+
+        Returns:
+            The reply, or a ``failure`` reply (code ``SEND_REFUSED``, ``details.reason`` the
+            bound) when the send is refused.
+
+        Cancellation:
+            As :meth:`ask`; the send is uncounted however the call ends.
+        """
+        sender = message.sender or "?"
+        refusal = self.sends.admit(sender, message.conversation_id)
+        if refusal is not None:
+            self._log_refusal(sender, refusal.code, refusal.text)
+            return self._failure(message, "SEND_REFUSED", refusal.text, {"reason": refusal.reason})
+        try:
+            return await self.ask(message, timeout_s=timeout_s)
+        finally:
+            self.sends.finished(sender, message.conversation_id)
+
     async def send_to(
         self,
         name: str,

@@ -45,10 +45,11 @@ ASK_TIMEOUT_S: Final = 30.0
 
 
 class MessageAsker(Protocol):
-    """Delivers a message (by receiver or capability) and waits for the reply."""
+    """Delivers a message an agent sends (by receiver or capability) and waits for the reply."""
 
-    async def ask(self, message: Message, *, timeout_s: float) -> Message:
-        """The reply envelope; a ``failure`` performative says why it could not be answered."""
+    async def ask_for_agent(self, message: Message, *, timeout_s: float) -> Message:
+        """The reply envelope; a ``failure`` performative says why it could not be answered
+        (including a send refused by the router's per-agent and per-conversation bounds)."""
         ...
 
 
@@ -222,7 +223,7 @@ async def _memory_store(deps: ToolDeps, args: dict[str, Any], ctx: ToolCallConte
 async def _ask(deps: ToolDeps, message: Message) -> str:
     if deps.asker is None:
         raise ToolFailed("messaging is not available on this server")
-    reply = await deps.asker.ask(message, timeout_s=ASK_TIMEOUT_S)
+    reply = await deps.asker.ask_for_agent(message, timeout_s=ASK_TIMEOUT_S)
     content = reply.content
     text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
     if reply.performative in ("failure", "not_understood"):
