@@ -38,6 +38,10 @@ _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 _NO_FINALIZER = ctypes.cast(0, _FINALIZER)
 _UPDATE_DEADLINE_CONTINUE = 0
 
+#: A call that has run this long is checked every :data:`LONG_CALL_CHECK_TICKS` epoch ticks.
+LONG_CALL_S = 0.1
+LONG_CALL_CHECK_TICKS = 2
+
 
 class Stoppable(Protocol):
     """Something a pool shutdown can stop: one guest call, or a run of them."""
@@ -74,6 +78,7 @@ class CallControl:
     reply_bytes: int = 0
     on_tick: Callable[[], None] | None = None
     watch_worker_task: bool = True
+    started: float = attrs.field(factory=time.monotonic)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
 
     @classmethod
@@ -113,6 +118,18 @@ class CallControl:
         if self.stop_reason is None and self.on_tick is not None:
             self.on_tick()
         return self.stop_reason is None
+
+    def ticks_to_next_check(self) -> int:
+        """Epoch ticks until :meth:`check` runs again.
+
+        Every tick for a call's first :data:`LONG_CALL_S`; after that every
+        :data:`LONG_CALL_CHECK_TICKS` ticks. Each check takes the GIL, and a few guests that
+        run for seconds, checked every tick, keep the event loop waiting for it (issue #13
+        item 12); a cancelled or late long call still stops within a few ticks.
+        """
+        if time.monotonic() - self.started > LONG_CALL_S:
+            return LONG_CALL_CHECK_TICKS
+        return 1
 
 
 @attrs.define(eq=False)
@@ -155,7 +172,7 @@ def new_store(engine: wasmtime.Engine, *, max_memory_bytes: int) -> StoreGuard:
         if not keep_going:
             message = ctypes.create_string_buffer(b"caxton: call stopped")
             return ctypes.cast(ffi.wasmtime_error_new(message), ctypes.c_void_p).value or 0
-        delta[0] = 1  # check again at the next tick
+        delta[0] = control.ticks_to_next_check() if control is not None else 1
         kind[0] = _UPDATE_DEADLINE_CONTINUE  # type: ignore[index]
         return 0
 

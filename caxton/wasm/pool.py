@@ -23,6 +23,7 @@ import wasmtime
 from caxton.errors import ServiceUnavailable
 from caxton.wasm.abi import CAXTON_V1, choose_abi, describe_module
 from caxton.wasm.agent import LoadedAgentModule
+from caxton.wasm.control import LONG_CALL_CHECK_TICKS
 from caxton.wasm.errors import WasmBadModule, WasmError, WasmLimitExceeded
 from caxton.wasm.host import GuestHooks, agent_busy
 from caxton.wasm.limits import (
@@ -340,7 +341,10 @@ class WasmPool:
             LOGGER.warning("WASM pool stopping %d running guest calls", len(self._active))
         for control in list(self._active):
             control.stop("shutdown")
-        self._tick()  # lets every running guest reach its deadline callback and stop
+        # lets every running guest reach its deadline callback and stop (a long call is
+        # checked only every LONG_CALL_CHECK_TICKS ticks)
+        for _ in range(LONG_CALL_CHECK_TICKS):
+            self._tick()
 
     def _tick(self) -> None:
         self._engine.increment_epoch()
