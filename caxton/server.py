@@ -33,6 +33,7 @@ from caxton.agents.tools import ToolDeps
 from caxton.agents.watcher import AgentsWatcher
 from caxton.components import Components, ComponentState
 from caxton.config import LoadedConfig, load_config
+from caxton.config.checks import ineffective_settings
 from caxton.datadir import open_data_dir
 from caxton.errors import CaxtonError
 from caxton.http.app import create_app
@@ -319,6 +320,8 @@ def _warn_if_exposed(state: ServerState) -> None:
     warning = exposure_warning(state.config)
     if warning:
         LOGGER.warning("SECURITY: %s", warning)
+    for ineffective in ineffective_settings(state.config):
+        LOGGER.warning("config: %s", ineffective)
 
 
 async def _watch_signals(

@@ -134,6 +134,17 @@ def ineffective_settings(config: CaxtonConfig) -> list[str]:
             "the audit log is off (security.audit.enabled: false)",
         )
     memory = config.memory
+    if memory.backend == "qdrant":
+        warnings.append(
+            "memory.backend: qdrant has no effect: this version keeps memory in the embedded "
+            "DuckDB store only (remove the key, or unset CAXTON_MEMORY_BACKEND)"
+        )
+    if memory.embedding_config.model_device != "cpu":
+        warnings.append(
+            f"memory.embedding_config.model_device: {memory.embedding_config.model_device} has "
+            "no effect: the embedding model runs on the CPU (the onnxruntime package installed "
+            "with Caxton has no GPU provider)"
+        )
     if memory.backend == "embedded":
         unused(
             memory,
@@ -151,14 +162,16 @@ def ineffective_settings(config: CaxtonConfig) -> list[str]:
             ("metrics_port", "metrics_host"),
             "metrics are off (observability.metrics_enabled: false)",
         )
-    if not observability.tracing_enabled:
-        unused(
-            observability,
-            model.ObservabilityConfig(),
-            "observability",
-            ("otlp_endpoint",),
-            "tracing is off (set observability.tracing_enabled: true)",
-        )
+    # Spans are not recorded by this version yet: both switches are accepted for the seed's
+    # files, and named here so that nobody believes a trace is being kept.
+    unused(
+        observability,
+        model.ObservabilityConfig(),
+        "observability",
+        ("tracing_enabled", "otlp_endpoint"),
+        "this version of Caxton records no OpenTelemetry spans yet (watch the metrics port "
+        "and the audit log instead)",
+    )
     if config.llm.provider == "none":
         unused(
             config.llm,

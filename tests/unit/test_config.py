@@ -262,3 +262,19 @@ def test_settings_without_effect_are_named() -> None:
     config = load_config(Path("c.yaml"), text=text, environ={}).config
     (warning,) = ineffective_settings(config)
     assert warning.startswith("security.rate_limiting.burst_size has no effect: rate limiting")
+
+
+def test_settings_this_version_does_not_implement_are_named() -> None:
+    from caxton.config.checks import ineffective_settings
+
+    text = (
+        "observability:\n  tracing_enabled: true\n"
+        "memory:\n  backend: qdrant\n  embedding_config:\n    model_device: cuda\n"
+    )
+    config = load_config(Path("c.yaml"), text=text, environ={}).config
+    named = sorted(w.split(" has no effect")[0] for w in ineffective_settings(config))
+    assert named == [
+        "memory.backend: qdrant",
+        "memory.embedding_config.model_device: cuda",
+        "observability.tracing_enabled",
+    ]
