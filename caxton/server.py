@@ -42,6 +42,7 @@ from caxton.http.state import ServerState
 from caxton.llm.service import LLMService
 from caxton.logs import set_level
 from caxton.memory import DEFAULT_MODEL_NAME, MEMORY_MIGRATIONS, Embedder, MemoryService
+from caxton.memory.maintenance import MaintenanceSchedule, MemoryMaintenance
 from caxton.messaging import CONVERSATION_MIGRATIONS, Conversations, Router
 from caxton.messaging.maintenance import ConversationSweeper
 from caxton.metrics import Metrics, MetricsServer
@@ -278,7 +279,8 @@ async def _start_agents(
 async def _start_messaging(
     nursery: trio.Nursery, state: ServerState, registry: Registry, wasm: WasmRuntime
 ) -> None:
-    """Conversations (over the store), the router, and the conversation TTL sweeper."""
+    """Conversations (over the store), the router, the conversation TTL sweeper and the memory
+    maintenance schedule (ANALYZE, checkpoint + VACUUM)."""
     messaging = state.config.messaging
     conversations = Conversations(state.require_store(), ttl_s=messaging.conversation_ttl)
     await _start(nursery, state.components, "conversations", conversations.run)
@@ -297,6 +299,13 @@ async def _start_messaging(
     state.router, state.conversations = router, conversations
     sweeper = ConversationSweeper(conversations, interval_s=messaging.sweep_interval)
     await _start(nursery, state.components, "maintenance", sweeper.run)
+    memory_maintenance = MemoryMaintenance(
+        state.require_memory(),
+        MaintenanceSchedule.from_config(state.config.memory.cleanup),
+        metrics=state.metrics,
+        paused=lambda: state.safe_mode.enabled,
+    )
+    await _start(nursery, state.components, "memory_maintenance", memory_maintenance.run)
 
 
 async def _start(

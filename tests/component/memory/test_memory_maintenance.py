@@ -5,14 +5,17 @@ Intervals are a fraction of a second; every wait is capped generously for a load
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
 import trio
+from servers import loopback_config
 
 from caxton.memory import MEMORY_MIGRATIONS, MemoryService
 from caxton.memory.maintenance import MaintenanceSchedule, MemoryMaintenance, read_space
 from caxton.metrics import Metrics
+from caxton.server import serve
 from caxton.store import open_store
 
 pytestmark = pytest.mark.trio
@@ -144,3 +147,30 @@ async def test_a_failed_run_is_a_warning_and_is_tried_again(tmp_path, embedder, 
     assert failures
     assert all(r.levelno == logging.WARNING for r in failures)
     assert "failed, tried again in 100ms" in failures[0].getMessage()
+
+
+async def test_a_server_runs_the_schedule_memory_cleanup_sets(nursery, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="caxton.memory.maintenance")
+    loaded = loopback_config(
+        tmp_path / "data",
+        memory__cleanup__analyze_interval="300ms",
+        memory__cleanup__vacuum_interval="600ms",
+        memory__cleanup__cleanup_threshold=0.5,
+    )
+    with trio.fail_after(CAP_S):
+        info = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
+    metrics = info.state.metrics
+    with trio.fail_after(CAP_S):
+        await wait_for(
+            lambda: runs(metrics, "analyze", "ok") >= 1 and runs(metrics, "compact", "ok") >= 1
+        )
+        # safe mode holds the schedule back, and says so
+        await info.state.safe_mode.set(True, reason="test")
+        await wait_for(lambda: runs(metrics, "analyze", "skipped") >= 1)
+        analyzed = runs(metrics, "analyze", "ok")
+        await info.state.safe_mode.set(False)
+        await wait_for(lambda: runs(metrics, "analyze", "ok") > analyzed)
+    assert "safe mode is on" in caplog.text
+    statuses = {s.name: s.state.value for s in info.state.components.statistics()}
+    assert statuses["memory_maintenance"] == "running"
+    info.stop()
