@@ -109,13 +109,25 @@ class EmbeddingConfig:
 @attrs.frozen(kw_only=True)
 class CleanupConfig:
     vacuum_interval: Seconds = attrs.field(
-        default=Seconds(86_400.0), metadata=_help("How often the database is compacted.")
+        default=Seconds(86_400.0),
+        metadata=_help(
+            "How often the database is compacted (CHECKPOINT + VACUUM), counted from the "
+            "server's start; 0 = off."
+        ),
     )
     analyze_interval: Seconds = attrs.field(
-        default=Seconds(43_200.0), metadata=_help("How often query statistics are refreshed.")
+        default=Seconds(43_200.0),
+        metadata=_help(
+            "How often query statistics are refreshed (ANALYZE), counted from the server's "
+            "start; 0 = off."
+        ),
     )
     cleanup_threshold: float = attrs.field(
-        default=0.1, metadata=_help("Fraction of dead space that triggers a compaction early.")
+        default=0.1,
+        metadata=_help(
+            "Free blocks over total blocks of the database file that trigger a compaction "
+            "early; checked at the shorter interval, at least hourly; 0 = off."
+        ),
     )
 
 
@@ -159,7 +171,8 @@ class MemoryConfig:
         factory=EmbeddingConfig, metadata=_help("Embedding model settings.")
     )
     cleanup: CleanupConfig = attrs.field(
-        factory=CleanupConfig, metadata=_help("Scheduled maintenance.")
+        factory=CleanupConfig,
+        metadata=_help("Scheduled maintenance of the memory database; held while in safe mode."),
     )
     qdrant_config: QdrantConfig = attrs.field(
         factory=QdrantConfig, metadata=_help("Settings for backend: qdrant.")
