@@ -15,20 +15,26 @@ import trio
 from trio_websocket import wrap_client_stream
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
     from trio_websocket import WebSocketConnection
 
 
 @contextlib.asynccontextmanager
-async def open_ws(url: str) -> AsyncIterator[WebSocketConnection]:
+async def open_ws(
+    url: str, headers: Mapping[str, str] | None = None
+) -> AsyncIterator[WebSocketConnection]:
+    """Open a WebSocket to ``url``, sending ``headers`` (credentials, Origin) in the handshake."""
     parts = urlsplit(url)
     assert parts.hostname is not None
     assert parts.port is not None
+    extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     async with trio.open_nursery() as nursery:
         stream = await trio.open_tcp_stream(parts.hostname, parts.port)
         async with stream:
-            ws = await wrap_client_stream(nursery, stream, parts.hostname, parts.path or "/")
+            ws = await wrap_client_stream(
+                nursery, stream, parts.hostname, parts.path or "/", extra_headers=extra
+            )
             try:
                 yield ws
             finally:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 from security_servers import DASHBOARD, Secured, StartSecured, copy_echo
-from wsclient_auth import open_ws_with
+from wsclient import open_ws
 
 from caxton.http.routes import Role
 from caxton.security.tokens import issue_token
@@ -205,7 +205,7 @@ async def test_every_websocket_frame_takes_a_token(
     url = secured.url.replace("http://", "ws://") + "/ws/agents/echo"
     answers = []
     with trio.fail_after(30):
-        async with open_ws_with(url, secured.headers("user")) as ws:  # handshake: one token
+        async with open_ws(url, secured.headers("user")) as ws:  # handshake: one token
             for _ in range(4):
                 await ws.send_message(json.dumps({"content": "hi"}))
                 answers.append(await _answer(ws))
