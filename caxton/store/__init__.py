@@ -4,16 +4,13 @@ from caxton.store.errors import MigrationError, StoreClosed, StoreLockedError, S
 from caxton.store.migrations import Migration
 from caxton.store.store import (
     Connection,
-    IntegrityReport,
     Store,
     StoreStatistics,
-    TableCheck,
     open_store,
 )
 
 __all__ = [
     "Connection",
-    "IntegrityReport",
     "Migration",
     "MigrationError",
     "Store",
@@ -21,6 +18,5 @@ __all__ = [
     "StoreLockedError",
     "StoreOpenError",
     "StoreStatistics",
-    "TableCheck",
     "open_store",
 ]

@@ -79,35 +79,6 @@ class StoreStatistics:
     schema_versions: dict[str, int]
 
 
-@attrs.frozen(kw_only=True)
-class TableCheck:
-    """What :meth:`Store.verify` found for one table."""
-
-    name: str
-    rows: int
-
-
-@attrs.frozen(kw_only=True)
-class IntegrityReport:
-    """The result of :meth:`Store.verify` (``caxton storage verify``).
-
-    Attributes:
-        ok: True when no problem was found.
-        problems: one sentence per finding.
-        tables: row counts of every table that could be read.
-        schema_versions: applied version of each feature.
-        size_bytes: the database file plus its WAL.
-        comprehensive: whether every row of every table was read.
-    """
-
-    ok: bool
-    problems: tuple[str, ...]
-    tables: tuple[TableCheck, ...]
-    schema_versions: dict[str, int]
-    size_bytes: int
-    comprehensive: bool
-
-
 class Store:
     """The DuckDB store of record.
 
@@ -475,71 +446,6 @@ class Store:
                 total += os.stat(candidate).st_size
         return total
 
-    async def verify(self, *, comprehensive: bool = False) -> IntegrityReport:
-        """Check that the schema is complete and every table can be read.
-
-        Args:
-            comprehensive: read every column of every row (slower; DuckDB checks block
-                checksums as it reads), instead of counting rows.
-
-        Returns:
-            The findings; ``ok`` is False when any problem was found.
-
-        Raises:
-            StoreClosed: the store is not running.
-
-        Cancellation:
-            As :meth:`execute_fn`.
-
-        Resource handling:
-            Runs as one read; it does not block writers.
-        """
-        expected = {(m.feature, m.version) for m in self.migrations}
-
-        def check(conn: Connection) -> IntegrityReport:
-            problems: list[str] = []
-            tables: list[TableCheck] = []
-            names = [
-                str(row[0])
-                for row in conn.execute(
-                    "SELECT table_name FROM duckdb_tables() "
-                    "WHERE database_name = current_database() AND NOT temporary "
-                    "ORDER BY table_name"
-                ).fetchall()
-            ]
-            for name in names:
-                try:
-                    row = conn.execute(
-                        read_table_query(name, comprehensive=comprehensive)
-                    ).fetchone()
-                except duckdb.Error as exc:
-                    problems.append(f"table {name!r} cannot be read: {exc}")
-                    continue
-                tables.append(TableCheck(name=name, rows=int(row[0]) if row else 0))
-            applied = {
-                (str(f), int(v))
-                for f, v in conn.execute(
-                    "SELECT feature, version FROM schema_migrations"
-                ).fetchall()
-            }
-            problems.extend(
-                f"migration {feature} v{version} is not recorded as applied"
-                for feature, version in sorted(expected - applied)
-            )
-            versions: dict[str, int] = {}
-            for feature, version in applied:
-                versions[feature] = max(version, versions.get(feature, 0))
-            return IntegrityReport(
-                ok=not problems,
-                problems=tuple(problems),
-                tables=tuple(tables),
-                schema_versions=versions,
-                size_bytes=self.size_bytes(),
-                comprehensive=comprehensive,
-            )
-
-        return await self.execute_fn(check)
-
     def statistics(self) -> StoreStatistics:
         """Return a snapshot of the store's counters."""
         return StoreStatistics(
@@ -618,9 +524,7 @@ async def open_store(
 
 __all__ = [
     "Connection",
-    "IntegrityReport",
     "Store",
     "StoreStatistics",
-    "TableCheck",
     "open_store",
 ]

@@ -18,6 +18,7 @@ from caxton.memory import (
     Scope,
 )
 from caxton.memory.validation import MAX_OBSERVATION_BYTES
+from caxton.ops.verify import check_database
 from caxton.store import Store, open_store
 
 pytestmark = pytest.mark.trio
@@ -357,9 +358,13 @@ async def test_memory_survives_close_and_reopen(tmp_path, model_dir):
                     assert {h.entity.name for h in public} <= {"Whiskers", "NASDAQ"}
                 graph = await memory.graph("Whiskers", max_depth=1)
                 assert [e.relation_type for e in graph.edges] == ["watches"]
-                report = await store.verify(comprehensive=True)
-                assert report.ok
-                assert {t.name for t in report.tables} >= {
+                tables, findings = await store.execute_fn(
+                    functools.partial(
+                        check_database, comprehensive=True, migrations=MEMORY_MIGRATIONS
+                    )
+                )
+                assert [f for f in findings if f.severity == "error"] == []
+                assert set(tables) >= {
                     "memory_entities",
                     "memory_observations",
                     "memory_relations",

@@ -6,6 +6,7 @@ generous caps (STYLE 16).
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import trio
 import trio.testing
 
 from caxton.errors import DataDirLockedError, StartupError
+from caxton.ops.verify import check_database
 from caxton.store import (
     Migration,
     MigrationError,
@@ -311,21 +313,26 @@ def test_file_held_by_another_process_is_reported(tmp_path):
 
 @pytest.mark.trio
 async def test_verify_reports_tables_and_missing_migrations(tmp_path):
+    migrations = [NOTES_V1, TAGS_V1]
     path = tmp_path / "caxton.duckdb"
     with trio.fail_after(20):
-        async with open_store(path, migrations=[NOTES_V1, TAGS_V1]) as store:
+        async with open_store(path, migrations=migrations) as store:
             await store.execute_write_fn(insert_note(1, "a"))
-            report = await store.verify(comprehensive=True)
-            assert report.ok, report.problems
-            counts = {t.name: t.rows for t in report.tables}
-            assert counts["notes"] == 1
-            assert counts["tags"] == 0
-            assert report.schema_versions == {"notes": 1, "tags": 1}
-            assert report.size_bytes > 0
+            tables, findings = await store.execute_fn(
+                functools.partial(check_database, comprehensive=True, migrations=migrations)
+            )
+            assert findings == []
+            assert tables["notes"] == 1
+            assert tables["tags"] == 0
+            assert store.statistics().schema_versions == {"notes": 1, "tags": 1}
+            assert store.size_bytes() > 0
 
             await store.execute_write_fn(
                 lambda c: c.execute("DELETE FROM schema_migrations WHERE feature = 'tags'")
             )
-            report = await store.verify()
-            assert not report.ok
-            assert report.problems == ("migration tags v1 is not recorded as applied",)
+            _, findings = await store.execute_fn(
+                functools.partial(check_database, comprehensive=False, migrations=migrations)
+            )
+            assert [(f.severity, f.message) for f in findings] == [
+                ("error", "migration tags v1 (tags table) is not applied")
+            ]
