@@ -8,7 +8,9 @@ sends again: each chain is 8 WASM-to-WASM messages until the loop guard (``messa
 refuses the ninth. Several chains run at once for ``--duration`` seconds. Figures: routed
 messages per second, and p50/p99 of the routing latency of each message (capability lookup,
 conversation recording, echo's WASM call, the reply), taken from the ``message_routed``
-events. Goal: p99 <= 2 ms.
+events. The router's per-agent send rate (100/s by default) is lifted for the run, so
+the figures are the routing cost. Goal (issue #14): one chain at a time >= 1,000
+messages/s with p99 <= 2 ms.
 
 Part 2 starts ``caxton start`` on loopback with echo and sends ``{"capability": "echo"}``
 envelopes to ``POST /api/v1/messages`` from ``--connections`` keep-alive clients for
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import trio
 
@@ -41,6 +44,7 @@ from caxton.messages import Message
 from caxton.server import ServerInfo, serve
 
 GOAL_P99_MS = 2.0
+GOAL_PER_SECOND = 1000.0
 ENVELOPE = '{"capability":"echo","content":"ping"}'
 RELAY_WAT = f"""
 (module
@@ -84,6 +88,13 @@ async def in_process(duration_s: float, chains: int) -> dict[str, Any]:
         async with trio.open_nursery() as nursery:
             info: ServerInfo = await nursery.start(
                 functools.partial(serve, loaded, handle_signals=False)
+            )
+            router = info.state.router
+            assert router is not None
+            # relay sends as fast as the router answers: lift the per-agent send rate (100/s by
+            # default, a guard against runaway guests) so that the routing cost is measured
+            router.sends.limits = attrs.evolve(
+                router.sends.limits, per_agent_per_second=1e9, per_agent_burst=1_000_000_000
             )
             single = await _chains(info, duration_s, 1)
             loaded_run = await _chains(info, duration_s, chains)
@@ -199,16 +210,20 @@ def main() -> int:
     runs = trio.run(in_process, args.duration, args.chains)
     for label, chains in (("single", 1), ("loaded", args.chains)):
         wasm = runs[label]
-        goal = ""
-        if label == "single":
-            verdict = "ok" if wasm["p99_ms"] <= GOAL_P99_MS else "MISSED"
-            goal = f" (goal p99 <= {GOAL_P99_MS:g} ms: {verdict})"
         print(
             f"wasm -> wasm in process, {chains} chain{'s' if chains > 1 else ''} at once: "
             f"{wasm['messages']} messages in {wasm['seconds']:.2f}s = "
             f"{wasm['per_second']:.0f} msg/s; routing p50 {wasm['p50_ms']:.3f} ms, "
-            f"p99 {wasm['p99_ms']:.3f} ms, max {wasm['max_ms']:.3f} ms{goal}"
+            f"p99 {wasm['p99_ms']:.3f} ms, max {wasm['max_ms']:.3f} ms"
         )
+    single = runs["single"]
+    rate_met = single["per_second"] >= GOAL_PER_SECOND
+    p99_met = single["p99_ms"] <= GOAL_P99_MS
+    print(
+        f"one chain: {single['per_second']:.0f} msg/s (goal >= {GOAL_PER_SECOND:,.0f}: "
+        f"{'met' if rate_met else 'NOT met'}), p99 {single['p99_ms']:.2f} ms "
+        f"(goal <= {GOAL_P99_MS:g} ms: {'met' if p99_met else 'NOT met'})"
+    )
     server = BenchServer(("echo",), log_level="warning")
     ok = True
     try:
