@@ -25,7 +25,7 @@ from caxton.messaging.routing import (
     SEND_NO_ROUTER,
     SEND_REFUSALS,
 )
-from caxton.wasm import GuestHooks, WasmLimitExceeded, WasmLimits, WasmTrap
+from caxton.wasm import GuestHooks, WasmLimitExceeded, WasmTrap
 from caxton.wasm.limits import MAX_SENDS_PER_CALL
 
 if TYPE_CHECKING:
@@ -315,12 +315,6 @@ class WasmRuntime:
         assert isinstance(spec, WasmAgentSpec)
         if request.module is None:
             raise CaxtonError(f"agent {spec.name!r} has no module bytes to load")
-        limits = WasmLimits(
-            max_memory_bytes=spec.limits.max_memory_bytes,
-            max_fuel=spec.limits.max_fuel,
-            max_execution_time_s=spec.limits.max_execution_time_s,
-            max_message_size=spec.limits.max_message_size_bytes,
-        )
         logs = self.logs
         name = spec.name
 
@@ -329,7 +323,7 @@ class WasmRuntime:
 
         module = await self.pool.load(
             request.module,
-            limits,
+            spec.limits,
             name=spec.name,
             source_name=spec.module or f"{spec.name}.wasm",
             hooks=GuestHooks(log=log),

@@ -29,6 +29,7 @@ from caxton.agents.validate import (
     size_problem,
 )
 from caxton.units import parse_duration, parse_size
+from caxton.wasm.limits import WasmLimits
 
 if TYPE_CHECKING:
     from caxton.errors import JSONValue
@@ -111,16 +112,6 @@ class DeploymentSpec:
 
     strategy: str
     canary_percentage: float
-
-
-@attrs.frozen(kw_only=True)
-class WasmLimits:
-    """``[limits]`` of a WASM agent."""
-
-    max_memory_bytes: int
-    max_fuel: int
-    max_execution_time_s: float
-    max_message_size_bytes: int
 
 
 @attrs.frozen(kw_only=True)
@@ -374,6 +365,12 @@ def _check_wasm(
             f"wasm.module must name a .wasm or .wat file, got {module!r}",
             'e.g. module = "echo.wasm"',
         )
+    if cleaned.get("limits", {}).get("max_execution_time") == 0:
+        checker.error(
+            ("limits", "max_execution_time"),
+            "limits.max_execution_time must be more than 0s: no call could run",
+            'e.g. max_execution_time = "30s"',
+        )
     checker.check_deployment(cleaned.get("deployment", {}))
 
     def build(warnings: tuple[SpecProblem, ...]) -> WasmAgentSpec:
@@ -514,7 +511,7 @@ def _build_wasm(
             max_memory_bytes=get(limits, "limits.max_memory_bytes"),
             max_fuel=get(limits, "limits.max_fuel"),
             max_execution_time_s=get(limits, "limits.max_execution_time"),
-            max_message_size_bytes=get(limits, "limits.max_message_size"),
+            max_message_size=get(limits, "limits.max_message_size"),
         ),
         deployment=_build_deployment(cleaned.get("deployment", {})),
         source=source,

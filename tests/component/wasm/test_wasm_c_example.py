@@ -16,7 +16,7 @@ import wasm_guests as g
 from caxton.agents import check_agent_file
 from caxton.agents.files import read_agent_file
 from caxton.agents.spec import WasmAgentSpec
-from caxton.wasm import GuestHooks, LoadedAgentModule, WasmAgentFailed, WasmLimits, WasmPool
+from caxton.wasm import GuestHooks, LoadedAgentModule, WasmAgentFailed, WasmPool
 
 MANIFEST = g.AGENTS / "wordcount.toml"
 SOURCE = g.AGENTS / "src" / "wordcount.c"
@@ -43,14 +43,8 @@ async def load_wordcount(pool: WasmPool, hooks: GuestHooks | None = None) -> Loa
     spec = agent_file.report.spec
     assert isinstance(spec, WasmAgentSpec)
     assert agent_file.module is not None
-    limits = WasmLimits(
-        max_memory_bytes=spec.limits.max_memory_bytes,
-        max_fuel=spec.limits.max_fuel,
-        max_execution_time_s=spec.limits.max_execution_time_s,
-        max_message_size=spec.limits.max_message_size_bytes,
-    )
     return await pool.load(
-        agent_file.module, limits, name=spec.name, source_name=module_path.name, hooks=hooks
+        agent_file.module, spec.limits, name=spec.name, source_name=module_path.name, hooks=hooks
     )
 
 
@@ -207,7 +201,7 @@ async def test_a_large_message_fits_the_manifest_limits(pool: WasmPool) -> None:
     spec = manifest()
     text = "lorem ipsum dolor sit amet, ünïcödé 😀 " * 2000
     message = envelope(text, ensure_ascii=False)
-    assert len(message) <= spec.limits.max_message_size_bytes
+    assert len(message) <= spec.limits.max_message_size
     with trio.fail_after(10):
         agent = await load_wordcount(pool)
         reply = await agent.handle(message)

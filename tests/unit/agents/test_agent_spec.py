@@ -23,6 +23,7 @@ from caxton.agents import (
 from caxton.agents.schema import CONFIG_AGENT_KEYS, WASM_AGENT_KEYS
 from caxton.agents.spec import spec_as_dict
 from caxton.errors import ValidationFailed
+from caxton.wasm import WasmLimits
 
 HERE = Path(__file__).parent
 OPTIMIZED_AGENT = (HERE / "optimized_agent.toml").read_bytes()
@@ -820,7 +821,7 @@ def test_wasm_manifest_gets_documented_default_limits():
     assert spec.limits.max_memory_bytes == 10 * 1024 * 1024
     assert spec.limits.max_fuel == 500_000_000
     assert spec.limits.max_execution_time_s == 30
-    assert spec.limits.max_message_size_bytes == 100_000
+    assert spec.limits.max_message_size == 100_000
 
 
 def test_wasm_limits_take_sizes_durations_and_float_fuel():
@@ -845,7 +846,7 @@ def test_wasm_limits_take_sizes_durations_and_float_fuel():
     assert spec.limits.max_fuel == 500_000_000
     assert isinstance(spec.limits.max_fuel, int)
     assert spec.limits.max_execution_time_s == 120
-    assert spec.limits.max_message_size_bytes == 1_000_000
+    assert spec.limits.max_message_size == 1_000_000
 
 
 def test_wasm_module_may_be_omitted_for_api_deploys_only():
@@ -941,3 +942,23 @@ def test_package_exports_exactly_its_public_names():
     }
 
     assert public - {"annotations"} == set(caxton.agents.__all__)
+
+
+def test_wasm_limits_refuse_a_zero_execution_time_as_a_spec_problem():
+    report = check_agent_file(
+        'name = "echo"\nversion = "1.0.0"\n[wasm]\nmodule = "echo.wasm"\n'
+        '[limits]\nmax_execution_time = "0s"\n',
+        source="echo.toml",
+    )
+
+    assert report.spec is None
+    assert [p.key for p in report.errors] == ["limits.max_execution_time"]
+
+
+def test_wasm_manifest_limits_are_the_limits_the_pool_enforces():
+    spec = parse_agent_spec(
+        'name = "echo"\nversion = "1.0.0"\n[wasm]\nmodule = "echo.wasm"\n', source="echo.toml"
+    )
+
+    assert isinstance(spec, WasmAgentSpec)
+    assert spec.limits == WasmLimits()
