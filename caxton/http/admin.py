@@ -18,12 +18,13 @@ from quart import Response, current_app, request
 
 from caxton.errors import ServiceUnavailable, ValidationFailed
 from caxton.http.params import optional_json_object
-from caxton.http.routes import QueryParam, Role, RouteTable
+from caxton.http.routes import QueryParam, RouteTable
 from caxton.http.state import declared_routes, server_state
 from caxton.http.streaming import background_body
 from caxton.ops.backup import archive_name
 from caxton.ops.errors import SafeModeActive
 from caxton.ops.safe_mode import refuses
+from caxton.security.roles import Role
 
 if TYPE_CHECKING:
     from caxton.ops.backup import BackupService

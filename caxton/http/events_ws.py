@@ -5,10 +5,11 @@ from __future__ import annotations
 import trio
 from quart import websocket
 
-from caxton.http.routes import Role, RouteTable
+from caxton.http.routes import RouteTable
 from caxton.http.state import server_state
 from caxton.security.errors import RateLimited
 from caxton.security.hooks import charge_frame
+from caxton.security.roles import Role
 
 routes = RouteTable("events")
 

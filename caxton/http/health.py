@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from caxton.errors import JSONValue, ServiceUnavailable
-from caxton.http.routes import Role, RouteTable
+from caxton.http.routes import RouteTable
 from caxton.http.state import server_state
+from caxton.security.roles import Role
 
 routes = RouteTable("health")
 

@@ -24,12 +24,13 @@ from caxton.http.params import (
     optional_json_object,
     raw_body,
 )
-from caxton.http.routes import QueryParam, Role, RouteTable
+from caxton.http.routes import QueryParam, RouteTable
 from caxton.http.state import server_state
 from caxton.http.streaming import background_body
 from caxton.memory import Embedder, NewEntity, NewRelation, transfer
 from caxton.memory.service import MAX_GRAPH_DEPTH, MAX_SEARCH_LIMIT
 from caxton.metrics import resident_memory_bytes
+from caxton.security.roles import Role
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from caxton import __version__
 from caxton.http import schemas
-from caxton.http.routes import Role, RouteTable
+from caxton.http.routes import RouteTable
 from caxton.http.state import declared_routes
+from caxton.security.roles import Role
 
 if TYPE_CHECKING:
     from caxton.http.routes import RouteSpec

@@ -8,25 +8,16 @@ table does not know.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
 
+from caxton.security.roles import Role
+
 Handler = Callable[..., Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
-
-
-class Role(enum.IntEnum):
-    """Who may call a route; higher values include the lower ones."""
-
-    PUBLIC = 0
-    READONLY = 1
-    USER = 2
-    OPERATOR = 3
-    ADMIN = 4
 
 
 @attrs.frozen(kw_only=True)

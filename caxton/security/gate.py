@@ -27,7 +27,6 @@ import attrs
 import trio
 
 from caxton.errors import StartupError
-from caxton.http.routes import Role
 from caxton.security.audit import AuditLog
 from caxton.security.cors import CorsPolicy
 from caxton.security.errors import KeyFileError, RateLimited, Unauthenticated
@@ -38,7 +37,7 @@ from caxton.security.ratelimit import (
     client_bucket,
     is_loopback_address,
 )
-from caxton.security.roles import role_name
+from caxton.security.roles import Role, role_name
 from caxton.security.tokens import (
     MAX_TOKEN_BYTES,
     load_secret,

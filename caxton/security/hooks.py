@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, NoReturn, cast
 
 from quart import Response, g, request, websocket
 
-from caxton.http.routes import Role
 from caxton.http.state import ROUTES_KEY, server_state
 from caxton.security.audit import AuditRecord
 from caxton.security.edge import SAFE_METHODS, HostPolicy, origin_refusal
@@ -41,7 +40,7 @@ from caxton.security.gate import (
     load_security,
 )
 from caxton.security.ratelimit import client_bucket
-from caxton.security.roles import Requirement, denial
+from caxton.security.roles import Requirement, Role, denial
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING
 import attrs
 import yaml
 
-from caxton.http.routes import Role
 from caxton.security.errors import KeyFileError
-from caxton.security.roles import parse_role, role_name
+from caxton.security.roles import Role, parse_role, role_name
 
 if TYPE_CHECKING:
     from pathlib import Path

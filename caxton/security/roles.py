@@ -8,14 +8,31 @@ whatever a route declares. A route the app serves without a declaration needs ``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import enum
+from typing import Protocol
 
 import attrs
 
-from caxton.http.routes import Role
 
-if TYPE_CHECKING:
-    from caxton.http.routes import RouteSpec
+class Role(enum.IntEnum):
+    """Who may call a route; higher values include the lower ones."""
+
+    PUBLIC = 0
+    READONLY = 1
+    USER = 2
+    OPERATOR = 3
+    ADMIN = 4
+
+
+class Declared(Protocol):
+    """What a route declares about its callers (``caxton.http.routes.RouteSpec``)."""
+
+    @property
+    def role(self) -> Role: ...
+
+    @property
+    def mutating(self) -> bool: ...
+
 
 #: The role names of key files, tokens and the CLI (``public`` is not a caller's role).
 ROLE_NAMES: dict[str, Role] = {
@@ -48,7 +65,7 @@ class Requirement:
     rule: str
 
     @classmethod
-    def of(cls, spec: RouteSpec | None, rule: str) -> Requirement:
+    def of(cls, spec: Declared | None, rule: str) -> Requirement:
         """The requirement of ``spec``; an undeclared route is admin-only and mutating."""
         if spec is None:
             return cls(role=Role.ADMIN, mutating=True, rule=rule)

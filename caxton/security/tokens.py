@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import jwt
 
-from caxton.http.routes import Role
 from caxton.security.errors import TokenSecretError, Unauthenticated
-from caxton.security.roles import parse_role, role_name
+from caxton.security.roles import Role, parse_role, role_name
 
 if TYPE_CHECKING:
     from pathlib import Path

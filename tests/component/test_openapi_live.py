@@ -24,8 +24,8 @@ import trio
 from servers import REPO, loopback_config
 from wsclient import open_ws
 
-from caxton.http.routes import Role
 from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
+from caxton.security.roles import Role
 from caxton.server import ServerInfo, serve
 
 if TYPE_CHECKING:

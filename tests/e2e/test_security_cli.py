@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from processes import caxton_env, run_cli, run_cli_async, start_server, wait_exit, write_config
 
-from caxton.http.routes import Role
 from caxton.security.keys import hash_key
+from caxton.security.roles import Role
 from caxton.security.tokens import verify_token
 
 if TYPE_CHECKING:

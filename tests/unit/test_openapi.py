@@ -18,7 +18,7 @@ from caxton.events import Event
 from caxton.http import schemas
 from caxton.http.app import CORE_TABLES
 from caxton.http.openapi import build_openapi
-from caxton.http.routes import Role, RouteTable
+from caxton.http.routes import RouteTable
 from caxton.http.schemagen import SchemaError, Shape, attrs_schema, type_schema
 from caxton.memory.types import (
     Entity,
@@ -38,6 +38,7 @@ from caxton.ops.archive import FileEntry, Manifest
 from caxton.ops.backup import BackupReport
 from caxton.ops.safe_mode import SafeModeStatus
 from caxton.ops.verify import Finding, VerifyReport
+from caxton.security.roles import Role
 
 SPECS = [spec for table in CORE_TABLES for spec in table.routes]
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)

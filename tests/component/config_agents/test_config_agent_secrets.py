@@ -10,8 +10,8 @@ import httpx
 import trio
 from config_agent_servers import openai_url
 
-from caxton.http.routes import Role
 from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
+from caxton.security.roles import Role
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -9,8 +9,8 @@ import attrs
 import trio
 from trio_websocket import ConnectionRejected, wrap_client_stream
 
-from caxton.http.routes import Role
 from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
+from caxton.security.roles import Role
 from caxton.server import ServerInfo
 
 DASHBOARD = "https://dashboard.example.com"

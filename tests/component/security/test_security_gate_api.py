@@ -14,7 +14,6 @@ import trio
 from security_servers import DASHBOARD, Secured, StartSecured, ws_handshake
 from servers import read_response_head
 
-from caxton.http.routes import Role
 from caxton.security.keys import (
     KeyEntry,
     KeyRing,
@@ -23,6 +22,7 @@ from caxton.security.keys import (
     read_key_file,
     write_key_file,
 )
+from caxton.security.roles import Role
 from caxton.security.tokens import issue_token
 
 

@@ -15,7 +15,7 @@ import trio
 from security_servers import DASHBOARD, Secured, StartSecured, copy_echo
 from wsclient import open_ws
 
-from caxton.http.routes import Role
+from caxton.security.roles import Role
 from caxton.security.tokens import issue_token
 
 if TYPE_CHECKING:

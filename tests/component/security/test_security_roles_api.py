@@ -15,8 +15,7 @@ import httpx
 import trio
 from security_servers import ROLES, Secured, ws_handshake
 
-from caxton.http.routes import Role
-from caxton.security.roles import Requirement, denial
+from caxton.security.roles import Requirement, Role, denial
 from caxton.security.tokens import issue_token
 
 if TYPE_CHECKING:

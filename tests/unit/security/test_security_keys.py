@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from caxton.http.routes import Role
 from caxton.security.errors import KeyFileError
 from caxton.security.keys import (
     KeyEntry,
@@ -19,6 +18,7 @@ from caxton.security.keys import (
     readable_by_others,
     write_key_file,
 )
+from caxton.security.roles import Role
 
 if TYPE_CHECKING:
     from pathlib import Path

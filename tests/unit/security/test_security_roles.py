@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from caxton.http.routes import Role
-from caxton.security.roles import ROLE_NAMES, Requirement, denial, parse_role
+from caxton.security.roles import ROLE_NAMES, Requirement, Role, denial, parse_role
 
 
 def test_role_names_parse_and_unknown_names_list_the_valid_ones() -> None:

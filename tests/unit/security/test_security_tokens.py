@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from caxton.http.routes import Role
 from caxton.security.errors import TokenSecretError, Unauthenticated
+from caxton.security.roles import Role
 from caxton.security.tokens import issue_token, load_secret, verify_token
 
 if TYPE_CHECKING:
