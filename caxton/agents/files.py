@@ -7,7 +7,6 @@ version of ``echo`` too.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import attrs
 
 from caxton.agents.problems import AgentSpecError, SpecProblem
 from caxton.agents.spec import SpecReport, WasmAgentSpec, check_agent_file, check_spec_size
+from caxton.wasm.source import version_hash
 
 MODULE_SUFFIXES = (".wasm", ".wat")
 MAX_MODULE_BYTES = 64 * 1024 * 1024
@@ -74,7 +74,7 @@ def read_agent_file(path: Path) -> AgentFile | None:
             report=_failed(source, [module_problem]), text=text, kind=kind, module_path=module_path
         )
     module = module_path.read_bytes()
-    combined = hashlib.blake2b(spec.content_hash.encode() + module, digest_size=16).hexdigest()
+    combined = version_hash(spec.content_hash, module)
     report = attrs.evolve(report, spec=attrs.evolve(spec, content_hash=combined))
     return AgentFile(report=report, text=text, module=module, module_path=module_path, kind=kind)
 

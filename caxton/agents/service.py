@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ import trio
 from caxton.agents.spec import SpecReport, WasmAgentSpec, check_agent_file
 from caxton.agents.versions import AgentState
 from caxton.errors import BadRequest, CaxtonError, Conflict
+from caxton.wasm.source import version_hash
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -172,10 +172,7 @@ class AgentService:
                     '"wasm_module" together with the manifest in "manifest"',
                     details={"name": spec.name},
                 )
-            combined = hashlib.blake2b(
-                spec.content_hash.encode() + module, digest_size=16
-            ).hexdigest()
-            spec = attrs.evolve(spec, content_hash=combined)
+            spec = attrs.evolve(spec, content_hash=version_hash(spec.content_hash, module))
         elif module is not None:
             raise BadRequest(
                 "wasm_module was sent, but the manifest has no [wasm] table; add [wasm] or "

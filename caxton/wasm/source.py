@@ -25,6 +25,15 @@ def content_hash(source: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def version_hash(manifest_hash: str, module: bytes) -> str:
+    """Return the identity of one WASM agent version: BLAKE2b of its manifest's hash and module.
+
+    A new module under the same manifest is a new version. The value names the version's folder
+    in the deployments store, so it must not change between releases.
+    """
+    return hashlib.blake2b(manifest_hash.encode() + module, digest_size=16).hexdigest()
+
+
 def looks_binary(source: bytes | str) -> bool:
     """Return whether ``source`` is (the start of) a binary module rather than WAT text.
 

@@ -24,6 +24,7 @@ from caxton.agents.schema import CONFIG_AGENT_KEYS, WASM_AGENT_KEYS
 from caxton.agents.spec import spec_as_dict
 from caxton.errors import ValidationFailed
 from caxton.wasm import WasmLimits
+from caxton.wasm.source import version_hash
 
 HERE = Path(__file__).parent
 OPTIMIZED_AGENT = (HERE / "optimized_agent.toml").read_bytes()
@@ -962,3 +963,8 @@ def test_wasm_manifest_limits_are_the_limits_the_pool_enforces():
 
     assert isinstance(spec, WasmAgentSpec)
     assert spec.limits == WasmLimits()
+
+
+def test_wasm_version_hash_is_stable_because_it_names_stored_versions():
+    assert version_hash("abc", b"\x00asm") == "a188b4ad175e4475d38048c4769add60"
+    assert version_hash("abc", b"\x00asm") != version_hash("abd", b"\x00asm")
