@@ -10,12 +10,12 @@ from quart import Response, request, websocket
 
 from caxton.agents.logs import LEVELS, level_at_least
 from caxton.errors import BadRequest, CaxtonError, PayloadTooLarge, ValidationFailed
+from caxton.http.guard import charge_frame, check_claimed_sender, client_sender
 from caxton.http.params import int_arg, json_object, optional_json_object, parse_json
 from caxton.http.routes import QueryParam, RouteTable
 from caxton.http.state import server_state
 from caxton.http.streaming import background_body, sse_frame
 from caxton.messages import PERFORMATIVES, Message
-from caxton.security.hooks import charge_frame, check_claimed_sender, client_sender
 from caxton.security.roles import Role
 
 if TYPE_CHECKING:

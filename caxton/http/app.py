@@ -21,8 +21,8 @@ from caxton.errors import CaxtonError
 from caxton.http import admin, agents, errors, events_ws, health, memory, openapi
 from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
+from caxton.http.guard import install as install_security
 from caxton.http.state import ROUTES_KEY, STATE_KEY, server_state
-from caxton.security.hooks import install as install_security
 
 if TYPE_CHECKING:
     from caxton.http.routes import RouteSpec, RouteTable

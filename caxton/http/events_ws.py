@@ -5,10 +5,10 @@ from __future__ import annotations
 import trio
 from quart import websocket
 
+from caxton.http.guard import charge_frame
 from caxton.http.routes import RouteTable
 from caxton.http.state import server_state
 from caxton.security.errors import RateLimited
-from caxton.security.hooks import charge_frame
 from caxton.security.roles import Role
 
 routes = RouteTable("events")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from quart import request
 
 from caxton.errors import BadRequest, ValidationFailed
+from caxton.http.guard import check_claimed_sender, client_sender
 from caxton.http.params import float_arg, int_arg, json_object
 from caxton.http.routes import QueryParam, RouteTable
 from caxton.http.state import server_state
@@ -14,7 +15,6 @@ from caxton.messaging import STATUSES, ConversationClosed, ConversationNotFound
 from caxton.messaging.conversations import CLOSED
 from caxton.messaging.envelope import EXAMPLE, parse_envelope
 from caxton.security.errors import Forbidden
-from caxton.security.hooks import check_claimed_sender, client_sender
 from caxton.security.roles import Role
 
 if TYPE_CHECKING:

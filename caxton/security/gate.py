@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from prometheus_client import Counter
 
     from caxton.config.model import CaxtonConfig
-    from caxton.http.routes import RouteSpec
     from caxton.metrics import Metrics
 
 LOGGER = logging.getLogger("caxton.security")
@@ -226,8 +225,6 @@ class SecurityGate:
         )
         self.tls = security.tls.enabled
         self.exposure = exposure_warning(config)
-        #: The routes of the app this gate guards (``app.config[ROUTES_KEY]``), set on install.
-        self.routes: tuple[RouteSpec, ...] = ()
         self._keys_stamp = _stamp(keys_path) if keys_path else None
         self._keys_checked = clock()
         self._keys_lock = trio.Lock()

@@ -15,6 +15,8 @@ import httpx
 import trio
 from security_servers import ROLES, Secured, ws_handshake
 
+from caxton.http.app import create_app
+from caxton.http.state import ROUTES_KEY
 from caxton.security.roles import Requirement, Role, denial
 from caxton.security.tokens import issue_token
 
@@ -47,9 +49,7 @@ async def _status(
 
 
 async def test_every_role_against_every_route(secured: Secured) -> None:
-    gate = secured.info.state.security
-    assert gate is not None
-    routes = gate.routes
+    routes: list[RouteSpec] = create_app(secured.info.state).config[ROUTES_KEY]
     assert len(routes) >= 30
     assert {"/health", "/api/v1/agents", "/ws/events", "/api/v1/memory/entities"} <= {
         s.rule for s in routes

@@ -1,4 +1,5 @@
-"""The security gate as Quart hooks, run for every request after the request id is set.
+"""The security gate (:mod:`caxton.security.gate`) as Quart hooks, run for every request after
+the request id is set.
 
 Order for an HTTP request: exempt routes (``/health``, ``/ready``, ``/api/v1/health``) pass;
 with authentication off a foreign ``Host`` is 421 (:mod:`caxton.security.edge`); a CORS
@@ -61,8 +62,7 @@ def install(app: QuartTrio, state: ServerState) -> None:
         # registers it on the shared metrics registry
         state.security = load_security(state.config, None)
     gate = state.security
-    gate.routes = tuple(cast("list[RouteSpec]", app.config[ROUTES_KEY]))
-    specs = {spec.endpoint: spec for spec in gate.routes}
+    specs = {spec.endpoint: spec for spec in cast("list[RouteSpec]", app.config[ROUTES_KEY])}
     hosts = HostPolicy.from_config(state.config)
 
     def check_edge(host: str | None, origin: str | None, scheme: str, unsafe: bool) -> None:
