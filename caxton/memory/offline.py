@@ -7,12 +7,11 @@ must be asked through the API instead.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING
 
 import duckdb
 
-from caxton.memory import queries, transfer
+from caxton.memory import transfer
 from caxton.store.errors import StoreLockedError, StoreOpenError
 
 if TYPE_CHECKING:
@@ -41,12 +40,8 @@ def read_snapshot(path: Path) -> transfer.Snapshot:
     except duckdb.Error as exc:
         raise StoreOpenError(path, str(exc)) from exc
     try:
-        try:
-            entities, relations = queries.snapshot(conn)
-        except duckdb.CatalogException as exc:
-            raise StoreOpenError(path, f"it holds no memory tables ({exc})") from exc
+        return transfer.Snapshot.read(conn)
+    except duckdb.CatalogException as exc:
+        raise StoreOpenError(path, f"it holds no memory tables ({exc})") from exc
     finally:
         conn.close()
-    return transfer.Snapshot(
-        entities=tuple(entities), relations=tuple(relations), exported_at=dt.datetime.now(dt.UTC)
-    )

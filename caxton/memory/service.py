@@ -2,22 +2,18 @@
 
 DuckDB (through :class:`caxton.store.Store`) is the truth. Every mutation runs under one lock
 as: read what exists -> plan the final state (:mod:`caxton.memory.plan`, pure) -> embed the
-changed entities -> one write transaction -> update the numpy accelerator. The last two steps
-are shielded from cancellation so a committed write always reaches the accelerator; if the
-accelerator ever fails to follow, searches fall back to the exact DuckDB path until
-:meth:`MemoryService.rebuild_index` succeeds.
+changed entities -> one write transaction -> update the search accelerator. The last two steps
+are shielded from cancellation so a committed write always reaches the accelerator.
 
-Above ``hnsw_threshold`` rows the accelerator also keeps an HNSW graph
-(:mod:`caxton.memory.layered`), saved next to the DB file and loaded at start when it matches
-what DuckDB holds. It is built or loaded in a worker thread by a task in :meth:`run`'s nursery;
-until it is installed, searches use the numpy scan.
+The accelerator (the numpy mirror and its HNSW graph, their building, saving and the exact
+DuckDB fallback) is :mod:`caxton.memory.accelerator`; export and import formats and the import
+plan are :mod:`caxton.memory.transfer`. This module is the shell that runs them in order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import logging
 import time
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -25,10 +21,10 @@ import trio
 
 from caxton.errors import NotFound
 from caxton.latency import LatencyWindow
-from caxton.memory import hnsw, queries, transfer, validation
+from caxton.memory import queries, transfer, validation
+from caxton.memory.accelerator import HNSW_SAVE_INTERVAL_S, SearchAccelerator
 from caxton.memory.errors import MemoryLimitExceeded
-from caxton.memory.index import IndexEntry
-from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD, LayeredIndex
+from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD
 from caxton.memory.plan import plan_entities, plan_relations
 from caxton.memory.types import (
     Capacity,
@@ -55,17 +51,14 @@ if TYPE_CHECKING:
 
     from caxton.errors import JSONValue
     from caxton.memory.embedder import TextEncoder
-    from caxton.memory.plan import EntityPlan, WriteMode
+    from caxton.memory.plan import EntityPlan
     from caxton.store import Connection, Store
 
-LOGGER = logging.getLogger("caxton.memory")
 T = TypeVar("T")
 
 MAX_SEARCH_LIMIT = 1000
 MAX_GRAPH_DEPTH = 10
 CAPACITY_WARNING_RATIO = 0.9
-HNSW_SAVE_INTERVAL_S = 600.0
-HNSW_SHUTDOWN_SAVE_S = 30.0
 
 
 def _now() -> dt.datetime:
@@ -109,65 +102,63 @@ class MemoryService:
         self.store = store
         self.embedder = embedder
         self.max_entities = max_entities
-        self.accelerator = accelerator
-        self.hnsw_threshold = hnsw_threshold
         if not persist_hnsw:
             hnsw_path = None
         elif hnsw_path is None:
             hnsw_path = store.path.with_name(store.path.name + ".hnsw")
-        self.hnsw_path = hnsw_path
-        self.hnsw_save_interval = hnsw_save_interval
-        self._index = LayeredIndex(embedder.dim, threshold=hnsw_threshold)
-        self._index_ready = False
-        self._index_limiter = trio.CapacityLimiter(1)
-        self._graph_limiter = trio.CapacityLimiter(1)
-        self._graph_wanted = trio.Event()
-        self._graph_attempted = trio.Event()  # set (then replaced) after each load or build
-        self._graph_builds = 0
-        self._graph_loads = 0
-        self._graph_build_seconds = 0.0
+        self._accelerator = SearchAccelerator(
+            store,
+            embedder.dim,
+            enabled=accelerator,
+            hnsw_threshold=hnsw_threshold,
+            hnsw_path=hnsw_path,
+            save_interval=hnsw_save_interval,
+        )
         self._write_lock = trio.Lock()
         self._latency = LatencyWindow(latency_window)
         self._on_search = on_search
         self._entity_count = 0
         self._relation_count = 0
 
+    @property
+    def accelerator(self) -> bool:
+        """Whether searches use the in-process accelerator (when it is ready)."""
+        return self._accelerator.enabled
+
+    @property
+    def hnsw_threshold(self) -> int | None:
+        """From how many entities the accelerator keeps an HNSW graph (None: never)."""
+        return self._accelerator.hnsw_threshold
+
+    @property
+    def hnsw_path(self) -> Path | None:
+        """Where the HNSW graph is saved (None: never)."""
+        return self._accelerator.hnsw_path
+
     # ----------------------------------------------------------------------------- lifecycle
 
     async def run(
         self, *, task_status: trio.TaskStatus[MemoryService] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Build the accelerator from DuckDB, report started with this service, then wait.
+        """Load the accelerator from DuckDB, report started with this service, then wait.
 
-        The HNSW graph (above ``hnsw_threshold`` entities) is loaded or built afterwards by a
-        background task, so start-up does not wait for it.
+        The HNSW graph (above ``hnsw_threshold`` entities) is loaded or built afterwards by the
+        accelerator's background task, so start-up does not wait for it.
 
         Cancellation:
             Cancelling ``run`` stops the service (a graph build stops at its next chunk); the
             store and embedder are not closed (they belong to outer nurseries).
 
         Resource handling:
-            A changed graph is saved at exit (shielded, bounded by ``HNSW_SHUTDOWN_SAVE_S``);
-            the accelerator's matrix and graph are dropped when ``run`` exits.
+            A changed graph is saved at exit (shielded, bounded by
+            :data:`caxton.memory.accelerator.HNSW_SHUTDOWN_SAVE_S`); the accelerator's matrix
+            and graph are dropped when ``run`` exits.
         """
         await self.rebuild_index()
-        try:
-            async with trio.open_nursery() as nursery:
-                if self.accelerator and self.hnsw_threshold is not None:
-                    nursery.start_soon(self._maintain_graph)
-                    if self.hnsw_path is not None and self.hnsw_save_interval > 0:
-                        nursery.start_soon(self._save_periodically)
-                task_status.started(self)
-                await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + HNSW_SHUTDOWN_SAVE_S
-                try:
-                    await self.save_graph()
-                except Exception:
-                    LOGGER.exception("saving the HNSW index at shutdown failed")
-            self._index_ready = False
-            self._index.clear()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._accelerator.run)
+            task_status.started(self)
+            await trio.sleep_forever()
         raise AssertionError("the memory service stopped without being cancelled")
 
     async def rebuild_index(self) -> int:
@@ -184,66 +175,9 @@ class MemoryService:
             between the read and the swap.
         """
         async with self._write_lock:
-            entries, matrix = await self.store.execute_fn(queries.load_index)
             self._entity_count = await self.store.execute_fn(queries.entity_count)
             self._relation_count = await self.store.execute_fn(queries.relation_count)
-            if not self.accelerator:
-                return len(entries)
-            fresh = LayeredIndex(self.embedder.dim, threshold=self.hnsw_threshold)
-            await self._in_index(lambda _: fresh.upsert(entries, matrix))
-            self._index = fresh
-            self._index_ready = True
-            self._want_graph()
-            return len(entries)
-
-    async def _in_index(self, fn: Callable[[LayeredIndex], T]) -> T:
-        index = self._index
-        return await trio.to_thread.run_sync(fn, index, limiter=self._index_limiter)
-
-    # ----------------------------------------------------------------------------- HNSW graph
-
-    def _want_graph(self) -> None:
-        if self._index.wants_graph():
-            self._graph_wanted.set()
-
-    async def _maintain_graph(self) -> NoReturn:
-        while True:
-            await self._graph_wanted.wait()
-            self._graph_wanted = trio.Event()
-            await self._build_graph(self._index)
-
-    async def _build_graph(self, index: LayeredIndex) -> None:
-        snapshot = await trio.to_thread.run_sync(index.begin_build, limiter=self._index_limiter)
-        if snapshot is None:
-            return
-        keys, vectors = snapshot
-        started = time.perf_counter()
-        try:
-            graph, loaded, saved = await trio.to_thread.run_sync(
-                functools.partial(self._load_or_build_sync, keys, vectors),
-                limiter=self._graph_limiter,
-            )
-        except Exception:
-            LOGGER.exception("building the HNSW index failed; searches use the numpy scan")
-            await trio.to_thread.run_sync(index.abort_build, limiter=self._index_limiter)
-            return
-        if loaded:
-            self._graph_loads += 1
-        else:
-            self._graph_builds += 1
-            self._graph_build_seconds = time.perf_counter() - started
-        await trio.to_thread.run_sync(
-            functools.partial(index.finish_build, graph, saved=saved),
-            limiter=self._index_limiter,
-        )
-        attempted, self._graph_attempted = self._graph_attempted, trio.Event()
-        attempted.set()
-        LOGGER.info(
-            "HNSW index over %d entities %s in %.1fs",
-            len(keys),
-            "loaded" if loaded else "built",
-            time.perf_counter() - started,
-        )
+            return await self._accelerator.reload()
 
     async def wait_graph(self) -> None:
         """Wait until the HNSW graph is installed (at once when it is).
@@ -251,38 +185,7 @@ class MemoryService:
         Cancellation:
             Safe to cancel; waits forever when no graph is wanted (below ``hnsw_threshold``).
         """
-        while self._index.graph is None:
-            await self._graph_attempted.wait()
-
-    def _load_or_build_sync(
-        self, keys: NDArray[np.uint64], vectors: NDArray[np.float32]
-    ) -> tuple[hnsw.HnswGraph, bool, bool]:
-        """(graph, loaded from the file, the file holds it); runs in a worker thread."""
-        content = hnsw.fingerprint(keys, vectors)
-        path = self.hnsw_path
-        if path is not None:
-            graph = hnsw.load(path, self.embedder.dim, content)
-            if graph is not None:
-                return graph, True, True
-        graph = hnsw.build(
-            self.embedder.dim, keys, vectors, checkpoint=trio.from_thread.check_cancelled
-        )
-        if path is None:
-            return graph, False, False
-        try:
-            hnsw.save(graph, path, content)
-        except OSError:
-            LOGGER.exception("cannot save the HNSW index to %s", path)
-            return graph, False, False
-        return graph, False, True
-
-    async def _save_periodically(self) -> NoReturn:
-        while True:
-            await trio.sleep(self.hnsw_save_interval)
-            try:
-                await self.save_graph()
-            except OSError:
-                LOGGER.exception("saving the HNSW index failed; retrying later")
+        await self._accelerator.wait_graph()
 
     async def save_graph(self) -> bool:
         """Save the HNSW graph next to the DB file if it changed since it was last saved.
@@ -296,21 +199,7 @@ class MemoryService:
         Resource handling:
             Holds the accelerator (searches wait) while the graph is written (~1 s per 100k).
         """
-        path = self.hnsw_path
-        if path is None:
-            return False
-        index = self._index
-
-        def save() -> bool:
-            graph = index.graph
-            if graph is None or not index.dirty or index.building:
-                return False
-            keys, vectors = index.content()
-            hnsw.save(graph, path, hnsw.fingerprint(keys, vectors))
-            index.dirty = False
-            return True
-
-        return await trio.to_thread.run_sync(save, limiter=self._index_limiter)
+        return await self._accelerator.save_graph()
 
     async def _commit(
         self,
@@ -322,21 +211,7 @@ class MemoryService:
         # Shielded: once the write is queued it commits, and the accelerator must follow it.
         with trio.CancelScope(shield=True):
             result = await self.store.execute_write_fn(write)
-            if self.accelerator and self._index_ready:
-                try:
-                    if remove:
-                        await self._in_index(lambda index: index.remove(remove))
-                    if upsert is not None:
-                        entities, vectors = upsert
-                        entries = [_index_entry(e) for e in entities]
-                        await self._in_index(lambda index: index.upsert(entries, vectors))
-                    self._want_graph()
-                except Exception:
-                    LOGGER.exception(
-                        "the search accelerator could not follow a write; searches use the "
-                        "exact path until the next rebuild"
-                    )
-                    self._index_ready = False
+            await self._accelerator.follow(upsert=upsert, remove=remove)
         return result
 
     def _check_room(self, conn: Connection, adding: int) -> int:
@@ -575,29 +450,15 @@ class MemoryService:
             ) from exc
         types = None if entity_types is None else list(entity_types)
         vector = await self.embedder.embed_one(text)
-        if exact or not (self.accelerator and self._index_ready):
-            ranked = await self.store.execute_fn(
-                lambda c: queries.search_exact(
-                    c,
-                    vector,
-                    limit=limit,
-                    min_similarity=min_similarity,
-                    scope=wanted_scope,
-                    agent=agent,
-                    entity_types=types,
-                )
-            )
-        else:
-            ranked = await self._in_index(
-                lambda index: index.search(
-                    vector,
-                    limit=limit,
-                    min_similarity=min_similarity,
-                    scope=wanted_scope,
-                    agent=agent,
-                    entity_types=types,
-                )
-            )
+        ranked = await self._accelerator.rank(
+            vector,
+            limit=limit,
+            min_similarity=min_similarity,
+            scope=wanted_scope,
+            agent=agent,
+            entity_types=types,
+            exact=exact,
+        )
         names = [name for name, _ in ranked]
         found = await self.store.execute_fn(lambda c: queries.fetch_entities(c, names))
         hits = [
@@ -730,10 +591,7 @@ class MemoryService:
         Resource handling:
             One read; the records are held in memory.
         """
-        entities, relations = await self.store.execute_fn(queries.snapshot)
-        return transfer.Snapshot(
-            entities=tuple(entities), relations=tuple(relations), exported_at=_now()
-        )
+        return await self.store.execute_fn(transfer.Snapshot.read)
 
     async def export_document(self) -> dict[str, JSONValue]:
         """The whole memory as one JSON export document.
@@ -825,50 +683,21 @@ class MemoryService:
         Resource handling:
             Holds the service's write lock throughout; embeds every changed entity in batches.
         """
-        try:
-            strategy = MergeStrategy(merge_strategy)
-        except ValueError as exc:
-            raise validation.invalid(
-                "merge_strategy",
-                f"must be one of {', '.join(s.value for s in MergeStrategy)}, "
-                f"got {merge_strategy!r}",
-            ) from exc
-        mode: WriteMode = strategy
+        strategy = transfer.parse_merge_strategy(merge_strategy)
         async with self._write_lock:
-            names = list({e.name for e in data.entities})
-            ends = list({n for r in data.relations for n in (r.source, r.target)})
-            keys = [(r.source, r.target, r.relation_type) for r in data.relations]
-
-            def read(
-                conn: Connection,
-            ) -> tuple[dict[str, Entity], set[str], dict[queries.RelationKey, Relation]]:
-                return (
-                    queries.fetch_entities(conn, names),
-                    queries.existing_names(conn, ends),
-                    queries.fetch_relations(conn, keys),
-                )
-
-            existing, stored_ends, existing_relations = await self.store.execute_fn(read)
-            transfer.check_relation_ends(data, stored_ends)
-            now = _now()
-            plan = plan_entities(data.entities, existing, mode=mode, now=now)
-            relation_plan = plan_relations(data.relations, existing_relations, mode=mode, now=now)
-            await self._write_plan(plan, relation_plan.writes)
-            self._relation_count += relation_plan.created
-            return ImportReport(
-                merge_strategy=strategy,
-                entities_created=len(plan.created),
-                entities_updated=len(plan.updated),
-                entities_skipped=len(plan.skipped),
-                relations_created=relation_plan.created,
-                relations_updated=relation_plan.updated,
-                relations_skipped=relation_plan.skipped,
+            state = await self.store.execute_fn(
+                functools.partial(transfer.read_import_state, data=data)
             )
+            plan = transfer.plan_import(data, state, strategy=strategy, now=_now())
+            await self._write_plan(plan.entities, plan.relations.writes)
+            self._relation_count += plan.relations.created
+            return plan.report()
 
     # ----------------------------------------------------------------------------- statistics
 
     def statistics(self) -> MemoryStatistics:
         """Return a snapshot of the service's counters (search latency over the window)."""
+        accelerator = self._accelerator.statistics()
         return MemoryStatistics(
             entity_count=self._entity_count,
             relation_count=self._relation_count,
@@ -877,28 +706,22 @@ class MemoryService:
             search_window=len(self._latency),
             search_p50_ms=self._latency.percentile(0.5) * 1000.0,
             search_p99_ms=self._latency.percentile(0.99) * 1000.0,
-            accelerator_enabled=self.accelerator,
-            accelerator_ready=self._index_ready,
-            index_rows=len(self._index),
-            hnsw_ready=self._index.graph is not None,
-            hnsw_building=self._index.building,
-            hnsw_rows=0 if self._index.graph is None else len(self._index.graph),
-            hnsw_searches=self._index.graph_searches,
-            hnsw_fallbacks=self._index.fallbacks,
-            hnsw_builds=self._graph_builds,
-            hnsw_loads=self._graph_loads,
-            hnsw_build_seconds=self._graph_build_seconds,
+            accelerator_enabled=accelerator.enabled,
+            accelerator_ready=accelerator.ready,
+            index_rows=accelerator.rows,
+            hnsw_ready=accelerator.hnsw_ready,
+            hnsw_building=accelerator.hnsw_building,
+            hnsw_rows=accelerator.hnsw_rows,
+            hnsw_searches=accelerator.hnsw_searches,
+            hnsw_fallbacks=accelerator.hnsw_fallbacks,
+            hnsw_builds=accelerator.hnsw_builds,
+            hnsw_loads=accelerator.hnsw_loads,
+            hnsw_build_seconds=accelerator.hnsw_build_seconds,
         )
 
 
 def _execute(statement: str, conn: Connection) -> None:
     conn.execute(statement)
-
-
-def _index_entry(entity: Entity) -> IndexEntry:
-    return IndexEntry(
-        name=entity.name, entity_type=entity.entity_type, scope=entity.scope, agent=entity.agent
-    )
 
 
 def _not_found(name: str) -> NotFound:

@@ -10,6 +10,11 @@ metadata let an import tell a complete file from a truncated one.
 Parsing checks everything before anything is written: a wrong version, a truncated file, a bad
 record (with its position) or a relation to an entity that is neither in the file nor stored
 is a :class:`~caxton.errors.ValidationFailed`.
+
+Formatting, parsing and the import plan (:func:`plan_import`) are pure. The two reads a transfer
+makes, :meth:`Snapshot.read` and :func:`read_import_state`, are ``fn(conn)`` calls for a store
+read (:meth:`caxton.store.Store.execute_fn`) or a read-only connection to a stopped server's
+file; :class:`caxton.memory.MemoryService` runs them and writes the plan.
 """
 
 from __future__ import annotations
@@ -21,13 +26,22 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from caxton.errors import CaxtonError, ValidationFailed
-from caxton.memory import validation
-from caxton.memory.types import Entity, NewEntity, NewRelation, Relation
+from caxton.memory import queries, validation
+from caxton.memory.plan import EntityPlan, RelationPlan, plan_entities, plan_relations
+from caxton.memory.types import (
+    Entity,
+    ImportReport,
+    MergeStrategy,
+    NewEntity,
+    NewRelation,
+    Relation,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from caxton.errors import JSONValue
+    from caxton.store import Connection
 
 #: The export format version this build writes and reads.
 EXPORT_VERSION = "1.0"
@@ -67,6 +81,16 @@ class Snapshot:
     entities: tuple[Entity, ...]
     relations: tuple[Relation, ...]
     exported_at: dt.datetime
+
+    @classmethod
+    def read(cls, conn: Connection) -> Snapshot:
+        """Every entity and relation ``conn`` sees, stamped with the time of the read."""
+        entities, relations = queries.snapshot(conn)
+        return cls(
+            entities=tuple(entities),
+            relations=tuple(relations),
+            exported_at=dt.datetime.now(dt.UTC),
+        )
 
     def metadata(self) -> dict[str, JSONValue]:
         """The ``metadata`` object both formats carry."""
@@ -296,3 +320,82 @@ def check_relation_ends(data: ImportData, stored: set[str]) -> None:
                     f"relations[{index}].{end}",
                     f"entity {name!r} is neither in the file nor stored",
                 )
+
+
+# --------------------------------------------------------------------------------- import plan
+
+
+def parse_merge_strategy(value: MergeStrategy | str) -> MergeStrategy:
+    """The strategy ``value`` names.
+
+    Raises:
+        ValidationFailed: ``value`` is not a strategy (the message lists them).
+    """
+    try:
+        return MergeStrategy(value)
+    except ValueError as exc:
+        raise validation.invalid(
+            "merge_strategy",
+            f"must be one of {', '.join(s.value for s in MergeStrategy)}, got {value!r}",
+        ) from exc
+
+
+@attrs.frozen(kw_only=True)
+class ImportState:
+    """What the store holds of the names and relations an import touches."""
+
+    entities: dict[str, Entity]
+    stored_ends: set[str]
+    relations: dict[queries.RelationKey, Relation]
+
+
+def read_import_state(conn: Connection, data: ImportData) -> ImportState:
+    """Read the stored entities, relation ends and relations ``data`` names (``fn(conn)``)."""
+    names = list({e.name for e in data.entities})
+    ends = list({n for r in data.relations for n in (r.source, r.target)})
+    keys = [(r.source, r.target, r.relation_type) for r in data.relations]
+    return ImportState(
+        entities=queries.fetch_entities(conn, names),
+        stored_ends=queries.existing_names(conn, ends),
+        relations=queries.fetch_relations(conn, keys),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class ImportPlan:
+    """The writes an import makes, and the report it answers with."""
+
+    strategy: MergeStrategy
+    entities: EntityPlan
+    relations: RelationPlan
+
+    def report(self) -> ImportReport:
+        """The counts of what the import did."""
+        return ImportReport(
+            merge_strategy=self.strategy,
+            entities_created=len(self.entities.created),
+            entities_updated=len(self.entities.updated),
+            entities_skipped=len(self.entities.skipped),
+            relations_created=self.relations.created,
+            relations_updated=self.relations.updated,
+            relations_skipped=self.relations.skipped,
+        )
+
+
+def plan_import(
+    data: ImportData, state: ImportState, *, strategy: MergeStrategy, now: dt.datetime
+) -> ImportPlan:
+    """Decide the final state of every imported entity and relation (see
+    :mod:`caxton.memory.plan`).
+
+    Raises:
+        ValidationFailed: a relation end is neither in the file nor stored, or a record fails
+            a merge check.
+        Conflict: ``error_on_conflict`` met stored names or relations.
+    """
+    check_relation_ends(data, state.stored_ends)
+    return ImportPlan(
+        strategy=strategy,
+        entities=plan_entities(data.entities, state.entities, mode=strategy, now=now),
+        relations=plan_relations(data.relations, state.relations, mode=strategy, now=now),
+    )

@@ -1,0 +1,380 @@
+"""The search accelerator: an in-process mirror of DuckDB's embeddings (DESIGN §6).
+
+DuckDB stays the truth; the accelerator is a copy that makes searches fast. It holds the numpy
+mirror (:mod:`caxton.memory.index`) and, above ``hnsw_threshold`` rows, an HNSW graph over it
+(:mod:`caxton.memory.layered`). Its lifecycle:
+
+* **load** — :meth:`SearchAccelerator.reload` reads every embedding and swaps in a fresh mirror;
+* **follow** — :meth:`SearchAccelerator.follow` applies each committed write; if that ever
+  fails, the accelerator stops answering until the next reload;
+* **graph** — a task in :meth:`SearchAccelerator.run` builds the HNSW graph in a worker thread
+  (or loads it from ``<db file>.hnsw`` when that matches DuckDB), saves it every
+  ``save_interval`` seconds when it changed, and at shutdown;
+* **search** — :meth:`SearchAccelerator.rank` answers from the mirror (through the graph once
+  it is installed) and falls back to DuckDB's exact scan when the mirror is off or not ready,
+  or when the caller asks for the exact path.
+
+Every mirror operation runs in a worker thread under the accelerator's own
+``CapacityLimiter(1)``; graph builds and loads run under a second one, on a snapshot.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+import attrs
+import trio
+
+from caxton.memory import hnsw, queries
+from caxton.memory.index import IndexEntry
+from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD, LayeredIndex
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from caxton.memory.types import Entity, Scope
+    from caxton.store import Store
+
+LOGGER = logging.getLogger("caxton.memory")
+T = TypeVar("T")
+
+HNSW_SAVE_INTERVAL_S = 600.0
+HNSW_SHUTDOWN_SAVE_S = 30.0
+
+
+@attrs.frozen(kw_only=True)
+class AcceleratorStatistics:
+    """A snapshot of the accelerator's state and counters."""
+
+    enabled: bool
+    ready: bool
+    rows: int
+    hnsw_ready: bool
+    hnsw_building: bool
+    hnsw_rows: int
+    hnsw_searches: int
+    hnsw_fallbacks: int
+    hnsw_builds: int
+    hnsw_loads: int
+    hnsw_build_seconds: float
+
+
+class SearchAccelerator:
+    """The numpy mirror (plus HNSW graph) of the store's embeddings, and the exact fallback.
+
+    Args:
+        store: the running store holding the memory tables (read for reloads and exact
+            searches; never written).
+        dim: the embedding length.
+        enabled: keep the mirror; when False every search takes the exact path.
+        hnsw_threshold: keep an HNSW graph over the mirror from this many rows; None never
+            does.
+        hnsw_path: where the graph is saved (plus a ``.json`` sidecar); None: never saved.
+        save_interval: save a changed graph this often, in seconds (0: only at shutdown).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        dim: int,
+        *,
+        enabled: bool = True,
+        hnsw_threshold: int | None = DEFAULT_HNSW_THRESHOLD,
+        hnsw_path: Path | None = None,
+        save_interval: float = HNSW_SAVE_INTERVAL_S,
+    ) -> None:
+        self.store = store
+        self.dim = dim
+        self.enabled = enabled
+        self.hnsw_threshold = hnsw_threshold
+        self.hnsw_path = hnsw_path
+        self.save_interval = save_interval
+        self._index = LayeredIndex(dim, threshold=hnsw_threshold)
+        self._ready = False
+        self._index_limiter = trio.CapacityLimiter(1)
+        self._graph_limiter = trio.CapacityLimiter(1)
+        self._graph_wanted = trio.Event()
+        self._graph_attempted = trio.Event()  # set (then replaced) after each load or build
+        self._graph_builds = 0
+        self._graph_loads = 0
+        self._graph_build_seconds = 0.0
+
+    @property
+    def ready(self) -> bool:
+        """Whether searches are answered from the mirror (else by DuckDB's exact scan)."""
+        return self._ready
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Keep the HNSW graph built and saved until cancelled.
+
+        Cancellation:
+            Cancelling ``run`` stops the graph tasks (a build stops at its next chunk).
+
+        Resource handling:
+            A changed graph is saved at exit (shielded, bounded by ``HNSW_SHUTDOWN_SAVE_S``);
+            the mirror and graph are dropped when ``run`` exits.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.enabled and self.hnsw_threshold is not None:
+                    nursery.start_soon(self._maintain_graph)
+                    if self.hnsw_path is not None and self.save_interval > 0:
+                        nursery.start_soon(self._save_periodically)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + HNSW_SHUTDOWN_SAVE_S
+                try:
+                    await self.save_graph()
+                except Exception:
+                    LOGGER.exception("saving the HNSW index at shutdown failed")
+            self._ready = False
+            self._index.clear()
+        raise AssertionError("the search accelerator stopped without being cancelled")
+
+    async def reload(self) -> int:
+        """Load the mirror afresh from DuckDB; the caller keeps writes out meanwhile.
+
+        Returns:
+            The number of vectors in DuckDB.
+
+        Cancellation:
+            Safe to cancel; the old mirror is kept until the new one is complete.
+
+        Resource handling:
+            Reads every embedding once (~1 s per 100k).
+        """
+        entries, matrix = await self.store.execute_fn(queries.load_index)
+        if not self.enabled:
+            return len(entries)
+        fresh = LayeredIndex(self.dim, threshold=self.hnsw_threshold)
+        await self._in_index(lambda _: fresh.upsert(entries, matrix))
+        self._index = fresh
+        self._ready = True
+        self._want_graph()
+        return len(entries)
+
+    async def follow(
+        self,
+        *,
+        upsert: tuple[Sequence[Entity], NDArray[np.float32]] | None = None,
+        remove: Sequence[str] = (),
+    ) -> None:
+        """Apply a committed write: drop ``remove``, then store ``upsert``'s rows.
+
+        A failure is logged and leaves the accelerator not ready (searches take the exact path
+        until the next :meth:`reload`); it is not raised, since the write itself committed.
+
+        Cancellation:
+            Callers shield it together with the write it follows.
+        """
+        if not (self.enabled and self._ready):
+            return
+        try:
+            if remove:
+                await self._in_index(lambda index: index.remove(remove))
+            if upsert is not None:
+                entities, vectors = upsert
+                entries = [_index_entry(e) for e in entities]
+                await self._in_index(lambda index: index.upsert(entries, vectors))
+            self._want_graph()
+        except Exception:
+            LOGGER.exception(
+                "the search accelerator could not follow a write; searches use the "
+                "exact path until the next rebuild"
+            )
+            self._ready = False
+
+    # ----------------------------------------------------------------------------- search
+
+    async def rank(
+        self,
+        vector: NDArray[np.float32],
+        *,
+        limit: int,
+        min_similarity: float,
+        scope: Scope | None,
+        agent: str | None,
+        entity_types: Sequence[str] | None,
+        exact: bool = False,
+    ) -> list[tuple[str, float]]:
+        """(name, similarity) of the best visible matches, best first.
+
+        From the mirror when it is ready, else (or with ``exact``) from DuckDB's exact scan.
+
+        Cancellation:
+            Safe to cancel; nothing is written.
+        """
+        if exact or not (self.enabled and self._ready):
+            return await self.store.execute_fn(
+                lambda c: queries.search_exact(
+                    c,
+                    vector,
+                    limit=limit,
+                    min_similarity=min_similarity,
+                    scope=scope,
+                    agent=agent,
+                    entity_types=entity_types,
+                )
+            )
+        return await self._in_index(
+            lambda index: index.search(
+                vector,
+                limit=limit,
+                min_similarity=min_similarity,
+                scope=scope,
+                agent=agent,
+                entity_types=entity_types,
+            )
+        )
+
+    async def _in_index(self, fn: Callable[[LayeredIndex], T]) -> T:
+        index = self._index
+        return await trio.to_thread.run_sync(fn, index, limiter=self._index_limiter)
+
+    # ----------------------------------------------------------------------------- HNSW graph
+
+    def _want_graph(self) -> None:
+        if self._index.wants_graph():
+            self._graph_wanted.set()
+
+    async def _maintain_graph(self) -> NoReturn:
+        while True:
+            await self._graph_wanted.wait()
+            self._graph_wanted = trio.Event()
+            await self._build_graph(self._index)
+
+    async def _build_graph(self, index: LayeredIndex) -> None:
+        snapshot = await trio.to_thread.run_sync(index.begin_build, limiter=self._index_limiter)
+        if snapshot is None:
+            return
+        keys, vectors = snapshot
+        started = time.perf_counter()
+        try:
+            graph, loaded, saved = await trio.to_thread.run_sync(
+                functools.partial(self._load_or_build_sync, keys, vectors),
+                limiter=self._graph_limiter,
+            )
+        except Exception:
+            LOGGER.exception("building the HNSW index failed; searches use the numpy scan")
+            await trio.to_thread.run_sync(index.abort_build, limiter=self._index_limiter)
+            return
+        if loaded:
+            self._graph_loads += 1
+        else:
+            self._graph_builds += 1
+            self._graph_build_seconds = time.perf_counter() - started
+        await trio.to_thread.run_sync(
+            functools.partial(index.finish_build, graph, saved=saved),
+            limiter=self._index_limiter,
+        )
+        attempted, self._graph_attempted = self._graph_attempted, trio.Event()
+        attempted.set()
+        LOGGER.info(
+            "HNSW index over %d entities %s in %.1fs",
+            len(keys),
+            "loaded" if loaded else "built",
+            time.perf_counter() - started,
+        )
+
+    async def wait_graph(self) -> None:
+        """Wait until the HNSW graph is installed (at once when it is).
+
+        Cancellation:
+            Safe to cancel; waits forever when no graph is wanted (below ``hnsw_threshold``).
+        """
+        while self._index.graph is None:
+            await self._graph_attempted.wait()
+
+    def _load_or_build_sync(
+        self, keys: NDArray[np.uint64], vectors: NDArray[np.float32]
+    ) -> tuple[hnsw.HnswGraph, bool, bool]:
+        """(graph, loaded from the file, the file holds it); runs in a worker thread."""
+        content = hnsw.fingerprint(keys, vectors)
+        path = self.hnsw_path
+        if path is not None:
+            graph = hnsw.load(path, self.dim, content)
+            if graph is not None:
+                return graph, True, True
+        graph = hnsw.build(self.dim, keys, vectors, checkpoint=trio.from_thread.check_cancelled)
+        if path is None:
+            return graph, False, False
+        try:
+            hnsw.save(graph, path, content)
+        except OSError:
+            LOGGER.exception("cannot save the HNSW index to %s", path)
+            return graph, False, False
+        return graph, False, True
+
+    async def _save_periodically(self) -> NoReturn:
+        while True:
+            await trio.sleep(self.save_interval)
+            try:
+                await self.save_graph()
+            except OSError:
+                LOGGER.exception("saving the HNSW index failed; retrying later")
+
+    async def save_graph(self) -> bool:
+        """Save the HNSW graph to ``hnsw_path`` if it changed since it was last saved.
+
+        Returns:
+            Whether a file was written.
+
+        Cancellation:
+            A started save completes.
+
+        Resource handling:
+            Holds the mirror (searches wait) while the graph is written (~1 s per 100k).
+        """
+        path = self.hnsw_path
+        if path is None:
+            return False
+        index = self._index
+
+        def save() -> bool:
+            graph = index.graph
+            if graph is None or not index.dirty or index.building:
+                return False
+            keys, vectors = index.content()
+            hnsw.save(graph, path, hnsw.fingerprint(keys, vectors))
+            index.dirty = False
+            return True
+
+        return await trio.to_thread.run_sync(save, limiter=self._index_limiter)
+
+    # ----------------------------------------------------------------------------- statistics
+
+    def statistics(self) -> AcceleratorStatistics:
+        """Return a snapshot of the accelerator's state and counters."""
+        graph = self._index.graph
+        return AcceleratorStatistics(
+            enabled=self.enabled,
+            ready=self._ready,
+            rows=len(self._index),
+            hnsw_ready=graph is not None,
+            hnsw_building=self._index.building,
+            hnsw_rows=0 if graph is None else len(graph),
+            hnsw_searches=self._index.graph_searches,
+            hnsw_fallbacks=self._index.fallbacks,
+            hnsw_builds=self._graph_builds,
+            hnsw_loads=self._graph_loads,
+            hnsw_build_seconds=self._graph_build_seconds,
+        )
+
+
+def _index_entry(entity: Entity) -> IndexEntry:
+    return IndexEntry(
+        name=entity.name, entity_type=entity.entity_type, scope=entity.scope, agent=entity.agent
+    )
