@@ -150,7 +150,8 @@ def start(
 def validate(config_path: str, output: str) -> None:
     """Check a configuration file without starting anything (exit 0 valid, 1 invalid)."""
     from caxton.config import load_config
-    from caxton.config.checks import ineffective_settings, missing_files, security_refusals
+    from caxton.config.checks import ineffective_settings, missing_files
+    from caxton.security.checks import security_refusals
 
     path = Path(config_path)
     try:

@@ -1,4 +1,6 @@
-"""Checks of a loaded configuration against the filesystem (used by ``caxton validate``).
+"""Checks of a loaded configuration: files it names, settings that do nothing (used by
+``caxton validate`` and at start). The security settings ``caxton start`` refuses are judged
+in :mod:`caxton.security.checks`.
 
 A file the config names that does not exist yet is a warning, not an error (DESIGN §11):
 operators often validate before provisioning secrets and certificates.
@@ -10,6 +12,18 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from caxton.config.model import CaxtonConfig
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def auth_required(config: CaxtonConfig) -> bool:
+    """Whether callers must authenticate (either switch of the seed turns it on)."""
+    security = config.security
+    return security.authentication.enabled or security.api_keys.required
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def missing_files(config: CaxtonConfig) -> list[str]:
@@ -29,24 +43,6 @@ def missing_files(config: CaxtonConfig) -> list[str]:
     return warnings
 
 
-def security_refusals(config: CaxtonConfig) -> list[str]:
-    """Security settings ``caxton start`` refuses: no caller could ever authenticate, a key
-    file that exists but is malformed (naming its line), ..."""
-    from caxton.security.errors import KeyFileError
-    from caxton.security.gate import auth_required
-    from caxton.security.gate import security_refusals as refusals
-    from caxton.security.keys import read_key_file
-
-    problems = refusals(config)
-    key_file = config.security.api_keys.key_file
-    if auth_required(config) and key_file and config.resolve_path(key_file).exists():
-        try:
-            read_key_file(config.resolve_path(key_file))
-        except KeyFileError as exc:
-            problems.append(exc.message)
-    return problems
-
-
 def ineffective_settings(config: CaxtonConfig) -> list[str]:
     """One warning per setting that is set (differs from its default) but has no effect.
 
@@ -54,7 +50,6 @@ def ineffective_settings(config: CaxtonConfig) -> list[str]:
     (issue #13: ``rate_limiting`` looked configured while authentication was off).
     """
     from caxton.config import model
-    from caxton.security.gate import auth_required, is_loopback
 
     warnings: list[str] = []
 

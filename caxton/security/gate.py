@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 import trio
 
+from caxton.config.checks import auth_required, is_loopback
 from caxton.errors import StartupError
 from caxton.security.audit import AuditLog
 from caxton.security.cors import CorsPolicy
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger("caxton.security")
 KEY_FILE_CHECK_INTERVAL_S = 1.0
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 AuthKind = Literal["api_key", "jwt", "none"]
 
@@ -89,16 +89,6 @@ class Credential:
         if looks_like_token(self.value):
             return "jwt:" + hashlib.sha256(self.value.encode("utf-8", "replace")).hexdigest()
         return "key:" + hash_key(self.value)
-
-
-def auth_required(config: CaxtonConfig) -> bool:
-    """Whether callers must authenticate (either switch of the seed turns it on)."""
-    security = config.security
-    return security.authentication.enabled or security.api_keys.required
-
-
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def exposure_warning(config: CaxtonConfig) -> str | None:
