@@ -28,6 +28,7 @@ from caxton.agents.validate import (
     parse_toml,
     size_problem,
 )
+from caxton.llm.settings import LlmSpec
 from caxton.units import parse_duration, parse_size
 from caxton.wasm.limits import WasmLimits
 
@@ -35,22 +36,6 @@ if TYPE_CHECKING:
     from caxton.errors import JSONValue
 
 _WASM_SUFFIXES: Final = (".wasm", ".wat")
-
-
-@attrs.frozen(kw_only=True)
-class LlmSpec:
-    """``[llm]``: unset fields (``None``) take the server-wide ``llm:`` defaults of caxton.yaml."""
-
-    provider: str | None = None
-    model: str | None = None
-    base_url: str | None = None
-    api_key: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    top_p: float | None = None
-    timeout_s: float | None = None
-    max_retries: int | None = None
-    fallback: tuple[LlmSpec, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 import attrs
 
-from caxton.agents.spec import LlmSpec
 from caxton.errors import CaxtonError
 from caxton.llm.settings import (
     DEFAULT_BASE_URLS,
+    LlmSpec,
     Provider,
     ProviderSettings,
     expand_env,

@@ -1,4 +1,5 @@
-"""Resolved settings of one LLM endpoint, and ``${VAR}`` expansion for API keys."""
+"""Settings of one LLM endpoint, as an agent file writes them (:class:`LlmSpec`) and resolved
+(:class:`ProviderSettings`), and ``${VAR}`` expansion for API keys."""
 
 from __future__ import annotations
 
@@ -19,6 +20,23 @@ DEFAULT_BASE_URLS: Final[Mapping[str, str]] = {
     "anthropic": "https://api.anthropic.com",
     "local": "http://localhost:11434/v1",
 }
+
+
+@attrs.frozen(kw_only=True)
+class LlmSpec:
+    """``[llm]``: unset fields (``None``) take the server-wide ``llm:`` defaults of caxton.yaml."""
+
+    provider: str | None = None
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    timeout_s: float | None = None
+    max_retries: int | None = None
+    fallback: tuple[LlmSpec, ...] = ()
+
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

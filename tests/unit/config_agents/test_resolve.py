@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from caxton.agents.spec import LlmOverrides, LlmSpec
+from caxton.agents.spec import LlmOverrides
 from caxton.config.model import LLMConfig, Seconds
 from caxton.llm.resolve import LLMNotConfigured, resolve_chain
+from caxton.llm.settings import LlmSpec
 
 SERVER = LLMConfig(
     provider="openai",
