@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypedDict, TypeVar, Unpack
 
 import attrs
 import trio
@@ -51,11 +51,14 @@ HNSW_SHUTDOWN_SAVE_S = 30.0
 
 @attrs.frozen(kw_only=True)
 class AcceleratorStatistics:
-    """A snapshot of the accelerator's state and counters."""
+    """A snapshot of the accelerator's state and counters.
 
-    enabled: bool
-    ready: bool
-    rows: int
+    The fields carry the names :class:`caxton.memory.MemoryStatistics` reports them under.
+    """
+
+    accelerator_enabled: bool
+    accelerator_ready: bool
+    index_rows: int
     hnsw_ready: bool
     hnsw_building: bool
     hnsw_rows: int
@@ -64,6 +67,16 @@ class AcceleratorStatistics:
     hnsw_builds: int
     hnsw_loads: int
     hnsw_build_seconds: float
+
+
+class SearchFilters(TypedDict):
+    """Which entities a search may return, and how many: the mirror's and DuckDB's terms."""
+
+    limit: int
+    min_similarity: float
+    scope: Scope | None
+    agent: str | None
+    entity_types: Sequence[str] | None
 
 
 class SearchAccelerator:
@@ -200,17 +213,9 @@ class SearchAccelerator:
     # ----------------------------------------------------------------------------- search
 
     async def rank(
-        self,
-        vector: NDArray[np.float32],
-        *,
-        limit: int,
-        min_similarity: float,
-        scope: Scope | None,
-        agent: str | None,
-        entity_types: Sequence[str] | None,
-        exact: bool = False,
+        self, vector: NDArray[np.float32], *, exact: bool = False, **filters: Unpack[SearchFilters]
     ) -> list[tuple[str, float]]:
-        """(name, similarity) of the best visible matches, best first.
+        """(name, similarity) of the best matches ``filters`` allow, best first.
 
         From the mirror when it is ready, else (or with ``exact``) from DuckDB's exact scan.
 
@@ -218,27 +223,8 @@ class SearchAccelerator:
             Safe to cancel; nothing is written.
         """
         if exact or not (self.enabled and self._ready):
-            return await self.store.execute_fn(
-                lambda c: queries.search_exact(
-                    c,
-                    vector,
-                    limit=limit,
-                    min_similarity=min_similarity,
-                    scope=scope,
-                    agent=agent,
-                    entity_types=entity_types,
-                )
-            )
-        return await self._in_index(
-            lambda index: index.search(
-                vector,
-                limit=limit,
-                min_similarity=min_similarity,
-                scope=scope,
-                agent=agent,
-                entity_types=entity_types,
-            )
-        )
+            return await self.store.execute_fn(lambda c: queries.search_exact(c, vector, **filters))
+        return await self._in_index(lambda index: index.search(vector, **filters))
 
     async def _in_index(self, fn: Callable[[LayeredIndex], T]) -> T:
         index = self._index
@@ -360,9 +346,9 @@ class SearchAccelerator:
         """Return a snapshot of the accelerator's state and counters."""
         graph = self._index.graph
         return AcceleratorStatistics(
-            enabled=self.enabled,
-            ready=self._ready,
-            rows=len(self._index),
+            accelerator_enabled=self.enabled,
+            accelerator_ready=self._ready,
+            index_rows=len(self._index),
             hnsw_ready=graph is not None,
             hnsw_building=self._index.building,
             hnsw_rows=0 if graph is None else len(graph),

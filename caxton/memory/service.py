@@ -17,6 +17,7 @@ import functools
 import time
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
+import attrs
 import trio
 
 from caxton.errors import NotFound
@@ -180,25 +181,12 @@ class MemoryService:
             return await self._accelerator.reload()
 
     async def wait_graph(self) -> None:
-        """Wait until the HNSW graph is installed (at once when it is).
-
-        Cancellation:
-            Safe to cancel; waits forever when no graph is wanted (below ``hnsw_threshold``).
-        """
+        """As :meth:`caxton.memory.accelerator.SearchAccelerator.wait_graph`."""
         await self._accelerator.wait_graph()
 
     async def save_graph(self) -> bool:
-        """Save the HNSW graph next to the DB file if it changed since it was last saved.
-
-        Returns:
-            Whether a file was written.
-
-        Cancellation:
-            A started save completes.
-
-        Resource handling:
-            Holds the accelerator (searches wait) while the graph is written (~1 s per 100k).
-        """
+        """As :meth:`caxton.memory.accelerator.SearchAccelerator.save_graph` (the file is next
+        to the DB file unless ``hnsw_path`` says otherwise)."""
         return await self._accelerator.save_graph()
 
     async def _commit(
@@ -697,7 +685,6 @@ class MemoryService:
 
     def statistics(self) -> MemoryStatistics:
         """Return a snapshot of the service's counters (search latency over the window)."""
-        accelerator = self._accelerator.statistics()
         return MemoryStatistics(
             entity_count=self._entity_count,
             relation_count=self._relation_count,
@@ -706,17 +693,7 @@ class MemoryService:
             search_window=len(self._latency),
             search_p50_ms=self._latency.percentile(0.5) * 1000.0,
             search_p99_ms=self._latency.percentile(0.99) * 1000.0,
-            accelerator_enabled=accelerator.enabled,
-            accelerator_ready=accelerator.ready,
-            index_rows=accelerator.rows,
-            hnsw_ready=accelerator.hnsw_ready,
-            hnsw_building=accelerator.hnsw_building,
-            hnsw_rows=accelerator.hnsw_rows,
-            hnsw_searches=accelerator.hnsw_searches,
-            hnsw_fallbacks=accelerator.hnsw_fallbacks,
-            hnsw_builds=accelerator.hnsw_builds,
-            hnsw_loads=accelerator.hnsw_loads,
-            hnsw_build_seconds=accelerator.hnsw_build_seconds,
+            **attrs.asdict(self._accelerator.statistics()),
         )
 
 
