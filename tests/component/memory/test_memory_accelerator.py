@@ -1,0 +1,113 @@
+"""The search accelerator on its own, over a real DuckDB store with made-up vectors.
+
+No embedder: the rows are written straight through the memory queries, so these tests show the
+accelerator's lifecycle (reload, follow, fallback to DuckDB's exact scan) by itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+import trio
+
+from caxton.memory import EMBEDDING_DIM, Entity, Scope, queries
+from caxton.memory.accelerator import SearchAccelerator
+
+pytestmark = pytest.mark.trio
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def entity(name: str, *, scope: Scope = Scope.GLOBAL, agent: str | None = None) -> Entity:
+    return Entity(
+        name=name,
+        entity_type="thing",
+        observations=(f"{name} is a thing",),
+        scope=scope,
+        agent=agent,
+        metadata={},
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def vectors(count: int, seed: int = 7) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((count, EMBEDDING_DIM)).astype(np.float32)
+
+
+ALL = {"limit": 10, "min_similarity": -1.0, "scope": None, "agent": None, "entity_types": None}
+
+
+async def write(store, entities, matrix) -> None:
+    await store.execute_write_fn(lambda c: queries.write_entities(c, entities, matrix))
+
+
+async def test_mirror_answers_as_the_exact_scan_and_follows_writes(nursery, store):
+    with trio.fail_after(30):
+        rows = [entity(f"e{i}") for i in range(20)] + [
+            entity("mine", scope=Scope.AGENT, agent="helper")
+        ]
+        matrix = vectors(len(rows))
+        await write(store, rows, matrix)
+        accelerator = SearchAccelerator(store, EMBEDDING_DIM, hnsw_threshold=None)
+        await nursery.start(accelerator.run)
+        assert not accelerator.ready
+        assert await accelerator.reload() == len(rows)
+        assert accelerator.ready
+        assert accelerator.statistics().index_rows == len(rows)
+
+        query = matrix[3]
+        mirror = await accelerator.rank(query, **ALL)
+        exact = await accelerator.rank(query, exact=True, **ALL)
+        assert [n for n, _ in mirror] == [n for n, _ in exact]
+        assert mirror[0][0] == "e3"
+        assert "mine" not in {n for n, _ in mirror}
+        helper = await accelerator.rank(matrix[-1], **{**ALL, "agent": "helper"})
+        assert helper[0][0] == "mine"
+
+        # A committed write reaches the mirror through follow().
+        extra = [entity("late")]
+        late = vectors(1, seed=99)
+        await write(store, extra, late)
+        await accelerator.follow(upsert=(extra, late), remove=["e3"])
+        found = {n for n, _ in await accelerator.rank(late[0], **{**ALL, "limit": 30})}
+        assert "late" in found
+        assert "e3" not in found
+        assert accelerator.statistics().index_rows == len(rows)
+
+
+async def test_a_failed_follow_falls_back_to_the_exact_scan_until_reload(nursery, store):
+    with trio.fail_after(30):
+        rows = [entity(f"e{i}") for i in range(5)]
+        matrix = vectors(len(rows))
+        await write(store, rows, matrix)
+        accelerator = SearchAccelerator(store, EMBEDDING_DIM, hnsw_threshold=None)
+        await nursery.start(accelerator.run)
+        await accelerator.reload()
+
+        # Two entities but one vector: the mirror refuses the write and stops answering.
+        await accelerator.follow(upsert=(rows[:2], matrix[:1]))
+        assert not accelerator.ready
+        hits = await accelerator.rank(matrix[2], **ALL)
+        assert hits[0][0] == "e2"
+        assert len(hits) == len(rows)
+
+        await accelerator.reload()
+        assert accelerator.ready
+
+
+async def test_a_disabled_accelerator_always_takes_the_exact_scan(nursery, store):
+    with trio.fail_after(30):
+        rows = [entity(f"e{i}") for i in range(4)]
+        matrix = vectors(len(rows))
+        await write(store, rows, matrix)
+        accelerator = SearchAccelerator(store, EMBEDDING_DIM, enabled=False)
+        await nursery.start(accelerator.run)
+        assert await accelerator.reload() == len(rows)
+        assert not accelerator.ready
+        stats = accelerator.statistics()
+        assert (stats.accelerator_enabled, stats.index_rows) == (False, 0)
+        hits = await accelerator.rank(matrix[1], **ALL)
+        assert hits[0][0] == "e1"
