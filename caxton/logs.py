@@ -34,22 +34,42 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, and every ``extra`` field."""
+    """One JSON object per line: ts, level, logger, message, and every ``extra`` field.
+
+    It runs for every request (the canonical request line), so it keeps the per-line work
+    small: one encoder for every line, the date part of ``ts`` formatted once per second.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # (second, its date and time): one tuple, replaced whole, so a thread that logs at
+        # the same time never pairs one second with another's text
+        self._date: tuple[int, str] = (-1, "")
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        date = self._date
+        if date[0] != second:
+            date = self._date = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{date[1]}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and key[0] != "_":
                 payload[key] = value
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return _ENCODER.encode(payload)
+
+
+#: ``json.dumps(..., default=str)`` builds an encoder per call; one is enough.
+_ENCODER = json.JSONEncoder(default=str)
 
 
 #: Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.

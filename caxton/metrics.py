@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import h11
 import trio
@@ -31,6 +31,47 @@ LOGGER = logging.getLogger("caxton.metrics")
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+_M = TypeVar("_M", bound="_LabelsFastPath")
+
+
+class _LabelsFastPath:
+    """``labels(name=value, ...)`` that finds an existing child with one dict lookup.
+
+    prometheus-client's ``labels`` checks the names, converts every value to ``str`` and takes
+    the metric's lock on every call; the request path calls it once per request. When every
+    value is already a string and the child exists, the child is read straight from the
+    metric's own children (so ``remove``/``clear`` are seen at once); anything else (a first
+    use, a value to convert, a wrong name) goes through prometheus-client unchanged.
+    """
+
+    _labelnames: tuple[str, ...]
+    _metrics: dict[Sequence[str], Any]
+
+    def labels(self: _M, *labelvalues: object, **labelkwargs: object) -> _M:
+        if labelkwargs and not labelvalues and len(labelkwargs) == len(self._labelnames):
+            try:
+                key = tuple([labelkwargs[name] for name in self._labelnames])
+            except KeyError:
+                pass
+            else:
+                child = self._metrics.get(key)  # type: ignore[arg-type]
+                if child is not None:
+                    return child  # type: ignore[no-any-return]
+        return super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc,no-any-return]
+
+
+class FastCounter(_LabelsFastPath, Counter):
+    """A :class:`~prometheus_client.Counter` with the ``labels`` fast path."""
+
+
+class FastGauge(_LabelsFastPath, Gauge):
+    """A :class:`~prometheus_client.Gauge` with the ``labels`` fast path."""
+
+
+class FastHistogram(_LabelsFastPath, Histogram):
+    """A :class:`~prometheus_client.Histogram` with the ``labels`` fast path."""
 
 
 def resident_memory_bytes() -> int:
@@ -80,11 +121,11 @@ class Metrics:
         )
 
     def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(name, documentation, labelnames=labels, registry=self.registry)
+        return FastGauge(name, documentation, labelnames=labels, registry=self.registry)
 
     def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         """A counter; prometheus-client exposes it as ``<name>_total``."""
-        return Counter(name, documentation, labelnames=labels, registry=self.registry)
+        return FastCounter(name, documentation, labelnames=labels, registry=self.registry)
 
     def histogram(
         self,
@@ -94,7 +135,7 @@ class Metrics:
         *,
         buckets: Sequence[float] = HTTP_BUCKETS,
     ) -> Histogram:
-        return Histogram(
+        return FastHistogram(
             name, documentation, labelnames=labels, buckets=buckets, registry=self.registry
         )
 

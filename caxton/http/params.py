@@ -99,7 +99,10 @@ def is_json_media_type(content_type: str | None) -> bool:
 
 def require_json_content_type() -> None:
     """Raise :class:`UnsupportedMediaType` unless the request says its body is JSON."""
-    content_type = request.headers.get("Content-Type")
+    _require_json(request.headers.get("Content-Type"))
+
+
+def _require_json(content_type: str | None) -> None:
     if not is_json_media_type(content_type):
         raise UnsupportedMediaType(
             "this route takes a JSON body: send it with `Content-Type: application/json`"
@@ -114,8 +117,12 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "applicat
 
 async def raw_body() -> bytes:
     """The request body; an NDJSON body is checked line by line against the JSON bounds."""
+    return await _read_body(request.headers.get("Content-Type"))
+
+
+async def _read_body(content_type: str | None) -> bytes:
     data: bytes = await request.get_data(True, False, False)
-    mimetype = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    mimetype = (content_type or "").split(";", 1)[0].strip().lower()
     if mimetype in NDJSON_TYPES:
         for line in data.splitlines():
             if line.strip():
@@ -130,8 +137,9 @@ async def raw_body() -> bytes:
 
 async def json_body(hint: str) -> Any:
     """The request body parsed as JSON, or a 415/400 that says what was wrong and ``hint``."""
-    require_json_content_type()
-    return parse_json(await raw_body(), hint)
+    content_type = request.headers.get("Content-Type")  # one header scan for both checks
+    _require_json(content_type)
+    return parse_json(await _read_body(content_type), hint)
 
 
 async def json_object(example: str) -> dict[str, Any]:
