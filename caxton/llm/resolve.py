@@ -23,7 +23,7 @@ Pure: no I/O. The rules, key by key (the README repeats them for operators):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
 import attrs
 
@@ -40,13 +40,22 @@ from caxton.llm.settings import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from caxton.agents.spec import LlmOverrides
     from caxton.config.model import LLMConfig
 
 #: The longest a TCP/TLS connect may take before the provider counts as unreachable.
 CONNECT_TIMEOUT_S: Final = 5.0
 _PROVIDERS: Final = ("openai", "anthropic", "local")
 T = TypeVar("T")
+
+
+class SamplingOverrides(Protocol):
+    """``[performance.llm_config]`` of an agent (``caxton.agents.spec.LlmOverrides``)."""
+
+    @property
+    def max_tokens(self) -> int | None: ...
+
+    @property
+    def temperature(self) -> float | None: ...
 
 
 class LLMNotConfigured(CaxtonError):
@@ -60,7 +69,7 @@ def resolve_chain(
     agent: str,
     spec: LlmSpec,
     defaults: LLMConfig,
-    overrides: LlmOverrides,
+    overrides: SamplingOverrides,
     environ: Mapping[str, str],
     *,
     env_hint: str = "",
