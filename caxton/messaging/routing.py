@@ -123,7 +123,9 @@ class SendLimits:
         max_in_flight_per_conversation: the same, per conversation.
         max_per_conversation: messages agents may send in one conversation, ever (counted
             while the conversation is among the ``tracked_conversations`` most recent).
-        per_agent_per_second: an agent's sustained sends per second (token bucket).
+        per_agent_per_second: an agent's sustained sends per second (token bucket). High
+            enough for a dispatcher agent that forwards every request it gets; what bounds one
+            request's fan-out is the per-conversation total.
         per_agent_burst: the sends an agent may make back to back.
         tracked_conversations: conversations whose totals are remembered.
     """
@@ -131,8 +133,8 @@ class SendLimits:
     max_in_flight_per_agent: int = 64
     max_in_flight_per_conversation: int = 32
     max_per_conversation: int = 256
-    per_agent_per_second: float = 100.0
-    per_agent_burst: int = 200
+    per_agent_per_second: float = 1000.0
+    per_agent_burst: int = 2000
     tracked_conversations: int = 10_000
 
 
