@@ -75,7 +75,7 @@ async def run(port: int) -> None:
             nursery.start_soon(on_signal)
             binds = await nursery.start(
                 lambda task_status: serve(
-                    create_app(),  # type: ignore[arg-type]
+                    create_app(),
                     hypercorn_config(port),
                     shutdown_trigger=stop.wait,
                     task_status=task_status,
