@@ -335,7 +335,7 @@ async def _read_response(stream: Any, buffer: bytearray) -> tuple[int, bytes, bo
         del buffer[:length]
         return status, body, close
     if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = bytearray()
+        chunked = bytearray()
         while True:
             while (eol := buffer.find(b"\r\n")) < 0:
                 chunk = await stream.receive_some(65536)
@@ -348,10 +348,10 @@ async def _read_response(stream: Any, buffer: bytearray) -> tuple[int, bytes, bo
                 if not chunk:
                     raise _ProtocolError("connection closed inside a chunk")
                 buffer += chunk
-            body += buffer[eol + 2 : eol + 2 + size]
+            chunked += buffer[eol + 2 : eol + 2 + size]
             del buffer[: eol + 2 + size + 2]
             if size == 0:
-                return status, bytes(body), close
+                return status, bytes(chunked), close
     raise _ProtocolError("response without content-length or chunked encoding")
 
 
