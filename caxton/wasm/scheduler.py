@@ -5,10 +5,10 @@ queue, served by a task of the pool (so that no caller waits on behalf of anothe
 worker thread, which runs the queued messages back to back, each under its own control, limits
 and fuel, until the queue is empty, ``BATCH_MAX_MESSAGES`` ran, ``BATCH_BUDGET_S`` passed, a
 message failed with a trap, a limit or a cancellation (the rest stay queued for the next trip,
-on a fresh instance), or the next message streams its reply: that one runs alone, in a trip of
-its own caller, so that its chunks reach that caller's task. Callers learn their outcome when
-the trip returns, or at an epoch tick of a slow message after theirs. So one trip to a worker
-thread and back serves every message that queued up meanwhile.
+on a fresh instance). A message that streams its reply runs like any other: its chunks go to
+its own channel (``CallContext.stream``), which its caller drains. Callers learn their outcome
+when the trip returns, or at an epoch tick of a slow message after theirs. So one trip to a
+worker thread and back serves every message that queued up meanwhile.
 
 :class:`BatchScheduler` knows nothing of instances: the module hands it a function that runs one
 message (in the worker thread) and a check that it is still open.
@@ -81,7 +81,6 @@ class _Turn:
 
     message: bytes
     ctx: CallContext
-    alone: bool
     state: Literal["queued", "running", "finished"] = "queued"
     fuel: int = 0
     error: BaseException | None = None
@@ -94,7 +93,6 @@ class _Batch:
     """One worker-thread trip running queued messages; stops them all on pool shutdown."""
 
     lock: threading.Lock
-    first: _Turn | None = None  # a streaming message, run alone by its own caller
     current: CallControl | None = None
     stop_reason: StopReason | None = None
 
@@ -147,16 +145,13 @@ class BatchScheduler:
 
     async def call(self, message: bytes, ctx: CallContext) -> int:
         """Queue one caxton-v1 message, wait for its turn to run and end, return its fuel."""
-        turn = _Turn(message=message, ctx=ctx, alone=ctx.stream is not None)
+        turn = _Turn(message=message, ctx=ctx)
         ctx.control.watch_worker_task = False  # its caller stops it instead (see _withdraw)
         with self._queue_lock:
             self._queue.append(turn)  # no checkpoint before this: queue order = call order
         try:
             self._kick()
             while not turn.announced:
-                if turn.alone and not self._driving and self._head() is turn:
-                    await self._drive_alone(turn)
-                    continue
                 # a queued call waits until its deadline at most (time queued counts against
                 # max_execution_time); a running one is stopped by the deadline itself
                 queued = self._still_queued(turn)
@@ -179,14 +174,8 @@ class BatchScheduler:
         return turn.fuel
 
     def _kick(self) -> None:
-        """Keep the queue moving: start the serving task, or wake a streaming head's caller."""
-        if self._driving:
-            return
-        head = self._head()
-        if head is None:
-            return
-        if head.alone:
-            head.wake.set()
+        """Keep the queue moving: start the serving task unless it runs or nothing waits."""
+        if self._driving or self._head() is None:
             return
         self._driving = True
         try:
@@ -196,14 +185,14 @@ class BatchScheduler:
             self._fail_queued(str(exc))
 
     async def _serve(self) -> None:
-        """Run queued messages in worker-thread trips until none is left or the head streams.
+        """Run queued messages in worker-thread trips until none is left.
 
         A task of the pool (``GuestRunner.start_soon``), so that no caller waits for another
         caller's message. When the module or the pool stops, every queued message fails with
         ``ServiceUnavailable``.
         """
         try:
-            while (head := self._head()) is not None and not head.alone:
+            while self._head() is not None:
                 batch = _Batch(lock=self._queue_lock)
                 async with self._lock:
                     self._check_open()
@@ -223,40 +212,6 @@ class BatchScheduler:
         except Exception as exc:
             LOGGER.exception("WASM agent %r: serving queued messages failed", self.name)
             self._fail_queued(f"WASM agent {self.name!r}: internal error ({exc!r}).")
-        finally:
-            self._driving = False
-            self._announce()
-            self._kick()
-
-    async def _drive_alone(self, turn: _Turn) -> None:
-        """Run ``turn`` (the head of the queue; it streams its reply) from its own caller.
-
-        An error raised before the worker thread started (the module or the pool stopped) is
-        ``turn``'s outcome; ``trio.Cancelled`` then propagates with ``turn`` still queued.
-        """
-        self._driving = True
-        turn.ctx.control.watch_worker_task = True
-        batch = _Batch(lock=self._queue_lock, first=turn)
-        try:
-            async with self._lock:
-                self._check_open()
-                self.batches += 1
-                await self._runner.run_in_worker(
-                    functools.partial(self._run_batch, batch),
-                    batch,
-                    agent=self.name,
-                    deadline=turn.ctx.control.deadline,
-                )
-        except Exception as exc:
-            with self._queue_lock:
-                queued = turn.state == "queued"
-                if queued:
-                    self._queue.remove(turn)
-                    turn.state = "finished"
-                    turn.error = exc
-            if not queued:
-                raise
-            turn.announced = True
         finally:
             self._driving = False
             self._announce()
@@ -347,9 +302,7 @@ class BatchScheduler:
                 turn.state = "finished"
                 self._finished.append(turn)
                 batch.current = None
-            if turn.alone or (
-                error is not None and not isinstance(error, WasmAgentFailed | AgentBusy)
-            ):
+            if error is not None and not isinstance(error, WasmAgentFailed | AgentBusy):
                 return  # a failed message ends the trip: the rest waits for a fresh instance
 
     def _take(self, batch: _Batch, count: int, started: float) -> _Turn | None:
@@ -361,13 +314,7 @@ class BatchScheduler:
         with self._queue_lock:
             if batch.stop_reason is not None or not self._queue or self._closed():
                 return None  # (a closed module runs no further message: they are refused)
-            turn = self._queue[0]
-            if batch.first is not None:  # a streaming message runs alone
-                if count > 0 or turn is not batch.first:
-                    return None
-            elif turn.alone:
-                return None
-            self._queue.popleft()
+            turn = self._queue.popleft()
             turn.state = "running"
             batch.current = turn.ctx.control
             return turn
