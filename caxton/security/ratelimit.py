@@ -8,6 +8,7 @@ same as no bucket), so spraying source addresses cannot grow memory without boun
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -23,7 +24,12 @@ if TYPE_CHECKING:
 #: per-address bucket would give it 2**64 buckets (issue #13).
 IPV6_BUCKET_PREFIX = 64
 
+#: Client addresses whose bucket key and loopback verdict are remembered (parsing an address
+#: costs a few microseconds per request; a server sees few distinct ones at a time).
+_ADDRESSES_REMEMBERED = 4096
 
+
+@functools.lru_cache(maxsize=_ADDRESSES_REMEMBERED)
 def client_bucket(address: str | None) -> str:
     """The bucket key of a client address: ``ip:`` and the IPv4 address or the IPv6 /64.
 
@@ -44,6 +50,7 @@ def client_bucket(address: str | None) -> str:
     return f"ip:{ip}"
 
 
+@functools.lru_cache(maxsize=_ADDRESSES_REMEMBERED)
 def is_loopback_address(address: str | None) -> bool:
     """Whether a client address is this machine (127.0.0.0/8, ::1, or mapped 127.x)."""
     if not address:
