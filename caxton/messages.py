@@ -1,12 +1,18 @@
-"""The FIPA-style message envelope (DESIGN §5) as a frozen value."""
+"""The FIPA-style message envelope (DESIGN §5) as a frozen value, and the stream of a reply's
+chunks."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
+import trio
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 Performative = Literal[
     "request",
@@ -93,3 +99,113 @@ class Message:
             in_reply_to=self.reply_with or self.message_id,
             hop=self.hop,
         )
+
+
+CHUNK_BUFFER_BYTES = 65_536
+"""How many bytes of reply chunks a chunk stream holds before :meth:`ChunkSender.send` waits
+for its reader."""
+
+
+@attrs.define(eq=False)
+class _ChunkRoom:
+    """The bytes a chunk stream holds, shared by its two ends (trio thread only)."""
+
+    limit: int
+    held: int = 0
+    reader_gone: bool = False
+    freed: trio.Event = attrs.field(factory=trio.Event)
+
+    def release(self, size: int) -> None:
+        self.held -= size
+        self.freed.set()
+        self.freed = trio.Event()
+
+
+def open_chunk_stream(
+    max_buffered_bytes: int = CHUNK_BUFFER_BYTES,
+) -> tuple[ChunkSender, ChunkReceiver]:
+    """Open the stream of one reply's chunks (text, in order).
+
+    The handler that forwards a reply to its client opens it, passes the send side down with
+    the message, and drains the receive side itself while the agent answers; the send side is
+    closed once the answer is done, which ends the draining.
+    """
+    send, receive = trio.open_memory_channel[str](math.inf)
+    room = _ChunkRoom(limit=max_buffered_bytes)
+    return ChunkSender(send, room), ChunkReceiver(receive, room)
+
+
+class ChunkSender:
+    """The send side of a chunk stream: what an agent streams its reply into.
+
+    A producer that runs in trio waits for room with :meth:`send`; one that must never wait
+    (a WASM guest, whose reply is bounded by its ``max_message_size``) uses
+    :meth:`send_nowait`. Both raise ``trio.BrokenResourceError`` once the reader is gone.
+    """
+
+    def __init__(self, channel: trio.MemorySendChannel[str], room: _ChunkRoom) -> None:
+        self._channel = channel
+        self._room = room
+
+    async def send(self, text: str) -> None:
+        """Put one chunk in the stream, waiting while it holds its byte bound or more."""
+        room = self._room
+        while room.held >= room.limit and not room.reader_gone:
+            await room.freed.wait()
+        self.send_nowait(text)
+
+    def send_nowait(self, text: str) -> None:
+        """Put one chunk in the stream now, whatever it already holds."""
+        self._channel.send_nowait(text)
+        self._room.held += len(text.encode())
+
+    def close(self) -> None:
+        """End the stream (its reader takes what is left, then stops). Idempotent."""
+        self._channel.close()
+
+    def __enter__(self) -> ChunkSender:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ChunkReceiver:
+    """The receive side of a chunk stream: ``async for text in receiver`` until it ends."""
+
+    def __init__(self, channel: trio.MemoryReceiveChannel[str], room: _ChunkRoom) -> None:
+        self._channel = channel
+        self._room = room
+
+    def __aiter__(self) -> ChunkReceiver:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            text = await self._channel.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        self._room.release(len(text.encode()))
+        return text
+
+    def close(self) -> None:
+        """Stop reading: the sender's next chunk raises ``trio.BrokenResourceError``."""
+        self._channel.close()
+        self._room.reader_gone = True
+        self._room.release(0)
+
+    def __enter__(self) -> ChunkReceiver:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

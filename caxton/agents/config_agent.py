@@ -39,13 +39,11 @@ from caxton.llm.service import LLMService
 from caxton.memory.types import NewEntity, Scope
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from caxton.agents.registry import Registry
     from caxton.agents.runtime import AgentInstance, LoadRequest
     from caxton.agents.tools import Tool
     from caxton.llm.client import LLMClient
-    from caxton.messages import Message
+    from caxton.messages import ChunkSender, Message
 
 #: Earlier messages of a conversation read for the prompt.
 HISTORY_MESSAGES: Final = 20
@@ -168,9 +166,7 @@ class ConfigAgentInstance:
             "max_concurrent_requests": self.spec.performance.max_concurrent_requests,
         }
 
-    async def handle(
-        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None = None
-    ) -> AgentReply:
+    async def handle(self, message: Message, stream: ChunkSender | None = None) -> AgentReply:
         """Answer ``message`` (see the module docstring).
 
         Raises:
@@ -186,7 +182,7 @@ class ConfigAgentInstance:
         timeout_s = self.spec.performance.request_timeout_s
         with trio.move_on_after(timeout_s) as deadline:
             async with self._slots:
-                return await self._answer(message, on_chunk)
+                return await self._answer(message, stream)
         assert deadline.cancelled_caught
         raise AgentTimeout(
             f"agent {self.spec.name!r} did not answer within its request_timeout of "
@@ -199,9 +195,7 @@ class ConfigAgentInstance:
 
     # -- one request ---------------------------------------------------------------------------
 
-    async def _answer(
-        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None
-    ) -> AgentReply:
+    async def _answer(self, message: Message, stream: ChunkSender | None) -> AgentReply:
         spec = self.spec
         request = request_text(message.content)
         memory = await self._memory_context(request) if spec.memory.enabled else ""
@@ -219,7 +213,7 @@ class ConfigAgentInstance:
         chunks = tokens = 0
         for _ in range(max(1, spec.conversation.max_turns)):
             call = ChatRequest(messages=tuple(messages), system=prompt.system, tools=offered)
-            text, calls, pieces, used = await self._call_llm(call, on_chunk)
+            text, calls, pieces, used = await self._call_llm(call, stream)
             texts.append(text)
             chunks += pieces
             tokens += used
@@ -243,7 +237,7 @@ class ConfigAgentInstance:
         return AgentReply(content=reply, chunks=chunks, tokens=tokens)
 
     async def _call_llm(
-        self, request: ChatRequest, on_chunk: Callable[[str], Awaitable[None]] | None
+        self, request: ChatRequest, stream: ChunkSender | None
     ) -> tuple[str, tuple[ToolCall, ...], int, int]:
         """One streamed call: its text, the tool calls it asked for, the chunk count and the
         tokens it used."""
@@ -259,8 +253,8 @@ class ConfigAgentInstance:
                 async for event in events:
                     if isinstance(event, TextDelta):
                         parts.append(event.text)
-                        if on_chunk is not None and event.text:
-                            await on_chunk(event.text)
+                        if stream is not None and event.text:
+                            await stream.send(event.text)
                     elif isinstance(event, ToolCall):
                         calls.append(event)
                     elif isinstance(event, Finish):

@@ -36,14 +36,14 @@ from caxton.events import Event
 from caxton.latency import LatencyWindow
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from caxton.agents.logs import AgentLogs
     from caxton.agents.runtime import AgentInstance, AgentReply, AgentRuntime
     from caxton.agents.spec import AnyAgentSpec, SpecReport
     from caxton.agents.versions import AgentVersions, Step, VersionEntry
     from caxton.events import EventHub
-    from caxton.messages import Message
+    from caxton.messages import ChunkSender, Message
     from caxton.metrics import Metrics
 
 LOGGER = logging.getLogger("caxton.registry")
@@ -342,9 +342,10 @@ class Registry:
         self,
         name: str,
         message: Message,
-        on_chunk: Callable[[str], Awaitable[None]] | None = None,
+        stream: ChunkSender | None = None,
     ) -> tuple[AgentReply, VersionEntry]:
-        """Deliver ``message`` to the version of ``name`` that serves its conversation.
+        """Deliver ``message`` to the version of ``name`` that serves its conversation; its
+        reply's chunks go to ``stream`` as they come.
 
         Raises:
             AgentNotFound: no agent has that name.
@@ -368,7 +369,7 @@ class Registry:
         outcome = "ok"
         try:
             with version.track() as scope:
-                reply = await instance.handle(message, on_chunk)
+                reply = await instance.handle(message, stream)
         except CaxtonError as exc:
             outcome = exc.code
             raise

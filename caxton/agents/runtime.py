@@ -17,7 +17,7 @@ from prometheus_client import Counter, Histogram
 
 from caxton.agents.spec import AnyAgentSpec, WasmAgentSpec
 from caxton.errors import CaxtonError
-from caxton.messages import PERFORMATIVES, Message
+from caxton.messages import PERFORMATIVES, ChunkSender, Message
 from caxton.messaging.routing import (
     SEND_ACCEPTED,
     SEND_CALL_LIMIT,
@@ -63,10 +63,8 @@ class AgentInstance(Protocol):
         """Facts for ``GET /api/v1/agents/{name}`` (for WASM: the ABI)."""
         ...
 
-    async def handle(
-        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None = None
-    ) -> AgentReply:
-        """Answer ``message``, streaming chunks to ``on_chunk``.
+    async def handle(self, message: Message, stream: ChunkSender | None = None) -> AgentReply:
+        """Answer ``message``, putting each reply chunk in ``stream`` as it comes.
 
         Cancellation:
             Cancelling stops the work promptly (a WASM guest within one epoch tick).
@@ -84,6 +82,16 @@ class AgentRuntime(Protocol):
     async def load(self, request: LoadRequest) -> AgentInstance:
         """Start a version; raise a :class:`CaxtonError` saying why when it cannot start."""
         ...
+
+
+def _text_into(stream: ChunkSender) -> Callable[[bytes], Awaitable[None]]:
+    """What the module's chunk forwarder calls: each chunk, as text, into ``stream`` (waiting
+    for room there; the guest itself never waits)."""
+
+    async def send(chunk: bytes) -> None:
+        await stream.send(chunk.decode("utf-8", errors="replace"))
+
+    return send
 
 
 def reply_content(body: bytes) -> str | dict[str, Any]:
@@ -183,12 +191,7 @@ class WasmAgentInstance:
     def details(self) -> dict[str, Any]:
         return {"abi": self.module.abi}
 
-    async def handle(
-        self, message: Message, on_chunk: Callable[[str], Awaitable[None]] | None = None
-    ) -> AgentReply:
-        async def forward(chunk: bytes) -> None:
-            if on_chunk is not None:
-                await on_chunk(chunk.decode("utf-8", errors="replace"))
+    async def handle(self, message: Message, stream: ChunkSender | None = None) -> AgentReply:
 
         payload = json.dumps(message.as_json()).encode()
         name = self.spec.name
@@ -205,7 +208,7 @@ class WasmAgentInstance:
             # without a streaming consumer, chunks are not handed to trio one by one: each
             # hand-off is a thread round trip, and the reply body carries them all anyway
             reply = await self.module.handle(
-                payload, on_chunk=forward if on_chunk is not None else None, hooks=hooks
+                payload, on_chunk=None if stream is None else _text_into(stream), hooks=hooks
             )
         except WasmTrap as exc:
             self.metrics.traps.labels(agent=name, trap=exc.trap).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from caxton.http.guard import charge_frame, check_claimed_sender, client_sender
 from caxton.http.params import int_arg, json_object, optional_json_object, parse_json
 from caxton.http.routes import QueryParam, RouteTable
 from caxton.http.state import server_state
-from caxton.http.streaming import background_body, sse_frame
+from caxton.http.streaming import background_body, forward_chunks, sse_frame
 from caxton.messages import PERFORMATIVES, Message
 from caxton.security.roles import Role
 
@@ -325,12 +326,15 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
         return answer.as_json()
 
     async def produce(send: trio.MemorySendChannel[bytes]) -> None:
-        async def on_chunk(text: str) -> None:
+        async def chunk_frame(text: str) -> None:
             await send.send(sse_frame("chunk", {"type": "chunk", "text": text}))
 
         try:
-            answer = await router.send_to(
-                name, message, on_chunk, new_conversation="conversation_id" not in body
+            answer = await forward_chunks(
+                functools.partial(
+                    router.send_to, name, message, new_conversation="conversation_id" not in body
+                ),
+                chunk_frame,
             )
         except CaxtonError as error:
             await send.send(sse_frame("error", {"type": "error", "error": _error_json(error)}))
@@ -394,11 +398,14 @@ async def _answer_frame(router: Router, name: str, raw: str | bytes) -> None:
             raise BadRequest('each frame must be a JSON object such as {"content": "hello"}')
         message = _message_from(body, name)
 
-        async def on_chunk(text: str) -> None:
+        async def chunk_frame(text: str) -> None:
             await websocket.send_json({"type": "chunk", "text": text})
 
-        answer = await router.send_to(
-            name, message, on_chunk, new_conversation="conversation_id" not in body
+        answer = await forward_chunks(
+            functools.partial(
+                router.send_to, name, message, new_conversation="conversation_id" not in body
+            ),
+            chunk_frame,
         )
     except CaxtonError as exc:
         await websocket.send_json({"type": "error", "error": _error_json(exc)})

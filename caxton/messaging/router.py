@@ -19,7 +19,7 @@ import trio
 
 from caxton.errors import CaxtonError, NotFound, ServiceUnavailable
 from caxton.events import Event
-from caxton.messages import Message
+from caxton.messages import ChunkSender, Message
 from caxton.messaging.conversations import CLOSED
 from caxton.messaging.errors import (
     AGENT_NOT_FOUND,
@@ -42,8 +42,6 @@ from caxton.messaging.routing import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from caxton.agents.logs import AgentLogs
     from caxton.agents.registry import Registry
     from caxton.agents.versions import VersionRegistry
@@ -210,11 +208,12 @@ class Router:
         self,
         name: str,
         message: Message,
-        on_chunk: Callable[[str], Awaitable[None]] | None = None,
+        stream: ChunkSender | None = None,
         *,
         new_conversation: bool = False,
     ) -> Message:
-        """Deliver ``message`` to the agent ``name`` and return its reply, streaming chunks.
+        """Deliver ``message`` to the agent ``name`` and return its reply, its chunks put in
+        ``stream`` as they come.
 
         The direct route: errors are raised (and the failure recorded), not returned.
 
@@ -238,7 +237,7 @@ class Router:
         self.conversations.record(message)
         self._in_flight += 1
         try:
-            reply, _ = await self.registry.send(name, message, on_chunk)
+            reply, _ = await self.registry.send(name, message, stream)
         except CaxtonError as exc:
             failure = message.reply(
                 failure_content(exc.code, exc.message, exc.details),
