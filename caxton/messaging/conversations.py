@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import duckdb
 import trio
 
 from caxton.errors import CaxtonError
@@ -23,7 +24,7 @@ from caxton.messages import Message
 from caxton.messaging.errors import ConversationNotFound
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
     from caxton.store import Connection, Store
 
@@ -132,29 +133,51 @@ def _message_from_row(row: Sequence[Any]) -> Message:
     )
 
 
-def _write_batch(batch: Sequence[Message], conn: Connection) -> None:
-    totals: dict[str, dict[str, Any]] = {}
+#: The batch's rows as one struct each (``r``): field access is about a third cheaper for DuckDB
+#: than ``unnest(..., recursive := true)``.
+_INSERT_MESSAGES = (
+    f"INSERT INTO conversation_messages ({_MESSAGE_COLUMNS}) SELECT "
+    + ", ".join(f"r.{name.strip()}" for name in _MESSAGE_COLUMNS.split(","))
+    + " FROM (SELECT unnest(from_json(?::JSON, ?)) AS r)"
+)
+_INSERT_CONVERSATIONS = (
+    "INSERT INTO conversations SELECT r.id, ?, r.first, r.last, r.count "
+    "FROM (SELECT unnest(from_json(?::JSON, ?)) AS r)"
+)
+_UPSERT_CONVERSATIONS = (
+    f"{_INSERT_CONVERSATIONS} ON CONFLICT (conversation_id) DO UPDATE SET "
+    "last_activity = greatest(last_activity, excluded.last_activity), "
+    "message_count = message_count + excluded.message_count"
+)
+
+
+def _write_batch(batch: Sequence[Message], fresh: Collection[str], conn: Connection) -> None:
+    """Write ``batch``: its messages, and its conversations' activity and message counts.
+
+    Conversations in ``fresh`` (ids minted here and not written yet) are plain inserts; the
+    others are upserts, which cost DuckDB about four times as much.
+    """
+    totals: dict[str, list[Any]] = {}
     for message in batch:
-        cid = message.conversation_id
-        entry = totals.setdefault(
-            cid, {"id": cid, "first": message.created_at, "last": message.created_at, "count": 0}
+        at = message.created_at
+        entry = totals.get(message.conversation_id)
+        if entry is None:
+            totals[message.conversation_id] = [at, at, 1]
+        else:
+            entry[0] = min(entry[0], at)
+            entry[1] = max(entry[1], at)
+            entry[2] += 1
+    conn.execute(_INSERT_MESSAGES, [json.dumps([_message_row(m) for m in batch]), _MESSAGES_SHAPE])
+    new: list[dict[str, Any]] = []
+    known: list[dict[str, Any]] = []
+    for cid, (first, last, count) in totals.items():
+        (new if cid in fresh else known).append(
+            {"id": cid, "first": first, "last": last, "count": count}
         )
-        entry["first"] = min(entry["first"], message.created_at)
-        entry["last"] = max(entry["last"], message.created_at)
-        entry["count"] += 1
-    conn.execute(
-        f"INSERT INTO conversation_messages ({_MESSAGE_COLUMNS}) SELECT {_MESSAGE_COLUMNS} "
-        "FROM (SELECT unnest(from_json(?::JSON, ?), recursive := true))",
-        [json.dumps([_message_row(m) for m in batch]), _MESSAGES_SHAPE],
-    )
-    conn.execute(
-        "INSERT INTO conversations SELECT id, ?, first, last, count "
-        "FROM (SELECT unnest(from_json(?::JSON, ?), recursive := true)) "
-        "ON CONFLICT (conversation_id) DO UPDATE SET "
-        "last_activity = greatest(last_activity, excluded.last_activity), "
-        "message_count = message_count + excluded.message_count",
-        [ACTIVE, json.dumps(list(totals.values())), _CONVERSATIONS_SHAPE],
-    )
+    if new:
+        conn.execute(_INSERT_CONVERSATIONS, [ACTIVE, json.dumps(new), _CONVERSATIONS_SHAPE])
+    if known:
+        conn.execute(_UPSERT_CONVERSATIONS, [ACTIVE, json.dumps(known), _CONVERSATIONS_SHAPE])
 
 
 def _summaries(conn: Connection, where: str, params: list[object]) -> list[ConversationSummary]:
@@ -209,6 +232,8 @@ class Conversations:
         self._status: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._initiators: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._pending: list[Message] = []
+        # conversations minted here (mark_new) whose first message is not written yet
+        self._fresh: dict[str, None] = {}
         self._wake = trio.Event()
         self._flush_lock = trio.Lock()
         self._recorded = 0
@@ -262,6 +287,10 @@ class Conversations:
     def mark_new(self, conversation_id: str) -> None:
         """``conversation_id`` was just minted here: no need to look it up before using it."""
         self._remember(conversation_id, ACTIVE)
+        self._fresh[conversation_id] = None
+        while len(self._fresh) > self._status_cache:
+            # forgetting only costs an upsert instead of an insert
+            del self._fresh[next(iter(self._fresh))]
 
     async def flush(self) -> None:
         """Write every message recorded so far.
@@ -277,9 +306,20 @@ class Conversations:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
+            fresh = {m.conversation_id for m in batch if m.conversation_id in self._fresh}
+            for cid in fresh:
+                del self._fresh[cid]
             with trio.CancelScope(shield=True):
                 try:
-                    await self.store.execute_write_fn(lambda conn: _write_batch(batch, conn))
+                    try:
+                        await self.store.execute_write_fn(
+                            lambda conn: _write_batch(batch, fresh, conn)
+                        )
+                    except duckdb.ConstraintException:
+                        # a "fresh" id was there after all (never expected): upsert them all
+                        await self.store.execute_write_fn(
+                            lambda conn: _write_batch(batch, (), conn)
+                        )
                 except CaxtonError:
                     raise
                 except Exception:
