@@ -97,7 +97,7 @@ def _install_hooks(app: QuartTrio, state: ServerState) -> None:
     """
     guard = install_security(app, state)
 
-    async def before_request() -> Response | None:
+    async def _start_request() -> Response | None:
         req = _current(request)
         seen = vars(_current(g))
         seen["started"] = time.perf_counter()
@@ -108,14 +108,14 @@ def _install_hooks(app: QuartTrio, state: ServerState) -> None:
             await admin.refuse_in_safe_mode()
         return answer
 
-    async def before_websocket() -> None:
+    async def _start_websocket() -> None:
         seen = vars(_current(g))
         seen["started"] = time.perf_counter()
         ws = _current(websocket)
         seen["request_id"] = _request_id(ws.headers.get("X-Request-ID"))
         await guard.before_websocket(ws, seen)
 
-    async def after_request(response: Response) -> Response:
+    async def _finish_request(response: Response) -> Response:
         req = _current(request)
         seen = vars(_current(g))
         await guard.after_request(req, seen, response)
@@ -146,6 +146,6 @@ def _install_hooks(app: QuartTrio, state: ServerState) -> None:
         )
         return response
 
-    app.before_request(before_request)
-    app.before_websocket(before_websocket)
-    app.after_request(after_request)
+    app.before_request(_start_request)
+    app.before_websocket(_start_websocket)
+    app.after_request(_finish_request)

@@ -43,12 +43,12 @@ def _leaf_in(name: str) -> Callable[[list[str]], bool]:
 
 #: (piece, test on the stack's frames), first match wins.
 PIECES: tuple[tuple[str, Callable[[list[str]], bool]], ...] = (
+    ("security hooks (Host/Origin/auth/rate)", _has("caxton/http/guard.py")),
+    ("security hooks (Host/Origin/auth/rate)", _has("caxton/security/")),
     ("request log line (app._finish_request)", _has("_finish_request", "logging/")),
     ("request metrics (histogram)", _has("_finish_request", "prometheus_client")),
     ("request id, timing, log/metric glue", _has("_finish_request")),
     ("request id + start (app._start_request)", _has("_start_request")),
-    ("security hooks (Host/Origin/auth/rate)", _has("caxton/http/guard.py")),
-    ("security hooks (Host/Origin/auth/rate)", _has("caxton/security/")),
     ("safe-mode check", _has("refuse_in_safe_mode")),
     ("JSON body: Content-Type, parse, bounds", _has("caxton/http/params.py")),
     ("agent log line (AgentLogs.write)", _has("AgentLogs.write")),
