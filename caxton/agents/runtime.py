@@ -29,7 +29,7 @@ from caxton.wasm import GuestHooks, WasmLimitExceeded, WasmTrap
 from caxton.wasm.limits import MAX_SENDS_PER_CALL
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
     from caxton.agents.logs import AgentLogs
     from caxton.metrics import Metrics
@@ -84,14 +84,15 @@ class AgentRuntime(Protocol):
         ...
 
 
-def _text_into(stream: ChunkSender) -> Callable[[bytes], Awaitable[None]]:
-    """What the module's chunk forwarder calls: each chunk, as text, into ``stream`` (waiting
-    for room there; the guest itself never waits)."""
+@attrs.frozen
+class _TextSink:
+    """A guest's reply chunks, each decoded, into a reply's chunk stream (never waiting: the
+    reply is bounded by the agent's ``max_message_size``)."""
 
-    async def send(chunk: bytes) -> None:
-        await stream.send(chunk.decode("utf-8", errors="replace"))
+    stream: ChunkSender
 
-    return send
+    def send_nowait(self, chunk: bytes, /) -> None:
+        self.stream.send_nowait(chunk.decode("utf-8", errors="replace"))
 
 
 def reply_content(body: bytes) -> str | dict[str, Any]:
@@ -208,7 +209,7 @@ class WasmAgentInstance:
             # without a streaming consumer, chunks are not handed to trio one by one: each
             # hand-off is a thread round trip, and the reply body carries them all anyway
             reply = await self.module.handle(
-                payload, on_chunk=None if stream is None else _text_into(stream), hooks=hooks
+                payload, stream=None if stream is None else _TextSink(stream), hooks=hooks
             )
         except WasmTrap as exc:
             self.metrics.traps.labels(agent=name, trap=exc.trap).inc()

@@ -4,7 +4,9 @@ Typical use, inside the server's nursery tree::
 
     async with open_wasm_pool() as pool:
         agent = await pool.load(wat_or_wasm, WasmLimits(), name="echo")
-        reply = await agent.handle(message_json, on_chunk=send_chunk_to_client)
+        send, receive = trio.open_memory_channel[bytes](math.inf)  # drained by another task
+        with send:
+            reply = await agent.handle(message_json, stream=send)
 """
 
 from caxton.wasm.abi import CAXTON_V1, WASI_STDIO, Abi
@@ -16,7 +18,7 @@ from caxton.wasm.errors import (
     WasmLimitExceeded,
     WasmTrap,
 )
-from caxton.wasm.host import ChunkCallback, GuestHooks, LogHook, SendMessageHook
+from caxton.wasm.host import ChunkSink, GuestHooks, LogHook, SendMessageHook
 from caxton.wasm.limits import WasmLimits
 from caxton.wasm.pool import WasmPool, WasmPoolStatistics, open_wasm_pool
 
@@ -25,7 +27,7 @@ __all__ = [
     "WASI_STDIO",
     "Abi",
     "AgentModuleStatistics",
-    "ChunkCallback",
+    "ChunkSink",
     "GuestHooks",
     "LoadedAgentModule",
     "LogHook",

@@ -7,7 +7,6 @@ counters; the queue and worker-thread trips of caxton-v1 messages are
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,7 +21,7 @@ from caxton.wasm.control import CallControl
 from caxton.wasm.errors import WasmAgentFailed, WasmLimitExceeded
 from caxton.wasm.host import (
     CallContext,
-    ChunkCallback,
+    ChunkSink,
     GuestHooks,
     agent_busy,
     new_log_bucket,
@@ -57,8 +56,7 @@ class WasmReply:
         body: every reply chunk, concatenated (at most ``max_message_size`` bytes).
         chunks: how many chunks the guest produced.
         fuel_consumed: fuel spent by the call (including a re-instantiation, if one was needed).
-        elapsed_s: wall-clock time of the call, queueing for a worker thread included (and,
-            for a streamed reply, the time its consumer took to take the last chunks).
+        elapsed_s: wall-clock time of the call, queueing for a worker thread included.
     """
 
     body: bytes
@@ -106,8 +104,8 @@ class LoadedAgentModule:
     Bounds (issue #13): at most ``max_pending_calls`` calls are accepted at once (more are
     refused with ``AgentBusy`` at once); time spent queued counts against the call's
     ``max_execution_time`` (a call whose time runs out before it starts fails with
-    ``AgentBusy``); a streamed reply is buffered (up to ``max_message_size``) and forwarded by
-    a task of the caller, so the guest never waits for the consumer.
+    ``AgentBusy``); a streamed reply's chunks go to the caller's stream at once (at most
+    ``max_message_size`` bytes of them), so the guest never waits for the consumer.
 
     Attributes:
         name: the agent name (used in errors, logs, and as the WASI program name).
@@ -184,24 +182,24 @@ class LoadedAgentModule:
         self,
         message: bytes,
         *,
-        on_chunk: ChunkCallback | None = None,
+        stream: ChunkSink | None = None,
         hooks: GuestHooks | None = None,
     ) -> WasmReply:
         """Deliver one message to the guest and return its reply.
 
-        Each reply chunk (a ``caxton.reply`` call, or a write to stdout) is passed to
-        ``on_chunk`` as soon as the guest produces it, in order, by a task of the caller; the
-        guest never waits for ``on_chunk`` (the chunks wait in memory, at most
-        ``max_message_size`` bytes of them), so a slow consumer holds neither the guest, nor
-        its worker thread, nor the agent's other callers (issue #13 item 11); this call
-        returns once ``on_chunk`` has taken every chunk. The chunks already delivered stay
-        delivered when the call later fails.
+        Each reply chunk (a ``caxton.reply`` call, or a write to stdout) is put in ``stream``
+        as soon as the guest produces it, in order, from the worker thread; the guest never
+        waits for the stream's reader (the chunks wait in the stream, at most
+        ``max_message_size`` bytes of them), so a slow reader holds neither the guest, nor its
+        worker thread, nor the agent's other callers (issue #13 item 11). The caller drains the
+        stream (in another task) and closes it once this returns. The chunks already put there
+        stay there when the call later fails.
 
         Args:
             message: the message JSON (DESIGN §5 envelope), at most ``max_message_size`` bytes.
-            on_chunk: async callable receiving each chunk; it runs in a child task of the
-                caller (with the caller's context). If it raises, the guest is stopped and the
-                exception propagates from here.
+            stream: where each chunk goes (see :class:`~caxton.wasm.host.ChunkSink`); if it
+                raises, the guest is stopped and the exception propagates from here. Without
+                it the chunks are only collected into the reply.
             hooks: host callbacks for this call; defaults to the ones given at load.
 
         Returns:
@@ -219,8 +217,7 @@ class LoadedAgentModule:
         Cancellation:
             Safe. A queued caxton-v1 message that has not started never runs. A running guest
             is stopped at the next epoch tick (within ~10 ms plus the tick interval) and
-            ``trio.Cancelled`` propagates once it has stopped (for a streamed reply, inside
-            a ``BaseExceptionGroup`` of the forwarding nursery); no thread is abandoned. A
+            ``trio.Cancelled`` propagates once it has stopped; no thread is abandoned. A
             caxton-v1 instance interrupted this way is discarded and re-created for the next
             message; the other queued messages are unaffected.
         """
@@ -243,15 +240,12 @@ class LoadedAgentModule:
         started = time.monotonic()
         self._pending += 1
         try:
-            if on_chunk is None:
-                ctx = self._context(None, hooks)
-                fuel = await self._call(message, ctx)
-            else:
-                ctx, fuel = await self._streamed_call(message, on_chunk, hooks)
+            ctx = self._context(stream, hooks)
+            fuel = await self._call(message, ctx)
         except BaseException as exc:
             if isinstance(exc, AgentBusy):
                 self._busy += 1
-            elif not _is_cancellation(exc):
+            elif not isinstance(exc, trio.Cancelled):
                 self._failures += 1
             raise
         finally:
@@ -277,43 +271,6 @@ class LoadedAgentModule:
             agent=self.name,
             deadline=ctx.control.deadline,
         )
-
-    async def _streamed_call(
-        self, message: bytes, on_chunk: ChunkCallback, hooks: GuestHooks | None
-    ) -> tuple[CallContext, int]:
-        """Run one call whose chunks a child task forwards to ``on_chunk`` as they come.
-
-        The guest puts its chunks in an unbounded channel (bounded in bytes by
-        ``max_message_size``) and goes on; the forwarder waits for the consumer instead.
-        """
-        send, receive = trio.open_memory_channel[bytes](math.inf)
-        ctx = self._context(send, hooks)
-        consumer_failed: list[Exception] = []
-        call_failed: list[Exception] = []
-        fuel = 0
-
-        async def forward() -> None:
-            async with receive:
-                async for chunk in receive:
-                    try:
-                        await on_chunk(chunk)
-                    except Exception as exc:  # the consumer is gone: stop the guest
-                        consumer_failed.append(exc)
-                        ctx.control.stop("host_error", exception=exc)
-                        return
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(forward)
-            with send:
-                try:
-                    fuel = await self._call(message, ctx)
-                except Exception as exc:  # the chunks before it still reach the consumer
-                    call_failed.append(exc)
-        if consumer_failed:
-            raise consumer_failed[0]
-        if call_failed:
-            raise call_failed[0]
-        return ctx, fuel
 
     async def aclose(self) -> None:
         """Refuse further messages and free the instance. Idempotent.
@@ -367,9 +324,7 @@ class LoadedAgentModule:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _context(
-        self, stream: trio.MemorySendChannel[bytes] | None, hooks: GuestHooks | None
-    ) -> CallContext:
+    def _context(self, stream: ChunkSink | None, hooks: GuestHooks | None) -> CallContext:
         """A call's context; its deadline starts now (time queued counts against it)."""
         return CallContext(
             agent=self.name,
@@ -383,10 +338,3 @@ class LoadedAgentModule:
     def _check_open(self) -> None:
         if self._closed:
             raise ServiceUnavailable(f"WASM agent {self.name!r}: this version has been stopped.")
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    """Whether ``exc`` is ``trio.Cancelled``, or a group of nothing else."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_cancellation(e) for e in exc.exceptions)
-    return isinstance(exc, trio.Cancelled)

@@ -62,7 +62,7 @@ class CallControl:
             call arrives, so that time queued counts against it (issue #13 item 13).
         stop_reason: why the call must stop, once something asked it to (first reason wins).
         stop_detail: a human-readable detail for the reason (e.g. the bad pointer).
-        host_exception: an exception raised by a host callback (``on_chunk``, a hook), re-raised
+        host_exception: an exception raised by a host callback (the chunk stream, a hook), re-raised
             by the trio caller once the guest has stopped.
         reply_bytes: bytes of reply produced so far (the limit applies to the sum).
         on_tick: run in the worker thread at each epoch tick while the guest may continue.

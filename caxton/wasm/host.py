@@ -8,7 +8,8 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 import trio
@@ -28,8 +29,20 @@ from caxton.wasm.limits import (
 
 GUEST_LOGGER = logging.getLogger("caxton.wasm.guest")
 
-ChunkCallback = Callable[[bytes], Awaitable[None]]
-"""An async callable the trio caller gives to receive each reply chunk as it is produced."""
+
+class ChunkSink(Protocol):
+    """Where a call's reply chunks go as the guest produces them: the send side of a stream
+    its caller drains (a ``trio.MemorySendChannel[bytes]`` of unbounded capacity will do).
+
+    ``send_nowait`` runs in the trio thread and must not refuse a chunk for want of room (the
+    chunks of one call are bounded by ``max_message_size``); any exception from it stops the
+    guest, and is what the call raises.
+    """
+
+    def send_nowait(self, chunk: bytes, /) -> None:
+        """Take one chunk now."""
+        ...
+
 
 SendMessageHook = Callable[[bytes], int]
 """Called in the worker thread with the guest's FIPA message bytes; returns 0 if accepted."""
@@ -92,9 +105,9 @@ class CallContext:
     queue over at each epoch tick (:meth:`flush`, via ``CallControl.on_tick``) and when the
     guest returns.
 
-    A chunk is handed over by putting it in ``stream`` (an unbounded channel whose total is
-    bounded by ``max_message_size``): the guest never waits for the consumer of its reply
-    (issue #13 item 11); a task of the caller forwards the chunks.
+    A chunk is handed over by putting it in ``stream`` (whose total is bounded by
+    ``max_message_size``): the guest never waits for the consumer of its reply (issue #13
+    item 11); the caller drains the stream.
 
     Attributes:
         agent: the agent name, for errors and logs.
@@ -111,7 +124,7 @@ class CallContext:
     control: CallControl
     hooks: GuestHooks
     log_budget: LogBudget
-    stream: trio.MemorySendChannel[bytes] | None = None
+    stream: ChunkSink | None = None
     chunks: list[bytes] = attrs.field(factory=list)
     _queue: collections.deque[tuple[int, bytes]] = attrs.field(factory=collections.deque)
     _reported_dropped: int = 0
@@ -181,7 +194,7 @@ class CallContext:
             return
         try:
             trio.from_thread.run_sync(self.stream.send_nowait, chunk)
-        except BaseException as exc:  # the forwarder is gone (its consumer failed): stop
+        except BaseException as exc:  # the stream is closed (its reader is gone): stop
             self.control.stop("host_error", exception=exc)
 
     def send_message(self, data: bytes) -> int:

@@ -3,7 +3,8 @@
 Each test first sends a *gate* message whose ``caxton.log`` hook holds the guest (and so the
 instance and its worker thread) until the test has queued more messages behind it; those then
 run back to back in one trip to a worker thread, each under its own limits, errors and
-cancellation. (A slow ``on_chunk`` consumer no longer holds a guest: issue #13 item 11.)
+cancellation. A message that streams its reply joins the trip like any other (its chunks go
+to its own stream, which its caller drains).
 """
 
 from __future__ import annotations
@@ -246,13 +247,11 @@ async def test_a_slow_message_does_not_hold_back_the_replies_before_it(pool: Was
 
 
 async def test_streaming_messages_keep_their_place_in_the_queue(pool: WasmPool) -> None:
-    received: list[bytes] = []
-
-    async def on_chunk(chunk: bytes) -> None:
-        received.append(chunk)
+    send, receive = g.chunk_stream()
 
     async def streamed() -> None:
-        reply = await agent.handle(b"{}", on_chunk=on_chunk)
+        with send:
+            reply = await agent.handle(b"{}", stream=send)
         assert count(reply.body) == 3
 
     with trio.fail_after(10):
@@ -265,7 +264,7 @@ async def test_streaming_messages_keep_their_place_in_the_queue(pool: WasmPool) 
             await trio.testing.wait_all_tasks_blocked()
             await calls.queue(nursery, "b", b"{}")
             gate.release.set()
-    assert [count(chunk) for chunk in received] == [3]
+    assert [count(chunk) for chunk in g.taken(receive)] == [3]
     assert calls.outcomes == {"a": 2, "b": 4}
 
 

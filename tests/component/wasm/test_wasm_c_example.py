@@ -69,12 +69,9 @@ def counts(text: str) -> dict[str, int]:
 
 
 async def ask(agent: LoadedAgentModule, message: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    chunks: list[bytes] = []
-
-    async def on_chunk(chunk: bytes) -> None:
-        chunks.append(chunk)
-
-    reply = await agent.handle(message, on_chunk=on_chunk)
+    send, receive = g.chunk_stream()
+    reply = await agent.handle(message, stream=send)
+    chunks = g.taken(receive)
     assert b"".join(chunks) == reply.body
     assert reply.chunks == len(chunks)
     return json.loads(reply.body), chunks

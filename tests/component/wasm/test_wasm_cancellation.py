@@ -55,49 +55,57 @@ async def test_cancelling_a_spinning_wasi_stdio_call(pool: WasmPool) -> None:
         await assert_cpu_idle(pool)
 
 
-async def test_cancelling_while_the_consumer_holds_a_chunk(pool: WasmPool) -> None:
+async def test_cancelling_while_the_reader_holds_a_chunk(pool: WasmPool) -> None:
     received: list[bytes] = []
+    send, receive = g.chunk_stream()
 
-    async def stuck(chunk: bytes) -> None:
-        received.append(chunk)
+    async def stuck() -> None:
+        received.append(await receive.receive())
         await trio.sleep_forever()
 
     with trio.fail_after(10):
         agent = await pool.load(g.SPIN_AFTER_REPLY, PATIENT, name="spinner")
-        started = time.monotonic()
-        with trio.move_on_after(0.1) as scope:
-            await agent.handle(b"{}", on_chunk=stuck)
-        assert scope.cancelled_caught
-        assert time.monotonic() - started < 0.1 + SLACK_S
-        await assert_cpu_idle(pool)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stuck)
+            started = time.monotonic()
+            with trio.move_on_after(0.1) as scope:
+                await agent.handle(b"{}", stream=send)
+            assert scope.cancelled_caught
+            assert time.monotonic() - started < 0.1 + SLACK_S
+            await assert_cpu_idle(pool)
+            nursery.cancel_scope.cancel()
     assert received == [b"started"]
 
 
 async def test_cancelling_after_the_first_chunk(pool: WasmPool) -> None:
+    send, receive = g.chunk_stream()
     with trio.fail_after(10):
         agent = await pool.load(g.SPIN_AFTER_REPLY, PATIENT, name="spinner")
         with trio.CancelScope() as scope:
 
-            async def cancel_on_first(chunk: bytes) -> None:
-                assert chunk == b"started"
+            async def cancel_on_first() -> None:
+                assert await receive.receive() == b"started"
                 scope.cancel()
 
-            started = time.monotonic()
-            await agent.handle(b"{}", on_chunk=cancel_on_first)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cancel_on_first)
+                started = time.monotonic()
+                await agent.handle(b"{}", stream=send)
         assert scope.cancelled_caught
         assert time.monotonic() - started < SLACK_S
         await assert_cpu_idle(pool)
 
 
-async def test_an_exception_from_on_chunk_stops_the_guest(pool: WasmPool) -> None:
-    async def refuse(chunk: bytes) -> None:
-        raise ConnectionResetError("client went away")
-
+async def test_a_closed_stream_stops_the_guest(pool: WasmPool) -> None:
+    """The stream's reader is gone: the guest is stopped at its first chunk, and the call
+    raises what the stream raised."""
+    send, receive = g.chunk_stream()
+    receive.close()
     with trio.fail_after(10):
         agent = await pool.load(g.SPIN_AFTER_REPLY, PATIENT, name="spinner")
         started = time.monotonic()
-        with pytest.raises(ConnectionResetError, match="client went away"):
-            await agent.handle(b"{}", on_chunk=refuse)
+        with pytest.raises(trio.BrokenResourceError):
+            await agent.handle(b"{}", stream=send)
         assert time.monotonic() - started < SLACK_S
         await assert_cpu_idle(pool)
     assert not agent.statistics().instance_alive
@@ -124,22 +132,18 @@ async def test_stopping_the_pool_stops_running_guests(nursery) -> None:
 
         await nursery.start(run_pool)
         agent = await pool.load(g.SPIN_AFTER_REPLY, PATIENT, name="spinner")
-        running = trio.Event()
-
-        async def on_chunk(_chunk: bytes) -> None:
-            running.set()
-
+        send, receive = g.chunk_stream()
         outcome: list[BaseException] = []
 
         async def call() -> None:
             try:
-                await agent.handle(b"{}", on_chunk=on_chunk)
+                await agent.handle(b"{}", stream=send)
             except ServiceUnavailable as exc:
                 outcome.append(exc)
 
         async with trio.open_nursery() as calls:
             calls.start_soon(call)
-            await running.wait()
+            await receive.receive()  # the guest runs (and now spins)
             stopped_at = time.monotonic()
             pool_scope.cancel()
         assert time.monotonic() - stopped_at < SLACK_S

@@ -149,19 +149,15 @@ async def test_wasi_stderr_is_within_the_same_budget(pool: WasmPool) -> None:
 async def test_a_consumer_that_never_reads_holds_no_worker_thread(guest: str) -> None:
     """With one worker thread in the whole pool, an unrelated agent still answers."""
     source, message = (g.CHUNKS, b"{}") if guest == "caxton-v1" else (g.WASI_CAT, b"x" * 20_000)
-    first_chunk = trio.Event()
-
-    async def never_reads(chunk: bytes) -> None:
-        first_chunk.set()
-        await trio.sleep_forever()
+    send, receive = g.chunk_stream()
 
     async with open_wasm_pool(max_concurrent_calls=1) as pool:
         streamer = await pool.load(source, WasmLimits(max_fuel=10**12), name="streamer")
         echo = await pool.load(ECHO, name="echo")
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: streamer.handle(message, on_chunk=never_reads))
+            nursery.start_soon(lambda: streamer.handle(message, stream=send))
             with trio.fail_after(5):
-                await first_chunk.wait()
+                await receive.receive()  # the first chunk; no other is ever read
             with trio.fail_after(5):  # waits forever when the stream holds the only thread
                 reply = await echo.handle(b"hello")
             assert reply.body == b"hello"
@@ -170,24 +166,21 @@ async def test_a_consumer_that_never_reads_holds_no_worker_thread(guest: str) ->
 
 
 async def test_a_slow_consumer_does_not_hold_the_agent_back(pool: WasmPool) -> None:
-    received: list[bytes] = []
-    first_chunk = trio.Event()
-    release = trio.Event()
+    send, receive = g.chunk_stream()
 
-    async def stuck(chunk: bytes) -> None:
-        received.append(chunk)
-        first_chunk.set()
-        await release.wait()
+    async def streamed() -> None:
+        with send:
+            await agent.handle(b"{}", stream=send)
 
     async with trio.open_nursery() as nursery:
         with trio.fail_after(10):
             agent = await pool.load(g.CHUNKS, WasmLimits(max_fuel=10**12), name="chunks")
-            nursery.start_soon(lambda: agent.handle(b"{}", on_chunk=stuck))
-            await first_chunk.wait()
+            nursery.start_soon(streamed)
+            received = [await receive.receive()]
             other = await agent.handle(b"{}")  # the instance is free while chunks wait
             assert other.body == b"01234"
             assert received == [b"0"]
-            release.set()
+            received.extend([chunk async for chunk in receive])
     assert received == [b"0", b"1", b"2", b"3", b"4"]
 
 

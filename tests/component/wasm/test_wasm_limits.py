@@ -87,13 +87,10 @@ async def test_a_reply_over_the_size_limit_is_refused(pool: WasmPool) -> None:
     with trio.fail_after(10):
         agent = await pool.load(g.TRIPLE, limits, name="chatty")
         ok = await agent.handle(b"x" * 33)  # 99 bytes of reply: fits
-        delivered: list[bytes] = []
-
-        async def on_chunk(chunk: bytes) -> None:
-            delivered.append(chunk)
-
+        send, receive = g.chunk_stream()
         with pytest.raises(WasmLimitExceeded) as exceeded:
-            await agent.handle(b"y" * 34, on_chunk=on_chunk)  # 102 bytes
+            await agent.handle(b"y" * 34, stream=send)  # 102 bytes
+    delivered = g.taken(receive)
     assert ok.body == b"x" * 99
     assert exceeded.value.limit == "message_size"
     assert exceeded.value.observed == 102

@@ -13,14 +13,11 @@ from caxton.wasm import GuestHooks, WasmAgentFailed, WasmLimitExceeded, WasmLimi
 
 async def test_stdin_is_the_message_and_stdout_the_reply(pool: WasmPool) -> None:
     message = b'{"performative":"request","content":"' + b"w" * 10_000 + b'"}'
-    chunks: list[bytes] = []
-
-    async def on_chunk(chunk: bytes) -> None:
-        chunks.append(chunk)
-
+    send, receive = g.chunk_stream()
     with trio.fail_after(10):
         agent = await pool.load(g.WASI_CAT, name="cat")
-        reply = await agent.handle(message, on_chunk=on_chunk)
+        reply = await agent.handle(message, stream=send)
+    chunks = g.taken(receive)
     assert agent.abi == "wasi-stdio"
     assert reply.body == message
     assert b"".join(chunks) == message

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+import trio
 
 AGENTS = Path(__file__).resolve().parents[3] / "agents"
 
@@ -20,6 +23,22 @@ V1_PRELUDE = """
       (then (drop (memory.grow (i32.sub (local.get $needed) (memory.size))))))
     (i32.const 1024))
 """
+
+
+def chunk_stream() -> tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]:
+    """A stream for a call's reply chunks, as a caller opens one (unbounded: the guest never
+    waits for its reader)."""
+    return trio.open_memory_channel[bytes](math.inf)
+
+
+def taken(receive: trio.MemoryReceiveChannel[bytes]) -> list[bytes]:
+    """The chunks waiting in a stream, taken now."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunks.append(receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return chunks
 
 
 def v1_module(body: str, *, imports: str = "") -> str:
