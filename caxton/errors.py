@@ -32,6 +32,31 @@ class CaxtonError(Exception):
         self.message = message
         self.details: dict[str, Any] = dict(details or {})
 
+    def as_json(self, *, request_id: str | None = None) -> dict[str, Any]:
+        """The error envelope every boundary answers with (HTTP bodies, SSE and WebSocket
+        frames): ``{"error": {"code", "message", "details", "request_id"}}``."""
+        return error_json(self.code, self.message, self.details, request_id=request_id)
+
+
+def error_json(
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    *,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """``{"error": {"code", "message", "details", "request_id"}}``: the one shape of an error
+    answer (DESIGN §7), for errors that are not a :class:`CaxtonError` (an HTTP framework
+    refusal, an early 413) as well."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": dict(details or {}),
+            "request_id": request_id,
+        }
+    }
+
 
 class ConfigError(CaxtonError):
     """The server configuration is invalid; ``problems`` lists every finding, one per line."""

@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response, request, websocket
+from quart import Response, g, request, websocket
 
 from caxton.agents.logs import LEVELS, level_at_least
 from caxton.errors import BadRequest, CaxtonError, PayloadTooLarge, ValidationFailed
@@ -301,10 +301,6 @@ def _message_from(body: dict[str, Any], name: str) -> Message:
     return Message(**values)
 
 
-def _error_json(error: CaxtonError) -> dict[str, Any]:
-    return {"code": error.code, "message": error.message, "details": error.details}
-
-
 @routes.route(
     "/api/v1/agents/<name>/messages",
     methods=("POST",),
@@ -325,6 +321,8 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
         answer = await router.send_to(name, message, new_conversation="conversation_id" not in body)
         return answer.as_json()
 
+    request_id = getattr(g, "request_id", None)  # the request context ends before the stream
+
     async def produce(send: trio.MemorySendChannel[bytes]) -> None:
         async def chunk_frame(text: str) -> None:
             await send.send(sse_frame("chunk", {"type": "chunk", "text": text}))
@@ -337,7 +335,8 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
                 chunk_frame,
             )
         except CaxtonError as error:
-            await send.send(sse_frame("error", {"type": "error", "error": _error_json(error)}))
+            frame = {"type": "error", **error.as_json(request_id=request_id)}
+            await send.send(sse_frame("error", frame))
             return
         done = answer.as_json()
         await send.send(sse_frame("done", {"type": "done", "message": done}))
@@ -408,7 +407,8 @@ async def _answer_frame(router: Router, name: str, raw: str | bytes) -> None:
             chunk_frame,
         )
     except CaxtonError as exc:
-        await websocket.send_json({"type": "error", "error": _error_json(exc)})
+        request_id = getattr(g, "request_id", None)
+        await websocket.send_json({"type": "error", **exc.as_json(request_id=request_id)})
         return
     done = answer.as_json()
     await websocket.send_json({"type": "done", "message": done})

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import trio
+
+from caxton.errors import error_json
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -126,20 +128,15 @@ def _with_connection_close(message: Message) -> Message:
 async def _refuse_too_large(scope: Scope, send: Send, declared: int, limit: int) -> None:
     request_id = _header(scope, b"x-request-id")
     if not request_id or not REQUEST_ID_PATTERN.match(request_id):
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()
     body = json.dumps(
-        {
-            "error": {
-                "code": "PAYLOAD_TOO_LARGE",
-                "message": (
-                    f"the request body ({declared} bytes) is larger than "
-                    f"server.max_request_size ({limit} bytes); send less, or raise the limit "
-                    "in caxton.yaml"
-                ),
-                "details": {"content_length": declared, "max_request_size": limit},
-                "request_id": request_id,
-            }
-        }
+        error_json(
+            "PAYLOAD_TOO_LARGE",
+            f"the request body ({declared} bytes) is larger than server.max_request_size "
+            f"({limit} bytes); send less, or raise the limit in caxton.yaml",
+            {"content_length": declared, "max_request_size": limit},
+            request_id=request_id,
+        )
     ).encode()
     LOGGER.info(
         "%s %s 413 (body of %d bytes refused)",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from quart import g, jsonify
 
-from caxton.errors import AgentBusy
+from caxton.errors import AgentBusy, error_json
 
 if TYPE_CHECKING:
     from quart import Response
@@ -40,16 +40,8 @@ def envelope(
     status: int, code: str, message: str, details: dict[str, JSONValue] | None = None
 ) -> Response:
     """Build the error response every 4xx/5xx answer uses."""
-    request_id = getattr(g, "request_id", None)
     response = jsonify(
-        {
-            "error": {
-                "code": code,
-                "message": message,
-                "details": details or {},
-                "request_id": request_id,
-            }
-        }
+        error_json(code, message, details, request_id=getattr(g, "request_id", None))
     )
     response.status_code = status
     return response

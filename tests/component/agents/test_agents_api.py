@@ -114,7 +114,7 @@ async def test_websocket_chunks_then_done_then_error(agents_server: ServerInfo) 
 
     url = agents_server.api_urls[0].replace("http://", "ws://") + "/ws/agents/counter"
     with trio.fail_after(10):
-        async with open_ws(url) as ws:
+        async with open_ws(url, {"X-Request-ID": "trace-ws-1"}) as ws:
             for expected in (1, 2):
                 await ws.send_message(json.dumps({"content": "hi"}))
                 frames = []
@@ -125,7 +125,10 @@ async def test_websocket_chunks_then_done_then_error(agents_server: ServerInfo) 
             await ws.send_message("not json")
             error = json.loads(await ws.get_message())
             assert error["type"] == "error"
+            # the same error object as every HTTP error body, request id included
+            assert set(error["error"]) == {"code", "message", "details", "request_id"}
             assert error["error"]["code"] == "BAD_REQUEST"
+            assert error["error"]["request_id"] == "trace-ws-1"
 
 
 async def test_deploy_update_versions_canary_promote_rollback(agents_server: ServerInfo) -> None:
