@@ -8,6 +8,7 @@ operators often validate before provisioning secrets and certificates.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,8 +23,23 @@ def auth_required(config: CaxtonConfig) -> bool:
     return security.authentication.enabled or security.api_keys.required
 
 
+def is_loopback_address(address: str | None) -> bool:
+    """Whether an IP address is this machine (127.0.0.0/8, ::1, or IPv4-mapped 127.x); a name
+    or an IPv6 zone suffix (``%eth0``) is not looked up."""
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """Whether a bind address or host name (``localhost``, ``[::1]``) is this machine."""
+    return host == "localhost" or is_loopback_address(host.strip("[]"))
 
 
 def missing_files(config: CaxtonConfig) -> list[str]:

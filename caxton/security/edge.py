@@ -14,17 +14,17 @@ checks close that:
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import attrs
 
+from caxton.config.checks import LOOPBACK_HOSTS, is_loopback_address
+
 if TYPE_CHECKING:
     from caxton.config.model import CaxtonConfig
     from caxton.security.cors import CorsPolicy
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -48,7 +48,7 @@ class HostPolicy:
 
     @classmethod
     def from_config(cls, config: CaxtonConfig) -> HostPolicy:
-        names = set(LOOPBACK_NAMES)
+        names = set(LOOPBACK_HOSTS)
         names.update(host_name(h) for h in config.server.allowed_hosts if h.strip())
         bound = host_name(config.server.host)
         if bound not in _WILDCARDS:
@@ -60,12 +60,7 @@ class HostPolicy:
         if host is None:
             return True  # HTTP/1.0 clients and tools; browsers always send Host
         name = host_name(host).rstrip(".")
-        if name in self.names:
-            return True
-        try:
-            return ipaddress.ip_address(name).is_loopback
-        except ValueError:
-            return False
+        return name in self.names or is_loopback_address(name)
 
 
 def origin_refusal(

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from caxton.config.checks import is_loopback_address as loopback_address
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -50,18 +52,8 @@ def client_bucket(address: str | None) -> str:
     return f"ip:{ip}"
 
 
-@functools.lru_cache(maxsize=_ADDRESSES_REMEMBERED)
-def is_loopback_address(address: str | None) -> bool:
-    """Whether a client address is this machine (127.0.0.0/8, ::1, or mapped 127.x)."""
-    if not address:
-        return False
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+#: Whether a client address is this machine, remembered per address.
+is_loopback_address = functools.lru_cache(maxsize=_ADDRESSES_REMEMBERED)(loopback_address)
 
 
 @attrs.frozen(kw_only=True)
