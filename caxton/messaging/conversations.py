@@ -2,8 +2,9 @@
 
 Recording is on the routing hot path, so :meth:`Conversations.record` only queues the message;
 the component's task writes queued messages in batches (one transaction per batch, at most
-``flush_interval_s`` after the first message of the batch). Every read first waits for what is
-queued to be written, so a reader always sees the messages recorded before it asked. Shutdown
+``flush_interval_s`` after the first message of the batch). Every read of messages first waits
+for what is queued to be written, so a reader always sees the messages recorded before it asked;
+a conversation's status is answered from memory when it has messages not written yet. Shutdown
 writes what is still queued; a crash loses at most the last ``flush_interval_s`` of messages.
 """
 
@@ -232,6 +233,7 @@ class Conversations:
         self._status: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._initiators: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._pending: list[Message] = []
+        self._writing: Sequence[Message] = ()  # the batch being written
         # conversations minted here (mark_new) whose first message is not written yet
         self._fresh: dict[str, None] = {}
         self._wake = trio.Event()
@@ -309,6 +311,7 @@ class Conversations:
             fresh = {m.conversation_id for m in batch if m.conversation_id in self._fresh}
             for cid in fresh:
                 del self._fresh[cid]
+            self._writing = batch
             with trio.CancelScope(shield=True):
                 try:
                     try:
@@ -324,6 +327,8 @@ class Conversations:
                     raise
                 except Exception:
                     LOGGER.exception("writing %d conversation messages failed", len(batch))
+                finally:
+                    self._writing = ()
 
     async def close(self, conversation_id: str) -> ConversationSummary:
         """Close a conversation: nothing more can be sent in it.
@@ -378,12 +383,20 @@ class Conversations:
     # -- reads ---------------------------------------------------------------------------------
 
     async def status(self, conversation_id: str) -> str | None:
-        """``active``, ``closed``, or ``None`` for a conversation never seen."""
+        """``active``, ``closed``, or ``None`` for a conversation never seen.
+
+        Never waits for queued messages to be written: on a routed message's path, a new
+        conversation id costs one store read, not a batch write and a read.
+        """
         known = self._status.get(conversation_id)
         if known is not None:
             self._status.move_to_end(conversation_id)
             return known
-        await self.flush()
+        # not in the cache: its messages not written yet (the cache forgot it) are looked for
+        # in memory; the store holds the rest, so nothing queued has to be written first
+        if self._unwritten(conversation_id):
+            self._remember(conversation_id, ACTIVE)
+            return ACTIVE
 
         def status(conn: Connection) -> str | None:
             row = conn.execute(
@@ -485,6 +498,14 @@ class Conversations:
 
     def statistics(self) -> dict[str, int]:
         return {"recorded": self._recorded, "queued": len(self._pending)}
+
+    def _unwritten(self, conversation_id: str) -> bool:
+        """Whether a message of ``conversation_id`` is queued or being written."""
+        return any(
+            m.conversation_id == conversation_id
+            for batch in (self._pending, self._writing)
+            for m in batch
+        )
 
     def _remember(self, conversation_id: str, status: str) -> None:
         self._status[conversation_id] = status

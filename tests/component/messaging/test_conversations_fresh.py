@@ -73,3 +73,25 @@ async def test_recorded_messages_survive_a_restart(tmp_path: Path) -> None:
         assert await conversations.recent(message.conversation_id, 10) == [message]
         assert (await conversations.summary(message.conversation_id)).message_count == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_status_answers_without_writing_what_is_queued(tmp_path: Path) -> None:
+    async with (
+        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        trio.open_nursery() as nursery,
+    ):
+        conversations: Conversations = await nursery.start(
+            Conversations(store, flush_interval_s=60, status_cache=1).run
+        )
+        queued = Message(sender="client", receiver="echo", content="hi")
+        conversations.record(queued)
+        conversations.record(Message(sender="client", receiver="echo", content="evicts"))
+        # the cache forgot the first conversation: its queued message still says it exists
+        assert await conversations.status(queued.conversation_id) == "active"
+        assert await conversations.status("never-seen") is None
+        assert conversations.statistics()["queued"] == 2  # neither answer wrote the queue
+        await conversations.flush()
+        assert await conversations.status("never-seen") is None
+        await conversations.close(queued.conversation_id)
+        assert await conversations.status(queued.conversation_id) == "closed"
+        nursery.cancel_scope.cancel()
