@@ -24,21 +24,24 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from caxton.agents.config_agent import ConfigAgentDeps, ConfigRuntime, RegistryAgents
+from caxton import __version__
+from caxton.agents.config_agent import ConfigAgentDeps, ConfigRuntime
 from caxton.agents.deployments import DeploymentStore
+from caxton.agents.logs import AgentLogs
 from caxton.agents.registry import Registry
 from caxton.agents.runtime import WasmRuntime
 from caxton.agents.service import AgentService
+from caxton.agents.table import AgentTable
 from caxton.agents.tools import ToolDeps
 from caxton.agents.watcher import AgentsWatcher
 from caxton.components import Components, ComponentState
-from caxton.config import LoadedConfig, load_config
+from caxton.config import CaxtonConfig, LoadedConfig, load_config
 from caxton.config.checks import ineffective_settings
 from caxton.datadir import open_data_dir
 from caxton.errors import CaxtonError
+from caxton.events import EventHub
 from caxton.http.app import create_app
 from caxton.http.server import HttpServer
-from caxton.http.state import ServerState
 from caxton.llm.service import LLMService
 from caxton.logs import set_level
 from caxton.memory import DEFAULT_MODEL_NAME, MEMORY_MIGRATIONS, Embedder, MemoryService
@@ -48,27 +51,65 @@ from caxton.messaging.maintenance import ConversationSweeper
 from caxton.metrics import Metrics, MetricsServer
 from caxton.ops.backup import BackupService, BackupSources
 from caxton.ops.safe_mode import SafeMode, read_flag
-from caxton.security.gate import exposure_warning, load_security
+from caxton.security.gate import SecurityGate, exposure_warning, load_security
+from caxton.services import Lifecycle, Services
 from caxton.store import Store
 from caxton.wasm import WasmPool
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+
 LOGGER = logging.getLogger("caxton.server")
 
 
 @attrs.frozen(kw_only=True)
 class ServerInfo:
-    """What a started server reports: where it listens, and a way to stop it gracefully."""
+    """What a started server reports: where it listens, its services, and a way to stop it
+    gracefully."""
 
     api_urls: tuple[str, ...]
     metrics_url: str | None
-    state: ServerState
+    services: Services
 
     def stop(self) -> None:
         """Start a graceful stop, as SIGTERM does."""
-        self.state.stopping.set()
+        self.services.lifecycle.stopping.set()
+
+
+@attrs.frozen(kw_only=True)
+class _Core:
+    """What every component of one server shares, made before any of them."""
+
+    config: CaxtonConfig
+    lifecycle: Lifecycle
+    metrics: Metrics
+    components: Components
+    events: EventHub
+    agent_logs: AgentLogs
+    security: SecurityGate
+    safe_mode: SafeMode
+
+    async def start(
+        self, nursery: trio.Nursery, name: str, run: Callable[..., Awaitable[Any]]
+    ) -> Any:
+        """Start one component, tracking its state for ``/ready``; return what it reported."""
+        components = self.components
+        components.set(name, ComponentState.STARTING)
+        try:
+            value = await nursery.start(run)
+        except BaseException:
+            components.set(name, ComponentState.FAILED)
+            raise
+        components.set(name, ComponentState.RUNNING)
+        return value
+
+
+@attrs.frozen(kw_only=True)
+class _Storage:
+    store: Store
+    memory: MemoryService
+    backups: BackupService
 
 
 async def serve(
@@ -80,101 +121,106 @@ async def serve(
     """Run a Caxton server until it is asked to stop.
 
     The tree: data_dir lock > root (signals, metrics) > storage (store, embedder, memory, WASM
-    pool) > agents (registry, watcher) > front (HTTP). Each level is cancelled only after the
-    levels inside it have stopped.
+    pool) > agents (conversations, router, registry, watcher) > front (HTTP). Each level is
+    cancelled only after the levels inside it have stopped. Every component is built with
+    what it needs, in dependency order: nothing is filled in after construction.
 
     Args:
         loaded: the configuration (from :func:`caxton.config.load_config`).
         handle_signals: install the SIGINT/SIGTERM/SIGHUP handlers (the CLI does; tests
-            that run several servers in one process stop them through ``state.stopping``).
+            that run several servers in one process stop them through :meth:`ServerInfo.stop`).
 
     Raises:
         StartupError: the data_dir is locked or unusable, or a port cannot be bound.
 
     Cancellation:
         Cancelling the caller stops every component at once; a graceful stop goes through a
-        signal (or :meth:`ServerState.stopping`) instead.
+        signal (or :meth:`ServerInfo.stop`) instead.
     """
     config = loaded.config
     metrics = Metrics()
-    components = Components()
+    lifecycle = Lifecycle()
     security = await trio.to_thread.run_sync(load_security, config, metrics)
-    state = ServerState(config=config, metrics=metrics, components=components, security=security)
     async with open_data_dir(config.data_dir) as data_dir:
         if data_dir.starts > 1:
             metrics.restarts.inc(data_dir.starts - 1)
-        await _load_safe_mode(state)
+        core = _Core(
+            config=config,
+            lifecycle=lifecycle,
+            metrics=metrics,
+            components=Components(),
+            events=EventHub(),
+            agent_logs=AgentLogs(),
+            security=security,
+            safe_mode=await _load_safe_mode(config, metrics),
+        )
         async with trio.open_nursery() as root:
             if handle_signals:
-                await root.start(_watch_signals, state, loaded, root.cancel_scope)
+                await root.start(_watch_signals, core, loaded, root.cancel_scope)
             metrics_url: str | None = None
             if config.observability.metrics_enabled:
                 host = config.observability.metrics_host or config.server.host
                 server = MetricsServer(metrics, host=host, port=config.observability.metrics_port)
-                metrics_url = await _start(root, components, "metrics", server.run)
+                metrics_url = await core.start(root, "metrics", server.run)
 
-            async with trio.open_nursery() as storage:
-                await _start_memory(storage, state)
-                state.backups = BackupService(
-                    BackupSources.from_config(config, loaded.source),
-                    state.require_store(),
-                    state.memory,
-                )
+            async with trio.open_nursery() as storage_nursery:
+                storage = await _start_storage(storage_nursery, core, loaded)
                 pool = WasmPool(
                     max_concurrent_calls=config.wasm.max_concurrent_calls,
                     module_cache_size=config.wasm.module_cache_size,
                 )
-                await _start(storage, components, "wasm", pool.run)
+                await core.start(storage_nursery, "wasm", pool.run)
                 llm = LLMService(metrics)
-                await _start(storage, components, "llm", llm.run)
+                await core.start(storage_nursery, "llm", llm.run)
                 async with trio.open_nursery() as agents:
-                    await _start_agents(agents, state, pool, llm)
-                    http = HttpServer(state, create_app(state))
+                    services = await _start_agents(agents, core, storage, pool, llm)
+                    http = HttpServer(services, create_app(services))
                     async with trio.open_nursery() as front:
-                        binds: list[str] = await _start(front, components, "http", http.run)
+                        binds: list[str] = await core.start(front, "http", http.run)
                         info = ServerInfo(
-                            api_urls=tuple(binds), metrics_url=metrics_url, state=state
+                            api_urls=tuple(binds), metrics_url=metrics_url, services=services
                         )
-                        _warn_if_exposed(state)
+                        _warn_if_exposed(config)
                         LOGGER.info(
                             "Caxton %s ready on %s (data_dir %s)",
-                            state.version,
+                            __version__,
                             ", ".join(binds),
                             config.data_dir,
                             extra={"api": binds, "metrics": metrics_url},
                         )
                         task_status.started(info)
-                    state.stopped.set()
+                    lifecycle.stopped.set()
                     agents.cancel_scope.cancel()
-                storage.cancel_scope.cancel()
-            for status in components.statistics():
-                components.set(status.name, ComponentState.STOPPED)
+                storage_nursery.cancel_scope.cancel()
+            for status in core.components.statistics():
+                core.components.set(status.name, ComponentState.STOPPED)
             root.cancel_scope.cancel()
     LOGGER.info("Caxton stopped")
 
 
-async def _load_safe_mode(state: ServerState) -> None:
+async def _load_safe_mode(config: CaxtonConfig, metrics: Metrics) -> SafeMode:
     """The safe-mode flag persisted in data_dir (a restart stays in safe mode), and its gauge."""
-    data_dir = state.config.data_dir
+    data_dir = config.data_dir
     status = await trio.to_thread.run_sync(read_flag, data_dir)
-    state.safe_mode = SafeMode(data_dir, status)
+    safe_mode = SafeMode(data_dir, status)
     if status.enabled:
         LOGGER.warning(
             "starting in safe mode (enabled %s): changes are refused until "
             "`caxton safe-mode --disable`",
             status.since or "earlier",
         )
-    state.metrics.gauge(
+    metrics.gauge(
         "caxton_server_safe_mode", "1 while safe mode refuses changes, else 0."
-    ).set_function(lambda: float(state.safe_mode.enabled))
+    ).set_function(lambda: float(safe_mode.enabled))
+    return safe_mode
 
 
-async def _start_memory(nursery: trio.Nursery, state: ServerState) -> None:
-    """The store (DuckDB), the embedding model, then the memory service over both."""
-    config = state.config
+async def _start_storage(nursery: trio.Nursery, core: _Core, loaded: LoadedConfig) -> _Storage:
+    """The store (DuckDB), the embedding model, the memory service over both, and backups."""
+    config = core.config
     memory_config = config.memory
     store = Store(config.database_path, migrations=(*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS))
-    await _start(nursery, state.components, "store", store.run)
+    await core.start(nursery, "store", store.run)
     embedding = memory_config.embedding_config
     model_path = None
     if memory_config.embedding_model != DEFAULT_MODEL_NAME:
@@ -186,8 +232,8 @@ async def _start_memory(nursery: trio.Nursery, state: ServerState) -> None:
         cache_size=embedding.cache_size,
         threads=embedding.threads or min(4, os.cpu_count() or 1),
     )
-    await _start(nursery, state.components, "embedder", embedder.run)
-    search_seconds = state.metrics.histogram(
+    await core.start(nursery, "embedder", embedder.run)
+    search_seconds = core.metrics.histogram(
         "caxton_memory_search_duration_seconds", "Semantic search time, embedding included."
     )
     memory = MemoryService(
@@ -196,16 +242,16 @@ async def _start_memory(nursery: trio.Nursery, state: ServerState) -> None:
         max_entities=memory_config.max_entities,
         on_search=search_seconds.observe,
     )
-    await _start(nursery, state.components, "memory", memory.run)
-    state.store, state.memory = store, memory
-    _memory_gauges(state, store, embedder, memory)
+    await core.start(nursery, "memory", memory.run)
+    _memory_gauges(core.metrics, config, store, embedder, memory)
+    backups = BackupService(BackupSources.from_config(config, loaded.source), store, memory)
+    return _Storage(store=store, memory=memory, backups=backups)
 
 
 def _memory_gauges(
-    state: ServerState, store: Store, embedder: Embedder, memory: MemoryService
+    metrics: Metrics, config: CaxtonConfig, store: Store, embedder: Embedder, memory: MemoryService
 ) -> None:
     """The seed's memory metrics, read from the components when Prometheus scrapes."""
-    metrics = state.metrics
     metrics.gauge("caxton_memory_entities_total", "Entities in memory.").set_function(
         lambda: float(memory.statistics().entity_count)
     )
@@ -224,131 +270,136 @@ def _memory_gauges(
         "caxton_memory_cache_hit_rate", "Embedding cache hits over lookups since start."
     ).set_function(lambda: embedder.statistics().hit_rate)
     metrics.gauge("caxton_memory_max_entities", "memory.max_entities, for capacity alerts.").set(
-        float(state.config.memory.max_entities)
+        float(config.memory.max_entities)
     )
 
 
 async def _start_agents(
-    nursery: trio.Nursery, state: ServerState, pool: WasmPool, llm: LLMService
-) -> None:
-    """Registry, API-deployed agents, then the agents_dir watcher (its first scan included)."""
-    config = state.config
-    wasm = WasmRuntime(pool, state.agent_logs, state.metrics)
-    tools = ToolDeps(memory=state.memory, http=llm.tools_http)
+    nursery: trio.Nursery, core: _Core, storage: _Storage, pool: WasmPool, llm: LLMService
+) -> Services:
+    """Conversations, the router over the agent table, the runtimes (handed the router), the
+    registry, API-deployed agents, then the agents_dir watcher (its first scan included)."""
+    config = core.config
+    messaging = config.messaging
+    conversations = Conversations(storage.store, ttl_s=messaging.conversation_ttl)
+    await core.start(nursery, "conversations", conversations.run)
+    table = AgentTable(core.metrics)
+    router = Router(
+        table,
+        conversations,
+        events=core.events,
+        metrics=core.metrics,
+        logs=core.agent_logs,
+        strategy=messaging.capability_routing.strategy,
+        max_hops=messaging.max_hops,
+        delivery_timeout_s=messaging.delivery_timeout,
+    )
+    await core.start(nursery, "router", router.run)
+    sweeper = ConversationSweeper(conversations, interval_s=messaging.sweep_interval)
+    await core.start(nursery, "maintenance", sweeper.run)
+    memory_maintenance = MemoryMaintenance(
+        storage.memory,
+        MaintenanceSchedule.from_config(config.memory.cleanup),
+        metrics=core.metrics,
+        paused=lambda: core.safe_mode.enabled,
+    )
+    await core.start(nursery, "memory_maintenance", memory_maintenance.run)
+
+    wasm = WasmRuntime(
+        pool,
+        core.agent_logs,
+        core.metrics,
+        poster=router,
+        max_message_size=messaging.max_message_size,
+    )
+    # config agents ask other agents through the router and read earlier turns from the
+    # conversations it records
+    tools = ToolDeps(
+        max_message_size=messaging.max_message_size,
+        memory=storage.memory,
+        asker=router,
+        agents=table,
+        http=llm.tools_http,
+    )
     config_agents = ConfigAgentDeps(
         llm=llm,
         defaults=config.llm,
         tools=tools,
-        logs=state.agent_logs,
+        logs=core.agent_logs,
         environ=os.environ,
+        history=conversations,
         api_root=str(config.data_dir / "deployed"),
         api_env_allowlist=tuple(config.security.agent_env_allowlist),
     )
     registry = Registry(
+        table,
         runtimes={"config": ConfigRuntime(config_agents), "wasm": wasm},
-        events=state.events,
-        metrics=state.metrics,
-        logs=state.agent_logs,
+        events=core.events,
+        metrics=core.metrics,
+        logs=core.agent_logs,
         drain_timeout_s=config.agents.drain_timeout,
         load_timeout_s=config.agents.load_timeout,
     )
-    tools.agents = RegistryAgents(registry)
-    await _start(nursery, state.components, "registry", registry.run)
-    await _start_messaging(nursery, state, registry, wasm)
-    # config agents ask other agents through the router and read earlier turns from the
-    # conversations it records
-    tools.asker = state.router
-    config_agents.history = state.conversations
+    await core.start(nursery, "registry", registry.run)
     service = AgentService(
         registry, DeploymentStore(config.data_dir / "deployed"), agents_dir=config.agents_dir
     )
     await service.restore()
-    state.registry, state.agents = registry, service
     watcher = AgentsWatcher(
         config.agents_dir,
         registry,
         debounce_ms=max(1, round(config.agents.debounce * 1000)),
         force_polling=config.agents.force_polling,
-        paused=lambda: state.safe_mode.enabled,
+        paused=lambda: core.safe_mode.enabled,
     )
-    state.safe_mode.on_change(watcher.resume)
-    await _start(nursery, state.components, "watcher", watcher.run)
-    state.reload_hooks.append(watcher.rescan)
-
-
-async def _start_messaging(
-    nursery: trio.Nursery, state: ServerState, registry: Registry, wasm: WasmRuntime
-) -> None:
-    """Conversations (over the store), the router, the conversation TTL sweeper and the memory
-    maintenance schedule (ANALYZE, checkpoint + VACUUM)."""
-    messaging = state.config.messaging
-    conversations = Conversations(state.require_store(), ttl_s=messaging.conversation_ttl)
-    await _start(nursery, state.components, "conversations", conversations.run)
-    router = Router(
-        registry,
-        conversations,
-        events=state.events,
-        metrics=state.metrics,
-        logs=state.agent_logs,
-        strategy=messaging.capability_routing.strategy,
-        max_hops=messaging.max_hops,
-        delivery_timeout_s=messaging.delivery_timeout,
+    core.safe_mode.on_change(watcher.resume)
+    await core.start(nursery, "watcher", watcher.run)
+    core.lifecycle.reload_hooks.append(watcher.rescan)
+    return Services(
+        config=config,
+        lifecycle=core.lifecycle,
+        metrics=core.metrics,
+        components=core.components,
+        events=core.events,
+        agent_logs=core.agent_logs,
+        security=core.security,
+        safe_mode=core.safe_mode,
+        store=storage.store,
+        memory=storage.memory,
+        backups=storage.backups,
+        table=table,
+        registry=registry,
+        agents=service,
+        conversations=conversations,
+        router=router,
     )
-    await _start(nursery, state.components, "router", router.run)
-    wasm.poster = router
-    state.router, state.conversations = router, conversations
-    sweeper = ConversationSweeper(conversations, interval_s=messaging.sweep_interval)
-    await _start(nursery, state.components, "maintenance", sweeper.run)
-    memory_maintenance = MemoryMaintenance(
-        state.require_memory(),
-        MaintenanceSchedule.from_config(state.config.memory.cleanup),
-        metrics=state.metrics,
-        paused=lambda: state.safe_mode.enabled,
-    )
-    await _start(nursery, state.components, "memory_maintenance", memory_maintenance.run)
 
 
-async def _start(
-    nursery: trio.Nursery,
-    components: Components,
-    name: str,
-    run: Callable[..., Awaitable[object]],
-) -> Any:
-    """Start one component, tracking its state for ``/ready``; return what it reported."""
-    components.set(name, ComponentState.STARTING)
-    try:
-        value = await nursery.start(run)
-    except BaseException:
-        components.set(name, ComponentState.FAILED)
-        raise
-    components.set(name, ComponentState.RUNNING)
-    return value
-
-
-def _warn_if_exposed(state: ServerState) -> None:
-    warning = exposure_warning(state.config)
+def _warn_if_exposed(config: CaxtonConfig) -> None:
+    warning = exposure_warning(config)
     if warning:
         LOGGER.warning("SECURITY: %s", warning)
-    for ineffective in ineffective_settings(state.config):
+    for ineffective in ineffective_settings(config):
         LOGGER.warning("config: %s", ineffective)
 
 
 async def _watch_signals(
-    state: ServerState,
+    core: _Core,
     loaded: LoadedConfig,
     force: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    lifecycle = core.lifecycle
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
                 await _reload(loaded)
-                for hook in state.reload_hooks:
+                for hook in lifecycle.reload_hooks:
                     await hook()
-            elif state.stopping.is_set():
+            elif lifecycle.stopping.is_set():
                 LOGGER.warning("%s again: stopping now without waiting for requests", name)
                 force.cancel()
                 return
@@ -356,9 +407,9 @@ async def _watch_signals(
                 LOGGER.info(
                     "%s: stopping; in-flight requests have %ss to finish",
                     name,
-                    state.config.server.shutdown_timeout,
+                    core.config.server.shutdown_timeout,
                 )
-                state.stopping.set()
+                lifecycle.stopping.set()
 
 
 async def _reload(loaded: LoadedConfig) -> None:

@@ -39,7 +39,6 @@ from caxton.llm.service import LLMService
 from caxton.memory.types import NewEntity, Scope
 
 if TYPE_CHECKING:
-    from caxton.agents.registry import Registry
     from caxton.agents.runtime import AgentInstance, LoadRequest
     from caxton.agents.tools import Tool
     from caxton.llm.client import LLMClient
@@ -68,9 +67,9 @@ class ConversationHistory(Protocol):
     async def recent(self, conversation_id: str, limit: int) -> list[Message]: ...
 
 
-@attrs.define
+@attrs.frozen(kw_only=True)
 class ConfigAgentDeps:
-    """What config agents use; the server fills it in as its components start.
+    """What config agents use, handed in when the server builds their runtime.
 
     Attributes:
         environ: where ``${VAR}`` of agent files in agents_dir (written by the operator) is
@@ -86,7 +85,7 @@ class ConfigAgentDeps:
     tools: ToolDeps
     logs: AgentLogs
     environ: Mapping[str, str]
-    history: ConversationHistory | None = None
+    history: ConversationHistory
     api_root: str | None = None
     api_env_allowlist: tuple[str, ...] = ()
 
@@ -319,12 +318,9 @@ class ConfigAgentInstance:
         return text
 
     async def _earlier_turns(self, message: Message) -> list[Turn]:
-        history = self.deps.history
-        if history is None:
-            return []
         earlier = [
             m
-            for m in await history.recent(message.conversation_id, HISTORY_MESSAGES)
+            for m in await self.deps.history.recent(message.conversation_id, HISTORY_MESSAGES)
             if m.message_id != message.message_id
         ]
         if not earlier:
@@ -354,14 +350,3 @@ class ConfigAgentInstance:
             await memory.create_entity(entity)
         except CaxtonError as exc:
             self.deps.log(self.spec.name, "warn", f"auto_store: exchange not stored: {exc.message}")
-
-
-class RegistryAgents:
-    """:class:`~caxton.agents.tools.AgentKinds` read from the registry's state."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-
-    def kind_of(self, name: str) -> str | None:
-        agent = self.registry.state.agents.get(name)
-        return agent.type if agent is not None else None

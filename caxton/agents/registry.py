@@ -9,8 +9,6 @@ and reload metrics are published from here.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import logging
 import re
 import time
@@ -20,6 +18,7 @@ import attrs
 import trio
 
 from caxton.agents.runtime import LoadRequest
+from caxton.agents.table import AgentTable, AgentUnavailable, ReloadResult, RunningVersion
 from caxton.agents.versions import (
     AgentRemoved,
     AgentState,
@@ -33,37 +32,19 @@ from caxton.agents.versions import (
 )
 from caxton.errors import CaxtonError, NotFound, ServiceUnavailable
 from caxton.events import Event
-from caxton.latency import LatencyWindow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
 
     from caxton.agents.logs import AgentLogs
-    from caxton.agents.runtime import AgentInstance, AgentReply, AgentRuntime
+    from caxton.agents.runtime import AgentInstance, AgentRuntime
     from caxton.agents.spec import AnyAgentSpec, SpecReport
-    from caxton.agents.versions import AgentVersions, Step, VersionEntry
+    from caxton.agents.versions import Step, VersionEntry
     from caxton.events import EventHub
-    from caxton.messages import ChunkSender, Message
     from caxton.metrics import Metrics
 
 LOGGER = logging.getLogger("caxton.registry")
 _NAME_LINE = re.compile(r'^\s*name\s*=\s*["\']([A-Za-z][A-Za-z0-9_-]{0,63})["\']', re.M)
-
-
-class AgentUnavailable(ServiceUnavailable):
-    """The agent exists but no version of it can answer now."""
-
-    code = "AGENT_UNAVAILABLE"
-
-
-@attrs.frozen(kw_only=True)
-class ReloadResult:
-    ok: bool
-    error: str | None
-    at: float = attrs.field(factory=time.time)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "error": self.error, "at": self.at}
 
 
 @attrs.frozen(kw_only=True)
@@ -78,66 +59,11 @@ class InvalidFile:
     at: float = attrs.field(factory=time.time)
 
 
-class _Performance:
-    """Response figures of one agent since the server started."""
-
-    def __init__(self) -> None:
-        self.window = LatencyWindow(200)
-        self.messages = 0
-        self.errors = 0
-        self.errors_by_code: collections.Counter[str] = collections.Counter()
-        self.fuel = 0
-        self.tokens = 0
-
-    def record(self, seconds: float, outcome: str) -> None:
-        self.window.record(seconds)
-        self.messages += 1
-        if outcome != "ok":
-            self.errors += 1
-            self.errors_by_code[outcome] += 1
-
-
-class _Version:
-    """The running side of one version: its instance and its in-flight requests."""
-
-    def __init__(self) -> None:
-        self.instance: AgentInstance | None = None
-        self.stop_requested = trio.Event()
-        self.drain = True
-        self.in_flight = 0
-        self.idle = trio.Event()
-        self.idle.set()
-        self.requests: set[trio.CancelScope] = set()
-
-    def request_stop(self, *, drain: bool) -> None:
-        self.drain = self.drain and drain if self.stop_requested.is_set() else drain
-        self.stop_requested.set()
-
-    @contextlib.contextmanager
-    def track(self) -> Iterator[trio.CancelScope]:
-        scope = trio.CancelScope()
-        self.requests.add(scope)
-        self.in_flight += 1
-        if self.in_flight == 1:
-            self.idle = trio.Event()
-        try:
-            with scope:
-                yield scope
-        finally:
-            self.requests.discard(scope)
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self.idle.set()
-
-    def cancel_requests(self) -> None:
-        for scope in list(self.requests):
-            scope.cancel()
-
-
 class Registry:
-    """Agent name -> versions -> running instances.
+    """Loads, swaps, drains and stops agent versions, recording them in an :class:`AgentTable`.
 
     Args:
+        table: the running agents (the registry is its only writer).
         runtimes: the runtime for each agent kind (``config``, ``wasm``).
         events: where lifecycle events are published.
         metrics: the server's registry; reload counters and agent gauges go there.
@@ -148,6 +74,7 @@ class Registry:
 
     def __init__(
         self,
+        table: AgentTable,
         *,
         runtimes: Mapping[str, AgentRuntime],
         events: EventHub,
@@ -156,16 +83,14 @@ class Registry:
         drain_timeout_s: float = 30.0,
         load_timeout_s: float = 30.0,
     ) -> None:
+        self.table = table
         self.runtimes = dict(runtimes)
         self.events = events
         self.logs = logs
         self.drain_timeout_s = drain_timeout_s
         self.load_timeout_s = load_timeout_s
-        self._state = VersionRegistry()
-        self._versions: dict[tuple[str, int], _Version] = {}
         self._modules: dict[str, bytes] = {}
         self._invalid: dict[str, InvalidFile] = {}
-        self._last_reload: dict[str, ReloadResult] = {}
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._reload_ok = metrics.counter(
@@ -180,18 +105,6 @@ class Registry:
         )
         self._config_count = metrics.gauge("caxton_agent_config_count", "Config (LLM) agents.")
         self._wasm_count = metrics.gauge("caxton_agent_wasm_count", "WASM agents.")
-        self._responses = metrics.histogram(
-            "caxton_agent_response_duration_seconds",
-            "Time agents take to answer a message, by agent and outcome (ok or error code).",
-            ["agent", "outcome"],
-        )
-        self._latency = LatencyWindow(1000)
-        self._performance: dict[str, _Performance] = {}
-        p99 = metrics.gauge(
-            "caxton_agent_response_latency_p99",
-            "p99 of agent response time over the last 1000 messages, in seconds.",
-        )
-        p99.set_function(lambda: self._latency.percentile(0.99))
 
     # -- component ---------------------------------------------------------------------------
 
@@ -213,7 +126,7 @@ class Registry:
 
     @property
     def state(self) -> VersionRegistry:
-        return self._state
+        return self.table.state
 
     # -- changes -------------------------------------------------------------------------------
 
@@ -227,8 +140,8 @@ class Registry:
         """
         if module is not None:
             self._modules[spec.content_hash] = module
-        is_new = spec.name not in self._state.agents
-        step = self._state.deploy(spec, take_over=take_over)
+        is_new = spec.name not in self.table.state.agents
+        step = self.table.state.deploy(spec, take_over=take_over)
         self._invalid.pop(spec.source, None)
         if is_new:
             self.events.publish(
@@ -247,7 +160,7 @@ class Registry:
     def record_invalid(self, report: SpecReport, *, text: str | None, kind: str = "config") -> None:
         """A file failed validation: keep serving what runs, and say so everywhere."""
         source = report.source
-        owned = self._state.names_from(source)
+        owned = self.table.state.names_from(source)
         match = _NAME_LINE.search(text or "")
         stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
         name = owned[0] if owned else (match.group(1) if match else stem)
@@ -257,7 +170,7 @@ class Registry:
             source=source, name=name, kind=kind, error=error, problems=problems
         )
         self._reload_failed.inc()
-        self._last_reload[name] = ReloadResult(ok=False, error=error)
+        self.table.last_reload[name] = ReloadResult(ok=False, error=error)
         self.logs.write(name, "error", f"{source} not loaded: {error}")
         self.events.publish(
             Event(
@@ -271,31 +184,33 @@ class Registry:
     def forget_source(self, source: str) -> None:
         """The file ``source`` is gone: remove its agents and any failure it left."""
         self._invalid.pop(source, None)
-        if self._state.names_from(source):
-            self._apply(self._state.remove_source(source))
+        if self.table.state.names_from(source):
+            self._apply(self.table.state.remove_source(source))
         self._pulse()
 
     def remove(self, name: str) -> None:
         """Stop and forget the agent ``name``."""
-        self._apply(self._state.remove(name))
+        self._apply(self.table.state.remove(name))
 
     def restart(self, name: str) -> int:
         """Blue-green restart of ``name``; return the new revision."""
-        step = self._state.restart(name)
+        step = self.table.state.restart(name)
         self._apply(step)
         return next(d.revision for d in step.decisions if isinstance(d, StartVersion))
 
     async def set_canary(self, name: str, *, version: str, traffic_percentage: float) -> None:
         """Give a kept version a share of new conversations (loading it first if needed)."""
-        step = self._state.set_canary(name, version=version, traffic_percentage=traffic_percentage)
+        step = self.table.state.set_canary(
+            name, version=version, traffic_percentage=traffic_percentage
+        )
         await self._apply_and_settle(step)
 
     async def promote(self, name: str) -> None:
-        await self._apply_and_settle(self._state.promote(name))
+        await self._apply_and_settle(self.table.state.promote(name))
 
     async def rollback(self, name: str, *, to_version: str | None = None) -> None:
         """Go back to ``to_version`` (or end the canary, or the previous version)."""
-        await self._apply_and_settle(self._state.rollback(name, to_version=to_version))
+        await self._apply_and_settle(self.table.state.rollback(name, to_version=to_version))
 
     async def _apply_and_settle(self, step: Step) -> None:
         self._apply(step)
@@ -315,7 +230,7 @@ class Registry:
         """Wait until ``revision`` of ``name`` has finished loading (or failed)."""
         with trio.move_on_after(timeout_s):
             while True:
-                agent = self._state.agents.get(name)
+                agent = self.table.state.agents.get(name)
                 entry = agent.entry(revision) if agent else None
                 if entry is None:
                     raise NotFound(f"agent {name!r} revision {revision} is gone")
@@ -331,78 +246,25 @@ class Registry:
         with trio.move_on_after(timeout_s):
             while any(
                 e.state is AgentState.LOADING
-                for agent in self._state.agents.values()
+                for agent in self.table.state.agents.values()
                 for e in agent.entries
             ):
                 await self._changed.wait()
-
-    # -- traffic -------------------------------------------------------------------------------
-
-    async def send(
-        self,
-        name: str,
-        message: Message,
-        stream: ChunkSender | None = None,
-    ) -> tuple[AgentReply, VersionEntry]:
-        """Deliver ``message`` to the version of ``name`` that serves its conversation; its
-        reply's chunks go to ``stream`` as they come.
-
-        Raises:
-            AgentNotFound: no agent has that name.
-            AgentUnavailable: no version runs (failed, loading) or it stopped mid-answer.
-
-        Cancellation:
-            Cancelling stops the agent's work for this message.
-        """
-        entry = self._state.choose(name, message.conversation_id)
-        version = self._versions.get((name, entry.revision)) if entry is not None else None
-        if entry is None or version is None or version.instance is None:
-            agent = self._state.get(name)
-            last = self._last_reload.get(name)
-            why = f": {last.error}" if last is not None and last.error else ""
-            raise AgentUnavailable(
-                f"agent {name!r} has no running version (status {agent.status.value}){why}",
-                details={"agent": name, "status": agent.status.value},
-            )
-        instance = version.instance
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            with version.track() as scope:
-                reply = await instance.handle(message, stream)
-        except CaxtonError as exc:
-            outcome = exc.code
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            self._latency.record(elapsed)
-            self._responses.labels(agent=name, outcome=outcome).observe(elapsed)
-            self._performance.setdefault(name, _Performance()).record(elapsed, outcome)
-        if scope.cancelled_caught:
-            raise AgentUnavailable(
-                f"agent {name!r} version {entry.version} stopped while answering (its drain "
-                "deadline passed); send the message again",
-                details={"agent": name},
-            )
-        performance = self._performance[name]
-        performance.fuel += reply.fuel
-        performance.tokens += reply.tokens
-        return reply, entry
 
     # -- views ---------------------------------------------------------------------------------
 
     def agent_view(self, name: str) -> dict[str, Any]:
         """The agent JSON of DESIGN §11."""
-        agent = self._state.agents.get(name)
+        agent = self.table.state.agents.get(name)
         if agent is None:
             invalid = next((f for f in self._invalid.values() if f.name == name), None)
             if invalid is None:
-                self._state.get(name)  # raises AgentNotFound with the known names
+                self.table.state.get(name)  # raises AgentNotFound with the known names
                 raise AssertionError("unreachable")
             return self._invalid_view(invalid)
         entry = agent.active_entry or (agent.entries[-1] if agent.entries else None)
         spec = entry.spec if entry is not None else None
-        version = self._versions.get((name, agent.active)) if agent.active else None
+        version = self.table.versions.get((name, agent.active)) if agent.active else None
         details = version.instance.details if version and version.instance else {}
         invalid = self._invalid.get(agent.source)
         return {
@@ -424,12 +286,14 @@ class Registry:
             # config agents: the LLM endpoint in use (or why there is none) and their tools
             **{key: details[key] for key in ("llm", "tools") if key in details},
             "source": agent.source,
-            "last_reload": self._last_reload.get(name, ReloadResult(ok=True, error=None)).as_json(),
+            "last_reload": self.table.last_reload.get(
+                name, ReloadResult(ok=True, error=None)
+            ).as_json(),
             "pending_errors": list(invalid.problems) if invalid else [],
         }
 
     def list_view(self) -> list[dict[str, Any]]:
-        views = [self.agent_view(name) for name in sorted(self._state.agents)]
+        views = [self.agent_view(name) for name in sorted(self.table.state.agents)]
         listed = {v["name"] for v in views}
         for invalid in sorted(self._invalid.values(), key=lambda f: f.name):
             if invalid.name not in listed and invalid.source not in {v["source"] for v in views}:
@@ -437,63 +301,15 @@ class Registry:
                 listed.add(invalid.name)
         return views
 
-    def performance_view(self) -> list[dict[str, Any]]:
-        """Per agent: messages, errors by code, response p50/p99 over its last 200 messages,
-        and what answering cost (WASM fuel, LLM tokens) since the server started."""
-        rows = []
-        for name in sorted(self._state.agents):
-            perf = self._performance.get(name, _Performance())
-            rows.append(
-                {
-                    "name": name,
-                    "type": self._state.agents[name].type,
-                    "status": self._state.agents[name].status.value,
-                    "messages": perf.messages,
-                    "errors": perf.errors,
-                    "errors_by_code": dict(perf.errors_by_code),
-                    "p50_ms": round(perf.window.percentile(0.5) * 1000, 3),
-                    "p99_ms": round(perf.window.percentile(0.99) * 1000, 3),
-                    "fuel": perf.fuel,
-                    "tokens": perf.tokens,
-                }
-            )
-        return rows
-
-    def declared_capabilities(self) -> dict[str, tuple[str, ...]]:
-        """Agent -> capabilities of its versions taking traffic (the newest before a load)."""
-        declared: dict[str, tuple[str, ...]] = {}
-        for name, agent in self._state.agents.items():
-            canary = agent.entry(agent.canary.revision) if agent.canary else None
-            entries = [e for e in (agent.active_entry, canary) if e is not None]
-            entries = entries or list(agent.entries[-1:])
-            declared[name] = tuple(dict.fromkeys(c for e in entries for c in e.spec.capabilities))
-        return declared
-
-    def in_flight(self, name: str) -> int:
-        """Requests the versions of ``name`` are answering now."""
-        return sum(v.in_flight for (agent, _), v in self._versions.items() if agent == name)
-
-    def has_agent(self, name: str) -> bool:
-        return name in self._state.agents
-
-    def agent_names(self) -> list[str]:
-        return sorted(self._state.agents)
-
-    def versions_view(self, name: str) -> list[dict[str, Any]]:
-        return self._state.get(name).versions_view()
-
-    def agent(self, name: str) -> AgentVersions:
-        return self._state.get(name)
-
     def invalid_files(self) -> list[InvalidFile]:
         return list(self._invalid.values())
 
     def statistics(self) -> dict[str, int]:
-        agents = self._state.agents.values()
+        agents = self.table.state.agents.values()
         return {
             "config": sum(1 for a in agents if a.type == "config"),
             "wasm": sum(1 for a in agents if a.type == "wasm"),
-            "running_versions": sum(1 for v in self._versions.values() if v.instance),
+            "running_versions": self.table.running_versions(),
             "failed_files": len(self._invalid),
         }
 
@@ -515,18 +331,18 @@ class Registry:
     # -- carrying out decisions -------------------------------------------------------------------
 
     def _apply(self, step: Step) -> None:
-        self._state = step.registry
+        self.table.state = step.registry
         for decision in step.decisions:
             if isinstance(decision, StartVersion):
                 self._start_version(decision)
             elif isinstance(decision, StopVersion):
-                version = self._versions.get((decision.name, decision.revision))
+                version = self.table.versions.get((decision.name, decision.revision))
                 if version is not None:
                     version.request_stop(drain=decision.drain)
             elif isinstance(decision, StatusChanged):
                 self._status_changed(decision)
             elif isinstance(decision, TrafficChanged):
-                agent = self._state.agents.get(decision.name)
+                agent = self.table.state.agents.get(decision.name)
                 active = agent.active_entry if agent else None
                 self.events.publish(
                     Event(
@@ -547,10 +363,10 @@ class Registry:
                     )
                 )
             elif isinstance(decision, AgentRemoved):
-                self._last_reload.pop(decision.name, None)
+                self.table.last_reload.pop(decision.name, None)
                 self.logs.write(decision.name, "info", "agent removed")
                 self.events.publish(Event(type="agent_deleted", agent=decision.name))
-        live = {e.spec.content_hash for a in self._state.agents.values() for e in a.entries}
+        live = {e.spec.content_hash for a in self.table.state.agents.values() for e in a.entries}
         for content_hash in [h for h in self._modules if h not in live]:
             del self._modules[content_hash]
         stats = self.statistics()
@@ -561,7 +377,7 @@ class Registry:
     def _apply_if_known(self, event: Callable[[VersionRegistry], Step]) -> bool:
         """Apply a version's own event; ``False`` when its agent was removed meanwhile."""
         try:
-            step = event(self._state)
+            step = event(self.table.state)
         except NotFound:
             return False
         except InvalidTransition as exc:
@@ -599,18 +415,18 @@ class Registry:
             )
         )
 
-    def _forget_version(self, name: str, revision: int, version: _Version) -> None:
-        if self._versions.get((name, revision)) is version:
-            del self._versions[(name, revision)]
+    def _forget_version(self, name: str, revision: int, version: RunningVersion) -> None:
+        if self.table.versions.get((name, revision)) is version:
+            del self.table.versions[(name, revision)]
 
     def _start_version(self, decision: StartVersion) -> None:
         if self._nursery is None:
             raise ServiceUnavailable("the agent registry is not running")
-        version = _Version()
-        self._versions[(decision.name, decision.revision)] = version
+        version = RunningVersion()
+        self.table.versions[(decision.name, decision.revision)] = version
         self._nursery.start_soon(self._run_version, decision, version)
 
-    async def _run_version(self, decision: StartVersion, version: _Version) -> None:
+    async def _run_version(self, decision: StartVersion, version: RunningVersion) -> None:
         name, revision, spec = decision.name, decision.revision, decision.spec
         request = LoadRequest(spec=spec, module=self._modules.get(spec.content_hash))
         error: str | None = None
@@ -629,10 +445,10 @@ class Registry:
         if instance is None:
             self._forget_version(name, revision, version)
             self._reload_failed.inc()
-            self._last_reload[name] = ReloadResult(ok=False, error=error)
+            self.table.last_reload[name] = ReloadResult(ok=False, error=error)
             failed = error or "failed to load"
             self._apply_if_known(lambda s: s.load_failed(name, revision, error=failed))
-            if spec.name in self._state.agents:
+            if spec.name in self.table.state.agents:
                 self.events.publish(
                     Event(
                         type="agent_reload_failed",
@@ -646,7 +462,7 @@ class Registry:
             if self._apply_if_known(lambda s: s.loaded(name, revision)):
                 self._reload_ok.inc()
                 self._reload_seconds.observe(time.perf_counter() - started)
-                self._last_reload[name] = ReloadResult(ok=True, error=None)
+                self.table.last_reload[name] = ReloadResult(ok=True, error=None)
                 await version.stop_requested.wait()
                 if version.drain:
                     with trio.move_on_after(self.drain_timeout_s):

@@ -17,7 +17,8 @@ from prometheus_client import Counter, Histogram
 
 from caxton.agents.spec import AnyAgentSpec, WasmAgentSpec
 from caxton.errors import CaxtonError
-from caxton.messages import PERFORMATIVES, ChunkSender, Message
+from caxton.messages import ChunkSender, Message
+from caxton.messaging.envelope import parse_envelope
 from caxton.messaging.routing import (
     SEND_ACCEPTED,
     SEND_CALL_LIMIT,
@@ -165,8 +166,9 @@ SEND_NOT_A_MESSAGE = SEND_INVALID
 _RUNTIME_REFUSALS = {
     SEND_CALL_LIMIT: f"more than {MAX_SENDS_PER_CALL} sends in one call; the rest of this "
     "call's sends are refused too",
-    SEND_NOT_A_MESSAGE: "not a message envelope (a JSON object with exactly one of receiver "
-    "or capability, a string or object content, a known performative)",
+    SEND_NOT_A_MESSAGE: "not a message envelope (a JSON object of known keys with exactly "
+    "one of receiver or capability, a string or object content within "
+    "messaging.max_message_size, a known performative)",
     SEND_NO_ROUTER: "the message router is not running",
 }
 
@@ -174,19 +176,13 @@ _RUNTIME_REFUSALS = {
 class WasmAgentInstance:
     """A loaded WASM module serving one agent version."""
 
-    def __init__(
-        self,
-        spec: WasmAgentSpec,
-        module: Any,
-        metrics: WasmMetrics,
-        logs: AgentLogs,
-        poster: MessagePoster | None,
-    ) -> None:
+    def __init__(self, spec: WasmAgentSpec, module: Any, runtime: WasmRuntime) -> None:
         self.spec = spec
         self.module = module
-        self.metrics = metrics
-        self.logs = logs
-        self.poster = poster
+        self.metrics = runtime.metrics
+        self.logs = runtime.logs
+        self.poster = runtime.poster
+        self.max_message_size = runtime.max_message_size
 
     @property
     def details(self) -> dict[str, Any]:
@@ -242,6 +238,7 @@ class WasmAgentInstance:
         """
         poster = self.poster
         name = self.spec.name
+        limit = self.max_message_size
         metric = self.metrics.send_refused
         accepted = 0
         reported: set[int] = set()
@@ -257,15 +254,15 @@ class WasmAgentInstance:
 
         def send(data: bytes) -> int:
             nonlocal accepted
-            if poster is None:
-                return refused(SEND_NO_ROUTER)
             if accepted >= MAX_SENDS_PER_CALL:
                 return refused(SEND_CALL_LIMIT)
             try:
                 envelope = json.loads(data)
             except ValueError:
                 return refused(SEND_NOT_A_MESSAGE)
-            outgoing = message_from_guest(envelope, sender=name, handling=handling)
+            outgoing = message_from_guest(
+                envelope, sender=name, handling=handling, max_message_size=limit
+            )
             if outgoing is None:
                 return refused(SEND_NOT_A_MESSAGE)
             result: int = trio.from_thread.run_sync(poster.post, outgoing)
@@ -277,42 +274,42 @@ class WasmAgentInstance:
         return send
 
 
-def message_from_guest(envelope: object, *, sender: str, handling: Message) -> Message | None:
-    """A guest's ``send_message`` envelope as a message one hop further, or ``None``."""
+def message_from_guest(
+    envelope: object, *, sender: str, handling: Message, max_message_size: int
+) -> Message | None:
+    """A guest's ``send_message`` envelope as a message one hop further, or ``None`` when it
+    is not one (:func:`~caxton.messaging.envelope.parse_envelope`; a guest may leave out
+    ``content``, which is then empty)."""
     if not isinstance(envelope, dict):
         return None
-    receiver = envelope.get("receiver")
-    capability = envelope.get("capability")
-    content = envelope.get("content", "")
-    performative = envelope.get("performative", "request")
-    if not isinstance(receiver, str | None) or not isinstance(capability, str | None):
+    try:
+        return parse_envelope(
+            {"content": "", **envelope},
+            sender=sender,
+            max_message_size=max_message_size,
+            handling=handling,
+        )
+    except CaxtonError:
         return None
-    if (receiver is None) == (capability is None):  # exactly one destination
-        return None
-    if not isinstance(content, str | dict) or performative not in PERFORMATIVES:
-        return None
-    conversation = envelope.get("conversation_id")
-    reply_with = envelope.get("reply_with")
-    return Message(
-        performative=performative,
-        sender=sender,
-        receiver=receiver,
-        capability=capability,
-        content=content,
-        conversation_id=conversation if isinstance(conversation, str) else handling.conversation_id,
-        reply_with=reply_with if isinstance(reply_with, str) else None,
-        hop=handling.hop + 1,
-    )
 
 
 class WasmRuntime:
     """Loads WASM agents into the server's :class:`~caxton.wasm.WasmPool`."""
 
-    def __init__(self, pool: WasmPool, logs: AgentLogs, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        pool: WasmPool,
+        logs: AgentLogs,
+        metrics: Metrics,
+        *,
+        poster: MessagePoster,
+        max_message_size: int,
+    ) -> None:
         self.pool = pool
         self.logs = logs
         self.metrics = WasmMetrics.register(metrics)
-        self.poster: MessagePoster | None = None
+        self.poster = poster
+        self.max_message_size = max_message_size
 
     async def load(self, request: LoadRequest) -> AgentInstance:
         spec = request.spec
@@ -332,4 +329,4 @@ class WasmRuntime:
             source_name=spec.module or f"{spec.name}.wasm",
             hooks=GuestHooks(log=log),
         )
-        return WasmAgentInstance(spec, module, self.metrics, self.logs, self.poster)
+        return WasmAgentInstance(spec, module, self)

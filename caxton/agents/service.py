@@ -122,7 +122,7 @@ class AgentService:
                 details={"name": name},
             )
         if replace is not None and not known:
-            self.registry.agent(name)  # raises AgentNotFound
+            self.registry.state.get(name)  # raises AgentNotFound
         spec = attrs.evolve(probe, source=self.store.source_for(name))
         revision = self.registry.deploy(spec, module=module, take_over=replace is not None)
         entry = await self.registry.wait_settled(name, revision, timeout_s=self.settle_timeout_s)

@@ -149,7 +149,7 @@ async def storage_verify() -> dict[str, Any]:
     from caxton.ops.verify import inspect_connection
 
     state = server_state()
-    store = state.require_store()
+    store = state.store
     comprehensive = request.args.get("comprehensive", "false").lower() in ("1", "true", "yes")
     config = state.config
     report = await store.execute_fn(

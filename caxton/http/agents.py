@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +15,17 @@ from caxton.http.params import int_arg, json_object, optional_json_object, parse
 from caxton.http.routes import QueryParam, RouteTable
 from caxton.http.state import server_state
 from caxton.http.streaming import background_body, forward_chunks, sse_frame
-from caxton.messages import PERFORMATIVES, Message
+from caxton.messaging.envelope import parse_envelope
 from caxton.security.roles import Role
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from caxton.agents.registry import Registry
+    from caxton.agents.table import AgentTable
+    from caxton.messages import Message
     from caxton.messaging import Router
+    from caxton.messaging.router import ConversationRule, Delivery
 
 routes = RouteTable("agents")
 
@@ -43,7 +47,11 @@ def _file_fields(body: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def _registry() -> Registry:
-    return server_state().require_registry()
+    return server_state().registry
+
+
+def _table() -> AgentTable:
+    return server_state().table
 
 
 @routes.route(
@@ -78,7 +86,7 @@ async def list_agents() -> dict[str, Any]:
     summary="Per agent: messages, errors, response p50/p99 (caxton agents performance-report).",
 )
 async def agents_performance() -> dict[str, Any]:
-    return {"agents": _registry().performance_view()}
+    return {"agents": _table().performance_view()}
 
 
 @routes.route(
@@ -91,7 +99,7 @@ async def agents_performance() -> dict[str, Any]:
 )
 async def deploy_agent() -> tuple[dict[str, Any], int]:
     content, module = _file_fields(await json_object(EXAMPLE_BODY))
-    view = await server_state().require_agents().deploy(content, module)
+    view = await server_state().agents.deploy(content, module)
     return view, 201
 
 
@@ -109,7 +117,7 @@ async def validate_agent() -> dict[str, Any]:
     content, _ = _file_fields(body)
     with_module = "manifest" in body and "wasm_module" in body
     # checked in a worker thread: a large file must not hold the event loop (issue #13)
-    report = await server_state().require_agents().check(content, require_module=not with_module)
+    report = await server_state().agents.check(content, require_module=not with_module)
     return report.as_dict()
 
 
@@ -133,7 +141,7 @@ async def get_agent(name: str) -> dict[str, Any]:
 )
 async def update_agent(name: str) -> dict[str, Any]:
     content, module = _file_fields(await json_object(EXAMPLE_BODY))
-    return await server_state().require_agents().deploy(content, module, replace=name)
+    return await server_state().agents.deploy(content, module, replace=name)
 
 
 @routes.route(
@@ -144,7 +152,7 @@ async def update_agent(name: str) -> dict[str, Any]:
     responses=(200, 404, 409),
 )
 async def delete_agent(name: str) -> dict[str, Any]:
-    await server_state().require_agents().remove(name)
+    await server_state().agents.remove(name)
     return {"deleted": name}
 
 
@@ -169,7 +177,7 @@ async def restart_agent(name: str) -> dict[str, Any]:
     responses=(200, 404),
 )
 async def agent_versions(name: str) -> dict[str, Any]:
-    return {"name": name, "versions": _registry().versions_view(name)}
+    return {"name": name, "versions": _table().versions_view(name)}
 
 
 @routes.route(
@@ -190,7 +198,7 @@ async def set_canary(name: str) -> dict[str, Any]:
         )
     registry = _registry()
     await registry.set_canary(name, version=version, traffic_percentage=float(share))
-    await server_state().require_agents().persist_active(name)
+    await server_state().agents.persist_active(name)
     return registry.agent_view(name)
 
 
@@ -204,7 +212,7 @@ async def set_canary(name: str) -> dict[str, Any]:
 async def promote_agent(name: str) -> dict[str, Any]:
     registry = _registry()
     await registry.promote(name)
-    await server_state().require_agents().persist_active(name)
+    await server_state().agents.persist_active(name)
     return registry.agent_view(name)
 
 
@@ -223,7 +231,7 @@ async def rollback_agent(name: str) -> dict[str, Any]:
         raise ValidationFailed('"version" must be a string such as "1.0.0"')
     registry = _registry()
     await registry.rollback(name, to_version=version)
-    await server_state().require_agents().persist_active(name)
+    await server_state().agents.persist_active(name)
     return registry.agent_view(name)
 
 
@@ -255,7 +263,7 @@ async def agent_logs(name: str) -> Response | dict[str, Any]:
         async with trio.open_nursery() as nursery:
 
             async def stop_on_shutdown() -> None:
-                await state.stopping.wait()
+                await state.lifecycle.stopping.wait()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(stop_on_shutdown)
@@ -270,35 +278,20 @@ async def agent_logs(name: str) -> Response | dict[str, Any]:
     return response
 
 
-def _message_from(body: dict[str, Any], name: str) -> Message:
-    """The message a caller's ``body`` asks to send to ``name``; its sender is the caller."""
-    content = body.get("content")
-    if not isinstance(content, str | dict):
-        raise ValidationFailed(
-            '"content" must be a string or a JSON object', details={"keys": sorted(body)}
-        )
-    conversation_id = body.get("conversation_id")
-    performative = body.get("performative", "request")
-    if performative not in PERFORMATIVES:
-        raise ValidationFailed(
-            f"performative must be one of {', '.join(PERFORMATIVES)}, got {performative!r}"
-        )
-    is_agent = _registry().has_agent
+def _message_from(body: dict[str, Any], name: str) -> tuple[Message, ConversationRule]:
+    """The message a caller's ``body`` sends to ``name`` (its sender is the caller), and the
+    conversations it may join (a new one unless the body names one)."""
+    state = server_state()
+    is_agent = state.table.has_agent
     sender = client_sender(is_agent)
     check_claimed_sender(body.get("sender"), sender, is_agent)
-    values: dict[str, Any] = {
-        "performative": performative,
-        "sender": sender,
-        "receiver": name,
-        "content": content,
-    }
-    if conversation_id is not None:
-        if not isinstance(conversation_id, str) or not conversation_id:
-            raise ValidationFailed('"conversation_id" must be a non-empty string')
-        values["conversation_id"] = conversation_id
-    if isinstance(body.get("reply_with"), str):
-        values["reply_with"] = body["reply_with"]
-    return Message(**values)
+    message = parse_envelope(
+        body,
+        sender=sender,
+        receiver=name,
+        max_message_size=state.config.messaging.max_message_size,
+    )
+    return message, "open" if "conversation_id" in body else "new"
 
 
 @routes.route(
@@ -312,14 +305,15 @@ def _message_from(body: dict[str, Any], name: str) -> Message:
     responses=(200, 404, 422, 503),
 )
 async def message_agent(name: str) -> Response | dict[str, Any]:
-    registry = _registry()
-    router = server_state().require_router()
+    router = server_state().router
     body = await json_object('{"content": "hello"}')
-    message = _message_from(body, name)
-    registry.agent_view(name)  # unknown agents get 404 before any stream starts
+    message, rule = _message_from(body, name)
     if "text/event-stream" not in request.headers.get("Accept", ""):
-        answer = await router.send_to(name, message, new_conversation="conversation_id" not in body)
-        return answer.as_json()
+        delivery = await router.deliver(message, conversation=rule)
+        return delivery.raise_error().as_json()
+    refusal = await router.admit(message, conversation=rule)
+    if refusal is not None:  # unknown agents get 404 before any stream starts
+        raise refusal
 
     request_id = getattr(g, "request_id", None)  # the request context ends before the stream
 
@@ -329,9 +323,7 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
 
         try:
             answer = await forward_chunks(
-                functools.partial(
-                    router.send_to, name, message, new_conversation="conversation_id" not in body
-                ),
+                lambda chunks: _reply(router.deliver_admitted(message, stream=chunks)),
                 chunk_frame,
             )
         except CaxtonError as error:
@@ -355,14 +347,14 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
 )
 async def agent_socket(name: str) -> None:
     state = server_state()
-    router = state.require_router()
+    router = state.router
     await websocket.accept()
     busy = False
     done_answering = trio.Event()
     async with trio.open_nursery() as nursery:
 
         async def close_on_stop() -> None:
-            await state.stopping.wait()
+            await state.lifecycle.stopping.wait()
             while busy:  # let the answer in flight finish first
                 await done_answering.wait()
             await websocket.close(1001, "server shutting down")
@@ -380,6 +372,12 @@ async def agent_socket(name: str) -> None:
                 done_answering = trio.Event()
 
 
+async def _reply(delivering: Awaitable[Delivery]) -> Message:
+    """The reply a delivery came to, or its error raised (the HTTP routes report errors as
+    errors, with their status)."""
+    return (await delivering).raise_error()
+
+
 async def _answer_frame(router: Router, name: str, raw: str | bytes) -> None:
     """Answer one client frame: it costs a rate-limit token and is parsed within the JSON
     bounds of :mod:`caxton.http.params`; a refusal is an error frame, never forwarded."""
@@ -395,15 +393,13 @@ async def _answer_frame(router: Router, name: str, raw: str | bytes) -> None:
         body = parse_json(raw, 'each frame is a JSON object such as {"content": "hello"}')
         if not isinstance(body, dict):
             raise BadRequest('each frame must be a JSON object such as {"content": "hello"}')
-        message = _message_from(body, name)
+        message, rule = _message_from(body, name)
 
         async def chunk_frame(text: str) -> None:
             await websocket.send_json({"type": "chunk", "text": text})
 
         answer = await forward_chunks(
-            functools.partial(
-                router.send_to, name, message, new_conversation="conversation_id" not in body
-            ),
+            lambda chunks: _reply(router.deliver(message, stream=chunks, conversation=rule)),
             chunk_frame,
         )
     except CaxtonError as exc:

@@ -27,7 +27,7 @@ from caxton.http.state import ROUTES_KEY, STATE_KEY
 
 if TYPE_CHECKING:
     from caxton.http.routes import RouteSpec, RouteTable
-    from caxton.http.state import ServerState
+    from caxton.services import Services
 
 LOGGER = logging.getLogger("caxton.http")
 
@@ -43,7 +43,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
 )
 
 
-def create_app(state: ServerState, tables: tuple[RouteTable, ...] = ()) -> QuartTrio:
+def create_app(state: Services, tables: tuple[RouteTable, ...] = ()) -> QuartTrio:
     """Build the Quart app for ``state`` with the core routes plus ``tables``."""
     app = QuartTrio("caxton")
     app.config[STATE_KEY] = state
@@ -67,7 +67,7 @@ def create_app(state: ServerState, tables: tuple[RouteTable, ...] = ()) -> Quart
     return app
 
 
-def asgi_app(app: QuartTrio, state: ServerState) -> DrainRequestBody:
+def asgi_app(app: QuartTrio, state: Services) -> DrainRequestBody:
     """``app`` wrapped for hypercorn (see :mod:`caxton.http.asgi`)."""
     return DrainRequestBody(app, max_body=state.config.server.max_request_size)
 
@@ -86,7 +86,7 @@ def _request_id(header: str | None) -> str:
     return os.urandom(16).hex()  # as uuid4().hex: 32 lowercase hex characters, cheaper
 
 
-def _install_hooks(app: QuartTrio, state: ServerState) -> None:
+def _install_hooks(app: QuartTrio, state: Services) -> None:
     """One before- and one after-request hook (and one before-WebSocket hook) for everything.
 
     Per request, in this order: the start time and request id, the security checks

@@ -31,7 +31,7 @@ async def events_stream() -> None:
     async with state.events.subscribe() as events, trio.open_nursery() as nursery:
 
         async def close_on_stop() -> None:
-            await state.stopping.wait()
+            await state.lifecycle.stopping.wait()
             await websocket.close(CLOSE_GOING_AWAY, "server shutting down")
             nursery.cancel_scope.cancel()
 

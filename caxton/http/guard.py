@@ -38,7 +38,6 @@ from caxton.security.gate import (
     Identity,
     SecurityGate,
     credential_from,
-    load_security,
 )
 from caxton.security.ratelimit import client_bucket
 from caxton.security.roles import Requirement, Role, denial
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
     from werkzeug.routing import Rule
 
     from caxton.http.routes import RouteSpec
-    from caxton.http.state import ServerState
+    from caxton.services import Services as ServerState
 
 #: Probes that must answer whatever the credentials or the rate (DESIGN §9).
 EXEMPT_RULES = frozenset({"/health", "/ready", "/api/v1/health"})
@@ -236,10 +235,6 @@ class Guard:
 def install(app: QuartTrio, state: ServerState) -> Guard:
     """The security checks for ``app`` (after every route is registered); the app's request
     hooks call them."""
-    if state.security is None:
-        # an app built outside ``serve`` (tests, tools): no failure counter, as ``serve``
-        # registers it on the shared metrics registry
-        state.security = load_security(state.config, None)
     specs = {spec.endpoint: spec for spec in cast("list[RouteSpec]", app.config[ROUTES_KEY])}
     return Guard(state.security, specs, HostPolicy.from_config(state.config))
 

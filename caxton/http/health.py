@@ -6,6 +6,7 @@ from typing import Any
 
 from quart import Response
 
+from caxton import __version__
 from caxton.errors import JSONValue, ServiceUnavailable
 from caxton.http.routes import RouteTable
 from caxton.http.state import server_state
@@ -31,7 +32,7 @@ async def liveness() -> Response:
 )
 async def readiness() -> dict[str, Any]:
     state = server_state()
-    if state.stopping.is_set():
+    if state.lifecycle.stopping.is_set():
         raise ServiceUnavailable("the server is shutting down", details={"stopping": True})
     if not state.components.all_running():
         waiting = [s.name for s in state.components.statistics() if s.state.value != "running"]
@@ -50,7 +51,7 @@ async def readiness() -> dict[str, Any]:
 async def health_report() -> dict[str, Any]:
     state = server_state()
     components = state.components.statistics()
-    if state.stopping.is_set():
+    if state.lifecycle.stopping.is_set():
         status = "stopping"
     elif state.components.all_running():
         status = "healthy"
@@ -60,21 +61,18 @@ async def health_report() -> dict[str, Any]:
         status = "starting"
     report: dict[str, Any] = {
         "status": status,
-        "version": state.version,
-        "uptime_seconds": round(state.uptime_seconds(), 3),
+        "version": __version__,
+        "uptime_seconds": round(state.lifecycle.uptime_seconds(), 3),
         "safe_mode": state.safe_mode.enabled,
         "components": [
             {"name": c.name, "state": c.state.value, "detail": c.detail} for c in components
         ],
     }
-    if state.registry is not None:
-        stats = state.registry.statistics()
-        report["agents"] = {"config": stats["config"], "wasm": stats["wasm"]}
-    if state.memory is not None:
-        report["memory"] = {
-            "backend": state.config.memory.backend,
-            "entities": state.memory.statistics().entity_count,
-        }
-    if state.security is not None:
-        report["security"] = state.security.summary()
+    stats = state.registry.statistics()
+    report["agents"] = {"config": stats["config"], "wasm": stats["wasm"]}
+    report["memory"] = {
+        "backend": state.config.memory.backend,
+        "entities": state.memory.statistics().entity_count,
+    }
+    report["security"] = state.security.summary()
     return report

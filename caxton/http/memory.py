@@ -55,7 +55,7 @@ NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-json
 
 
 def _memory() -> MemoryService:
-    return server_state().require_memory()
+    return server_state().memory
 
 
 def _check_keys(record: dict[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -286,7 +286,7 @@ def _database_figures(conn: Connection) -> dict[str, Any]:
 )
 async def stats() -> dict[str, Any]:
     memory = _memory()
-    store = server_state().require_store()
+    store = server_state().store
     content = (await memory.stats()).to_json()
     service = memory.statistics()
     embedder = memory.embedder

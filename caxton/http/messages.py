@@ -6,19 +6,19 @@ from typing import TYPE_CHECKING, Any
 
 from quart import request
 
-from caxton.errors import BadRequest, ValidationFailed
+from caxton.errors import BadRequest, ServiceUnavailable, ValidationFailed
 from caxton.http.guard import check_claimed_sender, client_sender
 from caxton.http.params import float_arg, int_arg, json_object
 from caxton.http.routes import QueryParam, RouteTable
 from caxton.http.state import server_state
-from caxton.messaging import STATUSES, ConversationClosed, ConversationNotFound
-from caxton.messaging.conversations import CLOSED
+from caxton.messaging import STATUSES
 from caxton.messaging.envelope import EXAMPLE, parse_envelope
 from caxton.security.errors import Forbidden
 from caxton.security.roles import Role
 
 if TYPE_CHECKING:
     from caxton.messages import Message
+    from caxton.messaging.router import ConversationRule
 
 routes = RouteTable("messaging")
 
@@ -49,38 +49,40 @@ def _wait_arg() -> bool:
 )
 async def post_message() -> tuple[dict[str, Any], int]:
     state = server_state()
-    router = state.require_router()
+    router = state.router
     wait = _wait_arg()
     timeout_s = float_arg("timeout", state.config.messaging.delivery_timeout)
     if not 0 < timeout_s <= 3600:
         raise ValidationFailed(f"query parameter timeout must be from 0 to 3600 s, got {timeout_s}")
     body = await json_object(EXAMPLE)
-    is_agent = router.registry.has_agent
+    is_agent = state.table.has_agent
     sender = client_sender(is_agent)
     check_claimed_sender(body.get("sender"), sender, is_agent)
     message = parse_envelope(
-        {**body, "sender": sender}, max_message_size=state.config.messaging.max_message_size
+        body, sender=sender, max_message_size=state.config.messaging.max_message_size
     )
-    if message.receiver is not None:
-        router.registry.agent(message.receiver)  # 404 naming the known agents
-    await _check_conversation(message, given="conversation_id" in body)
+    rule: ConversationRule = "existing" if "conversation_id" in body else "new"
     if message.in_reply_to is not None:
         await _check_reply(message)
     if not wait:
-        router.submit(message)
+        refusal = await router.submit(message, conversation=rule)
+        if refusal is not None:
+            raise refusal
         accepted = {
             "accepted": True,
             "conversation_id": message.conversation_id,
             "message_id": message.message_id,
         }
         return accepted, 202
-    reply = await router.ask(message, timeout_s=timeout_s)
-    return reply.as_json(), 200
+    delivery = await router.deliver(message, timeout_s=timeout_s, conversation=rule)
+    if delivery.refused:
+        raise delivery.error or ServiceUnavailable("the message was not delivered")
+    return delivery.reply.as_json(), 200
 
 
 async def _check_reply(message: Message) -> None:
     """A client's ``in_reply_to`` must name a message of this conversation sent to it."""
-    conversation = await server_state().require_conversations().get(message.conversation_id)
+    conversation = await server_state().conversations.get(message.conversation_id)
     for earlier in conversation.messages:
         if message.in_reply_to in (earlier.message_id, earlier.reply_with):
             if earlier.receiver == message.sender:
@@ -92,18 +94,6 @@ async def _check_reply(message: Message) -> None:
         "replies only to messages addressed to it",
         details={"in_reply_to": message.in_reply_to, "sender": message.sender},
     )
-
-
-async def _check_conversation(message: Message, *, given: bool) -> None:
-    conversations = server_state().require_conversations()
-    if not given:
-        conversations.mark_new(message.conversation_id)
-        return
-    status = await conversations.status(message.conversation_id)
-    if status is None:
-        raise ConversationNotFound(message.conversation_id)
-    if status == CLOSED:
-        raise ConversationClosed(message.conversation_id)
 
 
 @routes.route(
@@ -121,15 +111,11 @@ async def list_conversations() -> dict[str, Any]:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-    rows, total = (
-        await server_state()
-        .require_conversations()
-        .list(
-            status=status,
-            participant=request.args.get("agent") or None,
-            limit=int_arg("limit", 100, low=1, high=1000),
-            offset=int_arg("offset", 0, low=0, high=1_000_000),
-        )
+    rows, total = await server_state().conversations.list(
+        status=status,
+        participant=request.args.get("agent") or None,
+        limit=int_arg("limit", 100, low=1, high=1000),
+        offset=int_arg("offset", 0, low=0, high=1_000_000),
     )
     return {"conversations": [r.as_json() for r in rows], "total": total}
 
@@ -142,7 +128,7 @@ async def list_conversations() -> dict[str, Any]:
     responses=(200, 404),
 )
 async def get_conversation(conversation_id: str) -> dict[str, Any]:
-    conversations = server_state().require_conversations()
+    conversations = server_state().conversations
     limit = int_arg("limit", 1000, low=1, high=100_000)
     return (await conversations.get(conversation_id, limit=limit)).as_json()
 
@@ -155,7 +141,7 @@ async def get_conversation(conversation_id: str) -> dict[str, Any]:
     responses=(200, 404),
 )
 async def close_conversation(conversation_id: str) -> dict[str, Any]:
-    summary = await server_state().require_conversations().close(conversation_id)
+    summary = await server_state().conversations.close(conversation_id)
     return summary.as_json()
 
 
@@ -165,7 +151,7 @@ async def close_conversation(conversation_id: str) -> dict[str, Any]:
     summary="Capabilities, each with its providers (state, version, in-flight requests).",
 )
 async def list_capabilities() -> dict[str, Any]:
-    router = server_state().require_router()
+    router = server_state().router
     return {"strategy": router.strategy, "capabilities": router.capabilities_view()}
 
 
@@ -176,4 +162,4 @@ async def list_capabilities() -> dict[str, Any]:
     responses=(200, 404),
 )
 async def get_capability(capability: str) -> dict[str, Any]:
-    return server_state().require_router().capability_view(capability)
+    return server_state().router.capability_view(capability)

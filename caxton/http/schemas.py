@@ -26,7 +26,7 @@ import attrs
 
 from caxton.agents.logs import LEVELS, LogLine
 from caxton.agents.problems import SpecProblem
-from caxton.agents.registry import ReloadResult
+from caxton.agents.table import ReloadResult
 from caxton.agents.versions import AgentState, Canary
 from caxton.components import ComponentStatus
 from caxton.events import EVENT_TYPES, Event

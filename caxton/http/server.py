@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
     from quart_trio import QuartTrio
 
-    from caxton.http.state import ServerState
+    from caxton.services import Services
 
 LOGGER = logging.getLogger("caxton.http")
 
@@ -25,14 +25,14 @@ def bind_address(host: str, port: int) -> str:
 
 
 class HttpServer:
-    """Serves the API until ``state.stopping`` is set, then drains.
+    """Serves the API until ``state.lifecycle.stopping`` is set, then drains.
 
     Args:
-        state: the shared server state; ``state.stopping`` triggers the graceful stop.
+        state: the shared server state; ``state.lifecycle.stopping`` triggers the graceful stop.
         app: the Quart app from :func:`caxton.http.app.create_app`.
     """
 
-    def __init__(self, state: ServerState, app: QuartTrio) -> None:
+    def __init__(self, state: Services, app: QuartTrio) -> None:
         self.state = state
         self.app = app
 
@@ -60,14 +60,14 @@ class HttpServer:
         """Bind, report the bound URLs, serve; return once a graceful stop has finished.
 
         Cancellation:
-            ``state.stopping`` is the graceful path: new connections are refused, in-flight
-            requests get ``server.shutdown_timeout`` to finish, streaming handlers end their
-            streams themselves. Cancelling this task instead stops everything at once.
+            ``state.lifecycle.stopping`` is the graceful path: new connections are refused,
+            in-flight requests get ``server.shutdown_timeout`` to finish, streaming handlers end
+            their streams themselves. Cancelling this task instead stops everything at once.
         """
         await hypercorn_serve(
             cast("ASGIFramework", asgi_app(self.app, self.state)),
             self.hypercorn_config(),
-            shutdown_trigger=self.state.stopping.wait,
+            shutdown_trigger=self.state.lifecycle.stopping.wait,
             task_status=task_status,
         )
         LOGGER.info("HTTP server stopped")

@@ -1,8 +1,11 @@
-"""Reading a FIPA envelope sent from outside (``POST /api/v1/messages``): pure validation.
+"""Reading a FIPA envelope: the one parser for every way a message comes in.
 
-The server sets ``message_id``, ``created_at`` and the hop count (0 for a message from
-outside); values a client sends for them are ignored. Everything else is checked here, so a
-bad envelope is refused before anything is routed or recorded.
+HTTP (``POST /api/v1/messages``, ``POST /api/v1/agents/{name}/messages``), WebSocket frames,
+WASM guests (``caxton.send_message``) and config agents' tools all build their messages here,
+so every envelope is held to the same rules (known keys, one destination, a known
+performative, content within ``messaging.max_message_size``) before anything is routed or
+recorded. The server sets ``message_id``, ``created_at``, the hop count and the sender (the
+caller, already authenticated); values an envelope carries for them are not taken.
 """
 
 from __future__ import annotations
@@ -54,9 +57,23 @@ def _optional_text(body: Mapping[str, Any], key: str) -> str | None:
 
 
 def parse_envelope(
-    body: Mapping[str, Any], *, max_message_size: int, default_sender: str = "client"
+    body: Mapping[str, Any],
+    *,
+    sender: str,
+    max_message_size: int,
+    receiver: str | None = None,
+    handling: Message | None = None,
 ) -> Message:
     """The message ``body`` describes, with server-set ids.
+
+    Args:
+        sender: who sends it (the authenticated client, or the agent); a ``sender`` in the
+            body is not taken (the HTTP layer checks what a client claims first).
+        max_message_size: the largest content, in bytes.
+        receiver: the agent the route already names (``/agents/{name}/messages``): the body
+            may repeat it but may not name another receiver or a capability.
+        handling: the message the sending agent is answering: the new one goes one hop
+            further, in its conversation unless the body names another.
 
     Raises:
         ValidationFailed: an unknown key or performative, both receiver and capability (or
@@ -76,14 +93,23 @@ def parse_envelope(
             f"unknown performative {performative!r}; use one of {', '.join(PERFORMATIVES)}",
             details={"field": "performative", "allowed": list(PERFORMATIVES)},
         )
-    receiver = _optional_text(body, "receiver")
+    named = _optional_text(body, "receiver")
     capability = _optional_text(body, "capability")
-    if (receiver is None) == (capability is None):
-        which = "both" if receiver is not None else "neither"
+    if receiver is not None:
+        if capability is not None or named not in (None, receiver):
+            raise ValidationFailed(
+                f"this route sends to agent {receiver!r}: leave out "
+                f'"{"capability" if capability is not None else "receiver"}" (or use '
+                "POST /api/v1/messages to route by capability)",
+                details={"receiver": named, "capability": capability},
+            )
+        named = receiver
+    elif (named is None) == (capability is None):
+        which = "both" if named is not None else "neither"
         raise ValidationFailed(
             f'give either "receiver" (an agent name) or "capability", not {which}; for '
             f"example {EXAMPLE}",
-            details={"receiver": receiver, "capability": capability},
+            details={"receiver": named, "capability": capability},
         )
     if "content" not in body:
         raise ValidationFailed(f'"content" is missing; for example {EXAMPLE}')
@@ -98,14 +124,18 @@ def parse_envelope(
         raise MessageTooLarge(size, max_message_size)
     values: dict[str, Any] = {
         "performative": performative,
-        "sender": _optional_text(body, "sender") or default_sender,
-        "receiver": receiver,
+        "sender": sender,
+        "receiver": named,
         "capability": capability,
         "content": content,
         "reply_with": _optional_text(body, "reply_with"),
         "in_reply_to": _optional_text(body, "in_reply_to"),
     }
     conversation_id = _optional_text(body, "conversation_id")
+    if conversation_id is None and handling is not None:
+        conversation_id = handling.conversation_id
     if conversation_id is not None:
         values["conversation_id"] = conversation_id
+    if handling is not None:
+        values["hop"] = handling.hop + 1
     return Message(**values)

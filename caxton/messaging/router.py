@@ -1,11 +1,12 @@
 """The router component: FIPA messages to agents, by receiver name or by capability.
 
-Every message it delivers, and every reply, is recorded in its conversation. Problems that
-belong to the conversation (no provider for a capability, an agent error, a timeout, the loop
-guard) come back as a ``failure`` reply instead of an exception, so an agent asking another
-one always gets an answer it can read. :meth:`Router.send_to` is the direct route of
-``POST /api/v1/agents/{name}/messages`` and WebSocket ``/ws/agents/{name}``: it records the
-exchange too, but raises, as those routes report errors as HTTP errors.
+Every message goes through :meth:`Router.deliver`: it admits the message (the hop guard, the
+receiver, the conversation rules), records it in its conversation, delivers it and records
+the reply. What it came to is a :class:`Delivery`: the reply (a ``failure`` reply when it
+failed, whose content is the same error object as HTTP errors carry) and the error itself, so
+the caller decides what an error is: an agent asking another one reads the failure reply, the
+direct HTTP route raises the error. Messages agents send from WASM (:meth:`Router.post`) are
+admitted synchronously (the guest gets a refusal code) and delivered in the background.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
 import trio
 
 from caxton.errors import CaxtonError, NotFound, ServiceUnavailable
@@ -22,11 +24,12 @@ from caxton.events import Event
 from caxton.messages import ChunkSender, Message
 from caxton.messaging.conversations import CLOSED
 from caxton.messaging.errors import (
-    AGENT_NOT_FOUND,
-    HOP_LIMIT_EXCEEDED,
-    NO_PROVIDER,
-    TIMEOUT,
     ConversationClosed,
+    ConversationNotFound,
+    DeliveryTimeout,
+    HopLimitExceeded,
+    NoProvider,
+    UnknownAgent,
 )
 from caxton.messaging.routing import (
     SEND_HOP_LIMIT,
@@ -42,10 +45,8 @@ from caxton.messaging.routing import (
 )
 
 if TYPE_CHECKING:
-    from caxton.agents.logs import AgentLogs
-    from caxton.agents.registry import Registry
-    from caxton.agents.versions import VersionRegistry
     from caxton.events import EventHub
+    from caxton.messaging.agents import AgentDirectory, AgentLog
     from caxton.messaging.conversations import Conversations
     from caxton.metrics import Metrics
 
@@ -56,6 +57,11 @@ ROUTER_SENDER = "caxton"
 
 #: A refused send of one kind is logged at most once per this many seconds per agent.
 REFUSAL_LOG_INTERVAL_S = 1.0
+
+#: Which conversations a message may join: ``new`` (its id was just minted: no lookup),
+#: ``open`` (any that is not closed; an unknown id starts one), ``existing`` (one that was
+#: started before and is not closed).
+ConversationRule = Literal["new", "open", "existing"]
 
 
 class CapabilityNotFound(NotFound):
@@ -71,12 +77,35 @@ class CapabilityNotFound(NotFound):
         )
 
 
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """What delivering one message came to.
+
+    Attributes:
+        reply: the reply envelope (``in_reply_to`` set); a ``failure`` reply when it failed.
+        targets: the agents it went to.
+        error: why it failed (the agent's error, or the router's), else ``None``.
+        refused: the message was not admitted (nothing was recorded or delivered).
+    """
+
+    reply: Message
+    targets: tuple[str, ...] = ()
+    error: CaxtonError | None = None
+    refused: bool = False
+
+    def raise_error(self) -> Message:
+        """The reply, or the error raised (for callers that report errors as errors)."""
+        if self.error is not None:
+            raise self.error
+        return self.reply
+
+
 class Router:
-    """Delivers messages through the registry and records them in conversations.
+    """Delivers messages to agents and records them in conversations.
 
     Args:
-        registry: the agent registry (its :meth:`~caxton.agents.registry.Registry.send`
-            picks the version, canary included, from the conversation id).
+        agents: the running agents (their ``send`` picks the version, canary included, from
+            the conversation id).
         conversations: where every message and reply is recorded.
         events: ``message_routed`` events go there.
         metrics: routed messages by performative and outcome, routing latency, in flight.
@@ -90,18 +119,18 @@ class Router:
 
     def __init__(
         self,
-        registry: Registry,
+        agents: AgentDirectory,
         conversations: Conversations,
         *,
         events: EventHub,
         metrics: Metrics,
-        logs: AgentLogs,
+        logs: AgentLog,
         strategy: Strategy = "best_match",
         max_hops: int = 8,
         delivery_timeout_s: float = 30.0,
         send_limits: SendLimits | None = None,
     ) -> None:
-        self.registry = registry
+        self.agents = agents
         self.conversations = conversations
         self.events = events
         self.logs = logs
@@ -113,7 +142,7 @@ class Router:
         self._nursery: trio.Nursery | None = None
         self._turns: dict[str, int] = {}
         self._index: dict[str, tuple[str, ...]] = {}
-        self._index_of: VersionRegistry | None = None
+        self._index_of: object = None
         self._in_flight = 0
         self._routed = metrics.counter(
             "caxton_messages_routed",
@@ -153,33 +182,56 @@ class Router:
 
     # -- routing -------------------------------------------------------------------------------
 
-    async def ask(self, message: Message, *, timeout_s: float) -> Message:
-        """Deliver ``message`` (to its receiver or capability) and return the reply envelope.
+    async def deliver(
+        self,
+        message: Message,
+        *,
+        stream: ChunkSender | None = None,
+        timeout_s: float | None = None,
+        conversation: ConversationRule = "open",
+    ) -> Delivery:
+        """Admit, record and deliver ``message`` (to its receiver or capability).
 
-        Never raises for routing problems: no provider, an unknown receiver, an agent error,
-        a closed conversation, the loop guard and a timeout all come back as a ``failure``
-        reply whose content is ``{"error": {"code", "message", "details"}}``.
+        Never raises for routing problems: a refused message, no provider, an agent error and
+        a timeout all come back as a :class:`Delivery` whose reply is a ``failure``.
 
         Args:
             message: the envelope; ``hop`` must already count this send.
-            timeout_s: how long to wait for the reply (for broadcast: for every reply).
-
-        Returns:
-            The reply, ``in_reply_to`` set, in the message's conversation.
+            stream: where the reply's chunks go as they come (one receiving agent).
+            timeout_s: how long to wait for the reply (for broadcast: for every reply);
+                ``None`` leaves it to the agent's own limits.
+            conversation: which conversations the message may join (:data:`ConversationRule`).
 
         Cancellation:
             Cancelling stops the delivery (the agent's work for it stops too).
         """
-        started = time.perf_counter()
-        self._in_flight += 1
-        try:
-            reply, targets = await self._route(message, timeout_s)
-        except CaxtonError as exc:  # the store is closing, or the like: still an answer
-            reply, targets = self._failure(message, exc.code, exc.message, exc.details), ()
-        finally:
-            self._in_flight -= 1
-        self._observe(message, reply, targets, started)
-        return reply
+        refusal = await self.admit(message, conversation=conversation)
+        if refusal is not None:
+            return Delivery(reply=self._failure(message, refusal), error=refusal, refused=True)
+        return await self.deliver_admitted(message, stream=stream, timeout_s=timeout_s)
+
+    async def admit(
+        self, message: Message, *, conversation: ConversationRule = "open"
+    ) -> CaxtonError | None:
+        """Why ``message`` cannot be delivered (the hop guard, an unknown receiver, the
+        conversation rules), or ``None``; a ``new`` conversation is marked as such."""
+        if message.hop > self.max_hops:
+            return HopLimitExceeded(message.hop, self.max_hops)
+        if message.receiver is not None and not self.agents.has_agent(message.receiver):
+            return UnknownAgent(message.receiver, self.agents.agent_names())
+        if conversation == "new":
+            self.conversations.mark_new(message.conversation_id)
+            return None
+        status = await self.conversations.status(message.conversation_id)
+        if status == CLOSED:
+            return ConversationClosed(message.conversation_id)
+        if status is None and conversation == "existing":
+            return ConversationNotFound(message.conversation_id)
+        return None
+
+    async def ask(self, message: Message, *, timeout_s: float) -> Message:
+        """The reply :meth:`deliver` comes to (a ``failure`` reply when it failed)."""
+        return (await self.deliver(message, timeout_s=timeout_s)).reply
 
     async def ask_for_agent(self, message: Message, *, timeout_s: float) -> Message:
         """Like :meth:`ask`, for a message an agent sends from a tool (``send_message``,
@@ -198,61 +250,28 @@ class Router:
         refusal = self.sends.admit(sender, message.conversation_id)
         if refusal is not None:
             self._log_refusal(sender, refusal.code, refusal.text)
-            return self._failure(message, "SEND_REFUSED", refusal.text, {"reason": refusal.reason})
+            content = failure_content("SEND_REFUSED", refusal.text, {"reason": refusal.reason})
+            return message.reply(content, sender=ROUTER_SENDER, performative="failure")
         try:
             return await self.ask(message, timeout_s=timeout_s)
         finally:
             self.sends.finished(sender, message.conversation_id)
 
-    async def send_to(
-        self,
-        name: str,
-        message: Message,
-        stream: ChunkSender | None = None,
-        *,
-        new_conversation: bool = False,
-    ) -> Message:
-        """Deliver ``message`` to the agent ``name`` and return its reply, its chunks put in
-        ``stream`` as they come.
-
-        The direct route: errors are raised (and the failure recorded), not returned.
-
-        Args:
-            new_conversation: the conversation id was minted for this message (no lookup).
+    async def submit(
+        self, message: Message, *, conversation: ConversationRule = "open"
+    ) -> CaxtonError | None:
+        """Admit ``message`` now and deliver it in the background (its reply is only
+        recorded); return why it was refused, or ``None``.
 
         Raises:
-            AgentNotFound: no agent ``name``.
-            ConversationClosed: the conversation was closed.
-            CaxtonError: whatever the agent's answer failed with.
-
-        Cancellation:
-            Cancelling stops the agent's work for this message.
+            ServiceUnavailable: the router is not running.
         """
-        self.registry.agent(name)  # AgentNotFound before anything is recorded
-        if new_conversation:
-            self.conversations.mark_new(message.conversation_id)
-        if await self.conversations.status(message.conversation_id) == CLOSED:
-            raise ConversationClosed(message.conversation_id)
-        started = time.perf_counter()
-        self.conversations.record(message)
-        self._in_flight += 1
-        try:
-            reply, _ = await self.registry.send(name, message, stream)
-        except CaxtonError as exc:
-            failure = message.reply(
-                failure_content(exc.code, exc.message, exc.details),
-                sender=name,
-                performative="failure",
-            )
-            self.conversations.record(failure)
-            self._observe(message, failure, (name,), started)
-            raise
-        finally:
-            self._in_flight -= 1
-        answer = message.reply(reply.content, sender=name)
-        self.conversations.record(answer)
-        self._observe(message, answer, (name,), started)
-        return answer
+        if self._nursery is None:
+            raise ServiceUnavailable("the message router is not running yet")
+        refusal = await self.admit(message, conversation=conversation)
+        if refusal is None:
+            self._nursery.start_soon(self._deliver_in_background, message)
+        return refusal
 
     def post(self, message: Message) -> int:
         """Accept a message an agent sends (WASM ``caxton.send_message``); 0 or a refusal.
@@ -273,7 +292,7 @@ class Router:
                 f"{self.max_hops} agent-to-agent hops (a loop?)",
             )
             return SEND_HOP_LIMIT
-        if message.receiver is not None and not self.registry.has_agent(message.receiver):
+        if message.receiver is not None and not self.agents.has_agent(message.receiver):
             text = f"message refused: no agent named {message.receiver!r}"
             self._log_refusal(sender, SEND_UNKNOWN_RECEIVER, text)
             return SEND_UNKNOWN_RECEIVER
@@ -299,23 +318,13 @@ class Router:
         self._refusals_logged[(sender, code)] = (now, 0)
         self.logs.write(sender, "warn", text)
 
-    def submit(self, message: Message) -> None:
-        """Route ``message`` in the background; its reply is only recorded.
-
-        Raises:
-            ServiceUnavailable: the router is not running.
-        """
-        if self._nursery is None:
-            raise ServiceUnavailable("the message router is not running yet")
-        self._nursery.start_soon(self._ask_in_background, message)
-
     # -- capabilities --------------------------------------------------------------------------
 
     def capabilities(self) -> dict[str, tuple[str, ...]]:
         """Capability -> agents declaring it (sorted)."""
-        state = self.registry.state
+        state = self.agents.state
         if state is not self._index_of:
-            self._index = capability_index(self.registry.declared_capabilities())
+            self._index = capability_index(self.agents.declared_capabilities())
             self._index_of = state
         return self._index
 
@@ -323,16 +332,15 @@ class Router:
         """The agents declaring ``capability``, with their state and in-flight load."""
         providers = []
         for agent in self.capabilities().get(capability, ()):
-            if not self.registry.has_agent(agent):
+            if not self.agents.has_agent(agent):
                 continue
-            versions = self.registry.agent(agent)
-            active = versions.active_entry
+            status, version = self.agents.status_of(agent)
             providers.append(
                 Provider(
                     agent=agent,
-                    status=versions.status.value,
-                    version=active.version if active else None,
-                    in_flight=self.registry.in_flight(agent),
+                    status=status,
+                    version=version,
+                    in_flight=self.agents.in_flight(agent),
                 )
             )
         return providers
@@ -363,41 +371,36 @@ class Router:
 
     # -- inside --------------------------------------------------------------------------------
 
-    async def _route(self, message: Message, timeout_s: float) -> tuple[Message, tuple[str, ...]]:
-        if message.hop > self.max_hops:
-            text = (
-                f"message refused after {message.hop} agent-to-agent hops (the limit is "
-                f"{self.max_hops}, messaging.max_hops): agents are probably calling each other "
-                "in a loop"
-            )
-            return self._failure(message, HOP_LIMIT_EXCEEDED, text, {"hop": message.hop}), ()
-        if await self.conversations.status(message.conversation_id) == CLOSED:
-            error = ConversationClosed(message.conversation_id)
-            return self._failure(message, error.code, error.message, error.details), ()
-        self.conversations.record(message)
-        if message.capability is not None:
-            reply, targets = await self._to_capability(message, message.capability, timeout_s)
-        elif message.receiver is not None and self.registry.has_agent(message.receiver):
-            targets = (message.receiver,)
-            reply = await self._deliver(message.receiver, message, timeout_s)
-        else:
-            known = self.registry.agent_names()
-            text = (
-                f"no agent named {message.receiver!r}; agents: {', '.join(known) or 'none'}"
-                if message.receiver is not None
-                else "the message names neither a receiver nor a capability"
-            )
-            reply, targets = (
-                self._failure(message, AGENT_NOT_FOUND, text, {"agents": known}),
-                (),
-            )
-        if not message.capability or len(targets) <= 1:
-            self.conversations.record(reply)
-        return reply, targets
+    async def deliver_admitted(
+        self,
+        message: Message,
+        *,
+        stream: ChunkSender | None = None,
+        timeout_s: float | None = None,
+    ) -> Delivery:
+        """:meth:`deliver` for a message :meth:`admit` accepted (a caller that must refuse
+        before it starts answering, as an SSE stream must)."""
+        started = time.perf_counter()
+        self._in_flight += 1
+        try:
+            self.conversations.record(message)
+            if message.capability is not None:
+                delivery = await self._to_capability(message, message.capability, timeout_s)
+            else:
+                assert message.receiver is not None  # admitted: a known receiver
+                delivery = await self._to_agent(message.receiver, message, stream, timeout_s)
+            if len(delivery.targets) <= 1:  # a broadcast recorded each reply already
+                self.conversations.record(delivery.reply)
+        except CaxtonError as exc:  # the store is closing, or the like: still an answer
+            delivery = Delivery(reply=self._failure(message, exc), error=exc)
+        finally:
+            self._in_flight -= 1
+        self._observe(message, delivery.reply, delivery.targets, started)
+        return delivery
 
     async def _to_capability(
-        self, message: Message, capability: str, timeout_s: float
-    ) -> tuple[Message, tuple[str, ...]]:
+        self, message: Message, capability: str, timeout_s: float | None
+    ) -> Delivery:
         providers = self.providers(capability)
         choice = choose(self.strategy, providers, turn=self._turns.get(capability, 0))
         self._turns[capability] = choice.turn
@@ -411,38 +414,43 @@ class Router:
                     f"no agent provides capability {capability!r}; capabilities that exist: "
                     f"{', '.join(known) or 'none'}"
                 )
-            details = {
-                "capability": capability,
-                "capabilities": known,
-                "providers": [p.as_json() for p in providers],
-            }
-            return self._failure(message, NO_PROVIDER, text, details), ()
+            error = NoProvider(
+                text,
+                details={
+                    "capability": capability,
+                    "capabilities": known,
+                    "providers": [p.as_json() for p in providers],
+                },
+            )
+            return Delivery(reply=self._failure(message, error), error=error)
         if len(choice.targets) == 1:
-            target = choice.targets[0]
-            return await self._deliver(target, message, timeout_s), choice.targets
-        return await self._broadcast(message, capability, choice.targets, timeout_s), (
-            choice.targets
-        )
+            return await self._to_agent(choice.targets[0], message, None, timeout_s)
+        return await self._broadcast(message, capability, choice.targets, timeout_s)
 
-    async def _deliver(self, name: str, message: Message, timeout_s: float) -> Message:
-        with trio.move_on_after(timeout_s):
+    async def _to_agent(
+        self, name: str, message: Message, stream: ChunkSender | None, timeout_s: float | None
+    ) -> Delivery:
+        with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
             try:
-                reply, _ = await self.registry.send(name, message)
+                answer, _ = await self.agents.send(name, message, stream)
             except CaxtonError as exc:
-                content = failure_content(exc.code, exc.message, exc.details)
-                return message.reply(content, sender=name, performative="failure")
-            return message.reply(reply.content, sender=name)
-        text = f"agent {name!r} did not answer within {timeout_s:g}s"
-        content = failure_content(TIMEOUT, text, {"agent": name, "timeout_s": timeout_s})
-        return message.reply(content, sender=name, performative="failure")
+                return Delivery(reply=self._failure(message, exc, name), targets=(name,), error=exc)
+            return Delivery(reply=message.reply(answer.content, sender=name), targets=(name,))
+        assert timeout_s is not None
+        error = DeliveryTimeout(name, timeout_s)
+        return Delivery(reply=self._failure(message, error, name), targets=(name,), error=error)
 
     async def _broadcast(
-        self, message: Message, capability: str, targets: tuple[str, ...], timeout_s: float
-    ) -> Message:
+        self,
+        message: Message,
+        capability: str,
+        targets: tuple[str, ...],
+        timeout_s: float | None,
+    ) -> Delivery:
         replies: dict[str, Message] = {}
 
         async def one(name: str) -> None:
-            reply = await self._deliver(name, message, timeout_s)
+            reply = (await self._to_agent(name, message, None, timeout_s)).reply
             self.conversations.record(reply)
             replies[name] = reply
 
@@ -463,14 +471,17 @@ class Router:
             ],
         }
         ok = any(r.performative != "failure" for r in gathered)
-        return message.reply(
+        reply = message.reply(
             content, sender=ROUTER_SENDER, performative="inform" if ok else "failure"
         )
+        return Delivery(reply=reply, targets=targets)
 
-    def _failure(self, message: Message, code: str, text: str, details: dict[str, Any]) -> Message:
-        return message.reply(
-            failure_content(code, text, details), sender=ROUTER_SENDER, performative="failure"
-        )
+    def _failure(
+        self, message: Message, error: CaxtonError, sender: str = ROUTER_SENDER
+    ) -> Message:
+        """The ``failure`` reply to ``message`` that carries ``error``."""
+        content = failure_content(error.code, error.message, error.details)
+        return message.reply(content, sender=sender, performative="failure")
 
     async def _answer_agent(self, message: Message) -> None:
         """Route an agent's message, then hand the reply to the agent that sent it."""
@@ -483,10 +494,10 @@ class Router:
         try:
             reply = await self.ask(message, timeout_s=self.delivery_timeout_s)
             sender = message.sender
-            if sender is None or not self.registry.has_agent(sender):
+            if sender is None or not self.agents.has_agent(sender):
                 return
             try:
-                output, _ = await self.registry.send(sender, reply)
+                output, _ = await self.agents.send(sender, reply)
             except CaxtonError as exc:
                 self.logs.write(
                     sender, "warn", f"reply from {reply.sender} not delivered: {exc.message}"
@@ -509,9 +520,9 @@ class Router:
         except Exception:
             LOGGER.exception("delivering a message from %s failed", message.sender)
 
-    async def _ask_in_background(self, message: Message) -> None:
+    async def _deliver_in_background(self, message: Message) -> None:
         try:
-            await self.ask(message, timeout_s=self.delivery_timeout_s)
+            await self.deliver_admitted(message, timeout_s=self.delivery_timeout_s)
         except Exception:
             LOGGER.exception("routing message %s failed", message.message_id)
 

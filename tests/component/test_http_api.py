@@ -11,7 +11,6 @@ import trio
 from servers import read_response_head
 
 from caxton.http.app import create_app
-from caxton.http.state import ServerState
 
 if TYPE_CHECKING:
     from caxton.server import ServerInfo
@@ -49,7 +48,7 @@ async def test_health_ready_and_report(server: ServerInfo) -> None:
 
 
 async def test_ready_is_503_while_stopping(server: ServerInfo) -> None:
-    server.state.stopping.set()
+    server.stop()
     # hypercorn stops accepting; an already-open connection can still ask
     async with httpx.AsyncClient(base_url=server.api_urls[0]) as client:
         try:
@@ -85,7 +84,7 @@ async def test_request_id_is_honoured_or_generated(server: ServerInfo) -> None:
 
 
 async def test_body_over_the_limit_is_413_and_closes(server: ServerInfo) -> None:
-    limit = server.state.config.server.max_request_size
+    limit = server.services.config.server.max_request_size
     host, port = _split(server.api_urls[0])
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream(host, port)
@@ -130,13 +129,7 @@ async def test_openapi_covers_every_route(server: ServerInfo) -> None:
     async with httpx.AsyncClient(base_url=server.api_urls[0]) as client:
         document = (await client.get("/api/v1/openapi.json")).json()
     assert document["openapi"].startswith("3.1")
-    app = create_app(
-        ServerState(
-            config=server.state.config,
-            metrics=server.state.metrics,
-            components=server.state.components,
-        )
-    )
+    app = create_app(server.services)
     checked = 0
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
@@ -183,9 +176,9 @@ async def test_events_websocket_closes_with_1001_on_stop(server: ServerInfo) -> 
     url = server.api_urls[0].replace("http://", "ws://") + "/ws/events"
     with trio.fail_after(10):
         async with open_ws(url) as ws:
-            while not server.state.events.statistics()["subscribers"]:
+            while not server.services.events.statistics()["subscribers"]:
                 await trio.sleep(0.01)
-            server.state.events.publish(Event(type="agent_deployed", agent="echo"))
+            server.services.events.publish(Event(type="agent_deployed", agent="echo"))
             frame = json.loads(await ws.get_message())
             assert frame["type"] == "agent_deployed"
             assert frame["agent"] == "echo"

@@ -4,10 +4,9 @@ The units of layering are the subpackages of ``caxton`` and its top-level module
 lists them top to bottom; a unit may import from its own unit and from any lower floor, never
 from a higher floor nor from another unit of its own floor (siblings stay independent). Every
 import counts: at module level and inside functions alike (a lazy import is still a
-dependency), and under ``if TYPE_CHECKING:`` too (a type is a definition, and it has a floor).
-A ``TYPE_CHECKING`` import never runs, so it cannot close an import cycle; the few that still
-name a type of a higher floor are listed in ``TYPE_ONLY_CLIMBS``, each to become a Protocol
-at the seam (issue #14, build item 1). A listed pair imported at run time is still a climb.
+dependency), and under ``if TYPE_CHECKING:`` too (a type is a definition, and it has a floor):
+a lower floor that needs something of a higher one declares a Protocol at its seam, as the
+router does for the agents (``caxton.messaging.agents``).
 
 Run as a script to print the import graph between units, the cycles among them at run time
 (none is allowed) and the climbing imports: ``python tests/unit/test_layers.py``.
@@ -35,6 +34,7 @@ FLOORS: tuple[frozenset[str], ...] = tuple(
         {"cli"},
         {"server"},
         {"http"},
+        {"services"},
         {"security", "ops"},
         {"agents"},
         {"messaging"},
@@ -45,17 +45,6 @@ FLOORS: tuple[frozenset[str], ...] = tuple(
     )
 )
 FLOOR_OF: dict[str, int] = {unit: level for level, floor in enumerate(FLOORS) for unit in floor}
-
-#: ``(importer, imported module)`` pairs allowed to climb under ``if TYPE_CHECKING:`` only:
-#: the router is handed the registry, version table and agent logs by the server.
-TYPE_ONLY_CLIMBS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("caxton.messaging.router", "caxton.agents.logs"),
-        ("caxton.messaging.router", "caxton.agents.registry"),
-        ("caxton.messaging.router", "caxton.agents.versions"),
-    }
-)
-
 
 @attrs.frozen(kw_only=True)
 class Import:
@@ -158,8 +147,6 @@ def climbs(found: list[Import]) -> list[str]:
         source, target = imp.source_unit, imp.target_unit
         if source == target or not source or not target:
             continue
-        if imp.type_checking and (imp.importer, imp.target) in TYPE_ONLY_CLIMBS:
-            continue
         if source not in FLOOR_OF or target not in FLOOR_OF:
             continue  # reported by test_every_unit_has_a_floor
         low, high = FLOOR_OF[source], FLOOR_OF[target]
@@ -202,22 +189,22 @@ def test_no_import_climbs_a_floor() -> None:
         (
             "caxton.security.roles",
             "from caxton.http.routes import Role\n",
-            "security (floor 4) may not import http (floor 3)",
+            "security (floor 5) may not import http (floor 3)",
         ),
         (
             "caxton.config.checks",
             "def f():\n    from caxton.security.gate import auth_required\n",
-            "config (floor 9) may not import security (floor 4)",
+            "config (floor 10) may not import security (floor 5)",
         ),
         (
             "caxton.llm.resolve",
             "from caxton.agents.spec import LlmSpec\n",
-            "llm (floor 8) may not import agents (floor 5)",
+            "llm (floor 9) may not import agents (floor 6)",
         ),
         (
             "caxton.ops.backup",
             "from caxton.security import gate\n",
-            "ops (floor 4) may not import security (the same floor)",
+            "ops (floor 5) may not import security (the same floor)",
         ),
     ],
 )
@@ -235,14 +222,6 @@ def test_type_checking_imports_count_too() -> None:
     found = imports_of(source, "caxton/store/x.py", "caxton.store.x")
     assert [imp.type_checking for imp in found] == [True]
     assert climbs(found)
-
-
-def test_a_type_only_climb_is_allowed_only_under_type_checking() -> None:
-    source = "from caxton.agents.registry import Registry\n"
-    path = "caxton/messaging/router.py"
-    assert climbs(imports_of(source, path, "caxton.messaging.router"))
-    guarded = "if TYPE_CHECKING:\n    " + source
-    assert climbs(imports_of(guarded, path, "caxton.messaging.router")) == []
 
 
 def test_relative_imports_resolve() -> None:

@@ -89,7 +89,7 @@ async def in_process(duration_s: float, chains: int) -> dict[str, Any]:
             info: ServerInfo = await nursery.start(
                 functools.partial(serve, loaded, handle_signals=False)
             )
-            router = info.state.router
+            router = info.services.router
             assert router is not None
             # relay sends as fast as the router answers: lift the per-agent send rate (1,000/s
             # by default, a guard against runaway guests) so that the routing cost is measured
@@ -106,7 +106,7 @@ async def in_process(duration_s: float, chains: int) -> dict[str, Any]:
 
 async def _chains(info: ServerInfo, duration_s: float, chains: int) -> dict[str, Any]:
     """Run ``chains`` relay chains at once for ``duration_s``; each waits for its 8 hops."""
-    router = info.state.router
+    router = info.services.router
     assert router is not None
     latencies: list[float] = []
     hops: dict[str, int] = {}
@@ -116,11 +116,11 @@ async def _chains(info: ServerInfo, duration_s: float, chains: int) -> dict[str,
     async def one_chain() -> None:
         message = Message(sender="bench", receiver="relay", content="go")
         finished[message.conversation_id] = done = trio.Event()
-        await router.send_to("relay", message)
+        (await router.deliver(message, conversation="new")).raise_error()
         with trio.fail_after(10):
             await done.wait()
 
-    async with info.state.events.subscribe() as events, trio.open_nursery() as nursery:
+    async with info.services.events.subscribe() as events, trio.open_nursery() as nursery:
 
         async def collect() -> None:
             nonlocal last_event

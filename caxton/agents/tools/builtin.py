@@ -12,7 +12,7 @@ sends the model's input to that WASM agent and returns its reply.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 import httpx
@@ -28,12 +28,11 @@ from caxton.agents.tools.http_rules import (
     refused_address,
     request_headers,
 )
+from caxton.errors import CaxtonError
 from caxton.memory import MemoryService
 from caxton.memory.types import NewEntity, Scope
 from caxton.messages import PERFORMATIVES, Message
-
-if TYPE_CHECKING:
-    from caxton.errors import CaxtonError
+from caxton.messaging.envelope import parse_envelope
 
 #: Defaults of ``[tool_config.http_client]``.
 HTTP_TIMEOUT_S: Final = 10.0
@@ -59,10 +58,12 @@ class AgentKinds(Protocol):
     def kind_of(self, name: str) -> str | None: ...
 
 
-@attrs.define
+@attrs.frozen(kw_only=True)
 class ToolDeps:
-    """What the built-in tools use; the server fills it in as components start."""
+    """What the built-in tools use, handed in when the server builds the config runtime (a
+    service left out, as in tests of the tool schemas, makes its tools fail when called)."""
 
+    max_message_size: int = 1_048_576
     memory: MemoryService | None = None
     asker: MessageAsker | None = None
     agents: AgentKinds | None = None
@@ -237,16 +238,13 @@ async def _send_message(deps: ToolDeps, args: dict[str, Any], ctx: ToolCallConte
         raise ToolFailed("send_message: give exactly one of 'to' (an agent) or 'capability'")
     if to == ctx.agent:
         raise ToolFailed("send_message: an agent cannot ask itself")
-    return await _ask(
-        deps,
-        _outgoing(
-            ctx,
-            args["content"],
-            receiver=to,
-            capability=capability,
-            performative=args.get("performative", "request"),
-        ),
-    )
+    envelope = {
+        "receiver": to,
+        "capability": capability,
+        "content": args["content"],
+        "performative": args.get("performative", "request"),
+    }
+    return await _ask(deps, _outgoing(deps, ctx, envelope))
 
 
 async def _wasm(deps: ToolDeps, agent: str, args: dict[str, Any], ctx: ToolCallContext) -> str:
@@ -255,27 +253,20 @@ async def _wasm(deps: ToolDeps, agent: str, args: dict[str, Any], ctx: ToolCallC
         raise ToolFailed(f"wasm:{agent}: no agent named {agent!r} is deployed")
     if kind != "wasm":
         raise ToolFailed(f"wasm:{agent}: {agent!r} is a {kind} agent, not a WASM agent")
-    return await _ask(deps, _outgoing(ctx, args["input"], receiver=agent))
+    return await _ask(deps, _outgoing(deps, ctx, {"receiver": agent, "content": args["input"]}))
 
 
-def _outgoing(
-    ctx: ToolCallContext,
-    content: str,
-    *,
-    receiver: str | None = None,
-    capability: str | None = None,
-    performative: str = "request",
-) -> Message:
-    handling = ctx.message
-    return Message(
-        performative=performative,  # type: ignore[arg-type]  # checked against PERFORMATIVES
-        sender=ctx.agent,
-        receiver=receiver,
-        capability=capability,
-        content=content,
-        conversation_id=handling.conversation_id,
-        hop=handling.hop + 1,
-    )
+def _outgoing(deps: ToolDeps, ctx: ToolCallContext, envelope: dict[str, Any]) -> Message:
+    """The message a tool call sends: one hop further than the one the agent answers."""
+    try:
+        return parse_envelope(
+            {k: v for k, v in envelope.items() if v is not None},
+            sender=ctx.agent,
+            max_message_size=deps.max_message_size,
+            handling=ctx.message,
+        )
+    except CaxtonError as exc:
+        raise ToolFailed(f"send_message: {exc.message}") from None
 
 
 # -- http ----------------------------------------------------------------------------------

@@ -233,7 +233,7 @@ async def test_blue_green_new_version_ready_before_old_drains(
     events = []
 
     async def record() -> None:
-        async with agents_server.state.events.subscribe() as stream:
+        async with agents_server.services.events.subscribe() as stream:
             async for event in stream:
                 if event.agent == "slow" and event.type == "agent_status_changed":
                     events.append((event.data["version"], event.data["new"]))
@@ -253,7 +253,7 @@ async def test_blue_green_new_version_ready_before_old_drains(
 
         nursery.start_soon(slow_request)
         while not any(
-            v for v in agents_server.state.require_registry()._versions.values() if v.in_flight
+            v for v in agents_server.services.table.versions.values() if v.in_flight
         ):
             await trio.sleep(0.005)
         update = await client.put("/api/v1/agents/slow", json=slow_agent("2.0.0", 10))
@@ -271,7 +271,7 @@ async def test_blue_green_new_version_ready_before_old_drains(
 
 async def test_restart_is_blue_green_and_emits_status_changes(agents_server: ServerInfo) -> None:
     async with (
-        agents_server.state.events.subscribe() as stream,
+        agents_server.services.events.subscribe() as stream,
         httpx.AsyncClient(base_url=agents_server.api_urls[0]) as client,
     ):
         assert await client.post("/api/v1/agents/counter/messages", json={"content": "x"})
@@ -354,7 +354,7 @@ async def test_limits_over_http_and_metrics(agents_server: ServerInfo) -> None:
 async def test_a_disconnected_client_stops_its_guest(agents_server: ServerInfo) -> None:
     async with httpx.AsyncClient(base_url=agents_server.api_urls[0], timeout=30) as client:
         assert (await client.post("/api/v1/agents", json=spin_agent("20s"))).status_code == 201
-        pool_stats = agents_server.state.require_registry().runtimes["wasm"].pool.statistics
+        pool_stats = agents_server.services.registry.runtimes["wasm"].pool.statistics
         with trio.move_on_after(0.5):
             await client.post("/api/v1/agents/spin/messages", json={"content": "x"})
         # the client gave up: its guest must stop long before max_execution_time (20 s)
@@ -392,7 +392,7 @@ async def test_a_runaway_guest_does_not_slow_another_agent(agents_server: Server
 
             for name in ("spin-a", "spin-b"):
                 nursery.start_soon(spin, name)
-            pool_stats = agents_server.state.require_registry().runtimes["wasm"].pool.statistics
+            pool_stats = agents_server.services.registry.runtimes["wasm"].pool.statistics
             with trio.fail_after(5):
                 while pool_stats().calls_in_flight < 2:
                     await trio.sleep(0.005)

@@ -37,7 +37,7 @@ async def test_send_message_delivers_replies_and_stops_loops(agents_server: Serv
         "manifest": 'name = "relay"\nversion = "1.0.0"\n[wasm]\n',
         "wasm_module": base64.b64encode(RELAY_WAT.encode()).decode(),
     }
-    logs = agents_server.state.agent_logs
+    logs = agents_server.services.agent_logs
     async with httpx.AsyncClient(base_url=agents_server.api_urls[0]) as client:
         assert (await client.post("/api/v1/agents", json=body)).status_code == 201
         reply = await client.post("/api/v1/agents/relay/messages", json={"content": "go"})

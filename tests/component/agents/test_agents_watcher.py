@@ -29,11 +29,11 @@ async def wait_until(predicate, timeout: float = 5.0) -> None:
 
 
 def view(server: ServerInfo, name: str) -> dict:
-    return server.state.require_registry().agent_view(name)
+    return server.services.registry.agent_view(name)
 
 
 def names(server: ServerInfo) -> list[str]:
-    return [v["name"] for v in server.state.require_registry().list_view()]
+    return [v["name"] for v in server.services.registry.list_view()]
 
 
 async def test_create_modify_and_delete_follow_the_files(
@@ -62,16 +62,16 @@ async def test_rename_keeps_the_agent_under_its_new_file(
 async def test_a_broken_edit_never_replaces_the_running_version(
     agents_server: ServerInfo, agents_dir: Path
 ) -> None:
-    registry = agents_server.state.require_registry()
+    table = agents_server.services.table
     (agents_dir / "echo.toml").write_text('name = "echo"\nversion = "3.0.0"\n[wasm]\nmodule = 5\n')
     await wait_until(lambda: not view(agents_server, "echo")["last_reload"]["ok"])
     echo = view(agents_server, "echo")
     assert (echo["version"], echo["status"]) == ("1.0.0", "running")
     assert echo["pending_errors"][0]["field"] == "wasm.module"
     assert echo["pending_errors"][0]["line"] == 4
-    logs = agents_server.state.agent_logs.tail("echo", 5, "error")
+    logs = agents_server.services.agent_logs.tail("echo", 5, "error")
     assert any("not loaded" in line.message for line in logs)
-    metrics = agents_server.state.metrics.exposition().decode()
+    metrics = agents_server.services.metrics.exposition().decode()
     assert "caxton_agent_reload_failed_total 1.0" in metrics
     # the module vanishing is an error of the manifest too; the old version still serves
     (agents_dir / "echo.toml").write_text(ECHO_V2.replace("echo.wat", "missing.wat"))
@@ -79,18 +79,18 @@ async def test_a_broken_edit_never_replaces_the_running_version(
     assert view(agents_server, "echo")["version"] == "1.0.0"
     from caxton.messages import Message
 
-    reply, _ = await registry.send("echo", Message(content="still here"))
+    reply, _ = await table.send("echo", Message(content="still here"))
     assert reply.content["content"] == "still here"
 
 
 async def test_editing_the_module_alone_is_a_new_version(
     agents_server: ServerInfo, agents_dir: Path
 ) -> None:
-    registry = agents_server.state.require_registry()
-    before = len(registry.versions_view("counter"))
+    table = agents_server.services.table
+    before = len(table.versions_view("counter"))
     wat = agents_dir / "counter.wat"
     wat.write_text(wat.read_text() + "\n;; touched\n")
-    await wait_until(lambda: len(registry.versions_view("counter")) == before + 1)
+    await wait_until(lambda: len(table.versions_view("counter")) == before + 1)
     await wait_until(lambda: view(agents_server, "counter")["status"] == "running")
 
 
@@ -101,7 +101,7 @@ async def test_bad_files_are_reported_and_named(
     (agents_dir / "huge.toml").write_bytes(b"# " + b"x" * (50 * 1024 * 1024))
     (agents_dir / "twin.toml").write_text((agents_dir / "counter.toml").read_text())
     await wait_until(lambda: {"garbage", "huge"} <= set(names(agents_server)))
-    listing = {v["name"]: v for v in agents_server.state.require_registry().list_view()}
+    listing = {v["name"]: v for v in agents_server.services.registry.list_view()}
     assert listing["garbage"]["status"] == "failed"
     assert "huge.toml" in listing["huge"]["source"]
     assert (
@@ -119,19 +119,19 @@ async def test_bad_files_are_reported_and_named(
 async def test_quick_successive_writes_are_debounced(
     agents_server: ServerInfo, agents_dir: Path
 ) -> None:
-    registry = agents_server.state.require_registry()
-    before = len(registry.versions_view("echo"))
+    table = agents_server.services.table
+    before = len(table.versions_view("echo"))
     for minor in range(1, 6):
         (agents_dir / "echo.toml").write_text(ECHO_V2.replace("2.0.0", f"2.{minor}.0"))
     await wait_until(lambda: view(agents_server, "echo")["version"] == "2.5.0")
-    added = len(registry.versions_view("echo")) - before
-    assert added <= 2, registry.versions_view("echo")
+    added = len(table.versions_view("echo")) - before
+    assert added <= 2, table.versions_view("echo")
 
 
 async def test_sighup_style_rescan_picks_up_missed_changes(
     agents_server: ServerInfo, agents_dir: Path
 ) -> None:
-    for hook in agents_server.state.reload_hooks:
+    for hook in agents_server.services.lifecycle.reload_hooks:
         await hook()
     assert sorted(names(agents_server)) == ["counter", "echo"]
 
@@ -144,7 +144,7 @@ async def test_editing_counter_wat_under_traffic_fails_no_request(
     statuses: list[int] = []
     wat = agents_dir / "counter.wat"
     original = wat.read_text()
-    registry = agents_server.state.require_registry()
+    registry = agents_server.services.registry
 
     async def client_loop(client: httpx.AsyncClient, stop: trio.Event) -> None:
         while not stop.is_set():
@@ -157,10 +157,10 @@ async def test_editing_counter_wat_under_traffic_fails_no_request(
             for _ in range(4):
                 nursery.start_soon(client_loop, client, stop)
             for edit in range(8):
-                active = registry.agent("counter").active or 0
+                active = registry.state.get("counter").active or 0
                 wat.write_text(original + f"\n;; edit {edit}\n")
                 # each edit is a new version that takes over (the active revision moves on)
-                await wait_until(lambda a=active: (registry.agent("counter").active or 0) > a)
+                await wait_until(lambda a=active: (registry.state.get("counter").active or 0) > a)
                 await trio.sleep(0.05)
             stop.set()
     assert statuses

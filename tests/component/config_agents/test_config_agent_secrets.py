@@ -85,7 +85,7 @@ async def test_keys_and_environment_stay_with_the_server(
     events: list[str] = []
 
     async def record_events() -> None:
-        async with info.state.events.subscribe() as stream:
+        async with info.services.events.subscribe() as stream:
             async for event in stream:
                 events.append(json.dumps(event.data, default=str))
 

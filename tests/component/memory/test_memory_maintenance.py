@@ -159,18 +159,18 @@ async def test_a_server_runs_the_schedule_memory_cleanup_sets(nursery, tmp_path,
     )
     with trio.fail_after(CAP_S):
         info = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
-    metrics = info.state.metrics
+    metrics = info.services.metrics
     with trio.fail_after(CAP_S):
         await wait_for(
             lambda: runs(metrics, "analyze", "ok") >= 1 and runs(metrics, "compact", "ok") >= 1
         )
         # safe mode holds the schedule back, and says so
-        await info.state.safe_mode.set(True, reason="test")
+        await info.services.safe_mode.set(True, reason="test")
         await wait_for(lambda: runs(metrics, "analyze", "skipped") >= 1)
         analyzed = runs(metrics, "analyze", "ok")
-        await info.state.safe_mode.set(False)
+        await info.services.safe_mode.set(False)
         await wait_for(lambda: runs(metrics, "analyze", "ok") > analyzed)
     assert "safe mode is on" in caplog.text
-    statuses = {s.name: s.state.value for s in info.state.components.statistics()}
+    statuses = {s.name: s.state.value for s in info.services.components.statistics()}
     assert statuses["memory_maintenance"] == "running"
     info.stop()

@@ -79,7 +79,7 @@ def sender_wat(envelope: dict[str, str], *, sends: int, only_requests: bool) -> 
 
 def counted(server: ServerInfo, metric: str, **labels: str) -> float:
     """The value of one series of the server's metrics (0 when absent)."""
-    text = server.state.metrics.exposition().decode()
+    text = server.services.metrics.exposition().decode()
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     total = 0.0
     for line in text.splitlines():
@@ -95,7 +95,7 @@ async def deploy(client: httpx.AsyncClient, name: str, wat: str, extra: str = ""
 
 
 async def wait_sends_settled(server: ServerInfo) -> None:
-    router = server.state.require_router()
+    router = server.services.router
     quiet = 0
     while quiet < 5:
         await trio.sleep(0.05)
@@ -117,7 +117,7 @@ async def test_one_call_sends_at_most_its_share_and_the_guest_sees_the_refusal(
         server, "caxton_wasm_send_refused_total", agent="flooder", reason="sends_per_call"
     )
     assert refused == 5000 - MAX_SENDS_PER_CALL
-    lines = [line.message for line in server.state.agent_logs.tail("flooder", 100)]
+    lines = [line.message for line in server.services.agent_logs.tail("flooder", 100)]
     assert sum(f"send_message refused ({SEND_CALL_LIMIT})" in m for m in lines) == 1
 
 
@@ -146,7 +146,7 @@ async def test_an_agent_that_sends_to_itself_twice_per_call_is_bounded(
     refused = counted(server, "caxton_wasm_send_refused_total", agent="selfish")
     assert refused > 0
     # refusals are logged at most once a second per kind (five kinds can apply here)
-    lines = server.state.agent_logs.tail("selfish", 10_000)
+    lines = server.services.agent_logs.tail("selfish", 10_000)
     logged = [line for line in lines if "refused" in line.message]
     assert 0 < len(logged) <= 5 * (int(elapsed) + 1) < refused
 
@@ -205,6 +205,6 @@ async def test_dropped_guest_log_bytes_are_counted_per_agent(server: ServerInfo)
     assert response.status_code == 200, response.text
     dropped = counted(server, "caxton_wasm_log_dropped_bytes_total", agent="chatty")
     assert 100 * 100_000 - 64 * 1024 <= dropped < 100 * 100_000
-    lines = [line.message for line in server.state.agent_logs.tail("chatty", 1000)]
+    lines = [line.message for line in server.services.agent_logs.tail("chatty", 1000)]
     assert sum(len(m) for m in lines) < 80 * 1024
     assert any("bytes of guest log dropped" in m for m in lines)

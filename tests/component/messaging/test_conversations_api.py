@@ -155,7 +155,7 @@ async def test_bad_envelopes_are_refused_and_nothing_is_routed(
         assert close_missing.status_code == 404
         listed = (await client.get("/api/v1/conversations")).json()
     assert listed["total"] == 0
-    registry = server.state.metrics.registry
+    registry = server.services.metrics.registry
     assert registry.get_sample_value("caxton_messages_in_flight") == 0.0
     assert not [
         s

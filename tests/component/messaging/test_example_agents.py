@@ -132,7 +132,7 @@ async def test_a_capability_loop_stops_at_the_hop_limit(server: ServerInfo) -> N
     for send in sends:
         answer = next(m for m in again["messages"] if m["in_reply_to"] == send["message_id"])
         assert (answer["sender"], answer["performative"]) == ("echo", "inform")
-    logs = server.state.agent_logs.tail("looper", 100)
+    logs = server.services.agent_logs.tail("looper", 100)
     assert [line.message for line in logs if "hops" in line.message] == [
         "message to echo refused: more than 8 agent-to-agent hops (a loop?)"
     ]

@@ -200,7 +200,7 @@ async def test_wait_false_returns_202_and_the_reply_is_recorded(server: ServerIn
 
 
 async def test_message_routed_events_and_metrics(server: ServerInfo) -> None:
-    state = server.state
+    state = server.services
     async with (
         state.events.subscribe() as events,
         httpx.AsyncClient(base_url=server.api_urls[0]) as client,
@@ -230,7 +230,7 @@ async def test_message_routed_events_and_metrics(server: ServerInfo) -> None:
 
 
 async def test_loop_guard_refuses_past_max_hops(server: ServerInfo) -> None:
-    router = server.state.router
+    router = server.services.router
     assert router is not None
     looping = Message(sender="echo", receiver="wordcount", content="x", hop=9)
     reply = await router.ask(looping, timeout_s=5)
@@ -238,7 +238,7 @@ async def test_loop_guard_refuses_past_max_hops(server: ServerInfo) -> None:
     assert isinstance(reply.content, dict)
     assert reply.content["error"]["code"] == "HOP_LIMIT_EXCEEDED"
     assert reply.in_reply_to == looping.message_id
-    conversations = server.state.conversations
+    conversations = server.services.conversations
     assert conversations is not None
     assert await conversations.status(looping.conversation_id) is None  # nothing recorded
     at_limit = Message(sender="echo", receiver="wordcount", content="x y", hop=8)

@@ -77,10 +77,9 @@ async def test_clients_that_never_read_streams_do_not_hold_other_agents(
             assert created.status_code == 201, created.text
         streams = [await never_reading_stream(url, name) for name in names]
         try:
-            registry = server.state.registry
-            assert registry is not None
+            table = server.services.table
             with trio.fail_after(10):  # every stream is being answered
-                while sum(registry.in_flight(name) for name in names) < 5:
+                while sum(table.in_flight(name) for name in names) < 5:
                     await trio.sleep(0.01)
             await trio.sleep(0.5)  # the streams fill the sockets and stall
             with trio.fail_after(5):  # forever, when the stalled streams hold the threads

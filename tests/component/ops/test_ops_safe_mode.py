@@ -59,7 +59,7 @@ async def test_safe_mode_blocks_every_mutating_route_and_lifts_cleanly(
             assert await _gauge(client, info.metrics_url) == 1.0
             assert (ops_config.config.data_dir / FLAG_FILE).is_file()
 
-            specs = create_app(info.state).config[ROUTES_KEY]
+            specs = create_app(info.services).config[ROUTES_KEY]
             mutating = [s for s in specs if s.mutating and not s.websocket]
             assert len(mutating) >= 10
             for spec in mutating:

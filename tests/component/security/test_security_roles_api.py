@@ -49,7 +49,7 @@ async def _status(
 
 
 async def test_every_role_against_every_route(secured: Secured) -> None:
-    routes: list[RouteSpec] = create_app(secured.info.state).config[ROUTES_KEY]
+    routes: list[RouteSpec] = create_app(secured.info.services).config[ROUTES_KEY]
     assert len(routes) >= 30
     assert {"/health", "/api/v1/agents", "/ws/events", "/api/v1/memory/entities"} <= {
         s.rule for s in routes

@@ -12,15 +12,17 @@ from caxton.messaging.envelope import content_size, parse_envelope
 from caxton.messaging.errors import MessageTooLarge
 
 
-def parse(body: dict[str, Any], limit: int = 1000) -> Message:
-    return parse_envelope(body, max_message_size=limit)
+def parse(body: dict[str, Any], limit: int = 1000, **kwargs: Any) -> Message:
+    return parse_envelope(
+        body, sender=kwargs.pop("sender", "client"), max_message_size=limit, **kwargs
+    )
 
 
 def test_a_full_envelope() -> None:
     message = parse(
         {
             "performative": "query",
-            "sender": "me",
+            "sender": "someone else",
             "capability": "stats",
             "content": {"text": "a b"},
             "conversation_id": "c1",
@@ -29,12 +31,13 @@ def test_a_full_envelope() -> None:
             "message_id": "forged",
             "hop": 7,
             "created_at": 1,
-        }
+        },
+        sender="me",
     )
     assert (message.performative, message.sender, message.capability) == ("query", "me", "stats")
     assert message.receiver is None
     assert (message.conversation_id, message.reply_with, message.in_reply_to) == ("c1", "r1", "m0")
-    # server-set fields are not taken from the client
+    # server-set fields (the sender too: the caller is authenticated) are not taken from it
     assert message.message_id != "forged"
     assert message.hop == 0
     assert message.created_at > 1
@@ -91,3 +94,28 @@ def test_the_message_value_checks_itself() -> None:
     reply = request.reply("answer", sender="b")
     assert (reply.receiver, reply.in_reply_to, reply.hop) == ("a", "r", 3)
     assert reply.conversation_id == request.conversation_id
+
+
+def test_a_route_that_names_the_receiver() -> None:
+    message = parse({"content": "hi"}, receiver="echo")
+    assert (message.receiver, message.capability) == ("echo", None)
+    assert parse({"receiver": "echo", "content": "hi"}, receiver="echo").receiver == "echo"
+    for body in ({"receiver": "other", "content": "x"}, {"capability": "c", "content": "x"}):
+        with pytest.raises(ValidationFailed, match="this route sends to agent 'echo'"):
+            parse(body, receiver="echo")
+    with pytest.raises(ValidationFailed, match="unknown envelope key stream"):
+        parse({"content": "x", "stream": True}, receiver="echo")
+    with pytest.raises(MessageTooLarge):
+        parse({"content": "x" * 11}, limit=10, receiver="echo")
+
+
+def test_an_agent_message_goes_one_hop_further_in_its_conversation() -> None:
+    handling = Message(sender="client", receiver="asker", content="x", hop=2)
+    sent = parse({"capability": "stats", "content": "a"}, sender="asker", handling=handling)
+    assert (sent.sender, sent.hop, sent.conversation_id) == ("asker", 3, handling.conversation_id)
+    other = parse(
+        {"receiver": "echo", "content": "a", "conversation_id": "c9"},
+        sender="asker",
+        handling=handling,
+    )
+    assert (other.conversation_id, other.hop) == ("c9", 3)

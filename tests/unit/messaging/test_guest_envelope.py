@@ -6,6 +6,7 @@ from caxton.agents.runtime import message_from_guest
 from caxton.messages import Message
 
 HANDLING = Message(sender="client", receiver="asker", content="x", hop=2)
+LIMIT = 100
 
 
 def test_a_capability_message_one_hop_further_in_the_same_conversation() -> None:
@@ -13,6 +14,7 @@ def test_a_capability_message_one_hop_further_in_the_same_conversation() -> None
         {"capability": "text-statistics", "content": "a b", "reply_with": "r1"},
         sender="asker",
         handling=HANDLING,
+        max_message_size=LIMIT,
     )
     assert sent is not None
     assert (sent.sender, sent.capability, sent.receiver) == ("asker", "text-statistics", None)
@@ -26,6 +28,7 @@ def test_an_explicit_conversation_is_kept() -> None:
         {"receiver": "echo", "content": {"k": 1}, "conversation_id": "c9", "performative": "query"},
         sender="asker",
         handling=HANDLING,
+        max_message_size=LIMIT,
     )
     assert sent is not None
     assert (sent.receiver, sent.conversation_id, sent.performative) == ("echo", "c9", "query")
@@ -38,6 +41,19 @@ def test_envelopes_that_are_refused() -> None:
         {"receiver": "echo", "content": 3},
         {"receiver": "echo", "content": "x", "performative": "shout"},
         {"receiver": 5, "content": "x"},
+        {"receiver": "echo", "content": "x", "extra": 1},
+        {"receiver": "echo", "content": "x" * (LIMIT + 1)},
         ["not", "an", "object"],
     ):
-        assert message_from_guest(envelope, sender="asker", handling=HANDLING) is None
+        sent = message_from_guest(
+            envelope, sender="asker", handling=HANDLING, max_message_size=LIMIT
+        )
+        assert sent is None, envelope
+
+
+def test_content_may_be_left_out() -> None:
+    sent = message_from_guest(
+        {"receiver": "echo"}, sender="asker", handling=HANDLING, max_message_size=LIMIT
+    )
+    assert sent is not None
+    assert sent.content == ""

@@ -1,0 +1,69 @@
+"""The services of one running server, handed to the HTTP layer as one frozen value.
+
+The server builds every component in dependency order, each with what it needs handed in at
+construction, then collects them here before the HTTP app is created: a handler never finds
+a service missing, and nothing is filled in later.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from caxton.agents.logs import AgentLogs
+from caxton.agents.registry import Registry
+from caxton.agents.service import AgentService
+from caxton.agents.table import AgentTable
+from caxton.components import Components
+from caxton.config import CaxtonConfig
+from caxton.events import EventHub
+from caxton.memory import MemoryService
+from caxton.messaging import Conversations, Router
+from caxton.metrics import Metrics
+from caxton.ops.backup import BackupService
+from caxton.ops.safe_mode import SafeMode
+from caxton.security.gate import SecurityGate
+from caxton.store import Store
+
+
+@attrs.frozen(kw_only=True)
+class Lifecycle:
+    """When the server started and how it stops; created before any component.
+
+    ``stopping`` is set when a graceful shutdown starts: streaming handlers (SSE, WebSocket)
+    watch it to end their streams cleanly before hypercorn's own deadline. ``stopped`` is set
+    once the HTTP server has closed every connection. ``reload_hooks`` run on SIGHUP.
+    """
+
+    started_at: float = attrs.field(factory=time.monotonic)
+    stopping: trio.Event = attrs.field(factory=trio.Event)
+    stopped: trio.Event = attrs.field(factory=trio.Event)
+    reload_hooks: list[Callable[[], Awaitable[None]]] = attrs.field(factory=list)
+
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self.started_at
+
+
+@attrs.frozen(kw_only=True)
+class Services:
+    """Every service a request handler may use, all running."""
+
+    config: CaxtonConfig
+    lifecycle: Lifecycle
+    metrics: Metrics
+    components: Components
+    events: EventHub
+    agent_logs: AgentLogs
+    security: SecurityGate
+    safe_mode: SafeMode
+    store: Store
+    memory: MemoryService
+    backups: BackupService
+    table: AgentTable
+    registry: Registry
+    agents: AgentService
+    conversations: Conversations
+    router: Router
