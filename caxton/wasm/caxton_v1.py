@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING
 import attrs
 import wasmtime
 
+from caxton.wasm import capi
 from caxton.wasm.abi import HOST_MODULE, V1_HOST_FUNCTIONS
 from caxton.wasm.control import StoreGuard, new_store
 from caxton.wasm.errors import WasmAgentFailed, WasmTrap
-from caxton.wasm.guest import fuel_used, read_guest, run_guarded
+from caxton.wasm.guest import fuel_used, run_guarded
 from caxton.wasm.host import SEND_REFUSED, SEND_TOO_LARGE, CallContext, now_ms
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from caxton.wasm.capi import Caller, HostCallback, RawValues
 
 _U32 = 0xFFFF_FFFF
 
@@ -52,6 +53,12 @@ class CaxtonV1Instance:
     guard: StoreGuard
     instance: wasmtime.Instance | None = None
     context: CallContext | None = None
+    #: the exports every message uses, looked up once (after instantiation)
+    _alloc: wasmtime.Func | None = None
+    _handle_message: wasmtime.Func | None = None
+    _memory_export: wasmtime.Memory | None = None
+    #: the host functions' C callbacks: they must live as long as the Store
+    _host_functions: list[object] = attrs.field(factory=list)
 
     @classmethod
     def create(
@@ -71,9 +78,13 @@ class CaxtonV1Instance:
             linker = self._linker(engine)
             self.context = ctx
             self.instance = run_guarded(guard, ctx, lambda: linker.instantiate(guard.store, module))
+            self._alloc = self._export("caxton_alloc")
+            self._handle_message = self._export("handle_message")
+            self._memory_export = self._memory()
             init = self._export("agent_init")
             if init is not None:
-                status = run_guarded(guard, ctx, lambda: init(guard.store))
+                context = capi.context_of(guard.store)
+                status = run_guarded(guard, ctx, lambda: capi.call_i32(context, init, (), 1))
                 if status != 0:
                     raise WasmAgentFailed(agent=ctx.agent, function="agent_init", status=status)
         except BaseException:
@@ -90,25 +101,23 @@ class CaxtonV1Instance:
             WasmAgentFailed: ``handle_message`` returned a non-zero status.
             WasmLimitExceeded, WasmTrap, trio.Cancelled: see :func:`run_guarded`.
         """
-        alloc = self._export("caxton_alloc")
-        handle = self._export("handle_message")
-        memory = self._memory()
+        alloc, handle, memory = self._alloc, self._handle_message, self._memory_export
         assert alloc is not None
         assert handle is not None
-        store = self.guard.store
+        assert memory is not None
+        context = capi.context_of(self.guard.store)
+        size = len(message)
         self.context = ctx
 
         def call() -> int:
-            ptr = alloc(store, len(message)) & _U32
-            if ptr + len(message) > memory.data_len(store):
+            ptr = capi.call_i32(context, alloc, (size,), 1) & _U32
+            if not capi.write_memory(context, memory, ptr, message):
                 ctx.control.stop(
                     "bad_pointer",
-                    f"caxton_alloc({len(message)}) returned {ptr}, outside the guest memory",
+                    f"caxton_alloc({size}) returned {ptr}, outside the guest memory",
                 )
                 return 0
-            memory.write(store, message, ptr)
-            status: int = handle(store, ptr, len(message))
-            return status
+            return capi.call_i32(context, handle, (ptr, size), 2)
 
         try:
             status = run_guarded(self.guard, ctx, call)
@@ -137,52 +146,55 @@ class CaxtonV1Instance:
             raise WasmTrap(agent=self.agent, trap="bad_module", detail="no exported memory")
         return item
 
-    def _read(self, caller: wasmtime.Caller, ptr: int, length: int, what: str) -> bytes | None:
+    def _read(self, caller: Caller, ptr: int, length: int, what: str) -> bytes | None:
         ctx = self.context
         if ctx is None or ctx.control.stopping:
             return None
-        memory = caller.get("memory")
-        data = None
-        if isinstance(memory, wasmtime.Memory):
-            data = read_guest(memory, caller, ptr & _U32, length & _U32)
+        data = capi.read_caller_memory(caller, ptr & _U32, length & _U32)
         if data is None:
             where = f"{what}({ptr & _U32}, {length & _U32})"
             ctx.control.stop("bad_pointer", f"{where} is outside the guest memory")
         return data
 
-    def _never_raising(
-        self, fn: Callable[..., int | None], default: int | None
-    ) -> Callable[..., int | None]:
-        """Wrap a host function so that it never raises into wasmtime (see ``control``)."""
+    def _never_raising(self, fn: HostCallback, default: int | None) -> HostCallback:
+        """Wrap a host function so that it never raises into wasmtime (see ``control``); a
+        function with a result returns ``default`` when it failed."""
 
-        def host(*args: object) -> int | None:
+        def host(caller: Caller, values: RawValues) -> None:
             try:
-                return fn(*args)
+                fn(caller, values)
             except BaseException as exc:
                 if self.context is not None:
                     self.context.control.stop("host_error", exception=exc)
-                return default
+                if default is not None:
+                    values[0].i32 = default
 
         return host
 
     def _linker(self, engine: wasmtime.Engine) -> wasmtime.Linker:
+        """A linker with the ``caxton`` host functions (raw callbacks, see :mod:`capi`)."""
         linker = wasmtime.Linker(engine)
 
-        def reply(caller: wasmtime.Caller, ptr: int, length: int) -> None:
-            data = self._read(caller, ptr, length, "caxton.reply")
+        def reply(caller: Caller, values: RawValues) -> None:
+            data = self._read(caller, values[0].i32, values[1].i32, "caxton.reply")
             if data is not None and self.context is not None:
                 self.context.deliver(data)
 
-        def send_message(caller: wasmtime.Caller, ptr: int, length: int) -> int:
+        def send_message(caller: Caller, values: RawValues) -> None:
+            ptr, length = values[0].i32, values[1].i32
+            values[0].i32 = SEND_REFUSED
             ctx = self.context
             if ctx is None or ctx.control.stopping:
-                return SEND_REFUSED
+                return
             if length & _U32 > ctx.limits.max_message_size:
-                return SEND_TOO_LARGE
+                values[0].i32 = SEND_TOO_LARGE
+                return
             data = self._read(caller, ptr, length, "caxton.send_message")
-            return SEND_REFUSED if data is None else ctx.send_message(data)
+            if data is not None:
+                values[0].i32 = ctx.send_message(data)
 
-        def log(caller: wasmtime.Caller, level: int, ptr: int, length: int) -> None:
+        def log(caller: Caller, values: RawValues) -> None:
+            level, ptr, length = values[0].i32, values[1].i32, values[2].i32
             ctx = self.context
             if ctx is None:
                 return
@@ -194,12 +206,17 @@ class CaxtonV1Instance:
             if data is not None:
                 ctx.log(level, data.decode("utf-8", errors="replace"))
 
+        def clock(_caller: Caller, values: RawValues) -> None:
+            values[0].i64 = now_ms()
+
         for name, fn, default in (
             ("reply", reply, None),
             ("send_message", send_message, SEND_REFUSED),
             ("log", log, None),
+            ("now_ms", clock, None),
         ):
             host = self._never_raising(fn, default)
-            linker.define_func(HOST_MODULE, name, _func_type(name), host, access_caller=True)
-        linker.define_func(HOST_MODULE, "now_ms", _func_type("now_ms"), now_ms)
+            self._host_functions.append(
+                capi.define_host_function(linker, HOST_MODULE, name, _func_type(name), host)
+            )
         return linker

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import wasmtime
 
+from caxton.wasm import capi
 from caxton.wasm.host import CallContext, failure_for
 
 if TYPE_CHECKING:
@@ -28,9 +29,9 @@ def run_guarded(guard: StoreGuard, ctx: CallContext, fn: Callable[[], T]) -> T:
         trio.Cancelled: the trio caller was cancelled; the guest has stopped.
         BaseException: whatever a host callback raised; the guest has stopped.
     """
-    store = guard.store
-    store.set_fuel(ctx.limits.max_fuel)
-    store.set_epoch_deadline(1)
+    context = capi.context_of(guard.store)
+    capi.set_fuel(context, ctx.limits.max_fuel)
+    capi.set_epoch_deadline(context, 1)
     guard.control = ctx.control
     try:
         result = fn()
@@ -49,15 +50,6 @@ def run_guarded(guard: StoreGuard, ctx: CallContext, fn: Callable[[], T]) -> T:
 def fuel_used(guard: StoreGuard, ctx: CallContext) -> int:
     """Return the fuel the last guarded call consumed."""
     try:
-        return ctx.limits.max_fuel - guard.store.get_fuel()
+        return ctx.limits.max_fuel - capi.get_fuel(capi.context_of(guard.store))
     except wasmtime.WasmtimeError:
         return ctx.limits.max_fuel
-
-
-def read_guest(
-    memory: wasmtime.Memory, store: wasmtime.Caller | wasmtime.Store, ptr: int, length: int
-) -> bytes | None:
-    """Return ``length`` bytes at ``ptr``, or None when the range is outside guest memory."""
-    if ptr < 0 or length < 0 or ptr + length > memory.data_len(store):
-        return None
-    return bytes(memory.read(store, ptr, ptr + length))

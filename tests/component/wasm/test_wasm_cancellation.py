@@ -174,8 +174,9 @@ async def test_open_wasm_pool_runs_the_ticker_for_the_block() -> None:
 
 
 def test_the_private_wasmtime_api_we_rely_on_is_there() -> None:
-    # caxton.wasm.control and caxton.wasm.wasi_stdio use these through wasmtime._ffi, which is
-    # why pyproject.toml pins wasmtime exactly; an upgrade must keep this test green.
+    # caxton.wasm.control, caxton.wasm.capi and caxton.wasm.wasi_stdio use these through
+    # wasmtime._ffi, which is why pyproject.toml pins wasmtime exactly; an upgrade must keep
+    # this test green.
     from wasmtime import _ffi as ffi
 
     assert importlib.metadata.version("wasmtime") == "50.0.1"
@@ -185,5 +186,12 @@ def test_the_private_wasmtime_api_we_rely_on_is_there() -> None:
         "wasi_config_set_stdin_bytes",
         "bytes_to_capi",
         "wasmtime_context_t",
+        "wasmtime_func_call_unchecked",
+        "wasmtime_linker_define_func_unchecked",
+        "wasmtime_func_unchecked_callback_t",
+        "wasmtime_val_raw_t",
+        "wasmtime_extern_t",
+        "WASMTIME_EXTERN_MEMORY",
+        "dll",
     ):
         assert hasattr(ffi, name), name
