@@ -139,8 +139,29 @@ class AgentService:
         await self.persist_active(name)
         return self.registry.agent_view(name)
 
+    async def set_canary(
+        self, name: str, *, version: str, traffic_percentage: float
+    ) -> dict[str, Any]:
+        """Give a kept version a share of new conversations; the agent's view."""
+        await self.registry.set_canary(name, version=version, traffic_percentage=traffic_percentage)
+        await self.persist_active(name)
+        return self.registry.agent_view(name)
+
+    async def promote(self, name: str) -> dict[str, Any]:
+        """Make the canary the stable version; the agent's view."""
+        await self.registry.promote(name)
+        await self.persist_active(name)
+        return self.registry.agent_view(name)
+
+    async def rollback(self, name: str, *, to_version: str | None = None) -> dict[str, Any]:
+        """End the canary, or go back to ``to_version`` (or the previous version)."""
+        await self.registry.rollback(name, to_version=to_version)
+        await self.persist_active(name)
+        return self.registry.agent_view(name)
+
     async def persist_active(self, name: str) -> None:
-        """Record which version of an API-deployed agent serves, and prune dropped versions."""
+        """Record which version of an API-deployed agent serves, and prune dropped versions
+        (a restart restores what served, canary share included)."""
         agent = self.registry.state.agents.get(name)
         if agent is None or agent.source != self.store.source_for(name):
             return

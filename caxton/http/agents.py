@@ -196,10 +196,9 @@ async def set_canary(name: str) -> dict[str, Any]:
             'give {"version": "<kept version>", "traffic_percentage": <1-100>}',
             details={"keys": sorted(body)},
         )
-    registry = _registry()
-    await registry.set_canary(name, version=version, traffic_percentage=float(share))
-    await server_state().agents.persist_active(name)
-    return registry.agent_view(name)
+    return await server_state().agents.set_canary(
+        name, version=version, traffic_percentage=float(share)
+    )
 
 
 @routes.route(
@@ -210,10 +209,7 @@ async def set_canary(name: str) -> dict[str, Any]:
     responses=(200, 404, 409),
 )
 async def promote_agent(name: str) -> dict[str, Any]:
-    registry = _registry()
-    await registry.promote(name)
-    await server_state().agents.persist_active(name)
-    return registry.agent_view(name)
+    return await server_state().agents.promote(name)
 
 
 @routes.route(
@@ -229,10 +225,7 @@ async def rollback_agent(name: str) -> dict[str, Any]:
     version = body.get("version")
     if version is not None and not isinstance(version, str):
         raise ValidationFailed('"version" must be a string such as "1.0.0"')
-    registry = _registry()
-    await registry.rollback(name, to_version=version)
-    await server_state().agents.persist_active(name)
-    return registry.agent_view(name)
+    return await server_state().agents.rollback(name, to_version=version)
 
 
 @routes.route(
