@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from caxton import __version__
-from caxton.cli.client import ApiClient, resolve_base_url
+from caxton.cli.client import api_client
 from caxton.cli.output import emit_json, key_values, output_option
 from caxton.errors import CaxtonError, ClientError, ConfigError
 
@@ -66,16 +66,6 @@ def main(ctx: click.Context, url: str | None, config_path: str | None, cacert: s
     ctx.obj["url"] = url
     ctx.obj["config_path"] = config_path
     ctx.obj["cacert"] = cacert
-
-
-def api_client(ctx: click.Context, *, timeout_s: float = 30.0) -> ApiClient:
-    """The client for the server this invocation talks to."""
-    root = ctx.find_root().obj or {}
-    return ApiClient(
-        resolve_base_url(root.get("url"), root.get("config_path")),
-        timeout_s=timeout_s,
-        cacert=root.get("cacert"),
-    )
 
 
 @main.command()

@@ -11,15 +11,9 @@ from typing import Any
 
 import click
 
-from caxton.cli.client import ServerError
+from caxton.cli.client import ServerError, api_client
 from caxton.cli.output import emit_json, key_values, output_option, table
 from caxton.errors import ClientError
-
-
-def _client(ctx: click.Context) -> Any:
-    from caxton.cli import api_client
-
-    return api_client(ctx)
 
 
 @click.group()
@@ -49,7 +43,7 @@ def _canary_cell(view: dict[str, Any]) -> str:
 def list_agents(ctx: click.Context, kind: str | None, status: str | None, output: str) -> None:
     """List agents: name, type, active version, canary, state, capabilities, last reload."""
     params = {k: v for k, v in (("type", kind), ("status", status)) if v}
-    data = _client(ctx).json("GET", "/api/v1/agents", params=params)
+    data = api_client(ctx).json("GET", "/api/v1/agents", params=params)
     if output == "json":
         emit_json(data)
         return
@@ -77,7 +71,7 @@ def list_agents(ctx: click.Context, kind: str | None, status: str | None, output
 @click.pass_context
 def show(ctx: click.Context, name: str, verbose: bool, output: str) -> None:
     """Show one agent."""
-    client = _client(ctx)
+    client = api_client(ctx)
     view = client.json("GET", f"/api/v1/agents/{name}")
     if verbose:
         if view.get("version") is not None or view["status"] != "failed":
@@ -235,7 +229,7 @@ def _deploy_body(file: Path) -> dict[str, Any]:
 def deploy(ctx: click.Context, file: Path, replace: bool, output: str) -> None:
     """Deploy an agent file (WASM manifests take their module along) through the API."""
     body = _deploy_body(file)
-    client = _client(ctx)
+    client = api_client(ctx)
     if replace:
         from caxton.agents.files import read_agent_file
 
@@ -256,7 +250,7 @@ def deploy(ctx: click.Context, file: Path, replace: bool, output: str) -> None:
 @click.pass_context
 def remove(ctx: click.Context, name: str, output: str) -> None:
     """Remove an API-deployed agent."""
-    result = _client(ctx).json("DELETE", f"/api/v1/agents/{name}")
+    result = api_client(ctx).json("DELETE", f"/api/v1/agents/{name}")
     emit_json(result) if output == "json" else click.echo(f"removed {name}")
 
 
@@ -267,7 +261,7 @@ def remove(ctx: click.Context, name: str, output: str) -> None:
 @click.pass_context
 def restart(ctx: click.Context, name: str | None, failing_only: bool, output: str) -> None:
     """Restart an agent blue-green (or every failing one)."""
-    client = _client(ctx)
+    client = api_client(ctx)
     if failing_only == (name is not None):
         raise click.UsageError("give an agent NAME or --failing-only (not both)")
     sources: dict[str, str] = {}
@@ -313,7 +307,7 @@ def restart(ctx: click.Context, name: str | None, failing_only: bool, output: st
 def performance_report(ctx: click.Context, output: str) -> None:
     """Messages, errors, response times and cost (fuel or tokens) of every agent since the
     server started."""
-    data = _client(ctx).json("GET", "/api/v1/agents/performance")
+    data = api_client(ctx).json("GET", "/api/v1/agents/performance")
     if output == "json":
         emit_json(data)
         return
@@ -342,7 +336,7 @@ def performance_report(ctx: click.Context, output: str) -> None:
 @click.pass_context
 def versions(ctx: click.Context, name: str, output: str) -> None:
     """List an agent's kept versions."""
-    data = _client(ctx).json("GET", f"/api/v1/agents/{name}/versions")
+    data = api_client(ctx).json("GET", f"/api/v1/agents/{name}/versions")
     emit_json(data) if output == "json" else click.echo(_versions_table(data["versions"]))
 
 
@@ -354,7 +348,7 @@ def versions(ctx: click.Context, name: str, output: str) -> None:
 @click.pass_context
 def canary(ctx: click.Context, name: str, version: str, percentage: float, output: str) -> None:
     """Send a share of new conversations to a kept version."""
-    view = _client(ctx).json(
+    view = api_client(ctx).json(
         "POST",
         f"/api/v1/agents/{name}/canary",
         json={"version": version, "traffic_percentage": percentage},
@@ -368,7 +362,7 @@ def canary(ctx: click.Context, name: str, version: str, percentage: float, outpu
 @click.pass_context
 def promote(ctx: click.Context, name: str, output: str) -> None:
     """Make the canary the stable version."""
-    view = _client(ctx).json("POST", f"/api/v1/agents/{name}/promote")
+    view = api_client(ctx).json("POST", f"/api/v1/agents/{name}/promote")
     emit_json(view) if output == "json" else click.echo(f"{name}: now {view['version']}")
 
 
@@ -380,7 +374,7 @@ def promote(ctx: click.Context, name: str, output: str) -> None:
 def rollback(ctx: click.Context, name: str, to_version: str | None, output: str) -> None:
     """End the canary, or go back to the previous (or --to) version."""
     body = {"version": to_version} if to_version else {}
-    view = _client(ctx).json("POST", f"/api/v1/agents/{name}/rollback", json=body)
+    view = api_client(ctx).json("POST", f"/api/v1/agents/{name}/rollback", json=body)
     emit_json(view) if output == "json" else click.echo(f"{name}: now {view['version']}")
 
 
@@ -395,7 +389,7 @@ def logs(
     ctx: click.Context, agent: str, tail: int, follow: bool, level: str | None, output: str
 ) -> None:
     """Print an agent's log lines."""
-    client = _client(ctx)
+    client = api_client(ctx)
     params: dict[str, Any] = {"tail": tail}
     if level:
         params["level"] = level

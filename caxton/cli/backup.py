@@ -22,16 +22,10 @@ from typing import Any
 import click
 import httpx
 
-from caxton.cli.client import ApiClient, decode
+from caxton.cli.client import ApiClient, api_client, decode
 from caxton.cli.offline import config_path, load_offline_config, server_unreachable
 from caxton.cli.output import emit_json, key_values, output_option
 from caxton.errors import ClientError
-
-
-def _client(ctx: click.Context, *, timeout_s: float = 30.0) -> ApiClient:
-    from caxton.cli import api_client
-
-    return api_client(ctx, timeout_s=timeout_s)
 
 
 def _size(size: float) -> str:
@@ -139,7 +133,7 @@ def create(ctx: click.Context, destination: Path | None, report: str) -> None:
     SHA-256 sums. With a stopped server and a known configuration (--config or
     CAXTON_CONFIG_PATH) it is made from the files.
     """
-    client = _client(ctx, timeout_s=600)
+    client = api_client(ctx, timeout_s=600)
     started = time.monotonic()
     try:
         if destination is not None:

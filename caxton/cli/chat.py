@@ -12,6 +12,7 @@ import click
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, wrap_client_stream
 
+from caxton.cli.client import api_client
 from caxton.cli.output import emit_json
 from caxton.errors import ClientError
 
@@ -111,7 +112,6 @@ async def _converse(
 @click.pass_context
 def chat(ctx: click.Context, agent: str, text: str, conversation: str | None, output: str) -> None:
     """Send TEXT to AGENT and stream its reply as it arrives."""
-    from caxton.cli import api_client
 
     client = api_client(ctx)
     reply = trio.run(

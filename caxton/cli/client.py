@@ -24,6 +24,8 @@ from caxton.errors import CaxtonError, ClientError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    import click
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
@@ -155,3 +157,13 @@ def decode(response: httpx.Response) -> Any:
 
 
 __all__ = ["ApiClient", "CaxtonError", "ServerError", "decode", "resolve_base_url"]
+
+
+def api_client(ctx: click.Context, *, timeout_s: float = 30.0) -> ApiClient:
+    """The client for the server this invocation talks to (``caxton --url/--config/--cacert``)."""
+    root = ctx.find_root().obj or {}
+    return ApiClient(
+        resolve_base_url(root.get("url"), root.get("config_path")),
+        timeout_s=timeout_s,
+        cacert=root.get("cacert"),
+    )

@@ -7,14 +7,9 @@ from typing import Any
 
 import click
 
+from caxton.cli.client import api_client
 from caxton.cli.message import content_cell
 from caxton.cli.output import emit_json, key_values, output_option, table
-
-
-def _client(ctx: click.Context) -> Any:
-    from caxton.cli import api_client
-
-    return api_client(ctx)
 
 
 def _when(epoch: float) -> str:
@@ -42,7 +37,7 @@ def list_conversations(
     """List conversations, most recently active first."""
     params: dict[str, Any] = {"limit": limit}
     params.update({k: v for k, v in (("status", status), ("agent", agent)) if v})
-    data = _client(ctx).json("GET", "/api/v1/conversations", params=params)
+    data = api_client(ctx).json("GET", "/api/v1/conversations", params=params)
     if output == "json":
         emit_json(data)
         return
@@ -71,7 +66,7 @@ def _destination(message: dict[str, Any]) -> str:
 @click.pass_context
 def show(ctx: click.Context, conversation_id: str, output: str) -> None:
     """Show a conversation: who said what to whom, in order."""
-    data = _client(ctx).json("GET", f"/api/v1/conversations/{conversation_id}")
+    data = api_client(ctx).json("GET", f"/api/v1/conversations/{conversation_id}")
     if output == "json":
         emit_json(data)
         return
@@ -106,7 +101,7 @@ def show(ctx: click.Context, conversation_id: str, output: str) -> None:
 @click.pass_context
 def close(ctx: click.Context, conversation_id: str, output: str) -> None:
     """Close a conversation; further messages in it are refused."""
-    data = _client(ctx).json("POST", f"/api/v1/conversations/{conversation_id}/close")
+    data = api_client(ctx).json("POST", f"/api/v1/conversations/{conversation_id}/close")
     if output == "json":
         emit_json(data)
     else:

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 import httpx
 
-from caxton.cli.client import ApiClient, decode
+from caxton.cli.client import ApiClient, api_client, decode
 from caxton.cli.output import emit_json, key_values, output_option, table
 from caxton.errors import ClientError
 
@@ -31,12 +31,6 @@ PROGRESS_BYTES = 4 * 1024 * 1024
 #: The share of ``memory.max_entities`` from which ``capacity-check`` warns and exits 1.
 CAPACITY_WARNING = 0.9
 MERGE_STRATEGIES = ("update_existing", "skip_existing", "error_on_conflict")
-
-
-def _client(ctx: click.Context, *, timeout_s: float = 30.0) -> ApiClient:
-    from caxton.cli import api_client
-
-    return api_client(ctx, timeout_s=timeout_s)
 
 
 def _size(size: float) -> str:
@@ -75,7 +69,7 @@ def _entities_line(data: dict[str, Any]) -> str:
 @click.pass_context
 def stats(ctx: click.Context, detailed: bool, output: str) -> None:
     """Print memory statistics: entities, relations, size, search latency, cache hit rate."""
-    data = _client(ctx).json("GET", "/api/v1/memory/stats")
+    data = api_client(ctx).json("GET", "/api/v1/memory/stats")
     if output == "json":
         emit_json(data)
         return
@@ -154,7 +148,7 @@ def capacity_check(ctx: click.Context, output: str) -> None:
     Exit 0 below 90% of the limit; exit 1 from 90% on (a warning: delete entities or raise
     memory.max_entities before writes start failing with MEMORY_LIMIT_EXCEEDED).
     """
-    data = _client(ctx).json("GET", "/api/v1/memory/capacity")
+    data = api_client(ctx).json("GET", "/api/v1/memory/capacity")
     if output == "json":
         emit_json(data)
     else:
@@ -208,7 +202,7 @@ def search(
     for key, value in (("scope", scope), ("agent", agent), ("entity_types", types)):
         if value:
             params[key] = value
-    data = _client(ctx).json("GET", "/api/v1/memory/search", params=params)
+    data = api_client(ctx).json("GET", "/api/v1/memory/search", params=params)
     if output == "json":
         emit_json(data)
         return
@@ -280,7 +274,7 @@ def add(
     }
     if agent:
         body["agent"] = agent
-    entity = _client(ctx).json("POST", "/api/v1/memory/entities", json=body)
+    entity = api_client(ctx).json("POST", "/api/v1/memory/entities", json=body)
     emit_json(entity) if output == "json" else _print_entity(entity)
 
 
@@ -290,7 +284,7 @@ def add(
 @click.pass_context
 def show(ctx: click.Context, name: str, output: str) -> None:
     """Show entity NAME with its observations."""
-    entity = _client(ctx).json("GET", f"/api/v1/memory/entities/{name}")
+    entity = api_client(ctx).json("GET", f"/api/v1/memory/entities/{name}")
     emit_json(entity) if output == "json" else _print_entity(entity)
 
 
@@ -300,7 +294,7 @@ def show(ctx: click.Context, name: str, output: str) -> None:
 @click.pass_context
 def delete(ctx: click.Context, name: str, output: str) -> None:
     """Delete entity NAME with its observations and relations."""
-    result = _client(ctx).json("DELETE", f"/api/v1/memory/entities/{name}")
+    result = api_client(ctx).json("DELETE", f"/api/v1/memory/entities/{name}")
     if output == "json":
         emit_json(result)
     else:
@@ -321,7 +315,7 @@ def optimize(ctx: click.Context, vacuum: bool, reindex: bool, analyze: bool, out
     body = {
         k: True for k, v in (("vacuum", vacuum), ("reindex", reindex), ("analyze", analyze)) if v
     }
-    report = _client(ctx, timeout_s=600).json("POST", "/api/v1/memory/optimize", json=body)
+    report = api_client(ctx, timeout_s=600).json("POST", "/api/v1/memory/optimize", json=body)
     if output == "json":
         emit_json(report)
         return
@@ -342,7 +336,7 @@ def optimize(ctx: click.Context, vacuum: bool, reindex: bool, analyze: bool, out
 @click.pass_context
 def cache_clear(ctx: click.Context, rebuild: bool, output: str) -> None:
     """Forget cached query embeddings (and with --rebuild, rebuild the search accelerator)."""
-    result = _client(ctx, timeout_s=600).json(
+    result = api_client(ctx, timeout_s=600).json(
         "POST", "/api/v1/memory/cache/clear", json={"rebuild": rebuild}
     )
     if output == "json":
@@ -469,7 +463,7 @@ def export(ctx: click.Context, kind: str, destination: Path, report: str) -> Non
     the DuckDB file is read directly when the configuration is known (caxton --config F, or
     CAXTON_CONFIG_PATH).
     """
-    client = _client(ctx)
+    client = api_client(ctx)
     directory = destination.parent
     directory.mkdir(parents=True, exist_ok=True)
     progress = _Progress("exported")
@@ -559,7 +553,7 @@ def import_file(ctx: click.Context, file: Path, merge_strategy: str, output: str
     size = file.stat().st_size
     if size >= PROGRESS_BYTES and output == "table":
         click.echo(f"uploading {file} ({_size(size)})…", err=True)
-    client = _client(ctx, timeout_s=600)
+    client = api_client(ctx, timeout_s=600)
     result = client.json(
         "POST",
         "/api/v1/memory/import",

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from caxton.cli.client import api_client
 from caxton.cli.output import emit_json, key_values, output_option
 from caxton.messages import PERFORMATIVES
 
@@ -70,7 +71,6 @@ def send(
     output: str,
 ) -> None:
     """Send a message and print the reply (exit 1 when the reply is a failure)."""
-    from caxton.cli import api_client
 
     if (receiver is None) == (capability is None):
         raise click.UsageError("give exactly one of --to AGENT or --capability CAPABILITY")

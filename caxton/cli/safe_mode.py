@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from caxton.cli.client import api_client
 from caxton.cli.offline import load_offline_config, server_unreachable
 from caxton.cli.output import emit_json, key_values, output_option
 from caxton.errors import ClientError
@@ -49,7 +50,6 @@ def safe_mode(ctx: click.Context, enable: bool | None, reason: str | None, outpu
     reads and messages to agents keep working and agents_dir changes are held. It survives
     restarts until disabled.
     """
-    from caxton.cli import api_client
 
     client = api_client(ctx)
     try:
