@@ -24,15 +24,8 @@ import httpx
 
 from caxton.cli.client import ApiClient, api_client, decode
 from caxton.cli.offline import config_path, load_offline_config, server_unreachable
-from caxton.cli.output import emit_json, key_values, output_option
+from caxton.cli.output import byte_size, emit_json, key_values, output_option
 from caxton.errors import ClientError
-
-
-def _size(size: float) -> str:
-    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if size >= factor:
-            return f"{size / factor:.1f}{unit}"
-    return f"{int(size)}B"
 
 
 @click.group()
@@ -151,7 +144,7 @@ def create(ctx: click.Context, destination: Path | None, report: str) -> None:
         emit_json(result)
     else:
         click.echo(
-            f"backup written to {result['path']} ({_size(result['size_bytes'])}, "
+            f"backup written to {result['path']} ({byte_size(result['size_bytes'])}, "
             f"{result['files']} files, sha256 {result['sha256'][:16]}…)"
         )
 
@@ -195,7 +188,7 @@ def verify(file: Path, output: str) -> None:
                 ("created", manifest.created_at),
                 ("caxton version", manifest.version),
                 ("files", ", ".join(f"{area} {n}" for area, n in sorted(counts.items()))),
-                ("content", _size(manifest.total_bytes)),
+                ("content", byte_size(manifest.total_bytes)),
                 ("checksums", "ok"),
             ]
         )

@@ -20,7 +20,7 @@ import click
 import httpx
 
 from caxton.cli.client import ApiClient, api_client, decode
-from caxton.cli.output import emit_json, key_values, output_option, table
+from caxton.cli.output import byte_size, emit_json, key_values, output_option, table
 from caxton.errors import ClientError
 
 if TYPE_CHECKING:
@@ -31,13 +31,6 @@ PROGRESS_BYTES = 4 * 1024 * 1024
 #: The share of ``memory.max_entities`` from which ``capacity-check`` warns and exits 1.
 CAPACITY_WARNING = 0.9
 MERGE_STRATEGIES = ("update_existing", "skip_existing", "error_on_conflict")
-
-
-def _size(size: float) -> str:
-    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if size >= factor:
-            return f"{size / factor:.1f}{unit}"
-    return f"{int(size)}B"
 
 
 def _percent(ratio: float | None) -> str:
@@ -85,7 +78,7 @@ def stats(ctx: click.Context, detailed: bool, output: str) -> None:
                     ("Entities", _entities_line(data)),
                     ("Relations", data["relation_count"]),
                     ("Observations", data["observation_count"]),
-                    ("Database size", _size(data["db_size_bytes"])),
+                    ("Database size", byte_size(data["db_size_bytes"])),
                     ("Search latency", latency),
                     ("Cache hit rate", _percent(data.get("cache_hit_rate"))),
                 ]
@@ -101,7 +94,7 @@ def stats(ctx: click.Context, detailed: bool, output: str) -> None:
         ("Entities", _entities_line(data)),
         ("Relations", data["relation_count"]),
         ("Observations", data["observation_count"]),
-        ("Database size", _size(data["db_size_bytes"])),
+        ("Database size", byte_size(data["db_size_bytes"])),
         ("Fragmentation", _percent(database.get("fragmentation"))),
         (
             "Buffer memory",
@@ -124,7 +117,7 @@ def stats(ctx: click.Context, detailed: bool, output: str) -> None:
             ("Cache hit rate", f"{_percent(embedder['hit_rate'])} ({lookups} lookups)"),
             ("Cached embeddings", f"{embedder['cache_entries']} of {embedder['cache_size']}"),
             ("Texts embedded", embedder["texts_embedded"]),
-            ("Memory usage", f"{_size(data['process_memory_bytes'])} (server process)"),
+            ("Memory usage", f"{byte_size(data['process_memory_bytes'])} (server process)"),
         ]
         click.echo("\nEmbedding Performance:")
         click.echo(_indent(key_values(embedding)))
@@ -159,7 +152,7 @@ def capacity_check(ctx: click.Context, output: str) -> None:
                     ("Entities", data["entity_count"]),
                     ("Max entities", limit if limit else "no limit"),
                     ("Used", _percent(data["used_ratio"]) if limit else "-"),
-                    ("Database size", _size(data["db_size_bytes"])),
+                    ("Database size", byte_size(data["db_size_bytes"])),
                 ]
             )
         )
@@ -326,7 +319,7 @@ def optimize(ctx: click.Context, vacuum: bool, reindex: bool, analyze: bool, out
     ]
     click.echo(
         f"optimized: {', '.join(steps)} in {report['seconds']:.2f}s; database "
-        f"{_size(report['size_before_bytes'])} -> {_size(report['size_after_bytes'])}"
+        f"{byte_size(report['size_before_bytes'])} -> {byte_size(report['size_after_bytes'])}"
     )
 
 
@@ -362,7 +355,7 @@ class _Progress:
     def add(self, size: int) -> None:
         self.done += size
         if self.done >= self.next_report:
-            click.echo(f"{self.verb} {_size(self.done)}…", err=True)
+            click.echo(f"{self.verb} {byte_size(self.done)}…", err=True)
             self.next_report += PROGRESS_BYTES
 
 
@@ -510,7 +503,7 @@ def export(ctx: click.Context, kind: str, destination: Path, report: str) -> Non
     else:
         click.echo(
             f"exported {entities} entities and {relations} relations to {destination} "
-            f"({_size(written)}, {kind})"
+            f"({byte_size(written)}, {kind})"
         )
 
 
@@ -552,7 +545,7 @@ def import_file(ctx: click.Context, file: Path, merge_strategy: str, output: str
     content_type = "application/x-ndjson" if jsonl else "application/json"
     size = file.stat().st_size
     if size >= PROGRESS_BYTES and output == "table":
-        click.echo(f"uploading {file} ({_size(size)})…", err=True)
+        click.echo(f"uploading {file} ({byte_size(size)})…", err=True)
     client = api_client(ctx, timeout_s=600)
     result = client.json(
         "POST",

@@ -30,6 +30,14 @@ def output_option(func: F) -> F:
     )(func)
 
 
+def byte_size(size: float) -> str:
+    """``size`` bytes for people: ``1.5GB``, ``12.0MB``, ``3.4KB``, ``512B`` (powers of 1000)."""
+    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= factor:
+            return f"{size / factor:.1f}{unit}"
+    return f"{int(size)}B"
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
