@@ -133,12 +133,7 @@ def load_config(
     if path is not None or text is not None:
         if text is None:
             assert path is not None
-            try:
-                text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise ConfigError(source, [f"file not found: {path}"]) from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(source, [f"cannot read {path}: {exc}"]) from None
+            text = _read_text(path)
         raw = _parse_yaml(text, source, positions)
 
     problems: list[str] = []
@@ -171,6 +166,20 @@ def load_config(
     )
 
 
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of the configuration file ``path``.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not UTF-8.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [f"file not found: {path}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read {path}: {exc}"]) from None
+
+
 @attrs.frozen(kw_only=True)
 class ServerAddress:
     """Where a client finds the server: all a client command needs of a caxton.yaml."""
@@ -201,12 +210,7 @@ def load_server_address(path: Path, *, environ: Mapping[str, str] | None = None)
     """
     env = dict(os.environ if environ is None else environ)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, [f"file not found: {path}"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [f"cannot read {path}: {exc}"]) from None
+    text = _read_text(path)
     positions = _Positions()
     raw = _parse_yaml(text, source, positions)
     defaults = CaxtonConfig()
