@@ -50,17 +50,12 @@ def read_agent_file(path: Path) -> AgentFile | None:
     except FileNotFoundError:
         return None
     except AgentSpecError as exc:
-        return AgentFile(report=_failed(source, list(exc.problems)), text=None)
+        return AgentFile(report=SpecReport.failed(source, exc.problems), text=None)
     except OSError as exc:
-        read_problem = SpecProblem(
-            file=source,
-            line=None,
-            column=None,
-            key="",
-            message=f"cannot read {path}: {exc.strerror}",
-            suggestion="check the file's permissions",
+        read_problem = SpecProblem.unplaced(
+            source, f"cannot read {path}: {exc.strerror}", suggestion="check the file's permissions"
         )
-        return AgentFile(report=_failed(source, [read_problem]), text=None)
+        return AgentFile(report=SpecReport.failed(source, [read_problem]), text=None)
     text = raw.decode("utf-8", errors="replace")
     kind = "wasm" if _WASM_TABLE.search(text) else "config"
     report = check_agent_file(raw, source=source)
@@ -70,9 +65,8 @@ def read_agent_file(path: Path) -> AgentFile | None:
     module_path = path.parent / spec.module
     module_problem = _module_problem(source, module_path)
     if module_problem is not None:
-        return AgentFile(
-            report=_failed(source, [module_problem]), text=text, kind=kind, module_path=module_path
-        )
+        report = SpecReport.failed(source, [module_problem])
+        return AgentFile(report=report, text=text, kind=kind, module_path=module_path)
     module = module_path.read_bytes()
     combined = version_hash(spec.content_hash, module)
     report = attrs.evolve(report, spec=attrs.evolve(spec, content_hash=combined))
@@ -83,40 +77,28 @@ def _module_problem(source: str, module_path: Path) -> SpecProblem | None:
     try:
         size = module_path.stat().st_size
     except FileNotFoundError:
-        return SpecProblem(
-            file=source,
-            line=None,
-            column=None,
+        return SpecProblem.unplaced(
+            source,
+            f"the module {module_path} named by [wasm] module does not exist",
             key="wasm.module",
-            message=f"the module {module_path} named by [wasm] module does not exist",
             suggestion="put the .wasm or .wat file next to the manifest, or fix the path",
         )
     except OSError as exc:
-        return SpecProblem(
-            file=source,
-            line=None,
-            column=None,
+        return SpecProblem.unplaced(
+            source,
+            f"cannot read the module {module_path}: {exc.strerror}",
             key="wasm.module",
-            message=f"cannot read the module {module_path}: {exc.strerror}",
         )
     if module_path.suffix not in MODULE_SUFFIXES:
-        return SpecProblem(
-            file=source,
-            line=None,
-            column=None,
+        return SpecProblem.unplaced(
+            source,
+            f"the module {module_path.name} is neither .wasm nor .wat",
             key="wasm.module",
-            message=f"the module {module_path.name} is neither .wasm nor .wat",
         )
     if size > MAX_MODULE_BYTES:
-        return SpecProblem(
-            file=source,
-            line=None,
-            column=None,
+        return SpecProblem.unplaced(
+            source,
+            f"the module {module_path.name} is {size} bytes, over {MAX_MODULE_BYTES}",
             key="wasm.module",
-            message=f"the module {module_path.name} is {size} bytes, over {MAX_MODULE_BYTES}",
         )
     return None
-
-
-def _failed(source: str, problems: list[SpecProblem]) -> SpecReport:
-    return SpecReport(source=source, spec=None, errors=tuple(problems), warnings=())

@@ -38,6 +38,15 @@ class SpecProblem:
     message: str
     suggestion: str = ""
 
+    @classmethod
+    def unplaced(
+        cls, file: str, message: str, *, key: str = "", suggestion: str = ""
+    ) -> SpecProblem:
+        """A finding with no line in the text: the whole file, or a key's missing neighbour."""
+        return cls(
+            file=file, line=None, column=None, key=key, message=message, suggestion=suggestion
+        )
+
     def location(self) -> str:
         """Return ``"line 7, column 1"``, or an empty string when the problem has no place."""
         if self.line is None:

@@ -13,7 +13,7 @@ seconds (``*_s`` fields) and sizes in bytes (``*_bytes`` fields).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import attrs
@@ -173,6 +173,11 @@ class SpecReport:
     errors: tuple[SpecProblem, ...]
     warnings: tuple[SpecProblem, ...]
 
+    @classmethod
+    def failed(cls, source: str, errors: Iterable[SpecProblem]) -> SpecReport:
+        """The report of a file that does not load, with no warnings."""
+        return cls(source=source, spec=None, errors=tuple(errors), warnings=())
+
     @property
     def valid(self) -> bool:
         """Whether the file loads."""
@@ -238,10 +243,10 @@ def check_agent_file(data: str | bytes, *, source: str, require_module: bool = T
     """
     raw, text, problem = _read(data, source=source)
     if problem is not None or text is None:
-        return _failed(source, [problem] if problem else [])
+        return SpecReport.failed(source, [problem] if problem else [])
     document, problem = parse_toml(text, source=source)
     if problem is not None or document is None:
-        return _failed(source, [problem] if problem else [])
+        return SpecReport.failed(source, [problem] if problem else [])
     content_hash = hashlib.blake2b(raw, digest_size=16).hexdigest()
     if "wasm" in document:
         return _check_wasm(document, text, source, content_hash, require_module=require_module)
@@ -272,10 +277,6 @@ def _read(data: str | bytes, *, source: str) -> tuple[bytes, str | None, SpecPro
         return raw, None, problem
     text, problem = decode_text(raw, source=source)
     return raw, text, problem
-
-
-def _failed(source: str, errors: list[SpecProblem]) -> SpecReport:
-    return SpecReport(source=source, spec=None, errors=tuple(errors), warnings=())
 
 
 def _report(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, AnyStr, Final
 
 import tomli
 
@@ -119,15 +119,10 @@ def size_problem(size: int, *, source: str) -> SpecProblem | None:
     """Return a problem when an agent file of ``size`` bytes is too large to be read."""
     if size <= MAX_SPEC_BYTES:
         return None
-    return SpecProblem(
-        file=source,
-        line=None,
-        column=None,
-        key="",
-        message=(
-            f"the agent file is {format_size(size)} ({size} bytes); "
-            f"the limit is {format_size(MAX_SPEC_BYTES)}"
-        ),
+    return SpecProblem.unplaced(
+        source,
+        f"the agent file is {format_size(size)} ({size} bytes); "
+        f"the limit is {format_size(MAX_SPEC_BYTES)}",
         suggestion="agent files hold settings and prompts; keep large documents in memory instead",
     )
 
@@ -135,17 +130,16 @@ def size_problem(size: int, *, source: str) -> SpecProblem | None:
 def decode_text(data: bytes, *, source: str) -> tuple[str | None, SpecProblem | None]:
     """Decode agent file bytes as UTF-8 text, refusing binary files with a useful message."""
     if data.startswith(_WASM_MAGIC):
-        return None, _whole_file_problem(
+        return None, SpecProblem.unplaced(
             source,
             "the file is a WebAssembly module, not a TOML agent file",
-            'write a manifest with [wasm] module = "<file>.wasm", or deploy it through the API '
-            "with a manifest and wasm_module",
+            suggestion='write a manifest with [wasm] module = "<file>.wasm", or deploy it through '
+            "the API with a manifest and wasm_module",
         )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        line, column = _line_column(data, exc.start, b"\n")
         byte = data[exc.start : exc.start + 1].hex()
         return None, SpecProblem(
             file=source,
@@ -157,8 +151,7 @@ def decode_text(data: bytes, *, source: str) -> tuple[str | None, SpecProblem | 
         )
     if "\x00" in text:
         offset = text.index("\x00")
-        line = text.count("\n", 0, offset) + 1
-        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        line, column = _line_column(text, offset, "\n")
         return None, SpecProblem(
             file=source,
             line=line,
@@ -170,16 +163,21 @@ def decode_text(data: bytes, *, source: str) -> tuple[str | None, SpecProblem | 
     return text.removeprefix("\ufeff"), None
 
 
+def _line_column(data: AnyStr, offset: int, newline: AnyStr) -> tuple[int, int]:
+    """The 1-based line and column of ``offset`` (in bytes of bytes, in characters of text)."""
+    return data.count(newline, 0, offset) + 1, offset - data.rfind(newline, 0, offset)
+
+
 def parse_toml(text: str, *, source: str) -> tuple[dict[str, Any] | None, SpecProblem | None]:
     """Parse TOML text; a syntax error becomes a problem at tomli's line and column."""
     try:
         return tomli.loads(text), None
     except RecursionError:
         # tomli refuses keys of over 1000 parts and values nested too deeply this way
-        return None, _whole_file_problem(
+        return None, SpecProblem.unplaced(
             source,
             "invalid TOML: keys, tables or arrays are nested too deeply",
-            "agent files need a few levels of nesting; flatten the deepest values",
+            suggestion="agent files need a few levels of nesting; flatten the deepest values",
         )
     except tomli.TOMLDecodeError as exc:
         hint = next((h for marker, h in _SYNTAX_HINTS if marker in exc.msg), "")
@@ -191,12 +189,6 @@ def parse_toml(text: str, *, source: str) -> tuple[dict[str, Any] | None, SpecPr
             message=f"invalid TOML: {exc.msg}",
             suggestion=hint or "fix the TOML syntax at this place",
         )
-
-
-def _whole_file_problem(source: str, message: str, suggestion: str) -> SpecProblem:
-    return SpecProblem(
-        file=source, line=None, column=None, key="", message=message, suggestion=suggestion
-    )
 
 
 class SpecChecker:
@@ -286,10 +278,10 @@ class SpecChecker:
         if not count:
             return []
         return [
-            _whole_file_problem(
+            SpecProblem.unplaced(
                 self.source,
                 f"{count} more {kind} not listed (only the first {MAX_PROBLEMS} are)",
-                "fix the listed ones and validate again",
+                suggestion="fix the listed ones and validate again",
             )
         ]
 

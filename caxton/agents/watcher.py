@@ -186,8 +186,6 @@ class AgentsWatcher:
         try:
             self.registry.deploy(spec, module=read.module)
         except DuplicateAgentName as exc:
-            problem = SpecProblem(
-                file=str(path), line=None, column=None, key="name", message=exc.message
-            )
-            report = SpecReport(source=str(path), spec=None, errors=(problem,), warnings=())
+            problem = SpecProblem.unplaced(str(path), exc.message, key="name")
+            report = SpecReport.failed(str(path), [problem])
             self.registry.record_invalid(report, text=read.text, kind=read.kind)
