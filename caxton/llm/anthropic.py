@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Final
 
 from caxton.llm.client import HTTPClient
-from caxton.llm.types import Finish, TextDelta, ToolCall, Usage
-from caxton.llm.wire import WireError
+from caxton.llm.types import Finish, TextDelta, Usage
+from caxton.llm.wire import WireError, add_sampling, assembled_tool_call, event_object
 
 if TYPE_CHECKING:
     from caxton.llm.settings import ProviderSettings
@@ -67,12 +66,7 @@ def anthropic_payload(settings: ProviderSettings, request: ChatRequest) -> dict[
             {"name": tool.name, "description": tool.description, "input_schema": tool.parameters()}
             for tool in request.tools
         ]
-    for key in ("temperature", "top_p"):
-        value = getattr(request, key)
-        if value is None:
-            value = getattr(settings, key)
-        if value is not None:
-            payload[key] = value
+    add_sampling(payload, settings, request, ("temperature", "top_p"))
     return payload
 
 
@@ -94,12 +88,7 @@ class AnthropicStreamParser:
     def feed(self, event: SSEEvent) -> list[LLMEvent]:
         if self._finished:
             return []
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            raise WireError(f"a stream event is not JSON: {event.data[:200]!r}") from None
-        if not isinstance(data, dict):
-            raise WireError(f"a stream event is not a JSON object: {event.data[:200]!r}")
+        data = event_object(event, "event")
         kind = data.get("type", event.event)
         if kind == "message_start":
             usage = (data.get("message") or {}).get("usage") or {}
@@ -157,11 +146,7 @@ class AnthropicStreamParser:
         tool = self._tools.pop(index, None)
         if tool is None:
             return []
-        arguments = "".join(tool["parts"]) or "{}"
-        try:
-            return [ToolCall(id=tool["id"], name=tool["name"], arguments=arguments)]
-        except ValueError as exc:
-            raise WireError(f"tool call {tool['name']!r} has bad arguments: {exc}") from None
+        return [assembled_tool_call(tool["id"], tool["name"], tool["parts"])]
 
 
 class AnthropicClient(HTTPClient):

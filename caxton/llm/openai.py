@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from caxton.llm.client import HTTPClient
-from caxton.llm.types import Finish, LLMEvent, TextDelta, ToolCall, Usage
-from caxton.llm.wire import WireError
+from caxton.llm.types import Finish, LLMEvent, TextDelta, Usage
+from caxton.llm.wire import WireError, add_sampling, assembled_tool_call, event_object
 
 if TYPE_CHECKING:
     from caxton.llm.settings import ProviderSettings
@@ -62,17 +61,8 @@ def openai_payload(settings: ProviderSettings, request: ChatRequest) -> dict[str
             }
             for tool in request.tools
         ]
-    _sampling(payload, settings, request)
+    add_sampling(payload, settings, request, ("temperature", "max_tokens", "top_p"))
     return payload
-
-
-def _sampling(payload: dict[str, Any], settings: ProviderSettings, request: ChatRequest) -> None:
-    for key in ("temperature", "max_tokens", "top_p"):
-        value = getattr(request, key)
-        if value is None:
-            value = getattr(settings, key)
-        if value is not None:
-            payload[key] = value
 
 
 class OpenAIStreamParser:
@@ -94,12 +84,7 @@ class OpenAIStreamParser:
             return []
         if event.data.strip() == "[DONE]":
             return self._finish()
-        try:
-            chunk = json.loads(event.data)
-        except ValueError:
-            raise WireError(f"a stream chunk is not JSON: {event.data[:200]!r}") from None
-        if not isinstance(chunk, dict):
-            raise WireError(f"a stream chunk is not a JSON object: {event.data[:200]!r}")
+        chunk = event_object(event, "chunk")
         if "error" in chunk:
             error = chunk["error"]
             text = error.get("message", error) if isinstance(error, dict) else error
@@ -151,11 +136,7 @@ class OpenAIStreamParser:
         events: list[LLMEvent] = []
         for index in sorted(self._calls):
             call = self._calls[index]
-            arguments = "".join(call["arguments"]) or "{}"
-            try:
-                events.append(ToolCall(id=call["id"], name=call["name"], arguments=arguments))
-            except ValueError as exc:
-                raise WireError(f"tool call {call['name']!r} has bad arguments: {exc}") from None
+            events.append(assembled_tool_call(call["id"], call["name"], call["arguments"]))
         self._calls.clear()
         return events
 

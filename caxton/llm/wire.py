@@ -1,12 +1,19 @@
-"""What the provider modules share: the parser protocol and the error a parser raises."""
+"""What the provider modules share: the parser protocol, the error a parser raises, and the
+steps both wire formats take alike (sampling settings, JSON events, assembled tool calls)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import json
+from typing import TYPE_CHECKING, Any, Protocol
+
+from caxton.llm.types import ToolCall
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from caxton.llm.settings import ProviderSettings
     from caxton.llm.sse import SSEEvent
-    from caxton.llm.types import LLMEvent
+    from caxton.llm.types import ChatRequest, LLMEvent
 
 
 class WireError(Exception):
@@ -36,3 +43,43 @@ class StreamParser(Protocol):
     def end_of_stream(self) -> list[LLMEvent]:
         """The body ended: what is still pending, or :class:`WireError` if it was cut short."""
         ...
+
+
+def add_sampling(
+    payload: dict[str, Any], settings: ProviderSettings, request: ChatRequest, keys: Iterable[str]
+) -> None:
+    """Put each of ``keys`` into ``payload``: the request's value, else the settings', if any."""
+    for key in keys:
+        value = getattr(request, key)
+        if value is None:
+            value = getattr(settings, key)
+        if value is not None:
+            payload[key] = value
+
+
+def event_object(event: SSEEvent, what: str) -> dict[str, Any]:
+    """The JSON object an SSE event carries.
+
+    Raises:
+        WireError: the data is not JSON, or not an object (``what`` names the event in the text).
+    """
+    try:
+        data = json.loads(event.data)
+    except ValueError:
+        raise WireError(f"a stream {what} is not JSON: {event.data[:200]!r}") from None
+    if not isinstance(data, dict):
+        raise WireError(f"a stream {what} is not a JSON object: {event.data[:200]!r}")
+    return data
+
+
+def assembled_tool_call(call_id: str, name: str, fragments: Iterable[str]) -> ToolCall:
+    """The tool call whose arguments arrived as ``fragments`` of JSON text (none: ``{}``).
+
+    Raises:
+        WireError: the joined arguments are not a JSON object.
+    """
+    arguments = "".join(fragments) or "{}"
+    try:
+        return ToolCall(id=call_id, name=name, arguments=arguments)
+    except ValueError as exc:
+        raise WireError(f"tool call {name!r} has bad arguments: {exc}") from None
