@@ -68,6 +68,19 @@ def _check_keys(record: dict[str, Any], allowed: frozenset[str], where: str) -> 
         )
 
 
+def _check_required(record: dict[str, Any], required: tuple[str, ...], where: str) -> None:
+    for key in required:
+        if key not in record:
+            raise ValidationFailed(f"{where}.{key} is required", details={"field": key})
+
+
+def _check_flags(body: dict[str, Any]) -> None:
+    """Every value of ``body`` is true or false (the optimize and cache-clear switches)."""
+    for key, value in body.items():
+        if not isinstance(value, bool):
+            raise ValidationFailed(f'"{key}" must be true or false', details={"field": key})
+
+
 def _new_entity(record: object, where: str) -> NewEntity:
     if not isinstance(record, dict):
         raise ValidationFailed(
@@ -75,9 +88,7 @@ def _new_entity(record: object, where: str) -> NewEntity:
             details={"field": where},
         )
     _check_keys(record, ENTITY_KEYS, where)
-    for key in ("name", "entity_type"):
-        if key not in record:
-            raise ValidationFailed(f"{where}.{key} is required", details={"field": key})
+    _check_required(record, ("name", "entity_type"), where)
     try:
         return NewEntity(
             name=record["name"],
@@ -189,9 +200,7 @@ RELATION_BODY = '{"from": "Whiskers", "to": "Ada", "relation_type": "owned_by", 
 async def create_relation() -> tuple[dict[str, Any], int]:
     body = await json_object(RELATION_BODY)
     _check_keys(body, RELATION_KEYS, "relation")
-    for key in ("from", "to", "relation_type"):
-        if key not in body:
-            raise ValidationFailed(f"relation.{key} is required", details={"field": key})
+    _check_required(body, ("from", "to", "relation_type"), "relation")
     relation = await _memory().create_relation(
         NewRelation(
             source=body["from"],
@@ -332,9 +341,7 @@ async def capacity() -> dict[str, Any]:
 async def optimize() -> dict[str, Any]:
     body = await optional_json_object('{"vacuum": true}')
     _check_keys(body, frozenset(OPTIMIZE_KEYS), "body")
-    for key, value in body.items():
-        if not isinstance(value, bool):
-            raise ValidationFailed(f'"{key}" must be true or false', details={"field": key})
+    _check_flags(body)
     steps = {key: bool(body.get(key, False)) for key in OPTIMIZE_KEYS}
     if not any(steps.values()):
         steps = dict.fromkeys(OPTIMIZE_KEYS, True)
@@ -357,9 +364,8 @@ async def optimize() -> dict[str, Any]:
 async def clear_cache() -> dict[str, Any]:
     body = await optional_json_object('{"rebuild": true}')
     _check_keys(body, frozenset({"rebuild"}), "body")
+    _check_flags(body)
     rebuild = body.get("rebuild", False)
-    if not isinstance(rebuild, bool):
-        raise ValidationFailed('"rebuild" must be true or false', details={"field": "rebuild"})
     memory = _memory()
     embedder = memory.embedder
     cleared = 0
