@@ -49,16 +49,32 @@ def load_server_config(ctx: click.Context, config_path: str | None) -> CaxtonCon
     return load_config(Path(path)).config
 
 
+def given_file(path: str) -> Path:
+    """A file named on the command line, as an absolute path (``~`` expanded)."""
+    return Path(path).expanduser().absolute()
+
+
+def configured_file(config: CaxtonConfig, named: str | None, *, key: str, option: str) -> Path:
+    """The file the configuration names at ``key`` (``named``), resolved against it.
+
+    Raises:
+        ClientError: the configuration names none; the message points at ``option``.
+    """
+    if not named:
+        raise ClientError(f"the configuration sets no {key}; set it, or pass {option}")
+    return config.resolve_path(named)
+
+
 def _key_file(ctx: click.Context, key_file: str | None, config_path: str | None) -> Path:
     if key_file:
-        return Path(key_file).expanduser().absolute()
+        return given_file(key_file)
     config = load_server_config(ctx, config_path)
-    named = config.security.api_keys.key_file
-    if not named:
-        raise ClientError(
-            "the configuration sets no security.api_keys.key_file; set it, or pass --key-file"
-        )
-    return config.resolve_path(named)
+    return configured_file(
+        config,
+        config.security.api_keys.key_file,
+        key="security.api_keys.key_file",
+        option="--key-file",
+    )
 
 
 def key_file_option(func: Any) -> Any:

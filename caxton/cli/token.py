@@ -8,13 +8,17 @@ so keep it readable by the server's user (and its administrators) only.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
-from caxton.cli.keys import ROLE_CHOICE, config_option, load_server_config
+from caxton.cli.keys import (
+    ROLE_CHOICE,
+    config_option,
+    configured_file,
+    given_file,
+    load_server_config,
+)
 from caxton.cli.output import emit_json, output_option
-from caxton.errors import ClientError
 
 
 @click.group()
@@ -60,16 +64,15 @@ def issue(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--expiry") from None
     if secret_file:
-        secret_path = Path(secret_file).expanduser().absolute()
+        secret_path = given_file(secret_file)
     else:
         config = load_server_config(ctx, config_path)
-        named = config.security.authentication.jwt_secret_file
-        if not named:
-            raise ClientError(
-                "the configuration sets no security.authentication.jwt_secret_file; set it, "
-                "or pass --secret-file"
-            )
-        secret_path = config.resolve_path(named)
+        secret_path = configured_file(
+            config,
+            config.security.authentication.jwt_secret_file,
+            key="security.authentication.jwt_secret_file",
+            option="--secret-file",
+        )
         if expiry_s is None:
             expiry_s = float(config.security.authentication.token_expiry)
     if expiry_s is None:
