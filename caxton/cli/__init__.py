@@ -19,7 +19,7 @@ import click
 
 from caxton import __version__
 from caxton.cli.client import api_client
-from caxton.cli.output import emit_json, key_values, output_option
+from caxton.cli.output import emit, emit_json, key_values, output_option
 from caxton.errors import CaxtonError, ClientError, ConfigError
 
 
@@ -147,10 +147,8 @@ def validate(config_path: str, output: str) -> None:
     try:
         loaded = load_config(path)
     except ConfigError as exc:
-        if output == "json":
-            emit_json({"valid": False, "errors": exc.problems, "warnings": []})
-        else:
-            click.echo(exc.message, err=True)
+        invalid = {"valid": False, "errors": exc.problems, "warnings": []}
+        emit(output, invalid, exc.message, err=True)
         sys.exit(1)
     warnings = [
         *loaded.warnings,
@@ -185,10 +183,8 @@ def health(ctx: click.Context, timeout: float, output: str) -> None:
         try:
             response = client.request("GET", "/ready")
             if response.status_code == 200:
-                if output == "json":
-                    emit_json({"healthy": True, "url": client.base_url})
-                else:
-                    click.echo(f"healthy: {client.base_url}")
+                healthy = {"healthy": True, "url": client.base_url}
+                emit(output, healthy, f"healthy: {client.base_url}")
                 return
             last = f"HTTP {response.status_code}: {_error_message(response)}"
         except ClientError as exc:
@@ -196,10 +192,8 @@ def health(ctx: click.Context, timeout: float, output: str) -> None:
         if time.monotonic() >= deadline:
             break
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-    if output == "json":
-        emit_json({"healthy": False, "url": client.base_url, "reason": last})
-    else:
-        click.echo(f"unhealthy: {last}", err=True)
+    unhealthy = {"healthy": False, "url": client.base_url, "reason": last}
+    emit(output, unhealthy, f"unhealthy: {last}", err=True)
     sys.exit(1)
 
 
@@ -221,10 +215,7 @@ def version(output: str) -> None:
         "executable": sys.executable,
         "pid": os.getpid(),
     }
-    if output == "json":
-        emit_json(info)
-    else:
-        click.echo(key_values([(k, v) for k, v in info.items() if k != "pid"]))
+    emit(output, info, lambda i: key_values([(k, v) for k, v in i.items() if k != "pid"]))
 
 
 def _register() -> None:

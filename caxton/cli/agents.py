@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from caxton.cli.client import ServerError, api_client
-from caxton.cli.output import emit_json, key_values, output_option, table
+from caxton.cli.output import emit, emit_json, key_values, output_option, table
 from caxton.errors import ClientError
 
 
@@ -238,10 +238,7 @@ def deploy(ctx: click.Context, file: Path, replace: bool, output: str) -> None:
         view = client.json("PUT", f"/api/v1/agents/{name}", json=body)
     else:
         view = client.json("POST", "/api/v1/agents", json=body)
-    if output == "json":
-        emit_json(view)
-    else:
-        click.echo(f"deployed {view['name']} {view['version']} ({view['status']})")
+    emit(output, view, lambda v: f"deployed {v['name']} {v['version']} ({v['status']})")
 
 
 @agents.command()
@@ -251,7 +248,7 @@ def deploy(ctx: click.Context, file: Path, replace: bool, output: str) -> None:
 def remove(ctx: click.Context, name: str, output: str) -> None:
     """Remove an API-deployed agent."""
     result = api_client(ctx).json("DELETE", f"/api/v1/agents/{name}")
-    emit_json(result) if output == "json" else click.echo(f"removed {name}")
+    emit(output, result, f"removed {name}")
 
 
 @agents.command()
@@ -337,7 +334,7 @@ def performance_report(ctx: click.Context, output: str) -> None:
 def versions(ctx: click.Context, name: str, output: str) -> None:
     """List an agent's kept versions."""
     data = api_client(ctx).json("GET", f"/api/v1/agents/{name}/versions")
-    emit_json(data) if output == "json" else click.echo(_versions_table(data["versions"]))
+    emit(output, data, lambda d: _versions_table(d["versions"]))
 
 
 @agents.command()
@@ -353,7 +350,7 @@ def canary(ctx: click.Context, name: str, version: str, percentage: float, outpu
         f"/api/v1/agents/{name}/canary",
         json={"version": version, "traffic_percentage": percentage},
     )
-    emit_json(view) if output == "json" else click.echo(f"{name}: canary {_canary_cell(view)}")
+    emit(output, view, lambda v: f"{name}: canary {_canary_cell(v)}")
 
 
 @agents.command()
@@ -363,7 +360,7 @@ def canary(ctx: click.Context, name: str, version: str, percentage: float, outpu
 def promote(ctx: click.Context, name: str, output: str) -> None:
     """Make the canary the stable version."""
     view = api_client(ctx).json("POST", f"/api/v1/agents/{name}/promote")
-    emit_json(view) if output == "json" else click.echo(f"{name}: now {view['version']}")
+    emit(output, view, lambda v: f"{name}: now {v['version']}")
 
 
 @agents.command()
@@ -375,7 +372,7 @@ def rollback(ctx: click.Context, name: str, to_version: str | None, output: str)
     """End the canary, or go back to the previous (or --to) version."""
     body = {"version": to_version} if to_version else {}
     view = api_client(ctx).json("POST", f"/api/v1/agents/{name}/rollback", json=body)
-    emit_json(view) if output == "json" else click.echo(f"{name}: now {view['version']}")
+    emit(output, view, lambda v: f"{name}: now {v['version']}")
 
 
 @click.command()

@@ -24,7 +24,7 @@ import httpx
 
 from caxton.cli.client import ApiClient, api_client, decode
 from caxton.cli.offline import config_path, load_offline_config, server_unreachable
-from caxton.cli.output import byte_size, emit_json, key_values, output_option
+from caxton.cli.output import byte_size, emit, emit_json, key_values, output_option
 from caxton.errors import ClientError
 
 
@@ -160,10 +160,8 @@ def verify(file: Path, output: str) -> None:
     try:
         manifest = archive.verify_archive(file)
     except ArchiveInvalid as exc:
-        if output == "json":
-            emit_json({"ok": False, "archive": str(file), "problems": list(exc.problems)})
-        else:
-            click.echo(exc.message, err=True)
+        damaged = {"ok": False, "archive": str(file), "problems": list(exc.problems)}
+        emit(output, damaged, exc.message, err=True)
         sys.exit(1)
     counts: dict[str, int] = {}
     for entry in manifest.files:

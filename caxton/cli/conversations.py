@@ -9,7 +9,7 @@ import click
 
 from caxton.cli.client import api_client
 from caxton.cli.message import content_cell
-from caxton.cli.output import emit_json, key_values, output_option, table
+from caxton.cli.output import emit, emit_json, key_values, output_option, table
 
 
 def _when(epoch: float) -> str:
@@ -102,7 +102,4 @@ def show(ctx: click.Context, conversation_id: str, output: str) -> None:
 def close(ctx: click.Context, conversation_id: str, output: str) -> None:
     """Close a conversation; further messages in it are refused."""
     data = api_client(ctx).json("POST", f"/api/v1/conversations/{conversation_id}/close")
-    if output == "json":
-        emit_json(data)
-    else:
-        click.echo(f"closed conversation {data['conversation_id']}")
+    emit(output, data, lambda d: f"closed conversation {d['conversation_id']}")

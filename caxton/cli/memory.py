@@ -20,7 +20,7 @@ import click
 import httpx
 
 from caxton.cli.client import ApiClient, api_client, decode
-from caxton.cli.output import byte_size, emit_json, key_values, output_option, table
+from caxton.cli.output import byte_size, emit, emit_json, key_values, output_option, table
 from caxton.errors import ClientError
 
 if TYPE_CHECKING:
@@ -223,20 +223,17 @@ def _clip(text: str, width: int = 60) -> str:
 # --------------------------------------------------------------------------------- entities
 
 
-def _print_entity(entity: dict[str, Any]) -> None:
-    click.echo(
-        key_values(
-            [
-                ("name", entity["name"]),
-                ("type", entity["entity_type"]),
-                ("scope", entity["scope"]),
-                ("agent", entity["agent"] or "-"),
-                ("updated", entity["updated_at"]),
-            ]
-        )
+def _entity_text(entity: dict[str, Any]) -> str:
+    fields = key_values(
+        [
+            ("name", entity["name"]),
+            ("type", entity["entity_type"]),
+            ("scope", entity["scope"]),
+            ("agent", entity["agent"] or "-"),
+            ("updated", entity["updated_at"]),
+        ]
     )
-    for observation in entity["observations"]:
-        click.echo(f"  - {observation}")
+    return "\n".join([fields, *(f"  - {observation}" for observation in entity["observations"])])
 
 
 @memory.command()
@@ -268,7 +265,7 @@ def add(
     if agent:
         body["agent"] = agent
     entity = api_client(ctx).json("POST", "/api/v1/memory/entities", json=body)
-    emit_json(entity) if output == "json" else _print_entity(entity)
+    emit(output, entity, _entity_text)
 
 
 @memory.command()
@@ -278,7 +275,7 @@ def add(
 def show(ctx: click.Context, name: str, output: str) -> None:
     """Show entity NAME with its observations."""
     entity = api_client(ctx).json("GET", f"/api/v1/memory/entities/{name}")
-    emit_json(entity) if output == "json" else _print_entity(entity)
+    emit(output, entity, _entity_text)
 
 
 @memory.command()
@@ -288,10 +285,7 @@ def show(ctx: click.Context, name: str, output: str) -> None:
 def delete(ctx: click.Context, name: str, output: str) -> None:
     """Delete entity NAME with its observations and relations."""
     result = api_client(ctx).json("DELETE", f"/api/v1/memory/entities/{name}")
-    if output == "json":
-        emit_json(result)
-    else:
-        click.echo(f"deleted {name} ({result['relations_removed']} relations)")
+    emit(output, result, lambda r: f"deleted {name} ({r['relations_removed']} relations)")
 
 
 # --------------------------------------------------------------------------------- maintenance

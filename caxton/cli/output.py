@@ -15,6 +15,7 @@ OUTPUT_OPTION_HELP = "table for people (default), json for programs."
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def output_option(func: F) -> F:
@@ -40,6 +41,15 @@ def byte_size(size: float) -> str:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def emit(output: str, data: T, text: str | Callable[[T], str], *, err: bool = False) -> None:
+    """Print a command's result: ``data`` as JSON with ``-o json``, else ``text`` or the
+    line(s) it makes of ``data`` (on stderr with ``err``)."""
+    if output == "json":
+        emit_json(data)
+    else:
+        click.echo(text if isinstance(text, str) else text(data), err=err)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
