@@ -6,10 +6,13 @@ and convert every value through it on each call: for an echo message about twent
 taking the GIL again. The caxton-v1 signatures are fixed and checked at load
 (:mod:`caxton.wasm.abi`), so this module uses the C API's *unchecked* forms, which pass raw
 values, and makes the small C calls (memory base and size, fuel, epoch deadline, the caller's
-exports) without dropping the GIL: they return at once. Only a call into guest code drops it.
+exports, the epoch tick) without dropping the GIL: they return at once, and dropping it
+hands it to a worker thread the event loop then waits for. Only a call into guest code drops
+it.
 
 Like :mod:`caxton.wasm.control` it uses ``wasmtime._ffi``, the C API that wasmtime-py does not
-wrap (hence the exact pin in pyproject.toml). Everything here runs in a worker thread.
+wrap (hence the exact pin in pyproject.toml). Everything here runs in a worker thread, except
+the epoch tick (the pool's ticker task).
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ _set_epoch_deadline = _keeping_gil(
     "wasmtime_context_set_epoch_deadline", None, [_CONTEXT, ctypes.c_uint64]
 )
 
+_increment_epoch = _keeping_gil(
+    "wasmtime_engine_increment_epoch", None, [ctypes.POINTER(ffi.wasm_engine_t)]
+)
+
 _MEMORY_NAME = ctypes.create_string_buffer(b"memory")
 _MEMORY_KIND = ffi.WASMTIME_EXTERN_MEMORY.value
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
@@ -100,6 +107,11 @@ def get_fuel(context: Context) -> int:
 def set_epoch_deadline(context: Context, ticks: int) -> None:
     """The guest is interrupted (the deadline callback runs) ``ticks`` epoch ticks from now."""
     _set_epoch_deadline(context, ticks)
+
+
+def increment_epoch(engine: wasmtime.Engine) -> None:
+    """Advance the engine's epoch by one tick (the event loop does this every few ms)."""
+    _increment_epoch(engine.ptr())
 
 
 def call_i32(context: Context, func: wasmtime.Func, args: Sequence[int], slots: int) -> int:

@@ -21,6 +21,7 @@ import trio
 import wasmtime
 
 from caxton.errors import ServiceUnavailable
+from caxton.wasm import capi
 from caxton.wasm.abi import CAXTON_V1, choose_abi, describe_module
 from caxton.wasm.agent import LoadedAgentModule
 from caxton.wasm.control import LONG_CALL_CHECK_TICKS
@@ -347,7 +348,7 @@ class WasmPool:
             self._tick()
 
     def _tick(self) -> None:
-        self._engine.increment_epoch()
+        capi.increment_epoch(self._engine)
         self._ticks += 1
 
     async def _compiled(self, source: bytes | str, *, source_name: str) -> wasmtime.Module:

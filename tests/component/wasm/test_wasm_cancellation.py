@@ -192,6 +192,8 @@ def test_the_private_wasmtime_api_we_rely_on_is_there() -> None:
         "wasmtime_val_raw_t",
         "wasmtime_extern_t",
         "WASMTIME_EXTERN_MEMORY",
+        "wasm_engine_t",
+        "wasmtime_engine_increment_epoch",
         "dll",
     ):
         assert hasattr(ffi, name), name
