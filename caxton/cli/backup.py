@@ -22,7 +22,7 @@ from typing import Any
 import click
 import httpx
 
-from caxton.cli.client import ApiClient, api_client, decode
+from caxton.cli.client import ApiClient, api_client
 from caxton.cli.offline import config_path, load_offline_config, server_unreachable
 from caxton.cli.output import byte_size, emit, emit_json, key_values, output_option
 from caxton.errors import ClientError
@@ -42,17 +42,9 @@ def _download(client: ApiClient, destination: Path) -> dict[str, Any]:
         dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial", delete=False
     )
     partial = Path(handle.name)
-    headers = {"X-API-Key": client.api_key} if client.api_key else {}
-    timeout = httpx.Timeout(client.timeout_s, read=None)
     try:
         with handle:
-            with (
-                httpx.Client(base_url=client.base_url, timeout=timeout, headers=headers) as http,
-                http.stream("POST", "/api/v1/admin/backup", json={"download": True}) as response,
-            ):
-                if not response.is_success:
-                    response.read()
-                    decode(response)
+            with client.stream("POST", "/api/v1/admin/backup", json={"download": True}) as response:
                 expected = response.headers.get("X-Caxton-Backup-Sha256")
                 for chunk in response.iter_bytes():
                     handle.write(chunk)

@@ -11,6 +11,7 @@ private CA.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 from pathlib import Path
@@ -108,22 +109,33 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise ClientError(f"request to {self.base_url}{path} failed: {exc}") from None
 
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """Send a request whose body is read as it arrives (no read timeout).
+
+        Raises:
+            ServerError: the server answered with an error status.
+            httpx.HTTPError: the transport failed (the caller decides what that means).
+        """
+        timeout = httpx.Timeout(self.timeout_s, read=None)
+        with (
+            httpx.Client(
+                base_url=self.base_url,
+                timeout=timeout,
+                headers=self._headers(),
+                verify=self.ssl_context(),
+            ) as client,
+            client.stream(method, path, **kwargs) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                decode(response)
+            yield response
+
     def stream_lines(self, path: str, **kwargs: Any) -> Iterator[str]:
         """GET ``path`` and yield its body line by line as it arrives (no read timeout)."""
-        timeout = httpx.Timeout(self.timeout_s, read=None)
         try:
-            with (
-                httpx.Client(
-                    base_url=self.base_url,
-                    timeout=timeout,
-                    headers=self._headers(),
-                    verify=self.ssl_context(),
-                ) as client,
-                client.stream("GET", path, **kwargs) as response,
-            ):
-                if not response.is_success:
-                    response.read()
-                    decode(response)
+            with self.stream("GET", path, **kwargs) as response:
                 for line in response.iter_lines():
                     if line:
                         yield line

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 import httpx
 
-from caxton.cli.client import ApiClient, api_client, decode
+from caxton.cli.client import ApiClient, api_client
 from caxton.cli.output import byte_size, emit, emit_json, key_values, output_option, table
 from caxton.errors import ClientError
 
@@ -376,15 +376,7 @@ def _count_records(path: Path, kind: str) -> tuple[int, int]:
 
 
 def _stream_online(client: ApiClient, kind: str, sink: IO[bytes], progress: _Progress) -> None:
-    headers = {"X-API-Key": client.api_key} if client.api_key else {}
-    timeout = httpx.Timeout(client.timeout_s, read=None)
-    with (
-        httpx.Client(base_url=client.base_url, timeout=timeout, headers=headers) as http,
-        http.stream("GET", "/api/v1/memory/export", params={"format": kind}) as response,
-    ):
-        if not response.is_success:
-            response.read()
-            decode(response)
+    with client.stream("GET", "/api/v1/memory/export", params={"format": kind}) as response:
         for chunk in response.iter_bytes():
             sink.write(chunk)
             progress.add(len(chunk))
