@@ -10,11 +10,8 @@ server's files; ``verify`` checks an archive without touching anything.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import click
 import httpx
 
 from caxton.cli.client import ApiClient, api_client
+from caxton.cli.files import replacing
 from caxton.cli.offline import config_path, load_offline_config, server_unreachable
 from caxton.cli.output import byte_size, emit, emit_json, key_values, output_option
 from caxton.errors import ClientError
@@ -38,32 +36,20 @@ def _download(client: ApiClient, destination: Path) -> dict[str, Any]:
     from caxton.ops import archive
 
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed or removed below
-        dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial", delete=False
-    )
-    partial = Path(handle.name)
-    try:
-        with handle:
-            with client.stream("POST", "/api/v1/admin/backup", json={"download": True}) as response:
-                expected = response.headers.get("X-Caxton-Backup-Sha256")
-                for chunk in response.iter_bytes():
-                    handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with partial.open("rb") as check:
+    with replacing(destination) as partial:
+        with client.stream("POST", "/api/v1/admin/backup", json={"download": True}) as response:
+            expected = response.headers.get("X-Caxton-Backup-Sha256")
+            for chunk in response.iter_bytes():
+                partial.file.write(chunk)
+        partial.finish()
+        with partial.path.open("rb") as check:
             digest, size = archive.sha256_stream(check)
         if expected and digest != expected:
             raise ClientError(
                 f"the backup from {client.base_url} arrived damaged (SHA-256 {digest}, the "
                 f"server sent {expected}); try again"
             )
-        manifest = archive.verify_archive(partial)
-        os.chmod(partial, 0o600)
-        partial.replace(destination)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        raise
+        manifest = archive.verify_archive(partial.path)
     return {
         "path": str(destination),
         "size_bytes": size,

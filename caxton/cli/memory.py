@@ -7,11 +7,9 @@ F`` or ``CAXTON_CONFIG_PATH``), as DESIGN §8 asks.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -20,6 +18,7 @@ import click
 import httpx
 
 from caxton.cli.client import ApiClient, api_client
+from caxton.cli.files import replacing
 from caxton.cli.output import byte_size, emit, emit_json, key_values, output_option, table
 from caxton.errors import ClientError
 
@@ -448,32 +447,22 @@ def export(ctx: click.Context, kind: str, destination: Path, report: str) -> Non
     progress = _Progress("exported")
     started = time.monotonic()
     source = client.base_url
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed or removed below
-        dir=directory, prefix=f".{destination.name}.", suffix=".partial", delete=False
-    )
-    partial = Path(handle.name)
-    try:
-        with handle:
-            try:
-                _stream_online(client, kind, handle, progress)
-            except httpx.ConnectError:
-                handle.seek(0)
-                handle.truncate()
-                source = "database file"
-                for piece in _offline_pieces(ctx, kind, client.base_url):
-                    data = piece.encode("utf-8")
-                    handle.write(data)
-                    progress.add(len(data))
-            except httpx.HTTPError as exc:
-                raise ClientError(f"the export from {client.base_url} failed: {exc}") from None
-            handle.flush()
-            os.fsync(handle.fileno())
-        entities, relations = _count_records(partial, kind)
-        partial.replace(destination)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        raise
+    with replacing(destination) as partial:
+        handle = partial.file
+        try:
+            _stream_online(client, kind, handle, progress)
+        except httpx.ConnectError:
+            handle.seek(0)
+            handle.truncate()
+            source = "database file"
+            for piece in _offline_pieces(ctx, kind, client.base_url):
+                data = piece.encode("utf-8")
+                handle.write(data)
+                progress.add(len(data))
+        except httpx.HTTPError as exc:
+            raise ClientError(f"the export from {client.base_url} failed: {exc}") from None
+        partial.finish()
+        entities, relations = _count_records(partial.path, kind)
     written = destination.stat().st_size
     summary: dict[str, object] = {
         "file": str(destination),
