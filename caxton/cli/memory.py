@@ -8,7 +8,6 @@ F`` or ``CAXTON_CONFIG_PATH``), as DESIGN §8 asks.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 
 from caxton.cli.client import ApiClient, api_client
 from caxton.cli.files import replacing
+from caxton.cli.offline import load_offline_config
 from caxton.cli.output import byte_size, emit, emit_json, key_values, output_option, table
 from caxton.errors import ClientError
 
@@ -382,18 +382,10 @@ def _stream_online(client: ApiClient, kind: str, sink: IO[bytes], progress: _Pro
 
 
 def _offline_pieces(ctx: click.Context, kind: str, url: str) -> Iterator[str]:
-    root = ctx.find_root().obj or {}
-    config_path = root.get("config_path") or os.environ.get("CAXTON_CONFIG_PATH")
-    if not config_path:
-        raise ClientError(
-            f"cannot connect to the Caxton server at {url}; to export from the files of a "
-            "stopped server, name its configuration: caxton --config caxton.yaml memory export …"
-        )
-    from caxton.config import load_config
     from caxton.memory.offline import read_snapshot
     from caxton.store import StoreLockedError
 
-    config = load_config(Path(config_path)).config
+    config, _ = load_offline_config(ctx, None, url=url, what="export")
     database = config.database_path
     click.echo(
         f"the server at {url} is not reachable; exporting from {database} (read-only)", err=True
