@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from caxton.llm.client import HTTPClient
 from caxton.llm.types import Finish, TextDelta, Usage
-from caxton.llm.wire import WireError, add_sampling, assembled_tool_call, event_object
+from caxton.llm.wire import (
+    FinishingParser,
+    WireError,
+    add_sampling,
+    assembled_tool_call,
+    event_object,
+)
 
 if TYPE_CHECKING:
     from caxton.llm.settings import ProviderSettings
@@ -70,24 +76,18 @@ def anthropic_payload(settings: ProviderSettings, request: ChatRequest) -> dict[
     return payload
 
 
-class AnthropicStreamParser:
+class AnthropicStreamParser(FinishingParser):
     """Assembles ``message_start`` … ``message_stop``; a ``tool_use`` block's
     ``input_json_delta`` fragments are joined and emitted at its ``content_block_stop``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._tools: dict[int, dict[str, Any]] = {}
         self._reason = "stop"
         self._input_tokens = 0
         self._output_tokens = 0
-        self._finished = False
 
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    def feed(self, event: SSEEvent) -> list[LLMEvent]:
-        if self._finished:
-            return []
+    def _feed(self, event: SSEEvent) -> list[LLMEvent]:
         data = event_object(event, "event")
         kind = data.get("type", event.event)
         if kind == "message_start":

@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from caxton.llm.client import HTTPClient
 from caxton.llm.types import Finish, LLMEvent, TextDelta, Usage
-from caxton.llm.wire import WireError, add_sampling, assembled_tool_call, event_object
+from caxton.llm.wire import (
+    FinishingParser,
+    WireError,
+    add_sampling,
+    assembled_tool_call,
+    event_object,
+)
 
 if TYPE_CHECKING:
     from caxton.llm.settings import ProviderSettings
@@ -65,23 +71,17 @@ def openai_payload(settings: ProviderSettings, request: ChatRequest) -> dict[str
     return payload
 
 
-class OpenAIStreamParser:
+class OpenAIStreamParser(FinishingParser):
     """Assembles ``chat.completion.chunk`` events; tool-call arguments arrive in fragments
     keyed by ``index`` and are emitted whole when the choice finishes."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._calls: dict[int, dict[str, Any]] = {}
         self._reason: str | None = None
         self._usage = Usage()
-        self._finished = False
 
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    def feed(self, event: SSEEvent) -> list[LLMEvent]:
-        if self._finished:
-            return []
+    def _feed(self, event: SSEEvent) -> list[LLMEvent]:
         if event.data.strip() == "[DONE]":
             return self._finish()
         chunk = event_object(event, "chunk")

@@ -3,6 +3,7 @@ steps both wire formats take alike (sampling settings, JSON events, assembled to
 
 from __future__ import annotations
 
+import abc
 import json
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,6 +44,30 @@ class StreamParser(Protocol):
     def end_of_stream(self) -> list[LLMEvent]:
         """The body ended: what is still pending, or :class:`WireError` if it was cut short."""
         ...
+
+
+class FinishingParser(abc.ABC):
+    """A :class:`StreamParser` that ignores whatever follows its ``Finish`` event."""
+
+    def __init__(self) -> None:
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def feed(self, event: SSEEvent) -> list[LLMEvent]:
+        if self._finished:
+            return []
+        return self._feed(event)
+
+    @abc.abstractmethod
+    def _feed(self, event: SSEEvent) -> list[LLMEvent]:
+        """The events ``event`` completes, before the stream finished."""
+
+    @abc.abstractmethod
+    def end_of_stream(self) -> list[LLMEvent]:
+        """The body ended: what is still pending, or :class:`WireError` if it was cut short."""
 
 
 def add_sampling(
