@@ -95,3 +95,62 @@ async def test_status_answers_without_writing_what_is_queued(tmp_path: Path) -> 
         await conversations.close(queued.conversation_id)
         assert await conversations.status(queued.conversation_id) == "closed"
         nursery.cancel_scope.cancel()
+
+
+async def test_every_value_survives_the_batch_encoding(tmp_path: Path) -> None:
+    odd = [
+        Message(sender="a", receiver="b", content="it's 'quoted' -- ; COMMIT; \\ \u00e9 \u2603"),
+        Message(sender=None, capability="c", content={"k": ["x'y", 1.5, None, {"n": True}]}),
+        Message(
+            performative="inform",
+            sender="b",
+            receiver="a",
+            content="",
+            reply_with="r'1",
+            in_reply_to='m"2',
+            created_at=1e-7,
+            hop=8,
+        ),
+    ]
+    async with (
+        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        trio.open_nursery() as nursery,
+    ):
+        conversations: Conversations = await nursery.start(Conversations(store).run)
+        for message in odd:
+            conversations.record(message)
+        await conversations.flush()
+        for message in odd:
+            assert await conversations.recent(message.conversation_id, 10) == [message]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_conversation_is_inserted_updated_and_after_a_sweep_inserted_again(
+    tmp_path: Path,
+) -> None:
+    now = [1_000_000.0]
+    async with (
+        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        trio.open_nursery() as nursery,
+    ):
+        conversations: Conversations = await nursery.start(
+            Conversations(store, ttl_s=10, clock=lambda: now[0]).run
+        )
+        first = Message(conversation_id="c", sender="a", receiver="b", created_at=now[0])
+        conversations.mark_new("c")
+        conversations.record(first)
+        await conversations.flush()  # inserted
+        second = Message(conversation_id="c", sender="b", receiver="a", created_at=now[0] + 1)
+        conversations.record(second)
+        await conversations.flush()  # updated: written here before
+        summary = await conversations.summary("c")
+        assert (summary.message_count, summary.last_activity) == (2, now[0] + 1)
+        now[0] += 60
+        assert await conversations.sweep() == 1
+        again = Message(conversation_id="c", sender="a", receiver="b", created_at=now[0])
+        conversations.record(again)
+        await conversations.flush()  # the sweep removed it: written as new again
+        summary = await conversations.summary("c")
+        assert (summary.message_count, summary.created_at) == (1, now[0])
+        assert await conversations.recent("c", 10) == [again]
+        nursery.cancel_scope.cancel()
