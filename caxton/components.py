@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 
 class ComponentState(enum.Enum):
@@ -42,3 +47,35 @@ class Components:
 
     def statistics(self) -> list[ComponentStatus]:
         return list(self._status.values())
+
+
+class Background:
+    """A component's nursery for the work it starts in the background (version tasks,
+    deliveries), open while the component's ``run`` is running.
+
+    ``run`` is the body of the owner's own ``run``: it reports ``value`` as started, then holds
+    the nursery open until cancelled, which cancels the work in it.
+    """
+
+    def __init__(self) -> None:
+        self.nursery: trio.Nursery | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.nursery is not None
+
+    async def run(self, value: object, task_status: trio.TaskStatus[Any]) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            try:
+                task_status.started(value)
+                await trio.sleep_forever()
+            finally:
+                self.nursery = None
+
+    def start_soon(self, task: Callable[..., Awaitable[object]], *args: object) -> bool:
+        """Start ``task(*args)``; ``False`` (nothing started) when the owner is not running."""
+        if self.nursery is None:
+            return False
+        self.nursery.start_soon(task, *args)
+        return True

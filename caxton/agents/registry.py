@@ -30,6 +30,7 @@ from caxton.agents.versions import (
     Unchanged,
     VersionRegistry,
 )
+from caxton.components import Background
 from caxton.errors import CaxtonError, NotFound, ServiceUnavailable
 from caxton.events import Event
 
@@ -92,7 +93,7 @@ class Registry:
         self._modules: dict[str, bytes] = {}
         self._invalid: dict[str, InvalidFile] = {}
         self._changed = trio.Event()
-        self._nursery: trio.Nursery | None = None
+        self._versions_tasks = Background()
         self._reload_ok = metrics.counter(
             "caxton_agent_reload_success", "Agent versions that loaded and took over."
         )
@@ -116,13 +117,7 @@ class Registry:
         Cancellation:
             Every version task is cancelled; each closes its instance (bounded, shielded).
         """
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                task_status.started(self)
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
+        await self._versions_tasks.run(self, task_status)
 
     @property
     def state(self) -> VersionRegistry:
@@ -420,11 +415,11 @@ class Registry:
             del self.table.versions[(name, revision)]
 
     def _start_version(self, decision: StartVersion) -> None:
-        if self._nursery is None:
+        if not self._versions_tasks.running:
             raise ServiceUnavailable("the agent registry is not running")
         version = RunningVersion()
         self.table.versions[(decision.name, decision.revision)] = version
-        self._nursery.start_soon(self._run_version, decision, version)
+        self._versions_tasks.start_soon(self._run_version, decision, version)
 
     async def _run_version(self, decision: StartVersion, version: RunningVersion) -> None:
         name, revision, spec = decision.name, decision.revision, decision.spec

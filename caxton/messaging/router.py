@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 
+from caxton.components import Background
 from caxton.errors import CaxtonError, NotFound, ServiceUnavailable
 from caxton.events import Event
 from caxton.messages import ChunkSender, Message
@@ -139,7 +140,7 @@ class Router:
         self.delivery_timeout_s = delivery_timeout_s
         self.sends = SendLedger(send_limits or SendLimits(), clock=time.monotonic)
         self._refusals_logged: dict[tuple[str, int], tuple[float, int]] = {}
-        self._nursery: trio.Nursery | None = None
+        self._deliveries = Background()
         self._turns: dict[str, int] = {}
         self._index: dict[str, tuple[str, ...]] = {}
         self._index_of: object = None
@@ -172,13 +173,7 @@ class Router:
         Cancellation:
             Deliveries in progress are cancelled with the router.
         """
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                task_status.started(self)
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
+        await self._deliveries.run(self, task_status)
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -266,11 +261,13 @@ class Router:
         Raises:
             ServiceUnavailable: the router is not running.
         """
-        if self._nursery is None:
+        if not self._deliveries.running:
             raise ServiceUnavailable("the message router is not running yet")
         refusal = await self.admit(message, conversation=conversation)
-        if refusal is None:
-            self._nursery.start_soon(self._deliver_in_background, message)
+        if refusal is None and not self._deliveries.start_soon(
+            self._deliver_in_background, message
+        ):
+            raise ServiceUnavailable("the message router is not running yet")
         return refusal
 
     def post(self, message: Message) -> int:
@@ -296,13 +293,13 @@ class Router:
             text = f"message refused: no agent named {message.receiver!r}"
             self._log_refusal(sender, SEND_UNKNOWN_RECEIVER, text)
             return SEND_UNKNOWN_RECEIVER
-        if self._nursery is None:
+        if not self._deliveries.running:
             return SEND_NO_ROUTER
         refusal = self.sends.admit(sender, message.conversation_id)
         if refusal is not None:
             self._log_refusal(sender, refusal.code, refusal.text)
             return refusal.code
-        self._nursery.start_soon(self._answer_agent, message)
+        self._deliveries.start_soon(self._answer_agent, message)
         return 0
 
     def _log_refusal(self, sender: str, code: int, text: str) -> None:
