@@ -51,8 +51,8 @@ from caxton.messaging.maintenance import ConversationSweeper
 from caxton.metrics import Metrics, MetricsServer
 from caxton.ops.backup import BackupService, BackupSources
 from caxton.ops.safe_mode import SafeMode, read_flag
-from caxton.security.gate import SecurityGate, exposure_warning, load_security
-from caxton.services import Lifecycle, Services
+from caxton.security.gate import exposure_warning, load_security
+from caxton.services import Core, Lifecycle, Services
 from caxton.store import Store
 from caxton.wasm import WasmPool
 
@@ -77,32 +77,19 @@ class ServerInfo:
         self.services.lifecycle.stopping.set()
 
 
-@attrs.frozen(kw_only=True)
-class _Core:
-    """What every component of one server shares, made before any of them."""
-
-    config: CaxtonConfig
-    lifecycle: Lifecycle
-    metrics: Metrics
-    components: Components
-    events: EventHub
-    agent_logs: AgentLogs
-    security: SecurityGate
-    safe_mode: SafeMode
-
-    async def start(
-        self, nursery: trio.Nursery, name: str, run: Callable[..., Awaitable[Any]]
-    ) -> Any:
-        """Start one component, tracking its state for ``/ready``; return what it reported."""
-        components = self.components
-        components.set(name, ComponentState.STARTING)
-        try:
-            value = await nursery.start(run)
-        except BaseException:
-            components.set(name, ComponentState.FAILED)
-            raise
-        components.set(name, ComponentState.RUNNING)
-        return value
+async def _start(
+    core: Core, nursery: trio.Nursery, name: str, run: Callable[..., Awaitable[Any]]
+) -> Any:
+    """Start one component, tracking its state for ``/ready``; return what it reported."""
+    components = core.components
+    components.set(name, ComponentState.STARTING)
+    try:
+        value = await nursery.start(run)
+    except BaseException:
+        components.set(name, ComponentState.FAILED)
+        raise
+    components.set(name, ComponentState.RUNNING)
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -144,7 +131,7 @@ async def serve(
     async with open_data_dir(config.data_dir) as data_dir:
         if data_dir.starts > 1:
             metrics.restarts.inc(data_dir.starts - 1)
-        core = _Core(
+        core = Core(
             config=config,
             lifecycle=lifecycle,
             metrics=metrics,
@@ -161,7 +148,7 @@ async def serve(
             if config.observability.metrics_enabled:
                 host = config.observability.metrics_host or config.server.host
                 server = MetricsServer(metrics, host=host, port=config.observability.metrics_port)
-                metrics_url = await core.start(root, "metrics", server.run)
+                metrics_url = await _start(core, root, "metrics", server.run)
 
             async with trio.open_nursery() as storage_nursery:
                 storage = await _start_storage(storage_nursery, core, loaded)
@@ -169,14 +156,14 @@ async def serve(
                     max_concurrent_calls=config.wasm.max_concurrent_calls,
                     module_cache_size=config.wasm.module_cache_size,
                 )
-                await core.start(storage_nursery, "wasm", pool.run)
+                await _start(core, storage_nursery, "wasm", pool.run)
                 llm = LLMService(metrics)
-                await core.start(storage_nursery, "llm", llm.run)
+                await _start(core, storage_nursery, "llm", llm.run)
                 async with trio.open_nursery() as agents:
                     services = await _start_agents(agents, core, storage, pool, llm)
                     http = HttpServer(services, create_app(services))
                     async with trio.open_nursery() as front:
-                        binds: list[str] = await core.start(front, "http", http.run)
+                        binds: list[str] = await _start(core, front, "http", http.run)
                         info = ServerInfo(
                             api_urls=tuple(binds), metrics_url=metrics_url, services=services
                         )
@@ -215,12 +202,12 @@ async def _load_safe_mode(config: CaxtonConfig, metrics: Metrics) -> SafeMode:
     return safe_mode
 
 
-async def _start_storage(nursery: trio.Nursery, core: _Core, loaded: LoadedConfig) -> _Storage:
+async def _start_storage(nursery: trio.Nursery, core: Core, loaded: LoadedConfig) -> _Storage:
     """The store (DuckDB), the embedding model, the memory service over both, and backups."""
     config = core.config
     memory_config = config.memory
     store = Store(config.database_path, migrations=(*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS))
-    await core.start(nursery, "store", store.run)
+    await _start(core, nursery, "store", store.run)
     embedding = memory_config.embedding_config
     model_path = None
     if memory_config.embedding_model != DEFAULT_MODEL_NAME:
@@ -232,7 +219,7 @@ async def _start_storage(nursery: trio.Nursery, core: _Core, loaded: LoadedConfi
         cache_size=embedding.cache_size,
         threads=embedding.threads or min(4, os.cpu_count() or 1),
     )
-    await core.start(nursery, "embedder", embedder.run)
+    await _start(core, nursery, "embedder", embedder.run)
     search_seconds = core.metrics.histogram(
         "caxton_memory_search_duration_seconds", "Semantic search time, embedding included."
     )
@@ -242,7 +229,7 @@ async def _start_storage(nursery: trio.Nursery, core: _Core, loaded: LoadedConfi
         max_entities=memory_config.max_entities,
         on_search=search_seconds.observe,
     )
-    await core.start(nursery, "memory", memory.run)
+    await _start(core, nursery, "memory", memory.run)
     _memory_gauges(core.metrics, config, store, embedder, memory)
     backups = BackupService(BackupSources.from_config(config, loaded.source), store, memory)
     return _Storage(store=store, memory=memory, backups=backups)
@@ -275,14 +262,14 @@ def _memory_gauges(
 
 
 async def _start_agents(
-    nursery: trio.Nursery, core: _Core, storage: _Storage, pool: WasmPool, llm: LLMService
+    nursery: trio.Nursery, core: Core, storage: _Storage, pool: WasmPool, llm: LLMService
 ) -> Services:
     """Conversations, the router over the agent table, the runtimes (handed the router), the
     registry, API-deployed agents, then the agents_dir watcher (its first scan included)."""
     config = core.config
     messaging = config.messaging
     conversations = Conversations(storage.store, ttl_s=messaging.conversation_ttl)
-    await core.start(nursery, "conversations", conversations.run)
+    await _start(core, nursery, "conversations", conversations.run)
     table = AgentTable(core.metrics)
     router = Router(
         table,
@@ -294,16 +281,16 @@ async def _start_agents(
         max_hops=messaging.max_hops,
         delivery_timeout_s=messaging.delivery_timeout,
     )
-    await core.start(nursery, "router", router.run)
+    await _start(core, nursery, "router", router.run)
     sweeper = ConversationSweeper(conversations, interval_s=messaging.sweep_interval)
-    await core.start(nursery, "maintenance", sweeper.run)
+    await _start(core, nursery, "maintenance", sweeper.run)
     memory_maintenance = MemoryMaintenance(
         storage.memory,
         MaintenanceSchedule.from_config(config.memory.cleanup),
         metrics=core.metrics,
         paused=lambda: core.safe_mode.enabled,
     )
-    await core.start(nursery, "memory_maintenance", memory_maintenance.run)
+    await _start(core, nursery, "memory_maintenance", memory_maintenance.run)
 
     wasm = WasmRuntime(
         pool,
@@ -340,7 +327,7 @@ async def _start_agents(
         drain_timeout_s=config.agents.drain_timeout,
         load_timeout_s=config.agents.load_timeout,
     )
-    await core.start(nursery, "registry", registry.run)
+    await _start(core, nursery, "registry", registry.run)
     service = AgentService(
         registry, DeploymentStore(config.data_dir / "deployed"), agents_dir=config.agents_dir
     )
@@ -353,17 +340,10 @@ async def _start_agents(
         paused=lambda: core.safe_mode.enabled,
     )
     core.safe_mode.on_change(watcher.resume)
-    await core.start(nursery, "watcher", watcher.run)
+    await _start(core, nursery, "watcher", watcher.run)
     core.lifecycle.reload_hooks.append(watcher.rescan)
     return Services(
-        config=config,
-        lifecycle=core.lifecycle,
-        metrics=core.metrics,
-        components=core.components,
-        events=core.events,
-        agent_logs=core.agent_logs,
-        security=core.security,
-        safe_mode=core.safe_mode,
+        **attrs.asdict(core, recurse=False),
         store=storage.store,
         memory=storage.memory,
         backups=storage.backups,
@@ -384,7 +364,7 @@ def _warn_if_exposed(config: CaxtonConfig) -> None:
 
 
 async def _watch_signals(
-    core: _Core,
+    core: Core,
     loaded: LoadedConfig,
     force: trio.CancelScope,
     *,

@@ -48,8 +48,8 @@ class Lifecycle:
 
 
 @attrs.frozen(kw_only=True)
-class Services:
-    """Every service a request handler may use, all running."""
+class Core:
+    """What every component of one server shares, made before any of them."""
 
     config: CaxtonConfig
     lifecycle: Lifecycle
@@ -59,6 +59,12 @@ class Services:
     agent_logs: AgentLogs
     security: SecurityGate
     safe_mode: SafeMode
+
+
+@attrs.frozen(kw_only=True)
+class Services(Core):
+    """Every service a request handler may use, all running."""
+
     store: Store
     memory: MemoryService
     backups: BackupService
