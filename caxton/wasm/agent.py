@@ -140,6 +140,7 @@ class LoadedAgentModule:
             lock=self._lock,
             run=self._handle_v1,
             check_open=self._check_open,
+            time_limit_s=limits.max_execution_time_s,
         )
         self._instance: CaxtonV1Instance | None = None
         self._pre: wasmtime.InstancePre | None = None
@@ -281,6 +282,7 @@ class LoadedAgentModule:
             garbage collector.
         """
         self._closed = True
+        self._scheduler.close()
         async with self._lock:
             if self._instance is not None:
                 self._instance.close()

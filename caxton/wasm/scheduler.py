@@ -10,6 +10,12 @@ its own channel (``CallContext.stream``), which its caller drains. Callers learn
 when the trip returns, or at an epoch tick of a slow message after theirs. So one trip to a
 worker thread and back serves every message that queued up meanwhile.
 
+Time queued counts against a message's ``max_execution_time``: one timer task per module fails
+the queued messages whose time ran out (``AgentBusy``), instead of a timer per waiting caller
+(a trio cancel scope with a deadline was a third of a message's cost on the trio side). Every
+message of a module has the same time limit, so the timer never needs waking when one arrives:
+it sleeps until the oldest queued message's deadline, or one time limit ahead when none waits.
+
 :class:`BatchScheduler` knows nothing of instances: the module hands it a function that runs one
 message (in the worker thread) and a check that it is still open.
 """
@@ -118,6 +124,8 @@ class BatchScheduler:
             closes, so that no trip overlaps those).
         run: runs one message on the module's instance in the worker thread; returns its fuel.
         check_open: raises ``ServiceUnavailable`` once the module has been closed.
+        time_limit_s: every message's ``max_execution_time`` (its deadline is that long after
+            it arrives).
 
     Attributes:
         batches: worker-thread trips so far.
@@ -131,8 +139,10 @@ class BatchScheduler:
         lock: trio.Lock,
         run: Callable[[bytes, CallContext], int],
         check_open: Callable[[], None],
+        time_limit_s: float,
     ) -> None:
         self.name = name
+        self.time_limit_s = time_limit_s
         self.batches = 0
         self._runner = runner
         self._lock = lock
@@ -142,6 +152,11 @@ class BatchScheduler:
         self._queue_lock = threading.Lock()  # guards the queue and every turn's outcome
         self._finished: list[_Turn] = []  # finished in the worker, not yet announced
         self._driving = False
+        # the queue timer (_expire_queued) sleeps until this time.monotonic() value, or until
+        # _rewatch is set by a message that must be expired sooner (none, with one time limit)
+        self._timer: trio.CancelScope | None = None
+        self._watch_until = -math.inf
+        self._rewatch = trio.Event()
 
     async def call(self, message: bytes, ctx: CallContext) -> int:
         """Queue one caxton-v1 message, wait for its turn to run and end, return its fuel."""
@@ -149,23 +164,15 @@ class BatchScheduler:
         ctx.control.watch_worker_task = False  # its caller stops it instead (see _withdraw)
         with self._queue_lock:
             self._queue.append(turn)  # no checkpoint before this: queue order = call order
+        if ctx.control.deadline < self._watch_until:
+            self._rewatch.set()  # the queue timer sleeps past this message's deadline
         try:
+            if self._timer is None:
+                self._start_timer()
             self._kick()
-            while not turn.announced:
-                # a queued call waits until its deadline at most (time queued counts against
-                # max_execution_time); a running one is stopped by the deadline itself
-                queued = self._still_queued(turn)
-                at = _trio_time(ctx.control.deadline) if queued else math.inf
-                turn.wake = trio.Event()
-                with trio.move_on_at(at):
-                    await turn.wake.wait()
-                if (
-                    queued
-                    and not turn.announced
-                    and time.monotonic() >= ctx.control.deadline
-                    and self._still_queued(turn)
-                ):
-                    raise self._queue_timeout(ctx)
+            # set once the outcome is in: the message ran, or its time ran out queued (the
+            # queue timer), or the module or the pool stopped
+            await turn.wake.wait()
         except BaseException as exc:
             await self._withdraw(turn, exc)
             raise
@@ -183,6 +190,20 @@ class BatchScheduler:
         except ServiceUnavailable as exc:
             self._driving = False
             self._fail_queued(str(exc))
+
+    def close(self) -> None:
+        """Stop the queue timer (the module is closed: its queued messages fail anyway)."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _start_timer(self) -> None:
+        """Start the queue timer as a task of the pool (if the pool runs: else the queue fails
+        at once, see :meth:`_kick`)."""
+        self._timer = trio.CancelScope()
+        try:
+            self._runner.start_soon(self._expire_queued)
+        except ServiceUnavailable:
+            self._timer = None
 
     async def _serve(self) -> None:
         """Run queued messages in worker-thread trips until none is left.
@@ -217,6 +238,45 @@ class BatchScheduler:
             self._announce()
             self._kick()
 
+    async def _expire_queued(self) -> None:
+        """The queue timer: fail each queued message whose ``max_execution_time`` ran out
+        before it could start (``AgentBusy``), at its deadline, whatever the trips do (a long
+        message, or a wait for a thread). Runs until the module closes or the pool stops.
+        """
+        scope = self._timer
+        assert scope is not None
+        try:
+            with scope:
+                while not self._closed():
+                    now = time.monotonic()
+                    with self._queue_lock:
+                        # a message arriving later has a later deadline than now + time limit
+                        until = min(
+                            (turn.ctx.control.deadline for turn in self._queue),
+                            default=now + self.time_limit_s,
+                        )
+                    self._watch_until = until
+                    self._rewatch = trio.Event()
+                    with trio.move_on_at(_trio_time(until)):
+                        await self._rewatch.wait()
+                    self._expire(time.monotonic())
+        finally:
+            self._watch_until = -math.inf
+            if self._timer is scope:
+                self._timer = None
+
+    def _expire(self, now: float) -> None:
+        """Fail the queued messages whose deadline is ``now`` or earlier."""
+        with self._queue_lock:
+            late = [turn for turn in self._queue if turn.ctx.control.deadline <= now]
+            for turn in late:
+                self._queue.remove(turn)
+                turn.state = "finished"
+                turn.error = self._queue_timeout(turn.ctx)
+                self._finished.append(turn)
+        if late:
+            self._announce()
+
     async def _withdraw(self, turn: _Turn, exc: BaseException) -> None:
         """Leave the queue after ``exc`` (a cancellation) interrupted the wait for ``turn``.
 
@@ -236,10 +296,6 @@ class BatchScheduler:
                 while not turn.announced:
                     turn.wake = trio.Event()
                     await turn.wake.wait()
-
-    def _still_queued(self, turn: _Turn) -> bool:
-        with self._queue_lock:
-            return turn.state == "queued"
 
     def _queue_timeout(self, ctx: CallContext) -> AgentBusy:
         return agent_busy(
