@@ -270,6 +270,10 @@ class Conversations:
         self._wake = trio.Event()
         self._flush_lock = trio.Lock()
         self._recorded = 0
+        self._written = 0
+        self._batches = 0
+        self._write_cpu_s = 0.0  # the writer thread's CPU (not what DuckDB's own threads spend)
+        self._write_wall_s = 0.0
 
     # -- component -----------------------------------------------------------------------------
 
@@ -347,16 +351,23 @@ class Conversations:
             del self._fresh[cid]
         stored = {cid for cid in batch.totals if cid in self._stored}
         self._writing = batch.messages
+
+        def write(conn: Connection, fresh: Collection[str], stored: Collection[str]) -> float:
+            started = time.thread_time()
+            _write_batch(batch, fresh, stored, conn)
+            return time.thread_time() - started
+
+        started = time.perf_counter()
         with trio.CancelScope(shield=True):
             try:
                 try:
-                    await self.store.execute_write_fn(
-                        lambda conn: _write_batch(batch, fresh, stored, conn), transaction=False
+                    cpu = await self.store.execute_write_fn(
+                        lambda conn: write(conn, fresh, stored), transaction=False
                     )
                 except duckdb.ConstraintException:
                     # a "fresh" id was there after all (never expected): upsert them all
-                    await self.store.execute_write_fn(
-                        lambda conn: _write_batch(batch, (), (), conn), transaction=False
+                    cpu = await self.store.execute_write_fn(
+                        lambda conn: write(conn, (), ()), transaction=False
                     )
             except CaxtonError:
                 raise
@@ -365,6 +376,10 @@ class Conversations:
                 return
             finally:
                 self._writing = ()
+        self._batches += 1
+        self._written += len(batch.messages)
+        self._write_cpu_s += cpu
+        self._write_wall_s += time.perf_counter() - started
         for cid in batch.totals:
             self._stored[cid] = None
             self._stored.move_to_end(cid)
@@ -547,7 +562,17 @@ class Conversations:
         return await self.store.execute_fn(page)
 
     def statistics(self) -> dict[str, int]:
-        return {"recorded": self._recorded, "queued": len(self._pending.messages)}
+        """Messages recorded and queued; batches and messages written, and what writing them
+        cost: the writer thread's CPU and the time from handing a batch to the store to its
+        commit, in microseconds."""
+        return {
+            "recorded": self._recorded,
+            "queued": len(self._pending.messages),
+            "batches": self._batches,
+            "written": self._written,
+            "write_cpu_us": round(self._write_cpu_s * 1e6),
+            "write_wall_us": round(self._write_wall_s * 1e6),
+        }
 
     def _unwritten(self, conversation_id: str) -> bool:
         """Whether a message of ``conversation_id`` is queued or being written."""

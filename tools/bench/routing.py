@@ -8,7 +8,8 @@ sends again: each chain is 8 WASM-to-WASM messages until the loop guard (``messa
 refuses the ninth. Several chains run at once for ``--duration`` seconds. Figures: routed
 messages per second, and p50/p99 of the routing latency of each message (capability lookup,
 conversation recording, echo's WASM call, the reply), taken from the ``message_routed``
-events. The router's per-agent send rate (1,000/s by default) is lifted for the run, so
+events, and what recording the conversations cost (batches written, and the store writer's
+CPU per batch and per routed message). The router's per-agent send rate (1,000/s by default) is lifted for the run, so
 the figures are the routing cost. Goal (issue #14): one chain at a time >= 1,000
 messages/s with p99 <= 2 ms.
 
@@ -108,6 +109,7 @@ async def _chains(info: ServerInfo, duration_s: float, chains: int) -> dict[str,
     """Run ``chains`` relay chains at once for ``duration_s``; each waits for its 8 hops."""
     router = info.services.router
     assert router is not None
+    conversations = info.services.conversations
     latencies: list[float] = []
     hops: dict[str, int] = {}
     finished: dict[str, trio.Event] = {}
@@ -136,6 +138,8 @@ async def _chains(info: ServerInfo, duration_s: float, chains: int) -> dict[str,
         nursery.start_soon(collect)
         await one_chain()  # warm-up; its figures are dropped
         latencies.clear()
+        await conversations.flush()
+        before = conversations.statistics()
         begin = time.perf_counter()
         deadline = begin + duration_s
         completed = 0
@@ -150,6 +154,9 @@ async def _chains(info: ServerInfo, duration_s: float, chains: int) -> dict[str,
             for _ in range(chains):
                 workers.start_soon(worker)
         nursery.cancel_scope.cancel()
+    await conversations.flush()
+    after = conversations.statistics()
+    written = {k: after[k] - before[k] for k in ("batches", "written", "write_cpu_us")}
     elapsed = max(last_event - begin, 1e-9)
     return {
         "messages": len(latencies),
@@ -159,6 +166,10 @@ async def _chains(info: ServerInfo, duration_s: float, chains: int) -> dict[str,
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "max_ms": max(latencies, default=float("nan")),
+        "batches": written["batches"],
+        "batch_rows": written["written"] / max(written["batches"], 1),
+        "batch_cpu_ms": written["write_cpu_us"] / max(written["batches"], 1) / 1000,
+        "record_cpu_us": written["write_cpu_us"] / max(len(latencies), 1),
     }
 
 
@@ -215,6 +226,11 @@ def main() -> int:
             f"{wasm['messages']} messages in {wasm['seconds']:.2f}s = "
             f"{wasm['per_second']:.0f} msg/s; routing p50 {wasm['p50_ms']:.3f} ms, "
             f"p99 {wasm['p99_ms']:.3f} ms, max {wasm['max_ms']:.3f} ms"
+        )
+        print(
+            f"  conversation record: {wasm['batches']} batches of {wasm['batch_rows']:.0f} "
+            f"messages, {wasm['batch_cpu_ms']:.1f} ms of the store writer's CPU each = "
+            f"{wasm['record_cpu_us']:.0f} us per routed message"
         )
     single = runs["single"]
     rate_met = single["per_second"] >= GOAL_PER_SECOND
