@@ -9,9 +9,9 @@ refuses the ninth. Several chains run at once for ``--duration`` seconds. Figure
 messages per second, and p50/p99 of the routing latency of each message (capability lookup,
 conversation recording, echo's WASM call, the reply), taken from the ``message_routed``
 events, and what recording the conversations cost (batches written, and the store writer's
-CPU per batch and per routed message). The router's per-agent send rate (1,000/s by default) is lifted for the run, so
-the figures are the routing cost. Goal (issue #14): one chain at a time >= 1,000
-messages/s with p99 <= 2 ms.
+CPU per batch and per routed message). The router's per-agent send rate (1,000/s by
+default) is lifted for the run, so the figures are the routing cost. Goal (issue #14): one
+chain at a time >= 1,000 messages/s with p99 <= 2 ms.
 
 Part 2 starts ``caxton start`` on loopback with echo and sends ``{"capability": "echo"}``
 envelopes to ``POST /api/v1/messages`` from ``--connections`` keep-alive clients for
