@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
     import trio
 
+# a real PostgreSQL for the tests that ask for one (postgres_url)
+pytest_plugins = ["postgres"]
+
 
 @pytest.fixture
 async def server(nursery: trio.Nursery, tmp_path: Path) -> ServerInfo:

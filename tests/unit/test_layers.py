@@ -39,12 +39,13 @@ FLOORS: tuple[frozenset[str], ...] = tuple(
         {"agents"},
         {"messaging"},
         {"memory"},
-        {"llm", "wasm", "store", "logs"},
+        {"llm", "wasm", "store", "logs", "pgstore"},
         {"config", "datadir", "components"},
         {"errors", "units", "events", "latency", "messages", "metrics"},
     )
 )
 FLOOR_OF: dict[str, int] = {unit: level for level, floor in enumerate(FLOORS) for unit in floor}
+
 
 @attrs.frozen(kw_only=True)
 class Import:
