@@ -264,10 +264,13 @@ class WasmPool:
             self._active.add(control)
         self._in_flight += 1
         try:
-            async with self._thread_for(agent, deadline):
+            held = await self._take_threads(agent, deadline)
+            try:
                 return await trio.to_thread.run_sync(
                     fn, limiter=self._threads, abandon_on_cancel=False
                 )
+            finally:
+                self._release_threads(agent, held)
         finally:
             self._in_flight -= 1
             if control is not None:
@@ -289,10 +292,18 @@ class WasmPool:
 
     # -- internals --------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _thread_for(self, agent: str | None, deadline: float | None) -> AsyncIterator[None]:
-        """Hold the agent's limiter, then the pool's, for the block (waits bounded by
-        ``deadline``)."""
+    async def _take_threads(
+        self, agent: str | None, deadline: float | None
+    ) -> list[trio.CapacityLimiter]:
+        """Take the agent's limiter, then the pool's; return the ones held.
+
+        Free ones are taken at once, without a checkpoint (each is a trip through trio's run
+        loop, and the hop to the worker thread that follows checkpoints anyway); a wait for a
+        busy one is bounded by ``deadline``.
+
+        Raises:
+            AgentBusy: a limiter was still busy at ``deadline`` (none is held then).
+        """
         limiters = [self.limiter]
         if agent is not None:
             limiter = self._agent_limiters.get(agent)
@@ -303,34 +314,46 @@ class WasmPool:
             limiters.insert(0, limiter)
         held: list[trio.CapacityLimiter] = []
         try:
-            waited = time.monotonic()
-            at = math.inf
-            if deadline is not None:
-                at = trio.current_time() + (deadline - waited)
-            with trio.move_on_at(at):
-                for limiter in limiters:
-                    await limiter.acquire()
-                    held.append(limiter)
+            for limiter in limiters:
+                try:
+                    limiter.acquire_nowait()
+                except trio.WouldBlock:
+                    break
+                held.append(limiter)
             if len(held) < len(limiters):
-                raise agent_busy(
-                    agent or "?",
-                    why=(
-                        f"the call waited {time.monotonic() - waited:.1f}s for a worker thread, "
-                        "its whole [limits].max_execution_time"
-                    ),
-                )
-            yield
-        finally:
-            for limiter in reversed(held):
-                limiter.release()
-            if agent is not None:
-                limiter = self._agent_limiters.get(agent)
-                if (
-                    limiter is not None
-                    and not limiter.borrowed_tokens
-                    and not limiter.statistics().tasks_waiting
-                ):
-                    del self._agent_limiters[agent]
+                waited = time.monotonic()
+                at = math.inf
+                if deadline is not None:
+                    at = trio.current_time() + (deadline - waited)
+                with trio.move_on_at(at):
+                    for limiter in limiters[len(held) :]:
+                        await limiter.acquire()
+                        held.append(limiter)
+                if len(held) < len(limiters):
+                    raise agent_busy(
+                        agent or "?",
+                        why=(
+                            f"the call waited {time.monotonic() - waited:.1f}s for a worker "
+                            "thread, its whole [limits].max_execution_time"
+                        ),
+                    )
+        except BaseException:
+            self._release_threads(agent, held)
+            raise
+        return held
+
+    def _release_threads(self, agent: str | None, held: list[trio.CapacityLimiter]) -> None:
+        """Release what :meth:`_take_threads` took; forget an agent's idle limiter."""
+        for limiter in reversed(held):
+            limiter.release()
+        if agent is not None:
+            idle = self._agent_limiters.get(agent)
+            if (
+                idle is not None
+                and not idle.borrowed_tokens
+                and not idle.statistics().tasks_waiting
+            ):
+                del self._agent_limiters[agent]
 
     def _stop_guests(self) -> None:
         """Refuse new calls and stop the running ones (the pool is stopping)."""

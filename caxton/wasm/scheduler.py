@@ -215,12 +215,18 @@ class BatchScheduler:
         try:
             while self._head() is not None:
                 batch = _Batch(lock=self._queue_lock)
-                async with self._lock:
+                try:  # a free lock is taken without a trip through the run loop
+                    self._lock.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._lock.acquire()
+                try:
                     self._check_open()
                     self.batches += 1
                     await self._runner.run_in_worker(
                         functools.partial(self._run_batch, batch), batch, agent=self.name
                     )
+                finally:
+                    self._lock.release()
                 self._announce()
         except trio.Cancelled:
             self._fail_queued(
