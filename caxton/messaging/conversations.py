@@ -262,7 +262,7 @@ class Conversations:
         self._status: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._initiators: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._pending = _Batch()
-        self._writing: Sequence[Message] = ()  # the messages of the batch being written
+        self._writing: Collection[str] = ()  # the conversations of the batch being written
         # conversations minted here (mark_new) whose first message is not written yet
         self._fresh: dict[str, None] = {}
         # conversations whose row this process wrote (and no sweep removed since)
@@ -350,7 +350,7 @@ class Conversations:
         for cid in fresh:
             del self._fresh[cid]
         stored = {cid for cid in batch.totals if cid in self._stored}
-        self._writing = batch.messages
+        self._writing = batch.totals.keys()
 
         def write(conn: Connection, fresh: Collection[str], stored: Collection[str]) -> float:
             started = time.thread_time()
@@ -576,11 +576,7 @@ class Conversations:
 
     def _unwritten(self, conversation_id: str) -> bool:
         """Whether a message of ``conversation_id`` is queued or being written."""
-        return any(
-            m.conversation_id == conversation_id
-            for batch in (self._pending.messages, self._writing)
-            for m in batch
-        )
+        return conversation_id in self._pending.totals or conversation_id in self._writing
 
     def _remember(self, conversation_id: str, status: str) -> None:
         self._status[conversation_id] = status

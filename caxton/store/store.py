@@ -291,7 +291,8 @@ class Store:
                 connection. With ``transaction=True`` it runs between ``BEGIN`` and ``COMMIT``;
                 an exception rolls everything back and is re-raised here.
             transaction: False for statements DuckDB refuses inside a transaction
-                (``CHECKPOINT``, ``VACUUM``).
+                (``CHECKPOINT``, ``VACUUM``), or for a ``fn`` that runs its own
+                ``BEGIN; ...; COMMIT`` script in one call (and rolls back when it fails).
 
         Returns:
             What ``fn`` returned, after the commit.
