@@ -6,8 +6,13 @@ generous caps (STYLE 16).
 
 from __future__ import annotations
 
+import functools
 import random
+import shutil
+import tempfile
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import psycopg.errors
@@ -30,6 +35,9 @@ from caxton.pgstore import (
     redact,
 )
 from caxton.store import Migration
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 NOTES = (
     Migration(
@@ -305,3 +313,51 @@ def test_redact_drops_the_password() -> None:
         == "postgresql://u@db.example:6432/caxton"
     )
     assert "pw" not in redact("host=h port=1 user=u password=pw dbname=d")
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[object]:
+    """A PostgreSQL of this test's own, to stop and start again."""
+    tool = load_postgres_tool()
+    parent = Path(tempfile.mkdtemp(prefix="caxton-pgown-"))
+    parent.chmod(0o711)
+    try:
+        server = tool.start(parent / "pg", fsync=False)
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION vector")
+        yield server
+    finally:
+        tool.stop(parent / "pg")
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_postgres_down_is_unavailable_then_recovers(own_postgres: object) -> None:
+    tool = load_postgres_tool()
+    directory = own_postgres.directory  # type: ignore[attr-defined]
+    url: str = own_postgres.url  # type: ignore[attr-defined]
+
+    def one(conn: psycopg.Connection) -> object:
+        return conn.execute("SELECT 1").fetchone()
+
+    with trio.fail_after(60):
+        async with open_postgres_store(url, migrations=NOTES, connect_timeout_s=1) as store:
+            assert await store.execute_fn(one) == (1,)
+            await trio.to_thread.run_sync(tool.stop, directory)
+            for _ in range(2):
+                started = time.monotonic()
+                with pytest.raises(StorageUnavailable):
+                    await store.execute_fn(one)
+                assert time.monotonic() - started < 3
+            await trio.to_thread.run_sync(functools.partial(tool.start, directory, fsync=False))
+            started = time.monotonic()
+            while True:
+                try:
+                    assert await store.execute_fn(one) == (1,)
+                    break
+                except StorageUnavailable:
+                    await trio.sleep(0.1)
+            recovered_s = time.monotonic() - started
+            assert recovered_s < 10
+            assert store.statistics().unavailable_total >= 2
