@@ -34,6 +34,7 @@ from caxton.pgstore import (
     open_postgres_store,
     redact,
 )
+from caxton.pgstore.migrations import plan
 from caxton.store import Migration
 
 if TYPE_CHECKING:
@@ -361,3 +362,13 @@ async def test_postgres_down_is_unavailable_then_recovers(own_postgres: object) 
             recovered_s = time.monotonic() - started
             assert recovered_s < 10
             assert store.statistics().unavailable_total >= 2
+
+
+def test_plan_orders_and_checks_series_as_the_duckdb_store_does() -> None:
+    assert plan(NOTES, {}) == list(NOTES)
+    assert plan(NOTES, {"notes": 1}) == [NOTES[1]]
+    assert plan((*ITEMS, *NOTES), {"notes": 2}) == list(ITEMS)
+    with pytest.raises(ValueError, match=r"numbered 1\.\.1"):
+        plan(NOTES[1:], {})
+    with pytest.raises(ValueError, match="upgrade Caxton"):
+        plan(NOTES[:1], {"notes": 2})
