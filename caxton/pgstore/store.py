@@ -271,7 +271,8 @@ class PostgresStore:
 
     def _check_server(self, conn: Connection) -> None:
         version = conn.info.server_version
-        self._server_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        row = conn.execute("SHOW server_version").fetchone()
+        self._server_version = str(row[0]) if row is not None else str(version)
         if version < MIN_SERVER_VERSION:
             raise PostgresVersionUnsupported(
                 self.where,
