@@ -183,6 +183,11 @@ class WasmAgentInstance:
         self.logs = runtime.logs
         self.poster = runtime.poster
         self.max_message_size = runtime.max_message_size
+        # this agent's metric children, looked up once: labels() costs more than the update
+        name = spec.name
+        self._call_seconds = self.metrics.calls.labels(agent=name)
+        self._fuel = self.metrics.fuel.labels(agent=name)
+        self._log_dropped = self.metrics.log_dropped.labels(agent=name)
 
     @property
     def details(self) -> dict[str, Any]:
@@ -195,11 +200,10 @@ class WasmAgentInstance:
         # Log lines are collected in the worker thread and written once the call returns:
         # a round trip to trio per line would cost more than the guest call itself.
         lines: list[tuple[int, str]] = []
-        dropped = self.metrics.log_dropped.labels(agent=name)
         hooks = GuestHooks(
             log=lambda level, text: lines.append((level, text)),
             send_message=self._sender_for(message, lines),
-            log_dropped=dropped.inc,
+            log_dropped=self._log_dropped.inc,
         )
         try:
             # without a streaming consumer, chunks are not handed to trio one by one: each
@@ -216,8 +220,8 @@ class WasmAgentInstance:
         finally:
             for level, text in lines:
                 self.logs.write(name, GUEST_LOG_LEVELS.get(level, "info"), text)
-        self.metrics.calls.labels(agent=name).observe(reply.elapsed_s)
-        self.metrics.fuel.labels(agent=name).inc(reply.fuel_consumed)
+        self._call_seconds.observe(reply.elapsed_s)
+        self._fuel.inc(reply.fuel_consumed)
         return AgentReply(
             content=reply_content(reply.body), chunks=reply.chunks, fuel=reply.fuel_consumed
         )

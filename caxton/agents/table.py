@@ -121,6 +121,9 @@ class AgentTable:
         )
         self._latency = LatencyWindow(1000)
         self._performance: dict[str, Performance] = {}
+        # label children looked up once: labels() costs more than the observation
+        self._responses_by: dict[tuple[str, str], Any] = {}
+        self._in_flight: dict[str, int] = {}
         p99 = metrics.gauge(
             "caxton_agent_response_latency_p99",
             "p99 of agent response time over the last 1000 messages, in seconds.",
@@ -158,6 +161,8 @@ class AgentTable:
         instance = version.instance
         started = time.perf_counter()
         outcome = "ok"
+        in_flight = self._in_flight
+        in_flight[name] = in_flight.get(name, 0) + 1
         try:
             with version.track() as scope:
                 reply = await instance.handle(message, stream)
@@ -165,17 +170,25 @@ class AgentTable:
             outcome = exc.code
             raise
         finally:
+            in_flight[name] -= 1
             elapsed = time.perf_counter() - started
             self._latency.record(elapsed)
-            self._responses.labels(agent=name, outcome=outcome).observe(elapsed)
-            self._performance.setdefault(name, Performance()).record(elapsed, outcome)
+            child = self._responses_by.get((name, outcome))
+            if child is None:
+                child = self._responses_by[(name, outcome)] = self._responses.labels(
+                    agent=name, outcome=outcome
+                )
+            child.observe(elapsed)
+            performance = self._performance.get(name)
+            if performance is None:
+                performance = self._performance[name] = Performance()
+            performance.record(elapsed, outcome)
         if scope.cancelled_caught:
             raise AgentUnavailable(
                 f"agent {name!r} version {entry.version} stopped while answering (its drain "
                 "deadline passed); send the message again",
                 details={"agent": name},
             )
-        performance = self._performance[name]
         performance.fuel += reply.fuel
         performance.tokens += reply.tokens
         return reply, entry
@@ -206,7 +219,7 @@ class AgentTable:
 
     def in_flight(self, name: str) -> int:
         """Requests the versions of ``name`` are answering now."""
-        return sum(v.in_flight for (agent, _), v in self.versions.items() if agent == name)
+        return self._in_flight.get(name, 0)
 
     def declared_capabilities(self) -> dict[str, tuple[str, ...]]:
         """Agent -> capabilities of its versions taking traffic (the newest before a load)."""

@@ -144,6 +144,7 @@ class Router:
         self._turns: dict[str, int] = {}
         self._index: dict[str, tuple[str, ...]] = {}
         self._index_of: object = None
+        self._declared: dict[str, tuple[tuple[str, str, str | None], ...]] = {}
         self._in_flight = 0
         self._routed = metrics.counter(
             "caxton_messages_routed",
@@ -322,25 +323,27 @@ class Router:
         state = self.agents.state
         if state is not self._index_of:
             self._index = capability_index(self.agents.declared_capabilities())
+            self._declared = {}
             self._index_of = state
         return self._index
 
     def providers(self, capability: str) -> list[Provider]:
-        """The agents declaring ``capability``, with their state and in-flight load."""
-        providers = []
-        for agent in self.capabilities().get(capability, ()):
-            if not self.agents.has_agent(agent):
-                continue
-            status, version = self.agents.status_of(agent)
-            providers.append(
-                Provider(
-                    agent=agent,
-                    status=status,
-                    version=version,
-                    in_flight=self.agents.in_flight(agent),
-                )
+        """The agents declaring ``capability``, with their state and in-flight load (the
+        agents and their states are worked out once per change of the agents)."""
+        index = self.capabilities()
+        declared = self._declared.get(capability)
+        if declared is None:
+            declared = self._declared[capability] = tuple(
+                (agent, *self.agents.status_of(agent))
+                for agent in index.get(capability, ())
+                if self.agents.has_agent(agent)
             )
-        return providers
+        return [
+            Provider(
+                agent=agent, status=status, version=version, in_flight=self.agents.in_flight(agent)
+            )
+            for agent, status, version in declared
+        ]
 
     def capability_view(self, capability: str) -> dict[str, Any]:
         """``{capability, strategy, providers}``.
@@ -427,15 +430,19 @@ class Router:
     async def _to_agent(
         self, name: str, message: Message, stream: ChunkSender | None, timeout_s: float | None
     ) -> Delivery:
-        with trio.move_on_after(math.inf if timeout_s is None else timeout_s):
-            try:
-                answer, _ = await self.agents.send(name, message, stream)
-            except CaxtonError as exc:
-                return Delivery(reply=self._failure(message, exc, name), targets=(name,), error=exc)
-            return Delivery(reply=message.reply(answer.content, sender=name), targets=(name,))
-        assert timeout_s is not None
+        if timeout_s is None:  # the agent's own limits bound it
+            return await self._send(name, message, stream)
+        with trio.move_on_after(timeout_s):
+            return await self._send(name, message, stream)
         error = DeliveryTimeout(name, timeout_s)
         return Delivery(reply=self._failure(message, error, name), targets=(name,), error=error)
+
+    async def _send(self, name: str, message: Message, stream: ChunkSender | None) -> Delivery:
+        try:
+            answer, _ = await self.agents.send(name, message, stream)
+        except CaxtonError as exc:
+            return Delivery(reply=self._failure(message, exc, name), targets=(name,), error=exc)
+        return Delivery(reply=message.reply(answer.content, sender=name), targets=(name,))
 
     async def _broadcast(
         self,

@@ -252,9 +252,7 @@ async def test_blue_green_new_version_ready_before_old_drains(
             results.append(await client.post("/api/v1/agents/slow/messages", json={"content": "x"}))
 
         nursery.start_soon(slow_request)
-        while not any(
-            v for v in agents_server.services.table.versions.values() if v.in_flight
-        ):
+        while not any(v for v in agents_server.services.table.versions.values() if v.in_flight):
             await trio.sleep(0.005)
         update = await client.put("/api/v1/agents/slow", json=slow_agent("2.0.0", 10))
         assert update.status_code == 200
