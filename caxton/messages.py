@@ -3,6 +3,7 @@ chunks."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -34,6 +35,19 @@ PERFORMATIVES: tuple[str, ...] = (
     "failure",
     "not_understood",
 )
+
+
+def content_of(text: str) -> str | dict[str, Any]:
+    """Text as message content: the JSON object it holds, when it is one, else the text."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            return text
+        if isinstance(value, dict):
+            return value
+    return text
 
 
 def new_id() -> str:

@@ -17,7 +17,7 @@ from prometheus_client import Counter, Histogram
 
 from caxton.agents.spec import AnyAgentSpec, WasmAgentSpec
 from caxton.errors import CaxtonError
-from caxton.messages import ChunkSender, Message
+from caxton.messages import ChunkSender, Message, content_of
 from caxton.messaging.envelope import parse_envelope
 from caxton.messaging.routing import (
     SEND_ACCEPTED,
@@ -94,20 +94,6 @@ class _TextSink:
 
     def send_nowait(self, chunk: bytes, /) -> None:
         self.stream.send_nowait(chunk.decode("utf-8", errors="replace"))
-
-
-def reply_content(body: bytes) -> str | dict[str, Any]:
-    """A reply body as content: a JSON object when it is one, else text."""
-    text = body.decode("utf-8", errors="replace")
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            value = json.loads(stripped)
-        except ValueError:
-            return text
-        if isinstance(value, dict):
-            return value
-    return text
 
 
 @attrs.frozen(kw_only=True)
@@ -223,7 +209,9 @@ class WasmAgentInstance:
         self._call_seconds.observe(reply.elapsed_s)
         self._fuel.inc(reply.fuel_consumed)
         return AgentReply(
-            content=reply_content(reply.body), chunks=reply.chunks, fuel=reply.fuel_consumed
+            content=content_of(reply.body.decode("utf-8", errors="replace")),
+            chunks=reply.chunks,
+            fuel=reply.fuel_consumed,
         )
 
     async def aclose(self) -> None:

@@ -10,19 +10,7 @@ import click
 
 from caxton.cli.client import api_client
 from caxton.cli.output import emit_json, key_values, output_option
-from caxton.messages import PERFORMATIVES
-
-
-def content_value(text: str) -> str | dict[str, Any]:
-    """``--content``: a JSON object when the text is one, else the text itself."""
-    if text.lstrip().startswith("{"):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return text
-        if isinstance(value, dict):
-            return value
-    return text
+from caxton.messages import PERFORMATIVES, content_of
 
 
 def content_cell(content: object) -> str:
@@ -74,7 +62,7 @@ def send(
 
     if (receiver is None) == (capability is None):
         raise click.UsageError("give exactly one of --to AGENT or --capability CAPABILITY")
-    body: dict[str, Any] = {"performative": performative, "content": content_value(content)}
+    body: dict[str, Any] = {"performative": performative, "content": content_of(content)}
     extras = {
         "receiver": receiver,
         "capability": capability,
