@@ -16,6 +16,7 @@ stops at once. SIGHUP re-reads the reloadable parts of the configuration.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -168,6 +169,10 @@ async def serve(
                             api_urls=tuple(binds), metrics_url=metrics_url, services=services
                         )
                         _warn_if_exposed(config)
+                        # what start-up made (modules, config, models, agent specs) lives as
+                        # long as the server: keep the collector from walking it again on
+                        # every full collection (~130k objects, ~55 ms each under load)
+                        gc.freeze()
                         LOGGER.info(
                             "Caxton %s ready on %s (data_dir %s)",
                             __version__,

@@ -9,7 +9,6 @@ is the only writer: it loads versions and records them here; everyone else reads
 from __future__ import annotations
 
 import collections
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from caxton.errors import CaxtonError, ServiceUnavailable
 from caxton.latency import LatencyWindow
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from types import TracebackType
 
     from caxton.agents.runtime import AgentInstance, AgentReply
     from caxton.agents.versions import AgentVersions, VersionEntry
@@ -80,25 +79,47 @@ class RunningVersion:
         self.drain = self.drain and drain if self.stop_requested.is_set() else drain
         self.stop_requested.set()
 
-    @contextlib.contextmanager
-    def track(self) -> Iterator[trio.CancelScope]:
-        scope = trio.CancelScope()
-        self.requests.add(scope)
-        self.in_flight += 1
-        if self.in_flight == 1:
-            self.idle = trio.Event()
-        try:
-            with scope:
-                yield scope
-        finally:
-            self.requests.discard(scope)
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self.idle.set()
+    def track(self) -> _Tracked:
+        """A request this version answers: ``with version.track() as scope:`` counts it in
+        flight and lets a drain deadline cancel it."""
+        return _Tracked(self)
 
     def cancel_requests(self) -> None:
         for scope in list(self.requests):
             scope.cancel()
+
+
+class _Tracked:
+    """One request in flight on a version (a class: cheaper than a generator-based manager)."""
+
+    __slots__ = ("_scope", "_version")
+
+    def __init__(self, version: RunningVersion) -> None:
+        self._version = version
+        self._scope = trio.CancelScope()
+
+    def __enter__(self) -> trio.CancelScope:
+        version = self._version
+        version.requests.add(self._scope)
+        version.in_flight += 1
+        if version.in_flight == 1:
+            version.idle = trio.Event()
+        return self._scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        try:
+            return self._scope.__exit__(exc_type, exc_value, traceback)
+        finally:
+            version = self._version
+            version.requests.discard(self._scope)
+            version.in_flight -= 1
+            if version.in_flight == 0:
+                version.idle.set()
 
 
 class AgentTable:

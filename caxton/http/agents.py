@@ -301,7 +301,9 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
     router = server_state().router
     body = await json_object('{"content": "hello"}')
     message, rule = _message_from(body, name)
-    if "text/event-stream" not in request.headers.get("Accept", ""):
+    # the request hook read the headers in one pass; werkzeug's lookup of an absent header
+    # (most clients send no Accept) raises and catches internally
+    if "text/event-stream" not in g.edge_headers.get("accept", ""):
         delivery = await router.deliver(message, conversation=rule)
         return delivery.raise_error().as_json()
     refusal = await router.admit(message, conversation=rule)

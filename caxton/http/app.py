@@ -102,6 +102,7 @@ def _install_hooks(app: QuartTrio, state: Services) -> None:
         seen = vars(_current(g))
         seen["started"] = time.perf_counter()
         headers = edge_headers(req.headers.items())
+        seen["edge_headers"] = headers
         seen["request_id"] = _request_id(headers.get("x-request-id"))
         answer = await guard.before_request(req, seen, headers)
         if answer is None and state.safe_mode.enabled:

@@ -65,6 +65,7 @@ EDGE_HEADERS = frozenset(
         "authorization",
         "x-api-key",
         "x-request-id",
+        "accept",
     }
 )
 
