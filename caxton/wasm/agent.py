@@ -29,6 +29,7 @@ from caxton.wasm.host import (
 from caxton.wasm.limits import (
     MAX_CONCURRENT_CALLS_PER_AGENT,
     MAX_QUEUED_CALLS_PER_AGENT,
+    DropNotes,
     LogBudget,
 )
 from caxton.wasm.scheduler import BatchScheduler, WorkerRunner
@@ -152,6 +153,7 @@ class LoadedAgentModule:
         self._pending = 0
         self.max_pending_calls = MAX_CONCURRENT_CALLS_PER_AGENT + MAX_QUEUED_CALLS_PER_AGENT
         self._log_bucket = new_log_bucket()  # guest log lines, shared by every call
+        self._drop_notes = DropNotes()  # notes about dropped guest log, shared too
 
     async def start(self) -> None:
         """Prepare the module for traffic: instantiate and run ``agent_init`` (caxton-v1), or
@@ -334,6 +336,7 @@ class LoadedAgentModule:
             control=CallControl.starting_now(self.limits.max_execution_time_s),
             hooks=hooks or self.hooks,
             log_budget=LogBudget(bucket=self._log_bucket),
+            drop_notes=self._drop_notes,
             stream=stream,
         )
 

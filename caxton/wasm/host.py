@@ -22,6 +22,7 @@ from caxton.wasm.limits import (
     AGENT_BUSY_RETRY_AFTER_S,
     LOG_LINES_BURST,
     LOG_LINES_PER_SECOND,
+    DropNotes,
     LogBudget,
     TokenBucket,
     WasmLimits,
@@ -116,6 +117,7 @@ class CallContext:
         hooks: the host callbacks.
         stream: where reply chunks go as they are produced, or None to only collect them.
         log_budget: what this call may still log (its bucket is the agent's).
+        drop_notes: when the agent's next note about dropped log is due (the agent's).
         chunks: every chunk accepted so far (handed over, or queued for that).
     """
 
@@ -127,7 +129,9 @@ class CallContext:
     stream: ChunkSink | None = None
     chunks: list[bytes] = attrs.field(factory=list)
     _queue: collections.deque[tuple[int, bytes]] = attrs.field(factory=collections.deque)
+    drop_notes: DropNotes = attrs.field(factory=DropNotes)
     _reported_dropped: int = 0
+    _reported_lines: int = 0
 
     def deliver(self, chunk: bytes) -> None:
         """Hand one reply chunk to the caller now (worker thread only).
@@ -163,15 +167,20 @@ class CallContext:
                 self.log(kind, data.decode("utf-8", errors="replace"))
 
     def report_dropped_logs(self) -> None:
-        """Write one note line about the log bytes dropped since the last report, and tell the
-        ``log_dropped`` hook (worker thread only)."""
-        dropped = self.log_budget.dropped_bytes - self._reported_dropped
+        """Tell the ``log_dropped`` hook what this call dropped, and write the agent's note
+        line when one is due (at most one a second per agent version: :class:`DropNotes`).
+        Worker thread only."""
+        budget = self.log_budget
+        dropped = budget.dropped_bytes - self._reported_dropped
         if dropped <= 0:
             return
-        self._reported_dropped = self.log_budget.dropped_bytes
-        note = self.log_budget.note()
-        if note is not None:
-            self.log(_NOTE_LEVEL, note)
+        lines = budget.dropped_lines - self._reported_lines
+        self._reported_dropped, self._reported_lines = budget.dropped_bytes, budget.dropped_lines
+        due = self.drop_notes.add(dropped, lines)
+        if due is not None:
+            total_bytes, total_lines, alone = due
+            when = "in this call" if alone else "in this call and those since the last note"
+            self.log(_NOTE_LEVEL, budget.note_for(total_bytes, total_lines, when))
         if self.hooks.log_dropped is not None:
             try:
                 self.hooks.log_dropped(dropped)

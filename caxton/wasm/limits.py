@@ -47,7 +47,7 @@ AGENT_BUSY_RETRY_AFTER_S = 1
 
 MAX_LOG_BYTES_PER_CALL = 64 * KIB
 """Bytes of ``caxton.log`` lines (and wasi-stdio stderr) kept per guest call; the rest is
-dropped, counted, and noted in one line at the end of the call."""
+dropped, counted, and noted (at most one note line a second per agent: :class:`DropNotes`)."""
 
 MAX_LOG_LINE_BYTES = 4 * KIB
 """A longer log line (or stderr write) is cut to this many bytes; the rest counts as dropped."""
@@ -150,12 +150,59 @@ class LogBudget:
             return keep
 
     def note(self) -> str | None:
-        """The one line that says what was dropped, or None when nothing was."""
+        """The one line that says what this call dropped, or None when nothing was."""
         if not self.dropped_bytes:
             return None
+        return self.note_for(self.dropped_bytes, self.dropped_lines, "in this call")
+
+    def note_for(self, dropped_bytes: int, dropped_lines: int, when: str) -> str:
+        """The note line for ``dropped_bytes`` (``dropped_lines`` of them whole lines)."""
         return (
-            f"caxton: {self.dropped_bytes} bytes of guest log dropped in this call "
-            f"({self.dropped_lines} whole lines; the bounds are {self.max_line_bytes} bytes a "
+            f"caxton: {dropped_bytes} bytes of guest log dropped {when} "
+            f"({dropped_lines} whole lines; the bounds are {self.max_line_bytes} bytes a "
             f"line, {self.max_bytes} bytes a call, {self.bucket.rate_per_s:g} lines/s with "
             f"bursts of {self.bucket.burst} per agent)"
         )
+
+
+DROP_NOTE_INTERVAL_S = 1.0
+"""An agent's note about dropped guest log is written at most once a second, with what was
+dropped since the last one: a guest past its line rate on every call must not write a note
+line per call instead (the notes would be the flood the bounds stop)."""
+
+
+class DropNotes:
+    """When an agent's next note about dropped guest log is due, and what it will say.
+    Thread-safe (every call of the agent version shares one).
+
+    Args:
+        interval_s: the least time between two notes.
+        clock: seconds from any fixed origin (default ``time.monotonic``).
+    """
+
+    def __init__(
+        self,
+        *,
+        interval_s: float = DROP_NOTE_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._bytes = 0
+        self._lines = 0
+
+    def add(self, dropped_bytes: int, dropped_lines: int) -> tuple[int, int, bool] | None:
+        """Count what one call dropped; return ``(bytes, lines, alone)`` to note now (the
+        totals since the last note, and whether they are this call's alone), or None."""
+        with self._lock:
+            self._bytes += dropped_bytes
+            self._lines += dropped_lines
+            now = self._clock()
+            if self._last is not None and now - self._last < self.interval_s:
+                return None
+            alone = self._bytes == dropped_bytes
+            due = (self._bytes, self._lines, alone)
+            self._last, self._bytes, self._lines = now, 0, 0
+            return due

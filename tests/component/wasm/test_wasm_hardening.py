@@ -114,6 +114,22 @@ async def test_a_call_logs_at_most_its_byte_budget_and_notes_the_rest(pool: Wasm
     assert sum(logs.dropped) == lines * size - kept_bytes
 
 
+async def test_a_guest_past_its_log_rate_on_every_call_gets_a_note_a_second_not_a_call(
+    pool: WasmPool,
+) -> None:
+    logs = Logs()
+    with trio.fail_after(30):
+        agent = await pool.load(log_flood(LOG_LINES_BURST + 10, 8), name="chatty")
+        started = time.monotonic()
+        for _ in range(40):  # after the first call, every line is past the rate
+            await agent.handle(b"{}", hooks=logs.hooks)
+        elapsed = time.monotonic() - started
+    _, notes = logs.split()
+    assert 1 <= len(notes) <= 2 + int(elapsed)
+    assert len(logs.dropped) == 40  # the metric still counts every call's drops
+    assert sum(int(n.split()[1]) for n in notes) <= sum(logs.dropped)
+
+
 async def test_log_lines_are_rate_limited_per_agent(pool: WasmPool) -> None:
     logs = Logs()
     with trio.fail_after(20):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from caxton.wasm.limits import LogBudget, TokenBucket
+from caxton.wasm.limits import DropNotes, LogBudget, TokenBucket
 
 
 class Clock:
@@ -40,3 +40,16 @@ def test_the_bucket_refills_at_its_rate() -> None:
     assert [bucket.take() for _ in range(2)] == [True, False]
     clock.now = 10.0
     assert [bucket.take() for _ in range(3)] == [True, True, False]  # never more than the burst
+
+
+def test_an_agents_drop_notes_come_at_most_once_a_second_with_the_totals() -> None:
+    clock = Clock()
+    notes = DropNotes(interval_s=1.0, clock=clock)
+    assert notes.add(10, 1) == (10, 1, True)  # the first is noted at once
+    assert notes.add(20, 2) is None  # a guest past its rate on every call: no note a call
+    clock.now = 0.5
+    assert notes.add(30, 0) is None
+    clock.now = 1.0
+    assert notes.add(5, 1) == (55, 3, False)  # everything since the last note
+    clock.now = 5.0
+    assert notes.add(7, 0) == (7, 0, True)
