@@ -218,3 +218,41 @@ async def test_conversations_survive_a_restart(tmp_path: Path, agents_dir: Path)
     assert [m["sender"] for m in shown["messages"]] == ["client", "wordcount"]
     assert shown["messages"][1]["content"]["words"] == 2
     assert again.status_code == 409
+
+
+async def test_the_direct_agent_routes_hold_envelopes_to_the_same_rules(
+    nursery: trio.Nursery, tmp_path: Path, agents_dir: Path
+) -> None:
+    """The agent route and its WebSocket read bodies with the one envelope parser: unknown
+    keys, another receiver, a capability and content over messaging.max_message_size are
+    refused before anything is routed (they used to be ignored, or let through)."""
+    from wsclient import open_ws
+
+    server = await start_server(
+        nursery, tmp_path / "data", agents_dir, messaging__max_message_size="1KB"
+    )
+    url = server.api_urls[0]
+    refused = [
+        ({"content": "x", "colour": 1}, 422, "unknown envelope key colour"),
+        ({"content": "x", "receiver": "other"}, 422, "this route sends to agent 'echo'"),
+        ({"content": "x", "capability": "echo"}, 422, "this route sends to agent 'echo'"),
+        ({"content": "x" * 1001}, 413, "messaging.max_message_size (1000 bytes)"),
+    ]
+    async with httpx.AsyncClient(base_url=url) as client:
+        for body, status, says in refused:
+            response = await client.post("/api/v1/agents/echo/messages", json=body)
+            assert response.status_code == status, response.text
+            assert says in response.json()["error"]["message"]
+        ok = await client.post(
+            "/api/v1/agents/echo/messages", json={"content": "hi", "receiver": "echo"}
+        )
+        assert ok.status_code == 200, ok.text
+        with trio.fail_after(10):
+            async with open_ws(url.replace("http://", "ws://") + "/ws/agents/echo") as ws:
+                for body, _, says in refused:
+                    await ws.send_message(json.dumps(body))
+                    frame = json.loads(await ws.get_message())
+                    assert frame["type"] == "error", frame
+                    assert says in frame["error"]["message"]
+        listed = (await client.get("/api/v1/conversations")).json()
+    assert listed["total"] == 1  # only the accepted message started a conversation
