@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from werkzeug.routing import Rule
 
     from caxton.http.routes import RouteSpec
-    from caxton.services import Services as ServerState
+    from caxton.services import Services
 
 #: Probes that must answer whatever the credentials or the rate (DESIGN §9).
 EXEMPT_RULES = frozenset({"/health", "/ready", "/api/v1/health"})
@@ -233,7 +233,7 @@ class Guard:
         )
 
 
-def install(app: QuartTrio, state: ServerState) -> Guard:
+def install(app: QuartTrio, state: Services) -> Guard:
     """The security checks for ``app`` (after every route is registered); the app's request
     hooks call them."""
     specs = {spec.endpoint: spec for spec in cast("list[RouteSpec]", app.config[ROUTES_KEY])}
