@@ -19,7 +19,7 @@ from quart import Response, current_app, request
 from caxton.errors import ServiceUnavailable, ValidationFailed
 from caxton.http.params import optional_json_object
 from caxton.http.routes import QueryParam, RouteTable
-from caxton.http.state import declared_routes, server_state
+from caxton.http.state import current_services, declared_routes
 from caxton.http.streaming import background_body
 from caxton.ops.backup import archive_name
 from caxton.ops.errors import SafeModeActive
@@ -42,7 +42,7 @@ _CHUNK = 256 * 1024
     summary="Whether safe mode is on (writes refused with 503 SAFE_MODE), since when and why.",
 )
 async def get_safe_mode() -> dict[str, Any]:
-    return server_state().safe_mode.status.to_json()
+    return current_services().safe_mode.status.to_json()
 
 
 @routes.route(
@@ -63,12 +63,12 @@ async def set_safe_mode() -> dict[str, Any]:
         )
     if reason is not None and not isinstance(reason, str):
         raise ValidationFailed("reason must be a string", details={"field": "reason"})
-    status = await server_state().safe_mode.set(enabled, reason=reason)
+    status = await current_services().safe_mode.set(enabled, reason=reason)
     return status.to_json()
 
 
 def _backups() -> BackupService:
-    state = server_state()
+    state = current_services()
     if state.backups is None:
         raise ServiceUnavailable("backups are not available until the store is running")
     return state.backups
@@ -148,7 +148,7 @@ async def backup() -> Any:
 async def storage_verify() -> dict[str, Any]:
     from caxton.ops.verify import inspect_connection
 
-    state = server_state()
+    state = current_services()
     store = state.store
     comprehensive = request.args.get("comprehensive", "false").lower() in ("1", "true", "yes")
     config = state.config
@@ -170,7 +170,7 @@ SAFE_MODE_EXEMPT = frozenset(f"{routes.tag}.{h.__name__}" for h in (set_safe_mod
 
 async def refuse_in_safe_mode() -> None:
     """``before_request``: 503 SAFE_MODE for mutating routes while safe mode is on."""
-    state = server_state()
+    state = current_services()
     if not state.safe_mode.enabled or request.endpoint is None:
         return
     mutating: frozenset[str] | None = current_app.config.get(_MUTATING_KEY)

@@ -13,7 +13,7 @@ from caxton.errors import BadRequest, CaxtonError, PayloadTooLarge, ValidationFa
 from caxton.http.guard import charge_frame, check_claimed_sender, client_sender
 from caxton.http.params import int_arg, json_object, optional_json_object, parse_json
 from caxton.http.routes import QueryParam, RouteTable
-from caxton.http.state import server_state
+from caxton.http.state import current_services
 from caxton.http.streaming import background_body, forward_chunks, sse_frame
 from caxton.messaging.envelope import parse_envelope
 from caxton.security.roles import Role
@@ -47,11 +47,11 @@ def _file_fields(body: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def _registry() -> Registry:
-    return server_state().registry
+    return current_services().registry
 
 
 def _table() -> AgentTable:
-    return server_state().table
+    return current_services().table
 
 
 @routes.route(
@@ -99,7 +99,7 @@ async def agents_performance() -> dict[str, Any]:
 )
 async def deploy_agent() -> tuple[dict[str, Any], int]:
     content, module = _file_fields(await json_object(EXAMPLE_BODY))
-    view = await server_state().agents.deploy(content, module)
+    view = await current_services().agents.deploy(content, module)
     return view, 201
 
 
@@ -117,7 +117,7 @@ async def validate_agent() -> dict[str, Any]:
     content, _ = _file_fields(body)
     with_module = "manifest" in body and "wasm_module" in body
     # checked in a worker thread: a large file must not hold the event loop (issue #13)
-    report = await server_state().agents.check(content, require_module=not with_module)
+    report = await current_services().agents.check(content, require_module=not with_module)
     return report.as_dict()
 
 
@@ -141,7 +141,7 @@ async def get_agent(name: str) -> dict[str, Any]:
 )
 async def update_agent(name: str) -> dict[str, Any]:
     content, module = _file_fields(await json_object(EXAMPLE_BODY))
-    return await server_state().agents.deploy(content, module, replace=name)
+    return await current_services().agents.deploy(content, module, replace=name)
 
 
 @routes.route(
@@ -152,7 +152,7 @@ async def update_agent(name: str) -> dict[str, Any]:
     responses=(200, 404, 409),
 )
 async def delete_agent(name: str) -> dict[str, Any]:
-    await server_state().agents.remove(name)
+    await current_services().agents.remove(name)
     return {"deleted": name}
 
 
@@ -196,7 +196,7 @@ async def set_canary(name: str) -> dict[str, Any]:
             'give {"version": "<kept version>", "traffic_percentage": <1-100>}',
             details={"keys": sorted(body)},
         )
-    return await server_state().agents.set_canary(
+    return await current_services().agents.set_canary(
         name, version=version, traffic_percentage=float(share)
     )
 
@@ -209,7 +209,7 @@ async def set_canary(name: str) -> dict[str, Any]:
     responses=(200, 404, 409),
 )
 async def promote_agent(name: str) -> dict[str, Any]:
-    return await server_state().agents.promote(name)
+    return await current_services().agents.promote(name)
 
 
 @routes.route(
@@ -225,7 +225,7 @@ async def rollback_agent(name: str) -> dict[str, Any]:
     version = body.get("version")
     if version is not None and not isinstance(version, str):
         raise ValidationFailed('"version" must be a string such as "1.0.0"')
-    return await server_state().agents.rollback(name, to_version=version)
+    return await current_services().agents.rollback(name, to_version=version)
 
 
 @routes.route(
@@ -240,7 +240,7 @@ async def rollback_agent(name: str) -> dict[str, Any]:
     responses=(200, 404),
 )
 async def agent_logs(name: str) -> Response | dict[str, Any]:
-    state = server_state()
+    state = current_services()
     registry = _registry()
     registry.agent_view(name)  # 404 for unknown agents
     level = request.args.get("level")
@@ -274,7 +274,7 @@ async def agent_logs(name: str) -> Response | dict[str, Any]:
 def _message_from(body: dict[str, Any], name: str) -> tuple[Message, ConversationRule]:
     """The message a caller's ``body`` sends to ``name`` (its sender is the caller), and the
     conversations it may join (a new one unless the body names one)."""
-    state = server_state()
+    state = current_services()
     is_agent = state.table.has_agent
     sender = client_sender(is_agent)
     check_claimed_sender(body.get("sender"), sender, is_agent)
@@ -298,7 +298,7 @@ def _message_from(body: dict[str, Any], name: str) -> tuple[Message, Conversatio
     responses=(200, 404, 422, 503),
 )
 async def message_agent(name: str) -> Response | dict[str, Any]:
-    router = server_state().router
+    router = current_services().router
     body = await json_object('{"content": "hello"}')
     message, rule = _message_from(body, name)
     # the request hook read the headers in one pass; werkzeug's lookup of an absent header
@@ -341,7 +341,7 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
     "done or error.",
 )
 async def agent_socket(name: str) -> None:
-    state = server_state()
+    state = current_services()
     router = state.router
     await websocket.accept()
     busy = False
@@ -378,7 +378,7 @@ async def _answer_frame(router: Router, name: str, raw: str | bytes) -> None:
     bounds of :mod:`caxton.http.params`; a refusal is an error frame, never forwarded."""
     try:
         charge_frame()
-        limit = server_state().config.server.max_request_size
+        limit = current_services().config.server.max_request_size
         if len(raw) > limit:  # hypercorn closes with 1009 first; this is the second guard
             raise PayloadTooLarge(
                 f"the frame ({len(raw)} bytes) is larger than server.max_request_size "

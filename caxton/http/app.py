@@ -23,7 +23,7 @@ from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
 from caxton.http.guard import edge_headers
 from caxton.http.guard import install as install_security
-from caxton.http.state import ROUTES_KEY, STATE_KEY
+from caxton.http.state import ROUTES_KEY, SERVICES_KEY
 
 if TYPE_CHECKING:
     from caxton.http.routes import RouteSpec, RouteTable
@@ -46,7 +46,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
 def create_app(state: Services, tables: tuple[RouteTable, ...] = ()) -> QuartTrio:
     """Build the Quart app for ``state`` with the core routes plus ``tables``."""
     app = QuartTrio("caxton")
-    app.config[STATE_KEY] = state
+    app.config[SERVICES_KEY] = state
     app.config["MAX_CONTENT_LENGTH"] = state.config.server.max_request_size
     app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -7,7 +7,7 @@ from quart import websocket
 
 from caxton.http.guard import charge_frame
 from caxton.http.routes import RouteTable
-from caxton.http.state import server_state
+from caxton.http.state import current_services
 from caxton.security.errors import RateLimited
 from caxton.security.roles import Role
 
@@ -26,7 +26,7 @@ CLOSE_TRY_AGAIN_LATER = 1013
     summary="Stream of events: {type, agent, data, timestamp} JSON text frames.",
 )
 async def events_stream() -> None:
-    state = server_state()
+    state = current_services()
     await websocket.accept()
     async with state.events.subscribe() as events, trio.open_nursery() as nursery:
 

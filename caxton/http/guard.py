@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from quart import Response, g
 
-from caxton.http.state import ROUTES_KEY, server_state
+from caxton.http.state import ROUTES_KEY, current_services
 from caxton.security.audit import AuditRecord
 from caxton.security.edge import SAFE_METHODS, HostPolicy, origin_refusal
 from caxton.security.errors import (
@@ -309,7 +309,7 @@ def charge_frame() -> None:
     Raises:
         RateLimited: the bucket is empty; the handler answers with an error frame.
     """
-    gate = server_state().security
+    gate = current_services().security
     key: str | None = g.get("security_rate_key")
     if gate is None or key is None:
         return

@@ -9,7 +9,7 @@ from quart import Response
 from caxton import __version__
 from caxton.errors import JSONValue, ServiceUnavailable
 from caxton.http.routes import RouteTable
-from caxton.http.state import server_state
+from caxton.http.state import current_services
 from caxton.security.roles import Role
 
 routes = RouteTable("health")
@@ -31,7 +31,7 @@ async def liveness() -> Response:
     responses=(200, 503),
 )
 async def readiness() -> dict[str, Any]:
-    state = server_state()
+    state = current_services()
     if state.lifecycle.stopping.is_set():
         raise ServiceUnavailable("the server is shutting down", details={"stopping": True})
     if not state.components.all_running():
@@ -49,7 +49,7 @@ async def readiness() -> dict[str, Any]:
     summary="Health report: status, version, uptime and the state of each component.",
 )
 async def health_report() -> dict[str, Any]:
-    state = server_state()
+    state = current_services()
     components = state.components.statistics()
     if state.lifecycle.stopping.is_set():
         status = "stopping"

@@ -25,7 +25,7 @@ from caxton.http.params import (
     raw_body,
 )
 from caxton.http.routes import QueryParam, RouteTable
-from caxton.http.state import server_state
+from caxton.http.state import current_services
 from caxton.http.streaming import background_body
 from caxton.memory import Embedder, NewEntity, NewRelation, transfer
 from caxton.memory.service import MAX_GRAPH_DEPTH, MAX_SEARCH_LIMIT
@@ -55,7 +55,7 @@ NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-json
 
 
 def _memory() -> MemoryService:
-    return server_state().memory
+    return current_services().memory
 
 
 def _check_keys(record: dict[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -295,14 +295,14 @@ def _database_figures(conn: Connection) -> dict[str, Any]:
 )
 async def stats() -> dict[str, Any]:
     memory = _memory()
-    store = server_state().store
+    store = current_services().store
     content = (await memory.stats()).to_json()
     service = memory.statistics()
     embedder = memory.embedder
     embedding: dict[str, Any] | None = None
     if isinstance(embedder, Embedder):
         figures = embedder.statistics()
-        embedding = {"model": server_state().config.memory.embedding_model, **_as_json(figures)}
+        embedding = {"model": current_services().config.memory.embedding_model, **_as_json(figures)}
         embedding["load_ms"] = figures.load_seconds * 1000.0
         embedding["average_encode_ms"] = (
             figures.embed_seconds_total / figures.batches * 1000.0 if figures.batches else 0.0

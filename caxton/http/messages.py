@@ -10,7 +10,7 @@ from caxton.errors import BadRequest, ServiceUnavailable, ValidationFailed
 from caxton.http.guard import check_claimed_sender, client_sender
 from caxton.http.params import float_arg, int_arg, json_object
 from caxton.http.routes import QueryParam, RouteTable
-from caxton.http.state import server_state
+from caxton.http.state import current_services
 from caxton.messaging import STATUSES
 from caxton.messaging.envelope import EXAMPLE, parse_envelope
 from caxton.security.errors import Forbidden
@@ -48,7 +48,7 @@ def _wait_arg() -> bool:
     responses=(200, 202, 400, 404, 409, 413, 422, 503),
 )
 async def post_message() -> tuple[dict[str, Any], int]:
-    state = server_state()
+    state = current_services()
     router = state.router
     wait = _wait_arg()
     timeout_s = float_arg("timeout", state.config.messaging.delivery_timeout)
@@ -82,7 +82,7 @@ async def post_message() -> tuple[dict[str, Any], int]:
 
 async def _check_reply(message: Message) -> None:
     """A client's ``in_reply_to`` must name a message of this conversation sent to it."""
-    conversation = await server_state().conversations.get(message.conversation_id)
+    conversation = await current_services().conversations.get(message.conversation_id)
     for earlier in conversation.messages:
         if message.in_reply_to in (earlier.message_id, earlier.reply_with):
             if earlier.receiver == message.sender:
@@ -111,7 +111,7 @@ async def list_conversations() -> dict[str, Any]:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-    rows, total = await server_state().conversations.list(
+    rows, total = await current_services().conversations.list(
         status=status,
         participant=request.args.get("agent") or None,
         limit=int_arg("limit", 100, low=1, high=1000),
@@ -128,7 +128,7 @@ async def list_conversations() -> dict[str, Any]:
     responses=(200, 404),
 )
 async def get_conversation(conversation_id: str) -> dict[str, Any]:
-    conversations = server_state().conversations
+    conversations = current_services().conversations
     limit = int_arg("limit", 1000, low=1, high=100_000)
     return (await conversations.get(conversation_id, limit=limit)).as_json()
 
@@ -141,7 +141,7 @@ async def get_conversation(conversation_id: str) -> dict[str, Any]:
     responses=(200, 404),
 )
 async def close_conversation(conversation_id: str) -> dict[str, Any]:
-    summary = await server_state().conversations.close(conversation_id)
+    summary = await current_services().conversations.close(conversation_id)
     return summary.as_json()
 
 
@@ -151,7 +151,7 @@ async def close_conversation(conversation_id: str) -> dict[str, Any]:
     summary="Capabilities, each with its providers (state, version, in-flight requests).",
 )
 async def list_capabilities() -> dict[str, Any]:
-    router = server_state().router
+    router = current_services().router
     return {"strategy": router.strategy, "capabilities": router.capabilities_view()}
 
 
@@ -162,4 +162,4 @@ async def list_capabilities() -> dict[str, Any]:
     responses=(200, 404),
 )
 async def get_capability(capability: str) -> dict[str, Any]:
-    return server_state().router.capability_view(capability)
+    return current_services().router.capability_view(capability)

@@ -10,13 +10,13 @@ if TYPE_CHECKING:
     from caxton.http.routes import RouteSpec
     from caxton.services import Services
 
-STATE_KEY = "CAXTON_SERVICES"
+SERVICES_KEY = "CAXTON_SERVICES"
 ROUTES_KEY = "CAXTON_ROUTES"
 
 
-def server_state() -> Services:
+def current_services() -> Services:
     """The services of the app handling the current request."""
-    return cast("Services", current_app.config[STATE_KEY])
+    return cast("Services", current_app.config[SERVICES_KEY])
 
 
 def declared_routes() -> list[RouteSpec]:
