@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ import attrs
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 
 class ComponentState(enum.Enum):
@@ -79,3 +80,25 @@ class Background:
             return False
         self.nursery.start_soon(task, *args)
         return True
+
+
+@contextlib.asynccontextmanager
+async def running(run: Callable[..., Awaitable[object]]) -> AsyncIterator[None]:
+    """Run a component's ``run`` in a nursery of its own for the ``async with`` block (the
+    ``open_*`` helpers of tests and tools): started on entry, cancelled on exit.
+
+    Raises:
+        Exception: what starting the component raised, or what the block raised, bare (the
+            nursery holds one task, so a group holds the one error that matters).
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

@@ -34,6 +34,7 @@ import duckdb
 import outcome
 import trio
 
+from caxton.components import running
 from caxton.datadir import restrict_file
 from caxton.store.errors import MigrationError, StoreClosed, StoreLockedError, StoreOpenError
 from caxton.store.migrations import SCHEMA_MIGRATIONS_DDL, Migration, plan
@@ -508,19 +509,8 @@ async def open_store(
         context manager returns.
     """
     store = Store(path, migrations=migrations, readers=readers, close_timeout_s=close_timeout_s)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
-            try:
-                yield store
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The nursery holds one task, so a group has the store's error or the block's error:
-        # re-raise it bare, so callers see the StartupError (or their own error) itself.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    async with running(store.run):
+        yield store
 
 
 __all__ = [

@@ -20,6 +20,7 @@ import attrs
 import trio
 import wasmtime
 
+from caxton.components import running
 from caxton.errors import ServiceUnavailable
 from caxton.wasm import capi
 from caxton.wasm.abi import CAXTON_V1, choose_abi, describe_module
@@ -434,9 +435,5 @@ async def open_wasm_pool(
         module_cache_size=module_cache_size,
         tick_interval_s=tick_interval_s,
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.run)
-        try:
-            yield pool
-        finally:
-            nursery.cancel_scope.cancel()
+    async with running(pool.run):
+        yield pool

@@ -39,7 +39,7 @@ FLOORS: tuple[frozenset[str], ...] = tuple(
         {"agents"},
         {"messaging"},
         {"memory"},
-        {"llm", "wasm", "store", "logs", "pgstore"},
+        {"llm", "wasm", "store", "logs"},
         {"config", "datadir", "components"},
         {"errors", "units", "events", "latency", "messages", "metrics"},
     )

@@ -22,20 +22,18 @@ from postgres import load_postgres_tool
 from psycopg import sql
 
 from caxton.errors import ServiceUnavailable, StartupError
-from caxton.pgstore import (
+from caxton.store import Migration
+from caxton.store.errors import (
     PostgresAuthFailed,
     PostgresDatabaseMissing,
     PostgresMigrationError,
-    PostgresStore,
     PostgresStoreClosed,
     PostgresUnreachable,
     StorageUnavailable,
     VectorExtensionMissing,
-    open_postgres_store,
-    redact,
 )
-from caxton.pgstore.migrations import plan
-from caxton.store import Migration
+from caxton.store.migrations import plan
+from caxton.store.postgres import PostgresStore, open_postgres_store, redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -11,7 +11,7 @@ The API mirrors :class:`caxton.store.Store` (``run``, ``execute_fn``, ``execute_
   so writes are not queued behind one writer as DuckDB's are.
 * **failures** — a lost connection, a server that is down, no free connection within the
   connect timeout or a statement over the statement timeout raise
-  :class:`~caxton.pgstore.errors.StorageUnavailable` (503, retryable); the pool checks each
+  :class:`~caxton.store.errors.StorageUnavailable` (503, retryable); the pool checks each
   connection before handing it out, so the store recovers by itself once PostgreSQL is back.
 * **lifecycle** — ``run()`` connects (within the connect timeout), checks the server version
   and the ``vector`` extension (creating it if it may), applies pending migrations under a
@@ -34,7 +34,8 @@ import psycopg.errors
 import trio
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from caxton.pgstore.errors import (
+from caxton.components import running
+from caxton.store.errors import (
     PostgresAuthFailed,
     PostgresDatabaseMissing,
     PostgresMigrationError,
@@ -45,17 +46,27 @@ from caxton.pgstore.errors import (
     StorageUnavailable,
     VectorExtensionMissing,
 )
-from caxton.pgstore.migrations import (
-    MIGRATION_LOCK_KEY,
-    SCHEMA_MIGRATIONS_DDL,
-    MigrationStep,
-    plan,
-)
+from caxton.store.migrations import Migration, plan
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
-LOGGER = logging.getLogger("caxton.pgstore")
+LOGGER = logging.getLogger("caxton.store.postgres")
+
+#: The migrations table on PostgreSQL (the DuckDB store's, in PostgreSQL's types).
+SCHEMA_MIGRATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    feature TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (feature, version)
+)
+"""
+
+#: ``pg_advisory_lock`` key held while migrating, so that instances starting together on one
+#: database migrate it once ("caxton" in ASCII).
+MIGRATION_LOCK_KEY = 0x636178746F6E
 
 Connection = psycopg.Connection[Any]
 T = TypeVar("T")
@@ -114,7 +125,7 @@ class PostgresStore:
         self,
         url: str,
         *,
-        migrations: Sequence[MigrationStep] = (),
+        migrations: Sequence[Migration] = (),
         pool_size: int = 4,
         connect_timeout_s: float = 5.0,
         statement_timeout_s: float = 30.0,
@@ -492,7 +503,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 async def open_postgres_store(
     url: str,
     *,
-    migrations: Sequence[MigrationStep] = (),
+    migrations: Sequence[Migration] = (),
     pool_size: int = 4,
     connect_timeout_s: float = 5.0,
 ) -> AsyncIterator[PostgresStore]:
@@ -510,18 +521,8 @@ async def open_postgres_store(
     store = PostgresStore(
         url, migrations=migrations, pool_size=pool_size, connect_timeout_s=connect_timeout_s
     )
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
-            try:
-                yield store
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # One task in the nursery: re-raise its error (or the block's) bare, as open_store does.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    async with running(store.run):
+        yield store
 
 
 __all__ = [
