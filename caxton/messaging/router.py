@@ -206,6 +206,33 @@ class Router:
             return Delivery(reply=self._failure(message, refusal), error=refusal, refused=True)
         return await self.deliver_admitted(message, stream=stream, timeout_s=timeout_s)
 
+    async def deliver_admitted(
+        self,
+        message: Message,
+        *,
+        stream: ChunkSender | None = None,
+        timeout_s: float | None = None,
+    ) -> Delivery:
+        """:meth:`deliver` for a message :meth:`admit` accepted (a caller that must refuse
+        before it starts answering, as an SSE stream must)."""
+        started = time.perf_counter()
+        self._in_flight += 1
+        try:
+            self.conversations.record(message)
+            if message.capability is not None:
+                delivery = await self._to_capability(message, message.capability, timeout_s)
+            else:
+                assert message.receiver is not None  # admitted: a known receiver
+                delivery = await self._to_agent(message.receiver, message, stream, timeout_s)
+            if len(delivery.targets) <= 1:  # a broadcast recorded each reply already
+                self.conversations.record(delivery.reply)
+        except CaxtonError as exc:  # the store is closing, or the like: still an answer
+            delivery = Delivery(reply=self._failure(message, exc), error=exc)
+        finally:
+            self._in_flight -= 1
+        self._observe(message, delivery.reply, delivery.targets, started)
+        return delivery
+
     async def admit(
         self, message: Message, *, conversation: ConversationRule = "open"
     ) -> CaxtonError | None:
@@ -370,33 +397,6 @@ class Router:
         }
 
     # -- inside --------------------------------------------------------------------------------
-
-    async def deliver_admitted(
-        self,
-        message: Message,
-        *,
-        stream: ChunkSender | None = None,
-        timeout_s: float | None = None,
-    ) -> Delivery:
-        """:meth:`deliver` for a message :meth:`admit` accepted (a caller that must refuse
-        before it starts answering, as an SSE stream must)."""
-        started = time.perf_counter()
-        self._in_flight += 1
-        try:
-            self.conversations.record(message)
-            if message.capability is not None:
-                delivery = await self._to_capability(message, message.capability, timeout_s)
-            else:
-                assert message.receiver is not None  # admitted: a known receiver
-                delivery = await self._to_agent(message.receiver, message, stream, timeout_s)
-            if len(delivery.targets) <= 1:  # a broadcast recorded each reply already
-                self.conversations.record(delivery.reply)
-        except CaxtonError as exc:  # the store is closing, or the like: still an answer
-            delivery = Delivery(reply=self._failure(message, exc), error=exc)
-        finally:
-            self._in_flight -= 1
-        self._observe(message, delivery.reply, delivery.targets, started)
-        return delivery
 
     async def _to_capability(
         self, message: Message, capability: str, timeout_s: float | None
