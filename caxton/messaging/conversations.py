@@ -210,6 +210,20 @@ def _write_batch(
         raise
 
 
+def _messages_of(
+    conn: Connection, conversation_id: str, limit: int, *, latest: bool
+) -> list[Message]:
+    """The first ``limit`` messages of a conversation, or with ``latest`` its last ``limit``
+    newest first."""
+    order = "DESC" if latest else "ASC"
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM conversation_messages "
+        f"WHERE conversation_id = ? ORDER BY seq {order} LIMIT ?",
+        [conversation_id, limit],
+    ).fetchall()
+    return [_message_from_row(r) for r in rows]
+
+
 def _summaries(conn: Connection, where: str, params: list[object]) -> list[ConversationSummary]:
     rows = conn.execute(
         "SELECT c.conversation_id, c.status, c.created_at, c.last_activity, c.message_count, "
@@ -484,15 +498,10 @@ class Conversations:
             return []
         await self.flush()
 
-        def recent(conn: Connection) -> list[Message]:
-            rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM conversation_messages "
-                "WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?",
-                [conversation_id, limit],
-            ).fetchall()
-            return [_message_from_row(r) for r in reversed(rows)]
-
-        return await self.store.execute_fn(recent)
+        latest = await self.store.execute_fn(
+            lambda conn: _messages_of(conn, conversation_id, limit, latest=True)
+        )
+        return latest[::-1]
 
     async def summary(self, conversation_id: str) -> ConversationSummary:
         """One conversation's summary.
@@ -516,15 +525,10 @@ class Conversations:
         """
         summary = await self.summary(conversation_id)
 
-        def messages(conn: Connection) -> list[Message]:
-            rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM conversation_messages "
-                "WHERE conversation_id = ? ORDER BY seq LIMIT ?",
-                [conversation_id, limit],
-            ).fetchall()
-            return [_message_from_row(r) for r in rows]
-
-        return Conversation(summary=summary, messages=tuple(await self.store.execute_fn(messages)))
+        first = await self.store.execute_fn(
+            lambda conn: _messages_of(conn, conversation_id, limit, latest=False)
+        )
+        return Conversation(summary=summary, messages=tuple(first))
 
     async def list(
         self,
