@@ -202,9 +202,15 @@ class Router:
             Cancelling stops the delivery (the agent's work for it stops too).
         """
         refusal = await self.admit(message, conversation=conversation)
-        if refusal is not None:
-            return Delivery(reply=self._failure(message, refusal), error=refusal, refused=True)
-        return await self.deliver_admitted(message, stream=stream, timeout_s=timeout_s)
+        if refusal is None:
+            return await self.deliver_admitted(message, stream=stream, timeout_s=timeout_s)
+        delivery = Delivery(reply=self._failure(message, refusal), error=refusal, refused=True)
+        if message.hop > 0:
+            # an agent's message stopped by the loop guard or a closed conversation counts in
+            # caxton_messages_routed{outcome}, so a loop shows on the dashboards; a client's
+            # refused message is an HTTP error, counted with the requests
+            self._observe(message, delivery.reply, (), time.perf_counter())
+        return delivery
 
     async def deliver_admitted(
         self,

@@ -241,5 +241,11 @@ async def test_loop_guard_refuses_past_max_hops(server: ServerInfo) -> None:
     conversations = server.services.conversations
     assert conversations is not None
     assert await conversations.status(looping.conversation_id) is None  # nothing recorded
+    metrics = server.services.metrics.registry
+    refused = metrics.get_sample_value(
+        "caxton_messages_routed_total",
+        {"performative": "request", "outcome": "HOP_LIMIT_EXCEEDED"},
+    )
+    assert refused == 1.0  # a loop shows on the dashboards
     at_limit = Message(sender="echo", receiver="wordcount", content="x y", hop=8)
     assert (await router.ask(at_limit, timeout_s=5)).performative == "inform"
