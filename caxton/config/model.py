@@ -319,7 +319,10 @@ class MessagingConfig:
     )
     max_message_size: Bytes = attrs.field(
         default=Bytes(1_000_000),
-        metadata=_help("Largest message content accepted by POST /api/v1/messages (413 above)."),
+        metadata=_help(
+            "Largest message content accepted, from clients (HTTP, WebSocket) and agents "
+            "alike (413 over HTTP)."
+        ),
     )
     sweep_interval: Seconds = attrs.field(
         default=Seconds(300.0),
