@@ -1,0 +1,268 @@
+"""packaging/nginx/caxton.conf run by the real nginx on loopback, in front of two real
+``caxton start`` processes (embedded backend, each its own data_dir): round robin, the request
+id passed through, a WebSocket chat, an SSE stream that is not buffered, the edge's Host rule,
+and failover to the survivor when one instance is killed."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+from processes import ServerProcess, start_server, wait_exit, write_config
+from wsclient import open_ws
+
+REPO = Path(__file__).resolve().parents[2]
+CONF = REPO / "packaging" / "nginx" / "caxton.conf"
+SYSTEM_PATH = "/usr/bin:/usr/sbin:/bin:/sbin:/usr/local/bin"
+PUBLIC_NAME = "caxton.example.com"  # the conf's server_name, set in server.allowed_hosts
+STORY = "one two three four five six"
+CHUNK_DELAY_S = 0.3
+
+
+def nginx_binary() -> str:
+    """Debian's nginx, installed with tools/install-ops-tools.sh when missing (as `make test`
+    does)."""
+    found = shutil.which("nginx", path=SYSTEM_PATH)
+    if found is None:
+        subprocess.run(
+            [str(REPO / "tools" / "install-ops-tools.sh")],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
+        found = shutil.which("nginx", path=SYSTEM_PATH)
+    assert found is not None, "nginx is still missing after tools/install-ops-tools.sh"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def nginx_config(prefix: Path, port: int, upstreams: list[str]) -> Path:
+    """The packaged file with only its upstream servers and listen address replaced, included
+    from a main file that keeps every path (pid, logs, temp files) under ``prefix``."""
+    text = CONF.read_text()
+    servers = re.findall(r"^( *server )caxton-\d:8080( max_fails=3 fail_timeout=30s;)$", text, re.M)
+    assert len(servers) == 3, "the upstream block changed shape"
+    indent, options = servers[0]
+    block = "".join(f"{indent}{address}{options}\n" for address in upstreams)
+    text, replaced = re.subn(r"(?:^ *server caxton-\d:8080 [^\n]*\n)+", block, text, flags=re.M)
+    assert replaced == 1
+    text, replaced = re.subn(r"^(\s*)listen 80;$", rf"\1listen 127.0.0.1:{port};", text, flags=re.M)
+    assert replaced == 1
+    (prefix / "caxton.conf").write_text(text)
+    temp = "".join(
+        f"    {kind}_temp_path {prefix / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main = prefix / "nginx.conf"
+    main.write_text(
+        # as root the workers would switch to nobody, who cannot enter the test's temp folder
+        ("user root;\n" if os.geteuid() == 0 else "") + "daemon off;\nworker_processes 1;\n"
+        f"pid {prefix / 'nginx.pid'};\n"
+        f"error_log {prefix / 'error.log'} info;\n"
+        "events { worker_connections 256; }\n"
+        "http {\n"
+        f"    access_log {prefix / 'access.log'};\n{temp}"
+        f"    include {prefix / 'caxton.conf'};\n"
+        "}\n"
+    )
+    return main
+
+
+async def start_instance(
+    nursery: trio.Nursery, folder: Path, agents: Path, servers: list[ServerProcess]
+) -> None:
+    config = write_config(folder / "caxton.yaml", folder / "data")
+    config.write_text(
+        config.read_text().replace(
+            "server:\n", f"server:\n  agents_dir: {agents}\n  allowed_hosts: [{PUBLIC_NAME}]\n"
+        )
+    )
+    servers.append(await start_server(nursery, "--config", str(config), timeout=60))
+
+
+async def start_llm(nursery: trio.Nursery, script: Path) -> tuple[trio.Process, str]:
+    process: trio.Process = await nursery.start(
+        functools.partial(
+            trio.run_process,
+            [sys.executable, str(REPO / "tools" / "llm_server.py"), str(script)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    )
+    assert process.stdout is not None
+    buffer = b""
+    with trio.fail_after(20):
+        while b"\n" not in buffer:
+            buffer += await process.stdout.receive_some(4096)
+    return process, buffer.decode().splitlines()[0].rsplit(" at ", 1)[1].strip()
+
+
+def served_ids(server: ServerProcess) -> set[str]:
+    return {str(r["request_id"]) for r in server.records if "request_id" in r}
+
+
+async def sse_arrivals(client: httpx.AsyncClient) -> list[tuple[float, str]]:
+    """(arrival time, event) of each SSE frame of a streamed answer, as the client reads it."""
+    arrivals = []
+    event = ""
+    async with client.stream(
+        "POST",
+        "/api/v1/agents/teller/messages",
+        json={"content": "tell me a story"},
+        headers={"Accept": "text/event-stream"},
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                arrivals.append((trio.current_time(), event))
+    return arrivals
+
+
+async def test_nginx_balances_streams_and_fails_over(nursery: trio.Nursery, tmp_path: Path) -> None:
+    nginx = nginx_binary()
+    script = tmp_path / "llm.yaml"
+    script.write_text(
+        f"chunk_delay_s: {CHUNK_DELAY_S}\nrules:\n  - match: story\n    reply: {STORY}\n"
+    )
+    llm, llm_url = await start_llm(nursery, script)
+    agents = tmp_path / "agents"  # the same files on every instance
+    agents.mkdir()
+    for name in ("echo.toml", "echo.wat"):
+        shutil.copy(REPO / "agents" / name, agents / name)
+    (agents / "teller.toml").write_text(
+        'name = "teller"\nversion = "1.0.0"\ncapabilities = ["chat"]\n'
+        "system_prompt = '''You are terse.'''\nuser_prompt_template = '''{{request}}'''\n"
+        f'[llm]\nprovider = "openai"\nmodel = "scripted-1"\nbase_url = "{llm_url}/v1"\n'
+        'max_retries = 0\ntimeout = "10s"\n'
+    )
+    servers: list[ServerProcess] = []
+    async with trio.open_nursery() as starting:
+        for index in (1, 2):
+            folder = tmp_path / f"caxton-{index}"
+            folder.mkdir()
+            starting.start_soon(start_instance, nursery, folder, agents, servers)
+    first, second = servers
+
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    port = free_port()
+    upstreams = [s.api_url.removeprefix("http://").rstrip("/") for s in servers]
+    main = nginx_config(prefix, port, upstreams)
+    checked = await trio.run_process(
+        [nginx, "-t", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(main)],
+        capture_stderr=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr.decode()
+    proxy: trio.Process = await nursery.start(
+        functools.partial(
+            trio.run_process,
+            [nginx, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(main)],
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    )
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=15) as client:
+        with trio.fail_after(10):
+            while True:
+                try:
+                    if (await client.get("/ready")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+
+        # Round robin, the client's X-Request-ID reaching the instance and coming back.
+        ids = [f"rr-{index}" for index in range(8)]
+        for request_id in ids:
+            response = await client.get("/api/v1/agents", headers={"X-Request-ID": request_id})
+            assert response.status_code == 200
+            assert response.headers["X-Request-ID"] == request_id
+            assert {a["name"] for a in response.json()["agents"]} >= {"echo", "teller"}
+        with trio.fail_after(5):
+            while not set(ids) <= served_ids(first) | served_ids(second):
+                await trio.sleep(0.05)
+        assert len(set(ids) & served_ids(first)) == 4
+        assert len(set(ids) & served_ids(second)) == 4
+        # Without one, nginx makes the id: the same in the response and the instance's log.
+        made = (await client.get("/api/v1/health")).headers["X-Request-ID"]
+        assert re.fullmatch(r"[0-9a-f]{32}", made)
+        with trio.fail_after(5):
+            while made not in served_ids(first) | served_ids(second):
+                await trio.sleep(0.05)
+
+        # The public name is served because server.allowed_hosts lists it; others get 421.
+        public = await client.get("/api/v1/agents", headers={"Host": PUBLIC_NAME})
+        assert public.status_code == 200
+        foreign = await client.get("/api/v1/agents", headers={"Host": "rebound.example"})
+        assert foreign.status_code == 421
+        # A browser page on the proxy's own origin may POST (the Host keeps nginx's port).
+        same_origin = await client.post(
+            "/api/v1/agents/echo/messages", json={"content": "hi"}, headers={"Origin": base}
+        )
+        assert same_origin.status_code == 200, same_origin.text
+
+        # A streamed answer arrives chunk by chunk, as the agent produces it.
+        arrivals = await sse_arrivals(client)
+        events = [event for _, event in arrivals]
+        assert events == ["chunk"] * len(STORY.split()) + ["done"]
+        spread = arrivals[-2][0] - arrivals[0][0]
+        assert spread >= CHUNK_DELAY_S * (len(STORY.split()) - 1) * 0.6, arrivals
+
+    # A WebSocket chat through nginx.
+    with trio.fail_after(10):
+        async with open_ws(f"ws://127.0.0.1:{port}/ws/agents/echo") as ws:
+            for text in ("hello through nginx", "and again"):
+                await ws.send_message(json.dumps({"content": text}))
+                chunks = []
+                while True:
+                    frame = json.loads(await ws.get_message())
+                    if frame["type"] != "chunk":
+                        break
+                    chunks.append(frame["text"])
+                assert frame["type"] == "done", frame
+                assert text in json.dumps(frame["message"]["content"])  # the message, echoed
+                assert chunks
+
+    # One instance killed: every GET is answered, by the survivor.
+    first.process.send_signal(signal.SIGKILL)
+    await wait_exit(first.process)
+    async with httpx.AsyncClient(base_url=base, timeout=15) as client:
+        after = [f"after-kill-{index}" for index in range(10)]
+        for request_id in after:
+            response = await client.get("/api/v1/agents", headers={"X-Request-ID": request_id})
+            assert response.status_code == 200, response.text
+        with trio.fail_after(5):
+            while not set(after) <= served_ids(second):
+                await trio.sleep(0.05)
+
+    second.process.send_signal(signal.SIGTERM)
+    assert await wait_exit(second.process) == 0
+    proxy.send_signal(signal.SIGQUIT)  # graceful stop
+    assert await wait_exit(proxy) == 0
+    llm.send_signal(signal.SIGTERM)
+    await wait_exit(llm)
+    log = (prefix / "error.log").read_text()
+    assert "[emerg]" not in log
+    assert "connect() failed (111" in log  # the killed instance was tried, then skipped
