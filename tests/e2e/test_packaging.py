@@ -490,3 +490,180 @@ def test_bundle_uses_the_model_folder_it_carries(
     target = tmp_path / "data" / "models" / "all-MiniLM-L6-v2"
     assert model.assemble_default_model(target) == carried
     assert not target.exists()  # nothing copied out of the bundle
+
+
+# -- the PostgreSQL layouts (issue #15, not usable yet) -----------------------------------------
+
+COMPOSE_HA = PACKAGING / "compose-ha"
+K8S_POSTGRES = PACKAGING / "k8s" / "postgres"
+NOT_YET = "FOR THE POSTGRESQL BACKEND, COMING WITH ISSUE #15; NOT USABLE YET"
+
+
+def comment_text(path: Path) -> str:
+    """A file's comments as one line of words (the header's sentences across its lines)."""
+    return " ".join(
+        " ".join(line.split("#", 1)[1].split())
+        for line in path.read_text().splitlines()
+        if line.lstrip().startswith("#")
+    )
+
+
+def nginx_upstreams() -> list[str]:
+    conf = (PACKAGING / "nginx" / "caxton.conf").read_text()
+    block = re.search(r"upstream caxton_backend \{(.*?)\}", conf, re.DOTALL)
+    assert block is not None
+    return re.findall(r"^\s*server (\S+) max_fails=3 fail_timeout=30s;$", block.group(1), re.M)
+
+
+def test_compose_ha_file_passes_docker_compose_config() -> None:
+    compose_file = str(COMPOSE_HA / "docker-compose.yml")
+    command = [ops_tool("docker-compose"), "-f", compose_file, "config", "-q"]
+    checked = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_compose_ha_runs_two_instances_on_postgres_behind_nginx_scraped_by_prometheus() -> None:
+    for name in ("docker-compose.yml", "caxton.yaml", "prometheus.yml"):
+        assert NOT_YET in comment_text(COMPOSE_HA / name), name
+    document = yaml.safe_load((COMPOSE_HA / "docker-compose.yml").read_text())
+    services = document["services"]
+    assert set(services) == {"postgres", "caxton-1", "caxton-2", "nginx", "prometheus"}
+    assert services["postgres"]["image"].startswith("pgvector/pgvector:")
+    instances = {name: s for name, s in services.items() if name.startswith("caxton-")}
+
+    def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+        found = {}
+        for volume in service.get("volumes", []):
+            source, target, *_ = volume.split(":")
+            if source.startswith("."):
+                found[target] = (COMPOSE_HA / source).resolve()
+        return found
+
+    for service in services.values():
+        for host in bind_mounts(service).values():
+            assert host.exists(), host
+    named = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}
+    assert {n for n in named if not n.startswith(".")} <= set(document["volumes"])
+
+    config_file = None
+    for name, caxton in instances.items():
+        assert caxton["image"] == compose()["services"]["caxton"]["image"]
+        assert (COMPOSE_HA / caxton["build"]["context"]).resolve() == REPO
+        assert caxton["healthcheck"]["test"] == ["CMD", "caxton", "health"]
+        assert "postgres" in caxton["depends_on"]
+        assert "ports" not in caxton, f"{name} is reached through nginx only"
+        env = dict(item.split("=", 1) for item in caxton["environment"])
+        assert env["CAXTON_STORAGE_BACKEND"] == "postgres"
+        assert env["CAXTON_DATABASE_URL"].startswith("postgresql://")
+        assert "@postgres:5432/" in env["CAXTON_DATABASE_URL"]
+        config_file = bind_mounts(caxton)[env["CAXTON_CONFIG_PATH"]]
+        assert bind_mounts(caxton)["/var/lib/caxton/agents"] == REPO / "agents"
+    assert config_file is not None
+    checked = run_cli("validate", "--config", str(config_file))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = yaml.safe_load(config_file.read_text())
+    assert config["server"]["host"] == "0.0.0.0"
+    assert "caxton.example.com" in config["server"]["allowed_hosts"]  # the conf's server_name
+    api, metrics = config["server"]["port"], config["observability"]["metrics_port"]
+
+    # nginx: the packaged conf as is, its upstream the two instances on the API port.
+    nginx = bind_mounts(services["nginx"])
+    assert nginx["/etc/nginx/conf.d/default.conf"] == PACKAGING / "nginx" / "caxton.conf"
+    assert sorted(nginx_upstreams()) == sorted(f"{name}:{api}" for name in instances)
+    assert services["nginx"]["ports"] == ["80:80"]
+    assert set(services["nginx"]["depends_on"]) == set(instances)
+
+    # Prometheus: every instance on its own metrics port, with the repository's rules.
+    prometheus = bind_mounts(services["prometheus"])
+    scrape = yaml.safe_load(prometheus["/etc/prometheus/prometheus.yml"].read_text())
+    for rule_file in scrape["rule_files"]:
+        assert prometheus[f"/etc/prometheus/{rule_file}"] == REPO / "conf" / rule_file
+    (job,) = scrape["scrape_configs"]
+    assert sorted(job["static_configs"][0]["targets"]) == sorted(
+        f"{name}:{metrics}" for name in instances
+    )
+
+
+def test_k8s_postgres_deployment_with_secret_and_disruption_budget(tmp_path: Path) -> None:
+    files = sorted(K8S_POSTGRES.glob("*.yaml"))
+    objects = {}
+    for path in files:
+        if path.name != "namespace.yaml":
+            assert NOT_YET in comment_text(path), path.name
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document.get("kind") != "Kustomization":
+                objects[document["kind"]] = document
+    assert set(objects) == {
+        "Namespace",
+        "Secret",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    }
+    kustomization = yaml.safe_load((K8S_POSTGRES / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in files if p.name != "kustomization.yaml"
+    )
+    namespace = objects["Namespace"]["metadata"]["name"]
+    assert namespace == k8s_objects()["Namespace"]["metadata"]["name"]
+    for kind, document in objects.items():
+        if kind != "Namespace":
+            assert document["metadata"]["namespace"] == namespace, kind
+
+    configmap = objects["ConfigMap"]
+    (key,) = configmap["data"]
+    config_file = tmp_path / key
+    config_file.write_text(configmap["data"][key])
+    checked = run_cli("validate", "--config", str(config_file))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = load_config(config_file).config
+
+    deployment = objects["Deployment"]
+    assert deployment["spec"]["replicas"] == 3
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # Not selected by the embedded StatefulSet's Service, nor the other way round.
+    statefulset = k8s_objects()["StatefulSet"]
+    assert not statefulset["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == compose()["services"]["caxton"]["image"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"api": config.server.port, "metrics": config.observability.metrics_port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "api"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "api"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CAXTON_STORAGE_BACKEND"]["value"] == "postgres"
+    secret_ref = env["CAXTON_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    secret = objects["Secret"]
+    assert secret_ref["name"] == secret["metadata"]["name"]
+    assert secret["stringData"][secret_ref["key"]].startswith("postgresql://")
+
+    # The ConfigMap lands where the image's command reads its configuration.
+    (volume,) = [v for v in pod["spec"]["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    (item,) = volume["configMap"]["items"]
+    assert item["key"] == key
+    mounted = f"{mount['mountPath']}/{item['path']}"
+    command = image_command()
+    assert mounted == command[command.index("--config") + 1]
+    assert env["CAXTON_CONFIG_PATH"]["value"] == mounted
+    (data,) = [m for m in container["volumeMounts"] if m["name"] == "data"]
+    assert data["mountPath"] == str(config.server.data_dir)
+    uid = re.search(r"useradd [^&]*-u (\d+)", DOCKERFILE.read_text())
+    assert uid is not None
+    assert pod["spec"]["securityContext"]["runAsUser"] == int(uid.group(1))
+    stop = pod["spec"]["terminationGracePeriodSeconds"]
+    assert stop > load_config(None, environ={}).config.server.shutdown_timeout
+
+    service = objects["Service"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+    assert service["spec"].get("clusterIP") != "None"  # one balanced address
+
+    budget = objects["PodDisruptionBudget"]
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert 0 < budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
