@@ -21,6 +21,8 @@ import trio
 from processes import ServerProcess, start_server, wait_exit, write_config
 from wsclient import open_ws
 
+from caxton.config import load_config
+
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "packaging" / "nginx" / "caxton.conf"
 SYSTEM_PATH = "/usr/bin:/usr/sbin:/bin:/sbin:/usr/local/bin"
@@ -266,3 +268,36 @@ async def test_nginx_balances_streams_and_fails_over(nursery: trio.Nursery, tmp_
     log = (prefix / "error.log").read_text()
     assert "[emerg]" not in log
     assert "connect() failed (111" in log  # the killed instance was tried, then skipped
+
+
+def location(conf: str, opening: str) -> str:
+    block = re.search(rf"^\s*location {re.escape(opening)} \{{(.*?)^\s*\}}", conf, re.M | re.S)
+    assert block is not None, opening
+    return block.group(1)
+
+
+def test_the_conf_keeps_the_guides_failover_and_adds_what_it_forgets() -> None:
+    conf = CONF.read_text()
+    assert re.search(r"^upstream caxton_backend \{", conf, re.M)
+    assert "proxy_next_upstream error timeout http_500 http_502 http_503;" in conf
+    assert "proxy_pass http://caxton_backend;" in location(conf, "/api/v1/")
+    # The largest body nginx lets through is the largest Caxton accepts by default.
+    size = re.search(r"^\s*client_max_body_size (\d+);", conf, re.M)
+    assert size is not None
+    assert int(size.group(1)) == load_config(None, environ={}).config.server.max_request_size
+    # WebSockets: HTTP/1.1 with the upgrade headers, and an idle stream is not cut at 30s.
+    assert "proxy_http_version 1.1;" in conf
+    assert "proxy_set_header Upgrade $http_upgrade;" in conf
+    assert "proxy_set_header Connection $caxton_connection;" in conf
+    websockets = location(conf, "/ws/")
+    assert "proxy_read_timeout 1h;" in websockets
+    # Streamed answers (SSE messages, logs?follow=true) are passed on unbuffered.
+    streams = location(conf, "~ ^/api/v1/agents/[^/]+/(messages|logs)$")
+    assert "proxy_buffering off;" in streams
+    assert "proxy_read_timeout 1h;" in streams
+    assert "add_header X-Accel-Buffering no;" in streams
+    for header in ("Host $http_host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID"):
+        assert f"proxy_set_header {header}" in conf, header
+    # What Caxton's edge needs is said where an operator reads it.
+    assert "server.allowed_hosts" in conf
+    assert "security.cors.allowed_origins" in conf
