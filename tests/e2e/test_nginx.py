@@ -5,6 +5,7 @@ and failover to the survivor when one instance is killed."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -15,13 +16,17 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import trio
 from processes import ServerProcess, start_server, wait_exit, write_config
-from wsclient import open_ws
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from caxton.config import load_config
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "packaging" / "nginx" / "caxton.conf"
@@ -114,6 +119,25 @@ async def start_llm(nursery: trio.Nursery, script: Path) -> tuple[trio.Process, 
         while b"\n" not in buffer:
             buffer += await process.stdout.receive_some(4096)
     return process, buffer.decode().splitlines()[0].rsplit(" at ", 1)[1].strip()
+
+
+@contextlib.asynccontextmanager
+async def browser_ws(port: int, path: str) -> AsyncIterator[WebSocketConnection]:
+    """A WebSocket through nginx as a page on nginx's origin opens it: Host with the port (as
+    browsers send it, unlike tests/wsclient.py) and that Origin."""
+    async with trio.open_nursery() as nursery:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            origin = [(b"Origin", f"http://127.0.0.1:{port}".encode())]
+            ws = await wrap_client_stream(
+                nursery, stream, f"127.0.0.1:{port}", path, extra_headers=origin
+            )
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(2):
+                    await ws.aclose()
+        nursery.cancel_scope.cancel()
 
 
 def served_ids(server: ServerProcess) -> set[str]:
@@ -224,6 +248,13 @@ async def test_nginx_balances_streams_and_fails_over(nursery: trio.Nursery, tmp_
             "/api/v1/agents/echo/messages", json={"content": "hi"}, headers={"Origin": base}
         )
         assert same_origin.status_code == 200, same_origin.text
+        # With HTTPS ended at nginx, Caxton sees http: an https page needs allowed_origins.
+        secure_page = await client.post(
+            "/api/v1/agents/echo/messages",
+            json={"content": "hi"},
+            headers={"Origin": base.replace("http://", "https://")},
+        )
+        assert secure_page.status_code == 403, secure_page.text
 
         # A streamed answer arrives chunk by chunk, as the agent produces it.
         arrivals = await sse_arrivals(client)
@@ -232,9 +263,9 @@ async def test_nginx_balances_streams_and_fails_over(nursery: trio.Nursery, tmp_
         spread = arrivals[-2][0] - arrivals[0][0]
         assert spread >= CHUNK_DELAY_S * (len(STORY.split()) - 1) * 0.6, arrivals
 
-    # A WebSocket chat through nginx.
+    # A WebSocket chat through nginx, from a page on the proxy's origin.
     with trio.fail_after(10):
-        async with open_ws(f"ws://127.0.0.1:{port}/ws/agents/echo") as ws:
+        async with browser_ws(port, "/ws/agents/echo") as ws:
             for text in ("hello through nginx", "and again"):
                 await ws.send_message(json.dumps({"content": text}))
                 chunks = []
@@ -259,10 +290,10 @@ async def test_nginx_balances_streams_and_fails_over(nursery: trio.Nursery, tmp_
             while not set(after) <= served_ids(second):
                 await trio.sleep(0.05)
 
+    proxy.send_signal(signal.SIGQUIT)  # graceful stop; closes its kept-alive upstream connections
+    assert await wait_exit(proxy) == 0
     second.process.send_signal(signal.SIGTERM)
     assert await wait_exit(second.process) == 0
-    proxy.send_signal(signal.SIGQUIT)  # graceful stop
-    assert await wait_exit(proxy) == 0
     llm.send_signal(signal.SIGTERM)
     await wait_exit(llm)
     log = (prefix / "error.log").read_text()
