@@ -531,8 +531,11 @@ if __name__ == "__main__":
     parsed.sizes = [10_000] if parsed.quick else [int(s) for s in parsed.sizes.split(",")]
     parsed.ef_search = [int(s) for s in parsed.ef_search.split(",")]
     parsed.builds = parse_builds(parsed.builds)
+    interrupted = False
     try:
         run(parsed)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # trio's nurseries raise it inside an exception group
+        interrupted = True
+    if interrupted:
         print("interrupted; PostgreSQL stopped", file=sys.stderr)
         sys.exit(130)
