@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 @contextlib.asynccontextmanager
 async def open_ws(
-    url: str, headers: Mapping[str, str] | None = None
+    url: str, headers: Mapping[str, str] | None = None, *, host_with_port: bool = False
 ) -> AsyncIterator[WebSocketConnection]:
-    """Open a WebSocket to ``url``, sending ``headers`` (credentials, Origin) in the handshake."""
+    """Open a WebSocket to ``url``, sending ``headers`` (credentials, Origin) in the handshake;
+    ``host_with_port`` sends ``Host`` with the port, as browsers do."""
     parts = urlsplit(url)
     assert parts.hostname is not None
     assert parts.port is not None
@@ -32,8 +33,9 @@ async def open_ws(
     async with trio.open_nursery() as nursery:
         stream = await trio.open_tcp_stream(parts.hostname, parts.port)
         async with stream:
+            host = f"{parts.hostname}:{parts.port}" if host_with_port else parts.hostname
             ws = await wrap_client_stream(
-                nursery, stream, parts.hostname, parts.path or "/", extra_headers=extra
+                nursery, stream, host, parts.path or "/", extra_headers=extra
             )
             try:
                 yield ws

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import trio
 
+REPO = Path(__file__).parents[2]
 CAXTON = shutil.which("caxton", path=str(Path(sys.executable).parent))
 CAXTON_CMD = [CAXTON] if CAXTON else [sys.executable, "-m", "caxton"]
 
@@ -139,3 +140,23 @@ def write_config(path: Path, data_dir: Path, extra: str = "") -> Path:
 async def wait_exit(process: trio.Process, timeout: float = 15) -> int:
     with trio.fail_after(timeout):
         return await process.wait()
+
+
+async def start_llm_server(nursery: trio.Nursery, script: Path) -> tuple[trio.Process, str]:
+    """``python tools/llm_server.py SCRIPT`` (the scripted LLM server, as the README starts
+    it); the process and the base URL it prints."""
+    process: trio.Process = await nursery.start(
+        functools.partial(
+            trio.run_process,
+            [sys.executable, str(REPO / "tools" / "llm_server.py"), str(script)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    )
+    assert process.stdout is not None
+    buffer = b""
+    with trio.fail_after(20):
+        while b"\n" not in buffer:
+            buffer += await process.stdout.receive_some(4096)
+    return process, buffer.decode().splitlines()[0].rsplit(" at ", 1)[1].strip()

@@ -3,45 +3,21 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import trio
-from processes import run_cli_async, start_server, wait_exit, write_config
+from processes import run_cli_async, start_llm_server, start_server, wait_exit, write_config
+
+if TYPE_CHECKING:
+    import trio
 
 REPO = Path(__file__).parents[2]
 
 
-async def start_llm_server(nursery: trio.Nursery) -> tuple[trio.Process, str]:
-    """``python tools/llm_server.py tools/llm-demo.yaml``, as the README starts it."""
-    process: trio.Process = await nursery.start(
-        functools.partial(
-            trio.run_process,
-            [
-                sys.executable,
-                str(REPO / "tools" / "llm_server.py"),
-                str(REPO / "tools" / "llm-demo.yaml"),
-            ],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    )
-    assert process.stdout is not None
-    buffer = b""
-    with trio.fail_after(20):
-        while b"\n" not in buffer:
-            buffer += await process.stdout.receive_some(4096)
-    first = buffer.decode().splitlines()[0]
-    return process, first.rsplit(" at ", 1)[1].strip()
-
-
 async def test_chat_streams_a_config_agent_answer(nursery: trio.Nursery, tmp_path: Path) -> None:
-    llm, llm_url = await start_llm_server(nursery)
+    llm, llm_url = await start_llm_server(nursery, REPO / "tools" / "llm-demo.yaml")
     agents = tmp_path / "agents"
     agents.mkdir()
     text = (REPO / "agents" / "assistant.toml").read_text()

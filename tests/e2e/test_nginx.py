@@ -5,7 +5,6 @@ and failover to the survivor when one instance is killed."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -14,19 +13,20 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import trio
-from processes import ServerProcess, start_server, wait_exit, write_config
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from processes import ServerProcess, start_llm_server, start_server, wait_exit, write_config
+from wsclient import open_ws
 
 from caxton.config import load_config
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    import contextlib
+
+    from trio_websocket import WebSocketConnection
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "packaging" / "nginx" / "caxton.conf"
@@ -103,41 +103,11 @@ async def start_instance(
     servers.append(await start_server(nursery, "--config", str(config), timeout=60))
 
 
-async def start_llm(nursery: trio.Nursery, script: Path) -> tuple[trio.Process, str]:
-    process: trio.Process = await nursery.start(
-        functools.partial(
-            trio.run_process,
-            [sys.executable, str(REPO / "tools" / "llm_server.py"), str(script)],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    )
-    assert process.stdout is not None
-    buffer = b""
-    with trio.fail_after(20):
-        while b"\n" not in buffer:
-            buffer += await process.stdout.receive_some(4096)
-    return process, buffer.decode().splitlines()[0].rsplit(" at ", 1)[1].strip()
-
-
-@contextlib.asynccontextmanager
-async def browser_ws(port: int, path: str) -> AsyncIterator[WebSocketConnection]:
+def browser_ws(port: int, path: str) -> contextlib.AbstractAsyncContextManager[WebSocketConnection]:
     """A WebSocket through nginx as a page on nginx's origin opens it: Host with the port (as
-    browsers send it, unlike tests/wsclient.py) and that Origin."""
-    async with trio.open_nursery() as nursery:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            origin = [(b"Origin", f"http://127.0.0.1:{port}".encode())]
-            ws = await wrap_client_stream(
-                nursery, stream, f"127.0.0.1:{port}", path, extra_headers=origin
-            )
-            try:
-                yield ws
-            finally:
-                with trio.move_on_after(2):
-                    await ws.aclose()
-        nursery.cancel_scope.cancel()
+    browsers send it) and that Origin."""
+    origin = f"http://127.0.0.1:{port}"
+    return open_ws(f"ws://127.0.0.1:{port}{path}", {"Origin": origin}, host_with_port=True)
 
 
 def served_ids(server: ServerProcess) -> set[str]:
@@ -170,7 +140,7 @@ async def test_nginx_balances_streams_and_fails_over(nursery: trio.Nursery, tmp_
     script.write_text(
         f"chunk_delay_s: {CHUNK_DELAY_S}\nrules:\n  - match: story\n    reply: {STORY}\n"
     )
-    llm, llm_url = await start_llm(nursery, script)
+    llm, llm_url = await start_llm_server(nursery, script)
     agents = tmp_path / "agents"  # the same files on every instance
     agents.mkdir()
     for name in ("echo.toml", "echo.wat"):
