@@ -13,6 +13,9 @@ The API mirrors :class:`caxton.store.Store` (``run``, ``execute_fn``, ``execute_
   connect timeout or a statement over the statement timeout raise
   :class:`~caxton.store.errors.StorageUnavailable` (503, retryable); the pool checks each
   connection before handing it out, so the store recovers by itself once PostgreSQL is back.
+  While the server does not answer, calls fail at once but for one a second
+  (``DOWN_PROBE_INTERVAL_S``) that tries it again: callers get their 503 quickly instead of
+  each waiting the connect timeout.
 * **lifecycle** — ``run()`` connects (within the connect timeout), checks the server version
   and the ``vector`` extension (creating it if it may), applies pending migrations under a
   ``pg_advisory_lock`` so instances starting together on one database migrate it once, opens
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -52,6 +56,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
 LOGGER = logging.getLogger("caxton.store.postgres")
+
+#: While PostgreSQL does not answer, calls fail at once (503 ``STORAGE_UNAVAILABLE``) except
+#: one every this many seconds, which tries the server again; the first that succeeds ends it.
+DOWN_PROBE_INTERVAL_S = 1.0
 
 #: The migrations table on PostgreSQL (the DuckDB store's, in PostgreSQL's types).
 SCHEMA_MIGRATIONS_DDL = """
@@ -143,6 +151,10 @@ class PostgresStore:
         self.migration_lock_timeout_s = migration_lock_timeout_s
         self.close_timeout_s = close_timeout_s
         self._limiter = trio.CapacityLimiter(pool_size)
+        # while PostgreSQL does not answer, calls fail at once but for one probe a second
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._next_probe = 0.0
         self._pool: ConnectionPool[Connection] | None = None
         self._open = False
         self._ran = False
@@ -443,7 +455,38 @@ class PostgresStore:
     async def _call(self, fn: Callable[[Connection], T], *, read_only: bool) -> T:
         if not self._open:
             raise PostgresStoreClosed(self.where)
-        return await trio.to_thread.run_sync(self._run_call, fn, read_only, limiter=self._limiter)
+        now = time.monotonic()
+        if self._down_since is not None:
+            if now < self._next_probe:
+                # PostgreSQL did not answer the last call: fail at once instead of making
+                # every caller wait the connect timeout; one call a probe interval tries again
+                self._unavailable_total += 1
+                raise StorageUnavailable(
+                    self.where,
+                    f"{self._down_reason} ({now - self._down_since:.0f} s ago; trying again "
+                    f"every {DOWN_PROBE_INTERVAL_S:g} s)",
+                )
+            self._next_probe = now + DOWN_PROBE_INTERVAL_S
+        try:
+            result = await trio.to_thread.run_sync(
+                self._run_call, fn, read_only, limiter=self._limiter
+            )
+        except StorageUnavailable as exc:
+            if _server_down(exc):
+                if self._down_since is None:
+                    self._down_since = now
+                    LOGGER.warning("PostgreSQL %s stopped answering: %s", self.where, exc.reason)
+                self._down_reason = exc.reason
+                self._next_probe = time.monotonic() + DOWN_PROBE_INTERVAL_S
+            raise
+        if self._down_since is not None:
+            LOGGER.info(
+                "PostgreSQL %s answers again after %.1f s",
+                self.where,
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
+        return result
 
     def _run_call(self, fn: Callable[[Connection], T], read_only: bool) -> T:
         pool = self._pool
@@ -523,6 +566,17 @@ async def open_postgres_store(
     )
     async with running(store.run):
         yield store
+
+
+def _server_down(error: StorageUnavailable) -> bool:
+    """Whether ``error`` says the server is unreachable (no connection, or the connection
+    lost), rather than that one statement ran too long."""
+    cause = error.__cause__
+    if isinstance(cause, PoolTimeout):
+        return True
+    return isinstance(cause, psycopg.OperationalError) and not isinstance(
+        cause, psycopg.errors.QueryCanceled
+    )
 
 
 __all__ = [
