@@ -15,6 +15,8 @@ import attrs
 import trio
 
 REPO = Path(__file__).parents[2]
+#: Where Debian puts the operations tools the tests run (nginx, prometheus, logrotate, ...).
+SYSTEM_PATH = "/usr/bin:/usr/sbin:/bin:/sbin:/usr/local/bin"
 CAXTON = shutil.which("caxton", path=str(Path(sys.executable).parent))
 CAXTON_CMD = [CAXTON] if CAXTON else [sys.executable, "-m", "caxton"]
 
@@ -160,3 +162,19 @@ async def start_llm_server(nursery: trio.Nursery, script: Path) -> tuple[trio.Pr
         while b"\n" not in buffer:
             buffer += await process.stdout.receive_some(4096)
     return process, buffer.decode().splitlines()[0].rsplit(" at ", 1)[1].strip()
+
+
+def ops_tool(name: str) -> str:
+    """The path of an operations tool, installed with tools/install-ops-tools.sh when missing
+    (as `make test` does)."""
+    found = shutil.which(name, path=SYSTEM_PATH)
+    if found is None:
+        subprocess.run(
+            [str(REPO / "tools" / "install-ops-tools.sh")],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
+        found = shutil.which(name, path=SYSTEM_PATH)
+    assert found is not None, f"{name} is still missing after tools/install-ops-tools.sh"
+    return found

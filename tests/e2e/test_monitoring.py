@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import trio
 import yaml
+from processes import ops_tool
 from servers import loopback_config
 
 from caxton.server import ServerInfo, serve
@@ -33,21 +34,6 @@ SEED_ALERTS = {
     "ConfigAgentReloadFailure",
 }
 SEED_GROUPS = ["System Overview", "Agent Performance", "Memory System", "Operational Health"]
-
-
-def ops_tool(name: str) -> str:
-    """The path of an operations tool, installed with tools/install-ops-tools.sh when missing."""
-    found = shutil.which(name, path="/usr/bin:/usr/sbin:/bin:/sbin:/usr/local/bin")
-    if found is None:
-        subprocess.run(
-            [str(REPO / "tools" / "install-ops-tools.sh")],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            timeout=600,
-        )
-        found = shutil.which(name, path="/usr/bin:/usr/sbin:/bin:/sbin:/usr/local/bin")
-    assert found is not None, f"{name} is still missing after tools/install-ops-tools.sh"
-    return found
 
 
 def free_port() -> int:

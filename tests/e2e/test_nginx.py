@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 
 import httpx
 import trio
-from processes import ServerProcess, start_llm_server, start_server, wait_exit, write_config
+from processes import (
+    ServerProcess,
+    ops_tool,
+    start_llm_server,
+    start_server,
+    wait_exit,
+    write_config,
+)
 from wsclient import open_ws
 
 from caxton.config import load_config
@@ -30,26 +37,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "packaging" / "nginx" / "caxton.conf"
-SYSTEM_PATH = "/usr/bin:/usr/sbin:/bin:/sbin:/usr/local/bin"
 PUBLIC_NAME = "caxton.example.com"  # the conf's server_name, set in server.allowed_hosts
 STORY = "one two three four five six"
 CHUNK_DELAY_S = 0.3
-
-
-def nginx_binary() -> str:
-    """Debian's nginx, installed with tools/install-ops-tools.sh when missing (as `make test`
-    does)."""
-    found = shutil.which("nginx", path=SYSTEM_PATH)
-    if found is None:
-        subprocess.run(
-            [str(REPO / "tools" / "install-ops-tools.sh")],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            timeout=600,
-        )
-        found = shutil.which("nginx", path=SYSTEM_PATH)
-    assert found is not None, "nginx is still missing after tools/install-ops-tools.sh"
-    return found
 
 
 def free_port() -> int:
@@ -135,7 +125,7 @@ async def sse_arrivals(client: httpx.AsyncClient) -> list[tuple[float, str]]:
 
 
 async def test_nginx_balances_streams_and_fails_over(nursery: trio.Nursery, tmp_path: Path) -> None:
-    nginx = nginx_binary()
+    nginx = ops_tool("nginx")
     script = tmp_path / "llm.yaml"
     script.write_text(
         f"chunk_delay_s: {CHUNK_DELAY_S}\nrules:\n  - match: story\n    reply: {STORY}\n"

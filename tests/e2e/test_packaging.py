@@ -20,7 +20,16 @@ import httpx
 import pytest
 import trio
 import yaml
-from processes import CAXTON_CMD, caxton_env, run_cli, run_cli_async, start_server, wait_exit
+from processes import (
+    CAXTON_CMD,
+    SYSTEM_PATH,
+    caxton_env,
+    ops_tool,
+    run_cli,
+    run_cli_async,
+    start_server,
+    wait_exit,
+)
 
 from caxton.config import load_config
 from caxton.memory import model
@@ -29,22 +38,6 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging"
 DOCKERFILE = PACKAGING / "Dockerfile"
 LOGROTATE = PACKAGING / "logrotate" / "caxton"
-SYSTEM_PATH = "/usr/bin:/usr/sbin:/bin:/sbin:/usr/local/bin"
-
-
-def ops_tool(name: str) -> str:
-    """The path of an operations tool, installed with tools/install-ops-tools.sh when missing."""
-    found = shutil.which(name, path=SYSTEM_PATH)
-    if found is None:
-        subprocess.run(
-            [str(REPO / "tools" / "install-ops-tools.sh")],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            timeout=600,
-        )
-        found = shutil.which(name, path=SYSTEM_PATH)
-    assert found is not None, f"{name} is still missing after tools/install-ops-tools.sh"
-    return found
 
 
 # -- Dockerfile ---------------------------------------------------------------------------------
