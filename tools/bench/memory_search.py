@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import itertools
 import os
 import random
@@ -35,6 +36,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import trio
@@ -43,6 +45,9 @@ from caxton.memory import MEMORY_MIGRATIONS, Embedder, MemoryService, NewEntity,
 from caxton.memory.queries import write_entities
 from caxton.memory.types import Entity
 from caxton.store import open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 CACHE = Path(os.environ.get("CAXTON_BENCH_CACHE", Path.home() / ".cache" / "caxton-bench"))
 BASE_TEXTS = 10_000
@@ -124,7 +129,11 @@ def grown(base: np.ndarray, size: int) -> np.ndarray:
     return vectors
 
 
-async def bulk_load(memory: MemoryService, texts: list[str], vectors: np.ndarray) -> float:
+async def bulk_load(
+    memory: MemoryService, texts: list[str], vectors: np.ndarray, types: Sequence[str] = TYPES
+) -> float:
+    """Write ``vectors`` as entities straight into the store (entity ``i`` has type
+    ``types[i % len(types)]``), rebuild the accelerator and wait for its graph; the load time."""
     started = time.perf_counter()
     stamp = dt.datetime.now(dt.UTC)
     chunk = 5000
@@ -132,7 +141,7 @@ async def bulk_load(memory: MemoryService, texts: list[str], vectors: np.ndarray
         rows = [
             Entity(
                 name=f"bench-{i:06d}",
-                entity_type=TYPES[i % len(TYPES)],
+                entity_type=types[i % len(types)],
                 observations=(texts[i % len(texts)],),
                 scope=Scope.GLOBAL,
                 agent=None,
@@ -143,7 +152,9 @@ async def bulk_load(memory: MemoryService, texts: list[str], vectors: np.ndarray
             for i in range(start, min(start + chunk, len(vectors)))
         ]
         block = vectors[start : start + len(rows)]
-        await memory.store.execute_write_fn(lambda c, r=rows, b=block: write_entities(c, r, b))
+        await memory.store.execute_write_fn(
+            functools.partial(write_entities, entities=rows, vectors=block)
+        )
     loaded = time.perf_counter() - started
     rebuild_started = time.perf_counter()
     await memory.rebuild_index()
@@ -198,8 +209,8 @@ async def measure(memory: MemoryService, queries: list[str], size: int) -> None:
     path = f"HNSW + exact re-score ({through}/{len(queries)} searches, {fallbacks} fell back)"
     if not through:
         path = "numpy scan"
-    for fast, exact in zip(rows[0][2], rows[1][2], strict=True):
-        recalls.append(len(fast & exact) / max(1, len(exact)))
+    for fast, truth in zip(rows[0][2], rows[1][2], strict=True):
+        recalls.append(len(fast & truth) / max(1, len(truth)))
     for exact, timings, _ in rows:
         label = "duckdb exact" if exact else "accelerator "
         print(

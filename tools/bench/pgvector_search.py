@@ -42,7 +42,6 @@ What it does:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import functools
 import importlib.util
 import shutil
@@ -59,12 +58,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import REPO, header, percentile
-from memory_search import CACHE, OBJECTS, VERBS, base_vectors, sentences, wait_for_graph
+from memory_search import CACHE, OBJECTS, VERBS, base_vectors, bulk_load, sentences
 
-from caxton.memory import MEMORY_MIGRATIONS, Embedder, MemoryService, Scope
+from caxton.memory import MEMORY_MIGRATIONS, Embedder, MemoryService
 from caxton.memory.model import EMBEDDING_DIM
-from caxton.memory.queries import write_entities
-from caxton.memory.types import Entity
 from caxton.store import open_store
 from caxton.store.migrations import Migration
 from caxton.store.postgres import Connection, PostgresStore
@@ -289,34 +286,7 @@ async def embedded_search(
         trio.open_nursery() as nursery,
     ):
         memory = await nursery.start(MemoryService(store, embedder, max_entities=None).run)
-        started = time.perf_counter()
-        stamp = dt.datetime.now(dt.UTC)
-        chunk = 5000
-        for first in range(0, len(vectors), chunk):
-            rows = [
-                Entity(
-                    name=f"bench-{i:06d}",
-                    entity_type=f"kind{i % SCOPES}",
-                    observations=(texts[i % len(texts)],),
-                    scope=Scope.GLOBAL,
-                    agent=None,
-                    metadata={},
-                    created_at=stamp,
-                    updated_at=stamp,
-                )
-                for i in range(first, min(first + chunk, len(vectors)))
-            ]
-            block = vectors[first : first + len(rows)]
-            await memory.store.execute_write_fn(
-                functools.partial(write_entities, entities=rows, vectors=block)
-            )
-        print(f"  embedded: DuckDB bulk load {time.perf_counter() - started:.1f}s", end="")
-        started = time.perf_counter()
-        await memory.rebuild_index()
-        print(f", accelerator rebuild {time.perf_counter() - started:.1f}s")
-        threshold = memory.hnsw_threshold
-        if threshold is not None and len(vectors) >= threshold:
-            await wait_for_graph(memory, "built")
+        await bulk_load(memory, texts, vectors, [f"kind{k}" for k in range(SCOPES)])
         await embedder.embed(queries)
         for label, types in (("unfiltered", None), ("filtered", [f"kind{FILTER_SCOPE}"])):
             for query in queries[:20]:
