@@ -7,7 +7,7 @@ import json
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import attrs
 import trio
@@ -149,7 +149,25 @@ def open_chunk_stream(
     return ChunkSender(send, room), ChunkReceiver(receive, room)
 
 
-class ChunkSender:
+class _Closing:
+    """``with end:`` closes ``end`` when the block exits."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ChunkSender(_Closing):
     """The send side of a chunk stream: what an agent streams its reply into.
 
     A producer that runs in trio waits for room with :meth:`send`; one that must never wait
@@ -177,19 +195,8 @@ class ChunkSender:
         """End the stream (its reader takes what is left, then stops). Idempotent."""
         self._channel.close()
 
-    def __enter__(self) -> ChunkSender:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class ChunkReceiver:
+class ChunkReceiver(_Closing):
     """The receive side of a chunk stream: ``async for text in receiver`` until it ends."""
 
     def __init__(self, channel: trio.MemoryReceiveChannel[str], room: _ChunkRoom) -> None:
@@ -212,14 +219,3 @@ class ChunkReceiver:
         self._channel.close()
         self._room.reader_gone = True
         self._room.release(0)
-
-    def __enter__(self) -> ChunkReceiver:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
