@@ -35,6 +35,9 @@ ENV_OVERRIDES: dict[str, KeyPath] = {
     "CAXTON_PORT": ("server", "port"),
     "CAXTON_DATA_DIR": ("server", "data_dir"),
     "CAXTON_AGENTS_DIR": ("server", "agents_dir"),
+    "CAXTON_WORKERS": ("server", "workers"),
+    "CAXTON_STORAGE_BACKEND": ("storage", "backend"),
+    "CAXTON_DATABASE_URL": ("storage", "postgres", "url"),
     "CAXTON_MEMORY_BACKEND": ("memory", "backend"),
     "QDRANT_URL": ("memory", "qdrant_config", "url"),
     "CAXTON_LOG_LEVEL": ("logging", "level"),
@@ -494,6 +497,46 @@ def _format_exception(exc: BaseException, _tp: type | None) -> str:
     return str(exc)
 
 
+def _storage_problems(config: CaxtonConfig) -> list[str]:
+    """What is wrong with ``storage`` and ``server.workers``, each with its fix."""
+    problems = []
+    storage = config.storage
+    postgres = storage.postgres
+    workers = config.server.workers
+    if not 1 <= workers <= 64:
+        problems.append(f"server.workers: {workers} is not between 1 and 64")
+    elif workers > 1 and storage.backend != "postgres":
+        problems.append(
+            f"server.workers: {workers} processes cannot share the embedded store (one "
+            "process locks the DuckDB file); set storage.backend: postgres with "
+            "storage.postgres.url, or run one worker"
+        )
+    if storage.backend == "postgres":
+        if not postgres.url:
+            problems.append(
+                "storage.postgres.url: required with storage.backend: postgres; set it (or "
+                "CAXTON_DATABASE_URL) to postgresql://user:password@host:5432/dbname"
+            )
+        elif not postgres.url.startswith(("postgresql://", "postgres://")):
+            problems.append(
+                "storage.postgres.url: must start with postgresql:// "
+                "(postgresql://user:password@host:5432/dbname)"
+            )
+    for name, value, low in (
+        ("storage.postgres.pool_size", postgres.pool_size, 1),
+        ("storage.postgres.hnsw_ef_search", postgres.hnsw_ef_search, 1),
+    ):
+        if value < low:
+            problems.append(f"{name}: must be at least {low}")
+    for name, seconds in (
+        ("storage.postgres.connect_timeout", postgres.connect_timeout),
+        ("storage.postgres.statement_timeout", postgres.statement_timeout),
+    ):
+        if seconds <= 0:
+            problems.append(f"{name}: must be more than 0s")
+    return problems
+
+
 def _finish(config: CaxtonConfig, problems: list[str]) -> CaxtonConfig:
     """Checks across keys, then make data_dir absolute so later chdirs cannot move it."""
     server = config.server
@@ -508,5 +551,6 @@ def _finish(config: CaxtonConfig, problems: list[str]) -> CaxtonConfig:
         problems.append("security.tls: enabled needs both cert_file and key_file")
     if config.memory.max_entities < 1:
         problems.append("memory.max_entities: must be at least 1")
+    problems.extend(_storage_problems(config))
     data_dir = str(Path(server.data_dir).expanduser().absolute())
     return attrs.evolve(config, server=attrs.evolve(server, data_dir=data_dir))

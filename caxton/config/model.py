@@ -20,6 +20,7 @@ Bytes = NewType("Bytes", int)
 LogLevel = Literal["trace", "debug", "info", "warn", "warning", "error", "critical"]
 LogFormat = Literal["json", "text"]
 MemoryBackend = Literal["embedded", "qdrant"]
+StorageBackendName = Literal["embedded", "postgres"]
 RoutingStrategy = Literal["best_match", "round_robin", "broadcast"]
 LLMProvider = Literal["none", "openai", "anthropic", "local"]
 
@@ -55,6 +56,13 @@ class ServerConfig:
         metadata=_help(
             "Host header values (any port) served while authentication is off, besides "
             "localhost, 127.0.0.1 and [::1]; others get 421 (DNS rebinding)."
+        ),
+    )
+    workers: int = attrs.field(
+        default=1,
+        metadata=_help(
+            "Server processes sharing the port (SO_REUSEPORT), supervised by the parent; "
+            "more than 1 needs storage.backend: postgres (env CAXTON_WORKERS)."
         ),
     )
 
@@ -379,10 +387,52 @@ class WasmConfig:
 
 
 @attrs.frozen(kw_only=True)
+class PostgresConfig:
+    url: str = attrs.field(
+        default="",
+        metadata=_help(
+            "postgresql://user:password@host:5432/dbname (env CAXTON_DATABASE_URL; write "
+            "${VAR} to keep the password out of the file)."
+        ),
+    )
+    pool_size: int = attrs.field(
+        default=8, metadata=_help("Connections each server process keeps (calls at once).")
+    )
+    connect_timeout: Seconds = attrs.field(
+        default=Seconds(5.0),
+        metadata=_help("Bound on connecting, and on waiting for a free connection."),
+    )
+    statement_timeout: Seconds = attrs.field(
+        default=Seconds(30.0), metadata=_help("PostgreSQL cancels a statement that runs longer.")
+    )
+    hnsw_ef_search: int = attrs.field(
+        default=100,
+        metadata=_help("pgvector hnsw.ef_search for memory search (recall against speed)."),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class StorageConfig:
+    backend: StorageBackendName = attrs.field(
+        default="embedded",
+        metadata=_help(
+            "embedded (one DuckDB file in data_dir, one process) or postgres (shared by "
+            "several instances; env CAXTON_STORAGE_BACKEND)."
+        ),
+    )
+    postgres: PostgresConfig = attrs.field(
+        factory=PostgresConfig, metadata=_help("Settings for backend: postgres.")
+    )
+
+
+@attrs.frozen(kw_only=True)
 class CaxtonConfig:
     """The whole ``caxton.yaml``."""
 
     server: ServerConfig = attrs.field(factory=ServerConfig, metadata=_help("HTTP server."))
+    storage: StorageConfig = attrs.field(
+        factory=StorageConfig, metadata=_help("Where durable state lives.")
+    )
     memory: MemoryConfig = attrs.field(factory=MemoryConfig, metadata=_help("Embedded memory."))
     logging: LoggingConfig = attrs.field(factory=LoggingConfig, metadata=_help("Logs."))
     observability: ObservabilityConfig = attrs.field(

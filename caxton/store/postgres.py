@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import attrs
 import psycopg
@@ -116,7 +116,7 @@ def redact(url: str) -> str:
 
 
 class PostgresStore:
-    """The PostgreSQL store of record.
+    """The PostgreSQL store of record (a :class:`caxton.store.backend.Backend`).
 
     Args:
         url: a libpq URL or conninfo string (``postgresql://user:password@host:port/db``).
@@ -128,6 +128,10 @@ class PostgresStore:
         migration_lock_timeout_s: the bound on waiting for another instance's migrations.
         close_timeout_s: the bound on waiting for running calls at shutdown.
     """
+
+    dialect: Final = "postgres"
+    #: several instances may use one database
+    shared: Final = True
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import NoReturn, TypeVar, cast
+from typing import Final, NoReturn, TypeVar, cast
 
 import attrs
 import duckdb
@@ -81,7 +81,7 @@ class StoreStatistics:
 
 
 class Store:
-    """The DuckDB store of record.
+    """The DuckDB store of record (a :class:`caxton.store.backend.Backend`).
 
     Args:
         path: the database file; its directory must exist.
@@ -90,6 +90,10 @@ class Store:
         queue_size: how many writes may wait before ``execute_write_fn`` applies backpressure.
         close_timeout_s: the bound on waiting for running reads and the final checkpoint.
     """
+
+    dialect: Final = "duckdb"
+    #: one process holds the file (the lock in data_dir), so nothing changes under a cache
+    shared: Final = False
 
     def __init__(
         self,

@@ -217,6 +217,43 @@ def test_tls_enabled_needs_cert_and_key() -> None:
         load_config(Path("c.yaml"), text="security:\n  tls:\n    enabled: true\n", environ={})
 
 
+def test_storage_backend_and_url_come_from_file_or_environment() -> None:
+    text = "storage:\n  backend: postgres\n  postgres:\n    url: ${PG_URL}\n"
+    env = {"PG_URL": "postgresql://caxton:s3cret@127.0.0.1:5432/caxton"}
+    config = load_config(Path("c.yaml"), text=text, environ=env).config
+    assert config.storage.backend == "postgres"
+    assert config.storage.postgres.url == env["PG_URL"]
+    from_env = load_config(
+        None,
+        environ={
+            "CAXTON_STORAGE_BACKEND": "postgres",
+            "CAXTON_DATABASE_URL": "postgresql://h/db",
+            "CAXTON_WORKERS": "2",
+        },
+    ).config
+    assert from_env.storage.postgres.url == "postgresql://h/db"
+    assert from_env.server.workers == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("storage:\n  backend: postgres\n", r"storage\.postgres\.url: required"),
+        (
+            "storage:\n  backend: postgres\n  postgres:\n    url: mysql://h/db\n",
+            r"must start with postgresql://",
+        ),
+        ("server:\n  workers: 2\n", r"cannot share the embedded store .* set storage\.backend"),
+        ("server:\n  workers: 0\n", r"server\.workers: 0 is not between 1 and 64"),
+        ("storage:\n  postgres:\n    pool_size: 0\n", r"pool_size: must be at least 1"),
+        ("storage:\n  backend: sqlite\n", r"storage\.backend"),
+    ],
+)
+def test_bad_storage_settings_say_what_to_do(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(Path("c.yaml"), text=text, environ={})
+
+
 def test_key_paths_are_documented() -> None:
     """README's configuration reference mentions every key."""
     readme = (Path(__file__).parents[2] / "README.md").read_text()

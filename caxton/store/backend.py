@@ -1,0 +1,53 @@
+"""The store seam: what memory, conversations, deployments and cluster state need of a store.
+
+Two stores satisfy it: :class:`caxton.store.Store` (one DuckDB file, ``dialect`` "duckdb") and
+:class:`caxton.store.postgres.PostgresStore` (a psycopg pool, ``dialect`` "postgres"). A
+feature's code holds a :class:`Backend` and an SQL object for that dialect (a Protocol the
+feature defines, with one implementation per dialect); the composition root
+(:mod:`caxton.server`) picks both, so the feature never asks which backend it has.
+
+A call is ``fn(conn)``: a synchronous function run in a worker thread inside one transaction
+(read-only for :meth:`Backend.execute_fn`), with that dialect's connection.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+T = TypeVar("T")
+
+Dialect = Literal["duckdb", "postgres"]
+
+
+class Backend(Protocol):
+    """A running store: transactions in worker threads, bounded by the store's limiter."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """Which SQL the connection speaks."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes use the same database (rows may change under a cache)."""
+        ...
+
+    async def execute_fn(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(conn)`` in one read-only transaction; its result is returned."""
+        ...
+
+    async def execute_write_fn(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(conn)`` in one transaction, returning after it commits."""
+        ...
+
+
+def _conforms() -> None:  # pragma: no cover - checked by mypy, never run
+    from caxton.store.postgres import PostgresStore
+    from caxton.store.store import Store
+
+    duckdb_store: Backend = Store(":memory:")
+    postgres_store: Backend = PostgresStore("postgresql://")
+    del duckdb_store, postgres_store
