@@ -7,7 +7,7 @@ from typing import Any
 from quart import Response
 
 from caxton import __version__
-from caxton.errors import JSONValue, ServiceUnavailable
+from caxton.errors import CaxtonError, JSONValue, ServiceUnavailable
 from caxton.http.routes import RouteTable
 from caxton.http.state import current_services
 from caxton.security.roles import Role
@@ -27,7 +27,10 @@ async def liveness() -> Response:
 @routes.route(
     "/ready",
     role=Role.PUBLIC,
-    summary="Readiness: 200 once every component has started, 503 before and while stopping.",
+    summary=(
+        "Readiness: 200 once every component has started and the database answers; 503 "
+        "before, while stopping, and while the database does not answer."
+    ),
     responses=(200, 503),
 )
 async def readiness() -> dict[str, Any]:
@@ -40,6 +43,7 @@ async def readiness() -> dict[str, Any]:
             f"not ready: waiting for {', '.join(waiting) or 'components to start'}",
             details={"waiting_for": list[JSONValue](waiting)},
         )
+    await state.store.ping()  # 503 STORAGE_UNAVAILABLE while PostgreSQL does not answer
     return {"status": "ready"}
 
 
@@ -59,11 +63,19 @@ async def health_report() -> dict[str, Any]:
         status = "degraded"
     else:
         status = "starting"
+    storage: dict[str, Any] = {"backend": state.config.storage.backend, "available": True}
+    try:
+        await state.store.ping()
+    except CaxtonError as exc:
+        storage.update(available=False, error=exc.code, detail=exc.message)
+        if status == "healthy":
+            status = "degraded"
     report: dict[str, Any] = {
         "status": status,
         "version": __version__,
         "uptime_seconds": round(state.lifecycle.uptime_seconds(), 3),
         "safe_mode": state.safe_mode.enabled,
+        "storage": storage,
         "components": [
             {"name": c.name, "state": c.state.value, "detail": c.detail} for c in components
         ],

@@ -457,6 +457,15 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
                 "version": _STRING,
                 "uptime_seconds": _NUMBER,
                 "safe_mode": _BOOLEAN,
+                "storage": obj(
+                    {
+                        "backend": {"type": "string", "enum": ["embedded", "postgres"]},
+                        "available": _BOOLEAN,
+                        "error": _STRING,
+                        "detail": _STRING,
+                    },
+                    required=["backend", "available"],
+                ),
                 "components": array(ref("ComponentStatus")),
                 "agents": obj({"config": _INTEGER, "wasm": _INTEGER}),
                 "memory": obj({"backend": _STRING, "entities": _INTEGER}),

@@ -35,6 +35,10 @@ class Backend(Protocol):
         """Whether other processes use the same database (rows may change under a cache)."""
         ...
 
+    async def ping(self) -> None:
+        """Readiness: return when the database answers, raise a 503 error when it does not."""
+        ...
+
     async def execute_fn(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` in one read-only transaction; its result is returned."""
         ...

@@ -456,6 +456,15 @@ class PostgresStore:
             self._write_errors_total += 1
             raise
 
+    async def ping(self) -> None:
+        """Ask PostgreSQL for ``SELECT 1`` (readiness).
+
+        Raises:
+            PostgresStoreClosed, StorageUnavailable: as :meth:`execute_fn`; while the server is
+                down this fails at once but for one probe a second.
+        """
+        await self._call(_select_one, read_only=True)
+
     async def _call(self, fn: Callable[[Connection], T], *, read_only: bool) -> T:
         if not self._open:
             raise PostgresStoreClosed(self.where)
@@ -530,6 +539,10 @@ class PostgresStore:
             unavailable_total=self._unavailable_total,
             schema_versions=dict(self._schema_versions),
         )
+
+
+def _select_one(conn: Connection) -> None:
+    conn.execute("SELECT 1")
 
 
 def _first_line(exc: BaseException) -> str:

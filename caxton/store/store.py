@@ -397,6 +397,15 @@ class Store:
 
     # ----------------------------------------------------------------------------- reads
 
+    async def ping(self) -> None:
+        """Readiness: the file is open (a DuckDB file in this process does not go away).
+
+        Raises:
+            StoreClosed: the store is not running.
+        """
+        if not self._open:
+            raise StoreClosed(self.path)
+
     async def execute_fn(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(cursor)`` in a reader thread and return its result.
 
