@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import duckdb
+import psycopg
 
 from caxton.memory.model import (
     DEFAULT_MODEL_NAME,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from caxton.config import CaxtonConfig
     from caxton.store import Connection, Migration
+    from caxton.store.backend import Dialect
 
 Severity = Literal["error", "warning", "info"]
 #: Orphan checks: (what is wrong, SQL listing the orphans, what a row names, tables needed).
@@ -129,20 +131,47 @@ class VerifyReport:
 # --------------------------------------------------------------------------------- database
 
 
-def _table_names(conn: Connection) -> list[str]:
-    return [
-        str(row[0])
-        for row in conn.execute(
-            "SELECT table_name FROM duckdb_tables() "
-            "WHERE database_name = current_database() AND NOT temporary ORDER BY table_name"
-        ).fetchall()
-    ]
+#: The tables of the database, per dialect.
+_TABLES_SQL: dict[Dialect, str] = {
+    "duckdb": "SELECT table_name FROM duckdb_tables() "
+    "WHERE database_name = current_database() AND NOT temporary ORDER BY table_name",
+    "postgres": "SELECT table_name FROM information_schema.tables "
+    "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name",
+}
+#: What a failed read raises, per dialect.
+_DATABASE_ERRORS = (duckdb.Error, psycopg.Error)
+
+
+def _table_names(conn: Any, dialect: Dialect) -> list[str]:
+    return [str(row[0]) for row in conn.execute(_TABLES_SQL[dialect]).fetchall()]
+
+
+def _read_table(conn: Any, name: str, *, comprehensive: bool, dialect: Dialect) -> int:
+    if dialect == "duckdb":
+        row = conn.execute(read_table_query(name, comprehensive=comprehensive)).fetchone()
+    else:
+        quoted = '"' + name.replace('"', '""') + '"'
+        # comprehensive: every row is read and detoasted (a damaged page or TOAST chunk fails)
+        query = (
+            f"SELECT count(*), sum(length(t::text)) FROM {quoted} AS t"
+            if comprehensive
+            else f"SELECT count(*) FROM {quoted}"
+        )
+        row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
 
 
 def check_database(
-    conn: Connection, *, comprehensive: bool, migrations: Sequence[Migration]
+    conn: Any,
+    *,
+    comprehensive: bool,
+    migrations: Sequence[Migration],
+    dialect: Dialect = "duckdb",
 ) -> tuple[dict[str, int], list[Finding]]:
     """Read every table, compare the recorded migrations, look for orphans.
+
+    Args:
+        conn: a DuckDB connection, or a psycopg one with ``dialect="postgres"``.
 
     Returns:
         (rows per table, findings).
@@ -150,29 +179,29 @@ def check_database(
     findings: list[Finding] = []
     tables: dict[str, int] = {}
     try:
-        names = _table_names(conn)
-    except duckdb.Error as exc:
+        names = _table_names(conn, dialect)
+    except _DATABASE_ERRORS as exc:
         return {}, [
             Finding(check="database", severity="error", message=f"catalog unreadable: {exc}")
         ]
     for name in names:
         try:
-            row = conn.execute(read_table_query(name, comprehensive=comprehensive)).fetchone()
-        except duckdb.Error as exc:
+            tables[name] = _read_table(conn, name, comprehensive=comprehensive, dialect=dialect)
+        except _DATABASE_ERRORS as exc:
             findings.append(
                 Finding(
                     check="database", severity="error", message=f"table {name} unreadable: {exc}"
                 )
             )
-            continue
-        tables[name] = int(row[0]) if row else 0
+            if dialect == "postgres":
+                break  # the transaction is aborted: nothing more can be read in it
     findings.extend(_check_migrations(conn, names, migrations))
     for check, sql, what, needed in _ORPHANS:
         if not set(needed) <= set(names):
             continue
         try:
             rows = conn.execute(sql).fetchall()
-        except duckdb.Error as exc:
+        except _DATABASE_ERRORS as exc:
             findings.append(Finding(check="relations", severity="error", message=f"{check}: {exc}"))
             continue
         if rows:
@@ -199,7 +228,7 @@ def check_database(
 
 
 def _check_migrations(
-    conn: Connection, names: Sequence[str], migrations: Sequence[Migration]
+    conn: Any, names: Sequence[str], migrations: Sequence[Migration]
 ) -> list[Finding]:
     if "schema_migrations" not in names:
         return [
@@ -395,6 +424,24 @@ def inspect_connection(
     return VerifyReport(
         source=source,
         database=str(config.database_path),
+        comprehensive=comprehensive,
+        tables=tables,
+        findings=tuple(findings),
+    )
+
+
+def inspect_postgres(
+    conn: Any, *, comprehensive: bool, migrations: Sequence[Migration], database: str
+) -> VerifyReport:
+    """The database checks over a PostgreSQL connection (``storage.backend: postgres``):
+    every table read, migrations, orphans, one embedding per entity. There is no HNSW file
+    (pgvector keeps its index in the database) and the model is checked by each instance."""
+    tables, findings = check_database(
+        conn, comprehensive=comprehensive, migrations=migrations, dialect="postgres"
+    )
+    return VerifyReport(
+        source="server",
+        database=database,
         comprehensive=comprehensive,
         tables=tables,
         findings=tuple(findings),
