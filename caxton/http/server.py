@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import TYPE_CHECKING, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from caxton.errors import StartupError
 from caxton.http.app import asgi_app
 
 if TYPE_CHECKING:
@@ -22,6 +24,35 @@ LOGGER = logging.getLogger("caxton.http")
 
 def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_reuse_port(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with ``SO_REUSEPORT``, not listening yet.
+
+    Every process of one user that binds the port this way shares it; the kernel spreads
+    new connections among those that listen (``server.workers``, :mod:`caxton.workers`). A
+    socket that never listens receives none, so it can hold a port for the others.
+
+    Args:
+        host: the address, as ``server.host`` writes it (IPv6 without brackets).
+        port: the port; 0 picks a free one (read it back with ``getsockname()``).
+
+    Raises:
+        StartupError: the address cannot be bound (in use without SO_REUSEPORT, not local).
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot bind {bind_address(host, port)}: {exc.strerror}; stop what uses the "
+            "port or set server.port (or --port) to a free one",
+            details={"bind": bind_address(host, port)},
+        ) from None
+    return sock
 
 
 class HttpServer:
@@ -64,9 +95,15 @@ class HttpServer:
             in-flight requests get ``server.shutdown_timeout`` to finish, streaming handlers end
             their streams themselves. Cancelling this task instead stops everything at once.
         """
+        config = self.hypercorn_config()
+        server = self.state.config.server
+        if server.workers > 1:
+            # worker processes share the port (caxton.workers): hypercorn takes the socket
+            # bound with SO_REUSEPORT by its descriptor, and owns it from here on
+            config.bind = [f"fd://{bind_reuse_port(server.host, server.port).detach()}"]
         await hypercorn_serve(
             cast("ASGIFramework", asgi_app(self.app, self.state)),
-            self.hypercorn_config(),
+            config,
             shutdown_trigger=self.state.lifecycle.stopping.wait,
             task_status=task_status,
         )
