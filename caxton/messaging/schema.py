@@ -1,4 +1,4 @@
-"""The conversation tables, as store migrations (handed to :class:`caxton.store.Store`).
+"""The conversation tables, as store migrations (DuckDB and PostgreSQL).
 
 * ``conversations`` — one row per conversation: status (active | closed), first and last
   activity (epoch seconds), message count.
@@ -45,6 +45,49 @@ CONVERSATION_MIGRATIONS: tuple[Migration, ...] = (
             """,
             "CREATE INDEX conversation_messages_conversation "
             "ON conversation_messages (conversation_id)",
+        ),
+    ),
+)
+
+#: The same tables on PostgreSQL (:class:`caxton.store.postgres.PostgresStore`): ``seq`` is an
+#: identity column, and messages are indexed by conversation and arrival order, which is how
+#: every read takes them; the sweep finds idle conversations by ``last_activity``.
+CONVERSATION_POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        feature="conversations",
+        version=1,
+        description="conversations and their messages",
+        statements=(
+            """
+            CREATE TABLE conversations (
+                conversation_id TEXT PRIMARY KEY,
+                status TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                last_activity DOUBLE PRECISION NOT NULL,
+                message_count BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX conversations_last_activity ON conversations (last_activity)",
+            """
+            CREATE TABLE conversation_messages (
+                seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                conversation_id TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                performative TEXT NOT NULL,
+                sender TEXT,
+                receiver TEXT,
+                capability TEXT,
+                content TEXT NOT NULL,
+                reply_with TEXT,
+                in_reply_to TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                hop INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX conversation_messages_conversation "
+            "ON conversation_messages (conversation_id, seq)",
+            "CREATE INDEX conversation_messages_sender ON conversation_messages (sender)",
+            "CREATE INDEX conversation_messages_receiver ON conversation_messages (receiver)",
         ),
     ),
 )

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
 import trio
+from conversation_backends import BACKENDS, make_backend
 
 from caxton.messages import Message
-from caxton.messaging import CONVERSATION_MIGRATIONS, Conversations
-from caxton.store import open_store
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from conversation_backends import ConversationBackend
+
+    from caxton.messaging import Conversations
 
 
-async def test_a_minted_conversation_spanning_batches_is_counted_once(tmp_path: Path) -> None:
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> ConversationBackend:
+    return make_backend(request)
+
+
+async def test_a_minted_conversation_spanning_batches_is_counted_once(
+    backend: ConversationBackend,
+) -> None:
     async with (
-        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
-        conversations: Conversations = await nursery.start(Conversations(store).run)
+        conversations: Conversations = await nursery.start(backend.conversations(store).run)
         first = Message(sender="client", receiver="echo", content="hi")
         conversations.mark_new(first.conversation_id)
         conversations.record(first)
@@ -35,12 +44,14 @@ async def test_a_minted_conversation_spanning_batches_is_counted_once(tmp_path: 
         nursery.cancel_scope.cancel()
 
 
-async def test_a_fresh_id_already_stored_falls_back_to_the_upsert(tmp_path: Path) -> None:
+async def test_a_fresh_id_already_stored_falls_back_to_the_upsert(
+    backend: ConversationBackend,
+) -> None:
     async with (
-        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
-        conversations: Conversations = await nursery.start(Conversations(store).run)
+        conversations: Conversations = await nursery.start(backend.conversations(store).run)
         first = Message(conversation_id="c", sender="a", receiver="b", content="one")
         conversations.record(first)
         await conversations.flush()
@@ -53,35 +64,35 @@ async def test_a_fresh_id_already_stored_falls_back_to_the_upsert(tmp_path: Path
         nursery.cancel_scope.cancel()
 
 
-async def test_recorded_messages_survive_a_restart(tmp_path: Path) -> None:
+async def test_recorded_messages_survive_a_restart(backend: ConversationBackend) -> None:
     message = Message(sender="client", receiver="echo", content={"k": [1, 2]})
     async with (
-        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
         conversations: Conversations = await nursery.start(
-            Conversations(store, flush_interval_s=60).run
+            backend.conversations(store, flush_interval_s=60).run
         )
         conversations.mark_new(message.conversation_id)
         conversations.record(message)
         nursery.cancel_scope.cancel()  # written at shutdown, not 60 s later
     async with (
-        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
-        conversations = await nursery.start(Conversations(store).run)
+        conversations = await nursery.start(backend.conversations(store).run)
         assert await conversations.recent(message.conversation_id, 10) == [message]
         assert (await conversations.summary(message.conversation_id)).message_count == 1
         nursery.cancel_scope.cancel()
 
 
-async def test_status_answers_without_writing_what_is_queued(tmp_path: Path) -> None:
+async def test_status_answers_without_writing_what_is_queued(backend: ConversationBackend) -> None:
     async with (
-        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
         conversations: Conversations = await nursery.start(
-            Conversations(store, flush_interval_s=60, status_cache=1).run
+            backend.conversations(store, flush_interval_s=60, status_cache=1).run
         )
         queued = Message(sender="client", receiver="echo", content="hi")
         conversations.record(queued)
@@ -97,7 +108,7 @@ async def test_status_answers_without_writing_what_is_queued(tmp_path: Path) -> 
         nursery.cancel_scope.cancel()
 
 
-async def test_every_value_survives_the_batch_encoding(tmp_path: Path) -> None:
+async def test_every_value_survives_the_batch_encoding(backend: ConversationBackend) -> None:
     odd = [
         Message(sender="a", receiver="b", content="it's 'quoted' -- ; COMMIT; \\ \u00e9 \u2603"),
         Message(sender=None, capability="c", content={"k": ["x'y", 1.5, None, {"n": True}]}),
@@ -113,10 +124,10 @@ async def test_every_value_survives_the_batch_encoding(tmp_path: Path) -> None:
         ),
     ]
     async with (
-        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
-        conversations: Conversations = await nursery.start(Conversations(store).run)
+        conversations: Conversations = await nursery.start(backend.conversations(store).run)
         for message in odd:
             conversations.record(message)
         await conversations.flush()
@@ -126,15 +137,15 @@ async def test_every_value_survives_the_batch_encoding(tmp_path: Path) -> None:
 
 
 async def test_a_conversation_is_inserted_updated_and_after_a_sweep_inserted_again(
-    tmp_path: Path,
+    backend: ConversationBackend,
 ) -> None:
     now = [1_000_000.0]
     async with (
-        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
         conversations: Conversations = await nursery.start(
-            Conversations(store, ttl_s=10, clock=lambda: now[0]).run
+            backend.conversations(store, ttl_s=10, clock=lambda: now[0]).run
         )
         first = Message(conversation_id="c", sender="a", receiver="b", created_at=now[0])
         conversations.mark_new("c")

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
 import trio
+from conversation_backends import BACKENDS, make_backend
 
 from caxton.messages import Message
-from caxton.messaging import CONVERSATION_MIGRATIONS, Conversations
 from caxton.messaging.maintenance import ConversationSweeper
-from caxton.store import open_store
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from conversation_backends import ConversationBackend
+
+    from caxton.messaging import Conversations
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> ConversationBackend:
+    return make_backend(request)
 
 
 class Clock:
@@ -23,12 +30,12 @@ class Clock:
         return self.now
 
 
-async def test_recent_returns_the_last_messages_oldest_first(tmp_path: Path) -> None:
+async def test_recent_returns_the_last_messages_oldest_first(backend: ConversationBackend) -> None:
     async with (
-        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
-        conversations: Conversations = await nursery.start(Conversations(store).run)
+        conversations: Conversations = await nursery.start(backend.conversations(store).run)
         sent = [
             Message(conversation_id="c", sender="a", receiver="b", content=f"m{i}")
             for i in range(5)
@@ -51,13 +58,13 @@ async def test_recent_returns_the_last_messages_oldest_first(tmp_path: Path) -> 
         nursery.cancel_scope.cancel()
 
 
-async def test_ttl_sweeper_removes_idle_conversations(tmp_path: Path) -> None:
+async def test_ttl_sweeper_removes_idle_conversations(backend: ConversationBackend) -> None:
     clock = Clock()
     async with (
-        open_store(tmp_path / "db.duckdb", migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
-        conversations = Conversations(store, ttl_s=3600, clock=clock)
+        conversations = backend.conversations(store, ttl_s=3600, clock=clock)
         await nursery.start(conversations.run)
         conversations.record(Message(conversation_id="old", sender="a", created_at=clock.now))
         conversations.record(
@@ -77,19 +84,18 @@ async def test_ttl_sweeper_removes_idle_conversations(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_what_is_queued_is_written_at_shutdown(tmp_path: Path) -> None:
-    path = tmp_path / "db.duckdb"
+async def test_what_is_queued_is_written_at_shutdown(backend: ConversationBackend) -> None:
     message = Message(conversation_id="c", sender="a", receiver="b", content="kept")
     async with (
-        open_store(path, migrations=CONVERSATION_MIGRATIONS) as store,
+        backend.open() as store,
         trio.open_nursery() as nursery,
     ):
         # a long batching interval: only the shutdown flush can write the message
-        conversations = Conversations(store, flush_interval_s=3600)
+        conversations = backend.conversations(store, flush_interval_s=3600)
         await nursery.start(conversations.run)
         conversations.record(message)
         await trio.testing.wait_all_tasks_blocked()
         assert conversations.statistics()["queued"] == 1
         nursery.cancel_scope.cancel()
-    async with open_store(path, migrations=CONVERSATION_MIGRATIONS) as store:
-        assert await Conversations(store).recent("c", 5) == [message]
+    async with backend.open() as store:
+        assert await backend.conversations(store).recent("c", 5) == [message]
