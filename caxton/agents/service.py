@@ -1,7 +1,9 @@
 """API-side agent operations: deploy from a request body, update, remove, restore on start.
 
-Agents deployed through the API are validated, loaded, and only then written under
-``data_dir/deployed`` (so what is stored is what served), and restored from there on start.
+Agents deployed through the API are validated, loaded, and only then written to the deployment
+store (so what is stored is what served), and restored from there on start: the version that
+served and its canary, if any. When several instances share the store, :meth:`AgentService.
+apply_stored` brings one instance in line with what another wrote.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from caxton.agents.deployments import CanaryState
 from caxton.agents.spec import SpecReport, WasmAgentSpec, check_agent_file
 from caxton.agents.versions import AgentState
 from caxton.errors import BadRequest, CaxtonError, Conflict
@@ -22,7 +25,7 @@ from caxton.wasm.source import version_hash
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from caxton.agents.deployments import DeploymentStore
+    from caxton.agents.deployments import Deployments, StoredAgent
     from caxton.agents.registry import Registry
     from caxton.agents.spec import AnyAgentSpec
 
@@ -43,7 +46,7 @@ class AgentService:
 
     Args:
         registry: the running registry.
-        store: where API-deployed agents are kept.
+        store: where API-deployed agents are kept (files, or PostgreSQL tables).
         agents_dir: the watched directory (agents from there are removed by deleting files).
         settle_timeout_s: how long a deploy waits for the new version to load.
     """
@@ -51,7 +54,7 @@ class AgentService:
     def __init__(
         self,
         registry: Registry,
-        store: DeploymentStore,
+        store: Deployments,
         *,
         agents_dir: Path,
         settle_timeout_s: float = 30.0,
@@ -79,18 +82,58 @@ class AgentService:
         )
 
     async def restore(self) -> int:
-        """Deploy every stored agent again (start-up); return how many were found."""
-        stored = await trio.to_thread.run_sync(self.store.load_all)
+        """Deploy every stored agent again (start-up); return how many were found.
+
+        The active versions start together, without waiting for one another; an agent with a
+        canary then waits for its active version to load and starts its canary.
+        """
+        stored = await self.store.load_all()
+        canaries: list[tuple[StoredAgent, int]] = []
         for item in stored:
             try:
-                report = await self.check(
-                    item.content, require_module=item.module is None, source=item.source
-                )
-                spec = self._spec_from(report, item.module)
-                self.registry.deploy(spec, module=item.module)
+                spec = await self._stored_spec(item.content, item.module, item.source)
+                revision = self.registry.deploy(_activating(spec), module=item.module)
             except CaxtonError as exc:
                 LOGGER.error("stored agent %s not restored: %s", item.name, exc.message)
+                continue
+            if item.canary is not None:
+                canaries.append((item, revision))
+        for item, revision in canaries:
+            try:
+                await self.registry.wait_settled(
+                    item.name, revision, timeout_s=self.settle_timeout_s
+                )
+                await self._serve_canary(item)
+            except CaxtonError as exc:
+                LOGGER.error("stored canary of %s not restored: %s", item.name, exc.message)
         return len(stored)
+
+    async def apply_stored(self, name: str) -> None:
+        """Bring this instance's registry in line with what the store says of ``name``.
+
+        Another instance changed ``name`` (a deploy, a canary, a promote, a rollback or a
+        removal): the stored active version is deployed if it is not what serves here, the
+        stored canary state is applied, and the agent is removed if the store no longer has
+        it (only when it is API-deployed here: an agent from a file stays). The store is read,
+        never written.
+
+        Raises:
+            DeployFailed: the stored version did not start here; what served keeps serving.
+            AgentSpecError: the stored file no longer validates (a newer release's checks).
+            CaxtonError: the store cannot be read, or the canary could not be applied.
+
+        Cancellation:
+            Stops waiting at once; a version already started keeps loading and is then
+            applied by the registry as usual.
+        """
+        stored = await self.store.load(name)
+        agent = self.registry.state.agents.get(name)
+        if stored is None:
+            if agent is not None and agent.source == self.store.source_for(name):
+                self.registry.remove(name)
+            return
+        await self._serve_active(stored)
+        await self._serve_canary(stored)
 
     async def deploy(
         self, content: str, module_b64: str | None, *, replace: str | None = None
@@ -133,9 +176,7 @@ class AgentService:
                 f"agent {name!r} version {spec.version} did not start: {entry.error}",
                 details={"name": name, "version": spec.version, "error": entry.error},
             )
-        await trio.to_thread.run_sync(
-            self.store.save, name, spec.content_hash, content.encode(), module
-        )
+        await self.store.save(name, spec.content_hash, content.encode(), module)
         await self.persist_active(name)
         return self.registry.agent_view(name)
 
@@ -168,8 +209,17 @@ class AgentService:
         active = agent.active_entry
         kept = {entry.spec.content_hash for entry in agent.entries}
         if active is not None:
-            await trio.to_thread.run_sync(self.store.set_active, name, active.spec.content_hash)
-        await trio.to_thread.run_sync(self.store.prune, name, kept)
+            canary_entry = agent.entry(agent.canary.revision) if agent.canary else None
+            canary = (
+                CanaryState(
+                    content_hash=canary_entry.spec.content_hash,
+                    traffic_percentage=agent.canary.traffic_percentage,
+                )
+                if canary_entry is not None and agent.canary is not None
+                else None
+            )
+            await self.store.set_active(name, active.spec.content_hash, canary=canary)
+        await self.store.prune(name, kept)
 
     async def remove(self, name: str) -> None:
         """Remove an API-deployed agent; agents from files are removed by deleting the file."""
@@ -182,7 +232,83 @@ class AgentService:
                 details={"name": name, "source": source},
             )
         self.registry.remove(name)
-        await trio.to_thread.run_sync(self.store.delete, name)
+        await self.store.delete(name)
+
+    async def _stored_spec(self, content: bytes, module: bytes | None, source: str) -> AnyAgentSpec:
+        report = await self.check(content, require_module=module is None, source=source)
+        return self._spec_from(report, module)
+
+    async def _serve_active(self, stored: StoredAgent) -> None:
+        """Make the stored active version the one that serves here (waiting for it)."""
+        name = stored.name
+        agent = self.registry.state.agents.get(name)
+        if agent is not None and agent.source == stored.source:
+            active = agent.active_entry
+            if active is not None and active.spec.content_hash == stored.content_hash:
+                return
+            canary = agent.entry(agent.canary.revision) if agent.canary else None
+            if (
+                canary is not None
+                and canary.spec.content_hash == stored.content_hash
+                and canary.state is AgentState.RUNNING
+            ):
+                await self.registry.promote(name)  # the canary was promoted elsewhere
+                return
+        spec = await self._stored_spec(stored.content, stored.module, stored.source)
+        revision = self.registry.deploy(_activating(spec), module=stored.module, take_over=True)
+        entry = await self.registry.wait_settled(name, revision, timeout_s=self.settle_timeout_s)
+        if entry.state is AgentState.FAILED:
+            raise DeployFailed(
+                f"stored agent {name!r} version {spec.version} did not start: {entry.error}",
+                details={"name": name, "version": spec.version, "error": entry.error},
+            )
+
+    async def _serve_canary(self, stored: StoredAgent) -> None:
+        """Give the stored canary its share here, or end a canary the store no longer has."""
+        name = stored.name
+        agent = self.registry.state.agents.get(name)
+        if agent is None or agent.active is None:
+            return
+        want = stored.canary
+        if want is None:
+            if agent.canary is not None:
+                await self.registry.rollback(name)  # ends the canary
+            return
+        current = agent.canary
+        entry = agent.entry(current.revision) if current else None
+        if (
+            current is not None
+            and entry is not None
+            and entry.spec.content_hash == want.content_hash
+            and current.traffic_percentage == want.traffic_percentage
+        ):
+            return
+        kept = next(
+            (e for e in reversed(agent.entries) if e.spec.content_hash == want.content_hash),
+            None,
+        )
+        if kept is not None and kept.revision != agent.active:
+            # set_canary takes the newest kept entry of a version number: this one?
+            newest = next(e for e in reversed(agent.entries) if e.version == kept.version)
+            if newest.revision == kept.revision:
+                await self.registry.set_canary(
+                    name, version=kept.version, traffic_percentage=want.traffic_percentage
+                )
+                return
+        spec = await self._stored_spec(want.content, want.module, stored.source)
+        spec = attrs.evolve(
+            spec,
+            deployment=attrs.evolve(
+                spec.deployment, strategy="canary", canary_percentage=want.traffic_percentage
+            ),
+        )
+        revision = self.registry.deploy(spec, module=want.module)
+        entry = await self.registry.wait_settled(name, revision, timeout_s=self.settle_timeout_s)
+        if entry.state is AgentState.FAILED:
+            raise DeployFailed(
+                f"stored canary of {name!r} version {spec.version} did not start: {entry.error}",
+                details={"name": name, "version": spec.version, "error": entry.error},
+            )
 
     def _spec_from(self, report: SpecReport, module: bytes | None) -> AnyAgentSpec:
         spec = report.spec_or_raise()
@@ -200,6 +326,14 @@ class AgentService:
                 "drop wasm_module"
             )
         return spec
+
+
+def _activating(spec: AnyAgentSpec) -> AnyAgentSpec:
+    """``spec`` deployed so that it serves once loaded: a stored active version whose file asks
+    for a canary deploy is active all the same."""
+    if spec.deployment.strategy != "canary":
+        return spec
+    return attrs.evolve(spec, deployment=attrs.evolve(spec.deployment, strategy="blue-green"))
 
 
 def _decode_module(module_b64: str | None) -> bytes | None:
