@@ -87,6 +87,13 @@ def main(ctx: click.Context, url: str | None, config_path: str | None, cacert: s
     default=None,
     help="Override logging.level.",
 )
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Override server.workers (server processes on one port; needs storage.backend: postgres).",
+)
+@click.option("--worker-index", type=int, default=None, hidden=True)
 def start(
     config_path: str | None,
     host: str | None,
@@ -95,8 +102,14 @@ def start(
     agents_dir: str | None,
     metrics_port: int | None,
     log_level: str | None,
+    workers: int | None,
+    worker_index: int | None,
 ) -> None:
-    """Start the server and run until SIGTERM or SIGINT (exit 0)."""
+    """Start the server and run until SIGTERM or SIGINT (exit 0).
+
+    With server.workers above 1 this process supervises that many server processes sharing
+    the port (caxton.workers); --worker-index is how it starts each of them.
+    """
     import trio
 
     from caxton.config import Override, load_config
@@ -112,10 +125,17 @@ def start(
         (("server", "agents_dir"), agents_dir, "--agents-dir"),
         (("observability", "metrics_port"), metrics_port, "--metrics-port"),
         (("logging", "level"), log_level, "--log-level"),
+        (("server", "workers"), workers, "--workers"),
     ):
         if value is not None:
             flags.append(Override(path, value, flag))
     loaded = load_config(Path(config_path) if config_path else None, overrides=flags)
+    if worker_index is not None:
+        from caxton.workers import tag_worker_logs, worker_overrides
+
+        tag_worker_logs(worker_index)
+        flags.extend(worker_overrides(loaded.config, worker_index))
+        loaded = load_config(Path(config_path) if config_path else None, overrides=flags)
     config = loaded.config
     # everything the server writes (database, agent files, logs, backups) is its owner's only
     os.umask(SERVER_UMASK)
@@ -124,6 +144,14 @@ def start(
     log = logging.getLogger("caxton.cli")
     for warning in loaded.warnings:
         log.warning("config: %s", warning)
+    if config.server.workers > 1 and worker_index is None:
+        from caxton.workers import supervise
+
+        args = [] if config_path is None else ["--config", config_path]
+        for override in flags:
+            if override.origin != "--port":
+                args.extend((override.origin, str(override.value)))
+        sys.exit(0 if trio.run(supervise, loaded, args) else 1)
     trio.run(serve, loaded)
 
 
@@ -222,6 +250,7 @@ def _register() -> None:
     from caxton.cli.agents import agents, logs
     from caxton.cli.backup import backup
     from caxton.cli.chat import chat
+    from caxton.cli.cluster import cluster
     from caxton.cli.conversations import conversations
     from caxton.cli.keys import keys
     from caxton.cli.memory import memory
@@ -241,6 +270,7 @@ def _register() -> None:
     main.add_command(backup)
     main.add_command(safe_mode)
     main.add_command(storage)
+    main.add_command(cluster)
 
 
 _register()

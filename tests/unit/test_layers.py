@@ -32,7 +32,7 @@ FLOORS: tuple[frozenset[str], ...] = tuple(
     for floor in (
         {"__main__"},
         {"cli"},
-        {"server"},
+        {"server", "workers"},
         {"http"},
         {"services"},
         {"security", "ops"},
