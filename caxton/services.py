@@ -17,6 +17,7 @@ from caxton.agents.logs import AgentLogs
 from caxton.agents.registry import Registry
 from caxton.agents.service import AgentService
 from caxton.agents.table import AgentTable
+from caxton.cluster import ClusterView
 from caxton.components import Components
 from caxton.config import CaxtonConfig
 from caxton.events import EventHub
@@ -73,3 +74,5 @@ class Services(Core):
     agents: AgentService
     conversations: Conversations
     router: Router
+    #: this instance and the live ones (``GET /api/v1/cluster``); None until wired
+    cluster: ClusterView | None = None

@@ -649,4 +649,27 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
         responses={200: {JSON: ref("BackupReport"), GZIP: {"type": "string", "format": "binary"}}},
     ),
     "admin.storage_verify": _op("VerifyReport"),
+    # -- cluster
+    "cluster.cluster_status": _op(
+        obj(
+            {
+                "instance": {"type": "string", "description": "the id of the instance answering"},
+                "backend": _choice(["embedded", "postgres"]),
+                "instances": array(
+                    obj(
+                        {
+                            "id": _STRING,
+                            "address": _STRING,
+                            "version": _STRING,
+                            "agents": {"type": "integer", "minimum": 0},
+                            "started_at": {"type": "string", "format": "date-time"},
+                            "last_heartbeat": {"type": "string", "format": "date-time"},
+                            "self": _BOOLEAN,
+                        }
+                    )
+                ),
+            },
+            description="The live instances sharing this server's database, oldest first.",
+        )
+    ),
 }

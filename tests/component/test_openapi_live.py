@@ -36,7 +36,9 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 
 #: (method, OpenAPI path, status) documented but not reached by this test, with the reason.
-NOT_REACHED: dict[tuple[str, str, str], str] = {}
+NOT_REACHED: dict[tuple[str, str, str], str] = {
+    ("GET", "/api/v1/cluster", "200"): "Services.cluster is not wired by serve() yet (issue #15)",
+}
 
 PROBE_WAT = """
 (module

@@ -39,6 +39,7 @@ FLOORS: tuple[frozenset[str], ...] = tuple(
         {"agents"},
         {"messaging"},
         {"memory"},
+        {"cluster"},
         {"llm", "wasm", "store", "logs"},
         {"config", "datadir", "components"},
         {"errors", "units", "events", "latency", "messages", "metrics"},
@@ -195,12 +196,12 @@ def test_no_import_climbs_a_floor() -> None:
         (
             "caxton.config.checks",
             "def f():\n    from caxton.security.gate import auth_required\n",
-            "config (floor 10) may not import security (floor 5)",
+            "config (floor 11) may not import security (floor 5)",
         ),
         (
             "caxton.llm.resolve",
             "from caxton.agents.spec import LlmSpec\n",
-            "llm (floor 9) may not import agents (floor 6)",
+            "llm (floor 10) may not import agents (floor 6)",
         ),
         (
             "caxton.ops.backup",
