@@ -336,10 +336,20 @@ class PostgresDeployments:
     Args:
         store: the running store, migrated with :data:`DEPLOYMENT_POSTGRES_MIGRATIONS`.
         source_root: the prefix of the agents' source labels (the same on every instance).
+        notify: called with the connection and the agent's name inside the transaction of each
+            write that changes what serves (:meth:`set_active`, :meth:`delete`), to send the
+            other instances a notice that is delivered only if the change commits.
     """
 
-    def __init__(self, store: Backend, *, source_root: str = POSTGRES_SOURCE_ROOT) -> None:
+    def __init__(
+        self,
+        store: Backend,
+        *,
+        source_root: str = POSTGRES_SOURCE_ROOT,
+        notify: Callable[[Any, str], None] | None = None,
+    ) -> None:
         self.store = store
+        self.notify = notify
         self._source_root = source_root
 
     @property
@@ -388,6 +398,8 @@ class PostgresDeployments:
                 conn.execute(
                     "UPDATE deployed_agents SET canary_percentage = NULL WHERE name = %s", [name]
                 )
+            if self.notify is not None:
+                self.notify(conn, name)
             return True
 
         return await self.store.execute_write_fn(set_active)
@@ -404,9 +416,12 @@ class PostgresDeployments:
         )
 
     async def delete(self, name: str) -> None:
-        await self.store.execute_write_fn(
-            lambda conn: conn.execute("DELETE FROM deployed_agents WHERE name = %s", [name])
-        )
+        def delete(conn: Any) -> None:
+            conn.execute("DELETE FROM deployed_agents WHERE name = %s", [name])
+            if self.notify is not None:
+                self.notify(conn, name)
+
+        await self.store.execute_write_fn(delete)
 
     async def load(self, name: str) -> StoredAgent | None:
         rows = await self.store.execute_fn(

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 import pytest
 from deployment_backends import BACKENDS, make_backend
 
-from caxton.agents.deployments import CanaryState
+from caxton.agents.deployments import (
+    DEPLOYMENT_POSTGRES_MIGRATIONS,
+    CanaryState,
+    PostgresDeployments,
+)
+from caxton.store.postgres import open_postgres_store
 
 if TYPE_CHECKING:
     from deployment_backends import DeploymentBackend
@@ -100,3 +105,16 @@ async def test_two_instances_see_the_same_agents(backend: DeploymentBackend) -> 
         assert loaded is not None
         assert loaded.content == b"one"
         assert second.source_for("echo") == first.source_for("echo")
+
+
+@pytest.mark.postgres
+async def test_postgres_writes_that_change_what_serves_notify(postgres_url: str) -> None:
+    seen: list[str] = []
+    async with open_postgres_store(postgres_url, migrations=DEPLOYMENT_POSTGRES_MIGRATIONS) as pg:
+        store = PostgresDeployments(pg, notify=lambda conn, name: seen.append(name))
+        await store.save("echo", "h1", b"one", None)
+        assert seen == []  # a kept version alone serves nothing
+        await store.set_active("echo", "h1")
+        await store.prune("echo", set())
+        await store.delete("echo")
+    assert seen == ["echo", "echo"]
