@@ -64,6 +64,9 @@ class AgentService:
         self.agents_dir = agents_dir
         self.settle_timeout_s = settle_timeout_s
         self._check_limiter = trio.CapacityLimiter(CHECK_THREADS)
+        # one change of an agent at a time on this instance: an API call here and an
+        # apply_stored for a change elsewhere must not interleave their reads and writes
+        self._changing: dict[str, trio.Lock] = {}
 
     async def check(
         self, content: str | bytes, *, require_module: bool, source: str = "<request>"
@@ -126,14 +129,15 @@ class AgentService:
             Stops waiting at once; a version already started keeps loading and is then
             applied by the registry as usual.
         """
-        stored = await self.store.load(name)
-        agent = self.registry.state.agents.get(name)
-        if stored is None:
-            if agent is not None and agent.source == self.store.source_for(name):
-                self.registry.remove(name)
-            return
-        await self._serve_active(stored)
-        await self._serve_canary(stored)
+        async with self._lock(name):
+            stored = await self.store.load(name)
+            agent = self.registry.state.agents.get(name)
+            if stored is None:
+                if agent is not None and agent.source == self.store.source_for(name):
+                    self.registry.remove(name)
+                return
+            await self._serve_active(stored)
+            await self._serve_canary(stored)
 
     async def deploy(
         self, content: str, module_b64: str | None, *, replace: str | None = None
@@ -155,6 +159,18 @@ class AgentService:
                 f"the file declares name = {name!r} but the URL names {replace!r}; they must match",
                 details={"file_name": name, "url_name": replace},
             )
+        async with self._lock(name):
+            return await self._deploy(name, probe, content, module, replace=replace)
+
+    async def _deploy(
+        self,
+        name: str,
+        probe: AnyAgentSpec,
+        content: str,
+        module: bytes | None,
+        *,
+        replace: str | None,
+    ) -> dict[str, Any]:
         known = name in self.registry.state.agents
         if replace is None and (
             known or any(f.name == name for f in self.registry.invalid_files())
@@ -184,20 +200,25 @@ class AgentService:
         self, name: str, *, version: str, traffic_percentage: float
     ) -> dict[str, Any]:
         """Give a kept version a share of new conversations; the agent's view."""
-        await self.registry.set_canary(name, version=version, traffic_percentage=traffic_percentage)
-        await self.persist_active(name)
-        return self.registry.agent_view(name)
+        async with self._lock(name):
+            await self.registry.set_canary(
+                name, version=version, traffic_percentage=traffic_percentage
+            )
+            await self.persist_active(name)
+            return self.registry.agent_view(name)
 
     async def promote(self, name: str) -> dict[str, Any]:
         """Make the canary the stable version; the agent's view."""
-        await self.registry.promote(name)
-        await self.persist_active(name)
-        return self.registry.agent_view(name)
+        async with self._lock(name):
+            await self.registry.promote(name)
+            await self.persist_active(name)
+            return self.registry.agent_view(name)
 
     async def rollback(self, name: str, *, to_version: str | None = None) -> dict[str, Any]:
         """End the canary, or go back to ``to_version`` (or the previous version)."""
-        await self.registry.rollback(name, to_version=to_version)
-        await self.persist_active(name)
+        async with self._lock(name):
+            await self.registry.rollback(name, to_version=to_version)
+            await self.persist_active(name)
         return self.registry.agent_view(name)
 
     async def persist_active(self, name: str) -> None:
@@ -231,8 +252,15 @@ class AgentService:
                 "the watcher removes the agent",
                 details={"name": name, "source": source},
             )
-        self.registry.remove(name)
-        await self.store.delete(name)
+        async with self._lock(name):
+            self.registry.remove(name)
+            await self.store.delete(name)
+
+    def _lock(self, name: str) -> trio.Lock:
+        lock = self._changing.get(name)
+        if lock is None:
+            lock = self._changing[name] = trio.Lock()
+        return lock
 
     async def _stored_spec(self, content: bytes, module: bytes | None, source: str) -> AnyAgentSpec:
         report = await self.check(content, require_module=module is None, source=source)

@@ -117,6 +117,9 @@ async def test_deploys_canaries_promotes_and_removals_reach_the_other_instance(
         await a.service.set_canary("helper", version="1.0.0", traffic_percentage=30)
         await b.service.apply_stored("helper")
         assert b.view()["canary"] == {"version": "1.0.0", "traffic_percentage": 30}
+        await a.service.set_canary("helper", version="1.0.0", traffic_percentage=50)
+        await b.service.apply_stored("helper")  # the same canary, another share
+        assert b.view()["canary"] == {"version": "1.0.0", "traffic_percentage": 50}
 
         await a.service.promote("helper")
         await b.service.apply_stored("helper")
