@@ -232,7 +232,8 @@ class Supervisor:
         count: how many workers.
         command: the argv of worker ``i``.
         shutdown_timeout_s: ``server.shutdown_timeout``; a worker gets this plus
-            :data:`STOP_MARGIN_S` after SIGTERM before SIGKILL.
+            ``stop_margin_s`` after SIGTERM before SIGKILL.
+        stop_margin_s: the time to close its components after its requests drained.
         policy: when a worker that exited is started again.
     """
 
@@ -242,11 +243,13 @@ class Supervisor:
         count: int,
         command: Callable[[int], Sequence[str]],
         shutdown_timeout_s: float,
+        stop_margin_s: float = STOP_MARGIN_S,
         policy: RestartPolicy | None = None,
     ) -> None:
         self.count = count
         self.command = command
         self.shutdown_timeout_s = shutdown_timeout_s
+        self.stop_margin_s = stop_margin_s
         self.policy = policy or RestartPolicy()
         #: Workers started again after an exit, since the supervisor started.
         self.restarts = 0
@@ -273,7 +276,7 @@ class Supervisor:
         Cancellation:
             Cancelling is the stop: every worker gets SIGTERM, and the call returns once they
             have all exited (each SIGKILLed after ``shutdown_timeout_s`` plus
-            :data:`STOP_MARGIN_S`). The wait is shielded: it ends only when the processes did.
+            ``stop_margin_s``). The wait is shielded: it ends only when the processes did.
         """
         async with trio.open_nursery() as nursery:
             for index in range(self.count):
@@ -331,11 +334,11 @@ class Supervisor:
         """SIGTERM, then SIGKILL after the drain time (trio.run_process's deliver_cancel)."""
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
-        await trio.sleep(self.shutdown_timeout_s + STOP_MARGIN_S)
+        await trio.sleep(self.shutdown_timeout_s + self.stop_margin_s)
         LOGGER.warning(
-            "worker pid %d did not stop within %.0fs of SIGTERM; killing it",
+            "worker pid %d did not stop within %.1fs of SIGTERM; killing it",
             process.pid,
-            self.shutdown_timeout_s + STOP_MARGIN_S,
+            self.shutdown_timeout_s + self.stop_margin_s,
         )
         self.killed = True
         with contextlib.suppress(ProcessLookupError):

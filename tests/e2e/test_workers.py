@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import trio
 from processes import run_cli_async, start_server, wait_exit, write_config
+
+from caxton.workers import RestartPolicy, Supervisor, WorkerStartFailed
 
 if TYPE_CHECKING:
     from processes import ServerProcess
@@ -176,3 +180,81 @@ async def test_a_worker_that_cannot_start_stops_the_supervisor(
     assert f"security.tls.cert_file: {tmp_path / 'data' / 'missing.pem'} does not exist" in raw
     assert "could not start (exit code 1)" in raw
     assert "Traceback" not in raw
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+async def test_a_worker_that_ignores_sigterm_is_killed_after_the_drain_time(
+    tmp_path: Path,
+) -> None:
+    stubborn = (
+        "import pathlib, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "time.sleep(60)\n"
+    )
+    supervisor = Supervisor(
+        count=2,
+        command=lambda i: [*_python(stubborn), str(tmp_path / str(i))],
+        shutdown_timeout_s=0.3,
+        stop_margin_s=0.2,
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            pids = await nursery.start(supervisor.run)
+            assert len(pids) == 2
+            while not all((tmp_path / str(i)).exists() for i in (0, 1)):
+                await trio.sleep(0.02)
+            stopping = trio.current_time()
+            nursery.cancel_scope.cancel()
+    assert 0.5 <= trio.current_time() - stopping < 5
+    assert supervisor.killed
+    assert supervisor.pids() == {}
+
+
+async def test_a_crashing_worker_is_started_again_with_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # each run appends a line; runs after the first exit at once with code 3
+    flaky = (
+        "import pathlib, sys, time\n"
+        "runs = pathlib.Path(sys.argv[1])\n"
+        "first = not runs.exists()\n"
+        "with runs.open('a') as f: f.write('run\\n')\n"
+        "time.sleep(60 if first else 0)\n"
+        "sys.exit(3)\n"
+    )
+    supervisor = Supervisor(
+        count=1,
+        command=lambda i: [*_python(flaky), str(tmp_path / "runs")],
+        shutdown_timeout_s=1,
+        policy=RestartPolicy(first_delay_s=0.1, max_delay_s=0.4, stable_after_s=5.0),
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            pids = await nursery.start(supervisor.run)
+            while not (tmp_path / "runs").exists():
+                await trio.sleep(0.02)
+            os.kill(pids[0], signal.SIGKILL)
+            while supervisor.restarts < 4:
+                await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+    assert not supervisor.killed
+    assert (tmp_path / "runs").read_text().count("run") >= 4
+    exits = [r.getMessage() for r in caplog.records if "exited unasked" in r.getMessage()]
+    assert "(killed by SIGKILL); starting it again in 0.2s" in exits[0]
+    assert [m.rsplit(" ", 1)[1] for m in exits[1:4]] == ["0.4s", "0.4s", "0.4s"]
+    assert all("(exit code 3)" in m for m in exits[1:])
+
+
+async def test_a_worker_that_fails_at_once_is_not_started_again(tmp_path: Path) -> None:
+    supervisor = Supervisor(
+        count=2,
+        command=lambda i: _python(f"import sys, time; time.sleep({i} * 30); sys.exit(2)"),
+        shutdown_timeout_s=1,
+    )
+    with trio.fail_after(20), pytest.RaisesGroup(WorkerStartFailed, flatten_subgroups=True):
+        await supervisor.run()
+    assert supervisor.restarts == 0
