@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from caxton.cluster.schema import DELETE_INSTANCE, LIVE_INSTANCES, PURGE_DEAD, UPSERT_INSTANCE
-from caxton.errors import ServiceUnavailable
+from caxton.errors import ServiceUnavailable, StartupError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -180,8 +180,9 @@ class Heartbeat:
 
         Raises:
             RuntimeError: ``run`` was called twice.
-            Exception: a beat failed for another reason than the database being unavailable
-                (the table is missing: the cluster migrations were not given to the store).
+            StartupError: the first beat failed for another reason than the database being
+                unavailable (the table is missing: the store lacks the cluster migrations).
+            Exception: a later beat failed for such a reason (a bug).
 
         Cancellation:
             Cancelling ``run`` stops the beats. A beat in flight finishes first (it runs in
@@ -200,7 +201,15 @@ class Heartbeat:
             task_status.started(self)
             await trio.sleep_forever()
         try:
-            await self._beat(purge=True)
+            try:
+                await self._beat(purge=True)
+            except Exception as exc:
+                raise StartupError(
+                    f"instance {self._instance_id} cannot record itself in cluster_instances "
+                    f"({type(exc).__name__}: {exc}). Give the store the cluster migrations "
+                    "(caxton.cluster.CLUSTER_POSTGRES_MIGRATIONS) so it creates the table",
+                    details={"instance": self._instance_id},
+                ) from exc
             task_status.started(self)
             next_beat = trio.current_time()
             while True:
@@ -211,7 +220,7 @@ class Heartbeat:
                 await trio.sleep_until(next_beat)
                 await self._beat(purge=self._beats_total % 30 == 0)
         finally:
-            if self.clean_shutdown:
+            if self.clean_shutdown and self._beats_total:
                 await self._delete_row()
 
     async def _beat(self, *, purge: bool) -> None:
@@ -255,12 +264,12 @@ class Heartbeat:
             scope.deadline = trio.current_time() + self.close_timeout_s
             try:
                 await self._store.execute_write_fn(delete)
-            except ServiceUnavailable as exc:
+            except Exception as exc:  # a cleanup failure must not mask why run() ends
                 LOGGER.warning(
                     "instance %s: could not remove its cluster row at shutdown (%s); it drops "
                     "out of the list after %gs",
                     instance_id,
-                    exc.message,
+                    exc,
                     self.window_s,
                 )
                 return

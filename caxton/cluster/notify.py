@@ -27,6 +27,7 @@ has the same methods and does nothing.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -80,10 +81,12 @@ class Notice:
     kind: str
     sender: str
     payload: Mapping[str, Any]
+    #: notices with equal keys are coalesced (the sender does not matter); computed once, so
+    #: a handler changing its payload cannot strand the key
+    key: tuple[str, str] = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def key(self) -> tuple[str, str]:
-        """Notices with equal keys are coalesced (the sender does not matter)."""
+    @key.default
+    def _key(self) -> tuple[str, str]:
         return self.kind, json.dumps(self.payload, sort_keys=True, separators=(",", ":"))
 
 
@@ -539,7 +542,8 @@ class Notifier:
         for handler in handlers:
             with trio.move_on_after(self.handler_timeout_s) as scope:
                 try:
-                    await handler(notice.kind, dict(notice.payload))
+                    # each handler its own copy: one cannot change what the next sees
+                    await handler(notice.kind, copy.deepcopy(dict(notice.payload)))
                 except Exception:
                     self._handler_errors_total += 1
                     LOGGER.exception(

@@ -10,17 +10,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+import pytest
 import trio
 
 from caxton.cluster import CLUSTER_POSTGRES_MIGRATIONS, Heartbeat
 from caxton.components import running
+from caxton.errors import StartupError
 from caxton.store import open_store
 from caxton.store.postgres import PostgresStore, open_postgres_store
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pytest
 
     from caxton.store.backend import Backend
 
@@ -160,3 +160,11 @@ async def test_the_embedded_cluster_is_this_instance_alone(tmp_path: Path) -> No
 
             assert "cluster_instances" not in await store.execute_fn(tables)
             nursery.cancel_scope.cancel()
+
+
+async def test_a_store_without_the_cluster_table_is_named_at_start(postgres_url: str) -> None:
+    with trio.fail_after(30):
+        async with open_postgres_store(postgres_url) as store:
+            with pytest.raises(StartupError, match="CLUSTER_POSTGRES_MIGRATIONS"):
+                async with running(heartbeat(store, "a").run):
+                    pass
