@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from caxton.memory import MemoryService
-    from caxton.store import Connection
 
 LOGGER = logging.getLogger("caxton.http.memory")
 
@@ -274,19 +273,6 @@ async def graph(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- reports
 
 
-def _database_figures(conn: Connection) -> dict[str, Any]:
-    cursor = conn.execute("PRAGMA database_size")
-    row = cursor.fetchone()
-    if row is None:
-        return {}
-    columns = [d[0] for d in cursor.description or ()]
-    figures: dict[str, Any] = dict(zip(columns, row, strict=False))
-    total = int(figures.get("total_blocks") or 0)
-    free = int(figures.get("free_blocks") or 0)
-    figures["fragmentation"] = free / total if total else 0.0
-    return figures
-
-
 @routes.route(
     "/api/v1/memory/stats",
     role=Role.READONLY,
@@ -315,7 +301,7 @@ async def stats() -> dict[str, Any]:
         "search": _as_json(service),
         "embedder": embedding,
         "store": _as_json(store.statistics()),
-        "database": await store.execute_fn(_database_figures),
+        "database": await store.execute_fn(memory.sql.database_figures),
         "process_memory_bytes": resident_memory_bytes(),
     }
 

@@ -11,8 +11,10 @@ mirror (:mod:`caxton.memory.index`) and, above ``hnsw_threshold`` rows, an HNSW 
   (or loads it from ``<db file>.hnsw`` when that matches DuckDB), saves it every
   ``save_interval`` seconds when it changed, and at shutdown;
 * **search** — :meth:`SearchAccelerator.rank` answers from the mirror (through the graph once
-  it is installed) and falls back to DuckDB's exact scan when the mirror is off or not ready,
-  or when the caller asks for the exact path.
+  it is installed) and falls back to the store's SQL search (:meth:`MemorySQL.search
+  <caxton.memory.sql.MemorySQL.search>`) when the mirror is off or not ready, or when the
+  caller asks for the exact path. On a shared store (PostgreSQL) the mirror is always off:
+  other instances write rows this process would not see, so every search runs in SQL.
 
 Every mirror operation runs in a worker thread under the accelerator's own
 ``CapacityLimiter(1)``; graph builds and loads run under a second one, on a snapshot.
@@ -39,8 +41,9 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+    from caxton.memory.sql import MemorySQL
     from caxton.memory.types import Entity, Scope
-    from caxton.store import Store
+    from caxton.store.backend import Backend
 
 LOGGER = logging.getLogger("caxton.memory")
 T = TypeVar("T")
@@ -83,27 +86,34 @@ class SearchAccelerator:
     """The numpy mirror (plus HNSW graph) of the store's embeddings, and the exact fallback.
 
     Args:
-        store: the running store holding the memory tables (read for reloads and exact
+        store: the running store holding the memory tables (read for reloads and SQL
             searches; never written).
         dim: the embedding length.
+        sql: the memory SQL of the store's dialect (DuckDB's by default).
         enabled: keep the mirror; when False every search takes the exact path.
         hnsw_threshold: keep an HNSW graph over the mirror from this many rows; None never
             does.
         hnsw_path: where the graph is saved (plus a ``.json`` sidecar); None: never saved.
         save_interval: save a changed graph this often, in seconds (0: only at shutdown).
+        ef_search: the candidates a SQL search through a vector index considers (pgvector's
+            ``hnsw.ef_search``; DuckDB has no such index).
     """
 
     def __init__(
         self,
-        store: Store,
+        store: Backend,
         dim: int,
         *,
+        sql: MemorySQL = queries,
         enabled: bool = True,
         hnsw_threshold: int | None = DEFAULT_HNSW_THRESHOLD,
         hnsw_path: Path | None = None,
         save_interval: float = HNSW_SAVE_INTERVAL_S,
+        ef_search: int = 100,
     ) -> None:
         self.store = store
+        self.sql = sql
+        self.ef_search = ef_search
         self.dim = dim
         self.enabled = enabled
         self.hnsw_threshold = hnsw_threshold
@@ -169,9 +179,9 @@ class SearchAccelerator:
         Resource handling:
             Reads every embedding once (~1 s per 100k).
         """
-        entries, matrix = await self.store.execute_fn(queries.load_index)
         if not self.enabled:
-            return len(entries)
+            return await self.store.execute_fn(self.sql.entity_count)
+        entries, matrix = await self.store.execute_fn(self.sql.load_index)
         fresh = LayeredIndex(self.dim, threshold=self.hnsw_threshold)
         await self._in_index(lambda _: fresh.upsert(entries, matrix))
         self._index = fresh
@@ -217,13 +227,18 @@ class SearchAccelerator:
     ) -> list[tuple[str, float]]:
         """(name, similarity) of the best matches ``filters`` allow, best first.
 
-        From the mirror when it is ready, else (or with ``exact``) from DuckDB's exact scan.
+        From the mirror when it is ready, else (or with ``exact``) from the store's SQL search
+        (exact with ``exact``; through the dialect's vector index, if it has one, otherwise).
 
         Cancellation:
             Safe to cancel; nothing is written.
         """
         if exact or not (self.enabled and self._ready):
-            return await self.store.execute_fn(lambda c: queries.search_exact(c, vector, **filters))
+            return await self.store.execute_fn(
+                functools.partial(
+                    self.sql.search, query=vector, exact=exact, ef_search=self.ef_search, **filters
+                )
+            )
         return await self._in_index(lambda index: index.search(vector, **filters))
 
     async def _in_index(self, fn: Callable[[LayeredIndex], T]) -> T:

@@ -5,7 +5,8 @@
   when it is due too);
 * in between, every :meth:`MaintenanceSchedule.check_interval_s`: the share of free blocks in
   the DuckDB file (``PRAGMA database_size``); at or above ``cleanup_threshold`` the compaction
-  runs early.
+  runs early. On PostgreSQL (autovacuum keeps the tables) there is no such figure: the
+  compaction runs on its interval only, and is an ``ANALYZE`` of the memory tables.
 
 An interval or threshold of 0 turns that job off. Intervals count from the server's start.
 The decision is the pure :func:`due_jobs` (and :func:`next_wake_at`); :class:`MemoryMaintenance`
@@ -252,12 +253,14 @@ class MemoryMaintenance:
             return None
         self._counts["checks"] += 1
         try:
-            space = await self.memory.store.execute_fn(read_space)
+            space = await self.memory.store.execute_fn(self.memory.sql.database_space)
         except Exception as exc:  # a failed check must not stop the schedule
             LOGGER.warning(
                 "memory maintenance could not measure dead space (tried again next check): %s",
                 _describe(exc),
             )
+            return None
+        if space is None:  # a server database (PostgreSQL) vacuums itself: nothing to measure
             return None
         self._dead_fraction = space.dead_fraction
         return self._dead_fraction
@@ -294,7 +297,7 @@ class MemoryMaintenance:
         )
         LOGGER.info(
             "memory maintenance: %s in %.3f s%s",
-            " and ".join("checkpoint + VACUUM" if k == "compact" else "ANALYZE" for k in kinds),
+            _what_ran(report.checkpointed or report.vacuumed, report.analyzed),
             report.seconds,
             f" ({due.reason}; file {report.size_before_bytes} -> {report.size_after_bytes} bytes)"
             if due.compact
@@ -322,6 +325,14 @@ class MemoryMaintenance:
             checks=self._counts["checks"],
             dead_fraction=None if self._dead_fraction is None else round(self._dead_fraction, 4),
         )
+
+
+def _what_ran(compacted: bool, analyzed: bool) -> str:
+    done = [
+        step for step, ran in (("checkpoint + VACUUM", compacted), ("ANALYZE", analyzed)) if ran
+    ]
+    # PostgreSQL: the server checkpoints and autovacuum compacts; nothing was left to do
+    return " and ".join(done) or "nothing to do (the database compacts itself)"
 
 
 def _describe(exc: Exception) -> str:

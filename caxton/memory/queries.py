@@ -1,6 +1,8 @@
-"""SQL of the memory component: synchronous ``fn(conn)`` functions run by the store.
+"""DuckDB SQL of the memory component: synchronous ``fn(conn)`` functions run by the store.
 
-Reads run through :meth:`caxton.store.Store.execute_fn` (one snapshot per call), writes through
+This module is the DuckDB :class:`caxton.memory.sql.MemorySQL` (its PostgreSQL counterpart is
+:mod:`caxton.memory.postgres_sql`). Reads run through
+:meth:`caxton.store.Store.execute_fn` (one snapshot per call), writes through
 :meth:`caxton.store.Store.execute_write_fn` (one transaction per call). Lists are passed as
 array parameters and expanded with ``unnest`` so a batch is a handful of statements.
 """
@@ -8,12 +10,14 @@ array parameters and expanded with ``unnest`` so a batch is a handful of stateme
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from caxton.memory.index import IndexEntry
+from caxton.memory.maintenance import DatabaseSpace, read_space
 from caxton.memory.model import EMBEDDING_DIM
 from caxton.memory.types import (
     Entity,
@@ -28,9 +32,18 @@ if TYPE_CHECKING:
 
     from numpy.typing import NDArray
 
-    from caxton.store import Connection
+    from caxton.store import Connection, Store
+    from caxton.store.backend import Backend
+
+#: The store dialect of these statements.
+dialect: Final = "duckdb"
 
 _VECTOR = f"FLOAT[{EMBEDDING_DIM}]"
+
+
+def lock_writes(conn: Connection) -> None:
+    """Nothing to do: DuckDB runs one write at a time, and one process holds the file."""
+    del conn
 
 
 def to_db_time(value: dt.datetime) -> dt.datetime:
@@ -290,6 +303,32 @@ def search_exact(
     return [(str(name), float(similarity)) for name, similarity in rows]
 
 
+def search(
+    conn: Connection,
+    query: NDArray[np.float32],
+    *,
+    limit: int,
+    min_similarity: float,
+    scope: Scope | None,
+    agent: str | None,
+    entity_types: Sequence[str] | None,
+    exact: bool,
+    ef_search: int,
+) -> list[tuple[str, float]]:
+    """:func:`search_exact`: DuckDB has no vector index (the in-process accelerator is the
+    fast path), so ``exact`` and ``ef_search`` change nothing."""
+    del exact, ef_search
+    return search_exact(
+        conn,
+        query,
+        limit=limit,
+        min_similarity=min_similarity,
+        scope=scope,
+        agent=agent,
+        entity_types=entity_types,
+    )
+
+
 def load_index(conn: Connection) -> tuple[list[IndexEntry], NDArray[np.float32]]:
     """Every entity's index entry and unit vector, for rebuilding the accelerator."""
     result = conn.execute(
@@ -433,3 +472,58 @@ def _with_all_observations(conn: Connection, rows: list[tuple[Any, ...]]) -> lis
         )
         for name, entity_type, scope, agent, metadata, created_at, updated_at in rows
     ]
+
+
+def database_space(conn: Connection) -> DatabaseSpace:
+    """The block counts of the DuckDB file (``PRAGMA database_size``)."""
+    return read_space(conn)
+
+
+def database_figures(conn: Connection) -> dict[str, Any]:
+    """``PRAGMA database_size`` as a dict, plus ``fragmentation`` (free / total blocks)."""
+    cursor = conn.execute("PRAGMA database_size")
+    row = cursor.fetchone()
+    if row is None:
+        return {}
+    columns = [d[0] for d in cursor.description or ()]
+    figures: dict[str, Any] = dict(zip(columns, row, strict=False))
+    total = int(figures.get("total_blocks") or 0)
+    free = int(figures.get("free_blocks") or 0)
+    figures["fragmentation"] = free / total if total else 0.0
+    return figures
+
+
+def _file_store(store: Backend) -> Store:
+    from caxton.store import Store
+
+    if not isinstance(store, Store):
+        raise TypeError(
+            f"the DuckDB memory SQL needs the DuckDB store, got {type(store).__name__}: "
+            "pair caxton.memory.postgres_sql with a PostgresStore"
+        )
+    return store
+
+
+async def size_bytes(store: Backend) -> int:
+    """The size of the DuckDB file plus its write-ahead log, in bytes."""
+    return _file_store(store).size_bytes()
+
+
+async def optimize(
+    store: Backend, *, checkpoint: bool, vacuum: bool, analyze: bool
+) -> tuple[bool, bool, bool]:
+    """``CHECKPOINT``, ``VACUUM`` and ``ANALYZE`` as asked, each in the writer's turn outside a
+    transaction (DuckDB refuses them inside one)."""
+    duckdb_store = _file_store(store)
+    if checkpoint:
+        await duckdb_store.checkpoint()
+    for enabled, statement in ((vacuum, "VACUUM"), (analyze, "ANALYZE")):
+        if enabled:
+            await duckdb_store.execute_write_fn(
+                functools.partial(_execute, statement), transaction=False
+            )
+    return checkpoint, vacuum, analyze
+
+
+def _execute(statement: str, conn: Connection) -> None:
+    conn.execute(statement)

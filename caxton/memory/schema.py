@@ -8,6 +8,11 @@
   {observations}"``; the exact search path reads it with ``array_cosine_similarity``. It
   repeats the entity's type, scope and agent so a filtered search scans one table (a join
   with ``memory_entities`` made the 100k scan five times slower).
+
+:data:`MEMORY_POSTGRES_MIGRATIONS` are the same tables for PostgreSQL (issue #15), handed to
+:class:`caxton.store.postgres.PostgresStore`: ``TEXT`` for ``VARCHAR``, ``timestamptz`` for the
+times, ``DOUBLE PRECISION`` for the floats, and the embedding as pgvector ``vector(384)`` under
+an HNSW index (``vector_cosine_ops``), which :mod:`caxton.memory.postgres_sql` searches.
 """
 
 from __future__ import annotations
@@ -68,5 +73,58 @@ MEMORY_MIGRATIONS: tuple[Migration, ...] = (
         version=2,
         description="index observations by entity (search fetches its hits by name)",
         statements=("CREATE INDEX memory_observations_entity ON memory_observations (entity)",),
+    ),
+)
+
+MEMORY_POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        feature="memory",
+        version=1,
+        description="entities, observations, relations and embeddings (pgvector, HNSW)",
+        statements=(
+            """
+            CREATE TABLE memory_entities (
+                name TEXT PRIMARY KEY,
+                entity_type TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                agent TEXT,
+                metadata TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL
+            )
+            """,
+            # the primary key's index (entity first) serves fetching observations by entity
+            """
+            CREATE TABLE memory_observations (
+                entity TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                content TEXT NOT NULL,
+                PRIMARY KEY (entity, position)
+            )
+            """,
+            """
+            CREATE TABLE memory_relations (
+                from_entity TEXT NOT NULL,
+                to_entity TEXT NOT NULL,
+                relation_type TEXT NOT NULL,
+                strength DOUBLE PRECISION NOT NULL,
+                confidence DOUBLE PRECISION NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (from_entity, to_entity, relation_type)
+            )
+            """,
+            "CREATE INDEX memory_relations_to ON memory_relations (to_entity)",
+            f"""
+            CREATE TABLE memory_embeddings (
+                entity TEXT PRIMARY KEY,
+                entity_type TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                agent TEXT,
+                embedding vector({EMBEDDING_DIM}) NOT NULL
+            )
+            """,
+            "CREATE INDEX memory_embeddings_hnsw ON memory_embeddings "
+            "USING hnsw (embedding vector_cosine_ops)",
+        ),
     ),
 )

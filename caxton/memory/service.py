@@ -1,9 +1,16 @@
 """The memory component: entities, relations, semantic search and graph walks (DESIGN §6).
 
-DuckDB (through :class:`caxton.store.Store`) is the truth. Every mutation runs under one lock
-as: read what exists -> plan the final state (:mod:`caxton.memory.plan`, pure) -> embed the
-changed entities -> one write transaction -> update the search accelerator. The last two steps
-are shielded from cancellation so a committed write always reaches the accelerator.
+The store (a :class:`caxton.store.backend.Backend`: DuckDB, or PostgreSQL shared by several
+instances) is the truth; the service speaks to it through the memory SQL of its dialect
+(:class:`caxton.memory.sql.MemorySQL`). Every mutation runs under one lock as: read what exists
+-> plan the final state (:mod:`caxton.memory.plan`, pure) -> embed the changed entities -> one
+write transaction (which also takes the dialect's write lock and reads the totals) -> update
+the search accelerator. The last two steps are shielded from cancellation so a committed write
+always reaches the accelerator.
+
+On a shared store (``store.shared``) nothing another instance could change is kept here: the
+accelerator is off (searches run in SQL, through pgvector's HNSW index), and the counts come
+from the database on every write, ``stats`` and ``capacity``.
 
 The accelerator (the numpy mirror and its HNSW graph, their building, saving and the exact
 DuckDB fallback) is :mod:`caxton.memory.accelerator`; export and import formats and the import
@@ -14,13 +21,16 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
+import random
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import attrs
 import trio
 
-from caxton.errors import NotFound
+from caxton.errors import Conflict, NotFound
 from caxton.latency import LatencyWindow
 from caxton.memory import queries, transfer, validation
 from caxton.memory.accelerator import HNSW_SAVE_INTERVAL_S, SearchAccelerator
@@ -44,8 +54,7 @@ from caxton.memory.types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
-    from pathlib import Path
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     import numpy as np
     from numpy.typing import NDArray
@@ -53,13 +62,22 @@ if TYPE_CHECKING:
     from caxton.errors import JSONValue
     from caxton.memory.embedder import TextEncoder
     from caxton.memory.plan import EntityPlan
-    from caxton.store import Connection, Store
+    from caxton.memory.sql import MemorySQL, RelationKey
+    from caxton.store import Connection
+    from caxton.store.backend import Backend
 
 T = TypeVar("T")
+
+LOGGER = logging.getLogger("caxton.memory")
 
 MAX_SEARCH_LIMIT = 1000
 MAX_GRAPH_DEPTH = 10
 CAPACITY_WARNING_RATIO = 0.9
+#: How often a write on a shared store is planned again when other instances changed the
+#: entities it was planned on, before it gives up with a Conflict.
+MAX_REPLANS = 10
+#: The pause before planning again grows by up to this much with each try (seconds).
+REPLAN_PAUSE_S = 0.02
 
 
 def _now() -> dt.datetime:
@@ -67,28 +85,35 @@ def _now() -> dt.datetime:
 
 
 class MemoryService:
-    """Embedded memory over the store and the embedder.
+    """Memory over the store and the embedder.
 
     Args:
-        store: the running store, migrated with :data:`caxton.memory.MEMORY_MIGRATIONS`.
+        store: the running store, migrated with :data:`caxton.memory.MEMORY_MIGRATIONS`
+            (DuckDB) or :data:`caxton.memory.MEMORY_POSTGRES_MIGRATIONS` (PostgreSQL).
         embedder: the running embedder (:class:`caxton.memory.Embedder`).
+        sql: the memory SQL of the store's dialect: :mod:`caxton.memory.queries` (DuckDB,
+            the default) or :mod:`caxton.memory.postgres_sql`.
         max_entities: ``memory.max_entities``; None for no limit.
         accelerator: keep the numpy mirror for searches (the exact path is always available
-            with ``search(..., exact=True)``).
+            with ``search(..., exact=True)``). Always off on a shared store.
+        hnsw_ef_search: candidates of a SQL search through a vector index
+            (``storage.postgres.hnsw_ef_search``; at least ``limit`` are used).
         latency_window: searches the p50/p99 figures cover.
         hnsw_threshold: keep an HNSW graph over the accelerator from this many entities; None
             never does.
         hnsw_path: where the graph is saved; by default ``<db file>.hnsw`` (plus a ``.json``
-            sidecar). None with ``persist_hnsw=False``: never saved.
+            sidecar) for a store with a file. None with ``persist_hnsw=False``: never saved.
         persist_hnsw: save the graph after builds, every ``hnsw_save_interval`` seconds when it
             changed, and at shutdown; load it at start when it matches DuckDB.
     """
 
     def __init__(
         self,
-        store: Store,
+        store: Backend,
         embedder: TextEncoder,
         *,
+        sql: MemorySQL = queries,
+        hnsw_ef_search: int = 100,
         max_entities: int | None = 100_000,
         accelerator: bool = True,
         latency_window: int = 1000,
@@ -100,20 +125,32 @@ class MemoryService:
     ) -> None:
         if max_entities is not None and max_entities < 1:
             raise ValueError(f"max_entities must be at least 1, got {max_entities}")
+        if hnsw_ef_search < 1:
+            raise ValueError(f"hnsw_ef_search must be at least 1, got {hnsw_ef_search}")
+        if sql.dialect != store.dialect:
+            raise ValueError(
+                f"the memory SQL is for {sql.dialect} but the store is {store.dialect}: pass "
+                "the SQL module of the store's dialect"
+            )
         self.store = store
+        self.sql = sql
         self.embedder = embedder
         self.max_entities = max_entities
-        if not persist_hnsw:
+        # Another instance writes rows a process-local mirror would not see.
+        enabled = accelerator and not store.shared
+        if not (persist_hnsw and enabled):
             hnsw_path = None
         elif hnsw_path is None:
-            hnsw_path = store.path.with_name(store.path.name + ".hnsw")
+            hnsw_path = _beside_database(store)
         self._accelerator = SearchAccelerator(
             store,
             embedder.dim,
-            enabled=accelerator,
+            sql=sql,
+            enabled=enabled,
             hnsw_threshold=hnsw_threshold,
             hnsw_path=hnsw_path,
             save_interval=hnsw_save_interval,
+            ef_search=hnsw_ef_search,
         )
         self._write_lock = trio.Lock()
         self._latency = LatencyWindow(latency_window)
@@ -176,9 +213,11 @@ class MemoryService:
             between the read and the swap.
         """
         async with self._write_lock:
-            self._entity_count = await self.store.execute_fn(queries.entity_count)
-            self._relation_count = await self.store.execute_fn(queries.relation_count)
+            self._entity_count, self._relation_count = await self.store.execute_fn(self._totals)
             return await self._accelerator.reload()
+
+    def _totals(self, conn: Connection) -> tuple[int, int]:
+        return self.sql.entity_count(conn), self.sql.relation_count(conn)
 
     async def wait_graph(self) -> None:
         """As :meth:`caxton.memory.accelerator.SearchAccelerator.wait_graph`."""
@@ -196,14 +235,25 @@ class MemoryService:
         upsert: tuple[Sequence[Entity], NDArray[np.float32]] | None = None,
         remove: Sequence[str] = (),
     ) -> T:
+        def write_and_count(conn: Connection) -> tuple[T, tuple[int, int]]:
+            self.sql.lock_writes(conn)
+            result = write(conn)
+            # read in the write: on a shared store other instances' writes are counted too
+            return result, self._totals(conn)
+
         # Shielded: once the write is queued it commits, and the accelerator must follow it.
         with trio.CancelScope(shield=True):
-            result = await self.store.execute_write_fn(write)
+            try:
+                result, totals = await self.store.execute_write_fn(write_and_count)
+            except MemoryLimitExceeded as exc:
+                self._entity_count = exc.current  # counted in the refused write
+                raise
+            self._entity_count, self._relation_count = totals
             await self._accelerator.follow(upsert=upsert, remove=remove)
         return result
 
     def _check_room(self, conn: Connection, adding: int) -> int:
-        current = queries.entity_count(conn)
+        current = self.sql.entity_count(conn)
         if self.max_entities is not None and adding and current + adding > self.max_entities:
             raise MemoryLimitExceeded(
                 current=current, adding=adding, max_entities=self.max_entities
@@ -221,7 +271,8 @@ class MemoryService:
             The stored state of every named entity, in input order (one per name).
 
         Raises:
-            Conflict: a name exists with another type or scope (409).
+            Conflict: a name exists with another type or scope (409); or, on a shared store,
+                other instances kept changing these entities while the write was planned.
             MemoryLimitExceeded: the new entities would pass ``max_entities`` (507).
             ValidationFailed: a merge would pass the observation limit.
 
@@ -236,13 +287,17 @@ class MemoryService:
         """
         if not entities:
             return []
-        async with self._write_lock:
-            names = list(dict.fromkeys(e.name for e in entities))
-            existing = await self.store.execute_fn(lambda c: queries.fetch_entities(c, names))
+        names = list(dict.fromkeys(e.name for e in entities))
+
+        async def attempt() -> list[Entity]:
+            existing = await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, names))
             plan = plan_entities(entities, existing, mode="create", now=_now())
-            await self._write_plan(plan)
+            await self._write_plan(plan, planned_on=(names, existing))
             final = {e.name: e for e in plan.writes}
             return [final[name] for name in names]
+
+        async with self._write_lock:
+            return await self._replanning(attempt)
 
     async def create_entity(self, entity: NewEntity) -> Entity:
         """Create (or merge into) one entity; see :meth:`create_entities`.
@@ -255,23 +310,50 @@ class MemoryService:
         """
         return (await self.create_entities([entity]))[0]
 
+    async def _replanning(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` (read, plan, write) again while its write finds the entities it
+        planned on changed by another instance, after a random pause that grows with each try
+        (two instances retrying in step would keep beating each other); a Conflict after
+        :data:`MAX_REPLANS` tries."""
+        for tries in range(1, MAX_REPLANS + 1):
+            try:
+                return await attempt()
+            except _PlannedOnStale:
+                LOGGER.debug("entities changed on another instance while planning (try %d)", tries)
+            await trio.sleep(random.uniform(0.0, REPLAN_PAUSE_S * tries))
+        raise Conflict(
+            "the entities kept changing on other instances while this write was planned "
+            f"({MAX_REPLANS} tries); send it again",
+        )
+
     async def _write_plan(
         self,
         plan: EntityPlan,
         relations: Sequence[Relation] = (),
+        *,
+        planned_on: tuple[Sequence[str], dict[str, Entity]],
     ) -> None:
+        """Embed and write ``plan``; on a shared store, first check (under the write lock, in
+        the write) that the entities named in ``planned_on`` are still as the plan read them.
+
+        Raises:
+            _PlannedOnStale: another instance changed them; nothing was written.
+        """
+        names, based_on = planned_on
         vectors = await self.embedder.embed(
             [e.embedding_text() for e in plan.writes], use_cache=False
         )
         adding = len(plan.created)
 
-        def write(conn: Connection) -> int:
-            total = self._check_room(conn, adding)
-            queries.write_entities(conn, plan.writes, vectors)
-            queries.write_relations(conn, relations)
-            return total
+        def write(conn: Connection) -> None:
+            # Only a shared store has writers outside this service's lock.
+            if self.store.shared and self.sql.fetch_entities(conn, names) != based_on:
+                raise _PlannedOnStale
+            self._check_room(conn, adding)
+            self.sql.write_entities(conn, plan.writes, vectors)
+            self.sql.write_relations(conn, relations)
 
-        self._entity_count = await self._commit(write, upsert=(plan.writes, vectors))
+        await self._commit(write, upsert=(plan.writes, vectors))
 
     async def get_entity(self, name: str) -> Entity:
         """Return one entity.
@@ -285,7 +367,7 @@ class MemoryService:
         Resource handling:
             One read.
         """
-        found = await self.store.execute_fn(lambda c: queries.fetch_entities(c, [name]))
+        found = await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, [name]))
         if name not in found:
             raise _not_found(name)
         return found[name]
@@ -307,12 +389,10 @@ class MemoryService:
         """
         async with self._write_lock:
             existed, relations = await self._commit(
-                lambda c: queries.delete_entity(c, name), remove=[name]
+                lambda c: self.sql.delete_entity(c, name), remove=[name]
             )
             if not existed:
                 raise _not_found(name)
-            self._entity_count -= 1
-            self._relation_count -= relations
             return relations
 
     async def add_observations(self, name: str, observations: Sequence[str]) -> Entity:
@@ -336,8 +416,9 @@ class MemoryService:
             )
             for i, o in enumerate(observations)
         ]
-        async with self._write_lock:
-            found = await self.store.execute_fn(lambda c: queries.fetch_entities(c, [name]))
+
+        async def attempt() -> Entity:
+            found = await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, [name]))
             if name not in found:
                 raise _not_found(name)
             old = found[name]
@@ -349,8 +430,11 @@ class MemoryService:
                 agent=old.agent,
             )
             plan = plan_entities([addition], found, mode="create", now=_now())
-            await self._write_plan(plan)
+            await self._write_plan(plan, planned_on=([name], found))
             return plan.writes[0]
+
+        async with self._write_lock:
+            return await self._replanning(attempt)
 
     # ----------------------------------------------------------------------------- relations
 
@@ -369,9 +453,9 @@ class MemoryService:
         key = (relation.source, relation.target, relation.relation_type)
         async with self._write_lock:
 
-            def read(conn: Connection) -> tuple[set[str], dict[queries.RelationKey, Relation]]:
-                names = queries.existing_names(conn, [relation.source, relation.target])
-                return names, queries.fetch_relations(conn, [key])
+            def read(conn: Connection) -> tuple[set[str], dict[RelationKey, Relation]]:
+                names = self.sql.existing_names(conn, [relation.source, relation.target])
+                return names, self.sql.fetch_relations(conn, [key])
 
             names, existing = await self.store.execute_fn(read)
             for end, name in (("from", relation.source), ("to", relation.target)):
@@ -381,8 +465,7 @@ class MemoryService:
                         details={"name": name, "end": end},
                     )
             plan = plan_relations([relation], existing, mode="create", now=_now())
-            await self._commit(lambda c: queries.write_relations(c, plan.writes))
-            self._relation_count += plan.created
+            await self._commit(lambda c: self.sql.write_relations(c, plan.writes))
             return plan.writes[0]
 
     # ----------------------------------------------------------------------------- search
@@ -408,7 +491,7 @@ class MemoryService:
             agent: the asking agent; ``agent``-scoped entities are visible only to their own
                 agent, so without it they are never returned.
             entity_types: only entities of these types.
-            exact: use DuckDB's exact scan even when the accelerator is ready.
+            exact: scan every embedding in SQL (no accelerator, no vector index).
 
         Returns:
             Hits, best first (ties by name).
@@ -420,7 +503,7 @@ class MemoryService:
             Safe to cancel at any point; nothing is written.
 
         Resource handling:
-            One embedding (cached), one accelerator scan or DuckDB read, one read for the
+            One embedding (cached), one accelerator scan or SQL search, one read for the
             entities. The latency goes into the p99 window.
         """
         started = time.perf_counter()
@@ -448,7 +531,7 @@ class MemoryService:
             exact=exact,
         )
         names = [name for name, _ in ranked]
-        found = await self.store.execute_fn(lambda c: queries.fetch_entities(c, names))
+        found = await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, names))
         hits = [
             SearchHit(entity=found[name], similarity=score)
             for name, score in ranked
@@ -474,7 +557,7 @@ class MemoryService:
             One read (one query per depth level).
         """
         validation.check_limit(max_depth, "max_depth", low=1, high=MAX_GRAPH_DEPTH)
-        found = await self.store.execute_fn(lambda c: queries.neighbours(c, name, max_depth))
+        found = await self.store.execute_fn(lambda c: self.sql.neighbours(c, name, max_depth))
         if found is None:
             raise _not_found(name)
         nodes, edges = found
@@ -491,14 +574,16 @@ class MemoryService:
         Resource handling:
             One read.
         """
-        figures = await self.store.execute_fn(queries.counts)
+        figures = await self.store.execute_fn(self.sql.counts)
+        self._entity_count = figures["entities"]
+        self._relation_count = figures["relations"]
         return MemoryStats(
             entity_count=figures["entities"],
             relation_count=figures["relations"],
             observation_count=figures["observations"],
             entities_by_type=figures["by_type"],
             entities_by_scope=figures["by_scope"],
-            db_size_bytes=self.store.size_bytes(),
+            db_size_bytes=await self.sql.size_bytes(self.store),
             max_entities=self.max_entities,
         )
 
@@ -511,8 +596,9 @@ class MemoryService:
         Resource handling:
             One read.
         """
-        count = await self.store.execute_fn(queries.entity_count)
-        size = self.store.size_bytes()
+        count = await self.store.execute_fn(self.sql.entity_count)
+        self._entity_count = count
+        size = await self.sql.size_bytes(self.store)
         if self.max_entities is None:
             return Capacity(
                 entity_count=count,
@@ -544,27 +630,27 @@ class MemoryService:
     ) -> OptimizeReport:
         """Checkpoint, vacuum and refresh statistics (``caxton memory optimize``).
 
+        The report says which steps ran: on PostgreSQL only ``ANALYZE`` of the memory tables
+        (the server checkpoints, and autovacuum vacuums).
+
         Cancellation:
             As :meth:`caxton.store.Store.execute_write_fn`: a started step completes.
 
         Resource handling:
-            Each step runs in the writer's turn, outside a transaction.
+            DuckDB: each step runs in the writer's turn, outside a transaction. PostgreSQL: one
+            write transaction.
         """
         started = time.perf_counter()
-        before = self.store.size_bytes()
-        if checkpoint:
-            await self.store.checkpoint()
-        for enabled, statement in ((vacuum, "VACUUM"), (analyze, "ANALYZE")):
-            if enabled:
-                await self.store.execute_write_fn(
-                    functools.partial(_execute, statement), transaction=False
-                )
+        before = await self.sql.size_bytes(self.store)
+        checkpointed, vacuumed, analyzed = await self.sql.optimize(
+            self.store, checkpoint=checkpoint, vacuum=vacuum, analyze=analyze
+        )
         return OptimizeReport(
-            checkpointed=checkpoint,
-            vacuumed=vacuum,
-            analyzed=analyze,
+            checkpointed=checkpointed,
+            vacuumed=vacuumed,
+            analyzed=analyzed,
             size_before_bytes=before,
-            size_after_bytes=self.store.size_bytes(),
+            size_after_bytes=await self.sql.size_bytes(self.store),
             seconds=time.perf_counter() - started,
         )
 
@@ -579,7 +665,7 @@ class MemoryService:
         Resource handling:
             One read; the records are held in memory.
         """
-        return await self.store.execute_fn(transfer.Snapshot.read)
+        return await self.store.execute_fn(functools.partial(transfer.Snapshot.read, sql=self.sql))
 
     async def export_document(self) -> dict[str, JSONValue]:
         """The whole memory as one JSON export document.
@@ -672,14 +758,20 @@ class MemoryService:
             Holds the service's write lock throughout; embeds every changed entity in batches.
         """
         strategy = transfer.parse_merge_strategy(merge_strategy)
-        async with self._write_lock:
+        names = list(dict.fromkeys(e.name for e in data.entities))
+
+        async def attempt() -> ImportReport:
             state = await self.store.execute_fn(
-                functools.partial(transfer.read_import_state, data=data)
+                functools.partial(transfer.read_import_state, data=data, sql=self.sql)
             )
             plan = transfer.plan_import(data, state, strategy=strategy, now=_now())
-            await self._write_plan(plan.entities, plan.relations.writes)
-            self._relation_count += plan.relations.created
+            await self._write_plan(
+                plan.entities, plan.relations.writes, planned_on=(names, state.entities)
+            )
             return plan.report()
+
+        async with self._write_lock:
+            return await self._replanning(attempt)
 
     # ----------------------------------------------------------------------------- statistics
 
@@ -697,8 +789,16 @@ class MemoryService:
         )
 
 
-def _execute(statement: str, conn: Connection) -> None:
-    conn.execute(statement)
+def _beside_database(store: Backend) -> Path | None:
+    """``<db file>.hnsw`` for a store kept in a file (DuckDB's ``path``); else None."""
+    path: object = getattr(store, "path", None)
+    if not isinstance(path, Path):
+        return None
+    return path.with_name(path.name + ".hnsw")
+
+
+class _PlannedOnStale(Exception):
+    """A write found the entities its plan was made from changed by another instance."""
 
 
 def _not_found(name: str) -> NotFound:

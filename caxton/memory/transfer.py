@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from caxton.errors import JSONValue
+    from caxton.memory.sql import MemorySQL
     from caxton.store import Connection
 
 #: The export format version this build writes and reads.
@@ -83,9 +84,10 @@ class Snapshot:
     exported_at: dt.datetime
 
     @classmethod
-    def read(cls, conn: Connection) -> Snapshot:
-        """Every entity and relation ``conn`` sees, stamped with the time of the read."""
-        entities, relations = queries.snapshot(conn)
+    def read(cls, conn: Connection, sql: MemorySQL = queries) -> Snapshot:
+        """Every entity and relation ``conn`` sees (through ``sql``, the memory SQL of its
+        dialect), stamped with the time of the read."""
+        entities, relations = sql.snapshot(conn)
         return cls(
             entities=tuple(entities),
             relations=tuple(relations),
@@ -349,15 +351,15 @@ class ImportState:
     relations: dict[queries.RelationKey, Relation]
 
 
-def read_import_state(conn: Connection, data: ImportData) -> ImportState:
+def read_import_state(conn: Connection, data: ImportData, sql: MemorySQL = queries) -> ImportState:
     """Read the stored entities, relation ends and relations ``data`` names (``fn(conn)``)."""
     names = list({e.name for e in data.entities})
     ends = list({n for r in data.relations for n in (r.source, r.target)})
     keys = [(r.source, r.target, r.relation_type) for r in data.relations]
     return ImportState(
-        entities=queries.fetch_entities(conn, names),
-        stored_ends=queries.existing_names(conn, ends),
-        relations=queries.fetch_relations(conn, keys),
+        entities=sql.fetch_entities(conn, names),
+        stored_ends=sql.existing_names(conn, ends),
+        relations=sql.fetch_relations(conn, keys),
     )
 
 

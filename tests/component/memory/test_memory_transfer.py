@@ -1,4 +1,5 @@
-"""Export and import: formats, merge strategies, and refusing bad files whole."""
+"""Export and import: formats, merge strategies, and refusing bad files whole (both backends:
+``memory`` here is ``backend_memory``)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import trio
 from caxton.errors import Conflict, ValidationFailed
 from caxton.memory import (
     EXPORT_VERSION,
-    MEMORY_MIGRATIONS,
     MemoryLimitExceeded,
-    MemoryService,
     NewEntity,
     NewRelation,
 )
-from caxton.store import Store
 
 pytestmark = pytest.mark.trio
+
+
+@pytest.fixture
+def memory(backend_memory):
+    return backend_memory
 
 
 async def fill(memory):
@@ -48,9 +51,9 @@ async def fill(memory):
     )
 
 
-async def second_memory(nursery, tmp_path, embedder, name="other.duckdb", **kwargs):
-    store = await nursery.start(Store(tmp_path / name, migrations=MEMORY_MIGRATIONS).run)
-    return await nursery.start(MemoryService(store, embedder, **kwargs).run)
+async def second_memory(backend, nursery, embedder, **kwargs):
+    """A service on another database of the same backend."""
+    return await backend.start_memory(nursery, embedder, "other", **kwargs)
 
 
 async def snapshot(memory):
@@ -62,7 +65,7 @@ async def snapshot(memory):
     return entities, relations
 
 
-async def test_json_export_round_trips(memory, nursery, tmp_path, embedder):
+async def test_json_export_round_trips(memory, backend, nursery, embedder):
     with trio.fail_after(30):
         await fill(memory)
         document = await memory.export_document()
@@ -70,7 +73,7 @@ async def test_json_export_round_trips(memory, nursery, tmp_path, embedder):
         assert document["metadata"]["entity_count"] == 3
         assert document["metadata"]["relation_count"] == 2
         assert set(document) == {"entities", "relations", "metadata"}
-        copy = await second_memory(nursery, tmp_path, embedder)
+        copy = await second_memory(backend, nursery, embedder)
         # Through real JSON text, as a file or a request body would carry it.
         report = await copy.import_document(json.loads(json.dumps(document)))
         assert (report.entities_created, report.relations_created) == (3, 2)
@@ -79,7 +82,7 @@ async def test_json_export_round_trips(memory, nursery, tmp_path, embedder):
         assert hits[0].entity.name == "engine-notes"
 
 
-async def test_jsonl_export_streams_and_round_trips(memory, nursery, tmp_path, embedder):
+async def test_jsonl_export_streams_and_round_trips(memory, backend, nursery, embedder):
     with trio.fail_after(30):
         await fill(memory)
         lines = [line async for line in memory.export_jsonl()]
@@ -88,7 +91,7 @@ async def test_jsonl_export_streams_and_round_trips(memory, nursery, tmp_path, e
         assert records[0]["kind"] == "metadata"
         assert records[0]["entity_count"] == 3
         assert [r["kind"] for r in records[1:]] == ["entity"] * 3 + ["relation"] * 2
-        copy = await second_memory(nursery, tmp_path, embedder)
+        copy = await second_memory(backend, nursery, embedder)
         report = await copy.import_bytes("".join(lines).encode())
         assert (report.entities_created, report.relations_created) == (3, 2)
         assert await snapshot(copy) == await snapshot(memory)
@@ -177,11 +180,11 @@ async def test_bad_files_are_refused_whole(memory):
         assert (await memory.stats()).entity_count == 1
 
 
-async def test_import_over_the_limit_writes_nothing(memory, nursery, tmp_path, embedder):
+async def test_import_over_the_limit_writes_nothing(memory, backend, nursery, embedder):
     with trio.fail_after(30):
         await fill(memory)
         document = await memory.export_document()
-        small = await second_memory(nursery, tmp_path, embedder, max_entities=2)
+        small = await second_memory(backend, nursery, embedder, max_entities=2)
         with pytest.raises(MemoryLimitExceeded):
             await small.import_document(document)
         stats = await small.stats()
