@@ -40,7 +40,7 @@ Choices, and why:
   Every exit is logged with its exit code or signal. One exception: a worker whose first
   run ends with an error exit code within ``stable_after_s`` could not start (a missing
   certificate, say), and would not on the next try either; the supervisor then stops the
-  others and exits 1 (:class:`WorkerStartFailed`), as ``caxton start`` without workers would.
+  others and exits 1 (:func:`worker_start_failed`), as ``caxton start`` without workers would.
 
 Every log line of a worker carries ``worker=<i>`` (:func:`tag_worker_logs`); the supervisor
 logs the port and each worker's pid (``caxton.workers``).
@@ -180,15 +180,13 @@ def tag_worker_logs(index: int) -> None:
     logging.setLogRecordFactory(tagged)
 
 
-class WorkerStartFailed(StartupError):
-    """A worker's first run ended at once with an error: the others are stopped too."""
-
-    def __init__(self, index: int, returncode: int) -> None:
-        super().__init__(
-            f"worker {index} could not start ({describe_exit(returncode)}); its error is "
-            "logged above it, and `caxton start` without --workers shows the same",
-            details={"worker": index, "returncode": returncode},
-        )
+def worker_start_failed(index: int, returncode: int) -> StartupError:
+    """The error of a worker whose first run ended at once: the supervisor stops too."""
+    return StartupError(
+        f"worker {index} could not start ({describe_exit(returncode)}); its error is the "
+        "line logged just before, and `caxton start` without --workers reports the same",
+        details={"worker": index, "returncode": returncode},
+    )
 
 
 def describe_exit(returncode: int) -> str:
@@ -207,7 +205,7 @@ class RestartPolicy:
 
     A worker that ran at least ``stable_after_s`` is started again after ``first_delay_s``;
     each exit sooner than that after its start doubles the delay, up to ``max_delay_s``, so a
-    worker that cannot start (bad file, port taken) does not spin.
+    worker that keeps crashing does not spin.
     """
 
     first_delay_s: float = 0.5
@@ -316,7 +314,7 @@ class Supervisor:
                 returncode = await process.wait()
             ran_s = trio.current_time() - started_at
             if first_run and returncode > 0 and ran_s < self.policy.stable_after_s:
-                raise WorkerStartFailed(index, returncode)
+                raise worker_start_failed(index, returncode)
             first_run = False
             quick_exits, delay = self.policy.after_exit(quick_exits, ran_s)
             self.restarts += 1
@@ -412,7 +410,7 @@ async def supervise(
                         workers.cancel_scope.cancel()
                     root.cancel_scope.cancel()
             except BaseExceptionGroup as group:
-                failed, _ = group.split(WorkerStartFailed)
+                failed, _ = group.split(StartupError)
                 if failed is None:
                     raise
                 raise _first_leaf(failed) from None
