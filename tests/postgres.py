@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = "caxton_template"
-FIXTURES = frozenset({"postgres_server", "postgres_url"})
+FIXTURES = frozenset({"postgres_server", "postgres_url", "own_postgres"})
 _numbers = itertools.count(1)
 
 
@@ -100,3 +100,19 @@ def postgres_url(postgres_server: object) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[object]:
+    """A PostgreSQL of this test's own, to stop and start again."""
+    tool = load_postgres_tool()
+    parent = Path(tempfile.mkdtemp(prefix="caxton-pgown-"))
+    parent.chmod(0o711)
+    try:
+        server = tool.start(parent / "pg", fsync=False)
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION vector")
+        yield server
+    finally:
+        tool.stop(parent / "pg")
+        shutil.rmtree(parent, ignore_errors=True)

@@ -119,6 +119,26 @@ class Batch:
             entry[1] = max(entry[1], at)
             entry[2] += 1
 
+    def extend(self, later: Batch) -> None:
+        """Append what was recorded after this batch (a batch held back for a retry)."""
+        self.messages.extend(later.messages)
+        self.rows.extend(later.rows)
+        for cid, (first, last, count) in later.totals.items():
+            entry = self.totals.get(cid)
+            if entry is None:
+                self.totals[cid] = [first, last, count]
+            else:
+                entry[0] = min(entry[0], first)
+                entry[1] = max(entry[1], last)
+                entry[2] += count
+
+    def newest(self, keep: int) -> Batch:
+        """A batch of the last ``keep`` messages only (the oldest dropped)."""
+        kept = Batch()
+        for message in self.messages[len(self.messages) - keep :]:
+            kept.add(message)
+        return kept
+
 
 class ConversationSQL(Protocol):
     """The statements of the conversations component, in one dialect.

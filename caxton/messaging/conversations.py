@@ -38,6 +38,7 @@ from caxton.messaging.conversation_sql import (
 )
 from caxton.messaging.conversation_sql_duckdb import DUCKDB_CONVERSATION_SQL
 from caxton.messaging.errors import ConversationNotFound
+from caxton.store.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger("caxton.conversations")
+
+#: While the database does not answer, held messages are tried again this often.
+HOLD_RETRY_S = 1.0
 
 
 @attrs.frozen(kw_only=True)
@@ -81,6 +85,8 @@ class Conversations:
         status_cache: how many conversations' status is kept in memory.
         clock: the wall clock (epoch seconds), for the TTL.
         sql: the statements in the store's dialect (DuckDB's by default).
+        max_held: while the database does not answer, recorded messages are held (and
+            written once it answers); past this many the oldest are dropped and counted.
     """
 
     def __init__(
@@ -92,8 +98,13 @@ class Conversations:
         status_cache: int = 10_000,
         clock: Callable[[], float] = time.time,
         sql: ConversationSQL = DUCKDB_CONVERSATION_SQL,
+        max_held: int = 100_000,
     ) -> None:
         self.store = store
+        self.max_held = max_held
+        self._holding_since = 0.0
+        self._dropped = 0
+        self._writing_messages = 0
         self.sql = sql
         self.ttl_s = ttl_s
         self.flush_interval_s = flush_interval_s
@@ -133,8 +144,25 @@ class Conversations:
                 await trio.sleep(self.flush_interval_s)
                 try:
                     await self.flush()
+                except StorageUnavailable as exc:
+                    # the batch is held (_hold): try again shortly, whether or not more come
+                    if not self._holding_since:
+                        self._holding_since = time.monotonic()
+                        LOGGER.warning(
+                            "conversation messages held until the database answers: %s",
+                            exc.message,
+                        )
+                    self._wake.set()
+                    await trio.sleep(HOLD_RETRY_S)
+                    continue
                 except CaxtonError as exc:
                     LOGGER.error("conversation messages not written: %s", exc.message)
+                if self._holding_since:
+                    LOGGER.info(
+                        "held conversation messages written after %.1f s",
+                        time.monotonic() - self._holding_since,
+                    )
+                    self._holding_since = 0.0
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
                 try:
@@ -195,10 +223,14 @@ class Conversations:
             () if self.store.shared else {cid for cid in batch.totals if cid in self._stored}
         )
         self._writing = batch.totals.keys()
+        self._writing_messages = len(batch.messages)
         started = time.perf_counter()
         with trio.CancelScope(shield=True):
             try:
                 cpu = await self.sql.write_batch(self.store, batch, fresh, stored)
+            except StorageUnavailable:
+                self._hold(batch, fresh)
+                raise
             except CaxtonError:
                 raise
             except Exception:
@@ -206,6 +238,7 @@ class Conversations:
                 return
             finally:
                 self._writing = ()
+                self._writing_messages = 0
         self._batches += 1
         self._written += len(batch.messages)
         self._write_cpu_s += cpu
@@ -215,6 +248,25 @@ class Conversations:
             self._stored.move_to_end(cid)
         while len(self._stored) > self._status_cache:
             self._stored.popitem(last=False)
+
+    def _hold(self, batch: Batch, fresh: Collection[str]) -> None:
+        """Keep a batch the database did not take ahead of what came since, to be written
+        when it answers again; past ``max_held`` messages the oldest are dropped (counted)."""
+        self._writing_messages = 0
+        batch.extend(self._pending)
+        for cid in fresh:
+            self._fresh[cid] = None
+        overflow = len(batch.messages) - self.max_held
+        if overflow > 0:
+            batch = batch.newest(self.max_held)
+            self._dropped += overflow
+            LOGGER.error(
+                "%d conversation messages dropped: the database has not answered for a while "
+                "and %d are held (the most kept)",
+                overflow,
+                self.max_held,
+            )
+        self._pending = batch
 
     async def close(self, conversation_id: str) -> ConversationSummary:
         """Close a conversation: nothing more can be sent in it.
@@ -357,14 +409,16 @@ class Conversations:
         )
 
     def statistics(self) -> dict[str, int]:
-        """Messages recorded and queued; batches and messages written, and what writing them
+        """Messages recorded and queued (held ones and the batch being written included), and
+        dropped (past ``max_held``); batches and messages written, and what writing them
         cost: the writer thread's CPU and the time from handing a batch to the store to its
         commit, in microseconds."""
         return {
             "recorded": self._recorded,
-            "queued": len(self._pending.messages),
+            "queued": len(self._pending.messages) + self._writing_messages,
             "batches": self._batches,
             "written": self._written,
+            "dropped": self._dropped,
             "write_cpu_us": round(self._write_cpu_s * 1e6),
             "write_wall_us": round(self._write_wall_s * 1e6),
         }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import trio
+from postgres import load_postgres_tool
 
 from caxton.messages import Message
 from caxton.messaging import CLOSED, Conversations
@@ -78,3 +81,45 @@ async def test_a_conversation_swept_elsewhere_is_written_again(postgres_url: str
         assert (summary.message_count, summary.created_at) == (1, now[0])
         assert await b.recent("c", 10) == [again]
         nursery.cancel_scope.cancel()
+
+
+async def test_messages_recorded_while_postgresql_is_down_are_written_when_it_is_back(
+    own_postgres: object,
+) -> None:
+    tool = load_postgres_tool()
+    directory = own_postgres.directory  # type: ignore[attr-defined]
+    url: str = own_postgres.url  # type: ignore[attr-defined]
+    with trio.fail_after(60):
+        async with (
+            open_postgres_store(
+                url, migrations=CONVERSATION_POSTGRES_MIGRATIONS, connect_timeout_s=1
+            ) as store,
+            trio.open_nursery() as nursery,
+        ):
+            conversations = Conversations(
+                store, sql=POSTGRES_CONVERSATION_SQL, flush_interval_s=0.05, max_held=50
+            )
+            await nursery.start(conversations.run)
+            first = Message(sender="client", receiver="assistant", content="before")
+            conversations.mark_new(first.conversation_id)
+            conversations.record(first)
+            await conversations.flush()
+            await trio.to_thread.run_sync(tool.stop, directory)
+            cid = first.conversation_id
+            later = [
+                Message(conversation_id=cid, sender="client", receiver="assistant", content=str(i))
+                for i in range(60)
+            ]
+            for message in later:
+                conversations.record(message)
+            while not conversations.statistics()["dropped"]:
+                await trio.sleep(0.05)  # the writer tried, failed, and holds them
+            stats = conversations.statistics()
+            assert stats["queued"] == 50  # bounded: the oldest ten were dropped, and counted
+            assert stats["dropped"] == 10
+            await trio.to_thread.run_sync(functools.partial(tool.start, directory, fsync=False))
+            while conversations.statistics()["queued"]:
+                await trio.sleep(0.1)  # written by the writer's own retries
+            contents = [m.content for m in await conversations.recent(cid, 100)]
+            assert contents == ["before", *(str(i) for i in range(10, 60))]
+            nursery.cancel_scope.cancel()

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import functools
 import random
-import shutil
-import tempfile
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psycopg
 import psycopg.errors
@@ -34,9 +30,6 @@ from caxton.store.errors import (
 )
 from caxton.store.migrations import plan
 from caxton.store.postgres import PostgresStore, open_postgres_store, redact
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 NOTES = (
     Migration(
@@ -312,22 +305,6 @@ def test_redact_drops_the_password() -> None:
         == "postgresql://u@db.example:6432/caxton"
     )
     assert "pw" not in redact("host=h port=1 user=u password=pw dbname=d")
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[object]:
-    """A PostgreSQL of this test's own, to stop and start again."""
-    tool = load_postgres_tool()
-    parent = Path(tempfile.mkdtemp(prefix="caxton-pgown-"))
-    parent.chmod(0o711)
-    try:
-        server = tool.start(parent / "pg", fsync=False)
-        with psycopg.connect(server.url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION vector")
-        yield server
-    finally:
-        tool.stop(parent / "pg")
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.mark.postgres
