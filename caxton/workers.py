@@ -373,8 +373,9 @@ async def supervise(
         True when every worker stopped by itself after SIGTERM, False when one was killed.
 
     Raises:
-        StartupError: data_dir is locked, the port cannot be bound, or the metrics ports
-            of the workers do not fit.
+        StartupError: data_dir is locked, the port cannot be bound, the metrics ports of
+            the workers do not fit, or a worker's first run failed at once (the others are
+            stopped first).
 
     Cancellation:
         Cancelling the caller stops the workers as a signal does (SIGTERM, then SIGKILL).
