@@ -5,22 +5,18 @@ and failover to the survivor when one instance is killed."""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import trio
+from nginx import CONF, start_nginx
 from processes import (
     ServerProcess,
-    ops_tool,
     start_llm_server,
     start_server,
     wait_exit,
@@ -36,49 +32,9 @@ if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
 
 REPO = Path(__file__).resolve().parents[2]
-CONF = REPO / "packaging" / "nginx" / "caxton.conf"
 PUBLIC_NAME = "caxton.example.com"  # the conf's server_name, set in server.allowed_hosts
 STORY = "one two three four five six"
 CHUNK_DELAY_S = 0.3
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def nginx_config(prefix: Path, port: int, upstreams: list[str]) -> Path:
-    """The packaged file with only its upstream servers and listen address replaced, included
-    from a main file that keeps every path (pid, logs, temp files) under ``prefix``."""
-    text = CONF.read_text()
-    servers = re.findall(r"^( *server )caxton-\d:8080( max_fails=3 fail_timeout=30s;)$", text, re.M)
-    assert len(servers) == 2, "the upstream block changed shape"
-    indent, options = servers[0]
-    block = "".join(f"{indent}{address}{options}\n" for address in upstreams)
-    text, replaced = re.subn(r"(?:^ *server caxton-\d:8080 [^\n]*\n)+", block, text, flags=re.M)
-    assert replaced == 1
-    text, replaced = re.subn(r"^(\s*)listen 80;$", rf"\1listen 127.0.0.1:{port};", text, flags=re.M)
-    assert replaced == 1
-    (prefix / "caxton.conf").write_text(text)
-    temp = "".join(
-        f"    {kind}_temp_path {prefix / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    main = prefix / "nginx.conf"
-    main.write_text(
-        # as root the workers would switch to nobody, who cannot enter the test's temp folder
-        ("user root;\n" if os.geteuid() == 0 else "") + "daemon off;\nworker_processes 1;\n"
-        f"pid {prefix / 'nginx.pid'};\n"
-        f"error_log {prefix / 'error.log'} info;\n"
-        "events { worker_connections 256; }\n"
-        "http {\n"
-        f"    access_log {prefix / 'access.log'};\n{temp}"
-        f"    include {prefix / 'caxton.conf'};\n"
-        "}\n"
-    )
-    return main
 
 
 async def start_instance(
@@ -125,7 +81,6 @@ async def sse_arrivals(client: httpx.AsyncClient) -> list[tuple[float, str]]:
 
 
 async def test_nginx_balances_streams_and_fails_over(nursery: trio.Nursery, tmp_path: Path) -> None:
-    nginx = ops_tool("nginx")
     script = tmp_path / "llm.yaml"
     script.write_text(
         f"chunk_delay_s: {CHUNK_DELAY_S}\nrules:\n  - match: story\n    reply: {STORY}\n"
@@ -150,35 +105,10 @@ async def test_nginx_balances_streams_and_fails_over(nursery: trio.Nursery, tmp_
     first, second = servers
 
     prefix = tmp_path / "nginx"
-    prefix.mkdir()
-    port = free_port()
     upstreams = [s.api_url.removeprefix("http://").rstrip("/") for s in servers]
-    main = nginx_config(prefix, port, upstreams)
-    checked = await trio.run_process(
-        [nginx, "-t", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(main)],
-        capture_stderr=True,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stderr.decode()
-    proxy: trio.Process = await nursery.start(
-        functools.partial(
-            trio.run_process,
-            [nginx, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(main)],
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    )
-    base = f"http://127.0.0.1:{port}"
+    proxy, base = await start_nginx(nursery, prefix, upstreams)
+    port = int(base.rsplit(":", 1)[1])
     async with httpx.AsyncClient(base_url=base, timeout=15) as client:
-        with trio.fail_after(10):
-            while True:
-                try:
-                    if (await client.get("/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.05)
-
         # Round robin, the client's X-Request-ID reaching the instance and coming back.
         ids = [f"rr-{index}" for index in range(8)]
         for request_id in ids:
