@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import attrs
 import trio
 
-from caxton.errors import Conflict, NotFound
+from caxton.errors import CaxtonError, Conflict, NotFound
 from caxton.latency import LatencyWindow
 from caxton.memory import queries, transfer, validation
 from caxton.memory.accelerator import HNSW_SAVE_INTERVAL_S, SearchAccelerator
@@ -76,6 +76,9 @@ CAPACITY_WARNING_RATIO = 0.9
 #: How often a write on a shared store is planned again when other instances changed the
 #: entities it was planned on, before it gives up with a Conflict.
 MAX_REPLANS = 10
+#: How often a service on a shared store reads the totals :meth:`MemoryService.statistics`
+#: reports (seconds).
+COUNTS_REFRESH_S = 5.0
 #: The pause before planning again grows by up to this much with each try (seconds).
 REPLAN_PAUSE_S = 0.02
 
@@ -105,6 +108,9 @@ class MemoryService:
             sidecar) for a store with a file. None with ``persist_hnsw=False``: never saved.
         persist_hnsw: save the graph after builds, every ``hnsw_save_interval`` seconds when it
             changed, and at shutdown; load it at start when it matches DuckDB.
+        counts_refresh_s: on a shared store, read the entity and relation totals this often
+            (in seconds) for :meth:`statistics`, which health and metrics read without waiting;
+            this instance's writes, ``stats`` and ``capacity`` read them at once.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class MemoryService:
         hnsw_path: Path | None = None,
         persist_hnsw: bool = True,
         hnsw_save_interval: float = HNSW_SAVE_INTERVAL_S,
+        counts_refresh_s: float = COUNTS_REFRESH_S,
     ) -> None:
         if max_entities is not None and max_entities < 1:
             raise ValueError(f"max_entities must be at least 1, got {max_entities}")
@@ -134,6 +141,7 @@ class MemoryService:
             )
         self.store = store
         self.sql = sql
+        self.counts_refresh_s = counts_refresh_s
         self.embedder = embedder
         self.max_entities = max_entities
         # Another instance writes rows a process-local mirror would not see.
@@ -178,10 +186,11 @@ class MemoryService:
     async def run(
         self, *, task_status: trio.TaskStatus[MemoryService] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Load the accelerator from DuckDB, report started with this service, then wait.
+        """Load the accelerator from the store, report started with this service, then wait.
 
         The HNSW graph (above ``hnsw_threshold`` entities) is loaded or built afterwards by the
-        accelerator's background task, so start-up does not wait for it.
+        accelerator's background task, so start-up does not wait for it. On a shared store
+        (no accelerator) a task reads the totals every ``counts_refresh_s`` instead.
 
         Cancellation:
             Cancelling ``run`` stops the service (a graph build stops at its next chunk); the
@@ -195,12 +204,23 @@ class MemoryService:
         await self.rebuild_index()
         async with trio.open_nursery() as nursery:
             await nursery.start(self._accelerator.run)
+            if self.store.shared and self.counts_refresh_s > 0:
+                nursery.start_soon(self._refresh_counts)
             task_status.started(self)
             await trio.sleep_forever()
         raise AssertionError("the memory service stopped without being cancelled")
 
+    async def _refresh_counts(self) -> NoReturn:
+        """Keep :meth:`statistics` near other instances' writes (a shared store only)."""
+        while True:
+            await trio.sleep(self.counts_refresh_s)
+            try:
+                self._entity_count, self._relation_count = await self.store.execute_fn(self._totals)
+            except CaxtonError as exc:  # StorageUnavailable and the like: try again later
+                LOGGER.debug("memory totals not refreshed: %s", exc.message)
+
     async def rebuild_index(self) -> int:
-        """Reload the accelerator from DuckDB (``caxton memory cache-clear --rebuild``).
+        """Reload the accelerator from the store (``caxton memory cache-clear --rebuild``).
 
         Returns:
             The number of vectors loaded.
@@ -776,7 +796,11 @@ class MemoryService:
     # ----------------------------------------------------------------------------- statistics
 
     def statistics(self) -> MemoryStatistics:
-        """Return a snapshot of the service's counters (search latency over the window)."""
+        """Return a snapshot of the service's counters (search latency over the window).
+
+        On a shared store the entity and relation counts are at most ``counts_refresh_s``
+        old, and exact after this instance's writes.
+        """
         return MemoryStatistics(
             entity_count=self._entity_count,
             relation_count=self._relation_count,

@@ -226,3 +226,17 @@ async def test_merges_from_two_instances_into_one_entity_lose_nothing(
     assert {o for o in observations if o != "start"} == {
         f"from {who} {i}" for who in "ab" for i in range(8)
     }
+
+
+async def test_statistics_follow_other_instances_writes(nursery, postgres_url, embedder):
+    """Health and metrics read ``statistics()`` without waiting: on a shared store its totals
+    are refreshed from the database every ``counts_refresh_s``."""
+    with trio.fail_after(60):
+        a = await start_instance(nursery, postgres_url, embedder)
+        b = await start_instance(nursery, postgres_url, embedder, counts_refresh_s=0.05)
+        await a.create_entities(
+            [NewEntity(name=f"e{i}", entity_type="t", observations=[f"item {i}"]) for i in range(3)]
+        )
+        await a.create_relation(NewRelation(source="e0", target="e1", relation_type="next"))
+        while (b.statistics().entity_count, b.statistics().relation_count) != (3, 1):
+            await trio.sleep(0.02)
