@@ -27,7 +27,12 @@ import trio
 
 from caxton import __version__
 from caxton.agents.config_agent import ConfigAgentDeps, ConfigRuntime
-from caxton.agents.deployments import DeploymentStore
+from caxton.agents.deployments import (
+    DEPLOYMENT_POSTGRES_MIGRATIONS,
+    Deployments,
+    FileDeployments,
+    PostgresDeployments,
+)
 from caxton.agents.logs import AgentLogs
 from caxton.agents.registry import Registry
 from caxton.agents.runtime import WasmRuntime
@@ -35,6 +40,14 @@ from caxton.agents.service import AgentService
 from caxton.agents.table import AgentTable
 from caxton.agents.tools import ToolDeps
 from caxton.agents.watcher import AgentsWatcher
+from caxton.cluster import (
+    CLUSTER_POSTGRES_MIGRATIONS,
+    RESYNC,
+    Heartbeat,
+    Notifier,
+    NullNotifier,
+    new_instance_id,
+)
 from caxton.components import Components, ComponentState
 from caxton.config import CaxtonConfig, LoadedConfig, load_config
 from caxton.config.checks import ineffective_settings
@@ -45,16 +58,33 @@ from caxton.http.app import create_app
 from caxton.http.server import HttpServer
 from caxton.llm.service import LLMService
 from caxton.logs import set_level
-from caxton.memory import DEFAULT_MODEL_NAME, MEMORY_MIGRATIONS, Embedder, MemoryService
+from caxton.memory import (
+    DEFAULT_MODEL_NAME,
+    MEMORY_MIGRATIONS,
+    MEMORY_POSTGRES_MIGRATIONS,
+    Embedder,
+    MemoryService,
+    postgres_sql,
+    queries,
+)
 from caxton.memory.maintenance import MaintenanceSchedule, MemoryMaintenance
 from caxton.messaging import CONVERSATION_MIGRATIONS, Conversations, Router
+from caxton.messaging.conversation_sql_duckdb import DUCKDB_CONVERSATION_SQL
+from caxton.messaging.conversation_sql_postgres import POSTGRES_CONVERSATION_SQL
 from caxton.messaging.maintenance import ConversationSweeper
+from caxton.messaging.schema import CONVERSATION_POSTGRES_MIGRATIONS
 from caxton.metrics import Metrics, MetricsServer
 from caxton.ops.backup import BackupService, BackupSources
-from caxton.ops.safe_mode import SafeMode, read_flag
+from caxton.ops.safe_mode import (
+    SAFE_MODE_POSTGRES_MIGRATIONS,
+    PostgresSafeModeFlag,
+    SafeMode,
+    read_flag,
+)
 from caxton.security.gate import exposure_warning, load_security
 from caxton.services import Core, Lifecycle, Services
 from caxton.store import Store
+from caxton.store.postgres import PostgresStore
 from caxton.wasm import WasmPool
 
 if TYPE_CHECKING:
@@ -94,10 +124,58 @@ async def _start(
 
 
 @attrs.frozen(kw_only=True)
+class _Backend:
+    """What ``storage.backend`` chose: the store of record, and how this instance hears of
+    changes other instances make there (nothing to hear with the embedded store)."""
+
+    store: Store | PostgresStore
+    notifier: Notifier | NullNotifier
+    instance_id: str
+
+
+@attrs.frozen(kw_only=True)
 class _Storage:
-    store: Store
+    backend: _Backend
     memory: MemoryService
-    backups: BackupService
+    backups: BackupService | None
+
+    @property
+    def store(self) -> Store | PostgresStore:
+        return self.backend.store
+
+
+def _choose_backend(config: CaxtonConfig) -> _Backend:
+    """The store (not started yet) for ``storage.backend``, with every feature's migrations."""
+    instance_id = new_instance_id()
+    if config.storage.backend == "postgres":
+        settings = config.storage.postgres
+        store = PostgresStore(
+            settings.url,
+            migrations=(
+                *MEMORY_POSTGRES_MIGRATIONS,
+                *CONVERSATION_POSTGRES_MIGRATIONS,
+                *DEPLOYMENT_POSTGRES_MIGRATIONS,
+                *SAFE_MODE_POSTGRES_MIGRATIONS,
+                *CLUSTER_POSTGRES_MIGRATIONS,
+            ),
+            pool_size=settings.pool_size,
+            connect_timeout_s=settings.connect_timeout,
+            statement_timeout_s=settings.statement_timeout,
+        )
+        notifier = Notifier(
+            settings.url,
+            instance_id=instance_id,
+            store=store,
+            connect_timeout_s=settings.connect_timeout,
+        )
+        return _Backend(store=store, notifier=notifier, instance_id=instance_id)
+    return _Backend(
+        store=Store(
+            config.database_path, migrations=(*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS)
+        ),
+        notifier=NullNotifier(instance_id),
+        instance_id=instance_id,
+    )
 
 
 async def serve(
@@ -129,6 +207,7 @@ async def serve(
     metrics = Metrics()
     lifecycle = Lifecycle()
     security = await trio.to_thread.run_sync(load_security, config, metrics)
+    backend = _choose_backend(config)
     async with open_data_dir(config.data_dir) as data_dir:
         if data_dir.starts > 1:
             metrics.restarts.inc(data_dir.starts - 1)
@@ -140,7 +219,7 @@ async def serve(
             events=EventHub(),
             agent_logs=AgentLogs(),
             security=security,
-            safe_mode=await _load_safe_mode(config, metrics),
+            safe_mode=await _load_safe_mode(config, metrics, backend),
         )
         async with trio.open_nursery() as root:
             if handle_signals:
@@ -152,7 +231,7 @@ async def serve(
                 metrics_url = await _start(core, root, "metrics", server.run)
 
             async with trio.open_nursery() as storage_nursery:
-                storage = await _start_storage(storage_nursery, core, loaded)
+                storage = await _start_storage(storage_nursery, core, loaded, backend)
                 pool = WasmPool(
                     max_concurrent_calls=config.wasm.max_concurrent_calls,
                     module_cache_size=config.wasm.module_cache_size,
@@ -165,6 +244,8 @@ async def serve(
                     http = HttpServer(services, create_app(services))
                     async with trio.open_nursery() as front:
                         binds: list[str] = await _start(core, front, "http", http.run)
+                        # in the agents nursery: it beats until the front has drained
+                        await _start_heartbeat(agents, core, services, binds)
                         info = ServerInfo(
                             api_urls=tuple(binds), metrics_url=metrics_url, services=services
                         )
@@ -190,29 +271,56 @@ async def serve(
     LOGGER.info("Caxton stopped")
 
 
-async def _load_safe_mode(config: CaxtonConfig, metrics: Metrics) -> SafeMode:
-    """The safe-mode flag persisted in data_dir (a restart stays in safe mode), and its gauge."""
-    data_dir = config.data_dir
-    status = await trio.to_thread.run_sync(read_flag, data_dir)
-    safe_mode = SafeMode(data_dir, status)
-    if status.enabled:
-        LOGGER.warning(
-            "starting in safe mode (enabled %s): changes are refused until "
-            "`caxton safe-mode --disable`",
-            status.since or "earlier",
+async def _load_safe_mode(config: CaxtonConfig, metrics: Metrics, backend: _Backend) -> SafeMode:
+    """The safe-mode flag, kept so that a restart stays in safe mode, and its gauge.
+
+    Embedded: ``data_dir/safe_mode.json``, read now. PostgreSQL: one row every instance shares,
+    read once the store runs (:func:`_start_storage`); a change is pushed to the others.
+    """
+    store, notifier = backend.store, backend.notifier
+    if isinstance(store, PostgresStore):
+        flag = PostgresSafeModeFlag(
+            store, notify=lambda conn: notifier.notify(conn, "safe_mode", {})
         )
+        safe_mode = SafeMode(flag=flag)
+    else:
+        status = await trio.to_thread.run_sync(read_flag, config.data_dir)
+        safe_mode = SafeMode(config.data_dir, status)
+        _log_safe_mode(safe_mode)
     metrics.gauge(
         "caxton_server_safe_mode", "1 while safe mode refuses changes, else 0."
     ).set_function(lambda: float(safe_mode.enabled))
     return safe_mode
 
 
-async def _start_storage(nursery: trio.Nursery, core: Core, loaded: LoadedConfig) -> _Storage:
-    """The store (DuckDB), the embedding model, the memory service over both, and backups."""
+def _log_safe_mode(safe_mode: SafeMode) -> None:
+    if safe_mode.enabled:
+        LOGGER.warning(
+            "starting in safe mode (enabled %s): changes are refused until "
+            "`caxton safe-mode --disable`",
+            safe_mode.status.since or "earlier",
+        )
+
+
+async def _start_storage(
+    nursery: trio.Nursery, core: Core, loaded: LoadedConfig, backend: _Backend
+) -> _Storage:
+    """The store (DuckDB or PostgreSQL) with its notices, the embedding model, the memory
+    service over both, and backups (of the embedded store)."""
     config = core.config
     memory_config = config.memory
-    store = Store(config.database_path, migrations=(*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS))
+    store = backend.store
     await _start(core, nursery, "store", store.run)
+    if isinstance(store, PostgresStore):
+        safe_mode = core.safe_mode
+
+        async def refresh_safe_mode(kind: str, payload: dict[str, Any]) -> None:
+            await safe_mode.refresh()
+
+        backend.notifier.subscribe("safe_mode", refresh_safe_mode)
+        await _start(core, nursery, "notifier", backend.notifier.run)
+        await safe_mode.refresh()
+        _log_safe_mode(safe_mode)
     embedding = memory_config.embedding_config
     model_path = None
     if memory_config.embedding_model != DEFAULT_MODEL_NAME:
@@ -231,17 +339,25 @@ async def _start_storage(nursery: trio.Nursery, core: Core, loaded: LoadedConfig
     memory = MemoryService(
         store,
         embedder,
+        sql=postgres_sql if isinstance(store, PostgresStore) else queries,
+        hnsw_ef_search=config.storage.postgres.hnsw_ef_search,
         max_entities=memory_config.max_entities,
         on_search=search_seconds.observe,
     )
     await _start(core, nursery, "memory", memory.run)
     _memory_gauges(core.metrics, config, store, embedder, memory)
-    backups = BackupService(BackupSources.from_config(config, loaded.source), store, memory)
-    return _Storage(store=store, memory=memory, backups=backups)
+    backups = None
+    if isinstance(store, Store):
+        backups = BackupService(BackupSources.from_config(config, loaded.source), store, memory)
+    return _Storage(backend=backend, memory=memory, backups=backups)
 
 
 def _memory_gauges(
-    metrics: Metrics, config: CaxtonConfig, store: Store, embedder: Embedder, memory: MemoryService
+    metrics: Metrics,
+    config: CaxtonConfig,
+    store: Store | PostgresStore,
+    embedder: Embedder,
+    memory: MemoryService,
 ) -> None:
     """The seed's memory metrics, read from the components when Prometheus scrapes."""
     metrics.gauge("caxton_memory_entities_total", "Entities in memory.").set_function(
@@ -254,10 +370,13 @@ def _memory_gauges(
         "caxton_memory_search_latency_p99",
         "p99 of semantic search time over the last 1000 searches, in seconds.",
     ).set_function(lambda: memory.statistics().search_p99_ms / 1000.0)
+    # PostgreSQL's size is the database server's to report (its own exporter): 0 here
+    size_bytes = store.size_bytes if isinstance(store, Store) else lambda: 0
     metrics.gauge(
         "caxton_memory_sqlite_size_bytes",
-        "Size of the memory database file (DuckDB; the name is kept for the seed's dashboards).",
-    ).set_function(lambda: float(store.size_bytes()))
+        "Size of the memory database file (DuckDB; the name is kept for the seed's dashboards; "
+        "0 with storage.backend: postgres).",
+    ).set_function(lambda: float(size_bytes()))
     metrics.gauge(
         "caxton_memory_cache_hit_rate", "Embedding cache hits over lookups since start."
     ).set_function(lambda: embedder.statistics().hit_rate)
@@ -273,7 +392,13 @@ async def _start_agents(
     registry, API-deployed agents, then the agents_dir watcher (its first scan included)."""
     config = core.config
     messaging = config.messaging
-    conversations = Conversations(storage.store, ttl_s=messaging.conversation_ttl)
+    store, notifier = storage.store, storage.backend.notifier
+    shared = isinstance(store, PostgresStore)
+    conversations = Conversations(
+        store,
+        ttl_s=messaging.conversation_ttl,
+        sql=POSTGRES_CONVERSATION_SQL if shared else DUCKDB_CONVERSATION_SQL,
+    )
     await _start(core, nursery, "conversations", conversations.run)
     table = AgentTable(core.metrics)
     router = Router(
@@ -304,6 +429,13 @@ async def _start_agents(
         poster=router,
         max_message_size=messaging.max_message_size,
     )
+    deployments: Deployments
+    if isinstance(store, PostgresStore):
+        deployments = PostgresDeployments(
+            store, notify=lambda conn, name: notifier.notify(conn, "agent", {"name": name})
+        )
+    else:
+        deployments = FileDeployments(config.data_dir / "deployed")
     # config agents ask other agents through the router and read earlier turns from the
     # conversations it records
     tools = ToolDeps(
@@ -320,7 +452,7 @@ async def _start_agents(
         logs=core.agent_logs,
         environ=os.environ,
         history=conversations,
-        api_root=str(config.data_dir / "deployed"),
+        api_root=deployments.source_root,
         api_env_allowlist=tuple(config.security.agent_env_allowlist),
     )
     registry = Registry(
@@ -333,9 +465,24 @@ async def _start_agents(
         load_timeout_s=config.agents.load_timeout,
     )
     await _start(core, nursery, "registry", registry.run)
-    service = AgentService(
-        registry, DeploymentStore(config.data_dir / "deployed"), agents_dir=config.agents_dir
-    )
+    service = AgentService(registry, deployments, agents_dir=config.agents_dir)
+
+    async def apply_stored(kind: str, payload: dict[str, Any]) -> None:
+        # another instance changed an agent (or notices may have been missed: all of them)
+        name = payload.get("name")
+        if kind != RESYNC and isinstance(name, str):
+            await service.apply_stored(name)
+            return
+        stored = {agent.name for agent in await deployments.load_all()}
+        local = {
+            name
+            for name, agent in registry.state.agents.items()
+            if agent.source == deployments.source_for(name)
+        }
+        for each in sorted(stored | local):
+            await service.apply_stored(each)
+
+    notifier.subscribe("agent", apply_stored)
     await service.restore()
     watcher = AgentsWatcher(
         config.agents_dir,
@@ -347,9 +494,17 @@ async def _start_agents(
     core.safe_mode.on_change(watcher.resume)
     await _start(core, nursery, "watcher", watcher.run)
     core.lifecycle.reload_hooks.append(watcher.rescan)
+    heartbeat = Heartbeat(
+        store,
+        instance_id=storage.backend.instance_id,
+        address="",  # the API's address, once bound (_start_heartbeat)
+        version=__version__,
+        agents_fn=lambda: len(registry.state.agents),
+    )
     return Services(
         **attrs.asdict(core, recurse=False),
         store=storage.store,
+        cluster=heartbeat,
         memory=storage.memory,
         backups=storage.backups,
         table=table,
@@ -358,6 +513,18 @@ async def _start_agents(
         conversations=conversations,
         router=router,
     )
+
+
+async def _start_heartbeat(
+    nursery: trio.Nursery, core: Core, services: Services, binds: list[str]
+) -> None:
+    """This instance's row in the cluster, once the API has its address (with the embedded
+    store the cluster is this instance alone: nothing to keep fresh)."""
+    heartbeat = services.cluster
+    if isinstance(heartbeat, Heartbeat):
+        heartbeat.address = binds[0] if binds else ""
+        if services.store.shared:
+            await _start(core, nursery, "heartbeat", heartbeat.run)
 
 
 def _warn_if_exposed(config: CaxtonConfig) -> None:

@@ -28,6 +28,7 @@ from caxton.ops.backup import BackupService
 from caxton.ops.safe_mode import SafeMode
 from caxton.security.gate import SecurityGate
 from caxton.store import Store
+from caxton.store.postgres import PostgresStore
 
 
 @attrs.frozen(kw_only=True)
@@ -66,9 +67,10 @@ class Core:
 class Services(Core):
     """Every service a request handler may use, all running."""
 
-    store: Store
+    store: Store | PostgresStore
     memory: MemoryService
-    backups: BackupService
+    #: None with storage.backend: postgres (PostgreSQL is backed up with its own tools)
+    backups: BackupService | None
     table: AgentTable
     registry: Registry
     agents: AgentService

@@ -59,7 +59,8 @@ class AgentLogs:
         for channel in list(self._followers.get(agent, ())):
             try:
                 channel.send_nowait(line)
-            except (trio.WouldBlock, trio.ClosedResourceError):
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                # lagging, or its reader left (the follower is being removed)
                 self._followers[agent].discard(channel)
                 channel.close()
 

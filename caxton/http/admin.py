@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Response, current_app, request
 
-from caxton.errors import ServiceUnavailable, ValidationFailed
+from caxton.errors import ValidationFailed
 from caxton.http.params import optional_json_object
 from caxton.http.routes import QueryParam, RouteTable
 from caxton.http.state import current_services, declared_routes
 from caxton.http.streaming import background_body
 from caxton.ops.backup import archive_name
-from caxton.ops.errors import SafeModeActive
+from caxton.ops.errors import BackupNotApplicable, SafeModeActive
 from caxton.ops.safe_mode import refuses
 from caxton.security.roles import Role
+from caxton.store.postgres import PostgresStore
 
 if TYPE_CHECKING:
     from caxton.ops.backup import BackupService
@@ -70,7 +71,12 @@ async def set_safe_mode() -> dict[str, Any]:
 def _backups() -> BackupService:
     state = current_services()
     if state.backups is None:
-        raise ServiceUnavailable("backups are not available until the store is running")
+        raise BackupNotApplicable(
+            "caxton backup copies the embedded DuckDB store; with storage.backend: postgres "
+            "back up the PostgreSQL database with its own tools (pg_dump, or continuous "
+            "archiving) and each instance's caxton.yaml and agents_dir files",
+            details={"backend": state.config.storage.backend},
+        )
     return state.backups
 
 
@@ -146,21 +152,30 @@ async def backup() -> Any:
     ),
 )
 async def storage_verify() -> dict[str, Any]:
-    from caxton.ops.verify import inspect_connection
+    from caxton.ops.verify import inspect_connection, inspect_postgres
 
     state = current_services()
     store = state.store
     comprehensive = request.args.get("comprehensive", "false").lower() in ("1", "true", "yes")
     config = state.config
-    report = await store.execute_fn(
-        lambda conn: inspect_connection(
-            conn,
-            config,
-            comprehensive=comprehensive,
-            migrations=store.migrations,
-            source="server",
+    if isinstance(store, PostgresStore):
+        migrations, where = store.migrations, store.where
+        report = await store.execute_fn(
+            lambda conn: inspect_postgres(
+                conn, comprehensive=comprehensive, migrations=migrations, database=where
+            )
         )
-    )
+    else:
+        duckdb_store = store
+        report = await duckdb_store.execute_fn(
+            lambda conn: inspect_connection(
+                conn,
+                config,
+                comprehensive=comprehensive,
+                migrations=duckdb_store.migrations,
+                source="server",
+            )
+        )
     return report.to_json()
 
 

@@ -32,6 +32,13 @@ class BackupExists(CaxtonError):
     http_status = 409
 
 
+class BackupNotApplicable(CaxtonError):
+    """``caxton backup`` copies the embedded store; PostgreSQL is backed up with its own tools."""
+
+    code = "BACKUP_NOT_APPLICABLE"
+    http_status = 409
+
+
 class ArchiveInvalid(CaxtonError):
     """A backup archive is damaged, incomplete or not a Caxton backup; nothing was changed."""
 

@@ -79,9 +79,10 @@ MIGRATION_LOCK_KEY = 0x636178746F6E
 Connection = psycopg.Connection[Any]
 T = TypeVar("T")
 
-#: PostgreSQL 14 or newer; pgvector 0.5 or newer (the first with HNSW indexes).
+#: PostgreSQL 14 or newer; pgvector 0.8 or newer (HNSW indexes, and the iterative scans that
+#: fill a filtered memory search).
 MIN_SERVER_VERSION = 140000
-MIN_VECTOR_VERSION = (0, 5, 0)
+MIN_VECTOR_VERSION = (0, 8, 0)
 
 
 @attrs.frozen(kw_only=True)
@@ -343,7 +344,8 @@ class PostgresStore:
         if _version_tuple(self._vector_version) < MIN_VECTOR_VERSION:
             raise PostgresVersionUnsupported(
                 self.where,
-                f"pgvector {self._vector_version} has no HNSW index (0.5.0 or newer needed)",
+                f"pgvector {self._vector_version} is too old: memory search needs HNSW iterative "
+                "scans (0.8.0 or newer)",
                 "Upgrade pgvector on the server, then run ALTER EXTENSION vector UPDATE;",
             )
 

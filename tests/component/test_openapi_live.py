@@ -36,9 +36,7 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 
 #: (method, OpenAPI path, status) documented but not reached by this test, with the reason.
-NOT_REACHED: dict[tuple[str, str, str], str] = {
-    ("GET", "/api/v1/cluster", "200"): "Services.cluster is not wired by serve() yet (issue #15)",
-}
+NOT_REACHED: dict[tuple[str, str, str], str] = {}
 
 PROBE_WAT = """
 (module
@@ -203,6 +201,10 @@ async def _health(api: Api) -> None:
     await api.call("GET", "/ready")
     report = (await api.call("GET", "/api/v1/health")).json()
     assert report["agents"]  # the optional parts are there and were checked
+    assert report["storage"] == {"backend": "embedded", "available": True}
+    cluster = (await api.call("GET", "/api/v1/cluster")).json()
+    assert [i["self"] for i in cluster["instances"]] == [True]
+    assert cluster["instances"][0]["address"].startswith("http://127.0.0.1:")
 
 
 async def _agents(api: Api, base: str) -> None:

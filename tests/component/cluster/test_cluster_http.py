@@ -43,13 +43,21 @@ async def test_the_route_and_the_cli_show_this_instance(
     server: ServerInfo, nursery: trio.Nursery
 ) -> None:
     with trio.fail_after(60):
-        # not wired: a 503 that says why, in the error envelope
-        async with httpx.AsyncClient(base_url=server.api_urls[0]) as client:
-            unwired = await client.get(OPENAPI_PATH)
-        assert unwired.status_code == 503
-        assert "cluster" in unwired.json()["error"]["message"]
-
         services = server.services
+        # serve() wires the cluster: this instance alone with the embedded store
+        async with httpx.AsyncClient(base_url=server.api_urls[0]) as client:
+            served = (await client.get(OPENAPI_PATH)).json()
+        assert [(i["address"], i["self"]) for i in served["instances"]] == [
+            (server.api_urls[0], True)
+        ]
+        # without a cluster view: a 503 that says why, in the error envelope
+        unwired = attrs.evolve(services, cluster=None)
+        unwired_urls = await nursery.start(HttpServer(unwired, create_app(unwired)).run)
+        async with httpx.AsyncClient(base_url=unwired_urls[0]) as client:
+            refused = await client.get(OPENAPI_PATH)
+        assert refused.status_code == 503
+        assert "cluster" in refused.json()["error"]["message"]
+
         beat = Heartbeat(
             services.store,
             instance_id="solo-1",
