@@ -28,7 +28,6 @@ import trio
 from caxton import __version__
 from caxton.agents.config_agent import ConfigAgentDeps, ConfigRuntime
 from caxton.agents.deployments import (
-    DEPLOYMENT_POSTGRES_MIGRATIONS,
     Deployments,
     FileDeployments,
     PostgresDeployments,
@@ -41,7 +40,6 @@ from caxton.agents.table import AgentTable
 from caxton.agents.tools import ToolDeps
 from caxton.agents.watcher import AgentsWatcher
 from caxton.cluster import (
-    CLUSTER_POSTGRES_MIGRATIONS,
     RESYNC,
     Heartbeat,
     Notifier,
@@ -60,27 +58,24 @@ from caxton.llm.service import LLMService
 from caxton.logs import set_level
 from caxton.memory import (
     DEFAULT_MODEL_NAME,
-    MEMORY_MIGRATIONS,
-    MEMORY_POSTGRES_MIGRATIONS,
     Embedder,
     MemoryService,
     postgres_sql,
     queries,
 )
 from caxton.memory.maintenance import MaintenanceSchedule, MemoryMaintenance
-from caxton.messaging import CONVERSATION_MIGRATIONS, Conversations, Router
+from caxton.messaging import Conversations, Router
 from caxton.messaging.conversation_sql_duckdb import DUCKDB_CONVERSATION_SQL
 from caxton.messaging.conversation_sql_postgres import POSTGRES_CONVERSATION_SQL
 from caxton.messaging.maintenance import ConversationSweeper
-from caxton.messaging.schema import CONVERSATION_POSTGRES_MIGRATIONS
 from caxton.metrics import Metrics, MetricsServer
 from caxton.ops.backup import BackupService, BackupSources
 from caxton.ops.safe_mode import (
-    SAFE_MODE_POSTGRES_MIGRATIONS,
     PostgresSafeModeFlag,
     SafeMode,
     read_flag,
 )
+from caxton.ops.schema import embedded_migrations, postgres_migrations
 from caxton.security.gate import exposure_warning, load_security
 from caxton.services import Core, Lifecycle, Services
 from caxton.store import Store
@@ -151,13 +146,7 @@ def _choose_backend(config: CaxtonConfig) -> _Backend:
         settings = config.storage.postgres
         store = PostgresStore(
             settings.url,
-            migrations=(
-                *MEMORY_POSTGRES_MIGRATIONS,
-                *CONVERSATION_POSTGRES_MIGRATIONS,
-                *DEPLOYMENT_POSTGRES_MIGRATIONS,
-                *SAFE_MODE_POSTGRES_MIGRATIONS,
-                *CLUSTER_POSTGRES_MIGRATIONS,
-            ),
+            migrations=postgres_migrations(),
             pool_size=settings.pool_size,
             connect_timeout_s=settings.connect_timeout,
             statement_timeout_s=settings.statement_timeout,
@@ -170,9 +159,7 @@ def _choose_backend(config: CaxtonConfig) -> _Backend:
         )
         return _Backend(store=store, notifier=notifier, instance_id=instance_id)
     return _Backend(
-        store=Store(
-            config.database_path, migrations=(*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS)
-        ),
+        store=Store(config.database_path, migrations=embedded_migrations()),
         notifier=NullNotifier(instance_id),
         instance_id=instance_id,
     )
