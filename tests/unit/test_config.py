@@ -315,3 +315,18 @@ def test_settings_this_version_does_not_implement_are_named() -> None:
         "memory.embedding_config.model_device: cuda",
         "observability.tracing_enabled",
     ]
+
+
+def test_the_cluster_example_runs_on_postgres_with_the_url_from_the_environment() -> None:
+    path = Path(__file__).parents[2] / "conf" / "cluster.yaml"
+    env = {
+        "CAXTON_DATABASE_URL": "postgresql://caxton:pw@db:5432/caxton",
+        "CAXTON_PORT": "8082",
+        "CAXTON_DATA_DIR": "/srv/caxton-2",
+    }
+    config = load_config(path, environ=env).config
+    assert config.storage.backend == "postgres"
+    assert config.storage.postgres.url == env["CAXTON_DATABASE_URL"]
+    assert (config.server.port, config.data_dir) == (8082, Path("/srv/caxton-2"))
+    with pytest.raises(ConfigError, match="CAXTON_DATABASE_URL is not set"):
+        load_config(path, environ={})
