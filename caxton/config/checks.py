@@ -164,6 +164,23 @@ def ineffective_settings(config: CaxtonConfig) -> list[str]:
             ("qdrant_config",),
             "memory.backend is embedded (set backend: qdrant to use Qdrant)",
         )
+    if config.storage.backend == "postgres":
+        unused(
+            memory,
+            model.MemoryConfig(),
+            "memory",
+            ("database_path", "sqlite_path", "sqlite_config", "duckdb"),
+            "storage.backend is postgres: memory lives in PostgreSQL (storage.postgres), not "
+            "in a DuckDB file",
+        )
+    else:
+        unused(
+            config.storage,
+            model.StorageConfig(),
+            "storage",
+            ("postgres",),
+            "storage.backend is embedded (set storage.backend: postgres to use PostgreSQL)",
+        )
     observability = config.observability
     if not observability.metrics_enabled:
         unused(

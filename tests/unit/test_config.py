@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from caxton.config import Override, load_config
+from caxton.config.checks import ineffective_settings
 from caxton.config.loader import known_key_paths, level_from_rust_log
 from caxton.errors import ConfigError
 
@@ -330,3 +331,23 @@ def test_the_cluster_example_runs_on_postgres_with_the_url_from_the_environment(
     assert (config.server.port, config.data_dir) == (8082, Path("/srv/caxton-2"))
     with pytest.raises(ConfigError, match="CAXTON_DATABASE_URL is not set"):
         load_config(path, environ={})
+
+
+def test_storage_settings_without_effect_are_named() -> None:
+    on_postgres = load_config(
+        Path("c.yaml"),
+        text="storage:\n  backend: postgres\n  postgres:\n    url: postgresql://h/db\n"
+        "memory:\n  database_path: other.duckdb\n",
+        environ={},
+    ).config
+    assert any(
+        w.startswith("memory.database_path has no effect: storage.backend is postgres")
+        for w in ineffective_settings(on_postgres)
+    )
+    embedded = load_config(
+        Path("c.yaml"), text="storage:\n  postgres:\n    pool_size: 4\n", environ={}
+    ).config
+    assert any(
+        w.startswith("storage.postgres has no effect: storage.backend is embedded")
+        for w in ineffective_settings(embedded)
+    )
