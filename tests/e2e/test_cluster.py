@@ -13,6 +13,7 @@ import base64
 import json
 import shutil
 import signal
+import socket
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -216,3 +217,43 @@ async def test_two_instances_share_agents_memory_conversations_and_safe_mode(
 async def _safe_mode_off(client: httpx.AsyncClient) -> bool:
     health = (await client.get("/api/v1/health")).json()
     return health["safe_mode"] is False
+
+
+async def test_safe_mode_switched_offline_holds_for_the_running_instances(
+    nursery: trio.Nursery, tmp_path: Path, postgres_url: str
+) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    running = tmp_path / "running"
+    running.mkdir()
+    server = await start_instance(nursery, running, agents, postgres_url)
+    # a stopped instance's configuration: its own port (nothing listens) and data_dir
+    stopped = write_config(
+        tmp_path / "stopped.yaml",
+        tmp_path / "stopped-data",
+        "storage:\n  backend: postgres\n  postgres:\n    url: ${CAXTON_DATABASE_URL}\n",
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    stopped.write_text(stopped.read_text().replace("port: 0", f"port: {free}", 1))
+    env = caxton_env(CAXTON_DATABASE_URL=postgres_url)
+    done = await run_cli_async(
+        "--config", str(stopped), "safe-mode", "--enable", "--reason", "upgrade", env=env
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert "holds for every instance on that database" in done.stderr.decode()
+    assert postgres_url.split("@")[0].split(":")[-1] not in done.stderr.decode()  # no password
+    async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as client:
+
+        async def refuses() -> bool:
+            answer = await client.post("/api/v1/memory/entities", json={"name": "n"})
+            return answer.status_code == 503 and answer.json()["error"]["code"] == "SAFE_MODE"
+
+        await within(PROPAGATION_S, refuses)
+        assert (await client.get("/api/v1/admin/safe-mode")).json()["reason"] == "upgrade"
+    shown = await run_cli_async("--config", str(stopped), "safe-mode", "-o", "json", env=env)
+    assert json.loads(shown.stdout) | {"source": "database"} == json.loads(shown.stdout)
+    assert json.loads(shown.stdout)["enabled"] is True
+    server.process.send_signal(signal.SIGTERM)
+    assert await wait_exit(server.process, timeout=20) == 0
