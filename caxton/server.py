@@ -35,7 +35,7 @@ from caxton.agents.deployments import (
 from caxton.agents.logs import AgentLogs
 from caxton.agents.registry import Registry
 from caxton.agents.runtime import WasmRuntime
-from caxton.agents.service import AgentService
+from caxton.agents.service import RESTART_NOTICE, AgentService
 from caxton.agents.table import AgentTable
 from caxton.agents.tools import ToolDeps
 from caxton.agents.watcher import AgentsWatcher
@@ -50,7 +50,7 @@ from caxton.components import Components, ComponentState
 from caxton.config import CaxtonConfig, LoadedConfig, load_config
 from caxton.config.checks import ineffective_settings
 from caxton.datadir import open_data_dir
-from caxton.errors import CaxtonError
+from caxton.errors import CaxtonError, StartupError
 from caxton.events import EventHub
 from caxton.http.app import create_app
 from caxton.http.server import HttpServer
@@ -190,6 +190,29 @@ async def serve(
         Cancelling the caller stops every component at once; a graceful stop goes through a
         signal (or :meth:`ServerInfo.stop`) instead.
     """
+    try:
+        await _serve(loaded, handle_signals=handle_signals, task_status=task_status)
+    except BaseExceptionGroup as group:
+        # a component that cannot start fails inside the nurseries, which wrap it: the caller
+        # (the CLI prints one line) gets the StartupError itself, not a group of groups
+        failed, _ = group.split(StartupError)
+        if failed is None:
+            raise
+        raise _first_leaf(failed) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+async def _serve(
+    loaded: LoadedConfig,
+    *,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[ServerInfo],
+) -> None:
+    """:func:`serve` until its nurseries wrap what failed."""
     config = loaded.config
     metrics = Metrics()
     lifecycle = Lifecycle()
@@ -452,7 +475,14 @@ async def _start_agents(
         load_timeout_s=config.agents.load_timeout,
     )
     await _start(core, nursery, "registry", registry.run)
-    service = AgentService(registry, deployments, agents_dir=config.agents_dir)
+    service = AgentService(registry, deployments, agents_dir=config.agents_dir, notices=notifier)
+
+    async def restart_announced(kind: str, payload: dict[str, Any]) -> None:
+        name = payload.get("name")
+        if kind != RESYNC and isinstance(name, str):
+            service.restart_announced(name)
+
+    notifier.subscribe(RESTART_NOTICE, restart_announced)
 
     async def apply_stored(kind: str, payload: dict[str, Any]) -> None:
         # another instance changed an agent (or notices may have been missed: all of them)

@@ -28,10 +28,13 @@ if TYPE_CHECKING:
     from caxton.agents.deployments import Deployments, StoredAgent
     from caxton.agents.registry import Registry
     from caxton.agents.spec import AnyAgentSpec
+    from caxton.cluster import NoticeBus
 
 LOGGER = logging.getLogger("caxton.agents")
 #: Agent files checked at once off the event loop (TOML parse and checks are CPU work).
 CHECK_THREADS = 2
+#: The notice kind announcing a restart to the other instances.
+RESTART_NOTICE = "agent_restart"
 
 
 class DeployFailed(CaxtonError):
@@ -49,6 +52,8 @@ class AgentService:
         store: where API-deployed agents are kept (files, or PostgreSQL tables).
         agents_dir: the watched directory (agents from there are removed by deleting files).
         settle_timeout_s: how long a deploy waits for the new version to load.
+        notices: where a restart is announced to the other instances on the same database
+            (they restart their copy); None for one instance.
     """
 
     def __init__(
@@ -58,8 +63,10 @@ class AgentService:
         *,
         agents_dir: Path,
         settle_timeout_s: float = 30.0,
+        notices: NoticeBus | None = None,
     ) -> None:
         self.registry = registry
+        self.notices = notices
         self.store = store
         self.agents_dir = agents_dir
         self.settle_timeout_s = settle_timeout_s
@@ -195,6 +202,27 @@ class AgentService:
         await self.store.save(name, spec.content_hash, content.encode(), module)
         await self.persist_active(name)
         return self.registry.agent_view(name)
+
+    async def restart(self, name: str) -> dict[str, Any]:
+        """Restart ``name`` blue-green here, then tell the other instances to restart theirs
+        (a notice: what is stored does not change). The agent's view, with the revision.
+
+        Raises:
+            AgentNotFound: no such agent (404).
+        """
+        revision = self.registry.restart(name)
+        entry = await self.registry.wait_settled(name, revision, timeout_s=self.settle_timeout_s)
+        if self.notices is not None:
+            try:
+                await self.notices.publish(RESTART_NOTICE, {"name": name})
+            except CaxtonError as exc:  # restarted here; the others keep their running copy
+                LOGGER.warning("restart of %s not announced to other instances: %s", name, exc)
+        return {**self.registry.agent_view(name), "restarted_revision": entry.revision}
+
+    def restart_announced(self, name: str) -> None:
+        """Another instance restarted ``name``: restart this instance's copy, if it has one."""
+        if name in self.registry.state.agents:
+            self.registry.restart(name)
 
     async def set_canary(
         self, name: str, *, version: str, traffic_percentage: float

@@ -164,10 +164,7 @@ async def delete_agent(name: str) -> dict[str, Any]:
     responses=(200, 404),
 )
 async def restart_agent(name: str) -> dict[str, Any]:
-    registry = _registry()
-    revision = registry.restart(name)
-    entry = await registry.wait_settled(name, revision, timeout_s=30)
-    return {**registry.agent_view(name), "restarted_revision": entry.revision}
+    return await current_services().agents.restart(name)
 
 
 @routes.route(

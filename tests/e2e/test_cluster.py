@@ -130,6 +130,17 @@ async def test_two_instances_share_agents_memory_conversations_and_safe_mode(
         assert reply.status_code == 200, reply.text
         assert reply.json()["content"] == "probe 1.0.0"
 
+        # a restart through A restarts B's copy too (nothing stored changes: a notice)
+        before = (await b.get("/api/v1/agents/probe")).json()["last_reload"]["at"]
+        restarted = await a.post("/api/v1/agents/probe/restart")
+        assert restarted.status_code == 200, restarted.text
+
+        async def b_restarted() -> bool:
+            view = (await b.get("/api/v1/agents/probe")).json()
+            return bool(view["last_reload"]["at"] != before and view["status"] == "running")
+
+        await within(PROPAGATION_S, b_restarted)
+
         updated = await a.put("/api/v1/agents/probe", json=probe("1.1.0"))
         assert updated.status_code == 200, updated.text
         await within(PROPAGATION_S, lambda: b_serves("1.1.0"))
