@@ -1,20 +1,27 @@
 """``caxton storage verify [--comprehensive]``: check the stored data (exit 0 sound, 1 not).
+``caxton storage migrate --to URL``: copy a stopped embedded server into PostgreSQL.
 
-Asks the running server (``GET /api/v1/admin/storage/verify``); when none answers and the
-configuration is known, opens the DuckDB file of the stopped server read-only instead.
+``verify`` asks the running server (``GET /api/v1/admin/storage/verify``); when none answers and
+the configuration is known, opens the DuckDB file of the stopped server read-only instead.
+``migrate`` works on the files alone (:mod:`caxton.ops.migrate`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from caxton.cli.client import ApiClient, resolve_base_url
-from caxton.cli.offline import load_offline_config, server_unreachable
+from caxton.cli.offline import config_path, load_offline_config, server_unreachable
 from caxton.cli.output import emit_json, output_option, table
 from caxton.errors import ClientError
+
+if TYPE_CHECKING:
+    from caxton.ops.migrate import MigrationReport, Step
 
 
 @click.group()
@@ -24,8 +31,7 @@ def storage() -> None:
 
 def _offline(ctx: click.Context, config_file: str | None, url: str, comprehensive: bool) -> Any:
     from caxton.datadir import holder_pid
-    from caxton.memory import MEMORY_MIGRATIONS
-    from caxton.messaging import CONVERSATION_MIGRATIONS
+    from caxton.ops.schema import embedded_migrations
     from caxton.ops.verify import verify_files
 
     config, _ = load_offline_config(ctx, config_file, url=url, what="verify storage")
@@ -38,7 +44,7 @@ def _offline(ctx: click.Context, config_file: str | None, url: str, comprehensiv
     report = verify_files(
         config,
         comprehensive=comprehensive,
-        migrations=(*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS),
+        migrations=embedded_migrations(),
     )
     return report.to_json()
 
@@ -87,4 +93,160 @@ def verify(ctx: click.Context, comprehensive: bool, config_file: str | None, out
             err=not data["ok"],
         )
     if not data["ok"]:
+        sys.exit(1)
+
+
+class _Bars:
+    """One progress bar per kind on stderr (on a terminal; elsewhere each kind's label once)."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self._kind = ""
+        self._done = 0
+        self._bar: Any = None
+
+    def __call__(self, step: Step) -> None:
+        if step.kind != self._kind:
+            self.close()
+            self._kind, self._done = step.kind, 0
+            self._bar = self._stack.enter_context(
+                click.progressbar(
+                    length=step.total, label=f"copying {step.kind}", file=sys.stderr, width=30
+                )
+            )
+        self._bar.update(step.done - self._done)
+        self._done = step.done
+
+    def close(self) -> None:
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+
+
+def _migration_source(
+    ctx: click.Context, config_file: str | None, data_dir: Path | None
+) -> tuple[Any, str]:
+    """The source's data_dir and DuckDB file, and the URL its configuration names (if any)."""
+    from caxton.config import load_config
+    from caxton.ops.migrate import MigrationSource
+
+    config = load_config(config_path(ctx, config_file)).config
+    if data_dir is None:
+        return MigrationSource(
+            data_dir=config.data_dir, database_path=config.database_path
+        ), config.storage.postgres.url
+    folder = data_dir.expanduser().absolute()
+    database = Path(config.memory.database_path).expanduser()
+    return MigrationSource(
+        data_dir=folder, database_path=database if database.is_absolute() else folder / database
+    ), config.storage.postgres.url
+
+
+def _print_report(report: MigrationReport) -> None:
+    rows = [
+        [c.kind, c.source, c.target, c.copied, c.skipped, "ok" if c.matches else "DIFFERS"]
+        for c in report.counts
+    ]
+    click.echo(table(["kind", "source", "target", "copied", "skipped", "check"], rows))
+    if report.safe_mode:
+        click.echo("safe mode is on in the source, and now in the target too")
+    if report.verified:
+        click.echo(
+            f"migrated {report.data_dir} to {report.target} in {report.seconds:.1f}s; "
+            "every count matches"
+        )
+    else:
+        click.echo(f"the counts of {report.target} do not match the source:", err=True)
+        for line in report.mismatches:
+            click.echo(f"  - {line}", err=True)
+
+
+@storage.command()
+@click.option(
+    "--to",
+    "url",
+    envvar="CAXTON_DATABASE_URL",
+    default=None,
+    help="The target, postgresql://user:password@host:5432/dbname (env CAXTON_DATABASE_URL; "
+    "default: storage.postgres.url of the configuration).",
+)
+@click.option(
+    "--data-dir",
+    "data_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The stopped embedded server's data_dir (default: server.data_dir of the configuration).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="caxton.yaml of the embedded server (default: caxton --config, CAXTON_CONFIG_PATH).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=500,
+    show_default=True,
+    help="Entities, relations or conversations per transaction.",
+)
+@output_option
+@click.pass_context
+def migrate(
+    ctx: click.Context,
+    url: str | None,
+    data_dir: Path | None,
+    config_file: str | None,
+    batch_size: int,
+    output: str,
+) -> None:
+    """Copy a stopped embedded server (memory, conversations, deployed agents, safe mode)
+    into PostgreSQL, then compare the counts (exit 1 when they differ).
+
+    Embeddings are copied as stored, never recomputed. Safe to run again: an interrupted run
+    is completed, and nothing is duplicated. The target is migrated first.
+    """
+    import psycopg.conninfo
+    import trio
+
+    from caxton.ops.migrate import migrate as run_migration
+    from caxton.store.postgres import redact
+
+    source, configured = _migration_source(ctx, config_file, data_dir)
+    url = url or configured
+    if not url:
+        raise ClientError(
+            "name the PostgreSQL database to migrate to: caxton storage migrate --to "
+            "postgresql://user:password@host:5432/dbname (or set CAXTON_DATABASE_URL)"
+        )
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ClientError(
+            f"--to must be a postgresql:// URL, got {redact(url)!r}: "
+            "postgresql://user:password@host:5432/dbname"
+        )
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        # libpq's message may quote the password: say only that it does not parse
+        raise ClientError(
+            "--to is not a URL libpq can parse (a space, or a stray % or @ in the password? "
+            "percent-encode them): postgresql://user:password@host:5432/dbname"
+        ) from None
+    bars = _Bars()
+    try:
+        report = trio.run(
+            lambda: run_migration(
+                source,
+                url,
+                batch_size=batch_size,
+                progress=bars if output != "json" else lambda step: None,
+            )
+        )
+    finally:
+        bars.close()
+    if output == "json":
+        emit_json(report.to_json())
+    else:
+        _print_report(report)
+    if not report.verified:
         sys.exit(1)

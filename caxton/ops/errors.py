@@ -67,3 +67,10 @@ class SafeModeActive(CaxtonError):
 
     code = "SAFE_MODE"
     http_status = 503
+
+
+class MigrationRefused(CaxtonError):
+    """``caxton storage migrate`` cannot start: no such data_dir, or a server runs on it."""
+
+    code = "MIGRATION_REFUSED"
+    http_status = 409
