@@ -46,14 +46,21 @@ class BenchServer:
         agents: names of example agents to copy (``<name>.toml`` and the module it names).
         log_level: the server's ``logging.level``.
         extra_yaml: more top-level YAML appended to the generated config.
+        args: more arguments of ``caxton start`` (``--workers 2``).
     """
 
     def __init__(
-        self, agents: tuple[str, ...] = ("echo",), *, log_level: str = "info", extra_yaml: str = ""
+        self,
+        agents: tuple[str, ...] = ("echo",),
+        *,
+        log_level: str = "info",
+        extra_yaml: str = "",
+        args: tuple[str, ...] = (),
     ) -> None:
         self.agents = agents
         self.log_level = log_level
         self.extra_yaml = extra_yaml
+        self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="caxton-bench-"))
         self.agents_dir = self.workdir / "agents"
         self.log_path = self.workdir / "server.log"
@@ -106,7 +113,7 @@ class BenchServer:
         )
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [CAXTON, "start", "--config", str(config)],
+                [CAXTON, "start", "--config", str(config), *self.args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

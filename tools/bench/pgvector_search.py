@@ -156,31 +156,48 @@ def vector_literal(vector: np.ndarray) -> str:
 # --------------------------------------------------------------------------------- PostgreSQL
 
 
-def copy_rows(conn: Connection, vectors: np.ndarray, first: int) -> None:
-    """Binary COPY of ``vectors`` as rows ``first``, ``first + 1``, ... (pgvector's binary
-    form: dimensions and a reserved int16, then big-endian float4s)."""
-    dim = vectors.shape[1]
-    row = np.dtype(
-        [
-            ("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("scope_len", ">i4"),
-            ("scope", "S2"), ("vec_len", ">i4"), ("dim", ">i2"), ("unused", ">i2"),
-            ("vec", ">f4", (dim,)),
-        ]
-    )  # fmt: skip
-    rows = np.zeros(len(vectors), dtype=row)
-    ids = np.arange(first, first + len(vectors))
-    rows["fields"], rows["id_len"], rows["id"] = 3, 8, ids
-    rows["scope_len"], rows["scope"] = 2, np.char.add(b"s", (ids % SCOPES).astype("S1"))
-    rows["vec_len"], rows["dim"], rows["vec"] = 4 + 4 * dim, dim, vectors
-    with (
-        conn.cursor() as cursor,
-        cursor.copy(
-            "COPY bench_items (id, scope, embedding) FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy,
-    ):
+def binary_copy(conn: Connection, statement: str, columns: list[np.ndarray | None]) -> None:
+    """Binary COPY (``statement`` ends ``FROM STDIN WITH (FORMAT BINARY)``) of one row per
+    element of the columns, each a numpy array: int64 (bigint), fixed-width bytes ``S<n>``
+    (text; every value exactly n bytes), float32 ``(rows, dim)`` (pgvector's binary form:
+    dimensions and a reserved int16, then big-endian float4s), or None (NULL in every row)."""
+    rows = next(len(c) for c in columns if c is not None)
+    fields: list[tuple[str, str] | tuple[str, str, tuple[int]]] = [("fields", ">i2")]
+    values: dict[str, object] = {"fields": len(columns)}
+    for i, column in enumerate(columns):
+        fields.append((f"len{i}", ">i4"))
+        if column is None:
+            values[f"len{i}"] = -1
+        elif column.dtype.kind == "i":
+            fields.append((f"v{i}", ">i8"))
+            values[f"len{i}"], values[f"v{i}"] = 8, column
+        elif column.dtype.kind == "S":
+            width = column.dtype.itemsize
+            assert int(np.char.str_len(column).min()) == width, "text values of unequal width"
+            fields.append((f"v{i}", f"S{width}"))
+            values[f"len{i}"], values[f"v{i}"] = width, column
+        else:
+            dim = column.shape[1]
+            fields += [(f"dim{i}", ">i2"), (f"unused{i}", ">i2"), (f"v{i}", ">f4", (dim,))]
+            values[f"len{i}"], values[f"dim{i}"], values[f"v{i}"] = 4 + 4 * dim, dim, column
+    block = np.zeros(rows, dtype=np.dtype(fields))
+    for name, value in values.items():
+        block[name] = value
+    with conn.cursor() as cursor, cursor.copy(statement) as copy:
         copy.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
-        copy.write(rows.tobytes())
+        copy.write(block.tobytes())
         copy.write(struct.pack(">h", -1))
+
+
+def copy_rows(conn: Connection, vectors: np.ndarray, first: int) -> None:
+    """Binary COPY of ``vectors`` as bench_items rows ``first``, ``first + 1``, ..."""
+    ids = np.arange(first, first + len(vectors), dtype=np.int64)
+    scopes = np.char.add(b"s", (ids % SCOPES).astype("S1"))
+    binary_copy(
+        conn,
+        "COPY bench_items (id, scope, embedding) FROM STDIN WITH (FORMAT BINARY)",
+        [ids, scopes, vectors],
+    )
 
 
 async def pg_load(store: PostgresStore, vectors: np.ndarray) -> None:
@@ -280,30 +297,41 @@ async def embedded_search(
 ) -> dict[str, tuple[list[float], list[list[int]]]]:
     """memory_search.py's path: bulk-load into DuckDB, rebuild the accelerator (and its HNSW
     graph above the threshold), then time ``MemoryService.search`` (query embeddings cached)."""
-    results: dict[str, tuple[list[float], list[list[int]]]] = {}
     async with (
         open_store(tmp / "bench.duckdb", migrations=MEMORY_MIGRATIONS) as store,
         trio.open_nursery() as nursery,
     ):
         memory = await nursery.start(MemoryService(store, embedder, max_entities=None).run)
         await bulk_load(memory, texts, vectors, [f"kind{k}" for k in range(SCOPES)])
-        await embedder.embed(queries)
-        for label, types in (("unfiltered", None), ("filtered", [f"kind{FILTER_SCOPE}"])):
-            for query in queries[:20]:
-                await memory.search(query, limit=K, entity_types=types)
-            timings, found = [], []
-            for query in queries:
-                started = time.perf_counter()
-                hits = await memory.search(query, limit=K, entity_types=types)
-                timings.append((time.perf_counter() - started) * 1000)
-                found.append([int(h.entity.name.removeprefix("bench-")) for h in hits])
-            results[label] = (timings, found)
+        results = await service_searches(memory, embedder, queries)
         figures = memory.statistics()
         print(
             f"  embedded: {figures.hnsw_searches} searches through its HNSW graph, "
             f"{figures.hnsw_fallbacks} fell back to the numpy scan"
         )
         nursery.cancel_scope.cancel()
+    return results
+
+
+async def service_searches(
+    memory: MemoryService, embedder: Embedder, queries: list[str]
+) -> dict[str, tuple[list[float], list[list[int]]]]:
+    """Time ``MemoryService.search`` (top 10) for each query, unfiltered and filtered by the
+    entity type ``kind<FILTER_SCOPE>`` (10% of ``bench-<id>`` entities typed ``kind<id % 10>``);
+    ms per search and the ids found. The queries are embedded first, so each search gets its
+    vector from the embedder's cache (embedding is not in the figures)."""
+    await embedder.embed(queries)
+    results: dict[str, tuple[list[float], list[list[int]]]] = {}
+    for label, types in (("unfiltered", None), ("filtered", [f"kind{FILTER_SCOPE}"])):
+        for query in queries[:20]:
+            await memory.search(query, limit=K, entity_types=types)
+        timings, found = [], []
+        for query in queries:
+            started = time.perf_counter()
+            hits = await memory.search(query, limit=K, entity_types=types)
+            timings.append((time.perf_counter() - started) * 1000)
+            found.append([int(h.entity.name.removeprefix("bench-")) for h in hits])
+        results[label] = (timings, found)
     return results
 
 
