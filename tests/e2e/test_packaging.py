@@ -5,6 +5,7 @@ the bundle's model lookup."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -17,6 +18,7 @@ from typing import Any
 
 import attrs
 import httpx
+import psycopg
 import pytest
 import trio
 import yaml
@@ -485,11 +487,73 @@ def test_bundle_uses_the_model_folder_it_carries(
     assert not target.exists()  # nothing copied out of the bundle
 
 
-# -- the PostgreSQL layouts (issue #15, not usable yet) -----------------------------------------
+# -- the PostgreSQL layouts (issue #15) ---------------------------------------------------------
 
 COMPOSE_HA = PACKAGING / "compose-ha"
 K8S_POSTGRES = PACKAGING / "k8s" / "postgres"
-NOT_YET = "FOR THE POSTGRESQL BACKEND, COMING WITH ISSUE #15; NOT USABLE YET"
+#: A PostgreSQL URL that carries a password (user:password@).
+URL_WITH_PASSWORD = re.compile(r"postgres(?:ql)?://[^/@\s]*:[^/@\s]*@")
+
+
+def compose_ha() -> dict[str, Any]:
+    document = yaml.safe_load((COMPOSE_HA / "docker-compose.yml").read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def compose_ha_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Bind mounts of a compose-ha service: container path -> host path."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("."):
+            found[target] = (COMPOSE_HA / source).resolve()
+    return found
+
+
+def compose_env(service: dict[str, Any]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in service.get("environment", []))
+
+
+def compose_command(service: dict[str, Any]) -> list[str]:
+    """A service's command as the container gets it: compose turns ``$$`` into ``$`` (and would
+    fill in any other ``$``)."""
+    command = [str(word) for word in service["command"]]
+    for word in command:
+        assert "$" not in word.replace("$$", ""), f"compose would fill in a variable: {word}"
+    return [word.replace("$$", "$") for word in command]
+
+
+def strings(value: Any) -> list[str]:
+    """Every string value (and key) of a parsed YAML document, comments left out."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*strings(k), *strings(v))]
+    if isinstance(value, list):
+        return [s for item in value for s in strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def git_ignored(path: Path) -> bool:
+    checked = subprocess.run(
+        ["git", "check-ignore", "-q", str(path)], cwd=REPO, capture_output=True, check=False
+    )
+    return checked.returncode == 0
+
+
+def k8s_postgres_objects() -> dict[tuple[str, str], dict[str, Any]]:
+    """The folder's objects by (kind, name), the Kustomization's own file left out."""
+    objects = {}
+    for path in sorted(K8S_POSTGRES.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document.get("kind") != "Kustomization":
+                objects[document["kind"], document["metadata"]["name"]] = document
+    return objects
+
+
+def kustomization() -> dict[str, Any]:
+    document = yaml.safe_load((K8S_POSTGRES / "kustomization.yaml").read_text())
+    assert isinstance(document, dict)
+    return document
 
 
 def comment_text(path: Path) -> str:
@@ -508,66 +572,106 @@ def nginx_upstreams() -> list[str]:
     return re.findall(r"^\s*server (\S+) max_fails=3 fail_timeout=30s;$", block.group(1), re.M)
 
 
+def test_no_layout_is_marked_unusable_any_more() -> None:
+    for path in [*COMPOSE_HA.iterdir(), *K8S_POSTGRES.iterdir(), PACKAGING / "nginx"]:
+        if path.is_file():
+            assert "NOT USABLE" not in path.read_text(), path
+            assert "coming with issue #15" not in path.read_text().lower(), path
+
+
 def test_compose_ha_file_passes_docker_compose_config() -> None:
     compose_file = str(COMPOSE_HA / "docker-compose.yml")
-    command = [ops_tool("docker-compose"), "-f", compose_file, "config", "-q"]
+    command = [ops_tool("docker-compose"), "-f", compose_file, "config"]
     checked = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
     assert checked.returncode == 0, checked.stderr
+    # As compose resolved it: the conditions and the secrets' files are kept.
+    resolved = yaml.safe_load(checked.stdout)
+    for name in ("caxton-1", "caxton-2"):
+        service = resolved["services"][name]
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert [s["source"] for s in service["secrets"]] == ["database_url"]
+    for secret in resolved["secrets"].values():
+        assert Path(secret["file"]).parent == COMPOSE_HA / "secrets"
 
 
 def test_compose_ha_runs_two_instances_on_postgres_behind_nginx_scraped_by_prometheus() -> None:
-    for name in ("docker-compose.yml", "caxton.yaml", "prometheus.yml"):
-        assert NOT_YET in comment_text(COMPOSE_HA / name), name
-    document = yaml.safe_load((COMPOSE_HA / "docker-compose.yml").read_text())
+    document = compose_ha()
     services = document["services"]
     assert set(services) == {"postgres", "caxton-1", "caxton-2", "nginx", "prometheus"}
-    assert services["postgres"]["image"].startswith("pgvector/pgvector:")
     instances = {name: s for name, s in services.items() if name.startswith("caxton-")}
-
-    def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
-        found = {}
-        for volume in service.get("volumes", []):
-            source, target, *_ = volume.split(":")
-            if source.startswith("."):
-                found[target] = (COMPOSE_HA / source).resolve()
-        return found
-
     for service in services.values():
-        for host in bind_mounts(service).values():
+        for host in compose_ha_mounts(service).values():
             assert host.exists(), host
     named = {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}
-    assert {n for n in named if not n.startswith(".")} <= set(document["volumes"])
+    assert {n for n in named if not n.startswith(".")} == set(document["volumes"])
 
+    # No password in the file: PostgreSQL and the instances read theirs from secret files
+    # that git ignores.
+    for value in strings(document):
+        assert not URL_WITH_PASSWORD.search(value), value
+    for service in services.values():
+        assert "POSTGRES_PASSWORD" not in compose_env(service)
+        assert "CAXTON_DATABASE_URL" not in compose_env(service)
+    secrets = {name: COMPOSE_HA / s["file"] for name, s in document["secrets"].items()}
+    for path in secrets.values():
+        assert path.parent == COMPOSE_HA / "secrets"
+        assert git_ignored(path), f"{path} would be committed"
+    assert not git_ignored(COMPOSE_HA / "secrets" / ".gitignore")
+
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("pgvector/pgvector:pg")
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    (password_secret,) = postgres["secrets"]
+    assert compose_env(postgres)["POSTGRES_PASSWORD_FILE"] == f"/run/secrets/{password_secret}"
+    assert [v.split(":")[1] for v in postgres["volumes"]] == ["/var/lib/postgresql/data"]
+
+    command = image_command()
+    data_volumes = set()
     config_file = None
     for name, caxton in instances.items():
         assert caxton["image"] == compose()["services"]["caxton"]["image"]
         assert (COMPOSE_HA / caxton["build"]["context"]).resolve() == REPO
-        assert caxton["healthcheck"]["test"] == ["CMD", "caxton", "health"]
-        assert "postgres" in caxton["depends_on"]
+        assert (
+            COMPOSE_HA / caxton["build"]["context"] / caxton["build"]["dockerfile"]
+        ).resolve() == DOCKERFILE
+        assert caxton["healthcheck"]["test"] == ["CMD", "caxton", "health"]  # 200 from /ready
+        assert caxton["depends_on"] == {"postgres": {"condition": "service_healthy"}}
         assert "ports" not in caxton, f"{name} is reached through nginx only"
-        env = dict(item.split("=", 1) for item in caxton["environment"])
+        env = compose_env(caxton)
         assert env["CAXTON_STORAGE_BACKEND"] == "postgres"
-        assert env["CAXTON_DATABASE_URL"].startswith("postgresql://")
-        assert "@postgres:5432/" in env["CAXTON_DATABASE_URL"]
-        config_file = bind_mounts(caxton)[env["CAXTON_CONFIG_PATH"]]
-        assert bind_mounts(caxton)["/var/lib/caxton/agents"] == REPO / "agents"
+        # The command reads the URL from the secret, then runs the image's own command.
+        (url_secret,) = caxton["secrets"]
+        shell, flag, script = compose_command(caxton)
+        assert (shell, flag) == ("sh", "-c")
+        assert f'CAXTON_DATABASE_URL="$(cat /run/secrets/{url_secret})" &&' in script
+        assert script.endswith(f"exec {shlex.join(command)}")
+        mounts_ = compose_ha_mounts(caxton)
+        config_file = mounts_[env["CAXTON_CONFIG_PATH"]]
+        assert env["CAXTON_CONFIG_PATH"] == command[command.index("--config") + 1]
+        assert mounts_["/var/lib/caxton/agents"] == REPO / "agents"
+        assert "/var/lib/caxton/agents:ro" in " ".join(caxton["volumes"])
+        (data,) = [v for v in caxton["volumes"] if v.split(":")[1] == "/var/lib/caxton"]
+        data_volumes.add(data.split(":")[0])
+    assert len(data_volumes) == len(instances), "each instance has a data volume of its own"
     assert config_file is not None
     checked = run_cli("validate", "--config", str(config_file))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     config = yaml.safe_load(config_file.read_text())
     assert config["server"]["host"] == "0.0.0.0"
+    assert config["server"]["data_dir"] == "/var/lib/caxton"
+    assert config["server"]["agents_dir"] == "/var/lib/caxton/agents"
     assert "caxton.example.com" in config["server"]["allowed_hosts"]  # the conf's server_name
     api, metrics = config["server"]["port"], config["observability"]["metrics_port"]
 
     # nginx: the packaged conf as is, its upstream the two instances on the API port.
-    nginx = bind_mounts(services["nginx"])
+    nginx = compose_ha_mounts(services["nginx"])
     assert nginx["/etc/nginx/conf.d/default.conf"] == PACKAGING / "nginx" / "caxton.conf"
     assert sorted(nginx_upstreams()) == sorted(f"{name}:{api}" for name in instances)
     assert services["nginx"]["ports"] == ["80:80"]
     assert set(services["nginx"]["depends_on"]) == set(instances)
 
     # Prometheus: every instance on its own metrics port, with the repository's rules.
-    prometheus = bind_mounts(services["prometheus"])
+    prometheus = compose_ha_mounts(services["prometheus"])
     scrape = yaml.safe_load(prometheus["/etc/prometheus/prometheus.yml"].read_text())
     for rule_file in scrape["rule_files"]:
         assert prometheus[f"/etc/prometheus/{rule_file}"] == REPO / "conf" / rule_file
@@ -578,33 +682,29 @@ def test_compose_ha_runs_two_instances_on_postgres_behind_nginx_scraped_by_prome
 
 
 def test_k8s_postgres_deployment_with_secret_and_disruption_budget(tmp_path: Path) -> None:
-    files = sorted(K8S_POSTGRES.glob("*.yaml"))
-    objects = {}
-    for path in files:
-        if path.name != "namespace.yaml":
-            assert NOT_YET in comment_text(path), path.name
-        for document in yaml.safe_load_all(path.read_text()):
-            if document and document.get("kind") != "Kustomization":
-                objects[document["kind"]] = document
+    objects = k8s_postgres_objects()
     assert set(objects) == {
-        "Namespace",
-        "Secret",
-        "ConfigMap",
-        "Deployment",
-        "Service",
-        "PodDisruptionBudget",
+        ("Namespace", "caxton"),
+        ("ConfigMap", "caxton-ha-config"),
+        ("ConfigMap", "caxton-ha-agents"),
+        ("Deployment", "caxton-ha"),
+        ("Service", "caxton-ha"),
+        ("PodDisruptionBudget", "caxton-ha"),
     }
-    kustomization = yaml.safe_load((K8S_POSTGRES / "kustomization.yaml").read_text())
-    assert sorted(kustomization["resources"]) == sorted(
-        p.name for p in files if p.name != "kustomization.yaml"
+    kustom = kustomization()
+    assert sorted(kustom["resources"]) == sorted(
+        p.name for p in K8S_POSTGRES.glob("*.yaml") if p.name != "kustomization.yaml"
     )
-    namespace = objects["Namespace"]["metadata"]["name"]
+    namespace = objects["Namespace", "caxton"]["metadata"]["name"]
     assert namespace == k8s_objects()["Namespace"]["metadata"]["name"]
-    for kind, document in objects.items():
+    for (kind, _), document in objects.items():
         if kind != "Namespace":
             assert document["metadata"]["namespace"] == namespace, kind
+    for document in objects.values():
+        for value in strings(document):
+            assert not URL_WITH_PASSWORD.search(value), value
 
-    configmap = objects["ConfigMap"]
+    configmap = objects["ConfigMap", "caxton-ha-config"]
     (key,) = configmap["data"]
     config_file = tmp_path / key
     config_file.write_text(configmap["data"][key])
@@ -612,7 +712,7 @@ def test_k8s_postgres_deployment_with_secret_and_disruption_budget(tmp_path: Pat
     assert checked.returncode == 0, checked.stdout + checked.stderr
     config = load_config(config_file).config
 
-    deployment = objects["Deployment"]
+    deployment = objects["Deployment", "caxton-ha"]
     assert deployment["spec"]["replicas"] == 3
     pod = deployment["spec"]["template"]
     labels = pod["metadata"]["labels"]
@@ -621,42 +721,188 @@ def test_k8s_postgres_deployment_with_secret_and_disruption_budget(tmp_path: Pat
     statefulset = k8s_objects()["StatefulSet"]
     assert not statefulset["spec"]["selector"]["matchLabels"].items() <= labels.items()
     (container,) = pod["spec"]["containers"]
-    assert container["image"] == compose()["services"]["caxton"]["image"]
+    (embedded,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == compose()["services"]["caxton"]["image"] == embedded["image"]
+    assert "command" not in container
+    assert "args" not in container  # the image's own command
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"api": config.server.port, "metrics": config.observability.metrics_port}
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "api"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "api"}
-    env = {e["name"]: e for e in container["env"]}
-    assert env["CAXTON_STORAGE_BACKEND"]["value"] == "postgres"
-    secret_ref = env["CAXTON_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
-    secret = objects["Secret"]
-    assert secret_ref["name"] == secret["metadata"]["name"]
-    assert secret["stringData"][secret_ref["key"]].startswith("postgresql://")
-
-    # The ConfigMap lands where the image's command reads its configuration.
-    (volume,) = [v for v in pod["spec"]["volumes"] if "configMap" in v]
-    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
-    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
-    (item,) = volume["configMap"]["items"]
-    assert item["key"] == key
-    mounted = f"{mount['mountPath']}/{item['path']}"
-    command = image_command()
-    assert mounted == command[command.index("--config") + 1]
-    assert env["CAXTON_CONFIG_PATH"]["value"] == mounted
-    (data,) = [m for m in container["volumeMounts"] if m["name"] == "data"]
-    assert data["mountPath"] == str(config.server.data_dir)
+    # The same user, privileges and resources as the embedded StatefulSet.
+    assert (
+        pod["spec"]["securityContext"] == statefulset["spec"]["template"]["spec"]["securityContext"]
+    )
+    assert container["securityContext"] == embedded["securityContext"]
+    assert container["resources"] == embedded["resources"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
     uid = re.search(r"useradd [^&]*-u (\d+)", DOCKERFILE.read_text())
     assert uid is not None
     assert pod["spec"]["securityContext"]["runAsUser"] == int(uid.group(1))
     stop = pod["spec"]["terminationGracePeriodSeconds"]
     assert stop > load_config(None, environ={}).config.server.shutdown_timeout
 
-    service = objects["Service"]
+    # The database URL: only in a Secret that kustomize makes from a file git ignores.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CAXTON_STORAGE_BACKEND"]["value"] == "postgres"
+    assert set(env["CAXTON_DATABASE_URL"]) == {"name", "valueFrom"}
+    secret_ref = env["CAXTON_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    (generator,) = kustom["secretGenerator"]
+    assert generator["name"] == secret_ref["name"]
+    assert generator["namespace"] == namespace
+    (env_file,) = generator["envs"]
+    assert git_ignored(K8S_POSTGRES / env_file), f"{env_file} would be committed"
+    assert not (K8S_POSTGRES / env_file).exists() or git_ignored(K8S_POSTGRES / env_file)
+    assert f"{secret_ref['key']}=postgresql://" in comment_text(K8S_POSTGRES / "kustomization.yaml")
+
+    # caxton.yaml lands where the image's command reads its configuration.
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts_ = {m["name"]: m for m in container["volumeMounts"]}
+    config_volume = volumes[mounts_["config"]["name"]]
+    assert config_volume["configMap"]["name"] == configmap["metadata"]["name"]
+    (item,) = config_volume["configMap"]["items"]
+    assert item["key"] == key
+    mounted = f"{mounts_['config']['mountPath']}/{item['path']}"
+    command = image_command()
+    assert mounted == command[command.index("--config") + 1]
+    assert env["CAXTON_CONFIG_PATH"]["value"] == mounted
+    # data_dir: an emptyDir (nothing durable there with postgres).
+    assert mounts_["data"]["mountPath"] == str(config.server.data_dir)
+    assert volumes["data"] == {"name": "data", "emptyDir": {}}
+    # agents_dir: the agents ConfigMap, read-only, the same files in every replica.
+    agents = objects["ConfigMap", "caxton-ha-agents"]
+    assert volumes["agents"]["configMap"]["name"] == agents["metadata"]["name"]
+    assert mounts_["agents"]["mountPath"] == str(config.agents_dir)
+    assert mounts_["agents"]["readOnly"] is True
+    assert "belong to each instance" in comment_text(K8S_POSTGRES / "agents-configmap.yaml")
+    for name, text in agents["data"].items():
+        assert text == (REPO / "agents" / name).read_text(), f"{name} differs from agents/"
+
+    service = objects["Service", "caxton-ha"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
     assert service["spec"].get("clusterIP") != "None"  # one balanced address
 
-    budget = objects["PodDisruptionBudget"]
+    budget = objects["PodDisruptionBudget", "caxton-ha"]
     assert budget["apiVersion"] == "policy/v1"
     assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert 0 < budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+    assert budget["spec"]["minAvailable"] == 2
+    assert budget["spec"]["minAvailable"] < deployment["spec"]["replicas"]
+
+
+async def serve_as_deployed(
+    nursery: trio.Nursery, command: list[str], env: dict[str, str], tmp_path: Path
+) -> tuple[trio.Process, str]:
+    """Run a container's command here, on loopback and local folders; its process and API URL
+    once it logs that it is ready."""
+    log = tmp_path / "server.log"
+    local = {
+        "CAXTON_HOST": "127.0.0.1",
+        "CAXTON_PORT": "0",
+        "CAXTON_METRICS_PORT": "0",
+        "CAXTON_DATA_DIR": str(tmp_path / "data"),
+        "CAXTON_LOG_FORMAT": "json",
+    }
+    bin_dir = Path(CAXTON_CMD[0]).parent if len(CAXTON_CMD) == 1 else Path(sys.executable).parent
+    with log.open("wb") as stderr:
+        process: trio.Process = await nursery.start(
+            functools.partial(
+                trio.run_process,
+                command,
+                env=caxton_env(**env, **local, PATH=f"{bin_dir}:{SYSTEM_PATH}"),
+                stdin=subprocess.DEVNULL,
+                stderr=stderr,
+                check=False,
+            )
+        )
+    with trio.fail_after(60):
+        while True:
+            for line in log.read_text(errors="replace").splitlines():
+                record = json.loads(line) if line.startswith("{") else {}
+                if "ready on" in str(record.get("message")):
+                    return process, str(record["api"][0])
+            assert process.returncode is None, log.read_text()
+            await trio.sleep(0.05)
+
+
+async def check_postgres_instance(api_url: str, postgres_url: str) -> None:
+    """The instance answers /ready and /health, runs the echo agent from its agents_dir, and
+    is listed in the database it shares."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
+        assert (await client.get("/ready")).status_code == 200
+        assert (await client.get("/health")).status_code == 200
+        cluster = (await client.get("/api/v1/cluster")).json()
+        assert cluster["backend"] == "postgres"
+        assert [i["id"] for i in cluster["instances"]] == [cluster["instance"]]
+        reply = await client.post("/api/v1/agents/echo/messages", json={"content": "hello"})
+        assert reply.status_code == 200, reply.text
+
+    def rows() -> list[tuple[Any, ...]]:
+        with psycopg.connect(postgres_url) as conn:
+            return conn.execute("SELECT id FROM cluster_instances").fetchall()
+
+    assert await trio.to_thread.run_sync(rows) == [(cluster["instance"],)]
+
+
+async def test_compose_ha_instance_command_serves_on_postgres_from_the_secret(
+    nursery: trio.Nursery, tmp_path: Path, postgres_url: str
+) -> None:
+    caxton = compose_ha()["services"]["caxton-1"]
+    shell, flag, script = compose_command(caxton)
+    # Compose's paths replaced by local ones: the secret file and the bind mounts.
+    (secret,) = caxton["secrets"]
+    secret_file = tmp_path / secret
+    secret_file.write_text(postgres_url + "\n")  # as `echo` writes it
+    script = script.replace(f"/run/secrets/{secret}", str(secret_file))
+    mounted = compose_ha_mounts(caxton)
+    for target, source in mounted.items():
+        script = script.replace(target, str(source))
+    env = compose_env(caxton)
+    env["CAXTON_CONFIG_PATH"] = str(mounted[env["CAXTON_CONFIG_PATH"]])
+    env["CAXTON_AGENTS_DIR"] = str(mounted["/var/lib/caxton/agents"])
+    process, api_url = await serve_as_deployed(nursery, [shell, flag, script], env, tmp_path)
+    await check_postgres_instance(api_url, postgres_url)
+    process.send_signal(signal.SIGTERM)  # `exec`: the signal reaches caxton itself
+    assert await wait_exit(process) == 0
+
+    # Without the secret the command stops at once, before caxton starts.
+    secret_file.unlink()
+    result = await trio.run_process(
+        [shell, flag, script], env=caxton_env(), capture_stderr=True, check=False
+    )
+    assert result.returncode != 0
+    assert str(secret_file).encode() in result.stderr
+
+
+async def test_k8s_postgres_pod_env_serves_on_postgres(
+    nursery: trio.Nursery, tmp_path: Path, postgres_url: str
+) -> None:
+    objects = k8s_postgres_objects()
+    pod = objects["Deployment", "caxton-ha"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # The pod's environment, the Secret's key given the test database's URL.
+    env = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        else:
+            assert "secretKeyRef" in entry["valueFrom"]
+            env[entry["name"]] = postgres_url
+    # The ConfigMaps' files, where the pod's mounts put them.
+    configmap = objects["ConfigMap", "caxton-ha-config"]
+    config_file = tmp_path / "config.yaml"
+    (text,) = configmap["data"].values()
+    config_file.write_text(text)
+    agents_dir = tmp_path / "agents"
+    agents_dir.mkdir()
+    for name, content in objects["ConfigMap", "caxton-ha-agents"]["data"].items():
+        (agents_dir / name).write_text(content)
+    env["CAXTON_CONFIG_PATH"] = str(config_file)
+    env["CAXTON_AGENTS_DIR"] = str(agents_dir)
+    command = image_command()
+    command[command.index("--config") + 1] = str(config_file)
+    process, api_url = await serve_as_deployed(nursery, command, env, tmp_path)
+    await check_postgres_instance(api_url, postgres_url)
+    process.send_signal(signal.SIGTERM)
+    assert await wait_exit(process) == 0
