@@ -271,70 +271,83 @@ def echo_line(label: str, r: dict[str, Any]) -> str:
     )
 
 
+REFERENCE = "one instance, no nginx (reference)"
+ONE = "(a) nginx -> one instance"
+ONE_KEPT = "(a') as (a), upstream keepalive"
+TWO = "(b) nginx -> two instances"
+WORKERS = "(c) nginx -> caxton start --workers 2"
+WORKERS_KEPT = "(c') as (c), upstream keepalive"
+
+
 def http_part(args: argparse.Namespace, url: str, pg_pid: int) -> tuple[list[Verdict], bool]:
+    """Every instance and nginx start first; each round then loads each setup in turn, so a
+    change of the machine's load between setups moves the ratios less."""
     print(
         f"\n-- 1. WASM echo through nginx: {args.connections} keep-alive connections (wrk -t1), "
-        f"{args.duration:g} s each after a 1 s warm-up; every instance on PostgreSQL"
+        f"{args.duration:g} s each after a 1 s warm-up, {args.rounds} round(s); every instance "
+        "on PostgreSQL, all started before the first round (the idle ones stay up)"
     )
     storage = storage_yaml(url)
-    results: dict[str, dict[str, Any]] = {}
-    extra: dict[str, dict[str, Any]] = {}  # the keepalive variants, apart from the goal
-    with BenchServer(("echo",), extra_yaml=storage) as one:
-        httpx.post(f"{one.url}{ECHO_PATH}", json=json.loads(ECHO_BODY)).raise_for_status()
-        label = "one instance, no nginx (reference)"
-        results[label] = echo_load(one.url, args, [one.pid], None, pg_pid)
-        print(echo_line(label, results[label]))
-        with Nginx([address(one)]) as proxy:
-            label = "(a) nginx -> one instance"
-            results[label] = echo_load(proxy.url, args, [one.pid], proxy, pg_pid)
-            print(echo_line(label, results[label]))
-        with Nginx([address(one)], keepalive=True) as proxy:
-            label = "(a') as (a), upstream keepalive"
-            extra[label] = echo_load(proxy.url, args, [one.pid], proxy, pg_pid)
-            print(echo_line(label, extra[label]))
-        with BenchServer(("echo",), extra_yaml=storage) as two:
-            httpx.post(f"{two.url}{ECHO_PATH}", json=json.loads(ECHO_BODY)).raise_for_status()
-            with Nginx([address(one), address(two)]) as proxy:
-                label = "(b) nginx -> two instances"
-                results[label] = echo_load(proxy.url, args, [one.pid, two.pid], proxy, pg_pid)
-                print(echo_line(label, results[label]))
-            stopped_ok = two.stop() == 0
-        stopped_ok = one.stop() == 0 and stopped_ok
-    with BenchServer(("echo",), extra_yaml=storage, args=("--workers", "2")) as workers:
+    rounds: list[dict[str, dict[str, Any]]] = []
+    with (
+        BenchServer(("echo",), extra_yaml=storage) as one,
+        BenchServer(("echo",), extra_yaml=storage) as two,
+        BenchServer(("echo",), extra_yaml=storage, args=("--workers", "2")) as workers,
+    ):
         pids = wait_workers(workers, 2)
         print(f"  (caxton start --workers 2: supervisor {workers.pid}, workers {pids})")
-        with Nginx([address(workers)]) as proxy:
-            label = "(c) nginx -> caxton start --workers 2"
-            results[label] = echo_load(proxy.url, args, [workers.pid], proxy, pg_pid)
-            print(echo_line(label, results[label]))
-        with Nginx([address(workers)], keepalive=True) as proxy:
-            label = "(c') as (c), upstream keepalive"
-            extra[label] = echo_load(proxy.url, args, [workers.pid], proxy, pg_pid)
-            print(echo_line(label, extra[label]))
-        stopped_ok = workers.stop() == 0 and stopped_ok
-    a, b, c = (results[k] for k in list(results)[1:])
-    b_ratio = b["rps"] / a["rps"] if a["rps"] else 0.0
-    c_ratio = c["rps"] / a["rps"] if a["rps"] else 0.0
-    ref = results["one instance, no nginx (reference)"]
-    print(f"  ratio b/a (two instances / one): {b_ratio:.2f}")
-    print(f"  ratio c/a (--workers 2 / one):   {c_ratio:.2f}")
-    a_kept, c_kept = extra.values()
-    if a_kept["rps"]:
-        print(
-            f"  with upstream keepalive (not the packaged file): c'/a' "
-            f"{c_kept['rps'] / a_kept['rps']:.2f}"
-        )
-    if ref["rps"]:
-        print(
-            f"  nginx's cost for one instance: a / no-nginx {a['rps'] / ref['rps']:.2f}, "
-            f"a' / no-nginx {a_kept['rps'] / ref['rps']:.2f}"
-        )
-    failed = sum(r["failed"] for r in [*results.values(), *extra.values()])
+        for server in (one, two, workers):
+            httpx.post(f"{server.url}{ECHO_PATH}", json=json.loads(ECHO_BODY)).raise_for_status()
+        with (
+            Nginx([address(one)]) as to_one,
+            Nginx([address(one)], keepalive=True) as to_one_kept,
+            Nginx([address(one), address(two)]) as to_two,
+            Nginx([address(workers)]) as to_workers,
+            Nginx([address(workers)], keepalive=True) as to_workers_kept,
+        ):
+            setups: list[tuple[str, str, list[int], Nginx | None]] = [
+                (REFERENCE, one.url, [one.pid], None),
+                (ONE, to_one.url, [one.pid], to_one),
+                (ONE_KEPT, to_one_kept.url, [one.pid], to_one_kept),
+                (TWO, to_two.url, [one.pid, two.pid], to_two),
+                (WORKERS, to_workers.url, [workers.pid], to_workers),
+                (WORKERS_KEPT, to_workers_kept.url, [workers.pid], to_workers_kept),
+            ]
+            for number in range(1, args.rounds + 1):
+                if args.rounds > 1:
+                    print(f"  round {number}")
+                figures: dict[str, dict[str, Any]] = {}
+                for label, target, caxton, proxy in setups:
+                    figures[label] = echo_load(target, args, caxton, proxy, pg_pid)
+                    print(echo_line(label, figures[label]))
+                rounds.append(figures)
+        codes = [server.stop() for server in (workers, two, one)]  # every one stopped
+        stopped_ok = codes == [0, 0, 0]
+
+    def ratio(ours: str, base: str) -> float:
+        values = [r[ours]["rps"] / r[base]["rps"] if r[base]["rps"] else 0.0 for r in rounds]
+        return statistics.median(values)
+
+    kind = "median over rounds" if args.rounds > 1 else "one round"
+    b_ratio, c_ratio = ratio(TWO, ONE), ratio(WORKERS, ONE)
+    print(
+        f"  ratios ({kind}): b/a (two instances / one) {b_ratio:.2f}, c/a (--workers 2 / one) "
+        f"{c_ratio:.2f}"
+    )
+    print(
+        "  with upstream keepalive (not the packaged file): c'/a' "
+        f"{ratio(WORKERS_KEPT, ONE_KEPT):.2f}"
+        f"; nginx's cost for one instance: a / no-nginx {ratio(ONE, REFERENCE):.2f}, "
+        f"a' / no-nginx {ratio(ONE_KEPT, REFERENCE):.2f}"
+    )
+    failed = sum(r["failed"] for figures in rounds for r in figures.values())
     if failed or not stopped_ok:
         print(f"  failed requests {failed}; instances exited 0: {stopped_ok}  <-- check")
+    a_rps = statistics.median(r[ONE]["rps"] for r in rounds)
+    c_rps = statistics.median(r[WORKERS]["rps"] for r in rounds)
     verdict = Verdict(
         f"echo through nginx, --workers 2 over one instance >= {GOAL_WORKERS_RATIO}",
-        f"c/a {c_ratio:.2f} ({c['rps']:.0f} / {a['rps']:.0f} req/s; b/a {b_ratio:.2f})",
+        f"c/a {c_ratio:.2f} ({kind}; median {c_rps:.0f} / {a_rps:.0f} req/s; b/a {b_ratio:.2f})",
         c_ratio >= GOAL_WORKERS_RATIO,
     )
     return [verdict], failed == 0 and stopped_ok
@@ -666,8 +679,9 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, short durations")
     parser.add_argument("--only", default="http,memory,deploy", help="parts to run")
-    parser.add_argument("--duration", type=float, help="seconds per echo measure (15; quick 3)")
+    parser.add_argument("--duration", type=float, help="seconds per echo measure (10; quick 3)")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections")
+    parser.add_argument("--rounds", type=int, help="rounds of the echo setups (2; quick 1)")
     parser.add_argument("--entities", type=int, help="memory entities (100000; quick 10000)")
     parser.add_argument("--queries", type=int, help="memory search queries (500; quick 200)")
     parser.add_argument("--deploys", type=int, help="deploys through A (20; quick 10)")
@@ -676,8 +690,8 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--model-cache", type=Path, default=CACHE / "models" / "all-MiniLM-L6-v2")
     args = parser.parse_args()
-    defaults = {"duration": 15.0, "entities": 100_000, "queries": 500, "deploys": 20}
-    quick = {"duration": 3.0, "entities": 10_000, "queries": 200, "deploys": 10}
+    defaults = {"duration": 10.0, "rounds": 2, "entities": 100_000, "queries": 500, "deploys": 20}
+    quick = {"duration": 3.0, "rounds": 1, "entities": 10_000, "queries": 200, "deploys": 10}
     for key, value in (quick if args.quick else defaults).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
