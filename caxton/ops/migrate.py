@@ -14,6 +14,9 @@ here):
   its canary with its share (:class:`FileDeployments` -> :class:`PostgresDeployments`);
 * **the safe-mode flag**, when it is on, so the cluster starts in safe mode too.
 
+Instances already running on the target are told of each agent and of safe mode as a server
+would tell them (LISTEN/NOTIFY); the memory and conversations they read from the database.
+
 How it stays safe to run, and to run again:
 
 * the source server must be stopped: its data_dir lock is held for the whole copy, so none
@@ -45,6 +48,7 @@ import duckdb
 import trio
 
 from caxton.agents.deployments import CanaryState, FileDeployments, PostgresDeployments
+from caxton.cluster import DEFAULT_CHANNEL, notify
 from caxton.components import running
 from caxton.datadir import hold_offline, holder_pid
 from caxton.memory import postgres_sql, queries
@@ -492,6 +496,14 @@ async def _served_alike(stored: Sequence[StoredAgent], target: PostgresDeploymen
 # -- the whole ------------------------------------------------------------------------------------
 
 
+def _notify_agent(conn: Any, name: str) -> None:
+    notify(conn, "agent", {"name": name}, sender="cli", channel=DEFAULT_CHANNEL)
+
+
+def _notify_safe_mode(conn: Any) -> None:
+    notify(conn, "safe_mode", {}, sender="cli", channel=DEFAULT_CHANNEL)
+
+
 def _ignore(step: Step) -> None:
     del step
 
@@ -574,11 +586,12 @@ async def migrate(
             skipped=skipped,
         )
         stored = await FileDeployments(source.data_dir / "deployed").load_all()
-        deployments = PostgresDeployments(store)
+        # instances already running on the target hear of each change, as from a server
+        deployments = PostgresDeployments(store, notify=_notify_agent)
         await _copy_agents(stored, deployments, progress=progress, counts=counts, skipped=skipped)
         flag = await trio.to_thread.run_sync(read_flag, source.data_dir)
         if flag.enabled:
-            await PostgresSafeModeFlag(store).write(flag)
+            await PostgresSafeModeFlag(store, notify=_notify_safe_mode).write(flag)
         after = await store.execute_fn(_count_tables)
         alike = await _served_alike(stored, deployments)
     sides = {**before, "agents": len(stored)}, {**after, "agents": alike}
