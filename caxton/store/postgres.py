@@ -15,7 +15,9 @@ The API mirrors :class:`caxton.store.Store` (``run``, ``execute_fn``, ``execute_
   connection before handing it out, so the store recovers by itself once PostgreSQL is back.
   While the server does not answer, calls fail at once but for one a second
   (``DOWN_PROBE_INTERVAL_S``) that tries it again: callers get their 503 quickly instead of
-  each waiting the connect timeout.
+  each waiting the connect timeout. A call the pool has no connection for within
+  ``POOL_WAIT_S`` connects on its own: a server that refuses is known within a second, and
+  one that is back serves calls while the pool still waits out its reconnect backoff.
 * **lifecycle** — ``run()`` connects (within the connect timeout), checks the server version
   and the ``vector`` extension (creating it if it may), applies pending migrations under a
   ``pg_advisory_lock`` so instances starting together on one database migrate it once, opens
@@ -60,6 +62,15 @@ LOGGER = logging.getLogger("caxton.store.postgres")
 #: While PostgreSQL does not answer, calls fail at once (503 ``STORAGE_UNAVAILABLE``) except
 #: one every this many seconds, which tries the server again; the first that succeeds ends it.
 DOWN_PROBE_INTERVAL_S = 1.0
+#: How long a call waits for the pool to hand it a connection before it connects on its own.
+#: Calls never wait for a busy connection (the limiter is as large as the pool), so a longer
+#: wait means the pool cannot connect: either PostgreSQL is down, and the call's own connect
+#: says so at once instead of after the connect timeout, or the pool is still backing off
+#: after an outage, and the call's own connection serves it.
+POOL_WAIT_S = 1.0
+#: The wait instead while the pool lags behind a server that answers again: calls connect on
+#: their own at once until the pool hands out connections again.
+LAGGING_POOL_WAIT_S = 0.05
 
 #: The migrations table on PostgreSQL (the DuckDB store's, in PostgreSQL's types).
 SCHEMA_MIGRATIONS_DDL = """
@@ -160,6 +171,8 @@ class PostgresStore:
         self._down_since: float | None = None
         self._down_reason = ""
         self._next_probe = 0.0
+        # the pool had no connection when a connection of the call's own did (after an outage)
+        self._pool_lagging = False
         self._pool: ConnectionPool[Connection] | None = None
         self._open = False
         self._ran = False
@@ -507,11 +520,20 @@ class PostgresStore:
         pool = self._pool
         if pool is None:
             raise PostgresStoreClosed(self.where)
+        wait_s = LAGGING_POOL_WAIT_S if self._pool_lagging else POOL_WAIT_S
         try:
-            with pool.connection() as conn:
-                conn.read_only = read_only
-                with conn.transaction():
-                    return fn(conn)
+            try:
+                with pool.connection(timeout=min(wait_s, self.connect_timeout_s)) as conn:
+                    self._pool_lagging = False
+                    return _in_transaction(conn, fn, read_only)
+            except PoolTimeout:
+                # No pooled connection came: the server stopped answering, or the pool is
+                # still waiting out its reconnect backoff (1, 2, 4 ... s) after it did. A
+                # connection of its own tells which at once (a refused connect fails at once)
+                # and serves this call if PostgreSQL answers.
+                with psycopg.connect(self.url, autocommit=True, **self._connect_kwargs()) as conn:
+                    self._pool_lagging = True
+                    return _in_transaction(conn, fn, read_only)
         except PoolTimeout as exc:
             self._unavailable_total += 1
             raise StorageUnavailable(
@@ -541,6 +563,12 @@ class PostgresStore:
             unavailable_total=self._unavailable_total,
             schema_versions=dict(self._schema_versions),
         )
+
+
+def _in_transaction(conn: Connection, fn: Callable[[Connection], T], read_only: bool) -> T:
+    conn.read_only = read_only
+    with conn.transaction():
+        return fn(conn)
 
 
 def _select_one(conn: Connection) -> None:

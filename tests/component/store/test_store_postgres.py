@@ -351,3 +351,43 @@ def test_plan_orders_and_checks_series_as_the_duckdb_store_does() -> None:
         plan(NOTES[1:], {})
     with pytest.raises(ValueError, match="upgrade Caxton"):
         plan(NOTES[:1], {"notes": 2})
+
+
+@pytest.mark.slow
+async def test_an_outage_is_known_within_a_second_whatever_the_connect_timeout(
+    own_postgres: object,
+) -> None:
+    """The pool waits its whole timeout for a connection it cannot make, and after an outage
+    it reconnects only at its backoff's next attempt: calls connect on their own instead, so a
+    refusal comes within about a second and a server that is back serves them at once."""
+    tool = load_postgres_tool()
+    directory = own_postgres.directory  # type: ignore[attr-defined]
+    url: str = own_postgres.url  # type: ignore[attr-defined]
+
+    def one(conn: psycopg.Connection) -> object:
+        return conn.execute("SELECT 1").fetchone()
+
+    with trio.fail_after(90):
+        async with open_postgres_store(url, migrations=NOTES, connect_timeout_s=5) as store:
+            assert await store.execute_fn(one) == (1,)
+            await trio.to_thread.run_sync(tool.stop, directory)
+            down = time.monotonic()
+            while time.monotonic() - down < 6:  # past the connect timeout, probes included
+                started = time.monotonic()
+                with pytest.raises(StorageUnavailable):
+                    await store.execute_write_fn(one)
+                assert time.monotonic() - started < 1.8
+                await trio.sleep(0.2)
+            await trio.to_thread.run_sync(functools.partial(tool.start, directory, fsync=False))
+            started = time.monotonic()
+            while True:
+                try:
+                    assert await store.execute_fn(one) == (1,)
+                    break
+                except StorageUnavailable:
+                    await trio.sleep(0.1)
+            assert time.monotonic() - started < 2.5  # the next probe, not the pool's backoff
+            for _ in range(10):  # and every call after it, pooled or not
+                started = time.monotonic()
+                assert await store.execute_fn(one) == (1,)
+                assert time.monotonic() - started < 1.5
