@@ -21,7 +21,8 @@ from caxton.cli.output import emit_json, output_option, table
 from caxton.errors import ClientError
 
 if TYPE_CHECKING:
-    from caxton.ops.migrate import MigrationReport, Step
+    from caxton.config.model import PostgresConfig
+    from caxton.ops.migrate import MigrationReport, MigrationSource, Step
 
 
 @click.group()
@@ -124,21 +125,22 @@ class _Bars:
 
 def _migration_source(
     ctx: click.Context, config_file: str | None, data_dir: Path | None
-) -> tuple[Any, str]:
-    """The source's data_dir and DuckDB file, and the URL its configuration names (if any)."""
+) -> tuple[MigrationSource, PostgresConfig]:
+    """The source's data_dir and DuckDB file, and the configuration's PostgreSQL settings."""
     from caxton.config import load_config
     from caxton.ops.migrate import MigrationSource
 
     config = load_config(config_path(ctx, config_file)).config
     if data_dir is None:
-        return MigrationSource(
-            data_dir=config.data_dir, database_path=config.database_path
-        ), config.storage.postgres.url
-    folder = data_dir.expanduser().absolute()
-    database = Path(config.memory.database_path).expanduser()
-    return MigrationSource(
-        data_dir=folder, database_path=database if database.is_absolute() else folder / database
-    ), config.storage.postgres.url
+        source = MigrationSource(data_dir=config.data_dir, database_path=config.database_path)
+    else:
+        folder = data_dir.expanduser().absolute()
+        database = Path(config.memory.database_path).expanduser()
+        source = MigrationSource(
+            data_dir=folder,
+            database_path=database if database.is_absolute() else folder / database,
+        )
+    return source, config.storage.postgres
 
 
 def _print_report(report: MigrationReport) -> None:
@@ -212,8 +214,8 @@ def migrate(
     from caxton.ops.migrate import migrate as run_migration
     from caxton.store.postgres import redact
 
-    source, configured = _migration_source(ctx, config_file, data_dir)
-    url = url or configured
+    source, settings = _migration_source(ctx, config_file, data_dir)
+    url = url or settings.url
     if not url:
         raise ClientError(
             "name the PostgreSQL database to migrate to: caxton storage migrate --to "
@@ -239,6 +241,8 @@ def migrate(
                 source,
                 url,
                 batch_size=batch_size,
+                connect_timeout_s=settings.connect_timeout,
+                statement_timeout_s=settings.statement_timeout,
                 progress=bars if output != "json" else lambda step: None,
             )
         )
