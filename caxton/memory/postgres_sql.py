@@ -15,20 +15,25 @@ index can serve: a full scan. Search statements are never prepared: a prepared p
 the index choice made under other settings (tools/bench/pgvector_search.py).
 
 :mod:`caxton.memory.sql` describes each member; the docstrings here say what is particular
-to PostgreSQL.
+to PostgreSQL. The reads both dialects share are :mod:`caxton.memory.sql_shared`'s, in
+PostgreSQL's :data:`STYLE`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from caxton.memory import sql_shared
 from caxton.memory.index import IndexEntry
 from caxton.memory.model import EMBEDDING_DIM
-from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
+from caxton.memory.sql import RelationKey as RelationKey
+from caxton.memory.sql_shared import counts as counts
+from caxton.memory.sql_shared import entity_count as entity_count
+from caxton.memory.sql_shared import relation_count as relation_count
+from caxton.memory.sql_shared import snapshot as snapshot
+from caxton.memory.types import Scope
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from caxton.memory.maintenance import DatabaseSpace
+    from caxton.memory.types import Entity, Relation
     from caxton.store.backend import Backend
 
     Connection = psycopg.Connection[Any]
@@ -50,13 +56,18 @@ TABLES = ("memory_entities", "memory_observations", "memory_relations", "memory_
 #: ``pg_advisory_xact_lock`` key that serialises memory writes across instances ("memory").
 WRITE_LOCK_KEY = 0x6D656D6F7279
 
-RelationKey = tuple[str, str, str]
+#: PostgreSQL's parameters and lists: every list is one array parameter.
+STYLE: Final = sql_shared.SQLStyle(
+    param="%s",
+    named_param="%({})s",
+    in_array="{column} = ANY({param})",
+    key_rows="unnest(%s::text[], %s::text[], %s::text[]) AS q(f, t, k)",
+)
 
-_ENTITY_COLUMNS = "name, entity_type, scope, agent, metadata, created_at, updated_at"
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC)
+fetch_entities: Final = STYLE.fetch_entities
+existing_names: Final = STYLE.existing_names
+fetch_relations: Final = STYLE.fetch_relations
+neighbours: Final = STYLE.neighbours
 
 
 def vector_literal(vector: NDArray[np.float32]) -> str:
@@ -64,104 +75,36 @@ def vector_literal(vector: NDArray[np.float32]) -> str:
     return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).tolist())) + "]"
 
 
-def _count(conn: Connection, sql: str, params: Sequence[object] = ()) -> int:
-    row = conn.execute(sql, list(params)).fetchone()
-    return int(row[0]) if row else 0
-
-
 def lock_writes(conn: Connection) -> None:
     """Take the memory write lock until the transaction ends (instances write in turn)."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK_KEY])
 
 
-def entity_count(conn: Connection) -> int:
-    """The number of stored entities."""
-    return _count(conn, "SELECT count(*) FROM memory_entities")
-
-
-def relation_count(conn: Connection) -> int:
-    """The number of stored relations."""
-    return _count(conn, "SELECT count(*) FROM memory_relations")
-
-
-def fetch_entities(conn: Connection, names: Sequence[str]) -> dict[str, Entity]:
-    """The stored entities among ``names``, keyed by name."""
-    if not names:
-        return {}
-    rows = conn.execute(
-        f"SELECT {_ENTITY_COLUMNS} FROM memory_entities WHERE name = ANY(%s)", [list(names)]
-    ).fetchall()
-    if not rows:
-        return {}
-    observations: dict[str, list[str]] = {str(row[0]): [] for row in rows}
-    for entity, content in conn.execute(
-        "SELECT entity, content FROM memory_observations WHERE entity = ANY(%s) "
-        "ORDER BY entity, position",
-        [list(observations)],
-    ).fetchall():
-        observations[str(entity)].append(str(content))
-    return {str(row[0]): _entity(row, observations) for row in rows}
-
-
-def _entity(row: Sequence[Any], observations: dict[str, list[str]]) -> Entity:
-    name, entity_type, scope, agent, metadata, created_at, updated_at = row
-    return Entity(
-        name=str(name),
-        entity_type=str(entity_type),
-        observations=tuple(observations.get(str(name), ())),
-        scope=Scope(scope),
-        agent=None if agent is None else str(agent),
-        metadata=json.loads(metadata),
-        created_at=_utc(created_at),
-        updated_at=_utc(updated_at),
-    )
-
-
 def write_entities(
     conn: Connection, entities: Sequence[Entity], vectors: NDArray[np.float32]
 ) -> None:
-    """Insert or replace entities with their observations and embeddings."""
+    """Insert or replace entities with their observations and embeddings: their rows are
+    deleted, then inserted from arrays, the embeddings as pgvector text literals."""
     if not entities:
         return
-    names = [e.name for e in entities]
-    for table, column in (
-        ("memory_entities", "name"),
-        ("memory_observations", "entity"),
-        ("memory_embeddings", "entity"),
-    ):
-        conn.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s)", [names])
+    STYLE.remove_entity_rows(conn, [e.name for e in entities])
     conn.execute(
-        f"INSERT INTO memory_entities ({_ENTITY_COLUMNS}) SELECT * FROM unnest("
+        f"INSERT INTO memory_entities ({sql_shared.ENTITY_COLUMNS}) SELECT * FROM unnest("
         "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], "
         "%s::timestamptz[])",
-        [
-            names,
-            [e.entity_type for e in entities],
-            [str(e.scope) for e in entities],
-            [e.agent for e in entities],
-            [json.dumps(e.metadata, ensure_ascii=False) for e in entities],
-            [e.created_at for e in entities],
-            [e.updated_at for e in entities],
-        ],
+        sql_shared.entity_columns(entities),
     )
     conn.execute(
         "INSERT INTO memory_observations (entity, position, content) "
         "SELECT * FROM unnest(%s::text[], %s::integer[], %s::text[])",
-        [
-            [e.name for e in entities for _ in e.observations],
-            [i for e in entities for i in range(len(e.observations))],
-            [o for e in entities for o in e.observations],
-        ],
+        sql_shared.observation_columns(entities),
     )
     conn.execute(
         "INSERT INTO memory_embeddings (entity, entity_type, scope, agent, embedding) "
         "SELECT e, t, s, a, v::vector FROM unnest(%s::text[], %s::text[], %s::text[], "
         "%s::text[], %s::text[]) AS u(e, t, s, a, v)",
         [
-            names,
-            [e.entity_type for e in entities],
-            [str(e.scope) for e in entities],
-            [e.agent for e in entities],
+            *sql_shared.embedding_columns(entities),
             [vector_literal(v) for v in np.asarray(vectors, dtype=np.float32)],
         ],
     )
@@ -182,62 +125,17 @@ def delete_entity(conn: Connection, name: str) -> tuple[bool, int]:
     return True, max(relations, 0)
 
 
-def existing_names(conn: Connection, names: Sequence[str]) -> set[str]:
-    """The subset of ``names`` that are stored entities."""
-    if not names:
-        return set()
-    rows = conn.execute(
-        "SELECT name FROM memory_entities WHERE name = ANY(%s)", [list(set(names))]
-    ).fetchall()
-    return {str(row[0]) for row in rows}
-
-
-_RELATION_COLUMNS = "from_entity, to_entity, relation_type, strength, confidence, created_at"
-
-
-def _relation(row: Sequence[Any]) -> Relation:
-    return Relation(
-        source=str(row[0]),
-        target=str(row[1]),
-        relation_type=str(row[2]),
-        strength=float(row[3]),
-        confidence=float(row[4]),
-        created_at=_utc(row[5]),
-    )
-
-
-def fetch_relations(conn: Connection, keys: Sequence[RelationKey]) -> dict[RelationKey, Relation]:
-    """The stored relations among ``keys`` (from, to, relation_type)."""
-    if not keys:
-        return {}
-    rows = conn.execute(
-        "SELECT r.from_entity, r.to_entity, r.relation_type, r.strength, r.confidence, "
-        "r.created_at FROM memory_relations r "
-        "JOIN unnest(%s::text[], %s::text[], %s::text[]) AS q(f, t, k) "
-        "ON r.from_entity = q.f AND r.to_entity = q.t AND r.relation_type = q.k",
-        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
-    ).fetchall()
-    return {(str(r[0]), str(r[1]), str(r[2])): _relation(r) for r in rows}
-
-
 def write_relations(conn: Connection, relations: Sequence[Relation]) -> None:
     """Insert or replace relations (keyed by from, to, relation_type)."""
     if not relations:
         return
     conn.execute(
-        f"INSERT INTO memory_relations ({_RELATION_COLUMNS}) SELECT * FROM unnest("
+        f"INSERT INTO memory_relations ({sql_shared.RELATION_COLUMNS}) SELECT * FROM unnest("
         "%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::timestamptz[]) "
         "ON CONFLICT (from_entity, to_entity, relation_type) DO UPDATE SET "
         "strength = EXCLUDED.strength, confidence = EXCLUDED.confidence, "
         "created_at = EXCLUDED.created_at",
-        [
-            [r.source for r in relations],
-            [r.target for r in relations],
-            [r.relation_type for r in relations],
-            [r.strength for r in relations],
-            [r.confidence for r in relations],
-            [r.created_at for r in relations],
-        ],
+        sql_shared.relation_columns(relations),
     )
 
 
@@ -318,97 +216,6 @@ def load_index(conn: Connection) -> tuple[list[IndexEntry], NDArray[np.float32]]
     return entries, np.asarray([row[4] for row in rows], dtype=np.float32)
 
 
-def neighbours(
-    conn: Connection, root: str, max_depth: int
-) -> tuple[list[GraphNode], list[GraphEdge]] | None:
-    """Breadth-first walk from ``root`` over relations in both directions (one query per
-    depth level)."""
-    if not existing_names(conn, [root]):
-        return None
-    depths = {root: 0}
-    frontier = [root]
-    for depth in range(1, max_depth + 1):
-        if not frontier:
-            break
-        rows = conn.execute(
-            "SELECT from_entity, to_entity FROM memory_relations "
-            "WHERE from_entity = ANY(%(f)s) OR to_entity = ANY(%(f)s)",
-            {"f": frontier},
-        ).fetchall()
-        following: list[str] = []
-        for source, target in rows:
-            for name in (str(source), str(target)):
-                if name not in depths:
-                    depths[name] = depth
-                    following.append(name)
-        frontier = following
-    names = sorted(depths, key=lambda n: (depths[n], n))
-    entities = fetch_entities(conn, names)
-    nodes = [
-        GraphNode(
-            name=name,
-            entity_type=entities[name].entity_type,
-            depth=depths[name],
-            observations=entities[name].observations,
-        )
-        for name in names
-        if name in entities
-    ]
-    edge_rows = conn.execute(
-        "SELECT from_entity, to_entity, relation_type, strength FROM memory_relations "
-        "WHERE from_entity = ANY(%(n)s) AND to_entity = ANY(%(n)s) "
-        "ORDER BY from_entity, to_entity, relation_type",
-        {"n": names},
-    ).fetchall()
-    edges = [
-        GraphEdge(source=str(f), target=str(t), relation_type=str(k), strength=float(s))
-        for f, t, k, s in edge_rows
-    ]
-    return nodes, edges
-
-
-def counts(conn: Connection) -> dict[str, Any]:
-    """Totals and breakdowns for ``stats``."""
-    by_type = {
-        str(k): int(v)
-        for k, v in conn.execute(
-            "SELECT entity_type, count(*) FROM memory_entities GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-    }
-    by_scope = {
-        str(k): int(v)
-        for k, v in conn.execute(
-            "SELECT scope, count(*) FROM memory_entities GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-    }
-    return {
-        "entities": sum(by_type.values()),
-        "relations": relation_count(conn),
-        "observations": _count(conn, "SELECT count(*) FROM memory_observations"),
-        "by_type": by_type,
-        "by_scope": by_scope,
-    }
-
-
-def snapshot(conn: Connection) -> tuple[list[Entity], list[Relation]]:
-    """Every entity and relation, in name order (one consistent read for exports)."""
-    rows = conn.execute(f"SELECT {_ENTITY_COLUMNS} FROM memory_entities ORDER BY name").fetchall()
-    observations: dict[str, list[str]] = {}
-    for entity, content in conn.execute(
-        "SELECT entity, content FROM memory_observations ORDER BY entity, position"
-    ).fetchall():
-        observations.setdefault(str(entity), []).append(str(content))
-    entities = [_entity(row, observations) for row in rows]
-    relations = [
-        _relation(r)
-        for r in conn.execute(
-            f"SELECT {_RELATION_COLUMNS} FROM memory_relations "
-            "ORDER BY from_entity, to_entity, relation_type"
-        ).fetchall()
-    ]
-    return entities, relations
-
-
 def database_space(conn: Connection) -> DatabaseSpace | None:
     """None: PostgreSQL's autovacuum reclaims dead rows; there is no file to compact."""
     del conn
@@ -416,7 +223,7 @@ def database_space(conn: Connection) -> DatabaseSpace | None:
 
 
 def _database_size(conn: Connection) -> int:
-    return _count(conn, "SELECT pg_database_size(current_database())")
+    return sql_shared.count(conn, "SELECT pg_database_size(current_database())")
 
 
 def database_figures(conn: Connection) -> dict[str, Any]:

@@ -4,34 +4,36 @@ This module is the DuckDB :class:`caxton.memory.sql.MemorySQL` (its PostgreSQL c
 :mod:`caxton.memory.postgres_sql`). Reads run through
 :meth:`caxton.store.Store.execute_fn` (one snapshot per call), writes through
 :meth:`caxton.store.Store.execute_write_fn` (one transaction per call). Lists are passed as
-array parameters and expanded with ``unnest`` so a batch is a handful of statements.
+array parameters and expanded with ``unnest`` so a batch is a handful of statements. The
+reads both dialects share are :mod:`caxton.memory.sql_shared`'s, in DuckDB's :data:`STYLE`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from caxton.memory import sql_shared
 from caxton.memory.index import IndexEntry
 from caxton.memory.maintenance import DatabaseSpace, read_space
 from caxton.memory.model import EMBEDDING_DIM
-from caxton.memory.types import (
-    Entity,
-    GraphEdge,
-    GraphNode,
-    Relation,
-    Scope,
-)
+from caxton.memory.sql import RelationKey as RelationKey
+from caxton.memory.sql_shared import counts as counts
+from caxton.memory.sql_shared import entity_count as entity_count
+from caxton.memory.sql_shared import from_db_time as from_db_time
+from caxton.memory.sql_shared import relation_count as relation_count
+from caxton.memory.sql_shared import snapshot as snapshot
+from caxton.memory.types import Scope
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from numpy.typing import NDArray
 
+    from caxton.memory.types import Entity, Relation
     from caxton.store import Connection, Store
     from caxton.store.backend import Backend
 
@@ -39,6 +41,23 @@ if TYPE_CHECKING:
 dialect: Final = "duckdb"
 
 _VECTOR = f"FLOAT[{EMBEDDING_DIM}]"
+
+#: DuckDB's parameters and lists: up to 64 names as one parameter each (DuckDB can then use
+#: the column's index: ~1 ms instead of ~5 ms at 100k rows), more as one list parameter.
+STYLE: Final = sql_shared.SQLStyle(
+    param="?",
+    named_param="${}",
+    in_array="{column} IN (SELECT unnest({param}::VARCHAR[]))",
+    key_rows=(
+        "(SELECT unnest(?::VARCHAR[]) AS f, unnest(?::VARCHAR[]) AS t, unnest(?::VARCHAR[]) AS k) q"
+    ),
+    short_list=64,
+)
+
+fetch_entities: Final = STYLE.fetch_entities
+existing_names: Final = STYLE.existing_names
+fetch_relations: Final = STYLE.fetch_relations
+neighbours: Final = STYLE.neighbours
 
 
 def lock_writes(conn: Connection) -> None:
@@ -51,128 +70,33 @@ def to_db_time(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def from_db_time(value: dt.datetime) -> dt.datetime:
-    """Naive UTC from a TIMESTAMP column -> aware datetime."""
-    return value.replace(tzinfo=dt.UTC)
-
-
-def _count(conn: Connection, sql: str, params: Sequence[object] = ()) -> int:
-    row = conn.execute(sql, list(params)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def entity_count(conn: Connection) -> int:
-    """The number of stored entities."""
-    return _count(conn, "SELECT count(*) FROM memory_entities")
-
-
-def relation_count(conn: Connection) -> int:
-    """The number of stored relations."""
-    return _count(conn, "SELECT count(*) FROM memory_relations")
-
-
-def fetch_entities(conn: Connection, names: Sequence[str]) -> dict[str, Entity]:
-    """The stored entities among ``names``, keyed by name."""
-    if not names:
-        return {}
-    where, params = _name_filter("name", names)
-    rows = conn.execute(
-        "SELECT name, entity_type, scope, agent, metadata, created_at, updated_at "
-        f"FROM memory_entities WHERE {where}",
-        params,
-    ).fetchall()
-    return _with_observations(conn, rows)
-
-
-_SHORT_NAME_LIST = 64
-
-
-def _name_filter(column: str, names: Sequence[str]) -> tuple[str, list[Any]]:
-    """``column IN (...)``: a parameter list for a few names (DuckDB can then use the column's
-    index: ~1 ms instead of ~5 ms at 100k rows), one list parameter for many."""
-    if len(names) <= _SHORT_NAME_LIST:
-        return f"{column} IN ({', '.join('?' * len(names))})", list(names)
-    return f"{column} IN (SELECT unnest(?::VARCHAR[]))", [list(names)]
-
-
-def _with_observations(conn: Connection, rows: list[tuple[Any, ...]]) -> dict[str, Entity]:
-    if not rows:
-        return {}
-    names = [str(row[0]) for row in rows]
-    observations: dict[str, list[str]] = {name: [] for name in names}
-    where, params = _name_filter("entity", names)
-    for entity, content in conn.execute(
-        f"SELECT entity, content FROM memory_observations WHERE {where} ORDER BY entity, position",
-        params,
-    ).fetchall():
-        observations[str(entity)].append(str(content))
-    result: dict[str, Entity] = {}
-    for name, entity_type, scope, agent, metadata, created_at, updated_at in rows:
-        result[str(name)] = Entity(
-            name=str(name),
-            entity_type=str(entity_type),
-            observations=tuple(observations[str(name)]),
-            scope=Scope(scope),
-            agent=None if agent is None else str(agent),
-            metadata=json.loads(metadata),
-            created_at=from_db_time(created_at),
-            updated_at=from_db_time(updated_at),
-        )
-    return result
-
-
 def write_entities(
     conn: Connection, entities: Sequence[Entity], vectors: NDArray[np.float32]
 ) -> None:
-    """Insert or replace entities with their observations and embeddings."""
+    """Insert or replace entities with their observations and embeddings: their rows are
+    deleted, then inserted from list parameters (``FLOAT[384]`` embeddings)."""
     if not entities:
         return
-    names = [e.name for e in entities]
-    for table, column in (
-        ("memory_entities", "name"),
-        ("memory_observations", "entity"),
-        ("memory_embeddings", "entity"),
-    ):
-        conn.execute(
-            f"DELETE FROM {table} WHERE {column} IN (SELECT unnest(?::VARCHAR[]))", [names]
-        )
+    STYLE.remove_entity_rows(conn, [e.name for e in entities])
     conn.execute(
         "INSERT INTO memory_entities SELECT * FROM (SELECT "
         "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
         "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::TIMESTAMP[]), "
         "unnest(?::TIMESTAMP[]))",
-        [
-            names,
-            [e.entity_type for e in entities],
-            [str(e.scope) for e in entities],
-            [e.agent for e in entities],
-            [json.dumps(e.metadata, ensure_ascii=False) for e in entities],
-            [to_db_time(e.created_at) for e in entities],
-            [to_db_time(e.updated_at) for e in entities],
-        ],
+        sql_shared.entity_columns(entities, time=to_db_time),
     )
-    owners = [e.name for e in entities for _ in e.observations]
-    if owners:
+    observations = sql_shared.observation_columns(entities)
+    if observations[0]:
         conn.execute(
             "INSERT INTO memory_observations SELECT * FROM (SELECT "
             "unnest(?::VARCHAR[]), unnest(?::INTEGER[]), unnest(?::VARCHAR[]))",
-            [
-                owners,
-                [i for e in entities for i in range(len(e.observations))],
-                [o for e in entities for o in e.observations],
-            ],
+            observations,
         )
     conn.execute(
         f"INSERT INTO memory_embeddings SELECT * FROM (SELECT unnest(?::VARCHAR[]), "
         f"unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
         f"unnest(?::{_VECTOR}[]))",
-        [
-            names,
-            [e.entity_type for e in entities],
-            [str(e.scope) for e in entities],
-            [e.agent for e in entities],
-            np.asarray(vectors, dtype=np.float32).tolist(),
-        ],
+        [*sql_shared.embedding_columns(entities), np.asarray(vectors, dtype=np.float32).tolist()],
     )
 
 
@@ -182,10 +106,12 @@ def delete_entity(conn: Connection, name: str) -> tuple[bool, int]:
     Returns:
         Whether the entity existed, and how many relations were removed.
     """
-    existed = _count(conn, "SELECT count(*) FROM memory_entities WHERE name = ?", [name]) > 0
+    existed = (
+        sql_shared.count(conn, "SELECT count(*) FROM memory_entities WHERE name = ?", [name]) > 0
+    )
     if not existed:
         return False, 0
-    relations = _count(
+    relations = sql_shared.count(
         conn,
         "SELECT count(*) FROM memory_relations WHERE from_entity = ? OR to_entity = ?",
         [name, name],
@@ -199,70 +125,22 @@ def delete_entity(conn: Connection, name: str) -> tuple[bool, int]:
     return True, relations
 
 
-def existing_names(conn: Connection, names: Sequence[str]) -> set[str]:
-    """The subset of ``names`` that are stored entities."""
-    if not names:
-        return set()
-    rows = conn.execute(
-        "SELECT name FROM memory_entities WHERE name IN (SELECT unnest(?::VARCHAR[]))",
-        [list(set(names))],
-    ).fetchall()
-    return {str(row[0]) for row in rows}
-
-
-RelationKey = tuple[str, str, str]
-
-
-def fetch_relations(conn: Connection, keys: Sequence[RelationKey]) -> dict[RelationKey, Relation]:
-    """The stored relations among ``keys`` (from, to, relation_type)."""
-    if not keys:
-        return {}
-    rows = conn.execute(
-        "SELECT r.from_entity, r.to_entity, r.relation_type, r.strength, r.confidence, "
-        "r.created_at FROM memory_relations r JOIN (SELECT unnest(?::VARCHAR[]) AS f, "
-        "unnest(?::VARCHAR[]) AS t, unnest(?::VARCHAR[]) AS k) q "
-        "ON r.from_entity = q.f AND r.to_entity = q.t AND r.relation_type = q.k",
-        [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
-    ).fetchall()
-    return {(str(r[0]), str(r[1]), str(r[2])): _relation(r) for r in rows}
-
-
-def _relation(row: tuple[Any, ...]) -> Relation:
-    return Relation(
-        source=str(row[0]),
-        target=str(row[1]),
-        relation_type=str(row[2]),
-        strength=float(row[3]),
-        confidence=float(row[4]),
-        created_at=from_db_time(row[5]),
-    )
-
-
 def write_relations(conn: Connection, relations: Sequence[Relation]) -> None:
     """Insert or replace relations (keyed by from, to, relation_type)."""
     if not relations:
         return
-    columns = [
-        [r.source for r in relations],
-        [r.target for r in relations],
-        [r.relation_type for r in relations],
-    ]
+    columns = sql_shared.relation_columns(relations, time=to_db_time)
     conn.execute(
         "DELETE FROM memory_relations WHERE (from_entity, to_entity, relation_type) IN "
         "(SELECT (f, t, k) FROM (SELECT unnest(?::VARCHAR[]) AS f, unnest(?::VARCHAR[]) AS t, "
         "unnest(?::VARCHAR[]) AS k))",
-        columns,
+        columns[:3],
     )
     conn.execute(
         "INSERT INTO memory_relations SELECT * FROM (SELECT unnest(?::VARCHAR[]), "
         "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::DOUBLE[]), unnest(?::DOUBLE[]), "
         "unnest(?::TIMESTAMP[]))",
-        [
-            *columns,
-            [r.strength for r in relations],
-            [r.confidence for r in relations],
-            [to_db_time(r.created_at) for r in relations],
-        ],
+        columns,
     )
 
 
@@ -356,122 +234,6 @@ def _optional_str(value: object) -> str | None:
     if isinstance(value, float) and np.isnan(value):
         return None
     return str(value)
-
-
-def neighbours(
-    conn: Connection, root: str, max_depth: int
-) -> tuple[list[GraphNode], list[GraphEdge]] | None:
-    """Breadth-first walk from ``root`` over relations in both directions.
-
-    Returns:
-        The nodes (root at depth 0, each node at its shortest distance) and every relation
-        between two returned nodes, or None when ``root`` does not exist.
-    """
-    if not existing_names(conn, [root]):
-        return None
-    depths = {root: 0}
-    frontier = [root]
-    for depth in range(1, max_depth + 1):
-        if not frontier:
-            break
-        rows = conn.execute(
-            "SELECT from_entity, to_entity FROM memory_relations "
-            "WHERE from_entity IN (SELECT unnest($f::VARCHAR[])) "
-            "OR to_entity IN (SELECT unnest($f::VARCHAR[]))",
-            {"f": frontier},
-        ).fetchall()
-        following: list[str] = []
-        for source, target in rows:
-            for name in (str(source), str(target)):
-                if name not in depths:
-                    depths[name] = depth
-                    following.append(name)
-        frontier = following
-    names = sorted(depths, key=lambda n: (depths[n], n))
-    entities = fetch_entities(conn, names)
-    nodes = [
-        GraphNode(
-            name=name,
-            entity_type=entities[name].entity_type,
-            depth=depths[name],
-            observations=entities[name].observations,
-        )
-        for name in names
-        if name in entities
-    ]
-    edge_rows = conn.execute(
-        "SELECT from_entity, to_entity, relation_type, strength FROM memory_relations "
-        "WHERE from_entity IN (SELECT unnest($n::VARCHAR[])) "
-        "AND to_entity IN (SELECT unnest($n::VARCHAR[])) "
-        "ORDER BY from_entity, to_entity, relation_type",
-        {"n": names},
-    ).fetchall()
-    edges = [
-        GraphEdge(source=str(f), target=str(t), relation_type=str(k), strength=float(s))
-        for f, t, k, s in edge_rows
-    ]
-    return nodes, edges
-
-
-def counts(conn: Connection) -> dict[str, Any]:
-    """Totals and breakdowns for ``stats``."""
-    by_type = {
-        str(k): int(v)
-        for k, v in conn.execute(
-            "SELECT entity_type, count(*) FROM memory_entities GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-    }
-    by_scope = {
-        str(k): int(v)
-        for k, v in conn.execute(
-            "SELECT scope, count(*) FROM memory_entities GROUP BY 1 ORDER BY 1"
-        ).fetchall()
-    }
-    return {
-        "entities": sum(by_type.values()),
-        "relations": _count(conn, "SELECT count(*) FROM memory_relations"),
-        "observations": _count(conn, "SELECT count(*) FROM memory_observations"),
-        "by_type": by_type,
-        "by_scope": by_scope,
-    }
-
-
-def snapshot(conn: Connection) -> tuple[list[Entity], list[Relation]]:
-    """Every entity and relation, in name order (one consistent read for exports)."""
-    rows = conn.execute(
-        "SELECT name, entity_type, scope, agent, metadata, created_at, updated_at "
-        "FROM memory_entities ORDER BY name"
-    ).fetchall()
-    entities = _with_all_observations(conn, rows)
-    relations = [
-        _relation(r)
-        for r in conn.execute(
-            "SELECT from_entity, to_entity, relation_type, strength, confidence, created_at "
-            "FROM memory_relations ORDER BY from_entity, to_entity, relation_type"
-        ).fetchall()
-    ]
-    return entities, relations
-
-
-def _with_all_observations(conn: Connection, rows: list[tuple[Any, ...]]) -> list[Entity]:
-    observations: dict[str, list[str]] = {}
-    for entity, content in conn.execute(
-        "SELECT entity, content FROM memory_observations ORDER BY entity, position"
-    ).fetchall():
-        observations.setdefault(str(entity), []).append(str(content))
-    return [
-        Entity(
-            name=str(name),
-            entity_type=str(entity_type),
-            observations=tuple(observations.get(str(name), ())),
-            scope=Scope(scope),
-            agent=None if agent is None else str(agent),
-            metadata=json.loads(metadata),
-            created_at=from_db_time(created_at),
-            updated_at=from_db_time(updated_at),
-        )
-        for name, entity_type, scope, agent, metadata, created_at, updated_at in rows
-    ]
 
 
 def database_space(conn: Connection) -> DatabaseSpace:
