@@ -3,14 +3,15 @@
 :class:`ConversationSQL` is the seam, with one implementation per dialect
 (:mod:`~caxton.messaging.conversation_sql_duckdb`,
 :mod:`~caxton.messaging.conversation_sql_postgres`), picked by the composition root together
-with the store. The values both share live here: a
-conversation's summary, the batch of messages not written yet, and a message's row.
+with the store. What both share lives here: a conversation's summary, the batch of messages
+not written yet, a message's row, and :class:`SharedConversationSQL`, the statements that
+differ only in how a parameter is written.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 
@@ -203,3 +204,102 @@ class ConversationSQL(Protocol):
     ) -> tuple[list[ConversationSummary], int]:
         """Conversations, most recently active first, and how many match in all."""
         ...
+
+
+#: A conversation ``c``'s summary (:class:`ConversationSummary` order), its participants the
+#: distinct senders and receivers of its messages in name order.
+_SUMMARY_COLUMNS = (
+    "c.conversation_id, c.status, c.created_at, c.last_activity, c.message_count, "
+    "(SELECT array_agg(DISTINCT n.name ORDER BY n.name) FROM ("
+    "  SELECT sender AS name FROM conversation_messages m"
+    "  WHERE m.conversation_id = c.conversation_id"
+    "  UNION ALL SELECT receiver FROM conversation_messages m"
+    "  WHERE m.conversation_id = c.conversation_id) n WHERE n.name IS NOT NULL)"
+)
+
+
+class SharedConversationSQL:
+    """The members of :class:`ConversationSQL` that every dialect writes alike but for its
+    parameter marker, :attr:`param`; a dialect's class adds ``write_batch`` and ``sweep``,
+    which differ in more than that."""
+
+    #: The positional parameter marker (``?``, ``%s``).
+    param: ClassVar[str]
+
+    def set_status(self, conn: Any, conversation_id: str, status: str) -> bool:
+        row = conn.execute(
+            f"UPDATE conversations SET status = {self.param} "
+            f"WHERE conversation_id = {self.param} RETURNING conversation_id",
+            [status, conversation_id],
+        ).fetchone()
+        return row is not None
+
+    def status(self, conn: Any, conversation_id: str) -> str | None:
+        row = conn.execute(
+            f"SELECT status FROM conversations WHERE conversation_id = {self.param}",
+            [conversation_id],
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def initiator(self, conn: Any, conversation_id: str) -> str | None:
+        row = conn.execute(
+            f"SELECT sender FROM conversation_messages WHERE conversation_id = {self.param} "
+            "AND sender IS NOT NULL ORDER BY seq LIMIT 1",
+            [conversation_id],
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def messages(
+        self, conn: Any, conversation_id: str, limit: int, *, latest: bool
+    ) -> list[Message]:
+        order = "DESC" if latest else "ASC"
+        rows = conn.execute(
+            f"SELECT {MESSAGE_COLUMNS} FROM conversation_messages "
+            f"WHERE conversation_id = {self.param} ORDER BY seq {order} LIMIT {self.param}",
+            [conversation_id, limit],
+        ).fetchall()
+        return [message_from_row(r) for r in rows]
+
+    def summary(self, conn: Any, conversation_id: str) -> ConversationSummary | None:
+        found = self._summaries(conn, f"WHERE c.conversation_id = {self.param}", [conversation_id])
+        return found[0] if found else None
+
+    def page(
+        self, conn: Any, *, status: str | None, participant: str | None, limit: int, offset: int
+    ) -> tuple[list[ConversationSummary], int]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if status is not None:
+            clauses.append(f"c.status = {self.param}")
+            params.append(status)
+        if participant is not None:
+            clauses.append(
+                "c.conversation_id IN (SELECT conversation_id FROM conversation_messages "
+                f"WHERE sender = {self.param} OR receiver = {self.param})"
+            )
+            params.extend([participant, participant])
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        total_row = conn.execute(f"SELECT count(*) FROM conversations c {where}", params).fetchone()
+        rows = self._summaries(
+            conn,
+            f"{where} ORDER BY c.last_activity DESC, c.conversation_id "
+            f"LIMIT {self.param} OFFSET {self.param}",
+            [*params, limit, offset],
+        )
+        return rows, int(total_row[0]) if total_row else 0
+
+    def _summaries(self, conn: Any, where: str, params: list[object]) -> list[ConversationSummary]:
+        rows = conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM conversations c {where}", params
+        ).fetchall()
+        return [
+            ConversationSummary(
+                conversation_id=str(r[0]),
+                status=str(r[1]),
+                created_at=float(r[2]),
+                last_activity=float(r[3]),
+                message_count=int(r[4]),
+                participants=tuple(r[5] or ()),
+            )
+            for r in rows
+        ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 
 import duckdb
 
@@ -18,15 +18,13 @@ from caxton.messaging.conversation_sql import (
     ACTIVE,
     MESSAGE_COLUMNS,
     Batch,
-    ConversationSummary,
+    SharedConversationSQL,
     encode,
-    message_from_row,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from caxton.messages import Message
     from caxton.store import Connection, Store
     from caxton.store.backend import Backend
 
@@ -89,31 +87,7 @@ def _write_batch(
         raise
 
 
-def _summaries(conn: Connection, where: str, params: list[object]) -> list[ConversationSummary]:
-    rows = conn.execute(
-        "SELECT c.conversation_id, c.status, c.created_at, c.last_activity, c.message_count, "
-        "(SELECT list(DISTINCT name ORDER BY name) FROM ("
-        "  SELECT sender AS name FROM conversation_messages m"
-        "  WHERE m.conversation_id = c.conversation_id"
-        "  UNION ALL SELECT receiver FROM conversation_messages m"
-        "  WHERE m.conversation_id = c.conversation_id) WHERE name IS NOT NULL) "
-        f"FROM conversations c {where}",
-        params,
-    ).fetchall()
-    return [
-        ConversationSummary(
-            conversation_id=str(r[0]),
-            status=str(r[1]),
-            created_at=float(r[2]),
-            last_activity=float(r[3]),
-            message_count=int(r[4]),
-            participants=tuple(r[5] or ()),
-        )
-        for r in rows
-    ]
-
-
-class DuckDBConversationSQL:
+class DuckDBConversationSQL(SharedConversationSQL):
     """:class:`~caxton.messaging.conversation_sql.ConversationSQL` for DuckDB.
 
     :meth:`write_batch` needs the DuckDB store itself (:class:`caxton.store.Store`): the batch
@@ -121,6 +95,7 @@ class DuckDBConversationSQL:
     """
 
     dialect: Final = "duckdb"
+    param: ClassVar[str] = "?"
 
     async def write_batch(
         self, store: Backend, batch: Batch, fresh: Collection[str], stored: Collection[str]
@@ -140,14 +115,6 @@ class DuckDBConversationSQL:
             # a "fresh" id was there after all (never expected): upsert them all
             return await duck.execute_write_fn(lambda conn: write(conn, (), ()), transaction=False)
 
-    def set_status(self, conn: Any, conversation_id: str, status: str) -> bool:
-        row = conn.execute(
-            "UPDATE conversations SET status = ? WHERE conversation_id = ? "
-            "RETURNING conversation_id",
-            [status, conversation_id],
-        ).fetchone()
-        return row is not None
-
     def sweep(self, conn: Any, cutoff: float) -> list[str]:
         ids = [
             str(r[0])
@@ -163,64 +130,6 @@ class DuckDBConversationSQL:
             )
             conn.execute("DELETE FROM conversations WHERE last_activity < ?", [cutoff])
         return ids
-
-    def status(self, conn: Any, conversation_id: str) -> str | None:
-        row = conn.execute(
-            "SELECT status FROM conversations WHERE conversation_id = ?", [conversation_id]
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def initiator(self, conn: Any, conversation_id: str) -> str | None:
-        row = conn.execute(
-            "SELECT sender FROM conversation_messages WHERE conversation_id = ? "
-            "AND sender IS NOT NULL ORDER BY seq LIMIT 1",
-            [conversation_id],
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def messages(
-        self, conn: Any, conversation_id: str, limit: int, *, latest: bool
-    ) -> list[Message]:
-        order = "DESC" if latest else "ASC"
-        rows = conn.execute(
-            f"SELECT {MESSAGE_COLUMNS} FROM conversation_messages "
-            f"WHERE conversation_id = ? ORDER BY seq {order} LIMIT ?",
-            [conversation_id, limit],
-        ).fetchall()
-        return [message_from_row(r) for r in rows]
-
-    def summary(self, conn: Any, conversation_id: str) -> ConversationSummary | None:
-        found = _summaries(conn, "WHERE c.conversation_id = ?", [conversation_id])
-        return found[0] if found else None
-
-    def page(
-        self,
-        conn: Any,
-        *,
-        status: str | None,
-        participant: str | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[list[ConversationSummary], int]:
-        clauses: list[str] = []
-        params: list[object] = []
-        if status is not None:
-            clauses.append("c.status = ?")
-            params.append(status)
-        if participant is not None:
-            clauses.append(
-                "c.conversation_id IN (SELECT conversation_id FROM conversation_messages "
-                "WHERE sender = ? OR receiver = ?)"
-            )
-            params.extend([participant, participant])
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        total_row = conn.execute(f"SELECT count(*) FROM conversations c {where}", params).fetchone()
-        rows = _summaries(
-            conn,
-            f"{where} ORDER BY c.last_activity DESC, c.conversation_id LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-        return rows, int(total_row[0]) if total_row else 0
 
 
 DUCKDB_CONVERSATION_SQL: Final = DuckDBConversationSQL()
