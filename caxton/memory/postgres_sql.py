@@ -56,19 +56,6 @@ TABLES = ("memory_entities", "memory_observations", "memory_relations", "memory_
 #: ``pg_advisory_xact_lock`` key that serialises memory writes across instances ("memory").
 WRITE_LOCK_KEY = 0x6D656D6F7279
 
-#: PostgreSQL's parameters and lists: every list is one array parameter.
-STYLE: Final = sql_shared.SQLStyle(
-    param="%s",
-    named_param="%({})s",
-    in_array="{column} = ANY({param})",
-    key_rows="unnest(%s::text[], %s::text[], %s::text[]) AS q(f, t, k)",
-)
-
-fetch_entities: Final = STYLE.fetch_entities
-existing_names: Final = STYLE.existing_names
-fetch_relations: Final = STYLE.fetch_relations
-neighbours: Final = STYLE.neighbours
-
 
 def vector_literal(vector: NDArray[np.float32]) -> str:
     """pgvector's text form of one vector: ``[x1,x2,...]`` (float32 values round-trip)."""
@@ -139,18 +126,7 @@ def write_relations(conn: Connection, relations: Sequence[Relation]) -> None:
     )
 
 
-def search(
-    conn: Connection,
-    query: NDArray[np.float32],
-    *,
-    limit: int,
-    min_similarity: float,
-    scope: Scope | None,
-    agent: str | None,
-    entity_types: Sequence[str] | None,
-    exact: bool,
-    ef_search: int,
-) -> list[tuple[str, float]]:
+def _search_rows(conn: Connection, search: sql_shared.SimilaritySearch) -> list[Any]:
     """Through the HNSW index (``ef_search`` candidates, at least ``limit``; iterative scan
     fills a filtered search), or a full scan with ``exact``.
 
@@ -158,42 +134,50 @@ def search(
     applying it first, without letting the iterative scan walk the whole graph for hits that
     cannot pass.
     """
-    where = ["(scope <> 'agent' OR agent = %(agent)s)"]
-    params: dict[str, object] = {
-        "query": vector_literal(query),
-        "agent": agent,
-        "min_similarity": float(min_similarity),
-        "limit": int(limit),
-    }
-    if scope is not None:
-        where.append("scope = %(scope)s")
-        params["scope"] = str(scope)
-    if entity_types is not None:
-        where.append("entity_type = ANY(%(types)s::text[])")
-        params["types"] = list(entity_types)
-    filters = " AND ".join(where)
-    if exact:
+    if search.exact:
         sql = (
             "SELECT entity, similarity FROM (SELECT entity, "
             "1 - (embedding <=> %(query)s::vector) AS similarity FROM memory_embeddings "
-            f"WHERE {filters}) AS s WHERE similarity >= %(min_similarity)s "
+            f"WHERE {search.visible}) AS s WHERE similarity >= %(min_similarity)s "
             "ORDER BY similarity DESC, entity LIMIT %(limit)s"
         )
     else:
         conn.execute(
             "SELECT set_config('hnsw.ef_search', %s, true), "
             "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-            [str(max(int(ef_search), int(limit)))],
+            [str(max(search.ef_search, search.limit))],
         )
         sql = (
             "WITH hits AS MATERIALIZED (SELECT entity, "
             "embedding <=> %(query)s::vector AS distance FROM memory_embeddings "
-            f"WHERE {filters} ORDER BY distance LIMIT %(limit)s) "
+            f"WHERE {search.visible} ORDER BY distance LIMIT %(limit)s) "
             "SELECT entity, 1 - distance AS similarity FROM hits "
             "WHERE 1 - distance >= %(min_similarity)s ORDER BY distance, entity"
         )
-    rows = conn.execute(sql, params, prepare=False).fetchall()
-    return [(str(name), float(similarity)) for name, similarity in rows]
+    params = {
+        **search.params,
+        "query": vector_literal(search.query),
+        "min_similarity": search.min_similarity,
+        "limit": search.limit,
+    }
+    return conn.execute(sql, params, prepare=False).fetchall()
+
+
+#: PostgreSQL's parameters and lists: every list is one array parameter.
+STYLE: Final = sql_shared.SQLStyle(
+    param="%s",
+    named_param="%({})s",
+    in_array="{column} = ANY({param})",
+    key_rows="unnest(%s::text[], %s::text[], %s::text[]) AS q(f, t, k)",
+    types_filter="entity_type = ANY(%(types)s::text[])",
+    search_rows=_search_rows,
+)
+
+fetch_entities: Final = STYLE.fetch_entities
+existing_names: Final = STYLE.existing_names
+fetch_relations: Final = STYLE.fetch_relations
+neighbours: Final = STYLE.neighbours
+search: Final = STYLE.search
 
 
 def load_index(conn: Connection) -> tuple[list[IndexEntry], NDArray[np.float32]]:

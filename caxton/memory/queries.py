@@ -42,23 +42,6 @@ dialect: Final = "duckdb"
 
 _VECTOR = f"FLOAT[{EMBEDDING_DIM}]"
 
-#: DuckDB's parameters and lists: up to 64 names as one parameter each (DuckDB can then use
-#: the column's index: ~1 ms instead of ~5 ms at 100k rows), more as one list parameter.
-STYLE: Final = sql_shared.SQLStyle(
-    param="?",
-    named_param="${}",
-    in_array="{column} IN (SELECT unnest({param}::VARCHAR[]))",
-    key_rows=(
-        "(SELECT unnest(?::VARCHAR[]) AS f, unnest(?::VARCHAR[]) AS t, unnest(?::VARCHAR[]) AS k) q"
-    ),
-    short_list=64,
-)
-
-fetch_entities: Final = STYLE.fetch_entities
-existing_names: Final = STYLE.existing_names
-fetch_relations: Final = STYLE.fetch_relations
-neighbours: Final = STYLE.neighbours
-
 
 def lock_writes(conn: Connection) -> None:
     """Nothing to do: DuckDB runs one write at a time, and one process holds the file."""
@@ -144,6 +127,44 @@ def write_relations(conn: Connection, relations: Sequence[Relation]) -> None:
     )
 
 
+def _search_rows(conn: Connection, search: sql_shared.SimilaritySearch) -> list[Any]:
+    """Cosine similarity over every visible embedding: DuckDB has no vector index (the
+    in-process accelerator is the fast path), so ``exact`` and ``ef_search`` change nothing."""
+    return conn.execute(
+        f"SELECT entity, similarity FROM (SELECT entity, scope, agent, entity_type, "
+        f"array_cosine_similarity(embedding, $query::{_VECTOR}) AS similarity "
+        f"FROM memory_embeddings) WHERE {search.visible} AND similarity >= $min_similarity "
+        "ORDER BY similarity DESC, entity LIMIT $limit",
+        {
+            **search.params,
+            "query": np.asarray(search.query, dtype=np.float32).tolist(),
+            "min_similarity": search.min_similarity,
+            "limit": search.limit,
+        },
+    ).fetchall()
+
+
+#: DuckDB's parameters and lists: up to 64 names as one parameter each (DuckDB can then use
+#: the column's index: ~1 ms instead of ~5 ms at 100k rows), more as one list parameter.
+STYLE: Final = sql_shared.SQLStyle(
+    param="?",
+    named_param="${}",
+    in_array="{column} IN (SELECT unnest({param}::VARCHAR[]))",
+    key_rows=(
+        "(SELECT unnest(?::VARCHAR[]) AS f, unnest(?::VARCHAR[]) AS t, unnest(?::VARCHAR[]) AS k) q"
+    ),
+    types_filter="list_contains($types::VARCHAR[], entity_type)",
+    search_rows=_search_rows,
+    short_list=64,
+)
+
+fetch_entities: Final = STYLE.fetch_entities
+existing_names: Final = STYLE.existing_names
+fetch_relations: Final = STYLE.fetch_relations
+neighbours: Final = STYLE.neighbours
+search: Final = STYLE.search
+
+
 def search_exact(
     conn: Connection,
     query: NDArray[np.float32],
@@ -154,49 +175,9 @@ def search_exact(
     agent: str | None,
     entity_types: Sequence[str] | None,
 ) -> list[tuple[str, float]]:
-    """The exact search: cosine similarity over every visible embedding, best first.
-
-    Visibility: an ``agent``-scoped entity is visible only when ``agent`` names its owner.
-    """
-    where = ["(scope <> 'agent' OR agent = $agent)", "similarity >= $min_similarity"]
-    params: dict[str, object] = {
-        "query": np.asarray(query, dtype=np.float32).tolist(),
-        "agent": agent,
-        "min_similarity": float(min_similarity),
-        "limit": int(limit),
-    }
-    if scope is not None:
-        where.append("scope = $scope")
-        params["scope"] = str(scope)
-    if entity_types is not None:
-        where.append("list_contains($types::VARCHAR[], entity_type)")
-        params["types"] = list(entity_types)
-    rows = conn.execute(
-        f"SELECT entity, similarity FROM (SELECT entity, scope, agent, entity_type, "
-        f"array_cosine_similarity(embedding, $query::{_VECTOR}) AS similarity "
-        f"FROM memory_embeddings) "
-        f"WHERE {' AND '.join(where)} ORDER BY similarity DESC, entity LIMIT $limit",
-        params,
-    ).fetchall()
-    return [(str(name), float(similarity)) for name, similarity in rows]
-
-
-def search(
-    conn: Connection,
-    query: NDArray[np.float32],
-    *,
-    limit: int,
-    min_similarity: float,
-    scope: Scope | None,
-    agent: str | None,
-    entity_types: Sequence[str] | None,
-    exact: bool,
-    ef_search: int,
-) -> list[tuple[str, float]]:
-    """:func:`search_exact`: DuckDB has no vector index (the in-process accelerator is the
-    fast path), so ``exact`` and ``ef_search`` change nothing."""
-    del exact, ef_search
-    return search_exact(
+    """The exact search: cosine similarity over every visible embedding, best first (DuckDB's
+    only search: :func:`search` is the same)."""
+    return search(
         conn,
         query,
         limit=limit,
@@ -204,6 +185,8 @@ def search(
         scope=scope,
         agent=agent,
         entity_types=entity_types,
+        exact=True,
+        ef_search=0,
     )
 
 

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import numpy as np
+from numpy.typing import NDArray
 
 from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from caxton.memory.sql import RelationKey
 
@@ -195,6 +198,30 @@ def snapshot(conn: Any) -> tuple[list[Entity], list[Relation]]:
     return entities, relations
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class SimilaritySearch:
+    """One similarity search, as a dialect's statement takes it.
+
+    Attributes:
+        query: the query's unit vector.
+        limit: the most hits to return.
+        min_similarity: the least cosine similarity of a hit.
+        exact: a full scan is asked for, not the vector index.
+        ef_search: the vector index's candidates (at least ``limit`` are taken).
+        visible: the conditions, joined by ``AND``, that keep the embeddings the search may
+            return, in the dialect's named markers.
+        params: the parameters of ``visible``, by name.
+    """
+
+    query: NDArray[np.float32]
+    limit: int
+    min_similarity: float
+    exact: bool
+    ef_search: int
+    visible: str
+    params: dict[str, object]
+
+
 @attrs.frozen(kw_only=True)
 class SQLStyle:
     """How one dialect passes parameters and lists, and the memory members that take them.
@@ -207,6 +234,9 @@ class SQLStyle:
             standing for the two.
         key_rows: three array parameters (from, to, relation type) as the relation
             ``q(f, t, k)``.
+        types_filter: ``entity_type`` matched against the named array parameter ``types``.
+        search_rows: the dialect's similarity search: (name, similarity) rows, best first
+            (ties by name).
         short_list: up to this many names are passed one parameter each (``IN (?, ?)``),
             which lets DuckDB use the column's index (~1 ms instead of ~5 ms at 100k rows);
             more, or with 0 any number, go as one array parameter.
@@ -216,6 +246,8 @@ class SQLStyle:
     named_param: str
     in_array: str
     key_rows: str
+    types_filter: str
+    search_rows: Callable[[Any, SimilaritySearch], list[Any]]
     short_list: int = 0
 
     def named(self, name: str) -> str:
@@ -338,3 +370,44 @@ class SQLStyle:
             for f, t, k, s in edge_rows
         ]
         return nodes, edges
+
+    def search(
+        self,
+        conn: Any,
+        query: NDArray[np.float32],
+        *,
+        limit: int,
+        min_similarity: float,
+        scope: Scope | None,
+        agent: str | None,
+        entity_types: Sequence[str] | None,
+        exact: bool,
+        ef_search: int,
+    ) -> list[tuple[str, float]]:
+        """(name, cosine similarity) of the best visible matches, best first (ties by name).
+
+        An ``agent``-scoped entity is visible only when ``agent`` names its owner (the rule
+        of :class:`caxton.memory.index.IndexEntry` too); ``scope`` and ``entity_types``
+        narrow further. The statement is the dialect's :attr:`search_rows`.
+        """
+        visible = [f"(scope <> 'agent' OR agent = {self.named('agent')})"]
+        params: dict[str, object] = {"agent": agent}
+        if scope is not None:
+            visible.append(f"scope = {self.named('scope')}")
+            params["scope"] = str(scope)
+        if entity_types is not None:
+            visible.append(self.types_filter)
+            params["types"] = list(entity_types)
+        rows = self.search_rows(
+            conn,
+            SimilaritySearch(
+                query=query,
+                limit=int(limit),
+                min_similarity=float(min_similarity),
+                exact=exact,
+                ef_search=int(ef_search),
+                visible=" AND ".join(visible),
+                params=params,
+            ),
+        )
+        return [(str(name), float(similarity)) for name, similarity in rows]
