@@ -173,6 +173,7 @@ STYLE: Final = sql_shared.SQLStyle(
     search_rows=_search_rows,
 )
 
+#: The members :mod:`caxton.memory.sql_shared` writes once, in PostgreSQL's style.
 fetch_entities: Final = STYLE.fetch_entities
 existing_names: Final = STYLE.existing_names
 fetch_relations: Final = STYLE.fetch_relations

@@ -158,6 +158,7 @@ STYLE: Final = sql_shared.SQLStyle(
     short_list=64,
 )
 
+#: The members :mod:`caxton.memory.sql_shared` writes once, in DuckDB's style.
 fetch_entities: Final = STYLE.fetch_entities
 existing_names: Final = STYLE.existing_names
 fetch_relations: Final = STYLE.fetch_relations

@@ -4,12 +4,12 @@
 the same tables, so most reads are the same statements. What differs is how a statement
 spells a parameter and takes a list of names (DuckDB: ``IN (SELECT unnest(?::VARCHAR[]))``,
 or a short ``IN (?, ?)`` list that lets it use the column's index; PostgreSQL:
-``= ANY(%s)``): :class:`SQLStyle` holds those fragments, and the members of
-:class:`caxton.memory.sql.MemorySQL` that take lists are its methods, which each dialect
-module binds to its own names. The members without parameters, the row conversions and the
-columns of a bulk write are plain functions here. What differs in more than spelling
-(types, bulk writes, upserts, vector search, sizes and maintenance) stays in the dialect
-modules.
+``= ANY(%s)``), and the statement of a similarity search. :class:`SQLStyle` holds those, and
+the members of :class:`caxton.memory.sql.MemorySQL` that take parameters are its methods,
+which each dialect module binds to its own names. The members without parameters, the row
+conversions and the columns of a bulk write are plain functions here. What differs in more
+than spelling (types, bulk writes, upserts, the search statement, sizes and maintenance)
+stays in the dialect modules.
 """
 
 from __future__ import annotations
@@ -224,7 +224,8 @@ class SimilaritySearch:
 
 @attrs.frozen(kw_only=True)
 class SQLStyle:
-    """How one dialect passes parameters and lists, and the memory members that take them.
+    """How one dialect writes parameters, lists and a similarity search, and the memory
+    members that take parameters, written once over them.
 
     Attributes:
         param: the positional parameter marker (``?``, ``%s``).
