@@ -5,8 +5,10 @@ The nursery tree (DESIGN §1) is built here, dependencies outermost so they clos
     serve
     └─ data_dir lock
        └─ root nursery: signals, metrics
-          └─ storage nursery: store (DuckDB), embedder, memory, wasm pool
-             └─ agents nursery: registry (every agent version), watcher
+          └─ storage nursery: store (DuckDB, or PostgreSQL with its notifier), embedder,
+             │                memory, wasm pool, llm
+             └─ agents nursery: conversations, router, registry (every agent version),
+                │               watcher, heartbeat (PostgreSQL: once the API has its address)
                 └─ front nursery: http   (stopped first, drains under server.shutdown_timeout)
 
 SIGTERM or SIGINT sets ``state.stopping``: the HTTP component stops accepting, lets in-flight
