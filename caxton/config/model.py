@@ -144,6 +144,13 @@ class QdrantConfig:
     url: str = attrs.field(
         default="http://localhost:6333", metadata=_help("Qdrant URL (env QDRANT_URL).")
     )
+    path: str | None = attrs.field(
+        default=None,
+        metadata=_help(
+            "A folder for qdrant-client's local mode instead of url (one process; for "
+            "single-node trials and tests), relative to data_dir."
+        ),
+    )
     collection: str = attrs.field(default="caxton-memory", metadata=_help("Collection name."))
     vector_size: int = attrs.field(default=384, metadata=_help("Embedding dimension."))
     api_key: str | None = attrs.field(default=None, metadata=_help("Qdrant API key."))

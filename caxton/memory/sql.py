@@ -1,13 +1,15 @@
 """The memory SQL seam: what :class:`caxton.memory.MemoryService` asks of a dialect (issue #15).
 
 The service holds a :class:`caxton.store.backend.Backend` and an object satisfying
-:class:`MemorySQL` for that backend's dialect; the composition root picks both. Two modules
+:class:`MemorySQL` for that backend's dialect; the composition root picks both. Three modules
 satisfy it (a module is a valid Protocol implementation):
 
 * :mod:`caxton.memory.queries` — DuckDB (``FLOAT[384]`` embeddings, exact scans; the
   in-process accelerator answers fast searches);
 * :mod:`caxton.memory.postgres_sql` — PostgreSQL with pgvector (``vector(384)`` with an HNSW
-  index; searches run in SQL, since other instances write too).
+  index; searches run in SQL, since other instances write too);
+* :mod:`caxton.memory.qdrant_memory` — Qdrant (issue #16): not SQL, but the same calls on a
+  :class:`caxton.store.qdrant.QdrantConnection` (points in two collections, Qdrant's search).
 
 The synchronous members are ``fn(conn)`` calls the service runs through the store (reads with
 ``execute_fn``, writes with ``execute_write_fn``); ``conn`` is the dialect's connection. The
@@ -142,8 +144,9 @@ class MemorySQL(Protocol):
 
 
 def _conforms() -> None:  # pragma: no cover - checked by mypy, never run
-    from caxton.memory import postgres_sql, queries
+    from caxton.memory import postgres_sql, qdrant_memory, queries
 
     duckdb_sql: MemorySQL = queries
     pg_sql: MemorySQL = postgres_sql
-    del duckdb_sql, pg_sql
+    qdrant_calls: MemorySQL = qdrant_memory
+    del duckdb_sql, pg_sql, qdrant_calls

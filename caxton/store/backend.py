@@ -1,7 +1,9 @@
 """The store seam: what memory, conversations, deployments and cluster state need of a store.
 
-Two stores satisfy it: :class:`caxton.store.Store` (one DuckDB file, ``dialect`` "duckdb") and
-:class:`caxton.store.postgres.PostgresStore` (a psycopg pool, ``dialect`` "postgres"). A
+Three stores satisfy it: :class:`caxton.store.Store` (one DuckDB file, ``dialect`` "duckdb"),
+:class:`caxton.store.postgres.PostgresStore` (a psycopg pool, ``dialect`` "postgres") and, for
+memory alone, :class:`caxton.store.qdrant.QdrantStore` (qdrant-client, ``dialect`` "qdrant";
+its calls are not transactions, as Qdrant has none). A
 feature's code holds a :class:`Backend` and an SQL object for that dialect (a Protocol the
 feature defines, with one implementation per dialect); the composition root
 (:mod:`caxton.server`) picks both, so the feature never asks which backend it has.
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-Dialect = Literal["duckdb", "postgres"]
+Dialect = Literal["duckdb", "postgres", "qdrant"]
 
 
 class Backend(Protocol):
@@ -50,8 +52,10 @@ class Backend(Protocol):
 
 def _conforms() -> None:  # pragma: no cover - checked by mypy, never run
     from caxton.store.postgres import PostgresStore
+    from caxton.store.qdrant import QdrantStore
     from caxton.store.store import Store
 
     duckdb_store: Backend = Store(":memory:")
     postgres_store: Backend = PostgresStore("postgresql://")
-    del duckdb_store, postgres_store
+    qdrant_store: Backend = QdrantStore(path="memory")
+    del duckdb_store, postgres_store, qdrant_store

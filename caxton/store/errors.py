@@ -151,3 +151,87 @@ class PostgresStoreClosed(ServiceUnavailable):
             "down. Retry once GET /ready answers 200.",
             details={"database": where},
         )
+
+
+# -- Qdrant (issue #16) --------------------------------------------------------------------------
+# Memory's own store when memory.backend is qdrant: its start errors name the server (or the
+# local folder), and a memory call while Qdrant does not answer is a 503 of its own code, so that
+# a client tells a memory outage from the main store's.
+
+
+class QdrantStartError(StartupError):
+    """The memory store cannot start on this Qdrant; the subclass says why."""
+
+    code = "QDRANT_START_FAILED"
+
+    def __init__(self, where: str, problem: str, fix: str) -> None:
+        self.where = where
+        self.problem = problem
+        self.fix = fix
+        super().__init__(
+            f"cannot use the Qdrant memory store {where}: {problem}. {fix}",
+            details={"qdrant": where, "problem": problem, "fix": fix},
+        )
+
+
+class QdrantUnreachable(QdrantStartError):
+    """No Qdrant answered at the URL within ``qdrant_config.timeout``."""
+
+    code = "QDRANT_UNREACHABLE"
+
+
+class QdrantVectorSizeMismatch(QdrantStartError):
+    """The collection exists with vectors of another size than ``qdrant_config.vector_size``."""
+
+    code = "QDRANT_VECTOR_SIZE_MISMATCH"
+
+    def __init__(self, where: str, collection: str, existing: int, configured: int) -> None:
+        self.collection = collection
+        self.existing = existing
+        self.configured = configured
+        super().__init__(
+            where,
+            f"the collection {collection!r} holds vectors of size {existing}, but "
+            f"memory.qdrant_config.vector_size is {configured}",
+            f"Set vector_size to {existing} with a model of that size, or name a new collection "
+            "in memory.qdrant_config.collection and move the memory there (caxton memory export, "
+            "then caxton memory import).",
+        )
+        self.details.update(collection=collection, existing=existing, configured=configured)
+
+
+class QdrantPathLocked(QdrantStartError):
+    """Another process holds the local-mode folder (qdrant-client's local mode is one process)."""
+
+    code = "QDRANT_PATH_LOCKED"
+
+
+class MemoryUnavailable(ServiceUnavailable):
+    """Qdrant stopped answering while the memory store runs (server down, connection lost, a
+    call over the timeout): memory calls may be retried; agents that do not use memory are not
+    affected."""
+
+    code = "MEMORY_UNAVAILABLE"
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(
+            f"the Qdrant memory store {where} is unavailable: {reason}. Retry shortly; if it "
+            "lasts, check that Qdrant runs and that GET /ready answers 200.",
+            details={"qdrant": where, "reason": reason},
+        )
+
+
+class QdrantStoreClosed(ServiceUnavailable):
+    """The memory store is not running (not started yet, or shut down)."""
+
+    code = "STORE_CLOSED"
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(
+            f"the Qdrant memory store {where} is not open: the server is starting or shutting "
+            "down. Retry once GET /ready answers 200.",
+            details={"qdrant": where},
+        )

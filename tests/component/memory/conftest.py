@@ -4,14 +4,17 @@ PostgreSQL (tests/postgres.py) for the contract tests that run on both backends.
 The model folder is assembled once per session (a plain sync fixture); each test loads it into
 its own embedder, which takes well under a second.
 
-``backend`` is parametrized over "duckdb" and "postgres": a :class:`MemoryBackend` whose
-``start_store`` starts a store of that dialect, migrated for memory, and whose ``memory`` builds
-the service with that dialect's SQL. Test modules that run on both say so by overriding
-``memory`` with ``backend_memory``.
+``backend`` is parametrized over "duckdb", "postgres", "qdrant" (qdrant-client's local mode in
+tmp_path) and "qdrant-server" (a real Qdrant at ``QDRANT_URL``, skipped when it is unset): a
+:class:`MemoryBackend` whose ``start_store`` starts a store of that dialect, migrated for
+memory, and whose ``memory`` builds the service with that dialect's SQL. Test modules that run
+on each say so by overriding ``memory`` with ``backend_memory``.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,18 +32,29 @@ from caxton.memory import (
     MemorySQL,
     assemble_default_model,
     postgres_sql,
+    qdrant_memory,
     queries,
 )
 from caxton.store import Store
 from caxton.store.backend import Backend
 from caxton.store.postgres import PostgresStore
+from caxton.store.qdrant import RELATIONS_SUFFIX, QdrantStore
 
 if TYPE_CHECKING:
     import trio
 
     from caxton.memory.embedder import TextEncoder
 
-BACKENDS = ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
+BACKENDS = [
+    "duckdb",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    "qdrant",
+    "qdrant-server",
+]
+
+#: A real Qdrant server for the "qdrant-server" runs of the contract tests (issue #16); none can
+#: be installed on the machines these tests were written on, so they skip without it.
+QDRANT_URL = os.environ.get("QDRANT_URL")
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +82,7 @@ class MemoryBackend:
     """One dialect for a test: where its databases are, and its memory SQL.
 
     Attributes:
-        name: "duckdb" or "postgres".
+        name: "duckdb", "postgres", "qdrant" (local mode) or "qdrant-server".
         sql: the dialect's memory SQL module.
         make_store: a (not yet running) store on the database ``name`` (None: the test's
             main database); the same name is the same database.
@@ -145,11 +159,53 @@ def _postgres_backend(request: pytest.FixtureRequest) -> MemoryBackend:
     return MemoryBackend("postgres", postgres_sql, make)
 
 
+def _qdrant_local_backend(request: pytest.FixtureRequest) -> MemoryBackend:
+    tmp_path = request.getfixturevalue("tmp_path")
+
+    def make(database: str | None) -> Backend:
+        return QdrantStore(path=tmp_path / f"qdrant-{database or 'caxton'}")
+
+    return MemoryBackend("qdrant", qdrant_memory, make)
+
+
+def _qdrant_server_backend(request: pytest.FixtureRequest) -> MemoryBackend:
+    if not QDRANT_URL:
+        pytest.skip("no Qdrant server: set QDRANT_URL to run the contract tests against one")
+    url = QDRANT_URL
+    api_key = os.environ.get("QDRANT_API_KEY")
+    prefix = f"caxton-test-{uuid.uuid4().hex[:12]}"
+    collections: set[str] = set()
+
+    def drop() -> None:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(url=url, api_key=api_key, check_compatibility=False)
+        try:
+            for name in collections:
+                for collection in (name, name + RELATIONS_SUFFIX):
+                    client.delete_collection(collection)
+        finally:
+            client.close()
+
+    request.addfinalizer(drop)
+
+    def make(database: str | None) -> Backend:
+        name = f"{prefix}-{database or 'main'}"
+        collections.add(name)
+        return QdrantStore(url=url, api_key=api_key, collection=name)
+
+    return MemoryBackend("qdrant-server", qdrant_memory, make)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> MemoryBackend:
     """A dialect to run the test on (see :class:`MemoryBackend`)."""
     if request.param == "duckdb":
         return _duckdb_backend(request)
+    if request.param == "qdrant":
+        return _qdrant_local_backend(request)
+    if request.param == "qdrant-server":
+        return _qdrant_server_backend(request)
     return _postgres_backend(request)
 
 

@@ -390,12 +390,16 @@ async def test_stats_optimize_and_latency_statistics(backend, memory, embedder):
         stats = await memory.stats()
         assert stats.entities_by_type == {"market": 1, "pet": 1}
         assert stats.entities_by_scope == {"global": 2}
-        assert stats.db_size_bytes > 0
+        # a Qdrant server's disk is its own to report
+        assert stats.db_size_bytes > 0 or backend.name == "qdrant-server"
         report = await memory.optimize()
         # PostgreSQL checkpoints and vacuums by itself; ANALYZE is what optimize runs there.
-        done = (True, True, True) if backend.name == "duckdb" else (False, False, True)
+        # Qdrant's optimizer does all three by itself: nothing runs.
+        done = {"duckdb": (True, True, True), "postgres": (False, False, True)}.get(
+            backend.name, (False, False, False)
+        )
         assert (report.checkpointed, report.vacuumed, report.analyzed) == done
-        assert report.size_after_bytes > 0
+        assert report.size_after_bytes > 0 or backend.name == "qdrant-server"
         figures = memory.statistics()
         assert figures.searches_total == 5
         assert 0.0 < figures.search_p50_ms <= figures.search_p99_ms
