@@ -276,8 +276,9 @@ async def graph(name: str) -> dict[str, Any]:
 @routes.route(
     "/api/v1/memory/stats",
     role=Role.READONLY,
-    summary="Entity, relation and observation counts, database size and fragmentation, "
-    "search latency (p50/p99), embedding cache hit rate and model figures.",
+    summary="The memory's backend (duckdb, postgres or qdrant), entity, relation and "
+    "observation counts, database size and fragmentation, search latency (p50/p99), embedding "
+    "cache hit rate and model figures.",
 )
 async def stats() -> dict[str, Any]:
     memory = _memory()
@@ -294,6 +295,7 @@ async def stats() -> dict[str, Any]:
             figures.embed_seconds_total / figures.batches * 1000.0 if figures.batches else 0.0
         )
     return {
+        "backend": memory.store.dialect,
         **content,
         "search_p50_ms": service.search_p50_ms,
         "search_p99_ms": service.search_p99_ms,
@@ -301,7 +303,8 @@ async def stats() -> dict[str, Any]:
         "search": _as_json(service),
         "embedder": embedding,
         "store": _as_json(store.statistics()),
-        "database": await store.execute_fn(memory.sql.database_figures),
+        # memory's own store: the main one, or Qdrant with memory.backend: qdrant (issue #16)
+        "database": await memory.store.execute_fn(memory.sql.database_figures),
         "process_memory_bytes": resident_memory_bytes(),
     }
 

@@ -593,6 +593,12 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
         extend(
             ref("MemoryStats"),
             {
+                "backend": {
+                    "type": "string",
+                    "enum": ["duckdb", "postgres", "qdrant"],
+                    "description": "Where the memory lives (memory.backend qdrant, else the "
+                    "store of storage.backend)",
+                },
                 "search_p50_ms": _NUMBER,
                 "search_p99_ms": _NUMBER,
                 "cache_hit_rate": nullable(_NUMBER),

@@ -214,6 +214,7 @@ async def test_reports_transfer_limits_and_maintenance(
             for _ in range(2):
                 await client.get("/api/v1/memory/search", params={"q": "a kitten on a rug"})
             stats = (await client.get("/api/v1/memory/stats")).json()
+            assert stats["backend"] == "duckdb"
             assert stats["entity_count"] == 3
             assert stats["relation_count"] == 1
             assert stats["observation_count"] == 5
@@ -359,6 +360,7 @@ async def test_memory_metrics_are_exposed(server) -> None:
         if line.startswith("caxton_memory_") and " " in line and not line.startswith("#")
     }
     assert values["caxton_memory_entities_total"] == 2.0
+    assert values['caxton_memory_backend_info{backend="duckdb"}'] == 1.0
     assert values["caxton_memory_relations_total"] == 1.0
     assert "caxton_memory_relations_total 0.0" in after  # deleted with its entity
     assert values["caxton_memory_search_latency_p99"] > 0
