@@ -1,8 +1,9 @@
-"""``caxton memory …``: inspect, search, tune, export and import the embedded memory.
+"""``caxton memory …``: inspect, search, tune, export, import and migrate the memory.
 
 Every command talks to the running server, except ``export``, which reads the DuckDB file
 read-only when the server cannot be reached and the configuration is known (``caxton --config
-F`` or ``CAXTON_CONFIG_PATH``), as DESIGN §8 asks.
+F`` or ``CAXTON_CONFIG_PATH``), as DESIGN §8 asks, and ``migrate``, which copies a stopped
+server's memory into Qdrant from its files (:mod:`caxton.ops.memory_migrate`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import attrs
 import click
 import httpx
 
 from caxton.cli.client import ApiClient, api_client
 from caxton.cli.files import replacing
-from caxton.cli.offline import load_offline_config
+from caxton.cli.offline import config_path, load_offline_config
 from caxton.cli.output import byte_size, emit, emit_json, key_values, output_option, table
 from caxton.errors import ClientError
 
@@ -30,6 +32,8 @@ PROGRESS_BYTES = 4 * 1024 * 1024
 #: The share of ``memory.max_entities`` from which ``capacity-check`` warns and exits 1.
 CAPACITY_WARNING = 0.9
 MERGE_STRATEGIES = ("update_existing", "skip_existing", "error_on_conflict")
+#: How ``stats --detailed`` titles the figures of each memory backend.
+BACKEND_TITLES = {"duckdb": "DuckDB", "postgres": "PostgreSQL", "qdrant": "Qdrant"}
 
 
 def _percent(ratio: float | None) -> str:
@@ -70,10 +74,12 @@ def stats(ctx: click.Context, detailed: bool, output: str) -> None:
         f"p50 {_ms(data['search_p50_ms'])}, p99 {_ms(data['search_p99_ms'])} "
         f"(last {search.get('search_window', 0)} searches)"
     )
+    backend = data.get("backend", "duckdb")
     if not detailed:
         click.echo(
             key_values(
                 [
+                    ("Backend", backend),
                     ("Entities", _entities_line(data)),
                     ("Relations", data["relation_count"]),
                     ("Observations", data["observation_count"]),
@@ -90,6 +96,7 @@ def stats(ctx: click.Context, detailed: bool, output: str) -> None:
         state = "ready" if search.get("accelerator_ready") else "not ready (exact search)"
         accelerator = f"{state}, {search.get('index_rows', 0)} vectors"
     duck: list[tuple[str, object]] = [
+        ("Backend", backend),
         ("Entities", _entities_line(data)),
         ("Relations", data["relation_count"]),
         ("Observations", data["observation_count"]),
@@ -104,7 +111,7 @@ def stats(ctx: click.Context, detailed: bool, output: str) -> None:
         ("Search accelerator", accelerator),
         ("Query cache hit rate", _percent(data.get("cache_hit_rate"))),
     ]
-    click.echo("DuckDB Performance:")
+    click.echo(f"{BACKEND_TITLES.get(backend, backend)} Performance:")
     click.echo(_indent(key_values(duck)))
     embedder = data.get("embedder")
     if embedder:
@@ -531,3 +538,136 @@ def import_file(ctx: click.Context, file: Path, merge_strategy: str, output: str
         f"created, {result['relations_updated']} updated, {result['relations_skipped']} "
         f"skipped; {result['entity_count']} entities now"
     )
+
+
+# --------------------------------------------------------------------------------- migrate
+
+
+@memory.command()
+@click.option(
+    "--to",
+    "backend",
+    type=click.Choice(["qdrant"]),
+    required=True,
+    help="The memory backend to copy into.",
+)
+@click.option(
+    "--url",
+    default=None,
+    help="The Qdrant server (default: memory.qdrant_config.url, env QDRANT_URL).",
+)
+@click.option(
+    "--path",
+    "folder",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A folder for qdrant-client's local mode instead of a server (single-node trials).",
+)
+@click.option(
+    "--collection",
+    default=None,
+    help="The collection (default: memory.qdrant_config.collection, caxton-memory).",
+)
+@click.option(
+    "--data-dir",
+    "data_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The stopped server's data_dir (default: server.data_dir of the configuration).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="caxton.yaml of the server (default: caxton --config, CAXTON_CONFIG_PATH).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=256,
+    show_default=True,
+    help="Entities or relations per write.",
+)
+@output_option
+@click.pass_context
+def migrate(
+    ctx: click.Context,
+    backend: str,
+    url: str | None,
+    folder: Path | None,
+    collection: str | None,
+    data_dir: Path | None,
+    config_file: str | None,
+    batch_size: int,
+    output: str,
+) -> None:
+    """Copy a stopped server's memory into Qdrant, then compare the counts (exit 1 when they
+    differ), and print the configuration that switches to it.
+
+    The memory is read from wherever storage.backend keeps it; embeddings are copied as
+    stored, never recomputed. Safe to run again: what the collection already holds identical
+    is skipped, an interrupted run is completed.
+    """
+    import trio
+
+    from caxton.cli.storage import _Bars, _migration_source
+    from caxton.config import load_config
+    from caxton.ops.memory_migrate import migrate_to_qdrant
+
+    del backend  # qdrant is the only choice
+    if url and folder:
+        raise ClientError("name either --url (a Qdrant server) or --path (local mode), not both")
+    config = load_config(config_path(ctx, config_file)).config
+    if config.memory.backend == "qdrant":
+        raise ClientError(
+            "memory.backend is qdrant already: this server's memory is in Qdrant "
+            f"(collection {config.memory.qdrant_config.collection}); to copy it to another "
+            "collection, use caxton memory export and caxton memory import"
+        )
+    source, postgres = _migration_source(ctx, config_file, data_dir)
+    settings = config.memory.qdrant_config
+    if url:
+        settings = attrs.evolve(settings, url=url, path=None)
+    elif folder:
+        settings = attrs.evolve(settings, path=str(folder.expanduser().absolute()))
+    elif settings.path:
+        # the configuration's folder is relative to data_dir, as the server reads it
+        place = Path(settings.path).expanduser()
+        settings = attrs.evolve(settings, path=str(source.data_dir / place))
+    if collection:
+        settings = attrs.evolve(settings, collection=collection)
+    bars = _Bars()
+    try:
+        report = trio.run(
+            lambda: migrate_to_qdrant(
+                source,
+                settings,
+                postgres=postgres if config.storage.backend == "postgres" else None,
+                batch_size=batch_size,
+                progress=bars if output != "json" else lambda step: None,
+            )
+        )
+    finally:
+        bars.close()
+    if output == "json":
+        emit_json(report.to_json())
+    else:
+        rows = [
+            [c.kind, c.source, c.target, c.copied, c.skipped, "ok" if c.matches else "DIFFERS"]
+            for c in report.counts
+        ]
+        click.echo(table(["kind", "source", "target", "copied", "skipped", "check"], rows))
+        if report.verified:
+            click.echo(
+                f"migrated the memory of {report.source} to {report.target} in "
+                f"{report.seconds:.1f}s; every count matches. To serve it from there, set in "
+                "caxton.yaml and restart:\n"
+            )
+            click.echo(report.config_block, nl=False)
+        else:
+            click.echo(f"the counts of {report.target} do not match the source:", err=True)
+            for line in report.mismatches:
+                click.echo(f"  - {line}", err=True)
+    if not report.verified:
+        sys.exit(1)

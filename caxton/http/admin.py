@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Response, current_app, request
 
-from caxton.errors import ValidationFailed
+from caxton.errors import CaxtonError, ValidationFailed
 from caxton.http.params import optional_json_object
 from caxton.http.routes import QueryParam, RouteTable
 from caxton.http.state import current_services, declared_routes
@@ -26,6 +26,7 @@ from caxton.ops.errors import BackupNotApplicable, SafeModeActive
 from caxton.ops.safe_mode import refuses
 from caxton.security.roles import Role
 from caxton.store.postgres import PostgresStore
+from caxton.store.qdrant import QdrantStore
 
 if TYPE_CHECKING:
     from caxton.ops.backup import BackupService
@@ -143,7 +144,8 @@ async def backup() -> Any:
     "/api/v1/admin/storage/verify",
     role=Role.OPERATOR,
     summary="Check the database (every table readable, orphans, embeddings vs entities), the "
-    "model files and the HNSW index; ok is false when an error was found.",
+    "model files and the HNSW index, and with memory.backend qdrant its collections (vector "
+    "size, a point per entity and relation); ok is false when an error was found.",
     query=(
         QueryParam(
             name="comprehensive",
@@ -152,7 +154,13 @@ async def backup() -> Any:
     ),
 )
 async def storage_verify() -> dict[str, Any]:
-    from caxton.ops.verify import inspect_connection, inspect_postgres
+    from caxton.ops.verify import (
+        Finding,
+        inspect_connection,
+        inspect_postgres,
+        verify_qdrant,
+        with_findings,
+    )
 
     state = current_services()
     store = state.store
@@ -176,6 +184,21 @@ async def storage_verify() -> dict[str, Any]:
                 source="server",
             )
         )
+    memory = state.memory
+    if isinstance(memory.store, QdrantStore):
+        # memory.backend: qdrant (issue #16): its collections hold what memory reports
+        try:
+            stats = await memory.stats()
+        except CaxtonError as exc:
+            counts = Finding(check="qdrant", severity="error", message=exc.message)
+            report = with_findings(report, [counts])
+        else:
+            found = await verify_qdrant(
+                memory.store,
+                entity_count=stats.entity_count,
+                relation_count=stats.relation_count,
+            )
+            report = with_findings(report, found)
     return report.to_json()
 
 

@@ -13,7 +13,10 @@ not):
   SHA-256;
 * **hnsw** — the saved HNSW index (``<db>.hnsw``) matches its sidecar and, with
   ``--comprehensive``, the vectors in DuckDB (a stale index is only a warning: it is rebuilt
-  at start).
+  at start);
+* **qdrant** — with ``memory.backend: qdrant`` (issue #16): both collections exist, the
+  entity one takes vectors of the configured size with cosine distance, and they hold one
+  point per entity and per relation the memory reports.
 
 The checks over a connection are plain functions, run by the server through a store read
 (``GET /api/v1/admin/storage/verify``) or by the CLI on a read-only connection to the file of a
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from caxton.config import CaxtonConfig
     from caxton.store import Connection, Migration
     from caxton.store.backend import Dialect
+    from caxton.store.qdrant import QdrantConnection, QdrantStore
 
 Severity = Literal["error", "warning", "info"]
 #: Orphan checks: (what is wrong, SQL listing the orphans, what a row names, tables needed).
@@ -273,6 +277,128 @@ def embeddings_fingerprint(conn: Connection) -> str:
 
     entries, matrix = queries.load_index(conn)
     return hnsw.fingerprint(hnsw.keys_of(e.name for e in entries), matrix)
+
+
+# --------------------------------------------------------------------------------- qdrant
+
+
+def check_qdrant(
+    conn: QdrantConnection,
+    *,
+    vector_size: int,
+    entity_count: int,
+    relation_count: int,
+    where: str,
+) -> list[Finding]:
+    """Check memory's Qdrant collections (blocking: ``QdrantClient`` calls).
+
+    Args:
+        conn: the memory store's connection (the client and both collection names).
+        vector_size: ``memory.qdrant_config.vector_size``.
+        entity_count, relation_count: what the memory reports; the entity collection holds a
+            point per entity, the relation collection one per relation.
+        where: the URL or folder, for messages.
+
+    Returns:
+        Findings: an error when a collection is missing or unreadable, when the entity
+        collection takes vectors of another size or distance, or when a collection holds
+        another number of points than the memory reports.
+    """
+    from qdrant_client.http import models
+
+    client = conn.client
+    try:
+        absent = [c for c in (conn.entities, conn.relations) if not client.collection_exists(c)]
+        if absent:
+            return [
+                Finding(
+                    check="qdrant",
+                    severity="error",
+                    message=f"{where} has no collection {name!r} (a server on memory.backend: "
+                    "qdrant creates it at start; caxton memory migrate --to qdrant fills it)",
+                )
+                for name in absent
+            ]
+        vectors = client.get_collection(conn.entities).config.params.vectors
+        points = int(client.count(conn.entities, exact=True).count)
+        relation_points = int(client.count(conn.relations, exact=True).count)
+    except Exception as exc:  # qdrant-client raises transport and API errors of its own
+        return [Finding(check="qdrant", severity="error", message=f"{where} cannot be read: {exc}")]
+    findings: list[Finding] = []
+    if not isinstance(vectors, models.VectorParams):
+        findings.append(
+            Finding(
+                check="qdrant",
+                severity="error",
+                message=f"collection {conn.entities!r} has named vectors; Caxton writes one "
+                "unnamed vector per point",
+            )
+        )
+    else:
+        if vectors.size != vector_size:
+            findings.append(
+                Finding(
+                    check="qdrant",
+                    severity="error",
+                    message=f"collection {conn.entities!r} takes vectors of size "
+                    f"{vectors.size}, memory.qdrant_config.vector_size is {vector_size}",
+                )
+            )
+        if vectors.distance != models.Distance.COSINE:
+            findings.append(
+                Finding(
+                    check="qdrant",
+                    severity="error",
+                    message=f"collection {conn.entities!r} measures {vectors.distance.value} "
+                    "distance; memory search ranks by cosine similarity",
+                )
+            )
+    size = vectors.size if isinstance(vectors, models.VectorParams) else "-"
+    for name, held, reported, what in (
+        (conn.entities, points, entity_count, "entities"),
+        (conn.relations, relation_points, relation_count, "relations"),
+    ):
+        severity: Severity = "info" if held == reported else "error"
+        extra = f", vector size {size}" if what == "entities" else ""
+        findings.append(
+            Finding(
+                check="qdrant",
+                severity=severity,
+                message=f"collection {name!r} at {where}: {held} points for {reported} "
+                f"{what}{extra}",
+            )
+        )
+    return findings
+
+
+async def verify_qdrant(
+    store: QdrantStore, *, entity_count: int, relation_count: int
+) -> list[Finding]:
+    """:func:`check_qdrant` on a running memory store, in its worker thread.
+
+    A store that cannot answer (:class:`~caxton.errors.CaxtonError`, e.g. 503
+    ``MEMORY_UNAVAILABLE``) is an error finding, not raised.
+    """
+    from caxton.errors import CaxtonError
+
+    def check(conn: QdrantConnection) -> list[Finding]:
+        return check_qdrant(
+            conn,
+            vector_size=store.vector_size,
+            entity_count=entity_count,
+            relation_count=relation_count,
+            where=store.where,
+        )
+
+    try:
+        return await store.execute_fn(check)
+    except CaxtonError as exc:
+        return [Finding(check="qdrant", severity="error", message=exc.message)]
+
+
+def with_findings(report: VerifyReport, findings: Sequence[Finding]) -> VerifyReport:
+    """``report`` with ``findings`` added at the end."""
+    return attrs.evolve(report, findings=(*report.findings, *findings))
 
 
 # --------------------------------------------------------------------------------- files

@@ -1,0 +1,320 @@
+"""``caxton memory migrate --to qdrant``: the memory of a stopped server, filled through the real
+services, moves into a Qdrant collection (qdrant-client's local mode: no Qdrant server can be
+installed here), and a memory service on Qdrant reads back the same entities, relations and
+graph, with the same similarities (embeddings as stored); twice is once, an interrupted run is
+completed, a target that differs is reported; ``storage verify``'s Qdrant check reads it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+import pytest
+import trio
+
+from caxton.components import running
+from caxton.config.model import PostgresConfig, QdrantConfig
+from caxton.datadir import hold_offline
+from caxton.memory import (
+    Embedder,
+    MemoryService,
+    NewEntity,
+    NewRelation,
+    Scope,
+    assemble_default_model,
+    postgres_sql,
+    qdrant_memory,
+)
+from caxton.memory.model import EMBEDDING_DIM
+from caxton.ops.errors import MigrationRefused
+from caxton.ops.memory_migrate import (
+    KINDS,
+    MemoryMigrationReport,
+    migrate_to_qdrant,
+    qdrant_store,
+)
+from caxton.ops.migrate import MigrationSource, Step
+from caxton.ops.schema import embedded_migrations, postgres_migrations
+from caxton.ops.verify import check_qdrant
+from caxton.store import open_store
+from caxton.store.postgres import open_postgres_store, redact
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from caxton.memory.types import SearchHit
+    from caxton.store.backend import Backend
+    from caxton.store.qdrant import QdrantConnection
+
+ENTITIES = [
+    NewEntity(
+        name="Whiskers",
+        entity_type="pet",
+        observations=["a small cat that sleeps on the sofa", "likes chasing mice"],
+        metadata={"colour": "grey"},
+    ),
+    NewEntity(
+        name="NASDAQ",
+        entity_type="market",
+        observations=["stock exchange where shares are traded", "prices fell sharply"],
+        scope=Scope.WORKSPACE,
+    ),
+    NewEntity(
+        name="Rex",
+        entity_type="pet",
+        observations=["a dog that barks at the postman"],
+        scope=Scope.AGENT,
+        agent="keeper",
+    ),
+    NewEntity(name="Ada", entity_type="person", observations=["owns a cat and a dog"]),
+    NewEntity(name="Paris", entity_type="city", observations=["capital of France"]),
+]
+RELATIONS = [
+    NewRelation(source="Ada", target="Whiskers", relation_type="owns", strength=0.9),
+    NewRelation(source="Ada", target="Rex", relation_type="owns", confidence=0.5),
+    NewRelation(source="Ada", target="Paris", relation_type="lives_in"),
+]
+QUERIES = ["a kitten on a rug", "shares and markets", "who has pets", "France"]
+OBSERVATIONS = sum(len(e.observations) for e in ENTITIES)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return assemble_default_model(tmp_path_factory.mktemp("models") / "all-MiniLM-L6-v2")
+
+
+@pytest.fixture
+async def embedder(nursery: trio.Nursery, model_dir: Path) -> Embedder:
+    embedder: Embedder = await nursery.start(Embedder(cache_dir=model_dir, batch_size=32).run)
+    return embedder
+
+
+def _source(data_dir: Path) -> MigrationSource:
+    return MigrationSource(data_dir=data_dir, database_path=data_dir / "memory.duckdb")
+
+
+def _target(tmp_path: Path, collection: str = "caxton-memory") -> QdrantConfig:
+    return QdrantConfig(path=str(tmp_path / "qdrant"), collection=collection)
+
+
+async def _search_all(memory: MemoryService) -> dict[str, list[SearchHit]]:
+    return {
+        query: await memory.search(query, limit=10, agent="keeper", exact=True) for query in QUERIES
+    }
+
+
+async def _fill_memory(store: Backend, embedder: Embedder) -> dict[str, list[SearchHit]]:
+    async with trio.open_nursery() as nursery:
+        sql = postgres_sql if store.dialect == "postgres" else None
+        service = MemoryService(store, embedder, sql=sql) if sql else MemoryService(store, embedder)
+        memory: MemoryService = await nursery.start(service.run)
+        await memory.create_entities(ENTITIES)
+        for relation in RELATIONS:
+            await memory.create_relation(relation)
+        searches = await _search_all(memory)
+        nursery.cancel_scope.cancel()
+    return searches
+
+
+async def _fill(data_dir: Path, embedder: Embedder) -> dict[str, list[SearchHit]]:
+    """An embedded data_dir as a server leaves it; the searches to compare against."""
+    await trio.to_thread.run_sync(data_dir.mkdir)
+    async with open_store(data_dir / "memory.duckdb", migrations=embedded_migrations()) as store:
+        return await _fill_memory(store, embedder)
+
+
+async def _check_target(
+    settings: QdrantConfig, embedder: Embedder, before: dict[str, list[SearchHit]]
+) -> None:
+    """A memory service on the collection answers as the source's did."""
+    store = qdrant_store(settings)
+    async with running(store.run), trio.open_nursery() as nursery:
+        memory: MemoryService = await nursery.start(
+            MemoryService(store, embedder, sql=qdrant_memory).run
+        )
+        for exact in (True, False):
+            for query in QUERIES:
+                after = await memory.search(query, limit=10, agent="keeper", exact=exact)
+                assert [h.entity.name for h in after] == [h.entity.name for h in before[query]]
+                for old, new in zip(before[query], after, strict=True):
+                    assert abs(old.similarity - new.similarity) < 1e-4
+                    assert new.entity == old.entity
+        graph = await memory.graph("Ada", max_depth=1)
+        assert {(e.source, e.target, e.relation_type) for e in graph.edges} == {
+            (r.source, r.target, r.relation_type) for r in RELATIONS
+        }
+        assert {e.target: e.strength for e in graph.edges}["Whiskers"] == 0.9
+        stats = await memory.stats()
+        assert (stats.entity_count, stats.relation_count, stats.observation_count) == (
+            len(ENTITIES),
+            len(RELATIONS),
+            OBSERVATIONS,
+        )
+        nursery.cancel_scope.cancel()
+
+
+def _counts(report: MemoryMigrationReport) -> dict[str, tuple[int, int, int, int]]:
+    return {c.kind: (c.source, c.target, c.copied, c.skipped) for c in report.counts}
+
+
+async def test_migrate_copies_the_memory_once_and_resumes(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    with trio.fail_after(240):
+        data_dir = tmp_path / "data"
+        before = await _fill(data_dir, embedder)
+        source, settings = _source(data_dir), _target(tmp_path)
+
+        # interrupted after its first batch of entities
+        steps: list[Step] = []
+        with trio.CancelScope() as scope:
+
+            def interrupt(step: Step) -> None:
+                steps.append(step)
+                if step.kind == "entities" and step.done >= 2:
+                    scope.cancel()
+
+            await migrate_to_qdrant(source, settings, batch_size=2, progress=interrupt)
+        assert scope.cancelled_caught
+
+        # run again: completed; what the first run wrote is skipped
+        report = await migrate_to_qdrant(source, settings, batch_size=2, progress=steps.append)
+        assert report.verified, report.mismatches
+        assert [c.kind for c in report.counts] == list(KINDS)
+        counts = _counts(report)
+        assert counts["entities"][:2] == (len(ENTITIES), len(ENTITIES))
+        assert counts["entities"][2] + counts["entities"][3] == len(ENTITIES)
+        assert counts["entities"][3] >= 2
+        assert counts["relations"] == (len(RELATIONS), len(RELATIONS), len(RELATIONS), 0)
+        assert counts["observations"][:2] == (OBSERVATIONS, OBSERVATIONS)
+        last = {step.kind: (step.done, step.total) for step in steps}
+        assert last == {"entities": (5, 5), "relations": (3, 3)}
+        assert report.source == f"duckdb {data_dir / 'memory.duckdb'}"
+        assert report.target == f"(local mode) {tmp_path / 'qdrant'}, collection caxton-memory"
+        assert report.config_block == (
+            "memory:\n"
+            '  backend: "qdrant"\n'
+            "  qdrant_config:\n"
+            f'    path: "{tmp_path / "qdrant"}"\n'
+            '    collection: "caxton-memory"\n'
+            f"    vector_size: {EMBEDDING_DIM}\n"
+        )
+        document = report.to_json()
+        assert document["verified"] is True
+        assert document["counts"]["relations"]["target"] == len(RELATIONS)
+        assert document["config"] == report.config_block
+
+        await _check_target(settings, embedder, before)
+
+        # a third run writes nothing
+        again = await migrate_to_qdrant(source, settings)
+        assert again.verified, again.mismatches
+        assert _counts(again) == {
+            "entities": (len(ENTITIES), len(ENTITIES), 0, len(ENTITIES)),
+            "relations": (len(RELATIONS), len(RELATIONS), 0, len(RELATIONS)),
+            "observations": (OBSERVATIONS, OBSERVATIONS, 0, OBSERVATIONS),
+        }
+        await _check_target(settings, embedder, before)
+
+
+async def test_a_target_holding_more_is_reported_and_checked_by_verify(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    with trio.fail_after(120):
+        data_dir = tmp_path / "data"
+        await _fill(data_dir, embedder)
+        settings = _target(tmp_path)
+        assert (await migrate_to_qdrant(_source(data_dir), settings)).verified
+
+        # the collections as storage verify sees them
+        store = qdrant_store(settings)
+        async with running(store.run):
+
+            async def check(
+                count: int, relations: int = len(RELATIONS), size: int = 384, **where: str
+            ) -> list[tuple[str, str]]:
+                def run(conn: QdrantConnection) -> list[tuple[str, str]]:
+                    findings = check_qdrant(
+                        conn._replace(**where),
+                        vector_size=size,
+                        entity_count=count,
+                        relation_count=relations,
+                        where="here",
+                    )
+                    return [(f.severity, f.message) for f in findings]
+
+                return await store.execute_fn(run)
+
+            assert await check(len(ENTITIES)) == [
+                (
+                    "info",
+                    "collection 'caxton-memory' at here: 5 points for 5 entities, vector size 384",
+                ),
+                ("info", "collection 'caxton-memory-relations' at here: 3 points for 3 relations"),
+            ]
+            wrong = await check(4, 2, 512)
+            assert [severity for severity, _ in wrong] == ["error", "error", "error"]
+            assert wrong[0][1] == (
+                "collection 'caxton-memory' takes vectors of size 384, "
+                "memory.qdrant_config.vector_size is 512"
+            )
+            assert "5 points for 4 entities" in wrong[1][1]
+            assert "3 points for 2 relations" in wrong[2][1]
+            missing = await check(0, entities="elsewhere")
+            assert missing == [
+                (
+                    "error",
+                    "here has no collection 'elsewhere' (a server on memory.backend: qdrant "
+                    "creates it at start; caxton memory migrate --to qdrant fills it)",
+                )
+            ]
+
+            # a stranger in the collection (another server wrote there)
+            async with trio.open_nursery() as nursery:
+                memory: MemoryService = await nursery.start(
+                    MemoryService(store, embedder, sql=qdrant_memory).run
+                )
+                await memory.create_entity(
+                    NewEntity(name="Stranger", entity_type="person", observations=["not ours"])
+                )
+                nursery.cancel_scope.cancel()
+        report = await migrate_to_qdrant(_source(data_dir), settings)
+        assert not report.verified
+        assert report.mismatches == [
+            f"entities: 5 in the source, 6 in {report.target}",
+            f"observations: {OBSERVATIONS} in the source, {OBSERVATIONS + 1} in {report.target}",
+        ]
+
+
+async def test_a_running_server_a_missing_data_dir_and_another_vector_size_are_refused(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    settings = _target(tmp_path)
+    with pytest.raises(MigrationRefused, match="does not exist"):
+        await migrate_to_qdrant(_source(tmp_path / "nowhere"), settings)
+    data_dir = tmp_path / "data"
+    await _fill(data_dir, embedder)
+    with hold_offline(data_dir), pytest.raises(MigrationRefused, match="is running on data_dir"):
+        await migrate_to_qdrant(_source(data_dir), settings)
+    with pytest.raises(MigrationRefused, match="vector_size is 512, but the memory's embeddings"):
+        await migrate_to_qdrant(_source(data_dir), attrs.evolve(settings, vector_size=512))
+    assert not (tmp_path / "qdrant").exists()
+
+
+@pytest.mark.postgres
+async def test_the_memory_of_a_server_on_postgresql_moves_too(
+    tmp_path: Path, embedder: Embedder, postgres_url: str
+) -> None:
+    with trio.fail_after(180):
+        async with open_postgres_store(postgres_url, migrations=postgres_migrations()) as store:
+            before = await _fill_memory(store, embedder)
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        settings = _target(tmp_path)
+        postgres = PostgresConfig(url=postgres_url)
+        report = await migrate_to_qdrant(_source(data_dir), settings, postgres=postgres)
+        assert report.verified, report.mismatches
+        assert report.source == redact(postgres_url)
+        assert _counts(report)["entities"] == (len(ENTITIES), len(ENTITIES), len(ENTITIES), 0)
+        await _check_target(settings, embedder, before)
