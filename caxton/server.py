@@ -63,6 +63,7 @@ from caxton.memory import (
     Embedder,
     MemoryService,
     postgres_sql,
+    qdrant_memory,
     queries,
 )
 from caxton.memory.maintenance import MaintenanceSchedule, MemoryMaintenance
@@ -81,11 +82,16 @@ from caxton.ops.schema import embedded_migrations, postgres_migrations
 from caxton.security.gate import exposure_warning, load_security
 from caxton.services import Core, Lifecycle, Services
 from caxton.store import Store
+from caxton.store.errors import QdrantStartError
 from caxton.store.postgres import PostgresStore
+from caxton.store.qdrant import QdrantStore
 from caxton.wasm import WasmPool
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from caxton.memory.sql import MemorySQL
+    from caxton.store.backend import Backend
 
 
 LOGGER = logging.getLogger("caxton.server")
@@ -345,13 +351,21 @@ async def _start_storage(
         threads=embedding.threads or min(4, os.cpu_count() or 1),
     )
     await _start(core, nursery, "embedder", embedder.run)
+    memory_store: Backend = store
+    memory_sql: MemorySQL = postgres_sql if isinstance(store, PostgresStore) else queries
+    if memory_config.backend == "qdrant":
+        # issue #16: memory alone in Qdrant, its own component (started after the embedder,
+        # whose vector size the collection must have)
+        memory_store = _qdrant_store(config, embedder.dim)
+        await _start(core, nursery, "memory_store", memory_store.run)
+        memory_sql = qdrant_memory
     search_seconds = core.metrics.histogram(
         "caxton_memory_search_duration_seconds", "Semantic search time, embedding included."
     )
     memory = MemoryService(
-        store,
+        memory_store,
         embedder,
-        sql=postgres_sql if isinstance(store, PostgresStore) else queries,
+        sql=memory_sql,
         hnsw_ef_search=config.storage.postgres.hnsw_ef_search,
         max_entities=memory_config.max_entities,
         on_search=search_seconds.observe,
@@ -362,6 +376,33 @@ async def _start_storage(
     if isinstance(store, Store):
         backups = BackupService(BackupSources.from_config(config, loaded.source), store, memory)
     return _Storage(backend=backend, memory=memory, backups=backups)
+
+
+def _qdrant_store(config: CaxtonConfig, embedding_dim: int) -> QdrantStore:
+    """Memory's store (not started) for ``memory.backend: qdrant``: local mode on
+    ``qdrant_config.path`` (relative to data_dir) when set, else the server at ``url``.
+
+    Raises:
+        QdrantStartError: ``vector_size`` is not the embedding model's.
+    """
+    settings = config.memory.qdrant_config
+    path = None if settings.path is None else config.resolve_path(settings.path)
+    store = QdrantStore(
+        url=None if path is not None else settings.url,
+        path=path,
+        collection=settings.collection,
+        vector_size=settings.vector_size,
+        api_key=settings.api_key,
+        timeout_s=settings.timeout,
+    )
+    if settings.vector_size != embedding_dim:
+        raise QdrantStartError(
+            store.where,
+            f"memory.qdrant_config.vector_size is {settings.vector_size}, but the embedding "
+            f"model {config.memory.embedding_model} makes vectors of size {embedding_dim}",
+            f"Set memory.qdrant_config.vector_size to {embedding_dim}.",
+        )
+    return store
 
 
 def _memory_gauges(
@@ -382,8 +423,11 @@ def _memory_gauges(
         "caxton_memory_search_latency_p99",
         "p99 of semantic search time over the last 1000 searches, in seconds.",
     ).set_function(lambda: memory.statistics().search_p99_ms / 1000.0)
-    # PostgreSQL's size is the database server's to report (its own exporter): 0 here
-    size_bytes = store.size_bytes if isinstance(store, Store) else lambda: 0
+    # PostgreSQL's size is the database server's to report (its own exporter), and the DuckDB
+    # file holds no memory with memory.backend: qdrant: 0 here
+    size_bytes = (
+        store.size_bytes if isinstance(store, Store) and memory.store is store else lambda: 0
+    )
     metrics.gauge(
         "caxton_memory_sqlite_size_bytes",
         "Size of the memory database file (DuckDB; the name is kept for the seed's dashboards; "

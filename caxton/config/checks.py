@@ -145,25 +145,14 @@ def ineffective_settings(config: CaxtonConfig) -> list[str]:
             "the audit log is off (security.audit.enabled: false)",
         )
     memory = config.memory
-    if memory.backend == "qdrant":
-        warnings.append(
-            "memory.backend: qdrant has no effect: this version keeps memory in the embedded "
-            "DuckDB store only (remove the key, or unset CAXTON_MEMORY_BACKEND)"
-        )
     if memory.embedding_config.model_device != "cpu":
         warnings.append(
             f"memory.embedding_config.model_device: {memory.embedding_config.model_device} has "
             "no effect: the embedding model runs on the CPU (the onnxruntime package installed "
             "with Caxton has no GPU provider)"
         )
-    if memory.backend == "embedded":
-        unused(
-            memory,
-            model.MemoryConfig(),
-            "memory",
-            ("qdrant_config",),
-            "memory.backend is embedded (set backend: qdrant to use Qdrant)",
-        )
+    # qdrant_config is read with either backend: `caxton memory migrate --to qdrant` takes its
+    # target from it while memory is still embedded (issue #16)
     if config.storage.backend == "postgres":
         unused(
             memory,

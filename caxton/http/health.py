@@ -44,6 +44,9 @@ async def readiness() -> dict[str, Any]:
             details={"waiting_for": list[JSONValue](waiting)},
         )
     await state.store.ping()  # 503 STORAGE_UNAVAILABLE while PostgreSQL does not answer
+    if state.memory.store is not state.store:
+        # memory.backend: qdrant (issue #16): 503 MEMORY_UNAVAILABLE while Qdrant does not answer
+        await state.memory.store.ping()
     return {"status": "ready"}
 
 
@@ -86,5 +89,12 @@ async def health_report() -> dict[str, Any]:
         "backend": state.config.memory.backend,
         "entities": state.memory.statistics().entity_count,
     }
+    if state.memory.store is not state.store:  # memory in Qdrant: its own store to ask
+        try:
+            await state.memory.store.ping()
+        except CaxtonError as exc:
+            report["memory"].update(available=False, error=exc.code, detail=exc.message)
+            if report["status"] == "healthy":
+                report["status"] = "degraded"
     report["security"] = state.security.summary()
     return report

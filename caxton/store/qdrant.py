@@ -262,15 +262,12 @@ class QdrantStore:
 
         if self.url is None:
             assert self.path is not None
+            # qdrant-client leaves its lock file open when the lock is taken: ask first
+            self._check_folder_free(self.path)
             try:
                 client = QdrantClient(path=str(self.path), force_disable_check_same_thread=True)
-            except RuntimeError as exc:  # portalocker: the folder is held by another process
-                raise QdrantPathLocked(
-                    self.where,
-                    f"the folder is in use by another process ({exc})",
-                    "Stop the other Caxton (or `caxton` command) using it, or point "
-                    "memory.qdrant_config.path at another folder; local mode serves one process.",
-                ) from exc
+            except RuntimeError as exc:  # taken between the check and now
+                raise self._folder_locked(str(exc)) from exc
             self._server_version = f"local mode (qdrant-client {client.info().version})"
         else:
             client = QdrantClient(
@@ -295,6 +292,31 @@ class QdrantStore:
             entities=self.collection,
             relations=self.relations_collection,
             local=self.url is None,
+        )
+
+    def _check_folder_free(self, path: Path) -> None:
+        """Raise :class:`QdrantPathLocked` when another client holds ``path``'s lock file (the
+        lock qdrant-client's local mode takes: portalocker's exclusive lock on ``.lock``)."""
+        import portalocker
+
+        lock_path = path / ".lock"
+        if not lock_path.exists():
+            return
+        with lock_path.open("r+") as lock_file:
+            try:
+                portalocker.lock(
+                    lock_file, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+                )
+            except portalocker.exceptions.LockException as exc:
+                raise self._folder_locked(f"{lock_path} is locked") from exc
+            portalocker.unlock(lock_file)
+
+    def _folder_locked(self, reason: str) -> QdrantPathLocked:
+        return QdrantPathLocked(
+            self.where,
+            f"the folder is in use by another process ({reason})",
+            "Stop the other Caxton (or `caxton` command) using it, or point "
+            "memory.qdrant_config.path at another folder; local mode serves one process.",
         )
 
     def _prepare_sync(self, conn: QdrantConnection) -> None:

@@ -90,7 +90,6 @@ def test_validate_warns_about_every_setting_without_effect(tmp_path: Path) -> No
     no_effect = sorted(w.split(" has no effect")[0] for w in warnings if "has no effect" in w)
     assert no_effect == [
         "llm.model",
-        "memory.qdrant_config",
         "observability.otlp_endpoint",
         "security.api_keys.key_file",
         "security.authentication.token_expiry",

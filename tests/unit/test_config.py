@@ -312,7 +312,6 @@ def test_settings_this_version_does_not_implement_are_named() -> None:
     config = load_config(Path("c.yaml"), text=text, environ={}).config
     named = sorted(w.split(" has no effect")[0] for w in ineffective_settings(config))
     assert named == [
-        "memory.backend: qdrant",
         "memory.embedding_config.model_device: cuda",
         "observability.tracing_enabled",
     ]
