@@ -237,10 +237,10 @@ class QdrantStore:
     async def _start(self) -> None:
         # The client's timeout bounds each request's phases, not the whole: the start is
         # bounded as a whole here, and the thread left behind ends with the client's timeout.
+        # Outside the limiter: an abandoned thread would otherwise hold a token, and the close
+        # that follows the failed start would wait for it.
         with trio.move_on_after(self.timeout_s) as scope:
-            conn = await trio.to_thread.run_sync(
-                self._connect_sync, limiter=self._limiter, abandon_on_cancel=True
-            )
+            conn = await trio.to_thread.run_sync(self._connect_sync, abandon_on_cancel=True)
         if scope.cancelled_caught:
             raise QdrantUnreachable(
                 self.where,

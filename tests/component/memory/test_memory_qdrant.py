@@ -148,6 +148,20 @@ async def test_deleting_an_entity_deletes_its_relations_and_keeps_the_others(
             await memory.create_relation(
                 NewRelation(source=source, target=target, relation_type="next")
             )
+        # what is read back is what was written (a shared store's re-plan check compares them)
+        created = await memory.create_entity(
+            NewEntity(
+                name="d",
+                entity_type="t",
+                observations=["one", "two"],
+                scope="agent",
+                agent="bot",
+                metadata={"n": 1, "x": 0.5, "tags": ["a"], "nested": {"k": None}},
+            )
+        )
+        found = await store.execute_fn(lambda c: qdrant_memory.fetch_entities(c, ["d", "zz"]))
+        assert found == {"d": created}
+        assert await memory.delete_entity("d") == 0
         assert await memory.delete_entity("a") == 2
         stats = await memory.stats()
         assert (stats.entity_count, stats.relation_count) == (2, 1)
@@ -330,4 +344,51 @@ async def test_a_server_on_memory_backend_qdrant_keeps_memory_in_its_own_store(n
         hits = await services.memory.search("kitten on a couch", limit=1)
         assert [h.entity.name for h in hits] == ["Whiskers"]
         assert await memory_store.execute_fn(qdrant_memory.entity_count) == 1
+        info.stop()
+
+
+async def test_a_server_whose_qdrant_stops_answering_is_not_ready_but_keeps_serving(
+    nursery, tmp_path
+):
+    """Memory calls and /ready answer 503 MEMORY_UNAVAILABLE while Qdrant is down; what does not
+    use memory keeps answering; both recover by themselves when Qdrant is back."""
+    import functools
+
+    import httpx
+    from servers import loopback_config
+
+    from caxton.server import serve
+
+    fake = FakeQdrant()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as qdrant:
+            await qdrant.start(fake.run)
+            loaded = loopback_config(
+                tmp_path / "data",
+                memory__backend="qdrant",
+                memory__qdrant_config__url=f"http://127.0.0.1:{fake.port}",
+                memory__qdrant_config__timeout="3s",
+            )
+            info = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
+            async with httpx.AsyncClient(base_url=info.api_urls[0]) as client:
+                assert (await client.get("/ready")).status_code == 200
+                assert (await client.get("/api/v1/memory/capacity")).status_code == 200
+                qdrant.cancel_scope.cancel()
+        async with httpx.AsyncClient(base_url=info.api_urls[0]) as client:
+            started = time.monotonic()
+            ready = await client.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["error"]["code"] == "MEMORY_UNAVAILABLE"
+            capacity = await client.get("/api/v1/memory/capacity")
+            assert capacity.status_code == 503
+            assert capacity.json()["error"]["code"] == "MEMORY_UNAVAILABLE"
+            assert time.monotonic() - started < 1.0
+            assert (await client.get("/api/v1/agents")).status_code == 200
+            health = (await client.get("/api/v1/health")).json()
+            assert health["status"] == "degraded"
+            assert health["memory"]["error"] == "MEMORY_UNAVAILABLE"
+            await nursery.start(fake.run)
+            await trio.sleep(DOWN_PROBE_INTERVAL_S)
+            assert (await client.get("/ready")).status_code == 200
+            assert (await client.get("/api/v1/memory/capacity")).status_code == 200
         info.stop()
