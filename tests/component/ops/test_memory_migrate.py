@@ -1,12 +1,15 @@
 """``caxton memory migrate --to qdrant``: the memory of a stopped server, filled through the real
 services, moves into a Qdrant collection (qdrant-client's local mode: no Qdrant server can be
-installed here), and a memory service on Qdrant reads back the same entities, relations and
-graph, with the same similarities (embeddings as stored); twice is once, an interrupted run is
-completed, a target that differs is reported; ``storage verify``'s Qdrant check reads it.
+installed here; the first test runs against a real one too when ``QDRANT_URL`` is set), and a
+memory service on Qdrant reads back the same entities, relations and graph, with the same
+similarities (embeddings as stored); twice is once, an interrupted run is completed, a target
+that differs is reported; ``storage verify``'s Qdrant check reads it.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import TYPE_CHECKING
 
 import attrs
@@ -39,8 +42,10 @@ from caxton.ops.schema import embedded_migrations, postgres_migrations
 from caxton.ops.verify import check_qdrant
 from caxton.store import open_store
 from caxton.store.postgres import open_postgres_store, redact
+from caxton.store.qdrant import RELATIONS_SUFFIX
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from caxton.memory.types import SearchHit
@@ -75,6 +80,12 @@ RELATIONS = [
     NewRelation(source="Ada", target="Rex", relation_type="owns", confidence=0.5),
     NewRelation(source="Ada", target="Paris", relation_type="lives_in"),
 ]
+#: A real Qdrant server, when there is one (none can be installed where these tests were
+#: written: the tests that need it are skipped without it).
+QDRANT_URL = os.environ.get("QDRANT_URL")
+needs_server = pytest.mark.skipif(
+    not QDRANT_URL, reason="no Qdrant server: set QDRANT_URL to run this test against one"
+)
 QUERIES = ["a kitten on a rug", "shares and markets", "who has pets", "France"]
 OBSERVATIONS = sum(len(e.observations) for e in ENTITIES)
 
@@ -158,13 +169,32 @@ def _counts(report: MemoryMigrationReport) -> dict[str, tuple[int, int, int, int
     return {c.kind: (c.source, c.target, c.copied, c.skipped) for c in report.counts}
 
 
+@pytest.fixture(params=["local", pytest.param("server", marks=needs_server)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QdrantConfig]:
+    """Local mode in tmp_path, or a new collection on the Qdrant server at ``QDRANT_URL``
+    (dropped after the test)."""
+    if request.param == "local":
+        yield _target(tmp_path)
+        return
+    from qdrant_client import QdrantClient
+
+    assert QDRANT_URL is not None
+    name = f"caxton-test-{uuid.uuid4().hex[:12]}"
+    api_key = os.environ.get("QDRANT_API_KEY")
+    yield QdrantConfig(url=QDRANT_URL, api_key=api_key, collection=name)
+    client = QdrantClient(url=QDRANT_URL, api_key=api_key)
+    for collection in (name, name + RELATIONS_SUFFIX):
+        client.delete_collection(collection)
+    client.close()
+
+
 async def test_migrate_copies_the_memory_once_and_resumes(
-    tmp_path: Path, embedder: Embedder
+    tmp_path: Path, embedder: Embedder, target: QdrantConfig
 ) -> None:
     with trio.fail_after(240):
         data_dir = tmp_path / "data"
         before = await _fill(data_dir, embedder)
-        source, settings = _source(data_dir), _target(tmp_path)
+        source, settings = _source(data_dir), target
 
         # interrupted after its first batch of entities
         steps: list[Step] = []
@@ -191,13 +221,15 @@ async def test_migrate_copies_the_memory_once_and_resumes(
         last = {step.kind: (step.done, step.total) for step in steps}
         assert last == {"entities": (5, 5), "relations": (3, 3)}
         assert report.source == f"duckdb {data_dir / 'memory.duckdb'}"
-        assert report.target == f"(local mode) {tmp_path / 'qdrant'}, collection caxton-memory"
-        assert report.config_block == (
+        where = f'path: "{target.path}"' if target.path else f'url: "{target.url}"'
+        place = f"(local mode) {target.path}" if target.path else target.url
+        assert report.target == f"{place}, collection {target.collection}"
+        assert report.config_block.startswith(
             "memory:\n"
             '  backend: "qdrant"\n'
             "  qdrant_config:\n"
-            f'    path: "{tmp_path / "qdrant"}"\n'
-            '    collection: "caxton-memory"\n'
+            f"    {where}\n"
+            f'    collection: "{target.collection}"\n'
             f"    vector_size: {EMBEDDING_DIM}\n"
         )
         document = report.to_json()
