@@ -95,7 +95,9 @@ class MemoryService:
             (DuckDB) or :data:`caxton.memory.MEMORY_POSTGRES_MIGRATIONS` (PostgreSQL).
         embedder: the running embedder (:class:`caxton.memory.Embedder`).
         sql: the memory SQL of the store's dialect: :mod:`caxton.memory.queries` (DuckDB,
-            the default) or :mod:`caxton.memory.postgres_sql`.
+            the default), :mod:`caxton.memory.postgres_sql`, or :mod:`caxton.memory.qdrant_memory`
+            with a :class:`caxton.store.qdrant.QdrantStore` (no transactions there: this
+            service's lock is what keeps its writes apart).
         max_entities: ``memory.max_entities``; None for no limit.
         accelerator: keep the numpy mirror for searches (the exact path is always available
             with ``search(..., exact=True)``). Always off on a shared store.
