@@ -33,7 +33,7 @@ def storage() -> None:
 def _offline(ctx: click.Context, config_file: str | None, url: str, comprehensive: bool) -> Any:
     from caxton.datadir import holder_pid
     from caxton.ops.schema import embedded_migrations
-    from caxton.ops.verify import verify_files
+    from caxton.ops.verify import verify_files, verify_qdrant_offline, with_findings
 
     config, _ = load_offline_config(ctx, config_file, url=url, what="verify storage")
     pid = holder_pid(config.data_dir)
@@ -47,6 +47,8 @@ def _offline(ctx: click.Context, config_file: str | None, url: str, comprehensiv
         comprehensive=comprehensive,
         migrations=embedded_migrations(),
     )
+    if config.memory.backend == "qdrant":
+        report = with_findings(report, verify_qdrant_offline(config))
     return report.to_json()
 
 

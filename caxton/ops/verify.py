@@ -396,6 +396,87 @@ async def verify_qdrant(
         return [Finding(check="qdrant", severity="error", message=exc.message)]
 
 
+def verify_qdrant_offline(config: CaxtonConfig) -> list[Finding]:
+    """:func:`check_qdrant` for a stopped server on ``memory.backend: qdrant`` (blocking).
+
+    Connects with a client of its own (creating nothing: a local-mode folder that does not
+    exist is reported, not made) and counts through :mod:`caxton.memory.qdrant_memory`, which
+    reads every point's payload.
+    """
+    import math
+
+    from qdrant_client import QdrantClient
+
+    from caxton.memory import qdrant_memory
+    from caxton.store.qdrant import RELATIONS_SUFFIX, QdrantConnection, redact
+
+    settings = config.memory.qdrant_config
+    path = None if settings.path is None else config.resolve_path(settings.path)
+    where = redact(settings.url) if path is None else f"(local mode) {path}"
+    if path is not None and not path.is_dir():
+        return [
+            Finding(
+                check="qdrant",
+                severity="error",
+                message=f"{path} does not exist (memory.qdrant_config.path: a server on "
+                "memory.backend: qdrant makes it at start)",
+            )
+        ]
+    try:
+        client = (
+            QdrantClient(
+                url=settings.url,
+                api_key=settings.api_key,
+                timeout=max(1, math.ceil(settings.timeout)),
+                check_compatibility=False,
+            )
+            if path is None
+            else QdrantClient(path=str(path))
+        )
+    except (
+        Exception
+    ) as exc:  # qdrant-client raises transport errors, and RuntimeError on a held folder
+        return [
+            Finding(check="qdrant", severity="error", message=f"{where} cannot be opened: {exc}")
+        ]
+    try:
+        conn = QdrantConnection(
+            client=client,
+            entities=settings.collection,
+            relations=settings.collection + RELATIONS_SUFFIX,
+            local=path is not None,
+        )
+        try:
+            figures = qdrant_memory.counts(conn)
+        except Exception as exc:  # a missing collection (check_qdrant names it), or bad points
+            absent = [c for c in (conn.entities, conn.relations) if not client.collection_exists(c)]
+            if absent:
+                return check_qdrant(
+                    conn,
+                    vector_size=settings.vector_size,
+                    entity_count=0,
+                    relation_count=0,
+                    where=where,
+                )
+            return [
+                Finding(
+                    check="qdrant",
+                    severity="error",
+                    message=f"the points of {settings.collection!r} at {where} cannot be read: "
+                    f"{exc}",
+                )
+            ]
+        return check_qdrant(
+            conn,
+            vector_size=settings.vector_size,
+            entity_count=int(figures["entities"]),
+            relation_count=int(figures["relations"]),
+            where=where,
+        )
+    finally:
+        client.close()
+
+
 def with_findings(report: VerifyReport, findings: Sequence[Finding]) -> VerifyReport:
     """``report`` with ``findings`` added at the end."""
     return attrs.evolve(report, findings=(*report.findings, *findings))

@@ -326,3 +326,18 @@ async def test_memory_migrate_to_qdrant_then_serve_from_there(
                 assert abs(old - new) < 1e-4
         await shows_qdrant(server, tmp_path, caxton_env(CAXTON_URL=server.api_url))
         await stop(server)
+
+        # storage verify with the server stopped reads the collections itself
+        offline = await run(
+            "--config", str(config), "storage", "verify", "-o", "json", cwd=tmp_path
+        )
+        verified = json.loads(ok(offline))
+        assert verified["source"] == "files"
+        assert verified["ok"] is True, verified
+        messages = [f["message"] for f in verified["findings"] if f["check"] == "qdrant"]
+        assert messages == [
+            f"collection 'caxton-memory' at (local mode) {target}: 6 points for 6 entities, "
+            "vector size 384",
+            f"collection 'caxton-memory-relations' at (local mode) {target}: 1 points for "
+            "1 relations",
+        ]

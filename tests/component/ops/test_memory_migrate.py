@@ -17,7 +17,13 @@ import pytest
 import trio
 
 from caxton.components import running
-from caxton.config.model import PostgresConfig, QdrantConfig
+from caxton.config.model import (
+    CaxtonConfig,
+    MemoryConfig,
+    PostgresConfig,
+    QdrantConfig,
+    ServerConfig,
+)
 from caxton.datadir import hold_offline
 from caxton.memory import (
     Embedder,
@@ -39,7 +45,7 @@ from caxton.ops.memory_migrate import (
 )
 from caxton.ops.migrate import MigrationSource, Step
 from caxton.ops.schema import embedded_migrations, postgres_migrations
-from caxton.ops.verify import check_qdrant
+from caxton.ops.verify import check_qdrant, verify_qdrant_offline
 from caxton.store import open_store
 from caxton.store.postgres import open_postgres_store, redact
 from caxton.store.qdrant import RELATIONS_SUFFIX
@@ -302,15 +308,52 @@ async def test_a_target_holding_more_is_reported_and_checked_by_verify(
                 )
             ]
 
-            # a stranger in the collection (another server wrote there)
-            async with trio.open_nursery() as nursery:
-                memory: MemoryService = await nursery.start(
-                    MemoryService(store, embedder, sql=qdrant_memory).run
-                )
-                await memory.create_entity(
-                    NewEntity(name="Stranger", entity_type="person", observations=["not ours"])
-                )
-                nursery.cancel_scope.cancel()
+        # and as storage verify sees them with the server stopped (relative to data_dir)
+        stopped = CaxtonConfig(
+            server=ServerConfig(data_dir=str(tmp_path)),
+            memory=MemoryConfig(backend="qdrant", qdrant_config=QdrantConfig(path="qdrant")),
+        )
+        offline = await trio.to_thread.run_sync(verify_qdrant_offline, stopped)
+        assert [(f.severity, f.message) for f in offline] == [
+            (
+                "info",
+                f"collection 'caxton-memory' at (local mode) {tmp_path / 'qdrant'}: 5 points "
+                "for 5 entities, vector size 384",
+            ),
+            (
+                "info",
+                f"collection 'caxton-memory-relations' at (local mode) {tmp_path / 'qdrant'}: "
+                "3 points for 3 relations",
+            ),
+        ]
+        elsewhere = attrs.evolve(
+            stopped,
+            memory=attrs.evolve(
+                stopped.memory, qdrant_config=QdrantConfig(path="qdrant", collection="other")
+            ),
+        )
+        absent = await trio.to_thread.run_sync(verify_qdrant_offline, elsewhere)
+        assert [f.severity for f in absent] == ["error", "error"]
+        assert "has no collection 'other'" in absent[0].message
+        nowhere = attrs.evolve(
+            stopped, memory=attrs.evolve(stopped.memory, qdrant_config=QdrantConfig(path="none"))
+        )
+        missing_folder = await trio.to_thread.run_sync(verify_qdrant_offline, nowhere)
+        assert [(f.severity, f.message.split(" (")[0]) for f in missing_folder] == [
+            ("error", f"{tmp_path / 'none'} does not exist")
+        ]
+        assert not (tmp_path / "none").exists()
+
+        # a stranger in the collection (another server wrote there)
+        store = qdrant_store(settings)
+        async with running(store.run), trio.open_nursery() as nursery:
+            memory: MemoryService = await nursery.start(
+                MemoryService(store, embedder, sql=qdrant_memory).run
+            )
+            await memory.create_entity(
+                NewEntity(name="Stranger", entity_type="person", observations=["not ours"])
+            )
+            nursery.cancel_scope.cancel()
         report = await migrate_to_qdrant(_source(data_dir), settings)
         assert not report.verified
         assert report.mismatches == [
