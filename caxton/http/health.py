@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quart import Response
 
@@ -11,6 +11,9 @@ from caxton.errors import CaxtonError, JSONValue, ServiceUnavailable
 from caxton.http.routes import RouteTable
 from caxton.http.state import current_services
 from caxton.security.roles import Role
+
+if TYPE_CHECKING:
+    from caxton.store.backend import Backend
 
 routes = RouteTable("health")
 
@@ -43,10 +46,18 @@ async def readiness() -> dict[str, Any]:
             f"not ready: waiting for {', '.join(waiting) or 'components to start'}",
             details={"waiting_for": list[JSONValue](waiting)},
         )
-    await state.store.ping()  # 503 STORAGE_UNAVAILABLE while PostgreSQL does not answer
-    if state.memory.store is not state.store:
-        # memory.backend: qdrant (issue #16): 503 MEMORY_UNAVAILABLE while Qdrant does not answer
-        await state.memory.store.ping()
+    stores: list[tuple[str, Backend]] = [("the database", state.store)]
+    if state.memory.store is not state.store:  # memory.backend: qdrant (issue #16)
+        stores.append(("the memory store", state.memory.store))
+    for what, store in stores:
+        try:
+            await store.ping()
+        except CaxtonError as exc:
+            # a public route: the cause's code, not its message (which names the server)
+            raise ServiceUnavailable(
+                f"not ready: {what} does not answer (the server log says why)",
+                details={"cause": exc.code},
+            ) from exc
     return {"status": "ready"}
 
 
@@ -70,7 +81,7 @@ async def health_report() -> dict[str, Any]:
     try:
         await state.store.ping()
     except CaxtonError as exc:
-        storage.update(available=False, error=exc.code, detail=exc.message)
+        storage.update(available=False, error=exc.code)  # public: no server address
         if status == "healthy":
             status = "degraded"
     report: dict[str, Any] = {
@@ -93,7 +104,7 @@ async def health_report() -> dict[str, Any]:
         try:
             await state.memory.store.ping()
         except CaxtonError as exc:
-            report["memory"].update(available=False, error=exc.code, detail=exc.message)
+            report["memory"].update(available=False, error=exc.code)
             if report["status"] == "healthy":
                 report["status"] = "degraded"
     report["security"] = state.security.summary()

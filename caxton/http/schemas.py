@@ -462,7 +462,6 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
                         "backend": {"type": "string", "enum": ["embedded", "postgres"]},
                         "available": _BOOLEAN,
                         "error": _STRING,
-                        "detail": _STRING,
                     },
                     required=["backend", "available"],
                 ),

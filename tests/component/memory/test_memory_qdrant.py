@@ -378,7 +378,8 @@ async def test_a_server_whose_qdrant_stops_answering_is_not_ready_but_keeps_serv
             started = time.monotonic()
             ready = await client.get("/ready")
             assert ready.status_code == 503
-            assert ready.json()["error"]["code"] == "MEMORY_UNAVAILABLE"
+            assert ready.json()["error"]["details"] == {"cause": "MEMORY_UNAVAILABLE"}
+            assert "127.0.0.1" not in ready.text  # a public route names no server
             capacity = await client.get("/api/v1/memory/capacity")
             assert capacity.status_code == 503
             assert capacity.json()["error"]["code"] == "MEMORY_UNAVAILABLE"
