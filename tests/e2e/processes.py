@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -178,3 +179,23 @@ def ops_tool(name: str) -> str:
         found = shutil.which(name, path=SYSTEM_PATH)
     assert found is not None, f"{name} is still missing after tools/install-ops-tools.sh"
     return found
+
+
+PROBE_WAT = """
+(module
+  (import "caxton" "reply" (func $reply (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{text}")
+  (func (export "caxton_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "handle_message") (param i32 i32) (result i32)
+    (call $reply (i32.const 0) (i32.const {size}))
+    (i32.const 0)))
+"""
+
+
+def probe(version: str) -> dict[str, str]:
+    """A WASM agent whose reply names its version."""
+    text = f"probe {version}"
+    wat = PROBE_WAT.format(text=text, size=len(text))
+    manifest = f'name = "probe"\nversion = "{version}"\ncapabilities = ["probing"]\n[wasm]\n'
+    return {"manifest": manifest, "wasm_module": base64.b64encode(wat.encode()).decode()}

@@ -9,7 +9,6 @@ both are listed by ``GET /api/v1/cluster`` and ``caxton cluster status``.
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import signal
@@ -18,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
-from processes import REPO, caxton_env, run_cli_async, start_server, wait_exit, write_config
+from processes import (
+    REPO,
+    caxton_env,
+    probe,
+    run_cli_async,
+    start_server,
+    wait_exit,
+    write_config,
+)
 from servers import load_llm_server
 from wsclient import open_ws
 
@@ -29,25 +36,6 @@ if TYPE_CHECKING:
 
 #: The issue's bound on a change made through one instance reaching the other.
 PROPAGATION_S = 1.0
-
-PROBE_WAT = """
-(module
-  (import "caxton" "reply" (func $reply (param i32 i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "{text}")
-  (func (export "caxton_alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "handle_message") (param i32 i32) (result i32)
-    (call $reply (i32.const 0) (i32.const {size}))
-    (i32.const 0)))
-"""
-
-
-def probe(version: str) -> dict[str, str]:
-    """A WASM agent whose reply names its version."""
-    text = f"probe {version}"
-    wat = PROBE_WAT.format(text=text, size=len(text))
-    manifest = f'name = "probe"\nversion = "{version}"\ncapabilities = ["probing"]\n[wasm]\n'
-    return {"manifest": manifest, "wasm_module": base64.b64encode(wat.encode()).decode()}
 
 
 async def start_instance(

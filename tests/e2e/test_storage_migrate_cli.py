@@ -6,7 +6,6 @@ export`` from an embedded server and ``caxton memory import`` into one on Postgr
 
 from __future__ import annotations
 
-import base64
 import json
 import signal
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import psycopg
 import trio
-from processes import caxton_env, run_cli_async, start_server, wait_exit, write_config
+from processes import caxton_env, probe, run_cli_async, start_server, wait_exit, write_config
 
 if TYPE_CHECKING:
     import subprocess
@@ -36,25 +35,6 @@ ENTITIES = [
 ]
 QUERY = "a kitten on a rug"
 POSTGRES = "storage:\n  backend: postgres\n  postgres:\n    url: ${CAXTON_DATABASE_URL}\n"
-
-PROBE_WAT = """
-(module
-  (import "caxton" "reply" (func $reply (param i32 i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "{text}")
-  (func (export "caxton_alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "handle_message") (param i32 i32) (result i32)
-    (call $reply (i32.const 0) (i32.const {size}))
-    (i32.const 0)))
-"""
-
-
-def probe(version: str) -> dict[str, str]:
-    """A WASM agent whose reply names its version."""
-    text = f"probe {version}"
-    wat = PROBE_WAT.format(text=text, size=len(text))
-    manifest = f'name = "probe"\nversion = "{version}"\ncapabilities = ["probing"]\n[wasm]\n'
-    return {"manifest": manifest, "wasm_module": base64.b64encode(wat.encode()).decode()}
 
 
 def ok(result: subprocess.CompletedProcess[bytes]) -> str:

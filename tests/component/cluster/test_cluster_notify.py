@@ -9,13 +9,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pytest
 import trio
 from postgres import load_postgres_tool
@@ -25,7 +21,9 @@ from caxton.store.errors import PostgresUnreachable, StorageUnavailable
 from caxton.store.postgres import PostgresStore, open_postgres_store
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
+
+    import psycopg
 
 
 class Inbox:
@@ -206,22 +204,6 @@ async def test_a_notifier_that_cannot_connect_at_start_says_so() -> None:
 async def open_postgres_store_stub() -> AsyncIterator[PostgresStore]:
     """A store never started: the Notifier fails before it would publish through it."""
     yield PostgresStore("postgresql://caxton@127.0.0.1:9/none")
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[object]:
-    """A PostgreSQL of this test's own, to stop and start again."""
-    tool = load_postgres_tool()
-    parent = Path(tempfile.mkdtemp(prefix="caxton-pgown-"))
-    parent.chmod(0o711)
-    try:
-        server = tool.start(parent / "pg", fsync=False)
-        with psycopg.connect(server.url, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION vector")
-        yield server
-    finally:
-        tool.stop(parent / "pg")
-        shutil.rmtree(parent, ignore_errors=True)
 
 
 async def publish_when_back(notifier: Notifier, kind: str, payload: dict[str, Any]) -> None:
