@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
@@ -41,6 +40,8 @@ import trio
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from caxton.components import running
+from caxton.store.calls import DOWN_PROBE_INTERVAL_S as DOWN_PROBE_INTERVAL_S
+from caxton.store.calls import DownProbe, close_within, holding_every_token
 from caxton.store.errors import (
     PostgresAuthFailed,
     PostgresDatabaseMissing,
@@ -59,9 +60,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger("caxton.store.postgres")
 
-#: While PostgreSQL does not answer, calls fail at once (503 ``STORAGE_UNAVAILABLE``) except
-#: one every this many seconds, which tries the server again; the first that succeeds ends it.
-DOWN_PROBE_INTERVAL_S = 1.0
 #: How long a call waits for the pool to hand it a connection before it connects on its own.
 #: Calls never wait for a busy connection (the limiter is as large as the pool), so a longer
 #: wait means the pool cannot connect: either PostgreSQL is down, and the call's own connect
@@ -167,10 +165,15 @@ class PostgresStore:
         self.migration_lock_timeout_s = migration_lock_timeout_s
         self.close_timeout_s = close_timeout_s
         self._limiter = trio.CapacityLimiter(pool_size)
-        # while PostgreSQL does not answer, calls fail at once but for one probe a second
-        self._down_since: float | None = None
-        self._down_reason = ""
-        self._next_probe = 0.0
+        # while PostgreSQL does not answer, calls fail at once (503 STORAGE_UNAVAILABLE) but
+        # for one probe a second
+        self._probe = DownProbe(
+            server="PostgreSQL",
+            where=self.where,
+            logger=LOGGER,
+            unavailable=StorageUnavailable,
+            down_reason=_down_reason,
+        )
         # the pool had no connection when a connection of the call's own did (after an outage)
         self._pool_lagging = False
         self._pool: ConnectionPool[Connection] | None = None
@@ -223,10 +226,7 @@ class PostgresStore:
             await trio.sleep_forever()
         finally:
             self._open = False
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.close_timeout_s
-                await self._close()
-            if scope.cancelled_caught:
+            if not await close_within(self.close_timeout_s, self._close):
                 LOGGER.warning(
                     "closing the PostgreSQL store %s took longer than %.1fs; calls were still "
                     "running, their connections are closed by PostgreSQL when this process ends",
@@ -422,19 +422,10 @@ class PostgresStore:
                 conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK_KEY])
 
     async def _close(self) -> None:
-        # Wait for running calls: take every token of the limiter.
-        borrowers = [object() for _ in range(int(self._limiter.total_tokens))]
-        acquired: list[object] = []
-        try:
-            for borrower in borrowers:
-                await self._limiter.acquire_on_behalf_of(borrower)
-                acquired.append(borrower)
+        async with holding_every_token(self._limiter):  # the running calls are done
             pool, self._pool = self._pool, None
             if pool is not None:
                 await trio.to_thread.run_sync(pool.close, self.close_timeout_s)
-        finally:
-            for borrower in acquired:
-                self._limiter.release_on_behalf_of(borrower)
 
     # ----------------------------------------------------------------------------- calls
 
@@ -483,38 +474,10 @@ class PostgresStore:
     async def _call(self, fn: Callable[[Connection], T], *, read_only: bool) -> T:
         if not self._open:
             raise PostgresStoreClosed(self.where)
-        now = time.monotonic()
-        if self._down_since is not None:
-            if now < self._next_probe:
-                # PostgreSQL did not answer the last call: fail at once instead of making
-                # every caller wait the connect timeout; one call a probe interval tries again
-                self._unavailable_total += 1
-                raise StorageUnavailable(
-                    self.where,
-                    f"{self._down_reason} ({now - self._down_since:.0f} s ago; trying again "
-                    f"every {DOWN_PROBE_INTERVAL_S:g} s)",
-                )
-            self._next_probe = now + DOWN_PROBE_INTERVAL_S
-        try:
-            result = await trio.to_thread.run_sync(
+        with self._probe.call():
+            return await trio.to_thread.run_sync(
                 self._run_call, fn, read_only, limiter=self._limiter
             )
-        except StorageUnavailable as exc:
-            if _server_down(exc):
-                if self._down_since is None:
-                    self._down_since = now
-                    LOGGER.warning("PostgreSQL %s stopped answering: %s", self.where, exc.reason)
-                self._down_reason = exc.reason
-                self._next_probe = time.monotonic() + DOWN_PROBE_INTERVAL_S
-            raise
-        if self._down_since is not None:
-            LOGGER.info(
-                "PostgreSQL %s answers again after %.1f s",
-                self.where,
-                time.monotonic() - self._down_since,
-            )
-            self._down_since = None
-        return result
 
     def _run_call(self, fn: Callable[[Connection], T], read_only: bool) -> T:
         pool = self._pool
@@ -560,7 +523,7 @@ class PostgresStore:
             writes_total=self._writes_total,
             write_errors_total=self._write_errors_total,
             reads_total=self._reads_total,
-            unavailable_total=self._unavailable_total,
+            unavailable_total=self._unavailable_total + self._probe.refused_total,
             schema_versions=dict(self._schema_versions),
         )
 
@@ -615,15 +578,19 @@ async def open_postgres_store(
         yield store
 
 
-def _server_down(error: StorageUnavailable) -> bool:
-    """Whether ``error`` says the server is unreachable (no connection, or the connection
-    lost), rather than that one statement ran too long."""
+def _down_reason(error: Exception) -> str | None:
+    """The reason of ``error`` when it says the server is unreachable (no connection, or the
+    connection lost), ``None`` for anything else (one statement that ran too long, or an error
+    of the call's own)."""
+    if not isinstance(error, StorageUnavailable):
+        return None
     cause = error.__cause__
-    if isinstance(cause, PoolTimeout):
-        return True
-    return isinstance(cause, psycopg.OperationalError) and not isinstance(
-        cause, psycopg.errors.QueryCanceled
-    )
+    if isinstance(cause, PoolTimeout) or (
+        isinstance(cause, psycopg.OperationalError)
+        and not isinstance(cause, psycopg.errors.QueryCanceled)
+    ):
+        return error.reason
+    return None
 
 
 __all__ = [

@@ -36,13 +36,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, TypeVar
 
 import attrs
 import trio
 
+from caxton.store.calls import DOWN_PROBE_INTERVAL_S as DOWN_PROBE_INTERVAL_S
+from caxton.store.calls import DownProbe, close_within, holding_every_token
 from caxton.store.errors import (
     MemoryUnavailable,
     QdrantPathLocked,
@@ -61,9 +62,6 @@ LOGGER = logging.getLogger("caxton.store.qdrant")
 
 T = TypeVar("T")
 
-#: While Qdrant does not answer, calls fail at once (503 ``MEMORY_UNAVAILABLE``) except one
-#: every this many seconds, which tries the server again; the first that succeeds ends it.
-DOWN_PROBE_INTERVAL_S = 1.0
 #: Calls at once against a Qdrant server (local mode takes one at a time).
 DEFAULT_MAX_CALLS = 8
 #: The relation collection is the entity collection's name with this suffix.
@@ -168,10 +166,15 @@ class QdrantStore:
         self._open = False
         self._ran = False
         self._server_version: str | None = None
-        # while Qdrant does not answer, calls fail at once but for one probe a second
-        self._down_since: float | None = None
-        self._down_reason = ""
-        self._next_probe = 0.0
+        # while Qdrant does not answer, calls fail at once (503 MEMORY_UNAVAILABLE) but for
+        # one probe a second
+        self._probe = DownProbe(
+            server="Qdrant",
+            where=self.where,
+            logger=LOGGER,
+            unavailable=MemoryUnavailable,
+            down_reason=_down_reason,
+        )
         self._writes_total = 0
         self._write_errors_total = 0
         self._reads_total = 0
@@ -223,10 +226,7 @@ class QdrantStore:
             await trio.sleep_forever()
         finally:
             self._open = False
-            with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self.close_timeout_s
-                await self._close()
-            if scope.cancelled_caught:
+            if not await close_within(self.close_timeout_s, self._close):
                 LOGGER.warning(
                     "closing the Qdrant memory store %s took longer than %.1fs; calls were "
                     "still running",
@@ -369,19 +369,10 @@ class QdrantStore:
             ) from exc
 
     async def _close(self) -> None:
-        # Wait for running calls: take every token of the limiter.
-        borrowers = [object() for _ in range(int(self._limiter.total_tokens))]
-        acquired: list[object] = []
-        try:
-            for borrower in borrowers:
-                await self._limiter.acquire_on_behalf_of(borrower)
-                acquired.append(borrower)
+        async with holding_every_token(self._limiter):  # the running calls are done
             conn, self._conn = self._conn, None
             if conn is not None:
                 await trio.to_thread.run_sync(conn.client.close)
-        finally:
-            for borrower in acquired:
-                self._limiter.release_on_behalf_of(borrower)
 
     # ----------------------------------------------------------------------------- calls
 
@@ -436,33 +427,8 @@ class QdrantStore:
     async def _call(self, fn: Callable[[QdrantConnection], T]) -> T:
         if not self._open:
             raise QdrantStoreClosed(self.where)
-        now = time.monotonic()
-        if self._down_since is not None:
-            if now < self._next_probe:
-                self._unavailable_total += 1
-                raise MemoryUnavailable(
-                    self.where,
-                    f"{self._down_reason} ({now - self._down_since:.0f} s ago; trying again "
-                    f"every {DOWN_PROBE_INTERVAL_S:g} s)",
-                )
-            self._next_probe = now + DOWN_PROBE_INTERVAL_S
-        try:
-            result = await trio.to_thread.run_sync(self._run_call, fn, limiter=self._limiter)
-        except MemoryUnavailable as exc:
-            if self._down_since is None:
-                self._down_since = now
-                LOGGER.warning("Qdrant %s stopped answering: %s", self.where, exc.reason)
-            self._down_reason = exc.reason
-            self._next_probe = time.monotonic() + DOWN_PROBE_INTERVAL_S
-            raise
-        if self._down_since is not None:
-            LOGGER.info(
-                "Qdrant %s answers again after %.1f s",
-                self.where,
-                time.monotonic() - self._down_since,
-            )
-            self._down_since = None
-        return result
+        with self._probe.call():
+            return await trio.to_thread.run_sync(self._run_call, fn, limiter=self._limiter)
 
     def _run_call(self, fn: Callable[[QdrantConnection], T]) -> T:
         from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -501,7 +467,7 @@ class QdrantStore:
             writes_total=self._writes_total,
             write_errors_total=self._write_errors_total,
             reads_total=self._reads_total,
-            unavailable_total=self._unavailable_total,
+            unavailable_total=self._unavailable_total + self._probe.refused_total,
         )
 
 
@@ -510,6 +476,11 @@ def _vector_size(info: Any) -> int:
     vectors = info.config.params.vectors
     size = getattr(vectors, "size", None)
     return int(size) if size is not None else -1
+
+
+def _down_reason(exc: Exception) -> str | None:
+    """Every :class:`MemoryUnavailable` says that Qdrant does not answer."""
+    return exc.reason if isinstance(exc, MemoryUnavailable) else None
 
 
 def _reason(exc: BaseException) -> str:
