@@ -22,6 +22,7 @@ from caxton.cli.client import ApiClient, api_client
 from caxton.cli.files import replacing
 from caxton.cli.offline import config_path, load_offline_config
 from caxton.cli.output import byte_size, emit, emit_json, key_values, output_option, table
+from caxton.cli.storage import finish_migration, migration_options, migration_source, run_migration
 from caxton.errors import ClientError
 
 if TYPE_CHECKING:
@@ -568,29 +569,7 @@ def import_file(ctx: click.Context, file: Path, merge_strategy: str, output: str
     default=None,
     help="The collection (default: memory.qdrant_config.collection, caxton-memory).",
 )
-@click.option(
-    "--data-dir",
-    "data_dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The stopped server's data_dir (default: server.data_dir of the configuration).",
-)
-@click.option(
-    "--config",
-    "config_file",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="caxton.yaml of the server (default: caxton --config, CAXTON_CONFIG_PATH).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 100_000),
-    default=256,
-    show_default=True,
-    help="Entities or relations per write.",
-)
-@output_option
-@click.pass_context
+@migration_options(server="server", batch_size=256, batch_help="Entities or relations per write.")
 def migrate(
     ctx: click.Context,
     backend: str,
@@ -609,9 +588,6 @@ def migrate(
     stored, never recomputed. Safe to run again: what the collection already holds identical
     is skipped, an interrupted run is completed.
     """
-    import trio
-
-    from caxton.cli.storage import _Bars, _migration_source
     from caxton.config import load_config
     from caxton.ops.memory_migrate import migrate_to_qdrant
 
@@ -625,7 +601,7 @@ def migrate(
             f"(collection {config.memory.qdrant_config.collection}); to copy it to another "
             "collection, use caxton memory export and caxton memory import"
         )
-    source, postgres = _migration_source(ctx, config_file, data_dir)
+    source, postgres = migration_source(ctx, config_file, data_dir)
     settings = config.memory.qdrant_config
     if url:
         settings = attrs.evolve(settings, url=url, path=None)
@@ -637,37 +613,20 @@ def migrate(
         settings = attrs.evolve(settings, path=str(source.data_dir / place))
     if collection:
         settings = attrs.evolve(settings, collection=collection)
-    bars = _Bars()
-    try:
-        report = trio.run(
-            lambda: migrate_to_qdrant(
-                source,
-                settings,
-                postgres=postgres if config.storage.backend == "postgres" else None,
-                batch_size=batch_size,
-                progress=bars if output != "json" else lambda step: None,
-            )
-        )
-    finally:
-        bars.close()
-    if output == "json":
-        emit_json(report.to_json())
-    else:
-        rows = [
-            [c.kind, c.source, c.target, c.copied, c.skipped, "ok" if c.matches else "DIFFERS"]
-            for c in report.counts
-        ]
-        click.echo(table(["kind", "source", "target", "copied", "skipped", "check"], rows))
-        if report.verified:
-            click.echo(
-                f"migrated the memory of {report.source} to {report.target} in "
-                f"{report.seconds:.1f}s; every count matches. To serve it from there, set in "
-                "caxton.yaml and restart:\n"
-            )
-            click.echo(report.config_block, nl=False)
-        else:
-            click.echo(f"the counts of {report.target} do not match the source:", err=True)
-            for line in report.mismatches:
-                click.echo(f"  - {line}", err=True)
-    if not report.verified:
-        sys.exit(1)
+    report = run_migration(
+        lambda progress: migrate_to_qdrant(
+            source,
+            settings,
+            postgres=postgres if config.storage.backend == "postgres" else None,
+            batch_size=batch_size,
+            progress=progress,
+        ),
+        output,
+    )
+    finish_migration(
+        report,
+        output,
+        done=f"migrated the memory of {report.source} to {report.target} in "
+        f"{report.seconds:.1f}s; every count matches. To serve it from there, set in "
+        f"caxton.yaml and restart:\n\n{report.config_block}",
+    )

@@ -11,18 +11,22 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from caxton.cli.client import ApiClient, resolve_base_url
 from caxton.cli.offline import config_path, load_offline_config, server_unreachable
-from caxton.cli.output import emit_json, output_option, table
+from caxton.cli.output import F, emit_json, output_option, table
 from caxton.errors import ClientError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
     from caxton.config.model import PostgresConfig
-    from caxton.ops.migrate import MigrationReport, MigrationSource, Step
+    from caxton.ops.migrate import CountedCopy, MigrationSource, Progress, Step
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -125,7 +129,7 @@ class _Bars:
         self._stack = contextlib.ExitStack()
 
 
-def _migration_source(
+def migration_source(
     ctx: click.Context, config_file: str | None, data_dir: Path | None
 ) -> tuple[MigrationSource, PostgresConfig]:
     """The source's data_dir and DuckDB file, and the configuration's PostgreSQL settings."""
@@ -145,23 +149,83 @@ def _migration_source(
     return source, config.storage.postgres
 
 
-def _print_report(report: MigrationReport) -> None:
-    rows = [
-        [c.kind, c.source, c.target, c.copied, c.skipped, "ok" if c.matches else "DIFFERS"]
-        for c in report.counts
-    ]
-    click.echo(table(["kind", "source", "target", "copied", "skipped", "check"], rows))
-    if report.safe_mode:
-        click.echo("safe mode is on in the source, and now in the target too")
-    if report.verified:
-        click.echo(
-            f"migrated {report.data_dir} to {report.target} in {report.seconds:.1f}s; "
-            "every count matches"
-        )
+def migration_options(*, server: str, batch_size: int, batch_help: str) -> Callable[[F], F]:
+    """The options every ``migrate`` command ends with: ``--data-dir`` and ``--config`` of the
+    stopped ``server``, ``--batch-size`` and ``--output`` (and the click context)."""
+    options = (
+        click.option(
+            "--data-dir",
+            "data_dir",
+            default=None,
+            type=click.Path(file_okay=False, path_type=Path),
+            help=f"The stopped {server}'s data_dir (default: server.data_dir of the "
+            "configuration).",
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            default=None,
+            type=click.Path(dir_okay=False),
+            help=f"caxton.yaml of the {server} (default: caxton --config, CAXTON_CONFIG_PATH).",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1, 100_000),
+            default=batch_size,
+            show_default=True,
+            help=batch_help,
+        ),
+        output_option,
+        click.pass_context,
+    )
+
+    def apply(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+def _quiet(step: Step) -> None:
+    del step
+
+
+def run_migration(copy: Callable[[Progress], Awaitable[T]], output: str) -> T:
+    """Run ``copy(progress)`` under trio, with a progress bar per kind on stderr (none for
+    ``--output json``)."""
+    import trio
+
+    bars = _Bars()
+    try:
+        return trio.run(copy, bars if output != "json" else _quiet)
+    finally:
+        bars.close()
+
+
+def finish_migration(
+    report: CountedCopy, output: str, *, done: str, notes: Sequence[str] = ()
+) -> None:
+    """Print ``report``: its JSON, or the table of its counts, the ``notes``, then ``done``
+    when every count matches, else each mismatch on stderr; exit 1 unless it is verified."""
+    if output == "json":
+        emit_json(report.to_json())
     else:
-        click.echo(f"the counts of {report.target} do not match the source:", err=True)
-        for line in report.mismatches:
-            click.echo(f"  - {line}", err=True)
+        rows = [
+            [c.kind, c.source, c.target, c.copied, c.skipped, "ok" if c.matches else "DIFFERS"]
+            for c in report.counts
+        ]
+        click.echo(table(["kind", "source", "target", "copied", "skipped", "check"], rows))
+        for note in notes:
+            click.echo(note)
+        if report.verified:
+            click.echo(done, nl=False)
+        else:
+            click.echo(f"the counts of {report.target} do not match the source:", err=True)
+            for line in report.mismatches:
+                click.echo(f"  - {line}", err=True)
+    if not report.verified:
+        sys.exit(1)
 
 
 @storage.command()
@@ -173,29 +237,11 @@ def _print_report(report: MigrationReport) -> None:
     help="The target, postgresql://user:password@host:5432/dbname (env CAXTON_DATABASE_URL; "
     "default: storage.postgres.url of the configuration).",
 )
-@click.option(
-    "--data-dir",
-    "data_dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The stopped embedded server's data_dir (default: server.data_dir of the configuration).",
+@migration_options(
+    server="embedded server",
+    batch_size=500,
+    batch_help="Entities, relations or conversations per transaction.",
 )
-@click.option(
-    "--config",
-    "config_file",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="caxton.yaml of the embedded server (default: caxton --config, CAXTON_CONFIG_PATH).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 100_000),
-    default=500,
-    show_default=True,
-    help="Entities, relations or conversations per transaction.",
-)
-@output_option
-@click.pass_context
 def migrate(
     ctx: click.Context,
     url: str | None,
@@ -211,12 +257,11 @@ def migrate(
     is completed, and nothing is duplicated. The target is migrated first.
     """
     import psycopg.conninfo
-    import trio
 
-    from caxton.ops.migrate import migrate as run_migration
+    from caxton.ops.migrate import migrate as copy
     from caxton.store.postgres import redact
 
-    source, settings = _migration_source(ctx, config_file, data_dir)
+    source, settings = migration_source(ctx, config_file, data_dir)
     url = url or settings.url
     if not url:
         raise ClientError(
@@ -236,23 +281,23 @@ def migrate(
             "--to is not a URL libpq can parse (a space, or a stray % or @ in the password? "
             "percent-encode them): postgresql://user:password@host:5432/dbname"
         ) from None
-    bars = _Bars()
-    try:
-        report = trio.run(
-            lambda: run_migration(
-                source,
-                url,
-                batch_size=batch_size,
-                connect_timeout_s=settings.connect_timeout,
-                statement_timeout_s=settings.statement_timeout,
-                progress=bars if output != "json" else lambda step: None,
-            )
-        )
-    finally:
-        bars.close()
-    if output == "json":
-        emit_json(report.to_json())
-    else:
-        _print_report(report)
-    if not report.verified:
-        sys.exit(1)
+    report = run_migration(
+        lambda progress: copy(
+            source,
+            url,
+            batch_size=batch_size,
+            connect_timeout_s=settings.connect_timeout,
+            statement_timeout_s=settings.statement_timeout,
+            progress=progress,
+        ),
+        output,
+    )
+    finish_migration(
+        report,
+        output,
+        done=f"migrated {report.data_dir} to {report.target} in {report.seconds:.1f}s; "
+        "every count matches\n",
+        notes=["safe mode is on in the source, and now in the target too"]
+        if report.safe_mode
+        else (),
+    )

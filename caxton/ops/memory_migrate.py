@@ -17,10 +17,11 @@ a statement or a point layout:
   :attr:`MemoryMigrationReport.verified` is false, naming each difference, when they differ (a
   collection that held other entities before shows up there too).
 
-The source server must be stopped: its data_dir lock is held for the whole copy (the lock and
-the read-only DuckDB connection are :mod:`caxton.ops.migrate`'s). With qdrant-client's local
-mode (``path``) the target folder is locked by qdrant-client too, so no server may use it
-meanwhile. The memory is read whole before it is written (~1.5 KB of vector per entity).
+The source server must be stopped: its data_dir lock is held for the whole copy (the lock, the
+read-only DuckDB connection and the snapshot of the memory are :mod:`caxton.ops.migrate`'s).
+With qdrant-client's local mode (``path``) the target folder is locked by qdrant-client too, so
+no server may use it meanwhile. The memory is read whole before it is written (~1.5 KB of
+vector per entity).
 """
 
 from __future__ import annotations
@@ -31,23 +32,24 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import numpy as np
-from numpy.typing import NDArray
 
 from caxton.components import running
 from caxton.memory import postgres_sql, qdrant_memory, queries
 from caxton.memory.model import EMBEDDING_DIM
-from caxton.memory.types import Entity, Relation
 from caxton.ops.errors import MigrationRefused
 
-# the data_dir lock and the read-only DuckDB source of ``storage migrate``, shared on purpose
+# what ``storage migrate`` reads and reports with, shared on purpose: the data_dir lock, the
+# read-only DuckDB source, the memory snapshot and the counted report
 from caxton.ops.migrate import (
+    CountedCopy,
     KindCount,
+    MemorySnapshot,
     MigrationSource,
     Progress,
     Step,
     _hold_data_dir,
     _open_source,
+    read_snapshot,
 )
 from caxton.ops.schema import postgres_migrations
 from caxton.store.postgres import PostgresStore, redact
@@ -57,8 +59,12 @@ from caxton.store.qdrant import redact as qdrant_redact
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
+    import numpy as np
+    from numpy.typing import NDArray
+
     from caxton.config.model import PostgresConfig, QdrantConfig
     from caxton.memory.sql import MemorySQL
+    from caxton.memory.types import Entity, Relation
     from caxton.store.backend import Backend
 
 #: Entities or relations per write.
@@ -68,72 +74,17 @@ KINDS: Final = ("entities", "relations", "observations")
 
 
 @attrs.frozen(kw_only=True)
-class MemorySnapshot:
-    """The whole memory of the source, as stored.
+class MemoryMigrationReport(CountedCopy):
+    """What ``memory migrate`` copied and whether the target now holds what the source does.
 
-    Attributes:
-        vectors: the unit embedding of each entity in ``rows``, one per row of ``matrix``.
-        rows: entity name -> its row in ``matrix``.
+    ``target`` names the Qdrant URL (or "(local mode) <folder>") and the collection.
     """
 
-    entities: tuple[Entity, ...]
-    relations: tuple[Relation, ...]
-    rows: dict[str, int]
-    matrix: NDArray[np.float32]
-
-    @property
-    def observations(self) -> int:
-        return sum(len(e.observations) for e in self.entities)
-
-
-def read_snapshot(sql: MemorySQL, conn: Any) -> MemorySnapshot:
-    """Every entity, relation and embedding, in one read of ``conn`` (``sql``'s dialect)."""
-    entities, relations = sql.snapshot(conn)
-    entries, matrix = sql.load_index(conn)
-    return MemorySnapshot(
-        entities=tuple(entities),
-        relations=tuple(relations),
-        rows={entry.name: i for i, entry in enumerate(entries)},
-        matrix=matrix,
-    )
-
-
-@attrs.frozen(kw_only=True)
-class MemoryMigrationReport:
-    """What ``memory migrate`` copied and whether the target now holds what the source does."""
-
     source: str  # "duckdb <file>" or the PostgreSQL URL without its password
-    target: str  # the Qdrant URL (or "(local mode) <folder>"), and the collection
-    counts: tuple[KindCount, ...]
-    problems: tuple[str, ...]
-    seconds: float
     config_block: str  # the caxton.yaml lines that switch memory to the target
 
-    @property
-    def verified(self) -> bool:
-        """Every count matches and nothing was left out."""
-        return not self.mismatches
-
-    @property
-    def mismatches(self) -> list[str]:
-        """One line per difference between source and target, then each problem met."""
-        lines = [
-            f"{c.kind}: {c.source} in the source, {c.target} in {self.target}"
-            for c in self.counts
-            if not c.matches
-        ]
-        return [*lines, *self.problems]
-
     def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "target": self.target,
-            "counts": {c.kind: c.to_json() for c in self.counts},
-            "seconds": round(self.seconds, 3),
-            "verified": self.verified,
-            "mismatches": self.mismatches,
-            "config": self.config_block,
-        }
+        return {"source": self.source, **super().to_json(), "config": self.config_block}
 
 
 def qdrant_store(settings: QdrantConfig) -> QdrantStore:
@@ -210,17 +161,7 @@ async def copy_memory(
     """
     copied = dict.fromkeys(KINDS, 0)
     skipped = dict.fromkeys(KINDS, 0)
-    problems: list[str] = []
-    missing = [e.name for e in snapshot.entities if e.name not in snapshot.rows]
-    if missing:
-        shown = ", ".join(missing[:5]) + (
-            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        )
-        problems.append(
-            f"{len(missing)} entities have no embedding in the source and were left out "
-            f"({shown}); caxton storage verify names them"
-        )
-    present = [e for e in snapshot.entities if e.name in snapshot.rows]
+    present, problems = snapshot.embedded()
     progress(Step(kind="entities", done=0, total=len(present)))
     for start in range(0, len(present), batch_size):
         batch = present[start : start + batch_size]

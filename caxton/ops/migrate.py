@@ -45,13 +45,16 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 import duckdb
+import numpy as np
 import trio
+from numpy.typing import NDArray
 
 from caxton.agents.deployments import CanaryState, FileDeployments, PostgresDeployments
 from caxton.cluster import DEFAULT_CHANNEL, notify
 from caxton.components import running
 from caxton.datadir import hold_offline, holder_pid
 from caxton.memory import postgres_sql, queries
+from caxton.memory.types import Entity, Relation
 from caxton.messaging.conversation_sql import Batch
 from caxton.messaging.conversation_sql_duckdb import DUCKDB_CONVERSATION_SQL
 from caxton.messaging.conversation_sql_postgres import POSTGRES_CONVERSATION_SQL
@@ -64,11 +67,8 @@ from caxton.store.postgres import PostgresStore, redact
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    import numpy as np
-    from numpy.typing import NDArray
-
     from caxton.agents.deployments import StoredAgent
-    from caxton.memory import Entity, Relation
+    from caxton.memory.sql import MemorySQL
     from caxton.messaging.conversation_sql import ConversationSummary
 
 T = TypeVar("T")
@@ -148,14 +148,12 @@ class KindCount:
 
 
 @attrs.frozen(kw_only=True)
-class MigrationReport:
-    """What a migration copied and whether the target now holds what the source does."""
+class CountedCopy:
+    """What a copy counted on both sides, and the problems it met (the base of each
+    migration's report)."""
 
-    data_dir: Path
-    database: Path
-    target: str  # the URL without its password
+    target: str  # how the report names the target, without a password
     counts: tuple[KindCount, ...]
-    safe_mode: bool  # the flag was on, and is now on in the target
     problems: tuple[str, ...]
     seconds: float
 
@@ -176,14 +174,31 @@ class MigrationReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "data_dir": str(self.data_dir),
-            "database": str(self.database),
             "target": self.target,
             "counts": {c.kind: c.to_json() for c in self.counts},
-            "safe_mode": self.safe_mode,
             "seconds": round(self.seconds, 3),
             "verified": self.verified,
             "mismatches": self.mismatches,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class MigrationReport(CountedCopy):
+    """What a migration copied and whether the target now holds what the source does."""
+
+    data_dir: Path
+    database: Path
+    safe_mode: bool  # the flag was on, and is now on in the target
+
+    def to_json(self) -> dict[str, Any]:
+        counted = super().to_json()
+        return {
+            "data_dir": str(self.data_dir),
+            "database": str(self.database),
+            "target": counted.pop("target"),
+            "counts": counted.pop("counts"),
+            "safe_mode": self.safe_mode,
+            **counted,
         }
 
 
@@ -269,13 +284,50 @@ def _count_tables(conn: Any) -> dict[str, int]:
 # -- memory ---------------------------------------------------------------------------------------
 
 
-def _read_memory(
-    conn: duckdb.DuckDBPyConnection,
-) -> tuple[list[Entity], list[Relation], dict[str, int], NDArray[np.float32]]:
-    entities, relations = queries.snapshot(conn)
-    entries, matrix = queries.load_index(conn)
-    rows = {entry.name: i for i, entry in enumerate(entries)}
-    return entities, relations, rows, matrix
+@attrs.frozen(kw_only=True)
+class MemorySnapshot:
+    """The whole memory of the source, as stored.
+
+    Attributes:
+        matrix: the unit embedding of each entity in ``rows``, one per row.
+        rows: entity name -> its row in ``matrix``.
+    """
+
+    entities: tuple[Entity, ...]
+    relations: tuple[Relation, ...]
+    rows: dict[str, int]
+    matrix: NDArray[np.float32]
+
+    @property
+    def observations(self) -> int:
+        return sum(len(e.observations) for e in self.entities)
+
+    def embedded(self) -> tuple[list[Entity], list[str]]:
+        """The entities that have an embedding, and a problem naming the others, if any (they
+        are left out of a copy)."""
+        missing = [e.name for e in self.entities if e.name not in self.rows]
+        problems = []
+        if missing:
+            shown = ", ".join(missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            problems.append(
+                f"{len(missing)} entities have no embedding in the source and were left out "
+                f"({shown}); caxton storage verify names them"
+            )
+        return [e for e in self.entities if e.name in self.rows], problems
+
+
+def read_snapshot(sql: MemorySQL, conn: Any) -> MemorySnapshot:
+    """Every entity, relation and embedding, in one read of ``conn`` (``sql``'s dialect)."""
+    entities, relations = sql.snapshot(conn)
+    entries, matrix = sql.load_index(conn)
+    return MemorySnapshot(
+        entities=tuple(entities),
+        relations=tuple(relations),
+        rows={entry.name: i for i, entry in enumerate(entries)},
+        matrix=matrix,
+    )
 
 
 def _write_entities(entities: Sequence[Entity], vectors: NDArray[np.float32], conn: Any) -> None:
@@ -297,26 +349,19 @@ async def _copy_memory(
     counts: dict[str, int],
     problems: list[str],
 ) -> None:
-    entities, relations, rows, matrix = await source.read(_read_memory)
-    missing = [e.name for e in entities if e.name not in rows]
-    if missing:
-        shown = ", ".join(missing[:5]) + (
-            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        )
-        problems.append(
-            f"{len(missing)} entities have no embedding in the source and were left out "
-            f"({shown}); caxton storage verify names them"
-        )
-    present = [e for e in entities if e.name in rows]
+    snapshot = await source.read(functools.partial(read_snapshot, queries))
+    present, left_out = snapshot.embedded()
+    problems.extend(left_out)
     progress(Step(kind="entities", done=0, total=len(present)))
     for start in range(0, len(present), batch_size):
         batch = present[start : start + batch_size]
-        vectors = matrix[[rows[e.name] for e in batch]]
+        vectors = snapshot.matrix[[snapshot.rows[e.name] for e in batch]]
         await store.execute_write_fn(functools.partial(_write_entities, batch, vectors))
         counts["entities"] += len(batch)
         counts["embeddings"] += len(batch)
         counts["observations"] += sum(len(e.observations) for e in batch)
         progress(Step(kind="entities", done=start + len(batch), total=len(present)))
+    relations = snapshot.relations
     progress(Step(kind="relations", done=0, total=len(relations)))
     for start in range(0, len(relations), batch_size):
         chunk = relations[start : start + batch_size]

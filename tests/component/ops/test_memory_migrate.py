@@ -15,6 +15,16 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 import trio
+from migrate_sources import (
+    ENTITIES,
+    OBSERVATIONS,
+    RELATIONS,
+    check_memory,
+    fill_data_dir,
+    fill_memory,
+    interrupted,
+    source_of,
+)
 
 from caxton.components import running
 from caxton.config.model import (
@@ -25,16 +35,7 @@ from caxton.config.model import (
     ServerConfig,
 )
 from caxton.datadir import hold_offline
-from caxton.memory import (
-    Embedder,
-    MemoryService,
-    NewEntity,
-    NewRelation,
-    Scope,
-    assemble_default_model,
-    postgres_sql,
-    qdrant_memory,
-)
+from caxton.memory import MemoryService, NewEntity, qdrant_memory
 from caxton.memory.model import EMBEDDING_DIM
 from caxton.ops.errors import MigrationRefused
 from caxton.ops.memory_migrate import (
@@ -43,10 +44,8 @@ from caxton.ops.memory_migrate import (
     migrate_to_qdrant,
     qdrant_store,
 )
-from caxton.ops.migrate import MigrationSource, Step
-from caxton.ops.schema import embedded_migrations, postgres_migrations
+from caxton.ops.schema import postgres_migrations
 from caxton.ops.verify import check_qdrant, verify_qdrant_offline
-from caxton.store import open_store
 from caxton.store.postgres import open_postgres_store, redact
 from caxton.store.qdrant import RELATIONS_SUFFIX
 
@@ -54,38 +53,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from caxton.memory import Embedder
     from caxton.memory.types import SearchHit
-    from caxton.store.backend import Backend
     from caxton.store.qdrant import QdrantConnection
 
-ENTITIES = [
-    NewEntity(
-        name="Whiskers",
-        entity_type="pet",
-        observations=["a small cat that sleeps on the sofa", "likes chasing mice"],
-        metadata={"colour": "grey"},
-    ),
-    NewEntity(
-        name="NASDAQ",
-        entity_type="market",
-        observations=["stock exchange where shares are traded", "prices fell sharply"],
-        scope=Scope.WORKSPACE,
-    ),
-    NewEntity(
-        name="Rex",
-        entity_type="pet",
-        observations=["a dog that barks at the postman"],
-        scope=Scope.AGENT,
-        agent="keeper",
-    ),
-    NewEntity(name="Ada", entity_type="person", observations=["owns a cat and a dog"]),
-    NewEntity(name="Paris", entity_type="city", observations=["capital of France"]),
-]
-RELATIONS = [
-    NewRelation(source="Ada", target="Whiskers", relation_type="owns", strength=0.9),
-    NewRelation(source="Ada", target="Rex", relation_type="owns", confidence=0.5),
-    NewRelation(source="Ada", target="Paris", relation_type="lives_in"),
-]
 #: A real Qdrant server, when there is one (none can be installed where these tests were
 #: written: the tests that need it are skipped without it).
 QDRANT_URL = os.environ.get("QDRANT_URL")
@@ -93,52 +64,10 @@ needs_server = pytest.mark.skipif(
     not QDRANT_URL, reason="no Qdrant server: set QDRANT_URL to run this test against one"
 )
 QUERIES = ["a kitten on a rug", "shares and markets", "who has pets", "France"]
-OBSERVATIONS = sum(len(e.observations) for e in ENTITIES)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return assemble_default_model(tmp_path_factory.mktemp("models") / "all-MiniLM-L6-v2")
-
-
-@pytest.fixture
-async def embedder(nursery: trio.Nursery, model_dir: Path) -> Embedder:
-    embedder: Embedder = await nursery.start(Embedder(cache_dir=model_dir, batch_size=32).run)
-    return embedder
-
-
-def _source(data_dir: Path) -> MigrationSource:
-    return MigrationSource(data_dir=data_dir, database_path=data_dir / "memory.duckdb")
 
 
 def _target(tmp_path: Path, collection: str = "caxton-memory") -> QdrantConfig:
     return QdrantConfig(path=str(tmp_path / "qdrant"), collection=collection)
-
-
-async def _search_all(memory: MemoryService) -> dict[str, list[SearchHit]]:
-    return {
-        query: await memory.search(query, limit=10, agent="keeper", exact=True) for query in QUERIES
-    }
-
-
-async def _fill_memory(store: Backend, embedder: Embedder) -> dict[str, list[SearchHit]]:
-    async with trio.open_nursery() as nursery:
-        sql = postgres_sql if store.dialect == "postgres" else None
-        service = MemoryService(store, embedder, sql=sql) if sql else MemoryService(store, embedder)
-        memory: MemoryService = await nursery.start(service.run)
-        await memory.create_entities(ENTITIES)
-        for relation in RELATIONS:
-            await memory.create_relation(relation)
-        searches = await _search_all(memory)
-        nursery.cancel_scope.cancel()
-    return searches
-
-
-async def _fill(data_dir: Path, embedder: Embedder) -> dict[str, list[SearchHit]]:
-    """An embedded data_dir as a server leaves it; the searches to compare against."""
-    await trio.to_thread.run_sync(data_dir.mkdir)
-    async with open_store(data_dir / "memory.duckdb", migrations=embedded_migrations()) as store:
-        return await _fill_memory(store, embedder)
 
 
 async def _check_target(
@@ -150,18 +79,7 @@ async def _check_target(
         memory: MemoryService = await nursery.start(
             MemoryService(store, embedder, sql=qdrant_memory).run
         )
-        for exact in (True, False):
-            for query in QUERIES:
-                after = await memory.search(query, limit=10, agent="keeper", exact=exact)
-                assert [h.entity.name for h in after] == [h.entity.name for h in before[query]]
-                for old, new in zip(before[query], after, strict=True):
-                    assert abs(old.similarity - new.similarity) < 1e-4
-                    assert new.entity == old.entity
-        graph = await memory.graph("Ada", max_depth=1)
-        assert {(e.source, e.target, e.relation_type) for e in graph.edges} == {
-            (r.source, r.target, r.relation_type) for r in RELATIONS
-        }
-        assert {e.target: e.strength for e in graph.edges}["Whiskers"] == 0.9
+        await check_memory(memory, before)
         stats = await memory.stats()
         assert (stats.entity_count, stats.relation_count, stats.observation_count) == (
             len(ENTITIES),
@@ -199,20 +117,13 @@ async def test_migrate_copies_the_memory_once_and_resumes(
 ) -> None:
     with trio.fail_after(240):
         data_dir = tmp_path / "data"
-        before = await _fill(data_dir, embedder)
-        source, settings = _source(data_dir), target
+        before = await fill_data_dir(data_dir, embedder, QUERIES)
+        source, settings = source_of(data_dir), target
 
         # interrupted after its first batch of entities
-        steps: list[Step] = []
-        with trio.CancelScope() as scope:
-
-            def interrupt(step: Step) -> None:
-                steps.append(step)
-                if step.kind == "entities" and step.done >= 2:
-                    scope.cancel()
-
-            await migrate_to_qdrant(source, settings, batch_size=2, progress=interrupt)
-        assert scope.cancelled_caught
+        steps = await interrupted(
+            lambda progress: migrate_to_qdrant(source, settings, batch_size=2, progress=progress)
+        )
 
         # run again: completed; what the first run wrote is skipped
         report = await migrate_to_qdrant(source, settings, batch_size=2, progress=steps.append)
@@ -261,9 +172,9 @@ async def test_a_target_holding_more_is_reported_and_checked_by_verify(
 ) -> None:
     with trio.fail_after(120):
         data_dir = tmp_path / "data"
-        await _fill(data_dir, embedder)
+        await fill_data_dir(data_dir, embedder, QUERIES)
         settings = _target(tmp_path)
-        assert (await migrate_to_qdrant(_source(data_dir), settings)).verified
+        assert (await migrate_to_qdrant(source_of(data_dir), settings)).verified
 
         # the collections as storage verify sees them
         store = qdrant_store(settings)
@@ -354,7 +265,7 @@ async def test_a_target_holding_more_is_reported_and_checked_by_verify(
                 NewEntity(name="Stranger", entity_type="person", observations=["not ours"])
             )
             nursery.cancel_scope.cancel()
-        report = await migrate_to_qdrant(_source(data_dir), settings)
+        report = await migrate_to_qdrant(source_of(data_dir), settings)
         assert not report.verified
         assert report.mismatches == [
             f"entities: 5 in the source, 6 in {report.target}",
@@ -367,13 +278,13 @@ async def test_a_running_server_a_missing_data_dir_and_another_vector_size_are_r
 ) -> None:
     settings = _target(tmp_path)
     with pytest.raises(MigrationRefused, match="does not exist"):
-        await migrate_to_qdrant(_source(tmp_path / "nowhere"), settings)
+        await migrate_to_qdrant(source_of(tmp_path / "nowhere"), settings)
     data_dir = tmp_path / "data"
-    await _fill(data_dir, embedder)
+    await fill_data_dir(data_dir, embedder, QUERIES)
     with hold_offline(data_dir), pytest.raises(MigrationRefused, match="is running on data_dir"):
-        await migrate_to_qdrant(_source(data_dir), settings)
+        await migrate_to_qdrant(source_of(data_dir), settings)
     with pytest.raises(MigrationRefused, match="vector_size is 512, but the memory's embeddings"):
-        await migrate_to_qdrant(_source(data_dir), attrs.evolve(settings, vector_size=512))
+        await migrate_to_qdrant(source_of(data_dir), attrs.evolve(settings, vector_size=512))
     assert not (tmp_path / "qdrant").exists()
 
 
@@ -383,12 +294,12 @@ async def test_the_memory_of_a_server_on_postgresql_moves_too(
 ) -> None:
     with trio.fail_after(180):
         async with open_postgres_store(postgres_url, migrations=postgres_migrations()) as store:
-            before = await _fill_memory(store, embedder)
+            before = await fill_memory(store, embedder, QUERIES)
         data_dir = tmp_path / "data"
         data_dir.mkdir()
         settings = _target(tmp_path)
         postgres = PostgresConfig(url=postgres_url)
-        report = await migrate_to_qdrant(_source(data_dir), settings, postgres=postgres)
+        report = await migrate_to_qdrant(source_of(data_dir), settings, postgres=postgres)
         assert report.verified, report.mismatches
         assert report.source == redact(postgres_url)
         assert _counts(report)["entities"] == (len(ENTITIES), len(ENTITIES), len(ENTITIES), 0)

@@ -12,23 +12,24 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 import trio
+from migrate_sources import (
+    ENTITIES,
+    RELATIONS,
+    check_memory,
+    fill_memory,
+    interrupted,
+    open_data_dir,
+    source_of,
+)
 
 from caxton.agents.deployments import CanaryState, FileDeployments, PostgresDeployments
 from caxton.datadir import hold_offline
-from caxton.memory import (
-    Embedder,
-    MemoryService,
-    NewEntity,
-    NewRelation,
-    Scope,
-    assemble_default_model,
-    postgres_sql,
-)
+from caxton.memory import Embedder, MemoryService, postgres_sql
 from caxton.messages import Message
 from caxton.messaging import CLOSED, Conversations
 from caxton.messaging.conversation_sql_postgres import POSTGRES_CONVERSATION_SQL
 from caxton.ops.errors import MigrationRefused
-from caxton.ops.migrate import KINDS, MigrationSource, Step, migrate
+from caxton.ops.migrate import KINDS, migrate
 from caxton.ops.safe_mode import PostgresSafeModeFlag, enabled_now, write_flag
 from caxton.ops.schema import embedded_migrations, postgres_migrations
 from caxton.store import open_store
@@ -38,76 +39,17 @@ from caxton.store.postgres import open_postgres_store
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from caxton.memory.types import SearchHit
-
-ENTITIES = [
-    NewEntity(
-        name="Whiskers",
-        entity_type="pet",
-        observations=["a small cat that sleeps on the sofa", "likes chasing mice"],
-        metadata={"colour": "grey"},
-    ),
-    NewEntity(
-        name="NASDAQ",
-        entity_type="market",
-        observations=["stock exchange where shares are traded", "prices fell sharply"],
-        scope=Scope.WORKSPACE,
-    ),
-    NewEntity(
-        name="Rex",
-        entity_type="pet",
-        observations=["a dog that barks at the postman"],
-        scope=Scope.AGENT,
-        agent="keeper",
-    ),
-    NewEntity(name="Ada", entity_type="person", observations=["owns a cat and a dog"]),
-    NewEntity(name="Paris", entity_type="city", observations=["capital of France"]),
-]
-RELATIONS = [
-    NewRelation(source="Ada", target="Whiskers", relation_type="owns", strength=0.9),
-    NewRelation(source="Ada", target="Rex", relation_type="owns", confidence=0.5),
-    NewRelation(source="Ada", target="Paris", relation_type="lives_in"),
-]
 QUERIES = ["a kitten on a rug", "shares and markets", "who has pets"]
 AGENT_V1 = b'name = "probe"\nversion = "1.0.0"\n'
 AGENT_V2 = b'name = "probe"\nversion = "2.0.0"\n'
 PLAIN = b'name = "plain"\nversion = "0.1.0"\n'
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return assemble_default_model(tmp_path_factory.mktemp("models") / "all-MiniLM-L6-v2")
-
-
-@pytest.fixture
-async def embedder(nursery: trio.Nursery, model_dir: Path) -> Embedder:
-    embedder: Embedder = await nursery.start(Embedder(cache_dir=model_dir, batch_size=32).run)
-    return embedder
-
-
-def _source(data_dir: Path) -> MigrationSource:
-    return MigrationSource(data_dir=data_dir, database_path=data_dir / "memory.duckdb")
-
-
-async def _search_all(memory: MemoryService) -> dict[str, list[SearchHit]]:
-    return {
-        query: await memory.search(query, limit=10, agent="keeper", exact=True) for query in QUERIES
-    }
-
-
 async def _fill(data_dir: Path, embedder: Embedder) -> dict[str, object]:
     """An embedded data_dir as a server leaves it; what the tests compare against."""
-    await trio.to_thread.run_sync(data_dir.mkdir)
     conversations: list[list[Message]] = []
-    async with (
-        open_store(data_dir / "memory.duckdb", migrations=embedded_migrations()) as store,
-        trio.open_nursery() as nursery,
-    ):
-        memory: MemoryService = await nursery.start(MemoryService(store, embedder).run)
-        await memory.create_entities(ENTITIES)
-        for relation in RELATIONS:
-            await memory.create_relation(relation)
-        searches = await _search_all(memory)
+    async with open_data_dir(data_dir) as store, trio.open_nursery() as nursery:
+        searches = await fill_memory(store, embedder, QUERIES)
         talk: Conversations = await nursery.start(Conversations(store).run)
         for index in range(7):
             first = Message(sender="client", receiver="assistant", content=f"hello {index}")
@@ -169,20 +111,7 @@ async def _check_target(url: str, embedder: Embedder, expected: dict[str, object
         )
         before = expected["searches"]
         assert isinstance(before, dict)
-        # the HNSW path and the exact scan find the same entities with the same similarity
-        for exact in (True, False):
-            for query in QUERIES:
-                after = await memory.search(query, limit=10, agent="keeper", exact=exact)
-                assert [h.entity.name for h in after] == [h.entity.name for h in before[query]]
-                for old, new in zip(before[query], after, strict=True):
-                    assert abs(old.similarity - new.similarity) < 1e-4
-                    assert new.entity == old.entity
-        graph = await memory.graph("Ada", max_depth=1)
-        assert {(e.source, e.target, e.relation_type) for e in graph.edges} == {
-            (r.source, r.target, r.relation_type) for r in RELATIONS
-        }
-        strengths = {e.target: e.strength for e in graph.edges}
-        assert strengths["Whiskers"] == 0.9
+        await check_memory(memory, before)
 
         talk: Conversations = await nursery.start(
             Conversations(store, sql=POSTGRES_CONVERSATION_SQL).run
@@ -232,19 +161,12 @@ async def _copies_everything_once_and_resumes(
 ) -> None:
     data_dir = tmp_path / "data"
     expected = await _fill(data_dir, embedder)
-    source = _source(data_dir)
+    source = source_of(data_dir)
 
     # interrupted after its first committed batch of entities
-    steps: list[Step] = []
-    with trio.CancelScope() as scope:
-
-        def interrupt(step: Step) -> None:
-            steps.append(step)
-            if step.kind == "entities" and step.done >= 2:
-                scope.cancel()
-
-        await migrate(source, postgres_url, batch_size=2, progress=interrupt)
-    assert scope.cancelled_caught
+    steps = await interrupted(
+        lambda progress: migrate(source, postgres_url, batch_size=2, progress=progress)
+    )
     partial = _table_counts(postgres_url)
     assert 2 <= partial["memory_entities"] < len(ENTITIES)
     assert partial["memory_embeddings"] == partial["memory_entities"]
@@ -301,7 +223,7 @@ async def test_a_changed_target_conversation_is_written_again_and_counts_are_che
 async def _changed_target(tmp_path: Path, postgres_url: str, embedder: Embedder) -> None:
     data_dir = tmp_path / "data"
     expected = await _fill(data_dir, embedder)
-    source = _source(data_dir)
+    source = source_of(data_dir)
     assert (await migrate(source, postgres_url)).verified
     conversations = expected["conversations"]
     assert isinstance(conversations, list)
@@ -327,17 +249,17 @@ async def test_a_running_server_and_a_missing_data_dir_are_refused(
     tmp_path: Path, postgres_url: str
 ) -> None:
     with pytest.raises(MigrationRefused, match="does not exist"):
-        await migrate(_source(tmp_path / "nowhere"), postgres_url)
+        await migrate(source_of(tmp_path / "nowhere"), postgres_url)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     with hold_offline(data_dir), pytest.raises(MigrationRefused) as refused:
-        await migrate(_source(data_dir), postgres_url)
+        await migrate(source_of(data_dir), postgres_url)
     assert f"(pid {os.getpid()}) is running on data_dir {data_dir}; stop it first" in str(
         refused.value
     )
     # no DuckDB file: named, with where to look
     with pytest.raises(StoreOpenError, match="does not exist"):
-        await migrate(_source(data_dir), postgres_url)
+        await migrate(source_of(data_dir), postgres_url)
 
 
 async def test_a_wrong_password_is_named_without_it(tmp_path: Path, postgres_url: str) -> None:
@@ -348,6 +270,6 @@ async def test_a_wrong_password_is_named_without_it(tmp_path: Path, postgres_url
     parts = psycopg.conninfo.conninfo_to_dict(postgres_url)
     wrong = postgres_url.replace(str(parts["password"]), "not-the-password-xyz")
     with pytest.raises(PostgresAuthFailed) as failed:
-        await migrate(_source(data_dir), wrong)
+        await migrate(source_of(data_dir), wrong)
     assert "not-the-password-xyz" not in str(failed.value)
     assert "refused the password" in str(failed.value)
