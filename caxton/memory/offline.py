@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from caxton.memory import transfer
-from caxton.store.errors import StoreLockedError, StoreOpenError
+from caxton.store.errors import StoreOpenError
+from caxton.store.read_only import connect_read_only
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,16 +30,7 @@ def read_snapshot(path: Path) -> transfer.Snapshot:
     Resource handling:
         Blocking; opens one read-only connection and closes it before returning.
     """
-    if not path.is_file():
-        raise StoreOpenError(path, "the file does not exist (has the server ever started?)")
-    try:
-        conn = duckdb.connect(str(path), read_only=True)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise StoreLockedError(path, str(exc)) from exc
-        raise StoreOpenError(path, str(exc)) from exc
-    except duckdb.Error as exc:
-        raise StoreOpenError(path, str(exc)) from exc
+    conn = connect_read_only(path, missing="has the server ever started?")
     try:
         return transfer.Snapshot.read(conn)
     except duckdb.CatalogException as exc:

@@ -61,8 +61,9 @@ from caxton.messaging.conversation_sql_postgres import POSTGRES_CONVERSATION_SQL
 from caxton.ops.errors import MigrationRefused
 from caxton.ops.safe_mode import PostgresSafeModeFlag, read_flag
 from caxton.ops.schema import postgres_migrations
-from caxton.store.errors import StoreLockedError, StoreOpenError
+from caxton.store.errors import StoreOpenError
 from caxton.store.postgres import PostgresStore, redact
+from caxton.store.read_only import connect_read_only
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -221,20 +222,11 @@ class _Source:
 
 
 def _connect_read_only(path: Path) -> duckdb.DuckDBPyConnection:
-    if not path.is_file():
-        raise StoreOpenError(
-            path,
-            "the file does not exist (is this the data_dir of a server that has run? pass "
-            "--data-dir, or --config with its memory.database_path)",
-        )
-    try:
-        return duckdb.connect(str(path), read_only=True)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise StoreLockedError(path, str(exc)) from exc
-        raise StoreOpenError(path, str(exc)) from exc
-    except duckdb.Error as exc:
-        raise StoreOpenError(path, str(exc)) from exc
+    return connect_read_only(
+        path,
+        missing="is this the data_dir of a server that has run? pass --data-dir, or --config "
+        "with its memory.database_path",
+    )
 
 
 @contextlib.asynccontextmanager
