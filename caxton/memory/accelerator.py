@@ -300,7 +300,7 @@ class SearchAccelerator:
             await self._graph_attempted.wait()
 
     def _load_or_build_sync(
-        self, keys: NDArray[np.uint64], vectors: NDArray[np.float32]
+        self, keys: NDArray[np.uint64], vectors: NDArray[np.float16]
     ) -> tuple[hnsw.HnswGraph, bool, bool]:
         """(graph, loaded from the file, the file holds it); runs in a worker thread."""
         content = hnsw.fingerprint(keys, vectors)

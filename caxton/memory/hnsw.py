@@ -3,11 +3,46 @@
 The graph only proposes candidates: :class:`caxton.memory.layered.LayeredIndex` re-scores them
 exactly with the numpy mirror. Keys are a 63-bit hash of the entity name, so a saved graph can
 be matched against what DuckDB holds without storing a name table: the sidecar
-(``<graph>.json``) records the row count and a fingerprint of every (key, vector) pair, plus the
-size and digest of the graph file, and a graph is loaded only when all of them match.
+(``<graph>.json``) records the format, the parameters, the row count and a fingerprint of every
+(key, vector) pair, plus the size and digest of the graph file, and a graph is loaded only when
+all of them match (an old, corrupt, stale or differently tuned file is rebuilt, never trusted).
 
-Measured on real MiniLM vectors at 100k rows: building takes ~27 s on two threads; 64
-candidates at ``expansion_search=128`` re-scored exactly give recall@10 1.0 in ~1 ms.
+**Compact vectors.** The graph stores its vectors as f16 (:data:`GRAPH_DTYPE`): half of f32's
+bytes. From the graph's threshold on, the mirror keeps f16 rows too
+(:class:`caxton.memory.index.VectorIndex`'s ``compact_from``), and the candidates are re-scored
+in float32 arithmetic from them: the rounding of f16 (|error| < 2e-3 in a similarity of unit
+vectors) reorders only near-ties, which the recall tests measure. Snapshots taken to build a
+graph are f16 too, so a build needs ~0.8 GB transiently at 1M rows, not 1.5.
+
+**Parameters per size** (:func:`params_for`), chosen from the number of rows when a graph is
+built (and, for the search-time ones, at each search):
+
+=============  ============  =============  ================  =======
+rows           connectivity  expansion_add  expansion_search  rescore
+=============  ============  =============  ================  =======
+< 200k         16            128            128               64
+200k - 600k    24            160            192               128
+>= 600k        24            200            256               160
+=============  ============  =============  ================  =======
+
+Why: recall of a fixed HNSW falls as the graph grows (longer greedy paths, more local minima),
+so larger graphs get more links per node (connectivity; each step of 1 costs ~8 bytes a row,
+kept at 24 so a 1M build stays within a few minutes on two cores) and a wider build beam
+(expansion_add, which costs build time only). The search beam (expansion_search) and the
+number of candidates re-scored exactly grow with the size too: re-scoring 64 rows costs ~25 us
+and 160 ~60 us, far below the 10 ms goal, and it is what turns the graph's approximate order
+into the exact top-k.
+Measured on real MiniLM vectors at 100k rows with the first row (f32 then): building took
+~27 s on two threads and recall@10 was 1.0 in ~1 ms. A graph built in one tier and saved is
+rebuilt when a restart finds the data in another tier (its parameters no longer match).
+
+**RAM** (:func:`index_ram_bytes`, what ``caxton memory capacity-check`` reports): per row, the
+mirror's vector (4 * dim bytes below the threshold, 2 * dim from it) and filter columns (9
+bytes), the name and key tables (:data:`ROW_OVERHEAD_BYTES`), and from the threshold the
+graph's f16 vector (2 * dim) plus its links: the base layer's 2 * connectivity 4-byte slots and
+a node header and upper layers (:data:`GRAPH_NODE_HEADER_BYTES`), which RSS measured at 60k
+rows as 8.3 * connectivity + 137 bytes. For 384-d at 1M rows that is ~2.0 GiB (mirror 1.0,
+graph 1.0); a build needs ~0.8 GB more for its f16 snapshot while it runs.
 """
 
 from __future__ import annotations
@@ -18,6 +53,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+import attrs
 import numpy as np
 from usearch.index import Index
 
@@ -29,13 +65,56 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger("caxton.memory")
 
-CONNECTIVITY = 16
-EXPANSION_ADD = 128
-EXPANSION_SEARCH = 128
 BUILD_THREADS = 2
 PARALLEL_BUILD_FROM = 10_000  # smaller graphs are built on one thread (a better graph)
 BUILD_CHUNK = 2048
-FORMAT_VERSION = 1
+#: 2: f16 vectors, per-size parameters, fingerprints over the f16 snapshot
+FORMAT_VERSION = 2
+GRAPH_DTYPE = "f16"
+SNAPSHOT_DTYPE = np.float16
+#: bytes a row costs in the mirror's name tables (name string, list slot, two dict entries)
+ROW_OVERHEAD_BYTES = 260
+#: usearch's bytes per row beyond the vector and the base layer's links (measured RSS)
+GRAPH_NODE_HEADER_BYTES = 140
+
+
+@attrs.frozen(kw_only=True)
+class HnswParams:
+    """How a graph of a given size is built and searched (see the module docstring)."""
+
+    connectivity: int
+    expansion_add: int
+    expansion_search: int
+    rescore: int
+
+
+_TIERS: tuple[tuple[int, HnswParams], ...] = (
+    (600_000, HnswParams(connectivity=24, expansion_add=200, expansion_search=256, rescore=160)),
+    (200_000, HnswParams(connectivity=24, expansion_add=160, expansion_search=192, rescore=128)),
+    (0, HnswParams(connectivity=16, expansion_add=128, expansion_search=128, rescore=64)),
+)
+
+
+def params_for(rows: int) -> HnswParams:
+    """The parameters for a graph of ``rows`` vectors."""
+    for start, params in _TIERS:
+        if rows >= start:
+            return params
+    return _TIERS[-1][1]
+
+
+def index_ram_bytes(rows: int, dim: int, *, threshold: int | None) -> int:
+    """The RAM the accelerator needs for ``rows`` vectors of length ``dim`` (module docstring).
+
+    ``threshold``: the row count from which the graph exists and the mirror is f16 (None:
+    never).
+    """
+    if threshold is None or rows < threshold:
+        return rows * (4 * dim + 9 + ROW_OVERHEAD_BYTES)
+    links = 2 * params_for(rows).connectivity * 4
+    return rows * (2 * dim + 9 + ROW_OVERHEAD_BYTES + 2 * dim + links + GRAPH_NODE_HEADER_BYTES)
+
+
 _KEY_MASK = (1 << 63) - 1
 _DIGEST_CHUNK = 1 << 20
 _FINGERPRINT_ROWS = 8192
@@ -52,7 +131,9 @@ def keys_of(names: Iterable[str]) -> NDArray[np.uint64]:
     return np.fromiter((key_of(name) for name in names), dtype=np.uint64)
 
 
-def fingerprint(keys: NDArray[np.uint64], vectors: NDArray[np.float32]) -> str:
+def fingerprint(
+    keys: NDArray[np.uint64], vectors: NDArray[np.float32] | NDArray[np.float16]
+) -> str:
     """A digest of the (key, vector) pairs, independent of row order."""
     order = np.argsort(keys, kind="stable")
     digest = hashlib.blake2b(digest_size=16)
@@ -69,15 +150,16 @@ class HnswGraph:
     Not thread-safe: the owner serialises mutations and searches.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, params: HnswParams | None = None) -> None:
         self.dim = dim
+        self.params = params_for(0) if params is None else params
         self._index = Index(
             ndim=dim,
             metric="ip",
-            dtype="f32",
-            connectivity=CONNECTIVITY,
-            expansion_add=EXPANSION_ADD,
-            expansion_search=EXPANSION_SEARCH,
+            dtype=GRAPH_DTYPE,
+            connectivity=self.params.connectivity,
+            expansion_add=self.params.expansion_add,
+            expansion_search=self.params.expansion_search,
         )
 
     def __len__(self) -> int:
@@ -86,22 +168,39 @@ class HnswGraph:
     def __contains__(self, key: object) -> bool:
         return isinstance(key, int) and bool(self._index.contains(key))
 
+    @property
+    def memory_bytes(self) -> int:
+        """What usearch has allocated for the graph."""
+        return int(self._index.memory_usage)
+
     def add(
-        self, keys: NDArray[np.uint64], vectors: NDArray[np.float32], *, threads: int = 1
+        self,
+        keys: NDArray[np.uint64],
+        vectors: NDArray[np.float32] | NDArray[np.float16],
+        *,
+        threads: int = 1,
     ) -> None:
-        """Add vectors under new keys."""
+        """Add vectors (float32 or float16) under new keys."""
         if len(keys):
-            self._index.add(keys, np.ascontiguousarray(vectors, np.float32), threads=threads)
+            self._index.add(keys, np.ascontiguousarray(vectors), threads=threads)
 
     def remove(self, keys: Iterable[int]) -> None:
         """Remove keys (absent ones are ignored)."""
         for key in keys:
             self._index.remove(key)
 
-    def search(self, query: NDArray[np.float32], count: int) -> NDArray[np.uint64]:
-        """The keys of about ``count`` nearest vectors to the unit ``query``."""
+    def search(
+        self, query: NDArray[np.float32], count: int, *, expansion: int | None = None
+    ) -> NDArray[np.uint64]:
+        """The keys of about ``count`` nearest vectors to the unit ``query``.
+
+        ``expansion``: the search beam (default: the graph's ``expansion_search``).
+        """
         if len(self._index) == 0:
             return np.zeros(0, dtype=np.uint64)
+        beam = self.params.expansion_search if expansion is None else expansion
+        if self._index.expansion_search != beam:
+            self._index.expansion_search = beam  # type: ignore[misc]  # usearch has a setter
         matches = self._index.search(np.ascontiguousarray(query, np.float32), count)
         return np.asarray(matches.keys, dtype=np.uint64)
 
@@ -117,12 +216,15 @@ class HnswGraph:
 def build(
     dim: int,
     keys: NDArray[np.uint64],
-    vectors: NDArray[np.float32],
+    vectors: NDArray[np.float32] | NDArray[np.float16],
     *,
     checkpoint: Callable[[], None] | None = None,
 ) -> HnswGraph:
-    """Build a graph, calling ``checkpoint`` between chunks (it may raise to stop)."""
-    graph = HnswGraph(dim)
+    """Build a graph tuned for ``len(keys)`` rows, calling ``checkpoint`` between chunks.
+
+    ``checkpoint`` may raise to stop the build.
+    """
+    graph = HnswGraph(dim, params_for(len(keys)))
     threads = BUILD_THREADS if len(keys) >= PARALLEL_BUILD_FROM else 1
     for start in range(0, len(keys), BUILD_CHUNK):
         if checkpoint is not None:
@@ -163,7 +265,9 @@ def save(graph: HnswGraph, path: Path, content: str) -> None:
             "fingerprint": content,
             "file_size": partial.stat().st_size,
             "file_digest": _file_digest(partial),
-            "connectivity": CONNECTIVITY,
+            "dtype": GRAPH_DTYPE,
+            "connectivity": graph.params.connectivity,
+            "expansion_add": graph.params.expansion_add,
         }
         os.replace(partial, path)
     finally:
@@ -186,10 +290,13 @@ def load(path: Path, dim: int, content: str) -> HnswGraph | None:
     except (OSError, ValueError) as exc:
         LOGGER.warning("ignoring the unreadable HNSW sidecar %s: %s", side, exc)
         return None
+    params = params_for(_rows_of(content))
     expected = {
         "format": FORMAT_VERSION,
         "dim": dim,
-        "connectivity": CONNECTIVITY,
+        "dtype": GRAPH_DTYPE,
+        "connectivity": params.connectivity,
+        "expansion_add": params.expansion_add,
         "fingerprint": content,
     }
     if not isinstance(described, dict) or any(
@@ -202,7 +309,7 @@ def load(path: Path, dim: int, content: str) -> HnswGraph | None:
         if size != described.get("file_size") or _file_digest(path) != described.get("file_digest"):
             LOGGER.warning("the saved HNSW index %s does not match its sidecar; rebuilding", path)
             return None
-        graph = HnswGraph(dim)
+        graph = HnswGraph(dim, params)
         graph.load(path)
     except (OSError, RuntimeError, ValueError) as exc:
         LOGGER.warning("cannot load the saved HNSW index %s (%s); rebuilding it", path, exc)
@@ -211,3 +318,8 @@ def load(path: Path, dim: int, content: str) -> HnswGraph | None:
         LOGGER.warning("the saved HNSW index %s has the wrong row count; rebuilding", path)
         return None
     return graph
+
+
+def _rows_of(content: str) -> int:
+    rows, _, _ = content.partition(":")
+    return int(rows) if rows.isdigit() else 0

@@ -1,15 +1,16 @@
 """The numpy mirror with an optional HNSW graph on top (DESIGN §6's in-process accelerator).
 
 Below :data:`DEFAULT_HNSW_THRESHOLD` rows the mirror's exact scan is already fast (~2 ms), so
-the graph is only built above it. A search with the graph takes ``max(64, 4 * limit)``
-candidates from it (scaled up by the share of rows the filters exclude, so that about that many
+the graph is only built above it. A search with the graph takes ``max(rescore, 4 * limit)``
+candidates from it (``rescore`` and the search beam from :func:`caxton.memory.hnsw.params_for`
+of the current size) (scaled up by the share of rows the filters exclude, so that about that many
 pass them), re-scores them exactly with the mirror's rows and applies the same filters as the
 full scan; when the filters leave fewer than ``limit`` hits it falls back to an exact scan of
 the rows the filters allow, so the answer equals the mirror's whenever the graph's candidates
 hold the true top hits. Filters that allow fewer than ``threshold`` rows, or would need more
 than :data:`MAX_CANDIDATES` candidates, are answered by that exact scan directly.
 
-A graph is built off-line from a snapshot of the mirror (:meth:`LayeredIndex.begin_build`);
+A graph is built off-line from an f16 snapshot of the mirror (:meth:`LayeredIndex.begin_build`);
 names written meanwhile are journalled and re-applied from the mirror when the graph is
 installed (:meth:`LayeredIndex.finish_build`), so no write is lost.
 
@@ -23,7 +24,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
-from caxton.memory.hnsw import HnswGraph, key_of, keys_of
+from caxton.memory.hnsw import SNAPSHOT_DTYPE, HnswGraph, key_of, keys_of, params_for
 from caxton.memory.index import IndexEntry, VectorIndex
 
 if TYPE_CHECKING:
@@ -37,13 +38,15 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger("caxton.memory")
 
 DEFAULT_HNSW_THRESHOLD = 20_000
-MIN_CANDIDATES = 64
 CANDIDATES_PER_HIT = 4
 MAX_CANDIDATES = 2048
 
 
 class LayeredIndex:
     """A :class:`VectorIndex` plus, above ``threshold`` rows, an HNSW graph of the same rows.
+
+    From ``threshold`` rows on the mirror also keeps its vectors as float16 (its
+    ``compact_from``): the graph's candidates are re-scored from those rows in float32.
 
     Args:
         dim: the vector length.
@@ -53,7 +56,7 @@ class LayeredIndex:
     def __init__(self, dim: int, *, threshold: int | None = DEFAULT_HNSW_THRESHOLD) -> None:
         self.dim = dim
         self.threshold = threshold
-        self.mirror = VectorIndex(dim)
+        self.mirror = VectorIndex(dim, compact_from=threshold)
         self.graph: HnswGraph | None = None
         self.dirty = False  # the graph has changed since it was last saved or loaded
         self.graph_searches = 0
@@ -140,15 +143,15 @@ class LayeredIndex:
 
     # ----------------------------------------------------------------------------- builds
 
-    def begin_build(self) -> tuple[NDArray[np.uint64], NDArray[np.float32]] | None:
-        """Start journalling writes and return a snapshot (keys, unit vectors) to build from.
+    def begin_build(self) -> tuple[NDArray[np.uint64], NDArray[np.float16]] | None:
+        """Start journalling writes and return a snapshot (keys, f16 unit vectors) to build from.
 
         Returns None when no graph is wanted (see :meth:`wants_graph`).
         """
         if not self.wants_graph():
             return None
         self._journal = set()
-        names, vectors = self.mirror.snapshot()
+        names, vectors = self.mirror.snapshot(SNAPSHOT_DTYPE)
         return keys_of(names), vectors
 
     def finish_build(self, graph: HnswGraph, *, saved: bool) -> None:
@@ -168,9 +171,9 @@ class LayeredIndex:
         """Stop journalling after a failed build."""
         self._journal = None
 
-    def content(self) -> tuple[NDArray[np.uint64], NDArray[np.float32]]:
-        """The (keys, unit vectors) the graph should hold: the mirror's."""
-        names, vectors = self.mirror.snapshot()
+    def content(self) -> tuple[NDArray[np.uint64], NDArray[np.float16]]:
+        """The (keys, f16 unit vectors) the graph should hold: the mirror's."""
+        names, vectors = self.mirror.snapshot(SNAPSHOT_DTYPE)
         return keys_of(names), vectors
 
     # ----------------------------------------------------------------------------- search
@@ -204,12 +207,14 @@ class LayeredIndex:
         if matching == 0:
             return []
         # Ask the graph for enough neighbours that about ``base`` of them pass the filters.
-        base = max(MIN_CANDIDATES, CANDIDATES_PER_HIT * limit)
+        params = params_for(size)
+        base = max(params.rescore, CANDIDATES_PER_HIT * limit)
         wanted = -(-base * size // matching)
         if matching < self.threshold or wanted >= size or wanted > MAX_CANDIDATES:
             return scan(rows=allowed)
         self.graph_searches += 1
-        keys = graph.search(self.mirror.unit(query), wanted)
+        beam = max(params.expansion_search, wanted)
+        keys = graph.search(self.mirror.unit(query), wanted, expansion=beam)
         names_by_key = self._names_by_key
         names = [names_by_key[key] for key in keys.tolist() if key in names_by_key]
         hits = scan(rows=self.mirror.rows_of(names))

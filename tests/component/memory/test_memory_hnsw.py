@@ -84,10 +84,13 @@ def ranked(hits):
 
 
 def assert_same(found, expected):
-    """The same names in the same order with the same similarities (to float noise)."""
+    """The same names in the same order with the same similarities (to f16 rounding).
+
+    From the graph's threshold on the mirror holds float16 rows (caxton.memory.index).
+    """
     assert [name for name, _ in found] == [name for name, _ in expected]
     assert [score for _, score in found] == pytest.approx(
-        [score for _, score in expected], abs=1e-5
+        [score for _, score in expected], abs=2e-3
     )
 
 
