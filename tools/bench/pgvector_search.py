@@ -17,9 +17,9 @@ What it does:
   (stopped at the end, also on Ctrl-C) and opens :class:`caxton.store.postgres.PostgresStore`
   on it (one connection, as one search at a time);
 * vectors: real embeddings of memory_search.py's 10k generated sentences (cached in
-  ``~/.cache/caxton-bench``), and beyond that mixtures of 2-3 random real embeddings plus
-  noise, normalised: no near-duplicate clusters (memory_search.py's noisy copies would make
-  recall meaningless); the bench prints how far apart the exact 10th and 11th hits are;
+  ``~/.cache/caxton-bench``), and beyond that memory_search.py's data set: mixtures of 2-3
+  random real embeddings plus noise, normalised, with no near-duplicate clusters; the bench
+  prints how far apart the exact 10th and 11th hits are;
 * loads them with binary COPY into ``bench_items (id, scope, embedding vector(384))``; ``scope``
   takes 10 values, so one scope keeps 10%; builds an HNSW index (cosine) and times the build;
 * queries: 500 real embedded sentences (``someone who <verb> <object>``), embedded once (the
@@ -58,7 +58,18 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import REPO, header, percentile
-from memory_search import CACHE, OBJECTS, VERBS, base_vectors, bulk_load, sentences
+from memory_search import (
+    CACHE,
+    OBJECTS,
+    VERBS,
+    K,
+    base_vectors,
+    bulk_load,
+    exact_top,
+    mixtures,
+    recall,
+    sentences,
+)
 
 from caxton.memory import MEMORY_MIGRATIONS, Embedder, MemoryService
 from caxton.memory.model import EMBEDDING_DIM
@@ -71,7 +82,6 @@ if TYPE_CHECKING:
 
 SCOPES = 10
 FILTER_SCOPE = 3
-K = 10
 GOAL_P99_MS = 20.0
 GOAL_RECALL = 0.98
 EXACT_QUERIES = 50
@@ -106,47 +116,6 @@ def load_postgres_tool() -> ModuleType:
 
 
 # --------------------------------------------------------------------------------- vectors
-
-
-def mixtures(base: np.ndarray, size: int) -> np.ndarray:
-    """``base`` itself, then mixtures of 2-3 random base vectors plus noise, normalised."""
-    if size <= len(base):
-        return base[:size].astype(np.float32)
-    rng = np.random.default_rng(7)
-    extra = size - len(base)
-    mixed = np.zeros((extra, base.shape[1]), dtype=np.float32)
-    parts = rng.integers(2, 4, size=extra)
-    for slot in range(3):
-        picks = rng.integers(0, len(base), size=extra)
-        weights = rng.uniform(0.3, 1.0, size=extra).astype(np.float32)
-        weights[parts <= slot] = 0.0
-        mixed += weights[:, None] * base[picks]
-    mixed += rng.normal(0.0, 0.01, size=mixed.shape).astype(np.float32)
-    vectors = np.concatenate([base, mixed])
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors.astype(np.float32)
-
-
-def exact_top(
-    vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray
-) -> tuple[list[list[int]], np.ndarray]:
-    """Exact cosine top-10 ids per query (numpy), and each query's gap between hit 10 and 11."""
-    tops: list[list[int]] = []
-    gaps = []
-    for start in range(0, len(queries), 100):
-        scores = queries[start : start + 100] @ vectors.T
-        part = np.argpartition(-scores, K + 1, axis=1)[:, : K + 1]
-        for row, candidates in zip(scores, part, strict=True):
-            ordered = candidates[np.argsort(-row[candidates])]
-            tops.append([int(ids[i]) for i in ordered[:K]])
-            gaps.append(float(row[ordered[K - 1]] - row[ordered[K]]))
-    return tops, np.array(gaps)
-
-
-def recall(found: list[list[int]], exact: list[list[int]]) -> tuple[float, float]:
-    at1 = [1.0 if f[:1] == e[:1] else 0.0 for f, e in zip(found, exact, strict=True)]
-    at10 = [len(set(f) & set(e)) / K for f, e in zip(found, exact, strict=True)]
-    return statistics.fmean(at1), statistics.fmean(at10)
 
 
 def vector_literal(vector: np.ndarray) -> str:
