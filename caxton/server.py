@@ -167,7 +167,12 @@ def _choose_backend(config: CaxtonConfig) -> _Backend:
         )
         return _Backend(store=store, notifier=notifier, instance_id=instance_id)
     return _Backend(
-        store=Store(config.database_path, migrations=embedded_migrations()),
+        store=Store(
+            config.database_path,
+            migrations=embedded_migrations(),
+            memory_limit_bytes=config.memory.duckdb.memory_limit,
+            threads=config.memory.duckdb.threads,
+        ),
         notifier=NullNotifier(instance_id),
         instance_id=instance_id,
     )

@@ -143,10 +143,12 @@ def _indent(text: str) -> str:
 @output_option
 @click.pass_context
 def capacity_check(ctx: click.Context, output: str) -> None:
-    """Compare the entity count with memory.max_entities.
+    """Compare the entity count with memory.max_entities, and report the index's RAM.
 
-    Exit 0 below 90% of the limit; exit 1 from 90% on (a warning: delete entities or raise
-    memory.max_entities before writes start failing with MEMORY_LIMIT_EXCEEDED).
+    The RAM is what the in-process search index (float vectors, names, HNSW graph) needs now
+    and at memory.max_entities, from the formula in caxton.memory.hnsw (0 when searches run in
+    the store). Exit 0 below 90% of the limit; exit 1 from 90% on (a warning: delete entities
+    or raise memory.max_entities before writes start failing with MEMORY_LIMIT_EXCEEDED).
     """
     data = api_client(ctx).json("GET", "/api/v1/memory/capacity")
     if output == "json":
@@ -160,6 +162,13 @@ def capacity_check(ctx: click.Context, output: str) -> None:
                     ("Max entities", limit if limit else "no limit"),
                     ("Used", _percent(data["used_ratio"]) if limit else "-"),
                     ("Database size", byte_size(data["db_size_bytes"])),
+                    ("Index RAM now", byte_size(data.get("index_ram_bytes", 0))),
+                    (
+                        "Index RAM at max",
+                        byte_size(data["index_ram_at_max_bytes"])
+                        if data.get("index_ram_at_max_bytes") is not None
+                        else "-",
+                    ),
                 ]
             )
         )

@@ -92,11 +92,16 @@ class SqliteCompatConfig:
 
 @attrs.frozen(kw_only=True)
 class DuckDBConfig:
-    memory_limit: Bytes | None = attrs.field(
-        default=None, metadata=_help("DuckDB buffer memory limit (default: DuckDB's own, 80%).")
+    memory_limit: Bytes = attrs.field(
+        default=Bytes(512 * 1024 * 1024),
+        metadata=_help(
+            "DuckDB's buffer memory limit, set when the store opens (sized for a 2-4 GiB "
+            "machine beside the memory index; 0 = DuckDB's own, 80% of RAM)."
+        ),
     )
-    threads: int | None = attrs.field(
-        default=None, metadata=_help("DuckDB worker threads (default: number of cores).")
+    threads: int = attrs.field(
+        default=2,
+        metadata=_help("DuckDB worker threads, set when the store opens (0 = number of cores)."),
     )
 
 

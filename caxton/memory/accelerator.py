@@ -357,6 +357,12 @@ class SearchAccelerator:
 
     # ----------------------------------------------------------------------------- statistics
 
+    def ram_bytes(self, rows: int) -> int:
+        """The RAM the mirror and graph need for ``rows`` entities (0 when the mirror is off)."""
+        if not self.enabled:
+            return 0
+        return hnsw.index_ram_bytes(rows, self.dim, threshold=self.hnsw_threshold)
+
     def statistics(self) -> AcceleratorStatistics:
         """Return a snapshot of the accelerator's state and counters."""
         graph = self._index.graph

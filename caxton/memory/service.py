@@ -621,6 +621,7 @@ class MemoryService:
         count = await self.store.execute_fn(self.sql.entity_count)
         self._entity_count = count
         size = await self.sql.size_bytes(self.store)
+        ram = self._accelerator.ram_bytes
         if self.max_entities is None:
             return Capacity(
                 entity_count=count,
@@ -629,6 +630,7 @@ class MemoryService:
                 db_size_bytes=size,
                 warning=False,
                 message=f"{count} entities; no limit (memory.max_entities is unset)",
+                index_ram_bytes=ram(count),
             )
         ratio = count / self.max_entities
         warning = ratio >= CAPACITY_WARNING_RATIO
@@ -645,6 +647,8 @@ class MemoryService:
             db_size_bytes=size,
             warning=warning,
             message=message,
+            index_ram_bytes=ram(count),
+            index_ram_at_max_bytes=ram(self.max_entities),
         )
 
     async def optimize(

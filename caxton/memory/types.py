@@ -293,6 +293,9 @@ class Capacity:
         used_ratio: entities over ``max_entities`` (0.0 when unlimited).
         warning: True from 90% of ``max_entities``.
         message: one line for operators.
+        index_ram_bytes: RAM the in-process search index needs for ``entity_count``
+            (:func:`caxton.memory.hnsw.index_ram_bytes`; 0 when searches run in the store).
+        index_ram_at_max_bytes: the same at ``max_entities`` (None when unlimited).
     """
 
     entity_count: int
@@ -301,6 +304,8 @@ class Capacity:
     db_size_bytes: int
     warning: bool
     message: str
+    index_ram_bytes: int = 0
+    index_ram_at_max_bytes: int | None = None
 
 
 @attrs.frozen(kw_only=True)

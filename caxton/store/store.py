@@ -89,6 +89,9 @@ class Store:
         readers: how many reads may run at once, each in its own worker thread.
         queue_size: how many writes may wait before ``execute_write_fn`` applies backpressure.
         close_timeout_s: the bound on waiting for running reads and the final checkpoint.
+        memory_limit_bytes: DuckDB's ``memory_limit``, set when the database opens (None or 0:
+            DuckDB's own, 80% of RAM).
+        threads: DuckDB's ``threads`` (None or 0: the number of cores).
     """
 
     dialect: Final = "duckdb"
@@ -103,9 +106,17 @@ class Store:
         readers: int = 4,
         queue_size: int = 64,
         close_timeout_s: float = 10.0,
+        memory_limit_bytes: int | None = None,
+        threads: int | None = None,
     ) -> None:
         if readers < 1:
             raise ValueError(f"readers must be at least 1, got {readers}")
+        if memory_limit_bytes is not None and memory_limit_bytes < 0:
+            raise ValueError(f"memory_limit_bytes must not be negative, got {memory_limit_bytes}")
+        if threads is not None and threads < 0:
+            raise ValueError(f"threads must not be negative, got {threads}")
+        self.memory_limit_bytes = memory_limit_bytes or None
+        self.threads = threads or None
         self.path = Path(path)
         self.migrations = tuple(migrations)
         self.close_timeout_s = close_timeout_s
@@ -208,8 +219,13 @@ class Store:
                 self._read_limiter.release_on_behalf_of(borrower)
 
     def _open_sync(self) -> None:
+        settings: dict[str, str | bool | int | float | list[str]] = {}
+        if self.memory_limit_bytes is not None:
+            settings["memory_limit"] = f"{self.memory_limit_bytes}B"
+        if self.threads is not None:
+            settings["threads"] = self.threads
         try:
-            root = duckdb.connect(str(self.path))
+            root = duckdb.connect(str(self.path), config=settings)
         except duckdb.IOException as exc:
             message = str(exc)
             if "lock" in message.lower():
@@ -499,6 +515,8 @@ async def open_store(
     migrations: Sequence[Migration] = (),
     readers: int = 4,
     close_timeout_s: float = 10.0,
+    memory_limit_bytes: int | None = None,
+    threads: int | None = None,
 ) -> AsyncIterator[Store]:
     """Open, migrate and serve a store for the duration of the block.
 
@@ -507,6 +525,8 @@ async def open_store(
         migrations: every feature's migrations.
         readers: concurrent reader threads.
         close_timeout_s: bound on the shutdown checkpoint.
+        memory_limit_bytes: DuckDB's memory limit (None: DuckDB's own).
+        threads: DuckDB's worker threads (None: the number of cores).
 
     Yields:
         The running store.
@@ -521,7 +541,14 @@ async def open_store(
         Leaving the block cancels the writer, checkpoints and closes the database before the
         context manager returns.
     """
-    store = Store(path, migrations=migrations, readers=readers, close_timeout_s=close_timeout_s)
+    store = Store(
+        path,
+        migrations=migrations,
+        readers=readers,
+        close_timeout_s=close_timeout_s,
+        memory_limit_bytes=memory_limit_bytes,
+        threads=threads,
+    )
     async with running(store.run):
         yield store
 
