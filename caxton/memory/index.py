@@ -102,9 +102,16 @@ class VectorIndex:
             raise ValueError(f"{len(entries)} entries but {len(vectors)} vectors")
         if not entries:
             return
-        units = _normalise(np.asarray(vectors, dtype=np.float32).reshape(len(entries), self.dim))
-        new = sum(1 for entry in entries if entry.name not in self._rows)
+        matrix = np.asarray(vectors).reshape(len(entries), self.dim)
+        new = len({entry.name for entry in entries if entry.name not in self._rows})
         self._reserve(self._size + new)
+        # Normalised a chunk at a time: a reload of 1M rows needs no second float32 copy.
+        for start in range(0, len(entries), _SCORE_CHUNK):
+            stop = start + _SCORE_CHUNK
+            units = _normalise(np.asarray(matrix[start:stop], dtype=np.float32))
+            self._upsert_rows(entries[start:stop], units)
+
+    def _upsert_rows(self, entries: Sequence[IndexEntry], units: NDArray[np.float32]) -> None:
         for entry, vector in zip(entries, units, strict=True):
             row = self._rows.get(entry.name)
             if row is None:

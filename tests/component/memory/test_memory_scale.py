@@ -223,7 +223,7 @@ MEASURE = textwrap.dedent(
 
 
 def test_the_ram_formula_matches_a_measured_process() -> None:
-    rows = 40_000
+    rows = 25_000
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, str(rows), str(DIM), str(THRESHOLD)],
         capture_output=True,
@@ -236,6 +236,7 @@ def test_the_ram_formula_matches_a_measured_process() -> None:
     # The names and entries are made before the first reading, so they are not measured; the
     # formula counts ROW_OVERHEAD_BYTES a row for them.
     predicted_without_names = predicted - rows * hnsw.ROW_OVERHEAD_BYTES
+    # Measured at 40k rows: 66.7 MB against 82.9 MB predicted (72.5 MB without the names).
     assert 0.7 * predicted_without_names <= measured <= 1.4 * predicted, (measured, predicted)
 
 
