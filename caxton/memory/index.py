@@ -248,10 +248,14 @@ class VectorIndex:
         return np.asarray(self._matrix[rows], dtype=np.float32)
 
     def snapshot(
-        self, dtype: type[np.floating[Any]] = np.float32
+        self, dtype: type[np.floating[Any]] = np.float32, *, copy: bool = True
     ) -> tuple[list[str], NDArray[Any]]:
-        """Copies of every name and unit vector (as ``dtype``), row by row."""
-        return list(self._names), self._matrix[: self._size].astype(dtype, copy=True)
+        """Every name and unit vector (as ``dtype``), row by row.
+
+        ``copy=False`` returns a view of the matrix when it already holds ``dtype``: valid only
+        until the next write.
+        """
+        return list(self._names), self._matrix[: self._size].astype(dtype, copy=copy)
 
     def _reserve(self, needed: int) -> None:
         capacity = len(self._matrix)

@@ -172,8 +172,11 @@ class LayeredIndex:
         self._journal = None
 
     def content(self) -> tuple[NDArray[np.uint64], NDArray[np.float16]]:
-        """The (keys, f16 unit vectors) the graph should hold: the mirror's."""
-        names, vectors = self.mirror.snapshot(SNAPSHOT_DTYPE)
+        """The (keys, f16 unit vectors) the graph should hold: the mirror's.
+
+        The vectors are a view of the compact mirror (no copy): use them before the next write.
+        """
+        names, vectors = self.mirror.snapshot(SNAPSHOT_DTYPE, copy=False)
         return keys_of(names), vectors
 
     # ----------------------------------------------------------------------------- search
