@@ -74,10 +74,11 @@ from _server import (
     machine_busy_seconds,
     percentile,
 )
-from memory_search import CACHE, OBJECTS, VERBS, base_vectors, sentences
+from memory_search import CACHE, base_vectors, sentences
 from pgvector_search import (
     FILTER_SCOPE,
     SCOPES,
+    bench_queries,
     binary_copy,
     embedded_search,
     exact_top,
@@ -459,13 +460,7 @@ async def memory_searches(
     async with trio.open_nursery() as nursery:
         embedder = await nursery.start(Embedder(cache_dir=args.model_cache, cache_size=4096).run)
         texts = sentences(10_000)
-        pairs = [f"someone who {v} {o}" for v in VERBS for o in OBJECTS]
-        queries = (pairs * (args.queries // len(pairs) + 1))[: args.queries]
-        timings = []
-        for query in queries[:20]:
-            started = time.perf_counter()
-            await embedder.embed([query], use_cache=False)
-            timings.append((time.perf_counter() - started) * 1000)
+        queries, timings = await bench_queries(embedder, args.queries)
         print(
             f"  embedding one query uncached (not in the figures below): p50 "
             f"{statistics.median(timings):.1f} ms, max {max(timings):.1f} ms"

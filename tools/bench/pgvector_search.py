@@ -323,17 +323,24 @@ def row(
     )
 
 
+async def bench_queries(embedder: Embedder, count: int) -> tuple[list[str], list[float]]:
+    """``count`` query sentences (not in the data set), and the uncached embedding time of the
+    first 20 in ms, reported apart from the search figures."""
+    pairs = [f"someone who {v} {o}" for v in VERBS for o in OBJECTS]
+    queries = (pairs * (count // len(pairs) + 1))[:count]
+    timings = []
+    for query in queries[:20]:
+        started = time.perf_counter()
+        await embedder.embed([query], use_cache=False)
+        timings.append((time.perf_counter() - started) * 1000)
+    return queries, timings
+
+
 async def main(args: argparse.Namespace, tool: ModuleType, tmp: Path) -> None:
     async with trio.open_nursery() as nursery:
         embedder = await nursery.start(Embedder(cache_dir=args.model_cache, cache_size=4096).run)
         texts = sentences(10_000)
-        pairs = [f"someone who {v} {o}" for v in VERBS for o in OBJECTS]
-        queries = (pairs * (args.queries // len(pairs) + 1))[: args.queries]
-        timings = []
-        for query in queries[:20]:
-            started = time.perf_counter()
-            await embedder.embed([query], use_cache=False)
-            timings.append((time.perf_counter() - started) * 1000)
+        queries, timings = await bench_queries(embedder, args.queries)
         print(
             f"single-query embed (apart from the search figures): p50 "
             f"{statistics.median(timings):.1f} ms, max {max(timings):.1f} ms"

@@ -307,6 +307,10 @@ def test_redact_drops_the_password() -> None:
     assert "pw" not in redact("host=h port=1 user=u password=pw dbname=d")
 
 
+def select_one(conn: psycopg.Connection) -> object:
+    return conn.execute("SELECT 1").fetchone()
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 async def test_postgres_down_is_unavailable_then_recovers(own_postgres: object) -> None:
@@ -314,27 +318,24 @@ async def test_postgres_down_is_unavailable_then_recovers(own_postgres: object) 
     directory = own_postgres.directory  # type: ignore[attr-defined]
     url: str = own_postgres.url  # type: ignore[attr-defined]
 
-    def one(conn: psycopg.Connection) -> object:
-        return conn.execute("SELECT 1").fetchone()
-
     with trio.fail_after(60):
         async with open_postgres_store(url, migrations=NOTES, connect_timeout_s=1) as store:
-            assert await store.execute_fn(one) == (1,)
+            assert await store.execute_fn(select_one) == (1,)
             await trio.to_thread.run_sync(tool.stop, directory)
             started = time.monotonic()
             with pytest.raises(StorageUnavailable):
-                await store.execute_fn(one)
+                await store.execute_fn(select_one)
             assert time.monotonic() - started < 3  # the first finds out within the timeout
             for _ in range(20):  # the next ones at once, not a connect timeout each
                 started = time.monotonic()
                 with pytest.raises(StorageUnavailable, match="trying again every 1 s"):
-                    await store.execute_write_fn(one)
+                    await store.execute_write_fn(select_one)
                 assert time.monotonic() - started < 0.5
             await trio.to_thread.run_sync(functools.partial(tool.start, directory, fsync=False))
             started = time.monotonic()
             while True:
                 try:
-                    assert await store.execute_fn(one) == (1,)
+                    assert await store.execute_fn(select_one) == (1,)
                     break
                 except StorageUnavailable:
                     await trio.sleep(0.1)
@@ -364,30 +365,27 @@ async def test_an_outage_is_known_within_a_second_whatever_the_connect_timeout(
     directory = own_postgres.directory  # type: ignore[attr-defined]
     url: str = own_postgres.url  # type: ignore[attr-defined]
 
-    def one(conn: psycopg.Connection) -> object:
-        return conn.execute("SELECT 1").fetchone()
-
     with trio.fail_after(90):
         async with open_postgres_store(url, migrations=NOTES, connect_timeout_s=5) as store:
-            assert await store.execute_fn(one) == (1,)
+            assert await store.execute_fn(select_one) == (1,)
             await trio.to_thread.run_sync(tool.stop, directory)
             down = time.monotonic()
             while time.monotonic() - down < 6:  # past the connect timeout, probes included
                 started = time.monotonic()
                 with pytest.raises(StorageUnavailable):
-                    await store.execute_write_fn(one)
+                    await store.execute_write_fn(select_one)
                 assert time.monotonic() - started < 1.8
                 await trio.sleep(0.2)
             await trio.to_thread.run_sync(functools.partial(tool.start, directory, fsync=False))
             started = time.monotonic()
             while True:
                 try:
-                    assert await store.execute_fn(one) == (1,)
+                    assert await store.execute_fn(select_one) == (1,)
                     break
                 except StorageUnavailable:
                     await trio.sleep(0.1)
             assert time.monotonic() - started < 2.5  # the next probe, not the pool's backoff
             for _ in range(10):  # and every call after it, pooled or not
                 started = time.monotonic()
-                assert await store.execute_fn(one) == (1,)
+                assert await store.execute_fn(select_one) == (1,)
                 assert time.monotonic() - started < 1.5
