@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, NoReturn, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar, Unpack
 
 import attrs
 import trio
@@ -181,13 +181,19 @@ class SearchAccelerator:
         """
         if not self.enabled:
             return await self.store.execute_fn(self.sql.entity_count)
-        entries, matrix = await self.store.execute_fn(self.sql.load_index)
         fresh = LayeredIndex(self.dim, threshold=self.hnsw_threshold)
-        await self._in_index(lambda _: fresh.upsert(entries, matrix))
+
+        def fill(conn: Any) -> int:
+            # The fresh mirror is this thread's alone until it replaces the old one below.
+            for entries, matrix in self.sql.index_chunks(conn):
+                fresh.upsert(entries, matrix)
+            return len(fresh)
+
+        count = await self.store.execute_fn(fill)
         self._index = fresh
         self._ready = True
         self._want_graph()
-        return len(entries)
+        return count
 
     async def follow(
         self,

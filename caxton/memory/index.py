@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 _SCOPE_CODES = {Scope.AGENT: 0, Scope.WORKSPACE: 1, Scope.GLOBAL: 2}
+_AGENT_CODE = _SCOPE_CODES[Scope.AGENT]
 
 
 @attrs.frozen(kw_only=True)
@@ -85,6 +86,9 @@ class VectorIndex:
         self._agent_ids: dict[str | None, int] = {None: -1}
         self._type_ids: dict[str, int] = {}
         self._size = 0
+        #: rows of ``agent`` scope: while there are none, an unfiltered search sees every row
+        #: without a pass over the filter columns (O(rows) per query at 1M rows: ~1-2 ms)
+        self._agent_scoped = 0
 
     def __len__(self) -> int:
         return self._size
@@ -119,8 +123,12 @@ class VectorIndex:
                 self._size += 1
                 self._rows[entry.name] = row
                 self._names.append(entry.name)
+            elif self._scopes[row] == _AGENT_CODE:
+                self._agent_scoped -= 1
             self._matrix[row] = vector
-            self._scopes[row] = _SCOPE_CODES[entry.scope]
+            code = _SCOPE_CODES[entry.scope]
+            self._agent_scoped += int(code == _AGENT_CODE)
+            self._scopes[row] = code
             self._agents[row] = self._agent_ids.setdefault(entry.agent, len(self._agent_ids))
             self._types[row] = self._type_ids.setdefault(entry.entity_type, len(self._type_ids))
 
@@ -130,6 +138,7 @@ class VectorIndex:
             row = self._rows.pop(name, None)
             if row is None:
                 continue
+            self._agent_scoped -= int(self._scopes[row] == _AGENT_CODE)
             last = self._size - 1
             if row != last:
                 moved = self._names[last]
@@ -205,6 +214,8 @@ class VectorIndex:
     ) -> NDArray[np.int64] | None:
         """The rows a search with these filters may return; None when that is every row."""
         size = self._size
+        if scope is None and entity_types is None and self._agent_scoped == 0:
+            return None
         mask = self._visible(
             self._scopes[:size], self._agents[:size], self._types[:size], scope, agent, entity_types
         )

@@ -27,7 +27,7 @@ import numpy as np
 
 from caxton.memory import sql_shared
 from caxton.memory.index import IndexEntry
-from caxton.memory.model import EMBEDDING_DIM
+from caxton.memory.sql import INDEX_CHUNK_ROWS
 from caxton.memory.sql import RelationKey as RelationKey
 from caxton.memory.sql_shared import counts as counts
 from caxton.memory.sql_shared import entity_count as entity_count
@@ -36,7 +36,7 @@ from caxton.memory.sql_shared import snapshot as snapshot
 from caxton.memory.types import Scope
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import psycopg
     from numpy.typing import NDArray
@@ -181,24 +181,26 @@ neighbours: Final = STYLE.neighbours
 search: Final = STYLE.search
 
 
-def load_index(conn: Connection) -> tuple[list[IndexEntry], NDArray[np.float32]]:
-    """Every entity's index entry and unit vector (only a process that is the database's one
-    user keeps a mirror; a shared store searches in SQL)."""
-    rows = conn.execute(
-        "SELECT entity, entity_type, scope, agent, embedding::real[] FROM memory_embeddings"
-    ).fetchall()
-    entries = [
-        IndexEntry(
-            name=str(name),
-            entity_type=str(entity_type),
-            scope=Scope(str(scope)),
-            agent=None if agent is None else str(agent),
+def index_chunks(
+    conn: Connection, rows: int = INDEX_CHUNK_ROWS
+) -> Iterator[tuple[list[IndexEntry], NDArray[np.float32]]]:
+    """Every entity's index entry and unit vector, a server-side cursor's page at a time (only a
+    process that is the database's one user keeps a mirror; a shared store searches in SQL)."""
+    with conn.cursor(name="caxton_index_chunks") as cursor:
+        cursor.execute(
+            "SELECT entity, entity_type, scope, agent, embedding::real[] FROM memory_embeddings"
         )
-        for name, entity_type, scope, agent, _ in rows
-    ]
-    if not entries:
-        return [], np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    return entries, np.asarray([row[4] for row in rows], dtype=np.float32)
+        while batch := cursor.fetchmany(rows):
+            entries = [
+                IndexEntry(
+                    name=str(name),
+                    entity_type=str(entity_type),
+                    scope=Scope(str(scope)),
+                    agent=None if agent is None else str(agent),
+                )
+                for name, entity_type, scope, agent, _ in batch
+            ]
+            yield entries, np.asarray([row[4] for row in batch], dtype=np.float32)
 
 
 def database_space(conn: Connection) -> DatabaseSpace | None:

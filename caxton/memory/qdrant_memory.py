@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from caxton.memory.index import IndexEntry
-from caxton.memory.model import EMBEDDING_DIM
+from caxton.memory.sql import INDEX_CHUNK_ROWS
 from caxton.memory.sql_shared import from_db_time
 from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
 
@@ -387,9 +387,11 @@ def search(
     return hits[: int(limit)]
 
 
-def load_index(conn: QdrantConnection) -> tuple[list[IndexEntry], NDArray[np.float32]]:
-    """Every entity's index entry and unit vector (only a local-mode store, which is this
-    process's alone, keeps the accelerator)."""
+def index_chunks(
+    conn: QdrantConnection, rows: int = INDEX_CHUNK_ROWS
+) -> Iterator[tuple[list[IndexEntry], NDArray[np.float32]]]:
+    """Every entity's index entry and unit vector, in chunks (only a local-mode store, which is
+    this process's alone, keeps the accelerator)."""
     entries: list[IndexEntry] = []
     vectors: list[Any] = []
     for record in _scroll(
@@ -409,9 +411,11 @@ def load_index(conn: QdrantConnection) -> tuple[list[IndexEntry], NDArray[np.flo
             )
         )
         vectors.append(record.vector)
-    if not entries:
-        return [], np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    return entries, np.asarray(vectors, dtype=np.float32)
+        if len(entries) >= rows:
+            yield entries, np.asarray(vectors, dtype=np.float32)
+            entries, vectors = [], []
+    if entries:
+        yield entries, np.asarray(vectors, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- graph

@@ -20,6 +20,7 @@ from caxton.memory import sql_shared
 from caxton.memory.index import IndexEntry
 from caxton.memory.maintenance import DatabaseSpace, read_space
 from caxton.memory.model import EMBEDDING_DIM
+from caxton.memory.sql import INDEX_CHUNK_ROWS
 from caxton.memory.sql import RelationKey as RelationKey
 from caxton.memory.sql_shared import counts as counts
 from caxton.memory.sql_shared import entity_count as entity_count
@@ -29,7 +30,7 @@ from caxton.memory.sql_shared import snapshot as snapshot
 from caxton.memory.types import Scope
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from numpy.typing import NDArray
 
@@ -191,25 +192,33 @@ def search_exact(
     )
 
 
-def load_index(conn: Connection) -> tuple[list[IndexEntry], NDArray[np.float32]]:
-    """Every entity's index entry and unit vector, for rebuilding the accelerator."""
-    result = conn.execute(
-        "SELECT entity, entity_type, scope, agent, embedding FROM memory_embeddings"
-    ).fetchnumpy()
-    names = result["entity"]
-    entries = [
-        IndexEntry(
-            name=str(names[i]),
-            entity_type=str(result["entity_type"][i]),
-            scope=Scope(str(result["scope"][i])),
-            agent=_optional_str(result["agent"][i]),
-        )
-        for i in range(len(names))
-    ]
-    if not entries:
-        return [], np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    matrix = np.stack(list(result["embedding"])).astype(np.float32, copy=False)
-    return entries, matrix
+def index_chunks(
+    conn: Connection, rows: int = INDEX_CHUNK_ROWS
+) -> Iterator[tuple[list[IndexEntry], NDArray[np.float32]]]:
+    """Every entity's index entry and unit vector, :data:`INDEX_CHUNK_ROWS` rowids at a time
+    (a range of rowids is a cheap scan; the caller keeps writes out meanwhile)."""
+    last = conn.execute("SELECT max(rowid) FROM memory_embeddings").fetchone()
+    if last is None or last[0] is None:
+        return
+    for start in range(0, int(last[0]) + 1, rows):
+        result = conn.execute(
+            "SELECT entity, entity_type, scope, agent, embedding FROM memory_embeddings "
+            "WHERE rowid >= ? AND rowid < ?",
+            [start, start + rows],
+        ).fetchnumpy()
+        names = result["entity"]
+        if not len(names):
+            continue
+        entries = [
+            IndexEntry(
+                name=str(names[i]),
+                entity_type=str(result["entity_type"][i]),
+                scope=Scope(str(result["scope"][i])),
+                agent=_optional_str(result["agent"][i]),
+            )
+            for i in range(len(names))
+        ]
+        yield entries, np.stack(list(result["embedding"])).astype(np.float32, copy=False)
 
 
 def _optional_str(value: object) -> str | None:

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
+import numpy as np
 
-    import numpy as np
+from caxton.memory.model import EMBEDDING_DIM
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     from numpy.typing import NDArray
 
     from caxton.memory.index import IndexEntry
@@ -104,8 +107,12 @@ class MemorySQL(Protocol):
         """
         ...
 
-    def load_index(self, conn: Any) -> tuple[list[IndexEntry], NDArray[np.float32]]:
-        """Every entity's index entry and unit vector (for the in-process accelerator)."""
+    def index_chunks(
+        self, conn: Any, rows: int = ...
+    ) -> Iterator[tuple[list[IndexEntry], NDArray[np.float32]]]:
+        """Every entity's index entry and unit vector (for the in-process accelerator), at most
+        :data:`INDEX_CHUNK_ROWS` rows at a time: a reload of 1M rows never holds them all as
+        float32 besides the mirror (1.5 GB more at its peak)."""
         ...
 
     def neighbours(
@@ -150,3 +157,19 @@ def _conforms() -> None:  # pragma: no cover - checked by mypy, never run
     pg_sql: MemorySQL = postgres_sql
     qdrant_calls: MemorySQL = qdrant_memory
     del duckdb_sql, pg_sql, qdrant_calls
+
+
+#: rows per chunk of :meth:`MemorySQL.index_chunks` (about 100 MB of float32 at 384 dimensions)
+INDEX_CHUNK_ROWS = 65_536
+
+
+def load_index(sql: MemorySQL, conn: Any) -> tuple[list[IndexEntry], NDArray[np.float32]]:
+    """Every index entry and vector at once (for commands that copy or check a whole store)."""
+    entries: list[IndexEntry] = []
+    blocks: list[NDArray[np.float32]] = []
+    for chunk_entries, chunk in sql.index_chunks(conn):
+        entries.extend(chunk_entries)
+        blocks.append(chunk)
+    if not blocks:
+        return [], np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+    return entries, np.concatenate(blocks).astype(np.float32, copy=False)

@@ -54,6 +54,7 @@ from caxton.cluster import DEFAULT_CHANNEL, notify
 from caxton.components import running
 from caxton.datadir import hold_offline, holder_pid
 from caxton.memory import postgres_sql, queries
+from caxton.memory.sql import load_index
 from caxton.memory.types import Entity, Relation
 from caxton.messaging.conversation_sql import Batch
 from caxton.messaging.conversation_sql_duckdb import DUCKDB_CONVERSATION_SQL
@@ -313,7 +314,7 @@ class MemorySnapshot:
 def read_snapshot(sql: MemorySQL, conn: Any) -> MemorySnapshot:
     """Every entity, relation and embedding, in one read of ``conn`` (``sql``'s dialect)."""
     entities, relations = sql.snapshot(conn)
-    entries, matrix = sql.load_index(conn)
+    entries, matrix = load_index(sql, conn)
     return MemorySnapshot(
         entities=tuple(entities),
         relations=tuple(relations),

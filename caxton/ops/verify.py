@@ -274,8 +274,9 @@ def _check_migrations(
 def embeddings_fingerprint(conn: Connection) -> str:
     """The HNSW fingerprint of what DuckDB holds (reads every embedding)."""
     from caxton.memory import hnsw, queries
+    from caxton.memory.sql import load_index
 
-    entries, matrix = queries.load_index(conn)
+    entries, matrix = load_index(queries, conn)
     return hnsw.fingerprint(hnsw.keys_of(e.name for e in entries), matrix)
 
 

@@ -71,6 +71,24 @@ def test_ties_break_by_name_and_filters_apply():
     assert index.search(unit(1), limit=3) == []
 
 
+def test_filter_rows_follows_agent_scoped_rows_through_writes():
+    # The unfiltered search skips its pass over the filter columns only while no row is
+    # agent-scoped: the count behind that must follow inserts, replacements and removals.
+    index = VectorIndex(4)
+    index.upsert([entry("g1"), entry("g2")], np.tile(unit(1), (2, 1)))
+    assert index.filter_rows() is None
+    index.upsert([entry("a1", scope=Scope.AGENT, agent="me")], np.stack([unit(1)]))
+    assert index.filter_rows().tolist() == [0, 1]
+    assert index.filter_rows(agent="me") is None
+    index.upsert([entry("g1", scope=Scope.AGENT, agent="them")], np.stack([unit(1)]))
+    assert index.filter_rows().tolist() == [1]
+    index.upsert([entry("a1")], np.stack([unit(1)]))  # now global
+    assert index.filter_rows().tolist() == [1, 2]
+    index.remove(["g1"])  # the last agent-scoped row goes
+    assert index.filter_rows() is None
+    assert [n for n, _ in index.search(unit(1), limit=5)] == ["a1", "g2"]
+
+
 def test_latency_window_percentiles():
     window = LatencyWindow(100)
     assert window.percentile(0.99) == 0.0

@@ -449,3 +449,28 @@ async def test_cancelled_writes_leave_database_and_accelerator_in_step(memory):
         exact = await memory.search("x", limit=1000, min_similarity=-1.0, exact=True)
         assert {h.entity.name for h in everything} == {h.entity.name for h in exact}
         assert len(exact) == (await memory.stats()).entity_count
+
+
+async def test_the_mirror_reloads_in_chunks_to_the_same_rows(memory):
+    # A reload reads the embeddings a chunk at a time (never 1M rows as float32 at once); the
+    # chunks must add up to exactly the rows one read gives, deletions (rowid gaps) included.
+    await memory.create_entities(
+        [NewEntity(name=f"e{i}", entity_type="t", observations=[f"note {i}"]) for i in range(7)]
+    )
+    await memory.delete_entity("e2")
+    await memory.delete_entity("e5")
+    sql = memory.sql
+    whole = await memory.store.execute_fn(lambda conn: list(sql.index_chunks(conn)))
+    pieces = await memory.store.execute_fn(lambda conn: list(sql.index_chunks(conn, rows=2)))
+    assert len(whole) == 1
+    assert len(pieces) >= 3
+    assert all(len(entries) <= 2 for entries, _ in pieces)
+
+    def rows(chunks):
+        return {e.name: v.tolist() for entries, m in chunks for e, v in zip(entries, m)}
+
+    assert rows(pieces) == rows(whole)
+    assert sorted(rows(whole)) == ["e0", "e1", "e3", "e4", "e6"]
+    assert await memory.rebuild_index() == 5
+    hits = await memory.search("note 4", limit=1)
+    assert hits[0].entity.name == "e4"
