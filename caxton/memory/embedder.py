@@ -6,11 +6,26 @@ and the fix, never at the first search. Encoding runs in a worker thread behind 
 ``CapacityLimiter(1)`` (onnxruntime has its own ``threads`` for the maths), in batches of
 ``batch_size``. An LRU cache of ``cache_size`` texts saves re-encoding the same query; its hit
 rate is the seed's ``caxton_memory_cache_hit_rate``.
+
+Micro-batching. Callers do not run the model themselves: they queue their texts and ``run()``'s
+batcher encodes everything queued in one model call. A request that finds the model idle is
+encoded at once (no waiting window: a lone search is not delayed); requests that arrive while a
+batch runs are gathered and go together in the next one, up to ``max_batch`` texts, so the window
+adapts to the load by itself (it is as long as the batch before it). Sixteen concurrent writers
+or searches thus cost a few model calls instead of sixteen. Each caller gets its own rows back;
+if a batch fails, its requests are encoded again one by one, so a bad text fails only the
+request that carried it. A caller cancelled while it waits leaves the queue (or, once its batch
+has started, its rows are dropped); the batch goes on for the others.
+
+onnxruntime's worker threads normally spin for a while after each call; the session is opened
+with spinning off (``session.intra_op.allow_spinning = 0``) so that an idle or lightly loaded
+server does not burn a core between batches.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import time
@@ -19,6 +34,7 @@ from typing import TYPE_CHECKING, NoReturn, Protocol
 import attrs
 import numpy as np
 import trio
+from numpy.typing import NDArray
 
 from caxton.memory.errors import MODEL_INSTALL_HINT, EmbeddingModelError
 from caxton.memory.model import (
@@ -34,7 +50,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from fastembed import TextEmbedding
-    from numpy.typing import NDArray
 
 LOGGER = logging.getLogger("caxton.memory.embedder")
 
@@ -73,6 +88,56 @@ class EmbedderStatistics:
     embed_seconds_total: float
 
 
+#: texts per model call at most, gathered from every waiting caller
+MAX_BATCH_TEXTS = 256
+
+
+@attrs.define(eq=False)
+class _Request:
+    """One caller's texts waiting for the batcher."""
+
+    texts: list[str]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    vectors: NDArray[np.float32] | None = None
+    error: BaseException | None = None
+    #: taken into a batch (its rows will be computed even if the caller goes)
+    started: bool = False
+    #: the caller was cancelled; the batcher skips it
+    abandoned: bool = False
+
+    def succeed(self, vectors: NDArray[np.float32]) -> None:
+        self.vectors = vectors
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
+def _stop_spinning(model: TextEmbedding, onnx_path: Path, threads: int) -> None:
+    """Reopen ``model``'s onnxruntime session with its threads' busy-waiting off.
+
+    fastembed does not expose the session options; its session is ``model.model.model``. If a
+    later fastembed moves it, the model keeps its spinning session (logged, not fatal).
+    """
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    inner = getattr(model, "model", None)
+    session = getattr(inner, "model", None)
+    if not isinstance(session, ort.InferenceSession):
+        LOGGER.debug("fastembed's session not found; onnxruntime threads keep spinning")
+        return
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    inner.model = ort.InferenceSession(  # type: ignore[union-attr]
+        str(onnx_path), providers=session.get_providers(), sess_options=options
+    )
+
+
 class Embedder:
     """Turns texts into unit-length float32 vectors of ``dim`` numbers.
 
@@ -94,9 +159,12 @@ class Embedder:
         batch_size: int = 32,
         cache_size: int = 10_000,
         threads: int = 2,
+        max_batch: int = MAX_BATCH_TEXTS,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if cache_size < 0:
             raise ValueError(f"cache_size cannot be negative, got {cache_size}")
         self.cache_dir = cache_dir
@@ -104,6 +172,7 @@ class Embedder:
         self.batch_size = batch_size
         self.cache_size = cache_size
         self.threads = threads
+        self.max_batch = max_batch
         self.dim = EMBEDDING_DIM
         self._limiter = trio.CapacityLimiter(1)
         self._model: TextEmbedding | None = None
@@ -115,6 +184,9 @@ class Embedder:
         self._batches = 0
         self._embed_seconds = 0.0
         self._load_seconds = 0.0
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queued = trio.Event()
+        self._stopped = False
 
     async def run(
         self, *, task_status: trio.TaskStatus[Embedder] = trio.TASK_STATUS_IGNORED
@@ -126,8 +198,9 @@ class Embedder:
                 the message names the file and the pip command or setting that fixes it.
 
         Cancellation:
-            Cancelling ``run`` unloads the model. A load in progress finishes first (a
-            worker thread cannot be interrupted).
+            Cancelling ``run`` unloads the model. A load or a batch in progress finishes first
+            (a worker thread cannot be interrupted); requests still queued then fail with
+            RuntimeError.
 
         Resource handling:
             The onnxruntime session is released when ``run`` exits; ``embed`` then raises.
@@ -136,11 +209,78 @@ class Embedder:
         self._model = await trio.to_thread.run_sync(self._load_sync, limiter=self._limiter)
         self._load_seconds = time.perf_counter() - started
         LOGGER.info("embedding model %s loaded in %.2fs", self._resolved_path, self._load_seconds)
+        self._stopped = False
         try:
             task_status.started(self)
-            await trio.sleep_forever()
+            await self._batch_forever()
         finally:
             self._model = None
+            self._stopped = True
+            while self._queue:
+                self._queue.popleft().fail(RuntimeError("the embedder stopped"))
+
+    async def _batch_forever(self) -> NoReturn:
+        while True:
+            await self._queued.wait()
+            self._queued = trio.Event()
+            # One checkpoint, so that requests made in the same scheduler pass join this batch.
+            await trio.sleep(0)  # noqa: ASYNC115 - a plain checkpoint, not trio.lowlevel
+            while self._queue:
+                await self._run_batch(self._take_batch())
+
+    def _take_batch(self) -> list[_Request]:
+        """The oldest waiting requests, up to ``max_batch`` texts (always at least one)."""
+        batch: list[_Request] = []
+        texts = 0
+        while self._queue:
+            request = self._queue[0]
+            if batch and texts + len(request.texts) > self.max_batch:
+                break
+            self._queue.popleft()
+            if request.abandoned:
+                continue
+            request.started = True
+            batch.append(request)
+            texts += len(request.texts)
+        return batch
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
+        if not batch:
+            return
+        unique = list(dict.fromkeys(text for request in batch for text in request.texts))
+        try:
+            vectors = await self._encode(unique)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].fail(exc)
+                return
+            # Someone's text broke the batch: find whose, one request at a time.
+            for request in batch:
+                await self._run_batch([request])
+            return
+        rows = {text: i for i, text in enumerate(unique)}
+        for request in batch:
+            request.succeed(vectors[[rows[text] for text in request.texts]])
+
+    async def _submit(self, texts: list[str]) -> NDArray[np.float32]:
+        """Queue ``texts`` for the batcher and wait for their vectors (module docstring)."""
+        if self._model is None or self._stopped:
+            raise RuntimeError("the embedder is not running; start Embedder.run() first")
+        request = _Request(texts=texts)
+        self._queue.append(request)
+        self._queued.set()
+        try:
+            await request.done.wait()
+        except BaseException:
+            request.abandoned = True
+            if not request.started:
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(request)
+            raise
+        if request.error is not None:
+            raise request.error
+        assert request.vectors is not None
+        return request.vectors
 
     def _load_sync(self) -> TextEmbedding:
         if self.model_path is None:
@@ -171,6 +311,7 @@ class Embedder:
             raise EmbeddingModelError(
                 path / ONNX_FILE, f"cannot be loaded ({type(exc).__name__}: {exc})", fix
             ) from exc
+        _stop_spinning(model, path / ONNX_FILE, self.threads)
         if probe.shape != (EMBEDDING_DIM,):
             raise EmbeddingModelError(
                 path,
@@ -196,8 +337,9 @@ class Embedder:
             effect when it returns. Vectors already computed are kept in the cache.
 
         Resource handling:
-            One batch runs at a time (the embedder's limiter); texts found in the cache do not
-            reach the model.
+            One batch runs at a time (the embedder's limiter), holding the texts of every
+            caller waiting then (module docstring); texts found in the cache do not reach the
+            model.
         """
         result = np.empty((len(texts), self.dim), dtype=np.float32)
         missing: dict[str, list[int]] = {}
@@ -209,9 +351,9 @@ class Embedder:
                 result[index] = cached
         if missing:
             unique = list(missing)
-            for start in range(0, len(unique), self.batch_size):
-                chunk = unique[start : start + self.batch_size]
-                vectors = await self._encode(chunk)
+            for start in range(0, len(unique), self.max_batch):
+                chunk = unique[start : start + self.max_batch]
+                vectors = await self._submit(chunk)
                 for text, vector in zip(chunk, vectors, strict=True):
                     if use_cache:
                         self._cache_put(text, vector)
@@ -246,6 +388,7 @@ class Embedder:
         return vectors
 
     def _encode_sync(self, model: TextEmbedding, texts: list[str]) -> NDArray[np.float32]:
+        # A bad text (one the tokenizer cannot take) raises here, failing its batch only.
         rows = list(model.embed(texts, batch_size=self.batch_size))
         matrix = np.asarray(np.stack(rows), dtype=np.float32)
         return matrix

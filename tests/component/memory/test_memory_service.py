@@ -467,7 +467,9 @@ async def test_the_mirror_reloads_in_chunks_to_the_same_rows(memory):
     assert all(len(entries) <= 2 for entries, _ in pieces)
 
     def rows(chunks):
-        return {e.name: v.tolist() for entries, m in chunks for e, v in zip(entries, m)}
+        return {
+            e.name: v.tolist() for entries, m in chunks for e, v in zip(entries, m, strict=True)
+        }
 
     assert rows(pieces) == rows(whole)
     assert sorted(rows(whole)) == ["e0", "e1", "e3", "e4", "e6"]

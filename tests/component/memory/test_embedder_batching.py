@@ -1,0 +1,111 @@
+"""Micro-batching in the embedder (issue #21): concurrent callers share model calls, each gets
+its own rows and its own error, and one caller's cancellation leaves the others' batch alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trio
+
+from caxton.memory import Embedder
+
+pytestmark = pytest.mark.trio
+
+#: the tokenizer refuses a lone surrogate (a real bad input, as JSON's "\ud800" decodes to)
+BAD_TEXT = "broken \ud800 text"
+
+
+def texts_for(caller: int) -> list[str]:
+    return [f"caller {caller} writes note {i} about topic {i % 5}" for i in range(3)]
+
+
+async def test_concurrent_callers_share_batches_and_get_their_own_rows(embedder):
+    alone = {c: await embedder.embed(texts_for(c), use_cache=False) for c in range(12)}
+    before = embedder.statistics()
+    results: dict[int, np.ndarray] = {}
+
+    async def call(caller: int) -> None:
+        results[caller] = await embedder.embed(texts_for(caller), use_cache=False)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for caller in range(12):
+                nursery.start_soon(call, caller)
+    after = embedder.statistics()
+    for caller in range(12):
+        # int8 activations are quantised per call, so a row moves a little with its batch.
+        np.testing.assert_allclose(results[caller], alone[caller], atol=2e-3)
+        assert np.argmax(results[caller] @ alone[caller].T, axis=1).tolist() == [0, 1, 2]
+    assert after.texts_embedded - before.texts_embedded == 36
+    # Twelve callers at once: far fewer model calls than callers.
+    assert after.batches - before.batches <= 4
+
+
+async def test_a_bad_text_fails_only_its_own_request(embedder):
+    outcomes: dict[str, object] = {}
+
+    async def call(name: str, texts: list[str]) -> None:
+        try:
+            outcomes[name] = await embedder.embed(texts)
+        except Exception as exc:
+            outcomes[name] = exc
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "first", ["the cat sits on the mat"])
+            nursery.start_soon(call, "bad", ["a fine text", BAD_TEXT])
+            nursery.start_soon(call, "last", ["stock market crashed today"])
+    assert isinstance(outcomes["bad"], TypeError)
+    assert isinstance(outcomes["first"], np.ndarray)
+    assert isinstance(outcomes["last"], np.ndarray)
+    assert float(outcomes["first"][0] @ outcomes["last"][0]) < 0.3
+    # The embedder is still fine afterwards.
+    assert (await embedder.embed_one("one more")).shape == (384,)
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_batch_for_others(embedder):
+    many = [f"a long list of notes, number {i}" for i in range(200)]
+    got: dict[str, np.ndarray] = {}
+    impatient = trio.CancelScope()
+
+    async def patient(name: str, texts: list[str]) -> None:
+        got[name] = await embedder.embed(texts, use_cache=False)
+
+    async def gives_up() -> None:
+        with impatient:
+            got["impatient"] = await embedder.embed(["the impatient one's note"], use_cache=False)
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(patient, "busy", many)  # keeps the model busy a while
+            await trio.sleep(0.01)
+            nursery.start_soon(gives_up)  # queued behind "busy", with "other"
+            nursery.start_soon(patient, "other", ["the other caller's note"])
+            await trio.sleep(0.01)
+            impatient.cancel()
+    assert impatient.cancelled_caught
+    assert set(got) == {"busy", "other"}
+    assert got["busy"].shape == (200, 384)
+    assert got["other"].shape == (1, 384)
+
+
+async def test_requests_waiting_when_the_embedder_stops_fail_instead_of_hanging(model_dir):
+    failures: list[BaseException] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as outer, trio.open_nursery() as nursery:
+            embedder = await nursery.start(Embedder(cache_dir=model_dir).run)
+
+            async def waiting(i: int) -> None:
+                try:
+                    await embedder.embed([f"text {i} " * 50], use_cache=False)
+                except RuntimeError as exc:
+                    failures.append(exc)
+
+            for i in range(6):
+                outer.start_soon(waiting, i)
+            await trio.sleep(0.005)
+            nursery.cancel_scope.cancel()
+    # Whatever had not started when the embedder stopped was told so; nothing hangs.
+    assert all("embedder stopped" in str(exc) for exc in failures)
+    with pytest.raises(RuntimeError, match="not running"):
+        await embedder.embed(["after the stop"])
