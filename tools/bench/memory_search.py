@@ -4,6 +4,12 @@ Usage::
 
     .venv/bin/python tools/bench/memory_search.py [--sizes 100000,1000000] [--queries 500]
     .venv/bin/python tools/bench/memory_search.py --quick        # 10k entities
+    .venv/bin/python tools/bench/memory_search.py --sizes 1000000 --keep DIR
+    .venv/bin/python tools/bench/memory_search.py --sizes 1000000 --keep DIR --restart-only
+
+``--keep`` leaves each size's store and saved graph in DIR; ``--restart-only`` then measures
+only a restart on them (reload, RSS, search latency and recall after the churn), which at 1M
+takes minutes instead of the ~40 of loading and building.
 
 Every figure is printed beside its goal from issue #17 (1M: search p99 <= 10 ms without the
 embedding, recall@10 >= 0.95, RSS <= 3 GiB after load, graph reload <= 10 s; 100k: p99 <= 5 ms,
@@ -39,6 +45,7 @@ directory:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import itertools
@@ -513,6 +520,13 @@ async def measure_size(
     print_separation(after_gaps, " after the churn")
 
     db = tmp / f"bench-{size}.duckdb"
+    if args.restart_only:
+        if not db.exists():
+            print(f"  no {db} from an earlier --keep run: skipped")
+            return
+        print(f"  (--restart-only: the store and graph of an earlier run in {tmp})")
+        await print_restart(args, db, after_tops, goals)
+        return
     async with (
         open_store(db, migrations=MEMORY_MIGRATIONS) as store,
         trio.open_nursery() as nursery,
@@ -559,6 +573,17 @@ async def measure_size(
         await memory.save_graph()
         nursery.cancel_scope.cancel()
 
+    await print_restart(args, db, after_tops, goals)
+    print(
+        f"  N={size} graph build {build_s:.1f}s; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+
+
+async def print_restart(
+    args: argparse.Namespace, db: Path, after_tops: list[list[int]], goals: Goals
+) -> None:
+    """Restart in a fresh process on ``db`` and print its figures against ``goals``."""
     figures = await restart(args, db)
     rss_gib = figures["rss_mib"] / 1024
     print(
@@ -579,14 +604,16 @@ async def measure_size(
     print_search(
         "search after the restart", figures["timings"], figures["found"], after_tops, goals
     )
-    print(
-        f"  N={size} graph build {build_s:.1f}s; load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
+    print(f"    load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="caxton-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="caxton-bench-"))
+        else:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
         async with trio.open_nursery() as nursery:
             embedder = await nursery.start(
                 Embedder(cache_dir=args.model_cache, cache_size=4096).run
@@ -618,7 +645,7 @@ async def main(args: argparse.Namespace) -> None:
                     base,
                     size,
                     Path(tmp),
-                    first=n == 0,
+                    first=n == 0 and not args.restart_only,
                 )
             nursery.cancel_scope.cancel()
 
@@ -632,8 +659,20 @@ if __name__ == "__main__":
         "--exact-queries", type=int, default=20, help="queries timed on DuckDB's exact path"
     )
     parser.add_argument("--model-cache", type=Path, default=CACHE / "models" / "all-MiniLM-L6-v2")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep each size's store and saved graph in this folder (bench-<size>.duckdb)",
+    )
+    parser.add_argument(
+        "--restart-only",
+        action="store_true",
+        help="with --keep: only the restart figures, on the stores an earlier --keep run left",
+    )
     parser.add_argument("--reload-child", type=Path, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
+    if parsed.restart_only and parsed.keep is None:
+        parser.error("--restart-only needs --keep FOLDER (the folder of an earlier --keep run)")
     if parsed.reload_child is not None:
         trio.run(reload_child, parsed)
         sys.exit(0)
