@@ -34,6 +34,7 @@ from caxton.errors import CaxtonError, Conflict, NotFound
 from caxton.latency import LatencyWindow
 from caxton.memory import queries, transfer, validation
 from caxton.memory.accelerator import HNSW_SAVE_INTERVAL_S, SearchAccelerator
+from caxton.memory.entity_cache import DEFAULT_CACHE_BYTES, EntityCache
 from caxton.memory.errors import MemoryLimitExceeded
 from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD
 from caxton.memory.plan import plan_entities, plan_relations
@@ -113,6 +114,9 @@ class MemoryService:
         counts_refresh_s: on a shared store, read the entity and relation totals this often
             (in seconds) for :meth:`statistics`, which health and metrics read without waiting;
             this instance's writes, ``stats`` and ``capacity`` read them at once.
+        entity_cache_bytes: how much of recently read entities to keep for searches and
+            reads by name (:mod:`caxton.memory.entity_cache`; 0: none). Never on a shared
+            store, whose rows other instances change.
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class MemoryService:
         persist_hnsw: bool = True,
         hnsw_save_interval: float = HNSW_SAVE_INTERVAL_S,
         counts_refresh_s: float = COUNTS_REFRESH_S,
+        entity_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if max_entities is not None and max_entities < 1:
             raise ValueError(f"max_entities must be at least 1, got {max_entities}")
@@ -163,6 +168,8 @@ class MemoryService:
             ef_search=hnsw_ef_search,
         )
         self._write_lock = trio.Lock()
+        # Only this process writes a store that is not shared, so its rows can be cached.
+        self._entity_cache = None if store.shared else EntityCache(entity_cache_bytes)
         self._latency = LatencyWindow(latency_window)
         self._on_search = on_search
         self._entity_count = 0
@@ -236,6 +243,8 @@ class MemoryService:
         """
         async with self._write_lock:
             self._entity_count, self._relation_count = await self.store.execute_fn(self._totals)
+            if self._entity_cache is not None:
+                self._entity_cache.invalidate()
             return await self._accelerator.reload()
 
     def _totals(self, conn: Connection) -> tuple[int, int]:
@@ -256,7 +265,12 @@ class MemoryService:
         *,
         upsert: tuple[Sequence[Entity], NDArray[np.float32]] | None = None,
         remove: Sequence[str] = (),
+        changes_entities: bool = True,
     ) -> T:
+        """Run ``write`` in the store's writer, then bring the accelerator and the entity
+        cache up to date: ``upsert`` and ``remove`` name what changed (neither, with
+        ``changes_entities``: any entity may have changed; without it, relations only)."""
+
         def write_and_count(conn: Connection) -> tuple[T, tuple[int, int]]:
             self.sql.lock_writes(conn)
             result = write(conn)
@@ -270,9 +284,26 @@ class MemoryService:
             except MemoryLimitExceeded as exc:
                 self._entity_count = exc.current  # counted in the refused write
                 raise
+            if self._entity_cache is not None and changes_entities:
+                touched = [*(e.name for e in upsert[0])] if upsert is not None else []
+                touched.extend(remove)
+                self._entity_cache.invalidate(touched or None)
             self._entity_count, self._relation_count = totals
             await self._accelerator.follow(upsert=upsert, remove=remove)
         return result
+
+    async def _read_entities(self, names: Sequence[str]) -> dict[str, Entity]:
+        """The stored entities among ``names``, from the entity cache where it has them."""
+        cache = self._entity_cache
+        if cache is None:
+            return await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, names))
+        found, missing = cache.lookup(names)
+        if missing:
+            read_at = cache.generation
+            fetched = await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, missing))
+            cache.put(fetched, read_at=read_at)
+            found.update(fetched)
+        return found
 
     def _check_room(self, conn: Connection, adding: int) -> int:
         current = self.sql.entity_count(conn)
@@ -389,7 +420,7 @@ class MemoryService:
         Resource handling:
             One read.
         """
-        found = await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, [name]))
+        found = await self._read_entities([name])
         if name not in found:
             raise _not_found(name)
         return found[name]
@@ -487,7 +518,9 @@ class MemoryService:
                         details={"name": name, "end": end},
                     )
             plan = plan_relations([relation], existing, mode="create", now=_now())
-            await self._commit(lambda c: self.sql.write_relations(c, plan.writes))
+            await self._commit(
+                lambda c: self.sql.write_relations(c, plan.writes), changes_entities=False
+            )
             return plan.writes[0]
 
     # ----------------------------------------------------------------------------- search
@@ -552,8 +585,7 @@ class MemoryService:
             entity_types=types,
             exact=exact,
         )
-        names = [name for name, _ in ranked]
-        found = await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, names))
+        found = await self._read_entities([name for name, _ in ranked])
         hits = [
             SearchHit(entity=found[name], similarity=score)
             for name, score in ranked
