@@ -19,16 +19,20 @@ plan are :mod:`caxton.memory.transfer`. This module is the shell that runs them 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import attrs
+import numpy as np
 import trio
+from numpy.typing import NDArray
 
 from caxton.errors import CaxtonError, Conflict, NotFound
 from caxton.latency import LatencyWindow
@@ -37,7 +41,7 @@ from caxton.memory.accelerator import HNSW_SAVE_INTERVAL_S, SearchAccelerator
 from caxton.memory.entity_cache import DEFAULT_CACHE_BYTES, EntityCache
 from caxton.memory.errors import MemoryLimitExceeded
 from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD
-from caxton.memory.plan import plan_entities, plan_relations
+from caxton.memory.plan import EntityPlan, plan_entities, plan_relations
 from caxton.memory.types import (
     Capacity,
     Entity,
@@ -55,14 +59,10 @@ from caxton.memory.types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-
-    import numpy as np
-    from numpy.typing import NDArray
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from caxton.errors import JSONValue
     from caxton.memory.embedder import TextEncoder
-    from caxton.memory.plan import EntityPlan
     from caxton.memory.sql import MemorySQL, RelationKey
     from caxton.store import Connection
     from caxton.store.backend import Backend
@@ -168,6 +168,8 @@ class MemoryService:
             ef_search=hnsw_ef_search,
         )
         self._write_lock = trio.Lock()
+        self._entity_writes: list[_EntityWrite] = []
+        self._name_locks: dict[str, _NameLock] = {}
         # Only this process writes a store that is not shared, so its rows can be cached.
         self._entity_cache = None if store.shared else EntityCache(entity_cache_bytes)
         self._latency = LatencyWindow(latency_window)
@@ -270,6 +272,13 @@ class MemoryService:
         """Run ``write`` in the store's writer, then bring the accelerator and the entity
         cache up to date: ``upsert`` and ``remove`` name what changed (neither, with
         ``changes_entities``: any entity may have changed; without it, relations only)."""
+        change = _Change(upsert=upsert, remove=remove, changes_entities=changes_entities)
+        return await self._commit_changes(write, lambda _: change)
+
+    async def _commit_changes(
+        self, write: Callable[[Connection], T], changed: Callable[[T], _Change]
+    ) -> T:
+        """As :meth:`_commit`, with what changed told by ``changed(write's result)``."""
 
         def write_and_count(conn: Connection) -> tuple[T, tuple[int, int]]:
             self.sql.lock_writes(conn)
@@ -284,12 +293,11 @@ class MemoryService:
             except MemoryLimitExceeded as exc:
                 self._entity_count = exc.current  # counted in the refused write
                 raise
-            if self._entity_cache is not None and changes_entities:
-                touched = [*(e.name for e in upsert[0])] if upsert is not None else []
-                touched.extend(remove)
-                self._entity_cache.invalidate(touched or None)
+            change = changed(result)
+            if self._entity_cache is not None and change.changes_entities:
+                self._entity_cache.invalidate(change.names())
             self._entity_count, self._relation_count = totals
-            await self._accelerator.follow(upsert=upsert, remove=remove)
+            await self._accelerator.follow(upsert=change.upsert, remove=change.remove)
         return result
 
     async def _read_entities(self, names: Sequence[str]) -> dict[str, Entity]:
@@ -335,22 +343,133 @@ class MemoryService:
             delivered.
 
         Resource handling:
-            Mutations are serialised by the service's lock; embedding runs in the embedder's
-            thread, the write in the store's writer.
+            Reading, planning and embedding run without the service's lock, so concurrent
+            callers' texts share the embedder's batches; the writes of every caller waiting
+            then are committed together in one transaction (:meth:`_write_grouped`).
         """
         if not entities:
             return []
         names = list(dict.fromkeys(e.name for e in entities))
 
         async def attempt() -> list[Entity]:
-            existing = await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, names))
+            existing = await self._read_entities(names)
             plan = plan_entities(entities, existing, mode="create", now=_now())
-            await self._write_plan(plan, planned_on=(names, existing))
+            vectors = await self.embedder.embed(
+                [e.embedding_text() for e in plan.writes], use_cache=False
+            )
+            await self._write_grouped(
+                _EntityWrite(plan=plan, vectors=vectors, names=names, based_on=existing)
+            )
             final = {e.name: e for e in plan.writes}
             return [final[name] for name in names]
 
-        async with self._write_lock:
+        # Writers of the same names take turns (a merge must see the one before it); writers
+        # of different names plan, embed and commit together.
+        async with self._holding_names(names):
             return await self._replanning(attempt)
+
+    @contextlib.asynccontextmanager
+    async def _holding_names(self, names: Sequence[str]) -> AsyncIterator[None]:
+        """Hold the per-name locks of ``names`` (taken in sorted order: no deadlock)."""
+        held: list[tuple[str, _NameLock]] = []
+        try:
+            for name in sorted(set(names)):
+                entry = self._name_locks.setdefault(name, _NameLock())
+                entry.users += 1
+                try:
+                    await entry.lock.acquire()
+                except BaseException:
+                    self._drop_name_lock(name, entry)
+                    raise
+                held.append((name, entry))
+            yield
+        finally:
+            for name, entry in reversed(held):
+                entry.lock.release()
+                self._drop_name_lock(name, entry)
+
+    def _drop_name_lock(self, name: str, entry: _NameLock) -> None:
+        entry.users -= 1
+        if entry.users == 0:
+            del self._name_locks[name]
+
+    async def _write_grouped(self, job: _EntityWrite) -> None:
+        """Commit ``job`` together with every other entity write waiting for the lock.
+
+        Group commit: the caller that gets the write lock takes all the queued jobs (its own
+        among them) and commits them in one transaction; the others find theirs done when
+        the lock comes to them, which is right after that commit (the lock is fair). Each job
+        is checked in the write against the entities it was planned on and against
+        ``max_entities`` on its own, so one caller's stale plan or full memory fails only
+        that caller.
+
+        Raises:
+            _PlannedOnStale: the entities changed since the plan read them (re-plan).
+            MemoryLimitExceeded: this job's new entities would pass ``max_entities``.
+
+        Cancellation:
+            Cancelled while queued: the job leaves the queue, nothing is written. Once taken
+            into a group it commits with it; the caller just does not hear of it.
+        """
+        self._entity_writes.append(job)
+        try:
+            async with self._write_lock:
+                if not job.taken:
+                    group = list(self._entity_writes)
+                    self._entity_writes.clear()
+                    for queued in group:
+                        queued.taken = True
+                    await self._commit_group(group)
+        except BaseException:
+            if not job.taken:
+                self._entity_writes.remove(job)
+            raise
+        if job.error is not None:
+            raise job.error
+
+    async def _commit_group(self, group: list[_EntityWrite]) -> None:
+        names = list(dict.fromkeys(name for job in group for name in job.names))
+
+        def write(conn: Connection) -> list[_EntityWrite]:
+            current = self.sql.fetch_entities(conn, names)
+            count = self.sql.entity_count(conn)
+            written: set[str] = set()
+            accepted: list[_EntityWrite] = []
+            for job in group:
+                seen = {name: current[name] for name in job.names if name in current}
+                if seen != job.based_on or not written.isdisjoint(job.names):
+                    job.error = _PlannedOnStale()
+                    continue
+                adding = len(job.plan.created)
+                if self.max_entities is not None and adding and count + adding > self.max_entities:
+                    job.error = MemoryLimitExceeded(
+                        current=count, adding=adding, max_entities=self.max_entities
+                    )
+                    continue
+                count += adding
+                written.update(job.names)
+                accepted.append(job)
+            if accepted:
+                self.sql.write_entities(
+                    conn,
+                    [entity for job in accepted for entity in job.plan.writes],
+                    np.concatenate([job.vectors for job in accepted]),
+                )
+            return accepted
+
+        def change(accepted: list[_EntityWrite]) -> _Change:
+            entities = [entity for job in accepted for entity in job.plan.writes]
+            if not entities:
+                return _Change(upsert=None, changes_entities=False)
+            vectors = np.concatenate([job.vectors for job in accepted])
+            return _Change(upsert=(entities, vectors))
+
+        try:
+            await self._commit_changes(write, change)
+        except BaseException as exc:
+            for job in group:
+                job.error = job.error or exc
+            raise
 
     async def create_entity(self, entity: NewEntity) -> Entity:
         """Create (or merge into) one entity; see :meth:`create_entities`.
@@ -857,6 +976,44 @@ def _beside_database(store: Backend) -> Path | None:
     if not isinstance(path, Path):
         return None
     return path.with_name(path.name + ".hnsw")
+
+
+@attrs.define(eq=False, kw_only=True)
+class _EntityWrite:
+    """One caller's planned and embedded entity write, waiting for a group commit."""
+
+    plan: EntityPlan
+    vectors: NDArray[np.float32]
+    #: the names the plan read, and what it found of them
+    names: Sequence[str]
+    based_on: dict[str, Entity]
+    #: taken into a group by the caller holding the lock
+    taken: bool = False
+    error: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class _NameLock:
+    """The lock of one entity name while writers of it are about (``users`` of them)."""
+
+    lock: trio.Lock = attrs.field(factory=trio.Lock)
+    users: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class _Change:
+    """What a committed write changed, for the accelerator and the entity cache."""
+
+    upsert: tuple[Sequence[Entity], NDArray[np.float32]] | None = None
+    remove: Sequence[str] = ()
+    #: False: relations only
+    changes_entities: bool = True
+
+    def names(self) -> list[str] | None:
+        """The entity names to forget; None: any may have changed."""
+        touched = [entity.name for entity in self.upsert[0]] if self.upsert is not None else []
+        touched.extend(self.remove)
+        return touched or None
 
 
 class _PlannedOnStale(Exception):
