@@ -86,7 +86,19 @@ def test_filter_rows_follows_agent_scoped_rows_through_writes():
     assert index.filter_rows().tolist() == [1, 2]
     index.remove(["g1"])  # the last agent-scoped row goes
     assert index.filter_rows() is None
-    assert [n for n, _ in index.search(unit(1), limit=5)] == ["a1", "g2"]
+    # A name twice in one write: its last entry wins, and is what is counted.
+    index.upsert(
+        [entry("d1", scope=Scope.AGENT, agent="me"), entry("d1"), entry("d2")],
+        np.stack([unit(1), unit(0, 1), unit(0, 0, 1)]),
+    )
+    assert index.filter_rows() is None
+    assert index.search(unit(0, 1), limit=1) == [("d1", 1.0)]
+    index.upsert(
+        [entry("d2"), entry("d2", scope=Scope.AGENT, agent="me")], np.stack([unit(1), unit(1)])
+    )
+    assert len(index.filter_rows()) == 3  # every row but d2's
+    assert [n for n, _ in index.search(unit(1), limit=5)] == ["a1", "g2", "d1"]
+    assert [n for n, _ in index.search(unit(1), limit=5, agent="me")] == ["a1", "d2", "g2", "d1"]
 
 
 def test_latency_window_percentiles():
