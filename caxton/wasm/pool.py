@@ -1,4 +1,5 @@
-"""The WASM pool component: one wasmtime Engine, a module cache, worker threads, an epoch ticker.
+"""The WASM pool component: one wasmtime Engine, a module cache, worker threads, an epoch ticker
+(running only while a guest call is in flight).
 
 Lives in the nursery tree between the embedder and the registry (DESIGN §1). Every guest call
 runs in a worker thread through ``trio.to_thread.run_sync`` with the pool's limiter, and is
@@ -119,6 +120,8 @@ class WasmPool:
         self._running = False
         self._ticks = 0
         self._in_flight = 0
+        #: set while a call is in flight: the ticker runs only then
+        self._busy = trio.Event()
         self._active: set[Stoppable] = set()
         self._nursery: trio.Nursery | None = None
 
@@ -150,6 +153,10 @@ class WasmPool:
                     self._tick()
                     task_status.started(self)
                     while True:
+                        # Ticks matter only to guests that run: an idle pool does not wake
+                        # up 100 times a second for nothing.
+                        if not self._in_flight:
+                            await self._busy.wait()
                         await trio.sleep(self._tick_interval_s)
                         self._tick()
                 finally:
@@ -264,6 +271,7 @@ class WasmPool:
         if control is not None:
             self._active.add(control)
         self._in_flight += 1
+        self._busy.set()
         try:
             held = await self._take_threads(agent, deadline)
             try:
@@ -274,6 +282,8 @@ class WasmPool:
                 self._release_threads(agent, held)
         finally:
             self._in_flight -= 1
+            if not self._in_flight:
+                self._busy = trio.Event()
             if control is not None:
                 self._active.discard(control)
 

@@ -164,13 +164,31 @@ async def test_open_wasm_pool_runs_the_ticker_for_the_block() -> None:
         async with open_wasm_pool(max_concurrent_calls=3) as pool:
             agent = await pool.load(g.TRIPLE, name="triple")
             reply = await agent.handle(b"ab")
-            await trio.sleep(0.05)
             stats = pool.statistics()
         assert reply.body == b"ababab"
         assert stats.running
         assert stats.max_concurrent_calls == 3
-        assert stats.epoch_ticks >= 3
         assert not pool.statistics().running
+
+
+async def test_the_ticker_runs_only_while_a_guest_call_is_in_flight(pool: WasmPool) -> None:
+    # An idle server must not wake up 100 times a second (issue #21); a running guest still
+    # gets its ticks, so its deadline stops it.
+    with trio.fail_after(10):
+        agent = await pool.load(g.SPIN, PATIENT, name="spinner")
+        await trio.sleep(0.05)  # the tick due when the load ended (at most one)
+        idle_from = pool.statistics().epoch_ticks
+        await trio.sleep(0.3)
+        assert pool.statistics().epoch_ticks == idle_from
+        with trio.move_on_after(0.3) as scope:
+            await agent.handle(b"{}")
+        assert scope.cancelled_caught
+        spun = pool.statistics().epoch_ticks - idle_from
+        assert spun >= 5  # ~30 at 10 ms a tick, fewer on a loaded machine
+        await assert_cpu_idle(pool)
+        after = pool.statistics().epoch_ticks
+        await trio.sleep(0.3)
+        assert pool.statistics().epoch_ticks == after
 
 
 def test_the_private_wasmtime_api_we_rely_on_is_there() -> None:
