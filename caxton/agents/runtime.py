@@ -26,6 +26,7 @@ from caxton.messaging.routing import (
     SEND_NO_ROUTER,
     SEND_REFUSALS,
 )
+from caxton.tracing import set_attributes, span, stamped
 from caxton.wasm import GuestHooks, WasmLimitExceeded, WasmTrap
 from caxton.wasm.limits import MAX_SENDS_PER_CALL
 
@@ -191,21 +192,28 @@ class WasmAgentInstance:
             send_message=self._sender_for(message, lines),
             log_dropped=self._log_dropped.inc,
         )
-        try:
-            # without a streaming consumer, chunks are not handed to trio one by one: each
-            # hand-off is a thread round trip, and the reply body carries them all anyway
-            reply = await self.module.handle(
-                payload, stream=None if stream is None else _TextSink(stream), hooks=hooks
+        attributes = {"caxton.agent.name": name, "caxton.wasm.abi": self.module.abi}
+        with span(f"wasm {name}", attributes) as current:
+            try:
+                # without a streaming consumer, chunks are not handed to trio one by one: each
+                # hand-off is a thread round trip, and the reply body carries them all anyway
+                reply = await self.module.handle(
+                    payload, stream=None if stream is None else _TextSink(stream), hooks=hooks
+                )
+            except WasmTrap as exc:
+                self.metrics.traps.labels(agent=name, trap=exc.trap).inc()
+                set_attributes(current, {"caxton.wasm.outcome": "trap"})
+                raise
+            except WasmLimitExceeded as exc:
+                self.metrics.limits.labels(agent=name, limit=exc.limit).inc()
+                set_attributes(current, {"caxton.wasm.outcome": "limit_exceeded"})
+                raise
+            finally:
+                for level, text in lines:
+                    self.logs.write(name, GUEST_LOG_LEVELS.get(level, "info"), text)
+            set_attributes(
+                current, {"caxton.wasm.outcome": "ok", "caxton.wasm.fuel_used": reply.fuel_consumed}
             )
-        except WasmTrap as exc:
-            self.metrics.traps.labels(agent=name, trap=exc.trap).inc()
-            raise
-        except WasmLimitExceeded as exc:
-            self.metrics.limits.labels(agent=name, limit=exc.limit).inc()
-            raise
-        finally:
-            for level, text in lines:
-                self.logs.write(name, GUEST_LOG_LEVELS.get(level, "info"), text)
         self._call_seconds.observe(reply.elapsed_s)
         self._fuel.inc(reply.fuel_consumed)
         return AgentReply(
@@ -257,7 +265,8 @@ class WasmAgentInstance:
             )
             if outgoing is None:
                 return refused(SEND_NOT_A_MESSAGE)
-            result: int = trio.from_thread.run_sync(poster.post, outgoing)
+            # the receiver's span is a child of this call's (issue #18)
+            result: int = trio.from_thread.run_sync(poster.post, stamped(outgoing))
             if result != SEND_ACCEPTED:
                 return refused(result)
             accepted += 1
