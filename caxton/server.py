@@ -79,6 +79,7 @@ from caxton.ops.safe_mode import (
     read_flag,
 )
 from caxton.ops.schema import embedded_migrations, postgres_migrations
+from caxton.security.budgets import key_budgets
 from caxton.security.gate import exposure_warning, load_security
 from caxton.services import Core, Lifecycle, Services
 from caxton.store import Store
@@ -87,7 +88,7 @@ from caxton.store.postgres import PostgresStore
 from caxton.store.qdrant import QdrantStore
 from caxton.tracing import TracingSettings, open_tracing
 from caxton.usage import UsageLedger, UsageService
-from caxton.usage.budgets import key_budgets, prices_from
+from caxton.usage.budgets import prices_from
 from caxton.wasm import WasmPool
 
 if TYPE_CHECKING:
@@ -212,7 +213,11 @@ async def serve(
         signal (or :meth:`ServerInfo.stop`) instead.
     """
     try:
-        async with open_tracing(TracingSettings.from_config(loaded.config), span_exporters):
+        observability = loaded.config.observability
+        tracing = TracingSettings.resolve(
+            enabled=observability.tracing_enabled, otlp_endpoint=observability.otlp_endpoint
+        )
+        async with open_tracing(tracing, span_exporters):
             await _serve(loaded, handle_signals=handle_signals, task_status=task_status)
     except BaseExceptionGroup as group:
         # a component that cannot start fails inside the nurseries, which wrap it: the caller

@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from caxton.errors import CaxtonError
-from caxton.http import admin, agents, cluster, errors, events_ws, health, memory, openapi
+from caxton.http import admin, agents, cluster, errors, events_ws, health, memory, openapi, usage
 from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
 from caxton.http.guard import edge_headers
@@ -44,6 +44,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
     messaging.routes,
     admin.routes,
     cluster.routes,
+    usage.routes,
 )
 
 

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from caxton.config.model import CaxtonConfig
 
 LOGGER = logging.getLogger("caxton.tracing")
 
@@ -50,17 +49,22 @@ class TracingSettings:
     endpoint: str | None = None
 
     @classmethod
-    def from_config(
-        cls, config: CaxtonConfig, environ: Mapping[str, str] | None = None
+    def resolve(
+        cls,
+        *,
+        enabled: bool,
+        otlp_endpoint: str | None,
+        environ: Mapping[str, str] | None = None,
     ) -> TracingSettings:
+        """From ``observability.tracing_enabled`` and ``observability.otlp_endpoint`` (else
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` in ``environ``)."""
         env = os.environ if environ is None else environ
-        observability = config.observability
-        base = observability.otlp_endpoint or env.get(ENDPOINT_ENV) or None
+        base = otlp_endpoint or env.get(ENDPOINT_ENV) or None
         endpoint = None
         if base:
             base = base.rstrip("/")
             endpoint = base if base.endswith(TRACES_PATH) else base + TRACES_PATH
-        return cls(enabled=observability.tracing_enabled, endpoint=endpoint)
+        return cls(enabled=enabled, endpoint=endpoint)
 
 
 class TraceIdFilter(logging.Filter):

@@ -1,16 +1,13 @@
-"""Where budgets and prices come from: the key file and ``caxton.yaml`` (issue #18)."""
+"""Where prices come from: ``caxton.yaml`` ``usage.prices`` (issue #18)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from caxton.usage.model import Budget, ModelPrice
+from caxton.usage.model import ModelPrice
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from caxton.config.model import UsageConfig
-    from caxton.security.gate import SecurityGate
 
 
 def prices_from(config: UsageConfig) -> dict[str, ModelPrice]:
@@ -24,23 +21,3 @@ def prices_from(config: UsageConfig) -> dict[str, ModelPrice]:
         )
         for model, price in config.prices.items()
     }
-
-
-def key_budgets(gate: SecurityGate) -> Callable[[str], Budget | None]:
-    """The budget of a key by name, read from the gate's key file as it is now (the gate
-    re-reads the file when it changes, so a new budget applies without a restart)."""
-
-    def budget(name: str) -> Budget | None:
-        ring = gate.keys
-        entry = ring.named(name) if ring is not None else None
-        if entry is None:
-            return None
-        return Budget(
-            scope="key",
-            name=name,
-            max_tokens_per_day=entry.max_tokens_per_day,
-            max_cost_per_day=entry.max_cost_per_day,
-            where=f"in the key file {gate.keys_path}" if gate.keys_path else "in the key file",
-        )
-
-    return budget
