@@ -166,6 +166,8 @@ class RecordedRequest:
     path: str
     body: dict[str, Any]
     authorized: bool
+    #: the W3C trace context the caller sent, if any
+    traceparent: str | None = None
 
 
 @attrs.frozen
@@ -271,7 +273,8 @@ def create_app(server: LLMServer) -> QuartTrio:
         else:
             given = request.headers.get("x-api-key", "")
         authorized = script.api_key is None or given == script.api_key
-        server.requests.append(RecordedRequest(request.path, body, authorized))
+        traceparent = request.headers.get("traceparent")
+        server.requests.append(RecordedRequest(request.path, body, authorized, traceparent))
         if not authorized:
             return None, _error(flavour, 401, "authentication_error", "invalid API key")
         text = _last_text_openai(body) if flavour == "openai" else _last_text_anthropic(body)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -25,7 +25,7 @@ from caxton import __version__
 from caxton.tracing.spans import reset_tracer, set_tracer, trace_id
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -67,16 +67,27 @@ class TracingSettings:
         return cls(enabled=enabled, endpoint=endpoint)
 
 
-class TraceIdFilter(logging.Filter):
-    """Adds ``trace_id`` to log records written inside a span (installed only with tracing
-    on)."""
+@contextlib.contextmanager
+def trace_ids_in_log_records() -> Iterator[None]:
+    """Every log record made inside a span carries its ``trace_id`` (both log formats print
+    it as an extra field). A record factory, so that records of every logger and handler get
+    it; installed only with tracing on, and the previous factory is put back on the way out.
+    """
+    previous = logging.getLogRecordFactory()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "trace_id"):
-            current = trace_id()
-            if current is not None:
-                record.trace_id = current
-        return True
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        current = trace_id()
+        if current is not None:
+            record.trace_id = current
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        if logging.getLogRecordFactory() is factory:
+            logging.setLogRecordFactory(previous)
 
 
 def make_provider(
@@ -140,13 +151,6 @@ async def open_tracing(
         return
     provider = make_provider(settings, exporters)
     token = set_tracer(provider.get_tracer("caxton", __version__))
-    log_filter = TraceIdFilter()
-    handlers = [
-        *logging.getLogger("caxton").handlers,
-        *logging.getLogger("hypercorn.error").handlers,
-    ]
-    for handler in handlers:
-        handler.addFilter(log_filter)
     LOGGER.info(
         "tracing on: spans %s",
         f"exported to {settings.endpoint}"
@@ -154,10 +158,9 @@ async def open_tracing(
         else "kept in process (no observability.otlp_endpoint or OTEL_EXPORTER_OTLP_ENDPOINT)",
     )
     try:
-        yield provider
+        with trace_ids_in_log_records():
+            yield provider
     finally:
         reset_tracer(token)
-        for handler in handlers:
-            handler.removeFilter(log_filter)
         with trio.CancelScope(shield=True):
             await shutdown_provider(provider)
