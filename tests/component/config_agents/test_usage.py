@@ -19,6 +19,8 @@ from servers import loopback_config
 from test_config_agents import sse_frames
 from wsclient import open_ws
 
+from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
+from caxton.security.roles import Role
 from caxton.server import ServerInfo, serve
 
 if TYPE_CHECKING:
@@ -201,3 +203,68 @@ async def test_a_budget_stops_a_tool_loop_before_its_next_llm_call(start_llm, st
     assert shown["scope"] == "agent"
     assert shown["name"] == "thrifty"
     assert shown["used_today"]["total_tokens"] > 5
+
+
+async def test_a_key_budget_from_the_key_file_refuses_that_caller_only(
+    start_llm, tmp_path: Path, agents_dir: Path, nursery: trio.Nursery
+) -> None:
+    llm = await start_llm({"rules": [{"regex": ".", "reply": "Noted.", "cache_read_tokens": 3}]})
+    (agents_dir / "clerk.toml").write_text(agent_toml("clerk", openai_url(llm)))
+    alice, ops = generate_key(), generate_key()
+    key_file = tmp_path / "api-keys.yaml"
+    ring = KeyRing(
+        (
+            KeyEntry(name="alice", role=Role.USER, hash=hash_key(alice), max_tokens_per_day=5),
+            KeyEntry(name="ops", role=Role.ADMIN, hash=hash_key(ops)),
+        )
+    )
+    write_key_file(key_file, ring)
+    assert "max_tokens_per_day: 5" in key_file.read_text()
+    loaded = loopback_config(
+        tmp_path / "data",
+        server__agents_dir=str(agents_dir),
+        security__authentication__enabled=True,
+        security__api_keys__required=True,
+        security__api_keys__key_file=str(key_file),
+    )
+    server = await running(nursery, loaded)
+    base = server.api_urls[0]
+    as_alice = {"X-API-Key": alice}
+    with trio.fail_after(30):
+        async with httpx.AsyncClient(base_url=base, timeout=20) as client:
+            url = base.replace("http://", "ws://") + "/ws/agents/clerk"
+            async with open_ws(url, as_alice) as ws:
+                await ws.send_message(json.dumps({"content": "log this"}))
+                frames = []
+                while not frames or frames[-1]["type"] not in ("done", "error"):
+                    frames.append(json.loads(await ws.get_message()))
+            refused = await client.post(
+                "/api/v1/agents/clerk/messages", json={"content": "and this"}, headers=as_alice
+            )
+            allowed = await client.post(
+                "/api/v1/agents/clerk/messages",
+                json={"content": "and this"},
+                headers={"X-API-Key": ops},
+            )
+            report = (
+                await client.get(
+                    "/api/v1/usage", params={"group_by": "key"}, headers={"X-API-Key": ops}
+                )
+            ).json()
+            metrics = (await client.get(f"{server.metrics_url}")).text
+    done = frames[-1]
+    assert done["type"] == "done", done
+    assert figures(done["usage"]) == expected(llm.reported[:1], "openai")
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["code"] == "BUDGET_EXCEEDED"
+    assert error["details"]["budget"]["scope"] == "key"
+    assert error["details"]["budget"]["name"] == "alice"
+    assert "key file" in error["message"]
+    assert allowed.status_code == 200  # another caller is not held by alice's budget
+    assert len(llm.reported) == 2
+    keys = {item["group"]: item for item in report["groups"]}
+    assert figures(keys["alice"]) == expected(llm.reported[:1], "openai")
+    assert figures(keys["ops"]) == expected(llm.reported[1:], "openai")
+    assert [b["name"] for b in report["budgets"]] == ["alice"]
+    assert 'key="alice",kind="cache_read"' in metrics
