@@ -21,7 +21,7 @@ def _sums(item: dict[str, Any]) -> tuple[Any, ...]:
         item.get("calls"),
         *(item.get(kind) for kind in _KINDS),
         item.get("total_tokens"),
-        f"{float(item.get('cost') or 0):.4f}",
+        f"{float(item.get('cost') or 0):.6f}",
     )
 
 
@@ -42,7 +42,7 @@ def render_usage(data: dict[str, Any]) -> str:
         budget_rows = []
         for budget in budgets:
             used = budget.get("used_today") or {}
-            cost = f"{float(used.get('cost') or 0):.4f}"
+            cost = f"{float(used.get('cost') or 0):.6f}"
             budget_rows.append(
                 (
                     budget.get("scope"),
