@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from caxton.messaging import Router
     from caxton.messaging.router import ConversationRule, Delivery
 
+#: The span of each WebSocket message (the route template, as HTTP spans are named).
+WS_SPAN = "WS /ws/agents/<name>"
+
 routes = RouteTable("agents")
 
 EXAMPLE_BODY = '{"content": "name = \\"my-agent\\"\\n..."}'
@@ -362,7 +365,7 @@ async def agent_socket(name: str) -> None:
             raw = await websocket.receive()
             busy = True
             try:
-                with span(f"WS /ws/agents/{name}", kind="server", parent=parent):
+                with span(WS_SPAN, {"caxton.agent.name": name}, kind="server", parent=parent):
                     await _answer_frame(router, name, raw)
             finally:
                 busy = False

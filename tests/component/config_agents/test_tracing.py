@@ -5,6 +5,7 @@ trace id in error envelopes and log lines, the bounded shutdown, and no cost whe
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from servers import REPO, loopback_config
+from wsclient import open_ws
 
 from caxton.server import ServerInfo, serve
 from caxton.tracing import TracingSettings, open_tracing, span, tracer
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE}-{PARENT}-01"
+WS_TRACE = "5bf92f3577b34da6a3ce929d0e0e4737"
+WS_TRACEPARENT = f"00-{WS_TRACE}-{PARENT}-01"
 
 LOOP = {
     "rules": [
@@ -107,13 +111,24 @@ async def test_span_tree_of_a_config_agent_that_calls_a_tool_and_searches_memory
                 headers={"traceparent": TRACEPARENT},
             )
             missing = await client.get("/api/v1/agents/nobody")
+        url = server.api_urls[0].replace("http://", "ws://") + "/ws/agents/oracle"
+        async with open_ws(url, {"traceparent": WS_TRACEPARENT}) as ws:
+            await ws.send_message(json.dumps({"content": "forecast please"}))
+            frame = {"type": ""}
+            while frame["type"] not in ("done", "error"):
+                frame = json.loads(await ws.get_message())
+        assert frame["type"] == "done", frame
         spans = await finished(
-            exporter, "POST /api/v1/agents/<name>/messages", "GET /api/v1/agents/<name>"
+            exporter,
+            "POST /api/v1/agents/<name>/messages",
+            "GET /api/v1/agents/<name>",
+            "WS /ws/agents/<name>",
         )
     assert answer.status_code == 200, answer.text
 
     # the HTTP server span continues the caller's trace
-    root = named(spans, "POST /api/v1/agents/<name>/messages")
+    posted = [s for s in spans if f"{s.context.trace_id:032x}" == TRACE]  # type: ignore[union-attr]
+    root = named(posted, "POST /api/v1/agents/<name>/messages")
     assert root.kind is SpanKind.SERVER
     assert f"{root.context.trace_id:032x}" == TRACE  # type: ignore[union-attr]
     assert root.parent is not None
@@ -137,7 +152,7 @@ async def test_span_tree_of_a_config_agent_that_calls_a_tool_and_searches_memory
         "execute_tool memory_search",
         "chat scripted-1",
     ]
-    tool = named(spans, "execute_tool memory_search")
+    tool = named(posted, "execute_tool memory_search")
     assert [s.name for s in children(spans, tool)] == ["search_memory"]
     assert tool.attributes is not None
     assert tool.attributes["gen_ai.tool.name"] == "memory_search"
@@ -169,6 +184,12 @@ async def test_span_tree_of_a_config_agent_that_calls_a_tool_and_searches_memory
     assert error["trace_id"] == f"{failed.context.trace_id:032x}"  # type: ignore[union-attr]
     request_lines = [r for r in caplog.records if r.name == "caxton.http"]
     assert any(getattr(r, "trace_id", None) == TRACE for r in request_lines)
+
+    # a WebSocket message: its own server span, continuing the handshake's trace
+    message = named(spans, "WS /ws/agents/<name>")
+    assert message.kind is SpanKind.SERVER
+    assert f"{message.context.trace_id:032x}" == WS_TRACE  # type: ignore[union-attr]
+    assert [s.name for s in children(spans, message)] == ["invoke_agent oracle"]
 
 
 async def test_a_wasm_agent_that_messages_another_is_its_parent_across_the_router(
