@@ -275,15 +275,16 @@ class ConfigAgentInstance:
         calls: list[ToolCall] = []
         finish: Finish | None = None
         started = time.perf_counter()
+        client = self.client
         attributes = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider,
             "gen_ai.request.model": self.model,
             "gen_ai.agent.name": self.spec.name,
-            "server.address": self.client.url,
+            "server.address": client.url,
         }
         try:
-            with span(f"chat {self.model}", attributes, kind="client") as current:
+            with span(f"chat {self.model}", lambda: attributes, kind="client") as current:
                 async with self.client.stream(request) as events:
                     async for event in events:
                         if isinstance(event, TextDelta):
@@ -323,13 +324,15 @@ class ConfigAgentInstance:
         name = self.spec.name
         tool = self.tools.get(call.name)
         started = time.perf_counter()
-        attributes = {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": call.name,
-            "gen_ai.tool.call.id": call.id,
-            "gen_ai.agent.name": name,
-        }
-        with span(f"execute_tool {call.name}", attributes) as current:
+        with span(
+            f"execute_tool {call.name}",
+            lambda: {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": call.name,
+                "gen_ai.tool.call.id": call.id,
+                "gen_ai.agent.name": name,
+            },
+        ) as current:
             try:
                 if tool is None:
                     offered = ", ".join(sorted(self.tools)) or "none"

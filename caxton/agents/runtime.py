@@ -175,6 +175,9 @@ class WasmAgentInstance:
         self._call_seconds = self.metrics.calls.labels(agent=name)
         self._fuel = self.metrics.fuel.labels(agent=name)
         self._log_dropped = self.metrics.log_dropped.labels(agent=name)
+        # the span of each call (issue #18), named once
+        self._span_name = f"wasm {name}"
+        self._span_attributes = {"caxton.agent.name": name, "caxton.wasm.abi": module.abi}
 
     @property
     def details(self) -> dict[str, Any]:
@@ -192,8 +195,7 @@ class WasmAgentInstance:
             send_message=self._sender_for(message, lines),
             log_dropped=self._log_dropped.inc,
         )
-        attributes = {"caxton.agent.name": name, "caxton.wasm.abi": self.module.abi}
-        with span(f"wasm {name}", attributes) as current:
+        with span(self._span_name, self._span_attributes) as current:
             try:
                 # without a streaming consumer, chunks are not handed to trio one by one: each
                 # hand-off is a thread round trip, and the reply body carries them all anyway
@@ -211,9 +213,9 @@ class WasmAgentInstance:
             finally:
                 for level, text in lines:
                     self.logs.write(name, GUEST_LOG_LEVELS.get(level, "info"), text)
-            set_attributes(
-                current, {"caxton.wasm.outcome": "ok", "caxton.wasm.fuel_used": reply.fuel_consumed}
-            )
+            if current is not None:
+                current.set_attribute("caxton.wasm.outcome", "ok")
+                current.set_attribute("caxton.wasm.fuel_used", reply.fuel_consumed)
         self._call_seconds.observe(reply.elapsed_s)
         self._fuel.inc(reply.fuel_consumed)
         return AgentReply(

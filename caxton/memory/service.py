@@ -52,7 +52,7 @@ from caxton.memory.types import (
     Scope,
     SearchHit,
 )
-from caxton.tracing import set_attributes, span
+from caxton.tracing import span
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -331,12 +331,14 @@ class MemoryService:
         Resource handling:
             As :meth:`create_entities`.
         """
-        attributes = {
-            "gen_ai.operation.name": "create_memory",
-            "gen_ai.agent.name": entity.agent,
-            "caxton.memory.entity_type": entity.entity_type,
-        }
-        with span("create_memory", attributes):
+        with span(
+            "create_memory",
+            lambda: {
+                "gen_ai.operation.name": "create_memory",
+                "gen_ai.agent.name": entity.agent,
+                "caxton.memory.entity_type": entity.entity_type,
+            },
+        ):
             return (await self.create_entities([entity]))[0]
 
     async def _replanning(self, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -512,13 +514,15 @@ class MemoryService:
     ) -> list[SearchHit]:
         """Find the entities most similar in meaning to ``query`` (:meth:`_search`), in a
         ``search_memory`` span with tracing on (issue #18)."""
-        attributes = {
-            "gen_ai.operation.name": "search_memory",
-            "gen_ai.agent.name": agent,
-            "caxton.memory.limit": limit,
-            "caxton.memory.backend": self.store.dialect,
-        }
-        with span("search_memory", attributes) as current:
+        with span(
+            "search_memory",
+            lambda: {
+                "gen_ai.operation.name": "search_memory",
+                "gen_ai.agent.name": agent,
+                "caxton.memory.limit": limit,
+                "caxton.memory.backend": self.store.dialect,
+            },
+        ) as current:
             hits = await self._search(
                 query,
                 limit=limit,
@@ -528,7 +532,8 @@ class MemoryService:
                 entity_types=entity_types,
                 exact=exact,
             )
-            set_attributes(current, {"caxton.memory.hits": len(hits)})
+            if current is not None:
+                current.set_attribute("caxton.memory.hits", len(hits))
             return hits
 
     async def _search(

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, MutableMapping
+    from collections.abc import Callable, Iterator, Mapping, MutableMapping
 
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, Tracer
+
+    Attributes: TypeAlias = Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None
 
 _TRACER: contextvars.ContextVar[Tracer | None] = contextvars.ContextVar(
     "caxton_tracer", default=None
@@ -40,23 +42,39 @@ def reset_tracer(token: contextvars.Token[Tracer | None]) -> None:
     _TRACER.reset(token)
 
 
-@contextlib.contextmanager
+#: What :func:`span` returns with tracing off: one shared, stateless context manager.
+_OFF: Final[contextlib.nullcontext[None]] = contextlib.nullcontext()
+
+
 def span(
     name: str,
-    attributes: Mapping[str, Any] | None = None,
+    attributes: Attributes = None,
     *,
     kind: Kind = "internal",
     parent: Context | None = None,
-) -> Iterator[Span | None]:
+) -> contextlib.AbstractContextManager[Span | None]:
     """A span around the block (the current span inside it), or ``None`` with tracing off.
 
-    An exception leaving the block marks the span as an error (``error.type`` is the
-    exception's class, or a Caxton error's code) and is re-raised.
+    With tracing off this is one context-variable read and a shared no-op context manager:
+    nothing is allocated. ``attributes`` may be a function building them, called only with
+    tracing on. An exception leaving the block marks the span as an error (``error.type`` is
+    the exception's class, or a Caxton error's code) and is re-raised.
     """
     active = _TRACER.get()
     if active is None:
-        yield None
-        return
+        return _OFF
+    values = attributes() if callable(attributes) else attributes
+    return _recording(active, name, values, kind, parent)
+
+
+@contextlib.contextmanager
+def _recording(
+    active: Tracer,
+    name: str,
+    attributes: Mapping[str, Any] | None,
+    kind: Kind,
+    parent: Context | None,
+) -> Iterator[Span]:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     with active.start_as_current_span(

@@ -12,6 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+import trio
+
 from caxton.events import Event
 from caxton.usage.context import current_caller, current_meter
 from caxton.usage.model import (
@@ -37,6 +39,8 @@ LOGGER = logging.getLogger("caxton.usage")
 
 #: The ``key`` label value of callers past the first ``max_metric_keys``.
 OTHER_KEYS: Final = "other"
+#: The longest a call's record may take to be kept (the write is shielded from cancellation).
+RECORD_TIMEOUT_S: Final = 10.0
 
 
 class KeyLabels:
@@ -156,5 +160,15 @@ class UsageService:
         if meter is not None:
             meter.add(usage, cost)
         if self.ledger is not None:
-            await self.ledger.record(record)
+            # the provider bills the call whether or not the caller is still there: the write
+            # is shielded from the request's cancellation, bounded by RECORD_TIMEOUT_S
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + RECORD_TIMEOUT_S):
+                await self.ledger.record(record)
+                return record
+            LOGGER.warning(
+                "usage: the record of a call of agent %s was not kept (the store took more "
+                "than %ss)",
+                agent,
+                RECORD_TIMEOUT_S,
+            )
         return record

@@ -180,6 +180,7 @@ async def test_a_budget_stops_a_tool_loop_before_its_next_llm_call(start_llm, st
             # the first call ran (and spent the budget); the loop stopped before the second
             assert len(llm.requests) == 1
             assert refused.status_code == 429, refused.text
+            assert 0 < int(refused.headers["Retry-After"]) <= 86_400
             error = refused.json()["error"]
             assert error["code"] == "BUDGET_EXCEEDED"
             assert error["details"]["budget"]["scope"] == "agent"
