@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from caxton.tracing.spans import trace_id
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -48,14 +50,16 @@ def error_json(
     """``{"error": {"code", "message", "details", "request_id"}}``: the one shape of an error
     answer (DESIGN §7), for errors that are not a :class:`CaxtonError` (an HTTP framework
     refusal, an early 413) as well."""
-    return {
-        "error": {
-            "code": code,
-            "message": message,
-            "details": dict(details or {}),
-            "request_id": request_id,
-        }
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "details": dict(details or {}),
+        "request_id": request_id,
     }
+    trace = trace_id()
+    if trace is not None:  # with tracing on (issue #18): the trace to look up
+        error["trace_id"] = trace
+    return {"error": error}
 
 
 class ConfigError(CaxtonError):

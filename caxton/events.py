@@ -30,6 +30,8 @@ EVENT_TYPES = frozenset(
         "agent_reload_failed",
         "message_routed",
         "execution_error",
+        # issue #18: a call refused because an agent's or a key's daily budget is spent
+        "budget_exceeded",
     }
 )
 

@@ -77,6 +77,9 @@ class Message:
     message_id: str = attrs.field(factory=new_id)
     created_at: float = attrs.field(factory=time.time)
     hop: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: The W3C ``traceparent`` of the sender's span (issue #18), set when tracing is on; not
+    #: part of the JSON envelope.
+    trace_context: str | None = None
 
     @capability.validator
     def _one_destination(self, _: attrs.Attribute[str | None], value: str | None) -> None:

@@ -79,16 +79,22 @@ from caxton.ops.safe_mode import (
     read_flag,
 )
 from caxton.ops.schema import embedded_migrations, postgres_migrations
+from caxton.security.budgets import key_budgets
 from caxton.security.gate import exposure_warning, load_security
 from caxton.services import Core, Lifecycle, Services
 from caxton.store import Store
 from caxton.store.errors import QdrantStartError
 from caxton.store.postgres import PostgresStore
 from caxton.store.qdrant import QdrantStore
+from caxton.tracing import TracingSettings, open_tracing
+from caxton.usage import UsageLedger, UsageService
+from caxton.usage.budgets import prices_from
 from caxton.wasm import WasmPool
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from opentelemetry.sdk.trace.export import SpanExporter
 
     from caxton.memory.sql import MemorySQL
     from caxton.store.backend import Backend
@@ -182,6 +188,7 @@ async def serve(
     loaded: LoadedConfig,
     *,
     handle_signals: bool = True,
+    span_exporters: Sequence[SpanExporter] = (),
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a Caxton server until it is asked to stop.
@@ -195,6 +202,8 @@ async def serve(
         loaded: the configuration (from :func:`caxton.config.load_config`).
         handle_signals: install the SIGINT/SIGTERM/SIGHUP handlers (the CLI does; tests
             that run several servers in one process stop them through :meth:`ServerInfo.stop`).
+        span_exporters: with ``observability.tracing_enabled``, exporters that get every
+            span as it ends, besides the OTLP endpoint (tests pass an in-memory one).
 
     Raises:
         StartupError: the data_dir is locked or unusable, or a port cannot be bound.
@@ -204,7 +213,12 @@ async def serve(
         signal (or :meth:`ServerInfo.stop`) instead.
     """
     try:
-        await _serve(loaded, handle_signals=handle_signals, task_status=task_status)
+        observability = loaded.config.observability
+        tracing = TracingSettings.resolve(
+            enabled=observability.tracing_enabled, otlp_endpoint=observability.otlp_endpoint
+        )
+        async with open_tracing(tracing, span_exporters):
+            await _serve(loaded, handle_signals=handle_signals, task_status=task_status)
     except BaseExceptionGroup as group:
         # a component that cannot start fails inside the nurseries, which wrap it: the caller
         # (the CLI prints one line) gets the StartupError itself, not a group of groups
@@ -260,7 +274,7 @@ async def _serve(
                     module_cache_size=config.wasm.module_cache_size,
                 )
                 await _start(core, storage_nursery, "wasm", pool.run)
-                llm = LLMService(metrics)
+                llm = LLMService(metrics, traced=config.observability.tracing_enabled)
                 await _start(core, storage_nursery, "llm", llm.run)
                 async with trio.open_nursery() as agents:
                     services = await _start_agents(agents, core, storage, pool, llm)
@@ -504,6 +518,14 @@ async def _start_agents(
         deployments = FileDeployments(config.data_dir / "deployed")
     # config agents ask other agents through the router and read earlier turns from the
     # conversations it records
+    usage = UsageService(
+        UsageLedger(store),
+        prices=prices_from(config.usage),
+        tokens=llm.metrics.tokens,
+        events=core.events,
+        key_budget=key_budgets(core.security),
+        max_metric_keys=config.usage.max_metric_keys,
+    )
     tools = ToolDeps(
         max_message_size=messaging.max_message_size,
         memory=storage.memory,
@@ -520,6 +542,7 @@ async def _start_agents(
         history=conversations,
         api_root=deployments.source_root,
         api_env_allowlist=tuple(config.security.agent_env_allowlist),
+        usage=usage,
     )
     registry = Registry(
         table,
@@ -585,6 +608,7 @@ async def _start_agents(
         agents=service,
         conversations=conversations,
         router=router,
+        usage=usage,
     )
 
 

@@ -29,6 +29,7 @@ from caxton.ops.safe_mode import SafeMode
 from caxton.security.gate import SecurityGate
 from caxton.store import Store
 from caxton.store.postgres import PostgresStore
+from caxton.usage import UsageService
 
 
 @attrs.frozen(kw_only=True)
@@ -78,3 +79,5 @@ class Services(Core):
     router: Router
     #: this instance and the live ones (``GET /api/v1/cluster``); None until wired
     cluster: ClusterView | None = None
+    #: token accounting and budgets (``GET /api/v1/usage``, issue #18); None until wired
+    usage: UsageService | None = None

@@ -29,6 +29,10 @@ The script (JSON or YAML)::
         reply: never finished
       - match: slow
         delay_s: 5                                      # before the response starts
+      - match: cached
+        reply: from the cache
+        cache_read_tokens: 40      # reported as prompt-cache reads (OpenAI: cached_tokens)
+        cache_write_tokens: 8      # reported as cache writes (Anthropic only; OpenAI: input)
 
 Tests import it and start it in their nursery::
 
@@ -81,10 +85,22 @@ class Rule:
     drop_after_chunks: int | None = None
     failures_left: float = 0
     delay_s: float = 0.0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Rule:
-        known = {"match", "regex", "reply", "tool_call", "tool_calls", "fail", "delay_s"}
+        known = {
+            "match",
+            "regex",
+            "reply",
+            "tool_call",
+            "tool_calls",
+            "fail",
+            "delay_s",
+            "cache_read_tokens",
+            "cache_write_tokens",
+        }
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown rule keys {sorted(unknown)}; known: {sorted(known)}")
@@ -103,6 +119,8 @@ class Rule:
             drop_after_chunks=fail.get("drop_after_chunks"),
             failures_left=float(fail.get("times", "inf")) if fail else 0,
             delay_s=float(data.get("delay_s", 0.0)),
+            cache_read_tokens=int(data.get("cache_read_tokens", 0)),
+            cache_write_tokens=int(data.get("cache_write_tokens", 0)),
         )
 
     def matches(self, text: str) -> bool:
@@ -148,6 +166,8 @@ class RecordedRequest:
     path: str
     body: dict[str, Any]
     authorized: bool
+    #: the W3C trace context the caller sent, if any
+    traceparent: str | None = None
 
 
 @attrs.frozen
@@ -158,6 +178,8 @@ class Reply:
     tool_calls: list[dict[str, Any]]
     input_tokens: int
     drop_after_chunks: int | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @attrs.define
@@ -167,6 +189,9 @@ class LLMServer:
     url: str
     script: Script
     requests: list[RecordedRequest] = attrs.Factory(list)
+    #: The usage of every successful reply, in the provider's own words (the ``usage``
+    #: object it sent), in order: tests compare what Caxton accounted with these.
+    reported: list[dict[str, Any]] = attrs.Factory(list)
     #: Requests being answered now (a rule's ``delay_s`` included, streaming excluded), and
     #: the most there ever were at once: tests of client-side concurrency limits read these.
     active: int = 0
@@ -248,7 +273,8 @@ def create_app(server: LLMServer) -> QuartTrio:
         else:
             given = request.headers.get("x-api-key", "")
         authorized = script.api_key is None or given == script.api_key
-        server.requests.append(RecordedRequest(request.path, body, authorized))
+        traceparent = request.headers.get("traceparent")
+        server.requests.append(RecordedRequest(request.path, body, authorized, traceparent))
         if not authorized:
             return None, _error(flavour, 401, "authentication_error", "invalid API key")
         text = _last_text_openai(body) if flavour == "openai" else _last_text_anthropic(body)
@@ -276,7 +302,15 @@ def create_app(server: LLMServer) -> QuartTrio:
             }
             for index, call in enumerate(rule.tool_calls, 1)
         ]
-        return Reply(reply_text, calls, _count_tokens(body), drop), None
+        reply = Reply(
+            reply_text,
+            calls,
+            _count_tokens(body),
+            drop,
+            cache_read_tokens=rule.cache_read_tokens,
+            cache_write_tokens=rule.cache_write_tokens,
+        )
+        return reply, None
 
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Any:
@@ -293,6 +327,8 @@ def create_app(server: LLMServer) -> QuartTrio:
             return _openai_message(reply, model)
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunks = _openai_chunks(reply, model, include_usage=usage)
+        if usage and reply.drop_after_chunks is None:
+            server.reported.append(json.loads(chunks[-2].decode()[len("data: ") :])["usage"])
         return _streamed(chunks, reply, server.script.chunk_delay_s)
 
     @app.post("/v1/messages")
@@ -308,7 +344,12 @@ def create_app(server: LLMServer) -> QuartTrio:
         model = body.get("model", "scripted")
         if not body.get("stream"):
             return _anthropic_message(reply, model)
-        return _streamed(_anthropic_events(reply, model), reply, server.script.chunk_delay_s)
+        events = _anthropic_events(reply, model)
+        if reply.drop_after_chunks is None:
+            start = json.loads(events[0].decode().split("data: ", 1)[1])["message"]["usage"]
+            end = json.loads(events[-2].decode().split("data: ", 1)[1])["usage"]
+            server.reported.append({**start, **end})
+        return _streamed(events, reply, server.script.chunk_delay_s)
 
     return app
 
@@ -358,8 +399,11 @@ def _openai_chunks(reply: Reply, model: str, *, include_usage: bool) -> list[byt
     output_tokens = len(out) - 1
     out.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
     if include_usage:
-        usage = {"prompt_tokens": reply.input_tokens, "completion_tokens": output_tokens}
-        usage["total_tokens"] = reply.input_tokens + output_tokens
+        prompt = reply.input_tokens + reply.cache_read_tokens + reply.cache_write_tokens
+        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": output_tokens}
+        usage["total_tokens"] = prompt + output_tokens
+        if reply.cache_read_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": reply.cache_read_tokens}
         out.append(_sse({**base, "choices": [], "usage": usage}))
     out.append(_sse("[DONE]"))
     return out
@@ -406,7 +450,12 @@ def _anthropic_events(reply: Reply, model: str) -> list[bytes]:
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {"input_tokens": reply.input_tokens, "output_tokens": 1},
+        "usage": {
+            "input_tokens": reply.input_tokens,
+            "output_tokens": 1,
+            "cache_read_input_tokens": reply.cache_read_tokens,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
+        },
     }
     out = [_sse({"type": "message_start", "message": message}, "message_start")]
     out.append(_sse({"type": "ping"}, "ping"))

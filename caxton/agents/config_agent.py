@@ -37,11 +37,15 @@ from caxton.llm.redact import redact_text
 from caxton.llm.resolve import LLMNotConfigured, resolve_chain
 from caxton.llm.service import LLMService
 from caxton.memory.types import NewEntity, Scope
+from caxton.tracing import set_attributes, span
+from caxton.usage.model import Budget
+from caxton.usage.service import UsageService
 
 if TYPE_CHECKING:
     from caxton.agents.runtime import AgentInstance, LoadRequest
     from caxton.agents.tools import Tool
     from caxton.llm.client import LLMClient
+    from caxton.llm.types import Usage
     from caxton.messages import ChunkSender, Message
 
 #: Earlier messages of a conversation read for the prompt.
@@ -88,6 +92,8 @@ class ConfigAgentDeps:
     history: ConversationHistory
     api_root: str | None = None
     api_env_allowlist: tuple[str, ...] = ()
+    #: Token accounting and budgets (issue #18); None: calls are not accounted.
+    usage: UsageService | None = None
 
     def log(self, agent: str, level: str, text: str) -> None:
         """Write an agent log line with URL credentials and auth headers masked: tool and LLM
@@ -111,6 +117,10 @@ class ConfigRuntime:
     """Loads config agents: resolves their LLM endpoints and tools."""
 
     def __init__(self, deps: ConfigAgentDeps) -> None:
+        if deps.usage is None:  # token metrics and the meter still count (no store here)
+            deps = attrs.evolve(
+                deps, usage=UsageService(None, prices={}, tokens=deps.llm.metrics.tokens)
+            )
         self.deps = deps
 
     async def load(self, request: LoadRequest) -> AgentInstance:
@@ -130,7 +140,9 @@ class ConfigRuntime:
         except LLMNotConfigured as exc:
             deps.log(spec.name, "warn", f"this version cannot answer: {exc.message}")
             return ConfigAgentInstance(spec, deps, client=None, problem=exc)
-        return ConfigAgentInstance(spec, deps, client=deps.llm.client(chain), problem=None)
+        return ConfigAgentInstance(
+            spec, deps, client=deps.llm.client(chain), problem=None, model=chain[0].model
+        )
 
 
 class ConfigAgentInstance:
@@ -143,11 +155,22 @@ class ConfigAgentInstance:
         *,
         client: LLMClient | None,
         problem: LLMNotConfigured | None,
+        model: str | None = None,
     ) -> None:
         self.spec = spec
         self.deps = deps
         self.client = client
         self.problem = problem
+        #: the primary model of the [llm] chain (the one priced when the provider names none)
+        self.model = model or "unknown"
+        performance = spec.performance
+        self.budget = Budget(
+            scope="agent",
+            name=spec.name,
+            max_tokens_per_day=performance.max_tokens_per_day,
+            max_cost_per_day=performance.max_cost_per_day,
+            where=f"[performance] in {spec.source}",
+        )
         self.tools: dict[str, Tool] = tools_for(spec.tools, deps.tools)
         self._slots = trio.Semaphore(max(1, spec.performance.max_concurrent_requests))
         self._context_cache: dict[str, tuple[float, str]] = {}
@@ -210,7 +233,11 @@ class ConfigAgentInstance:
         offered = tuple(tool.spec() for tool in self.tools.values())
         texts: list[str] = []
         chunks = tokens = 0
+        usage = self.deps.usage
         for _ in range(max(1, spec.conversation.max_turns)):
+            if usage is not None:
+                # before every call: a run that crossed a budget stops here (issue #18)
+                await usage.check(self.budget)
             call = ChatRequest(messages=tuple(messages), system=prompt.system, tools=offered)
             text, calls, pieces, used = await self._call_llm(call, stream)
             texts.append(text)
@@ -239,48 +266,82 @@ class ConfigAgentInstance:
         self, request: ChatRequest, stream: ChunkSender | None
     ) -> tuple[str, tuple[ToolCall, ...], int, int]:
         """One streamed call: its text, the tool calls it asked for, the chunk count and the
-        tokens it used."""
+        tokens it used (accounted in the usage records once the call finished)."""
         assert self.client is not None
+        provider = self.client.provider
         metrics = self.deps.llm.metrics
-        labels = {"agent": self.spec.name, "provider": self.client.provider}
+        labels = {"agent": self.spec.name, "provider": provider}
         parts: list[str] = []
         calls: list[ToolCall] = []
-        tokens = 0
+        finish: Finish | None = None
         started = time.perf_counter()
+        client = self.client
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": self.model,
+            "gen_ai.agent.name": self.spec.name,
+            "server.address": client.url,
+        }
         try:
-            async with self.client.stream(request) as events:
-                async for event in events:
-                    if isinstance(event, TextDelta):
-                        parts.append(event.text)
-                        if stream is not None and event.text:
-                            await stream.send(event.text)
-                    elif isinstance(event, ToolCall):
-                        calls.append(event)
-                    elif isinstance(event, Finish):
-                        usage = event.usage
-                        metrics.tokens.labels(**labels, kind="input").inc(usage.input_tokens)
-                        metrics.tokens.labels(**labels, kind="output").inc(usage.output_tokens)
-                        tokens = usage.input_tokens + usage.output_tokens
+            with span(f"chat {self.model}", lambda: attributes, kind="client") as current:
+                async with self.client.stream(request) as events:
+                    async for event in events:
+                        if isinstance(event, TextDelta):
+                            parts.append(event.text)
+                            if stream is not None and event.text:
+                                await stream.send(event.text)
+                        elif isinstance(event, ToolCall):
+                            calls.append(event)
+                        elif isinstance(event, Finish):
+                            finish = event
+                if finish is not None:
+                    set_attributes(current, _chat_attributes(finish))
         except CaxtonError as exc:
             metrics.errors.labels(**labels, code=exc.code).inc()
             raise
         finally:
             metrics.calls.labels(**labels).observe(time.perf_counter() - started)
+        tokens = 0
+        if finish is not None:
+            tokens = finish.usage.total_tokens
+            await self._account(provider, finish.model or self.model, finish.usage)
         return "".join(parts), tuple(calls), len(parts), tokens
+
+    async def _account(self, provider: str, model: str, usage: Usage) -> None:
+        accounting = self.deps.usage
+        assert accounting is not None  # (ConfigRuntime made one)
+        try:
+            await accounting.record(
+                agent=self.spec.name, provider=provider, model=model, usage=usage
+            )
+        except CaxtonError as exc:
+            # the answer is not lost because the store could not keep its cost; say so
+            self.deps.log(self.spec.name, "warn", f"usage not recorded: {exc.message}")
 
     async def _run_tool(self, call: ToolCall, context: ToolCallContext) -> str:
         """The result of one tool call as the model reads it (errors included)."""
         name = self.spec.name
         tool = self.tools.get(call.name)
         started = time.perf_counter()
-        try:
-            if tool is None:
-                offered = ", ".join(sorted(self.tools)) or "none"
-                raise ToolFailed(f"there is no tool {call.name!r}; the tools are: {offered}")
-            result = await tool.run(tool.check(call.parsed_arguments()), context)
-        except CaxtonError as exc:
-            self.deps.log(name, "warn", f"tool {call.name} failed: {exc.message}")
-            return error_result(exc)
+        with span(
+            f"execute_tool {call.name}",
+            lambda: {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": call.name,
+                "gen_ai.tool.call.id": call.id,
+                "gen_ai.agent.name": name,
+            },
+        ) as current:
+            try:
+                if tool is None:
+                    offered = ", ".join(sorted(self.tools)) or "none"
+                    raise ToolFailed(f"there is no tool {call.name!r}; the tools are: {offered}")
+                result = await tool.run(tool.check(call.parsed_arguments()), context)
+            except CaxtonError as exc:
+                self.deps.log(name, "warn", f"tool {call.name} failed: {exc.message}")
+                set_attributes(current, {"error.type": exc.code})
+                return error_result(exc)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.deps.log(name, "info", f"tool {tool.name} answered in {elapsed_ms:.0f} ms")
         if len(result) > TOOL_RESULT_CHARS:
@@ -350,3 +411,19 @@ class ConfigAgentInstance:
             await memory.create_entity(entity)
         except CaxtonError as exc:
             self.deps.log(self.spec.name, "warn", f"auto_store: exchange not stored: {exc.message}")
+
+
+def _chat_attributes(finish: Finish) -> dict[str, Any]:
+    """The GenAI attributes of a finished call: ``gen_ai.usage.input_tokens`` counts every
+    prompt token (cached ones included), as the conventions define it."""
+    usage = finish.usage
+    return {
+        "gen_ai.response.model": finish.model,
+        "gen_ai.response.finish_reasons": (finish.reason,),
+        "gen_ai.usage.input_tokens": usage.input_tokens
+        + usage.cache_read_tokens
+        + usage.cache_write_tokens,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
+        "gen_ai.usage.cache_creation.input_tokens": usage.cache_write_tokens,
+    }

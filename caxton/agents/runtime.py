@@ -26,6 +26,7 @@ from caxton.messaging.routing import (
     SEND_NO_ROUTER,
     SEND_REFUSALS,
 )
+from caxton.tracing import set_attributes, span, stamped
 from caxton.wasm import GuestHooks, WasmLimitExceeded, WasmTrap
 from caxton.wasm.limits import MAX_SENDS_PER_CALL
 
@@ -174,6 +175,9 @@ class WasmAgentInstance:
         self._call_seconds = self.metrics.calls.labels(agent=name)
         self._fuel = self.metrics.fuel.labels(agent=name)
         self._log_dropped = self.metrics.log_dropped.labels(agent=name)
+        # the span of each call (issue #18), named once
+        self._span_name = f"wasm {name}"
+        self._span_attributes = {"caxton.agent.name": name, "caxton.wasm.abi": module.abi}
 
     @property
     def details(self) -> dict[str, Any]:
@@ -191,21 +195,27 @@ class WasmAgentInstance:
             send_message=self._sender_for(message, lines),
             log_dropped=self._log_dropped.inc,
         )
-        try:
-            # without a streaming consumer, chunks are not handed to trio one by one: each
-            # hand-off is a thread round trip, and the reply body carries them all anyway
-            reply = await self.module.handle(
-                payload, stream=None if stream is None else _TextSink(stream), hooks=hooks
-            )
-        except WasmTrap as exc:
-            self.metrics.traps.labels(agent=name, trap=exc.trap).inc()
-            raise
-        except WasmLimitExceeded as exc:
-            self.metrics.limits.labels(agent=name, limit=exc.limit).inc()
-            raise
-        finally:
-            for level, text in lines:
-                self.logs.write(name, GUEST_LOG_LEVELS.get(level, "info"), text)
+        with span(self._span_name, self._span_attributes) as current:
+            try:
+                # without a streaming consumer, chunks are not handed to trio one by one: each
+                # hand-off is a thread round trip, and the reply body carries them all anyway
+                reply = await self.module.handle(
+                    payload, stream=None if stream is None else _TextSink(stream), hooks=hooks
+                )
+            except WasmTrap as exc:
+                self.metrics.traps.labels(agent=name, trap=exc.trap).inc()
+                set_attributes(current, {"caxton.wasm.outcome": "trap"})
+                raise
+            except WasmLimitExceeded as exc:
+                self.metrics.limits.labels(agent=name, limit=exc.limit).inc()
+                set_attributes(current, {"caxton.wasm.outcome": "limit_exceeded"})
+                raise
+            finally:
+                for level, text in lines:
+                    self.logs.write(name, GUEST_LOG_LEVELS.get(level, "info"), text)
+            if current is not None:
+                current.set_attribute("caxton.wasm.outcome", "ok")
+                current.set_attribute("caxton.wasm.fuel_used", reply.fuel_consumed)
         self._call_seconds.observe(reply.elapsed_s)
         self._fuel.inc(reply.fuel_consumed)
         return AgentReply(
@@ -257,7 +267,8 @@ class WasmAgentInstance:
             )
             if outgoing is None:
                 return refused(SEND_NOT_A_MESSAGE)
-            result: int = trio.from_thread.run_sync(poster.post, outgoing)
+            # the receiver's span is a child of this call's (issue #18)
+            result: int = trio.from_thread.run_sync(poster.post, stamped(outgoing))
             if result != SEND_ACCEPTED:
                 return refused(result)
             accepted += 1

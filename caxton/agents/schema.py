@@ -249,6 +249,19 @@ CONFIG_AGENT_KEYS: tuple[KeyDoc, ...] = (
         help="Deadline of one request, tool calls included.",
     ),
     KeyDoc(
+        path="performance.max_tokens_per_day",
+        kind=Kind.INTEGER,
+        minimum=1,
+        help="Daily token budget (every kind, cache included; resets at UTC midnight); "
+        "over it, requests get 429 BUDGET_EXCEEDED.",
+    ),
+    KeyDoc(
+        path="performance.max_cost_per_day",
+        kind=Kind.NUMBER,
+        minimum=0,
+        help="Daily cost budget, priced by caxton.yaml usage.prices.",
+    ),
+    KeyDoc(
         path="performance.llm_config",
         kind=Kind.TABLE,
         help="Overrides of [llm] for this agent's requests.",

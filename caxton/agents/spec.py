@@ -72,6 +72,9 @@ class PerformanceSpec:
     max_concurrent_requests: int
     request_timeout_s: float
     llm_config: LlmOverrides
+    #: Daily budgets (issue #18): tokens of every kind, and cost from usage.prices.
+    max_tokens_per_day: int | None = None
+    max_cost_per_day: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -434,6 +437,8 @@ def _build_config(
                 max_tokens=overrides.get("max_tokens"),
                 temperature=overrides.get("temperature"),
             ),
+            max_tokens_per_day=performance.get("max_tokens_per_day"),
+            max_cost_per_day=performance.get("max_cost_per_day"),
         ),
         tool_config={
             tool: ToolSettings(

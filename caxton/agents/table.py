@@ -9,6 +9,7 @@ is the only writer: it loads versions and records them here; everyone else reads
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import trio
 from caxton.agents.versions import VersionRegistry
 from caxton.errors import CaxtonError, ServiceUnavailable
 from caxton.latency import LatencyWindow
+from caxton.tracing import context_from, span, tracer
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -185,7 +187,16 @@ class AgentTable:
         in_flight = self._in_flight
         in_flight[name] = in_flight.get(name, 0) + 1
         try:
-            with version.track() as scope:
+            with (
+                span(
+                    f"invoke_agent {name}",
+                    _invoke_attributes(self.state.get(name), entry, message),
+                    parent=context_from(message.trace_context),
+                )
+                if tracer() is not None
+                else contextlib.nullcontext(),
+                version.track() as scope,
+            ):
                 reply = await instance.handle(message, stream)
         except CaxtonError as exc:
             outcome = exc.code
@@ -283,3 +294,19 @@ class AgentTable:
         agent = self.state.get(name)
         active = agent.active_entry
         return agent.status.value, active.version if active else None
+
+
+def _invoke_attributes(
+    agent: AgentVersions, entry: VersionEntry, message: Message
+) -> dict[str, Any]:
+    """The GenAI attributes of an ``invoke_agent`` span (issue #18)."""
+    canary = agent.canary is not None and agent.canary.revision == entry.revision
+    return {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": entry.spec.name,
+        "gen_ai.agent.version": entry.version,
+        "gen_ai.conversation.id": message.conversation_id,
+        "caxton.agent.track": "canary" if canary else "stable",
+        "caxton.message.hop": message.hop,
+        "caxton.message.sender": message.sender,
+    }

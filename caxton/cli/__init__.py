@@ -258,6 +258,7 @@ def _register() -> None:
     from caxton.cli.safe_mode import safe_mode
     from caxton.cli.storage import storage
     from caxton.cli.token import token
+    from caxton.cli.usage import usage
 
     main.add_command(agents)
     main.add_command(logs)
@@ -271,6 +272,7 @@ def _register() -> None:
     main.add_command(safe_mode)
     main.add_command(storage)
     main.add_command(cluster)
+    main.add_command(usage)
 
 
 _register()

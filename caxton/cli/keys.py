@@ -94,6 +94,18 @@ def keys() -> None:
 @keys.command()
 @click.option("--name", required=True, help="Who or what the key is for (unique).")
 @click.option("--role", required=True, type=ROLE_CHOICE, help="What the key may do.")
+@click.option(
+    "--max-tokens-per-day",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Daily LLM token budget of this key's calls (resets at UTC midnight).",
+)
+@click.option(
+    "--max-cost-per-day",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Daily LLM cost budget of this key's calls (priced by usage.prices).",
+)
 @key_file_option
 @config_option
 @output_option
@@ -102,6 +114,8 @@ def create(
     ctx: click.Context,
     name: str,
     role: str,
+    max_tokens_per_day: int | None,
+    max_cost_per_day: float | None,
     key_file: str | None,
     config_path: str | None,
     output: str,
@@ -129,7 +143,14 @@ def create(
         )
     key = generate_key()
     created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    entry = KeyEntry(name=name, role=parse_role(role), hash=hash_key(key), created=created)
+    entry = KeyEntry(
+        name=name,
+        role=parse_role(role),
+        hash=hash_key(key),
+        created=created,
+        max_tokens_per_day=max_tokens_per_day,
+        max_cost_per_day=max_cost_per_day,
+    )
     write_key_file(path, KeyRing((*ring.entries, entry)))
     if output == "json":
         emit_json({"name": name, "role": role.lower(), "key": key, "key_file": str(path)})
@@ -162,6 +183,8 @@ def list_keys(
             "created": e.created,
             "revoked": e.revoked,
             "hash": e.hash[:19] + "…",
+            "max_tokens_per_day": e.max_tokens_per_day,
+            "max_cost_per_day": e.max_cost_per_day,
         }
         for e in ring.entries
     ]

@@ -250,8 +250,8 @@ def migrate(
     batch_size: int,
     output: str,
 ) -> None:
-    """Copy a stopped embedded server (memory, conversations, deployed agents, safe mode)
-    into PostgreSQL, then compare the counts (exit 1 when they differ).
+    """Copy a stopped embedded server (memory, conversations, deployed agents, LLM usage,
+    safe mode) into PostgreSQL, then compare the counts (exit 1 when they differ).
 
     Embeddings are copied as stored, never recomputed. Safe to run again: an interrupted run
     is completed, and nothing is duplicated. The target is migrated first.

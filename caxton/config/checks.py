@@ -179,16 +179,14 @@ def ineffective_settings(config: CaxtonConfig) -> list[str]:
             ("metrics_port", "metrics_host"),
             "metrics are off (observability.metrics_enabled: false)",
         )
-    # Spans are not recorded by this version yet: both switches are accepted for the seed's
-    # files, and named here so that nobody believes a trace is being kept.
-    unused(
-        observability,
-        model.ObservabilityConfig(),
-        "observability",
-        ("tracing_enabled", "otlp_endpoint"),
-        "this version of Caxton records no OpenTelemetry spans yet (watch the metrics port "
-        "and the audit log instead)",
-    )
+    if not observability.tracing_enabled:
+        unused(
+            observability,
+            model.ObservabilityConfig(),
+            "observability",
+            ("otlp_endpoint",),
+            "tracing is off (observability.tracing_enabled: false)",
+        )
     if config.llm.provider == "none":
         unused(
             config.llm,

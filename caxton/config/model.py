@@ -438,6 +438,39 @@ class StorageConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ModelPriceConfig:
+    """The price of a million tokens of one model, per kind (issue #18)."""
+
+    input: float = attrs.field(default=0.0, metadata=_help("Per million input tokens."))
+    output: float = attrs.field(default=0.0, metadata=_help("Per million output tokens."))
+    cache_read: float = attrs.field(
+        default=0.0, metadata=_help("Per million prompt tokens read from the provider's cache.")
+    )
+    cache_write: float = attrs.field(
+        default=0.0, metadata=_help("Per million prompt tokens written to the provider's cache.")
+    )
+
+
+@attrs.frozen(kw_only=True)
+class UsageConfig:
+    """Token accounting and its prices (issue #18)."""
+
+    prices: dict[str, ModelPriceConfig] = attrs.field(
+        factory=dict,
+        metadata=_help(
+            "Price per million tokens by model name, e.g. {gpt-4o: {input: 2.5, output: 10, "
+            "cache_read: 1.25, cache_write: 0}}; unlisted models cost 0."
+        ),
+    )
+    max_metric_keys: int = attrs.field(
+        default=20,
+        metadata=_help(
+            'Callers with their own key label in caxton_llm_tokens_total; later ones are "other".'
+        ),
+    )
+
+
+@attrs.frozen(kw_only=True)
 class CaxtonConfig:
     """The whole ``caxton.yaml``."""
 
@@ -459,6 +492,9 @@ class CaxtonConfig:
         factory=AgentsConfig, metadata=_help("The agents_dir watcher and version swaps.")
     )
     wasm: WasmConfig = attrs.field(factory=WasmConfig, metadata=_help("The WASM runtime."))
+    usage: UsageConfig = attrs.field(
+        factory=UsageConfig, metadata=_help("Token accounting, prices and budgets.")
+    )
 
     @property
     def data_dir(self) -> Path:

@@ -17,6 +17,8 @@ from caxton.http.state import current_services
 from caxton.http.streaming import background_body, forward_chunks, sse_frame
 from caxton.messaging.envelope import parse_envelope
 from caxton.security.roles import Role
+from caxton.tracing import context_from, span, tracer
+from caxton.usage import metering
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
     from caxton.messages import Message
     from caxton.messaging import Router
     from caxton.messaging.router import ConversationRule, Delivery
+
+#: The span of each WebSocket message (the route template, as HTTP spans are named).
+WS_SPAN = "WS /ws/agents/<name>"
 
 routes = RouteTable("agents")
 
@@ -314,16 +319,17 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
             await send.send(sse_frame("chunk", {"type": "chunk", "text": text}))
 
         try:
-            answer = await forward_chunks(
-                lambda chunks: _reply(router.deliver_admitted(message, stream=chunks)),
-                chunk_frame,
-            )
+            with metering() as meter:
+                answer = await forward_chunks(
+                    lambda chunks: _reply(router.deliver_admitted(message, stream=chunks)),
+                    chunk_frame,
+                )
         except CaxtonError as error:
             frame = {"type": "error", **error.as_json(request_id=request_id)}
             await send.send(sse_frame("error", frame))
             return
-        done = answer.as_json()
-        await send.send(sse_frame("done", {"type": "done", "message": done}))
+        done = {"type": "done", "message": answer.as_json(), "usage": meter.as_json()}
+        await send.send(sse_frame("done", done))
 
     response = Response(background_body(produce), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
@@ -340,6 +346,8 @@ async def message_agent(name: str) -> Response | dict[str, Any]:
 async def agent_socket(name: str) -> None:
     state = current_services()
     router = state.router
+    # each message's span continues the trace the handshake named (issue #18)
+    parent = context_from(websocket.headers.get("traceparent")) if tracer() else None
     await websocket.accept()
     busy = False
     done_answering = trio.Event()
@@ -357,7 +365,8 @@ async def agent_socket(name: str) -> None:
             raw = await websocket.receive()
             busy = True
             try:
-                await _answer_frame(router, name, raw)
+                with span(WS_SPAN, {"caxton.agent.name": name}, kind="server", parent=parent):
+                    await _answer_frame(router, name, raw)
             finally:
                 busy = False
                 done_answering.set()
@@ -390,13 +399,14 @@ async def _answer_frame(router: Router, name: str, raw: str | bytes) -> None:
         async def chunk_frame(text: str) -> None:
             await websocket.send_json({"type": "chunk", "text": text})
 
-        answer = await forward_chunks(
-            lambda chunks: _reply(router.deliver(message, stream=chunks, conversation=rule)),
-            chunk_frame,
-        )
+        with metering() as meter:
+            answer = await forward_chunks(
+                lambda chunks: _reply(router.deliver(message, stream=chunks, conversation=rule)),
+                chunk_frame,
+            )
     except CaxtonError as exc:
         request_id = getattr(g, "request_id", None)
         await websocket.send_json({"type": "error", **exc.as_json(request_id=request_id)})
         return
-    done = answer.as_json()
-    await websocket.send_json({"type": "done", "message": done})
+    done = {"type": "done", "message": answer.as_json(), "usage": meter.as_json()}
+    await websocket.send_json(done)

@@ -18,12 +18,15 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from caxton.errors import CaxtonError
-from caxton.http import admin, agents, cluster, errors, events_ws, health, memory, openapi
+from caxton.http import admin, agents, cluster, errors, events_ws, health, memory, openapi, usage
 from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
 from caxton.http.guard import edge_headers
 from caxton.http.guard import install as install_security
 from caxton.http.state import ROUTES_KEY, SERVICES_KEY
+from caxton.tracing import tracer
+from caxton.tracing.asgi import TraceRequests, name_request_span
+from caxton.usage import set_caller
 
 if TYPE_CHECKING:
     from caxton.http.routes import RouteSpec, RouteTable
@@ -41,6 +44,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
     messaging.routes,
     admin.routes,
     cluster.routes,
+    usage.routes,
 )
 
 
@@ -68,9 +72,11 @@ def create_app(state: Services, tables: tuple[RouteTable, ...] = ()) -> QuartTri
     return app
 
 
-def asgi_app(app: QuartTrio, state: Services) -> DrainRequestBody:
-    """``app`` wrapped for hypercorn (see :mod:`caxton.http.asgi`)."""
-    return DrainRequestBody(app, max_body=state.config.server.max_request_size)
+def asgi_app(app: QuartTrio, state: Services) -> DrainRequestBody | TraceRequests:
+    """``app`` wrapped for hypercorn (see :mod:`caxton.http.asgi`); with tracing on, in a
+    server span per request (:mod:`caxton.tracing.asgi`)."""
+    drained = DrainRequestBody(app, max_body=state.config.server.max_request_size)
+    return TraceRequests(drained) if tracer() is not None else drained
 
 
 T = TypeVar("T")
@@ -87,6 +93,13 @@ def _request_id(header: str | None) -> str:
     return os.urandom(16).hex()  # as uuid4().hex: 32 lowercase hex characters, cheaper
 
 
+def _set_caller(seen: dict[str, Any]) -> None:
+    """The caller LLM usage is accounted to: the key's name or the token's subject (issue
+    #18)."""
+    identity = seen.get("security_identity")
+    set_caller(identity.name if identity is not None else None)
+
+
 def _install_hooks(app: QuartTrio, state: Services) -> None:
     """One before- and one after-request hook (and one before-WebSocket hook) for everything.
 
@@ -97,6 +110,7 @@ def _install_hooks(app: QuartTrio, state: Services) -> None:
     of it costs less than one hook per step; the request and ``g`` are looked up once.
     """
     guard = install_security(app, state)
+    tracing = tracer() is not None
 
     async def _start_request() -> Response | None:
         req = _current(request)
@@ -105,7 +119,12 @@ def _install_hooks(app: QuartTrio, state: Services) -> None:
         headers = edge_headers(req.headers.items())
         seen["edge_headers"] = headers
         seen["request_id"] = _request_id(headers.get("x-request-id"))
+        if tracing:
+            rule = req.url_rule
+            name_request_span(req.method, rule.rule if rule is not None else None)
+        set_caller(None)
         answer = await guard.before_request(req, seen, headers)
+        _set_caller(seen)
         if answer is None and state.safe_mode.enabled:
             await admin.refuse_in_safe_mode()
         return answer
@@ -115,7 +134,9 @@ def _install_hooks(app: QuartTrio, state: Services) -> None:
         seen["started"] = time.perf_counter()
         ws = _current(websocket)
         seen["request_id"] = _request_id(ws.headers.get("X-Request-ID"))
+        set_caller(None)
         await guard.before_websocket(ws, seen)
+        _set_caller(seen)
 
     async def _finish_request(response: Response) -> Response:
         req = _current(request)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from quart import g, jsonify
 
 from caxton.errors import AgentBusy, error_json
+from caxton.usage.model import BudgetExceeded
 
 if TYPE_CHECKING:
     from quart import Response
@@ -51,6 +52,8 @@ async def caxton_error(error: CaxtonError) -> Response:
     response = envelope(error.http_status, error.code, error.message, error.details)
     if isinstance(error, AgentBusy):
         response.headers["Retry-After"] = str(error.retry_after_s)
+    elif isinstance(error, BudgetExceeded):  # until the budget resets (issue #18)
+        response.headers["Retry-After"] = str(error.details.get("retry_after_s", 60))
     return response
 
 

@@ -88,11 +88,13 @@ SHAPES: Final[Mapping[str, Shape]] = {
     # -- messaging
     "Message": Shape(
         cls=Message,
-        exclude=frozenset({"hop"}),
+        exclude=frozenset({"hop", "trace_context"}),
         description="A FIPA message as the server answers it (a reply, or a routed message).",
     ),
     "RecordedMessage": Shape(
-        cls=Message, description="A message of a conversation, with its agent-to-agent hops."
+        cls=Message,
+        exclude=frozenset({"trace_context"}),
+        description="A message of a conversation, with its agent-to-agent hops.",
     ),
     "Envelope": Shape(
         cls=Message,
@@ -196,10 +198,29 @@ ERROR: Final[Schema] = obj(
                 "message": {"type": "string", "description": "what was wrong and how to fix it"},
                 "details": {"type": "object", "description": "facts for programs"},
                 "request_id": {"type": ["string", "null"]},
-            }
+                "trace_id": {
+                    "type": "string",
+                    "description": "the trace of the request (only with tracing on)",
+                },
+            },
+            required=["code", "message", "details", "request_id"],
         )
     },
     description="Every 4xx and 5xx answer.",
+)
+
+
+_USAGE_SUMS: Final[Schema] = obj(
+    {
+        "calls": _INTEGER,
+        "input_tokens": _INTEGER,
+        "output_tokens": _INTEGER,
+        "cache_read_tokens": _INTEGER,
+        "cache_write_tokens": _INTEGER,
+        "total_tokens": _INTEGER,
+        "cost": _NUMBER,
+    },
+    description="Tokens of every kind and their cost (usage.prices), summed.",
 )
 
 
@@ -654,6 +675,32 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
         responses={200: {JSON: ref("BackupReport"), GZIP: {"type": "string", "format": "binary"}}},
     ),
     "admin.storage_verify": _op("VerifyReport"),
+    # -- usage
+    "usage.usage_report": _op(
+        obj(
+            {
+                "since": nullable({"type": "string", "format": "date-time"}),
+                "until": nullable({"type": "string", "format": "date-time"}),
+                "group_by": _choice(["agent", "key", "model", "day"]),
+                "filters": obj({"agent": nullable(_STRING), "key": nullable(_STRING)}),
+                "groups": array(extend(_USAGE_SUMS, {"group": _STRING})),
+                "totals": _USAGE_SUMS,
+                "budgets": array(
+                    obj(
+                        {
+                            "scope": _choice(["agent", "key"]),
+                            "name": _STRING,
+                            "max_tokens_per_day": nullable(_INTEGER),
+                            "max_cost_per_day": nullable(_NUMBER),
+                            "used_today": _USAGE_SUMS,
+                            "resets_at": {"type": "string", "format": "date-time"},
+                        }
+                    )
+                ),
+            },
+            description="LLM usage: sums per group, over all, and the budgets in force.",
+        )
+    ),
     # -- cluster
     "cluster.cluster_status": _op(
         obj(

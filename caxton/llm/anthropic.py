@@ -86,14 +86,22 @@ class AnthropicStreamParser(FinishingParser):
         self._reason = "stop"
         self._input_tokens = 0
         self._output_tokens = 0
+        self._cache_read_tokens = 0
+        self._cache_write_tokens = 0
+        self._model: str | None = None
 
     def _feed(self, event: SSEEvent) -> list[LLMEvent]:
         data = event_object(event, "event")
         kind = data.get("type", event.event)
         if kind == "message_start":
-            usage = (data.get("message") or {}).get("usage") or {}
+            message = data.get("message") or {}
+            usage = message.get("usage") or {}
             self._input_tokens = int(usage.get("input_tokens") or 0)
             self._output_tokens = int(usage.get("output_tokens") or 0)
+            self._cache_read_tokens = int(usage.get("cache_read_input_tokens") or 0)
+            self._cache_write_tokens = int(usage.get("cache_creation_input_tokens") or 0)
+            if isinstance(message.get("model"), str):
+                self._model = message["model"]
         elif kind == "content_block_start":
             block = data.get("content_block") or {}
             if block.get("type") == "tool_use":
@@ -117,8 +125,13 @@ class AnthropicStreamParser(FinishingParser):
                 self._output_tokens = int(usage["output_tokens"] or 0)
         elif kind == "message_stop":
             self._finished = True
-            usage = Usage(input_tokens=self._input_tokens, output_tokens=self._output_tokens)
-            return [Finish(reason=self._reason, usage=usage)]
+            usage = Usage(
+                input_tokens=self._input_tokens,
+                output_tokens=self._output_tokens,
+                cache_read_tokens=self._cache_read_tokens,
+                cache_write_tokens=self._cache_write_tokens,
+            )
+            return [Finish(reason=self._reason, usage=usage, model=self._model)]
         elif kind == "error":
             error = data.get("error") or {}
             raise WireError(

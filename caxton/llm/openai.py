@@ -80,6 +80,7 @@ class OpenAIStreamParser(FinishingParser):
         self._calls: dict[int, dict[str, Any]] = {}
         self._reason: str | None = None
         self._usage = Usage()
+        self._model: str | None = None
 
     def _feed(self, event: SSEEvent) -> list[LLMEvent]:
         if event.data.strip() == "[DONE]":
@@ -89,12 +90,11 @@ class OpenAIStreamParser(FinishingParser):
             error = chunk["error"]
             text = error.get("message", error) if isinstance(error, dict) else error
             raise WireError(f"the stream reported an error: {text}")
+        if isinstance(chunk.get("model"), str):
+            self._model = chunk["model"]
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self._usage = Usage(
-                input_tokens=int(usage.get("prompt_tokens") or 0),
-                output_tokens=int(usage.get("completion_tokens") or 0),
-            )
+            self._usage = openai_usage(usage)
         events: list[LLMEvent] = []
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -143,7 +143,7 @@ class OpenAIStreamParser(FinishingParser):
     def _finish(self) -> list[LLMEvent]:
         events = self._flush_calls()
         self._finished = True
-        events.append(Finish(reason=self._reason or "stop", usage=self._usage))
+        events.append(Finish(reason=self._reason or "stop", usage=self._usage, model=self._model))
         return events
 
 
@@ -165,3 +165,16 @@ class OpenAIClient(HTTPClient):
 
     def parser(self) -> OpenAIStreamParser:
         return OpenAIStreamParser()
+
+
+def openai_usage(usage: dict[str, Any]) -> Usage:
+    """OpenAI's ``usage`` object as :class:`Usage`: ``prompt_tokens`` include the
+    ``prompt_tokens_details.cached_tokens`` read from its cache, taken out here."""
+    details = usage.get("prompt_tokens_details")
+    cached = int((details or {}).get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    prompt = int(usage.get("prompt_tokens") or 0)
+    return Usage(
+        input_tokens=max(0, prompt - cached),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        cache_read_tokens=cached,
+    )

@@ -17,6 +17,7 @@ import trio
 from prometheus_client import Counter, Histogram
 
 from caxton.llm import Backoff, Breakers, make_client
+from caxton.tracing import inject
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,8 +48,10 @@ class LLMMetrics:
             ),
             tokens=metrics.counter(
                 "caxton_llm_tokens",
-                "Tokens used by LLM calls, by agent, provider and kind (input or output).",
-                ["agent", "provider", "kind"],
+                "Tokens used by LLM calls, by agent, provider, kind (input, output, cache_read, "
+                "cache_write) and key (the caller: an API key's name or a token's subject; "
+                'past usage.max_metric_keys callers, "other").',
+                ["agent", "provider", "kind", "key"],
             ),
             errors=metrics.counter(
                 "caxton_llm_errors",
@@ -75,8 +78,11 @@ class LLMService:
         failure_threshold: int = 5,
         cooldown_s: float = 30.0,
         backoff: Backoff | None = None,
+        traced: bool = False,
     ) -> None:
         self.metrics = LLMMetrics.register(metrics)
+        #: send ``traceparent`` on every LLM call (issue #18; only with tracing on)
+        self.traced = traced
         self.breakers = Breakers(failure_threshold=failure_threshold, cooldown_s=cooldown_s)
         self.backoff = backoff
         self._http: httpx.AsyncClient | None = None
@@ -87,8 +93,9 @@ class LLMService:
     ) -> NoReturn:
         """Open both pools, report ready, and keep them until cancelled."""
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS)
+        hooks = {"request": [_send_traceparent]} if self.traced else None
         async with (
-            httpx.AsyncClient(timeout=None, limits=limits) as http,
+            httpx.AsyncClient(timeout=None, limits=limits, event_hooks=hooks) as http,
             # http_client keeps no cookie: one agent's session never reaches another's call
             httpx.AsyncClient(timeout=None, limits=limits, cookies=_no_cookies()) as tools_http,
         ):
@@ -116,6 +123,13 @@ class LLMService:
             f"{provider} {url}": attrs.asdict(stats)
             for (provider, url), stats in self.breakers.statistics().items()
         }
+
+
+async def _send_traceparent(request: httpx.Request) -> None:
+    """The LLM call continues the agent's trace: its ``traceparent`` goes to the provider."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    request.headers.update(carrier)
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:

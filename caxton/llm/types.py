@@ -93,8 +93,35 @@ class TextDelta:
 
 @attrs.frozen(kw_only=True)
 class Usage:
+    """Tokens one call used, as the provider reported them.
+
+    ``input_tokens`` are the prompt tokens read at the full price: the cached ones are apart,
+    in ``cache_read_tokens`` (read from the provider's prompt cache) and
+    ``cache_write_tokens`` (written to it), so the four figures add up to what was billed
+    (OpenAI's ``prompt_tokens`` include its ``cached_tokens``; they are taken out here).
+    """
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -106,6 +133,8 @@ class Finish:
 
     reason: str
     usage: Usage = Usage()
+    #: The model that answered, as the provider named it (``None`` when it did not say).
+    model: str | None = None
 
 
 LLMEvent = TextDelta | ToolCall | Finish

@@ -57,6 +57,7 @@ from caxton.memory.types import (
     Scope,
     SearchHit,
 )
+from caxton.tracing import span
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -480,7 +481,15 @@ class MemoryService:
         Resource handling:
             As :meth:`create_entities`.
         """
-        return (await self.create_entities([entity]))[0]
+        with span(
+            "create_memory",
+            lambda: {
+                "gen_ai.operation.name": "create_memory",
+                "gen_ai.agent.name": entity.agent,
+                "caxton.memory.entity_type": entity.entity_type,
+            },
+        ):
+            return (await self.create_entities([entity]))[0]
 
     async def _replanning(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt`` (read, plan, write) again while its write finds the entities it
@@ -645,6 +654,41 @@ class MemoryService:
     # ----------------------------------------------------------------------------- search
 
     async def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        min_similarity: float = 0.0,
+        scope: Scope | str | None = None,
+        agent: str | None = None,
+        entity_types: Sequence[str] | None = None,
+        exact: bool = False,
+    ) -> list[SearchHit]:
+        """Find the entities most similar in meaning to ``query`` (:meth:`_search`), in a
+        ``search_memory`` span with tracing on (issue #18)."""
+        with span(
+            "search_memory",
+            lambda: {
+                "gen_ai.operation.name": "search_memory",
+                "gen_ai.agent.name": agent,
+                "caxton.memory.limit": limit,
+                "caxton.memory.backend": self.store.dialect,
+            },
+        ) as current:
+            hits = await self._search(
+                query,
+                limit=limit,
+                min_similarity=min_similarity,
+                scope=scope,
+                agent=agent,
+                entity_types=entity_types,
+                exact=exact,
+            )
+            if current is not None:
+                current.set_attribute("caxton.memory.hits", len(hits))
+            return hits
+
+    async def _search(
         self,
         query: str,
         *,

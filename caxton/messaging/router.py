@@ -44,6 +44,7 @@ from caxton.messaging.routing import (
     choose,
     failure_content,
 )
+from caxton.tracing import stamped
 
 if TYPE_CHECKING:
     from caxton.events import EventHub
@@ -276,6 +277,7 @@ class Router:
             As :meth:`ask`; the send is uncounted however the call ends.
         """
         sender = message.sender or "?"
+        message = stamped(message)  # the receiver's span is a child of the tool's (issue #18)
         refusal = self.sends.admit(sender, message.conversation_id)
         if refusal is not None:
             self._log_refusal(sender, refusal.code, refusal.text)

@@ -12,7 +12,10 @@ here):
   :mod:`caxton.messaging.conversation_sql_postgres` writes);
 * **deployed agents** — what ``data_dir/deployed`` serves: the active version of each agent and
   its canary with its share (:class:`FileDeployments` -> :class:`PostgresDeployments`);
-* **the safe-mode flag**, when it is on, so the cluster starts in safe mode too.
+* **the safe-mode flag**, when it is on, so the cluster starts in safe mode too;
+* **LLM usage** — every call's tokens and cost (issue #18), so reports and daily budgets carry
+  on (a row the target already holds, same time, agent, caller and model, is not written
+  twice; a DuckDB file from before usage accounting simply has none).
 
 Instances already running on the target are told of each agent and of safe mode as a server
 would tell them (LISTEN/NOTIFY); the memory and conversations they read from the database.
@@ -91,7 +94,19 @@ TABLES: Final = {
     "messages": "conversation_messages",
 }
 #: Every kind the report counts, in the order it is copied.
-KINDS: Final = (*TABLES, "agents")
+KINDS: Final = (*TABLES, "agents", "usage")
+
+_USAGE_COLUMNS: Final = (
+    "called_at, day, agent, caller, model, provider, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_write_tokens, cost"
+)
+_INSERT_USAGE: Final = (
+    f"INSERT INTO llm_usage ({_USAGE_COLUMNS}) SELECT * FROM unnest("
+    "%s::float8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
+    f"%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[]) AS t({_USAGE_COLUMNS}) "
+    "WHERE NOT EXISTS (SELECT 1 FROM llm_usage u WHERE u.called_at = t.called_at "
+    "AND u.agent = t.agent AND u.caller = t.caller AND u.model = t.model)"
+)
 
 # a conversation's messages are read whole (LIMIT takes a number)
 _ALL_MESSAGES = 2**62
@@ -488,6 +503,48 @@ async def _copy_conversations(
         progress(Step(kind="conversations", done=done, total=total))
 
 
+# -- usage ----------------------------------------------------------------------------------------
+
+
+def _read_usage(conn: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    """Every usage row of the source, oldest first (none in a file from before issue #18)."""
+    try:
+        return conn.execute(f"SELECT {_USAGE_COLUMNS} FROM llm_usage ORDER BY called_at").fetchall()
+    except duckdb.CatalogException:
+        return []
+
+
+def _write_usage(rows: Sequence[tuple[Any, ...]], conn: Any) -> int:
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    return int(conn.execute(_INSERT_USAGE, columns).rowcount)
+
+
+def _count_usage(conn: Any) -> int:
+    row = conn.execute("SELECT count(*) FROM llm_usage").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _copy_usage(
+    source: _Source,
+    store: PostgresStore,
+    *,
+    batch_size: int,
+    progress: Progress,
+    counts: dict[str, int],
+    skipped: dict[str, int],
+) -> int:
+    """Copy the usage rows; how many the source holds."""
+    rows = await source.read(_read_usage)
+    progress(Step(kind="usage", done=0, total=len(rows)))
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        written = await store.execute_write_fn(functools.partial(_write_usage, chunk))
+        counts["usage"] += written
+        skipped["usage"] += len(chunk) - written
+        progress(Step(kind="usage", done=start + len(chunk), total=len(rows)))
+    return len(rows)
+
+
 # -- agents and safe mode -------------------------------------------------------------------------
 
 
@@ -555,8 +612,8 @@ async def migrate(
     statement_timeout_s: float = 30.0,
     progress: Progress = _ignore,
 ) -> MigrationReport:
-    """Copy the embedded server's memory, conversations, deployed agents and safe-mode flag
-    into the PostgreSQL database at ``url``, then count both sides.
+    """Copy the embedded server's memory, conversations, deployed agents, LLM usage and
+    safe-mode flag into the PostgreSQL database at ``url``, then count both sides.
 
     Args:
         source: the stopped server's data_dir and DuckDB file.
@@ -627,12 +684,24 @@ async def migrate(
         # instances already running on the target hear of each change, as from a server
         deployments = PostgresDeployments(store, notify=_notify_agent)
         await _copy_agents(stored, deployments, progress=progress, counts=counts, skipped=skipped)
+        usage = await _copy_usage(
+            reader,
+            store,
+            batch_size=batch_size,
+            progress=progress,
+            counts=counts,
+            skipped=skipped,
+        )
         flag = await trio.to_thread.run_sync(read_flag, source.data_dir)
         if flag.enabled:
             await PostgresSafeModeFlag(store, notify=_notify_safe_mode).write(flag)
         after = await store.execute_fn(_count_tables)
         alike = await _served_alike(stored, deployments)
-    sides = {**before, "agents": len(stored)}, {**after, "agents": alike}
+        usage_after = await store.execute_fn(_count_usage)
+    sides = (
+        {**before, "agents": len(stored), "usage": usage},
+        {**after, "agents": alike, "usage": usage_after},
+    )
     return MigrationReport(
         data_dir=source.data_dir,
         database=source.database_path,

@@ -14,14 +14,16 @@ from caxton.cluster import CLUSTER_POSTGRES_MIGRATIONS
 from caxton.memory import MEMORY_MIGRATIONS, MEMORY_POSTGRES_MIGRATIONS
 from caxton.messaging.schema import CONVERSATION_MIGRATIONS, CONVERSATION_POSTGRES_MIGRATIONS
 from caxton.ops.safe_mode import SAFE_MODE_POSTGRES_MIGRATIONS
+from caxton.usage.schema import USAGE_MIGRATIONS, USAGE_POSTGRES_MIGRATIONS
 
 if TYPE_CHECKING:
     from caxton.store import Migration
 
 
 def embedded_migrations() -> tuple[Migration, ...]:
-    """The DuckDB file's tables: memory and conversations (the rest are files in data_dir)."""
-    return (*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS)
+    """The DuckDB file's tables: memory, conversations and LLM usage (the rest are files in
+    data_dir)."""
+    return (*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS, *USAGE_MIGRATIONS)
 
 
 def postgres_migrations() -> tuple[Migration, ...]:
@@ -33,4 +35,5 @@ def postgres_migrations() -> tuple[Migration, ...]:
         *DEPLOYMENT_POSTGRES_MIGRATIONS,
         *SAFE_MODE_POSTGRES_MIGRATIONS,
         *CLUSTER_POSTGRES_MIGRATIONS,
+        *USAGE_POSTGRES_MIGRATIONS,
     )

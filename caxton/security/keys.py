@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 KEY_PREFIX = "cxk_"
 HASH_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-_FIELDS = ("name", "role", "hash", "created", "revoked")
+_FIELDS = (
+    "name",
+    "role",
+    "hash",
+    "created",
+    "revoked",
+    "max_tokens_per_day",
+    "max_cost_per_day",
+)
 _HEADER = (
     "# Caxton API keys. Managed by `caxton keys create|revoke`; only SHA-256 hashes are kept,\n"
     "# never the keys themselves. Keep this file readable by the server's user only (chmod 600).\n"
@@ -54,6 +62,9 @@ class KeyEntry:
     created: str | None = None
     revoked: bool = False
     line: int | None = None
+    #: Daily budgets of this key's calls to LLMs (issue #18); None: no cap.
+    max_tokens_per_day: int | None = None
+    max_cost_per_day: float | None = None
 
     def as_yaml(self) -> dict[str, object]:
         data: dict[str, object] = {"name": self.name, "role": role_name(self.role)}
@@ -62,6 +73,10 @@ class KeyEntry:
             data["created"] = self.created
         if self.revoked:
             data["revoked"] = True
+        if self.max_tokens_per_day is not None:
+            data["max_tokens_per_day"] = self.max_tokens_per_day
+        if self.max_cost_per_day is not None:
+            data["max_cost_per_day"] = self.max_cost_per_day
         return data
 
 
@@ -162,6 +177,16 @@ def _entry(node: yaml.Node, source: str) -> KeyEntry:
     revoked_text = values.get("revoked", "false").strip().lower()
     if revoked_text not in ("true", "false", "yes", "no"):
         raise KeyFileError(source, line, f"key {name!r}: revoked must be true or false")
+    budgets: dict[str, float] = {}
+    for field in ("max_tokens_per_day", "max_cost_per_day"):
+        if field in values:
+            try:
+                budgets[field] = float(values[field])
+            except ValueError:
+                budgets[field] = -1.0
+            if budgets[field] < 0 or (field == "max_tokens_per_day" and budgets[field] < 1):
+                raise KeyFileError(source, line, f"key {name!r}: {field} must be a positive number")
+    tokens = budgets.get("max_tokens_per_day")
     return KeyEntry(
         name=name,
         role=role,
@@ -169,6 +194,8 @@ def _entry(node: yaml.Node, source: str) -> KeyEntry:
         created=values.get("created"),
         revoked=revoked_text in ("true", "yes"),
         line=line,
+        max_tokens_per_day=None if tokens is None else int(tokens),
+        max_cost_per_day=budgets.get("max_cost_per_day"),
     )
 
 

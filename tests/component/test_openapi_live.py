@@ -205,6 +205,9 @@ async def _health(api: Api) -> None:
     cluster = (await api.call("GET", "/api/v1/cluster")).json()
     assert [i["self"] for i in cluster["instances"]] == [True]
     assert cluster["instances"][0]["address"].startswith("http://127.0.0.1:")
+    usage = (await api.call("GET", "/api/v1/usage", params={"group_by": "day"})).json()
+    assert usage["group_by"] == "day"
+    await api.call("GET", "/api/v1/usage", params={"group_by": "colour"}, expect=400)
 
 
 async def _agents(api: Api, base: str) -> None:

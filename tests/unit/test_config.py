@@ -306,15 +306,21 @@ def test_settings_this_version_does_not_implement_are_named() -> None:
     from caxton.config.checks import ineffective_settings
 
     text = (
-        "observability:\n  tracing_enabled: true\n"
+        "observability:\n  otlp_endpoint: http://collector:4318\n"
         "memory:\n  backend: qdrant\n  embedding_config:\n    model_device: cuda\n"
     )
     config = load_config(Path("c.yaml"), text=text, environ={}).config
     named = sorted(w.split(" has no effect")[0] for w in ineffective_settings(config))
     assert named == [
         "memory.embedding_config.model_device: cuda",
-        "observability.tracing_enabled",
+        "observability.otlp_endpoint",
     ]
+    traced = load_config(
+        Path("c.yaml"),
+        text=text.replace("observability:", "observability:\n  tracing_enabled: true"),
+        environ={},
+    ).config
+    assert all("observability" not in w for w in ineffective_settings(traced))
 
 
 def test_the_cluster_example_runs_on_postgres_with_the_url_from_the_environment() -> None:

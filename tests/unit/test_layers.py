@@ -40,9 +40,11 @@ FLOORS: tuple[frozenset[str], ...] = tuple(
         {"messaging"},
         {"memory"},
         {"cluster"},
+        {"usage"},
         {"llm", "wasm", "store", "logs"},
         {"config", "datadir", "components"},
         {"errors", "units", "events", "latency", "messages", "metrics"},
+        {"tracing"},
     )
 )
 FLOOR_OF: dict[str, int] = {unit: level for level, floor in enumerate(FLOORS) for unit in floor}
@@ -196,12 +198,12 @@ def test_no_import_climbs_a_floor() -> None:
         (
             "caxton.config.checks",
             "def f():\n    from caxton.security.gate import auth_required\n",
-            "config (floor 11) may not import security (floor 5)",
+            "config (floor 12) may not import security (floor 5)",
         ),
         (
             "caxton.llm.resolve",
             "from caxton.agents.spec import LlmSpec\n",
-            "llm (floor 10) may not import agents (floor 6)",
+            "llm (floor 11) may not import agents (floor 6)",
         ),
         (
             "caxton.ops.backup",

@@ -46,6 +46,7 @@ class BenchServer:
         agents: names of example agents to copy (``<name>.toml`` and the module it names).
         log_level: the server's ``logging.level``.
         extra_yaml: more top-level YAML appended to the generated config.
+        observability_yaml: more keys of the ``observability`` section (indented lines).
         args: more arguments of ``caxton start`` (``--workers 2``).
     """
 
@@ -55,11 +56,13 @@ class BenchServer:
         *,
         log_level: str = "info",
         extra_yaml: str = "",
+        observability_yaml: str = "",
         args: tuple[str, ...] = (),
     ) -> None:
         self.agents = agents
         self.log_level = log_level
         self.extra_yaml = extra_yaml
+        self.observability_yaml = observability_yaml
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="caxton-bench-"))
         self.agents_dir = self.workdir / "agents"
@@ -109,7 +112,9 @@ class BenchServer:
             f"server:\n  host: 127.0.0.1\n  port: {port}\n  data_dir: {self.workdir / 'data'}\n"
             f"  agents_dir: {self.agents_dir}\n"
             "observability:\n  metrics_port: 0\n"
-            f"logging:\n  format: json\n  level: {self.log_level}\n" + self.extra_yaml
+            + self.observability_yaml
+            + f"logging:\n  format: json\n  level: {self.log_level}\n"
+            + self.extra_yaml
         )
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(

@@ -382,7 +382,10 @@ async def test_llm_metrics_by_agent_and_provider(start_llm, start_caxton) -> Non
     assert counted["tokens"] > 0  # input + output tokens the scripted server reported
     labels = '{agent="counted",provider="openai"}'
     assert f"caxton_llm_call_duration_seconds_count{labels} 1.0" in text
-    assert 'caxton_llm_tokens_total{agent="counted",kind="output",provider="openai"}' in text
+    assert (
+        'caxton_llm_tokens_total{agent="counted",key="anonymous",kind="output",provider="openai"}'
+        in text
+    )
     assert 'caxton_agent_response_duration_seconds_count{agent="counted",outcome="ok"} 1.0' in text
 
 

@@ -35,11 +35,27 @@ from caxton.ops.schema import embedded_migrations, postgres_migrations
 from caxton.store import open_store
 from caxton.store.errors import PostgresAuthFailed, StoreOpenError
 from caxton.store.postgres import open_postgres_store
+from caxton.usage import UsageFilter, UsageLedger, UsageRecord
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 QUERIES = ["a kitten on a rug", "shares and markets", "who has pets"]
+#: LLM usage records (issue #18): they move too, once.
+USAGE = [
+    UsageRecord(
+        at=1_796_000_000.0 + index,
+        agent="assistant",
+        key=f"key-{index % 2}",
+        model="gpt-4o-mini",
+        provider="openai",
+        input_tokens=10 * index,
+        output_tokens=5,
+        cache_read_tokens=100,
+        cost=0.001 * index,
+    )
+    for index in range(3)
+]
 AGENT_V1 = b'name = "probe"\nversion = "1.0.0"\n'
 AGENT_V2 = b'name = "probe"\nversion = "2.0.0"\n'
 PLAIN = b'name = "plain"\nversion = "0.1.0"\n'
@@ -62,6 +78,9 @@ async def _fill(data_dir: Path, embedder: Embedder) -> dict[str, object]:
             conversations.append(turns)
         await talk.flush()
         await talk.close(conversations[2][0].conversation_id)
+        ledger = UsageLedger(store)
+        for index in range(3):
+            await ledger.record(USAGE[index])
         summaries = {
             turns[0].conversation_id: await talk.summary(turns[0].conversation_id)
             for turns in conversations
@@ -97,6 +116,7 @@ def _table_counts(url: str) -> dict[str, int]:
                 "conversation_messages",
                 "deployed_agents",
                 "deployed_agent_versions",
+                "llm_usage",
             )
         }
 
@@ -143,6 +163,11 @@ async def _check_target(url: str, embedder: Embedder, expected: dict[str, object
             assert mine.canary == theirs.canary
         assert agents[1].canary is not None
         assert agents[1].canary.traffic_percentage == 25
+        by_key, totals = await UsageLedger(store).report(UsageFilter(), "key")
+        assert totals.calls == 3
+        assert totals.input_tokens == sum(r.input_tokens for r in USAGE)
+        assert totals.cache_read_tokens == 300
+        assert [name for name, _ in by_key] == ["key-0", "key-1"]
         flag = await PostgresSafeModeFlag(store).read()
         assert flag.enabled
         assert flag.reason == "moving to PostgreSQL"
@@ -184,6 +209,7 @@ async def _copies_everything_once_and_resumes(
     assert counts["conversations"].target == 7
     assert counts["messages"].target == sum(len(t) for t in expected["conversations"])  # type: ignore[attr-defined]
     assert counts["agents"].source == counts["agents"].target == 2
+    assert counts["usage"].source == counts["usage"].target == 3
     assert report.safe_mode
     # the last step of each kind reports everything done
     last = {step.kind: step for step in steps}
@@ -192,6 +218,7 @@ async def _copies_everything_once_and_resumes(
         "relations": (3, 3),
         "conversations": (7, 7),
         "agents": (2, 2),
+        "usage": (3, 3),
     }
     json_report = report.to_json()
     assert json_report["verified"] is True
@@ -210,6 +237,7 @@ async def _copies_everything_once_and_resumes(
     assert again_counts["conversations"].copied == 0
     assert again_counts["conversations"].skipped == 7
     assert again_counts["agents"].skipped == 2
+    assert again_counts["usage"].skipped == 3
     await _check_target(postgres_url, embedder, expected)
 
 

@@ -141,6 +141,8 @@ FULL_CONFIG_AGENT = toml(
     [performance]
     max_concurrent_requests = 4
     request_timeout = "45s"
+    max_tokens_per_day = 200000
+    max_cost_per_day = 5.0
 
     [performance.llm_config]
     max_tokens = 500
@@ -179,6 +181,8 @@ def test_a_file_using_every_config_key_parses_into_typed_values():
     assert spec.llm.fallback[0].base_url == "http://localhost:11434/v1"
     assert spec.memory.auto_store is True
     assert spec.memory.search.cache_ttl_s == 300
+    assert spec.performance.max_tokens_per_day == 200_000
+    assert spec.performance.max_cost_per_day == 5.0
     assert spec.tool_config["http_client"].allowed_hosts == ("api.example.com",)
     assert spec.conversation.max_turns == 6
     assert spec.conversation.timeout_s == 600
