@@ -58,6 +58,7 @@ from caxton.http.app import create_app
 from caxton.http.server import HttpServer
 from caxton.llm.service import LLMService
 from caxton.logs import set_level
+from caxton.mcp.connections import McpClients
 from caxton.memory import (
     DEFAULT_MODEL_NAME,
     Embedder,
@@ -511,6 +512,8 @@ async def _start_agents(
         agents=table,
         http=llm.tools_http,
     )
+    mcp_clients = McpClients(core.metrics)  # config agents' MCP servers (issue #19)
+    await _start(core, nursery, "mcp_clients", mcp_clients.run)
     config_agents = ConfigAgentDeps(
         llm=llm,
         defaults=config.llm,
@@ -520,6 +523,7 @@ async def _start_agents(
         history=conversations,
         api_root=deployments.source_root,
         api_env_allowlist=tuple(config.security.agent_env_allowlist),
+        mcp=mcp_clients,
     )
     registry = Registry(
         table,

@@ -36,12 +36,14 @@ from caxton.llm import Message as ChatMessage
 from caxton.llm.redact import redact_text
 from caxton.llm.resolve import LLMNotConfigured, resolve_chain
 from caxton.llm.service import LLMService
+from caxton.mcp.connections import McpClients
 from caxton.memory.types import NewEntity, Scope
 
 if TYPE_CHECKING:
     from caxton.agents.runtime import AgentInstance, LoadRequest
     from caxton.agents.tools import Tool
     from caxton.llm.client import LLMClient
+    from caxton.mcp.connections import McpConnections
     from caxton.messages import ChunkSender, Message
 
 #: Earlier messages of a conversation read for the prompt.
@@ -88,6 +90,8 @@ class ConfigAgentDeps:
     history: ConversationHistory
     api_root: str | None = None
     api_env_allowlist: tuple[str, ...] = ()
+    #: where the sessions of ``[[mcp_servers]]`` run (issue #19); ``None``: no MCP tools
+    mcp: McpClients | None = None
 
     def log(self, agent: str, level: str, text: str) -> None:
         """Write an agent log line with URL credentials and auth headers masked: tool and LLM
@@ -130,7 +134,17 @@ class ConfigRuntime:
         except LLMNotConfigured as exc:
             deps.log(spec.name, "warn", f"this version cannot answer: {exc.message}")
             return ConfigAgentInstance(spec, deps, client=None, problem=exc)
-        return ConfigAgentInstance(spec, deps, client=deps.llm.client(chain), problem=None)
+        mcp = None
+        if spec.mcp_servers and deps.mcp is not None:
+            # the version owns its MCP servers: started now, closed by aclose (issue #19)
+            mcp = await deps.mcp.open(
+                spec.name,
+                spec.mcp_servers,
+                environ=environ,
+                env_hint=env_hint,
+                log=lambda level, text: deps.log(spec.name, level, text),
+            )
+        return ConfigAgentInstance(spec, deps, client=deps.llm.client(chain), problem=None, mcp=mcp)
 
 
 class ConfigAgentInstance:
@@ -143,12 +157,16 @@ class ConfigAgentInstance:
         *,
         client: LLMClient | None,
         problem: LLMNotConfigured | None,
+        mcp: McpConnections | None = None,
     ) -> None:
         self.spec = spec
         self.deps = deps
         self.client = client
         self.problem = problem
         self.tools: dict[str, Tool] = tools_for(spec.tools, deps.tools)
+        self.mcp = mcp
+        if mcp is not None:
+            self.tools.update(mcp.tools(set(self.tools)))
         self._slots = trio.Semaphore(max(1, spec.performance.max_concurrent_requests))
         self._context_cache: dict[str, tuple[float, str]] = {}
 
@@ -163,6 +181,7 @@ class ConfigAgentInstance:
             "llm": llm,
             "tools": sorted(tool.name for tool in self.tools.values()),
             "max_concurrent_requests": self.spec.performance.max_concurrent_requests,
+            **({"mcp_servers": self.mcp.view()} if self.mcp is not None else {}),
         }
 
     async def handle(self, message: Message, stream: ChunkSender | None = None) -> AgentReply:
@@ -190,7 +209,8 @@ class ConfigAgentInstance:
         )
 
     async def aclose(self) -> None:
-        return None
+        if self.mcp is not None:
+            await self.mcp.aclose()
 
     # -- one request ---------------------------------------------------------------------------
 

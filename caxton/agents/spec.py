@@ -29,6 +29,7 @@ from caxton.agents.validate import (
     size_problem,
 )
 from caxton.llm.settings import LlmSpec
+from caxton.mcp.client_spec import McpServerSpec, build_mcp_servers, check_mcp_servers
 from caxton.units import parse_duration, parse_size
 from caxton.wasm.limits import WasmLimits
 
@@ -129,6 +130,8 @@ class AgentSpec:
     source: str
     content_hash: str
     warnings: tuple[SpecProblem, ...] = ()
+    #: ``[[mcp_servers]]``: MCP servers whose tools the model may call (issue #19).
+    mcp_servers: tuple[McpServerSpec, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -313,6 +316,7 @@ def _check_config(
     if "llm" in cleaned:
         checker.check_llm(cleaned["llm"], ("llm",))
     checker.check_deployment(cleaned.get("deployment", {}))
+    check_mcp_servers(checker, cleaned.get("mcp_servers", ()))
 
     def build(warnings: tuple[SpecProblem, ...]) -> AgentSpec:
         return _build_config(cleaned, source, content_hash, warnings)
@@ -452,6 +456,7 @@ def _build_config(
         source=source,
         content_hash=content_hash,
         warnings=warnings,
+        mcp_servers=build_mcp_servers(cleaned.get("mcp_servers", ())),
     )
 
 
