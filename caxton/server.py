@@ -35,6 +35,7 @@ from caxton.agents.deployments import (
     PostgresDeployments,
 )
 from caxton.agents.logs import AgentLogs
+from caxton.agents.mcp_tools.connections import McpClients
 from caxton.agents.registry import Registry
 from caxton.agents.runtime import WasmRuntime
 from caxton.agents.service import RESTART_NOTICE, AgentService
@@ -58,7 +59,6 @@ from caxton.http.app import create_app
 from caxton.http.server import HttpServer
 from caxton.llm.service import LLMService
 from caxton.logs import set_level
-from caxton.mcp.connections import McpClients
 from caxton.memory import (
     DEFAULT_MODEL_NAME,
     Embedder,

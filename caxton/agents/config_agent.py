@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from caxton.agents.logs import AgentLogs
+from caxton.agents.mcp_tools.connections import McpClients
 from caxton.agents.prompt import Turn, build_prompt, memory_context, request_text, turns_of
 from caxton.agents.runtime import AgentReply
 from caxton.agents.spec import AgentSpec
@@ -36,14 +37,13 @@ from caxton.llm import Message as ChatMessage
 from caxton.llm.redact import redact_text
 from caxton.llm.resolve import LLMNotConfigured, resolve_chain
 from caxton.llm.service import LLMService
-from caxton.mcp.connections import McpClients
 from caxton.memory.types import NewEntity, Scope
 
 if TYPE_CHECKING:
+    from caxton.agents.mcp_tools.connections import McpConnections
     from caxton.agents.runtime import AgentInstance, LoadRequest
     from caxton.agents.tools import Tool
     from caxton.llm.client import LLMClient
-    from caxton.mcp.connections import McpConnections
     from caxton.messages import ChunkSender, Message
 
 #: Earlier messages of a conversation read for the prompt.

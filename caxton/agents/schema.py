@@ -227,7 +227,7 @@ MCP_SERVER_KEYS: tuple[KeyDoc, ...] = (
         help="Longest wait for the server to start and list its tools when the version loads.",
     ),
 )
-"""Keys of ``[[mcp_servers]]`` (issue #19; checked by :mod:`caxton.mcp.client_spec`)."""
+"""Keys of ``[[mcp_servers]]`` (issue #19; checked by :mod:`caxton.agents.mcp_tools.spec`)."""
 
 CONFIG_AGENT_KEYS: tuple[KeyDoc, ...] = (
     *_IDENTITY,

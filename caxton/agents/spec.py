@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import attrs
 import cattrs
 
+from caxton.agents.mcp_tools.spec import McpServerSpec, build_mcp_servers, check_mcp_servers
 from caxton.agents.problems import AgentSpecError, SpecProblem, sort_problems
 from caxton.agents.schema import CONFIG_AGENT_KEYS, WASM_AGENT_KEYS, KeyDoc, Kind
 from caxton.agents.validate import (
@@ -29,7 +30,6 @@ from caxton.agents.validate import (
     size_problem,
 )
 from caxton.llm.settings import LlmSpec
-from caxton.mcp.client_spec import McpServerSpec, build_mcp_servers, check_mcp_servers
 from caxton.units import parse_duration, parse_size
 from caxton.wasm.limits import WasmLimits
 

@@ -43,22 +43,22 @@ from mcp.shared.message import SessionMessage
 from prometheus_client import Counter, Histogram
 
 from caxton import __version__
+from caxton.agents.mcp_tools.names import offered_name
 from caxton.agents.tools import Tool, ToolCallContext, ToolFailed
 from caxton.errors import CaxtonError, ServiceUnavailable
 from caxton.llm.redact import redact_text
 from caxton.llm.settings import expand_env
 from caxton.llm.types import ToolSpec
-from caxton.mcp.tool_names import offered_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from caxton.mcp.client_spec import McpServerSpec
+    from caxton.agents.mcp_tools.spec import McpServerSpec
     from caxton.metrics import Metrics
 
-LOGGER = logging.getLogger("caxton.mcp")
+LOGGER = logging.getLogger("caxton.agents.mcp")
 
 #: Longest line a stdio server may write (one JSON-RPC message); a longer one ends the session.
 MAX_LINE_BYTES: Final = 4 * 1024 * 1024

@@ -1,7 +1,7 @@
 """``[[mcp_servers]]`` of a config agent file: its checks and the typed value (the keys are
 documented with every other agent key, in :data:`caxton.agents.schema.MCP_SERVER_KEYS`).
 
-Pure: no process is started and no URL is contacted here; :mod:`caxton.mcp.connections`
+Pure: no process is started and no URL is contacted here; :mod:`caxton.agents.mcp_tools.connections`
 does that when the agent version loads.
 """
 
