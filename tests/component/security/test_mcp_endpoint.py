@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 import trio
-from mcp import ClientSession
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 from servers import REPO
@@ -177,3 +182,64 @@ async def test_bad_input_gets_clear_errors(with_echo: Secured) -> None:
             # and the endpoint still answers
             ping = await post('{"jsonrpc": "2.0", "id": 9, "method": "ping"}')
             assert ping.json() == {"jsonrpc": "2.0", "id": 9, "result": {}}
+
+
+CAXTON = str(Path(sys.executable).parent / "caxton")
+
+
+async def test_caxton_mcp_proxies_stdio_clients_to_the_server(with_echo: Secured) -> None:
+    """The SDK's stdio client runs ``caxton mcp`` as desktop and IDE clients do."""
+    secured = with_echo
+    env = {"CAXTON_URL": secured.url, "CAXTON_API_KEY": secured.keys["user"]}
+    params = StdioServerParameters(command=CAXTON, args=["mcp"], env=env)
+    with trio.fail_after(60):
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+            info = await client.initialize()
+            assert info.serverInfo.name == "caxton"
+            names = [tool.name for tool in (await client.list_tools()).tools]
+            assert names == ["ask_echo", "memory_search", "memory_store"]
+            async with trio.open_nursery() as nursery:  # concurrent calls through one proxy
+                replies: list[str] = []
+
+                async def ask(text: str) -> None:
+                    answer = await client.call_tool("ask_echo", {"question": text})
+                    replies.append(answer.content[0].text)  # type: ignore[union-attr]
+
+                for text in ("one", "two", "three"):
+                    nursery.start_soon(ask, text)
+            # the echo agent answers with the message it got
+            assert sorted(json.loads(reply)["content"] for reply in replies) == [
+                "one",
+                "three",
+                "two",
+            ]
+
+        # a refused key and a server that is not there are errors that say what to fix
+        refused = StdioServerParameters(
+            command=CAXTON, args=["mcp"], env={**env, "CAXTON_API_KEY": "cx_wrong"}
+        )
+        async with stdio_client(refused) as (read, write), ClientSession(read, write) as client:
+            with pytest.raises(McpError, match="CAXTON_API_KEY"):
+                await client.initialize()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            gone = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        nowhere = StdioServerParameters(
+            command=CAXTON, args=["mcp"], env={**env, "CAXTON_URL": gone}
+        )
+        async with stdio_client(nowhere) as (read, write), ClientSession(read, write) as client:
+            with pytest.raises(McpError, match="cannot connect to the Caxton server"):
+                await client.initialize()
+
+        # garbage on stdin is reported on stderr; stdout stays JSON-RPC
+        lines = b'not json\n{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n'
+        done = await trio.run_process(
+            [CAXTON, "mcp"],
+            stdin=lines,
+            capture_stdout=True,
+            capture_stderr=True,
+            env={**os.environ, **env},
+        )
+        assert done.returncode == 0
+        assert json.loads(done.stdout) == {"jsonrpc": "2.0", "id": 1, "result": {}}
+        assert b"not a JSON-RPC message" in done.stderr
