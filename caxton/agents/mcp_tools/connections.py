@@ -70,8 +70,9 @@ MAX_DESCRIPTION: Final = 1024
 MAX_SCHEMA_BYTES: Final = 16 * 1024
 #: How long a stdio server may take to exit once its stdin is closed, and once terminated.
 EXIT_GRACE_S: Final = 2.0
-#: Bytes of a stdio server's stderr quoted when it fails.
-STDERR_TAIL: Final = 600
+#: Bytes of a stdio server's stderr kept, and its last lines quoted when it fails.
+STDERR_TAIL: Final = 2048
+STDERR_LINES: Final = 3
 #: Environment a stdio server gets besides its ``env`` table (as the SDK's default).
 INHERITED_ENV: Final = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "TMPDIR")
 
@@ -104,10 +105,17 @@ class McpTool(Tool):
 class McpConnection:
     """One MCP server of one agent version: its state, tools and session."""
 
-    def __init__(self, spec: McpServerSpec, agent: str, metrics: McpClientMetrics) -> None:
+    def __init__(
+        self,
+        spec: McpServerSpec,
+        agent: str,
+        metrics: McpClientMetrics,
+        log: Callable[[str, str], None] = lambda level, text: None,
+    ) -> None:
         self.spec = spec
         self.agent = agent
         self.metrics = metrics
+        self.log = log
         self.state = ServerState.STARTING
         self.error: str | None = None
         self.pid: int | None = None
@@ -123,13 +131,15 @@ class McpConnection:
         self.changed_at = time.time()
 
     def fail(self, error: str, *, overwrite: bool = False) -> None:
-        """Record a failure; the first one stays unless ``overwrite`` (a known exit code is
-        more telling than the closed connection that came first)."""
-        if self.state is ServerState.FAILED and not overwrite:
+        """Record a failure (and log it); the first one stays unless ``overwrite`` (a known
+        exit code is more telling than the closed connection that came first)."""
+        if self.state is ServerState.STOPPED or (
+            self.state is ServerState.FAILED and not overwrite
+        ):
             return
-        if self.state is not ServerState.STOPPED:
-            tail = self.stderr_tail().strip()
-            self.set_state(ServerState.FAILED, f"{error}; stderr: {tail}" if tail else error)
+        tail = self.stderr_tail().strip()
+        self.set_state(ServerState.FAILED, f"{error}; stderr: {tail}" if tail else error)
+        self.log("error", f"MCP server {self.spec.name!r}: {self.error}")
 
     def view(self, offered: Mapping[str, str]) -> dict[str, Any]:
         """The server as ``GET /api/v1/agents/{name}`` shows it (no env or header values)."""
@@ -254,7 +264,7 @@ class McpConnections:
         log: Callable[[str, str], None],
     ) -> None:
         self.agent = agent
-        self.connections = [McpConnection(spec, agent, metrics) for spec in servers]
+        self.connections = [McpConnection(spec, agent, metrics, log) for spec in servers]
         self.environ = environ
         self.env_hint = env_hint
         self.log = log
@@ -341,8 +351,6 @@ class McpConnections:
             connection.fail(_describe(exc))
         finally:
             connection.session = None
-            if connection.state is ServerState.FAILED:
-                self.log("error", f"MCP server {spec.name!r}: {connection.error}")
             if not reported:
                 task_status.started()
 
@@ -576,7 +584,7 @@ async def _write_lines(
 
 
 class _StderrTail:
-    """The last :data:`STDERR_TAIL` bytes a stdio server wrote to stderr."""
+    """The end of what a stdio server wrote to stderr (last :data:`STDERR_TAIL` bytes)."""
 
     def __init__(self) -> None:
         self._tail = b""
@@ -587,7 +595,9 @@ class _StderrTail:
                 self._tail = (self._tail + chunk)[-STDERR_TAIL:]
 
     def text(self) -> str:
-        return self._tail.decode("utf-8", errors="replace")
+        """The last :data:`STDERR_LINES` lines (at most 400 characters)."""
+        lines = self._tail.decode("utf-8", errors="replace").strip().splitlines()
+        return " | ".join(line.strip() for line in lines[-STDERR_LINES:])[-400:]
 
 
 # -- the component -----------------------------------------------------------------------------
