@@ -95,7 +95,9 @@ async def test_stdio_and_http_mcp_tools_and_misbehaving_servers(
         + f'\n[[mcp_servers]]\nname = "web"\nurl = "{url}"\ntools = ["add"]\n'
         + '\n[[mcp_servers]]\nname = "missing"\ncommand = "/nonexistent/mcp-server"\n'
         + '\n[[mcp_servers]]\nname = "mute"\ncommand = "sleep"\nargs = ["60"]\n'
-        'startup_timeout = "1s"\n'
+        + 'startup_timeout = "1s"\n'
+        + '\n[[mcp_servers]]\nname = "keyed"\ncommand = "true"\n'
+        + 'env = { TOKEN = "${CAXTON_TEST_UNSET_MCP_TOKEN}" }\n'
     )
     toml = agent_toml("calc", openai_url(llm), tools=("memory_search",), extra=servers)
     server = await start_caxton({"calc.toml": toml})
@@ -117,6 +119,10 @@ async def test_stdio_and_http_mcp_tools_and_misbehaving_servers(
             assert "cannot start the command" in states["missing"]["error"]
             assert states["mute"]["state"] == "failed"
             assert "within 1s" in states["mute"]["error"]
+            assert states["keyed"]["state"] == "failed"  # nothing started without its secret
+            assert "env.TOKEN" in states["keyed"]["error"]
+            assert "CAXTON_TEST_UNSET_MCP_TOKEN" in states["keyed"]["error"]
+            assert states["keyed"]["pid"] is None
             assert "memory_search" in view["tools"]
             assert "mcp_demo_add" in view["tools"]
 
