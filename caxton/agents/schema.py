@@ -218,13 +218,15 @@ MCP_SERVER_KEYS: tuple[KeyDoc, ...] = (
         path="mcp_servers.timeout",
         kind=Kind.DURATION,
         default="30s",
-        help="Longest wait for one tool call (the agent's request_timeout still applies).",
+        help="Longest wait for one tool call, at most 1h (the agent's request_timeout still "
+        "applies).",
     ),
     KeyDoc(
         path="mcp_servers.startup_timeout",
         kind=Kind.DURATION,
         default="20s",
-        help="Longest wait for the server to start and list its tools when the version loads.",
+        help="Longest wait for the server to start and list its tools when the version loads "
+        "(at most 5m; servers start together, within caxton.yaml agents.load_timeout).",
     ),
 )
 """Keys of ``[[mcp_servers]]`` (issue #19; checked by :mod:`caxton.agents.mcp_tools.spec`)."""

@@ -276,20 +276,25 @@ class McpConnections:
     # -- lifetime ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start every server (each reports ready or failed), report started, serve until
-        :meth:`aclose`, then close every session.
+        """Start every server at once (each reports ready or failed within its
+        ``startup_timeout``), report started, serve until :meth:`aclose`, then close every
+        session.
 
         Cancellation:
-            Shielded: the sessions close through :meth:`aclose` (gracefully, then by
-            cancelling this task's own scope), so that a stdio server gets its stdin closed
-            before it is terminated even when the whole server shuts down.
+            While starting, cancelling (the registry's load timeout) stops the start. Once
+            started the task is shielded: the sessions close through :meth:`aclose`
+            (gracefully, then by cancelling this task's own scope), so that a stdio server
+            gets its stdin closed before it is terminated even when the whole server shuts
+            down.
         """
         try:
-            with trio.CancelScope(shield=True) as scope:
+            with trio.CancelScope() as scope:
                 self._scope = scope
                 async with trio.open_nursery() as nursery:
-                    for connection in self.connections:
-                        await nursery.start(self._serve, connection)
+                    async with trio.open_nursery() as starting:
+                        for connection in self.connections:
+                            starting.start_soon(nursery.start, self._serve, connection)
+                    scope.shield = True
                     task_status.started()
                     await self._stop.wait()
                     for connection in self.connections:

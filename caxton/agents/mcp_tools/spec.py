@@ -22,6 +22,10 @@ MAX_MCP_SERVERS: Final = 16
 SERVER_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 DEFAULT_CALL_TIMEOUT_S: Final = 30.0
 DEFAULT_START_TIMEOUT_S: Final = 20.0
+#: Longest ``timeout`` and ``startup_timeout`` accepted: an agent file must not be able to
+#: hold a version's load (or a call) for hours.
+MAX_CALL_TIMEOUT_S: Final = 3600.0
+MAX_START_TIMEOUT_S: Final = 300.0
 
 
 @attrs.frozen(kw_only=True)
@@ -112,8 +116,19 @@ def check_mcp_servers(checker: SpecChecker, servers: Sequence[Mapping[str, Any]]
                         f"mcp_servers[{index}].{table}.{key} must be a string",
                         f'put the value in quotes: {key} = "{value}"',
                     )
-        if server.get("startup_timeout") == 0 or server.get("timeout") == 0:
-            checker.error(path, f"mcp_servers[{index}]: timeouts must be more than 0s")
+        bounds = (
+            ("timeout", DEFAULT_CALL_TIMEOUT_S, MAX_CALL_TIMEOUT_S),
+            ("startup_timeout", DEFAULT_START_TIMEOUT_S, MAX_START_TIMEOUT_S),
+        )
+        for key, default, most in bounds:
+            value = server.get(key)
+            if isinstance(value, int | float) and not 0 < value <= most:
+                checker.error(
+                    (*path, key),
+                    f"mcp_servers[{index}].{key} must be more than 0s and at most {most:g}s, "
+                    f"got {value:g}s",
+                    f'e.g. {key} = "{default:g}s"',
+                )
 
 
 def build_mcp_servers(servers: Sequence[Mapping[str, Any]]) -> tuple[McpServerSpec, ...]:

@@ -36,7 +36,8 @@ def test_a_server_is_exactly_one_of_command_or_url() -> None:
         ('name = "x"\nurl = "http://h/mcp"\nenv = { A = "b" }', "env does not apply"),
         ('name = "x"\ncommand = "c"\nheaders = { A = "b" }', "headers does not apply"),
         ('name = "x"\ncommand = "c"\nenv = { A = 1 }', "env.A must be a string"),
-        ('name = "x"\ncommand = "c"\ntimeout = "0s"', "timeouts must be more than 0s"),
+        ('name = "x"\ncommand = "c"\ntimeout = "0s"', "timeout must be more than 0s"),
+        ('name = "x"\ncommand = "c"\nstartup_timeout = "1h"', "at most 300s, got 3600s"),
         ('name = "x"\ncommand = "c"\nbogus = 1', "unknown key mcp_servers[0].bogus"),
     ],
 )
