@@ -14,9 +14,8 @@ A server that cannot start, dies, hangs or answers garbage never fails the agent
 (``starting``, ``ready``, ``failed``, ``stopped``) and error show in the agent's view, and each
 call of one of its tools returns an error the model reads.
 
-The stdio transport is Caxton's own (the SDK's carries no process handle): it reads the
-server's stdout a bounded line at a time (:data:`MAX_LINE_BYTES`), notices the process exiting
-at once, and keeps the last lines of its stderr for the error it reports.
+The stdio transport is Caxton's own (:mod:`caxton.agents.mcp_tools.stdio`); streamable HTTP
+is the SDK's client over an httpx client carrying the server's ``headers``.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,11 +37,11 @@ import trio
 from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
-from mcp.shared.message import SessionMessage
 from prometheus_client import Counter, Histogram
 
 from caxton import __version__
 from caxton.agents.mcp_tools.names import offered_name
+from caxton.agents.mcp_tools.stdio import EXIT_GRACE_S, open_stdio
 from caxton.agents.tools import Tool, ToolCallContext, ToolFailed
 from caxton.errors import CaxtonError, ServiceUnavailable
 from caxton.llm.redact import redact_text
@@ -54,25 +52,19 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+    from mcp.shared.message import SessionMessage
 
     from caxton.agents.mcp_tools.spec import McpServerSpec
     from caxton.metrics import Metrics
 
 LOGGER = logging.getLogger("caxton.agents.mcp")
 
-#: Longest line a stdio server may write (one JSON-RPC message); a longer one ends the session.
-MAX_LINE_BYTES: Final = 4 * 1024 * 1024
 #: Most tools taken from one server, pages of ``tools/list`` read, and the size of a tool's
 #: description and input schema offered to the model.
 MAX_TOOLS: Final = 128
 MAX_PAGES: Final = 16
 MAX_DESCRIPTION: Final = 1024
 MAX_SCHEMA_BYTES: Final = 16 * 1024
-#: How long a stdio server may take to exit once its stdin is closed, and once terminated.
-EXIT_GRACE_S: Final = 2.0
-#: Bytes of a stdio server's stderr kept, and its last lines quoted when it fails.
-STDERR_TAIL: Final = 2048
-STDERR_LINES: Final = 3
 #: Environment a stdio server gets besides its ``env`` table (as the SDK's default).
 INHERITED_ENV: Final = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "TMPDIR")
 
@@ -476,133 +468,6 @@ async def _list_tools(session: ClientSession, allowed: tuple[str, ...] | None) -
     if allowed is not None:
         tools = [tool for tool in tools if tool.name in allowed]
     return tools[:MAX_TOOLS]
-
-
-# -- stdio transport ---------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def open_stdio(
-    command: str, args: tuple[str, ...], env: dict[str, str], connection: McpConnection
-) -> AsyncIterator[
-    tuple[
-        MemoryObjectReceiveStream[SessionMessage | Exception],
-        MemoryObjectSendStream[SessionMessage],
-    ]
-]:
-    """Start ``command`` as a child of this task and carry JSON-RPC lines over its stdio.
-
-    Resource handling:
-        On exit stdin is closed and the process gets :data:`EXIT_GRACE_S` to exit, then it is
-        terminated (SIGTERM, then SIGKILL after :data:`EXIT_GRACE_S`); cancelled, the same
-        happens without the first wait.
-    """
-    stderr = _StderrTail()
-    connection.stderr_tail = stderr.text
-    async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            functools.partial(
-                trio.run_process,
-                [command, *args],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                check=False,
-                start_new_session=True,
-                deliver_cancel=_terminate,
-            )
-        )
-        connection.pid = process.pid
-        read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-        write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
-        assert process.stdin is not None
-        assert process.stdout is not None
-        assert process.stderr is not None
-        nursery.start_soon(_read_lines, process.stdout, read_writer, connection)
-        nursery.start_soon(_write_lines, process.stdin, write_reader)
-        nursery.start_soon(stderr.collect, process.stderr)
-        nursery.start_soon(_watch_exit, process, connection)
-        try:
-            yield read_stream, write_stream
-        finally:
-            with trio.CancelScope(shield=True):
-                with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-                    await process.stdin.aclose()
-                with trio.move_on_after(EXIT_GRACE_S):
-                    await process.wait()
-            nursery.cancel_scope.cancel()
-            await read_stream.aclose()
-            await write_stream.aclose()
-
-
-async def _terminate(process: trio.Process) -> None:
-    """``deliver_cancel`` of a stdio server: SIGTERM, then SIGKILL after a grace period."""
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    with trio.move_on_after(EXIT_GRACE_S):
-        await process.wait()
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-
-
-async def _watch_exit(process: trio.Process, connection: McpConnection) -> None:
-    code = await process.wait()
-    if not connection.stop_requested.is_set():
-        connection.fail(f"the process exited with code {code}", overwrite=True)
-
-
-async def _read_lines(
-    stdout: trio.abc.ReceiveStream,
-    writer: MemoryObjectSendStream[SessionMessage | Exception],
-    connection: McpConnection,
-) -> None:
-    buffer = bytearray()
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-        async with writer:
-            async for chunk in stdout:
-                buffer += chunk
-                while (end := buffer.find(b"\n")) >= 0:
-                    line = bytes(buffer[:end])
-                    del buffer[: end + 1]
-                    if not line.strip():
-                        continue
-                    try:
-                        message = types.JSONRPCMessage.model_validate_json(line)
-                    except ValueError as exc:
-                        await writer.send(exc)
-                        continue
-                    await writer.send(SessionMessage(message))
-                if len(buffer) > MAX_LINE_BYTES:
-                    connection.fail(f"it wrote a line longer than {MAX_LINE_BYTES} bytes")
-                    return
-
-
-async def _write_lines(
-    stdin: trio.abc.SendStream, reader: MemoryObjectReceiveStream[SessionMessage]
-) -> None:
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        async with reader:
-            async for message in reader:
-                data = message.message.model_dump_json(by_alias=True, exclude_none=True)
-                await stdin.send_all(data.encode() + b"\n")
-
-
-class _StderrTail:
-    """The end of what a stdio server wrote to stderr (last :data:`STDERR_TAIL` bytes)."""
-
-    def __init__(self) -> None:
-        self._tail = b""
-
-    async def collect(self, stderr: trio.abc.ReceiveStream) -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            async for chunk in stderr:
-                self._tail = (self._tail + chunk)[-STDERR_TAIL:]
-
-    def text(self) -> str:
-        """The last :data:`STDERR_LINES` lines (at most 400 characters)."""
-        lines = self._tail.decode("utf-8", errors="replace").strip().splitlines()
-        return " | ".join(line.strip() for line in lines[-STDERR_LINES:])[-400:]
 
 
 # -- the component -----------------------------------------------------------------------------
