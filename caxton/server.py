@@ -35,6 +35,7 @@ from caxton.agents.deployments import (
     PostgresDeployments,
 )
 from caxton.agents.logs import AgentLogs
+from caxton.agents.mcp_tools.connections import McpClients
 from caxton.agents.registry import Registry
 from caxton.agents.runtime import WasmRuntime
 from caxton.agents.service import RESTART_NOTICE, AgentService
@@ -533,6 +534,8 @@ async def _start_agents(
         agents=table,
         http=llm.tools_http,
     )
+    mcp_clients = McpClients(core.metrics)  # config agents' MCP servers (issue #19)
+    await _start(core, nursery, "mcp_clients", mcp_clients.run)
     config_agents = ConfigAgentDeps(
         llm=llm,
         defaults=config.llm,
@@ -543,6 +546,7 @@ async def _start_agents(
         api_root=deployments.source_root,
         api_env_allowlist=tuple(config.security.agent_env_allowlist),
         usage=usage,
+        mcp=mcp_clients,
     )
     registry = Registry(
         table,

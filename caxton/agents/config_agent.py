@@ -25,6 +25,7 @@ import attrs
 import trio
 
 from caxton.agents.logs import AgentLogs
+from caxton.agents.mcp_tools.connections import McpClients
 from caxton.agents.prompt import Turn, build_prompt, memory_context, request_text, turns_of
 from caxton.agents.runtime import AgentReply
 from caxton.agents.spec import AgentSpec
@@ -42,6 +43,7 @@ from caxton.usage.model import Budget
 from caxton.usage.service import UsageService
 
 if TYPE_CHECKING:
+    from caxton.agents.mcp_tools.connections import McpConnections
     from caxton.agents.runtime import AgentInstance, LoadRequest
     from caxton.agents.tools import Tool
     from caxton.llm.client import LLMClient
@@ -94,6 +96,8 @@ class ConfigAgentDeps:
     api_env_allowlist: tuple[str, ...] = ()
     #: Token accounting and budgets (issue #18); None: calls are not accounted.
     usage: UsageService | None = None
+    #: where the sessions of ``[[mcp_servers]]`` run (issue #19); ``None``: no MCP tools
+    mcp: McpClients | None = None
 
     def log(self, agent: str, level: str, text: str) -> None:
         """Write an agent log line with URL credentials and auth headers masked: tool and LLM
@@ -140,8 +144,23 @@ class ConfigRuntime:
         except LLMNotConfigured as exc:
             deps.log(spec.name, "warn", f"this version cannot answer: {exc.message}")
             return ConfigAgentInstance(spec, deps, client=None, problem=exc)
+        mcp = None
+        if spec.mcp_servers and deps.mcp is not None:
+            # the version owns its MCP servers: started now, closed by aclose (issue #19)
+            mcp = await deps.mcp.open(
+                spec.name,
+                spec.mcp_servers,
+                environ=environ,
+                env_hint=env_hint,
+                log=lambda level, text: deps.log(spec.name, level, text),
+            )
         return ConfigAgentInstance(
-            spec, deps, client=deps.llm.client(chain), problem=None, model=chain[0].model
+            spec,
+            deps,
+            client=deps.llm.client(chain),
+            problem=None,
+            model=chain[0].model,
+            mcp=mcp,
         )
 
 
@@ -156,6 +175,7 @@ class ConfigAgentInstance:
         client: LLMClient | None,
         problem: LLMNotConfigured | None,
         model: str | None = None,
+        mcp: McpConnections | None = None,
     ) -> None:
         self.spec = spec
         self.deps = deps
@@ -172,6 +192,9 @@ class ConfigAgentInstance:
             where=f"[performance] in {spec.source}",
         )
         self.tools: dict[str, Tool] = tools_for(spec.tools, deps.tools)
+        self.mcp = mcp
+        if mcp is not None:
+            self.tools.update(mcp.tools(set(self.tools)))
         self._slots = trio.Semaphore(max(1, spec.performance.max_concurrent_requests))
         self._context_cache: dict[str, tuple[float, str]] = {}
 
@@ -186,6 +209,7 @@ class ConfigAgentInstance:
             "llm": llm,
             "tools": sorted(tool.name for tool in self.tools.values()),
             "max_concurrent_requests": self.spec.performance.max_concurrent_requests,
+            **({"mcp_servers": self.mcp.view()} if self.mcp is not None else {}),
         }
 
     async def handle(self, message: Message, stream: ChunkSender | None = None) -> AgentReply:
@@ -213,7 +237,8 @@ class ConfigAgentInstance:
         )
 
     async def aclose(self) -> None:
-        return None
+        if self.mcp is not None:
+            await self.mcp.aclose()
 
     # -- one request ---------------------------------------------------------------------------
 

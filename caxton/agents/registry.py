@@ -279,7 +279,7 @@ class Registry:
             "description": spec.description if spec else "",
             "abi": details.get("abi"),
             # config agents: the LLM endpoint in use (or why there is none) and their tools
-            **{key: details[key] for key in ("llm", "tools") if key in details},
+            **{key: details[key] for key in ("llm", "tools", "mcp_servers") if key in details},
             "source": agent.source,
             "last_reload": self.table.last_reload.get(
                 name, ReloadResult(ok=True, error=None)

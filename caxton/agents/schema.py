@@ -167,6 +167,70 @@ def _llm_keys(prefix: str) -> tuple[KeyDoc, ...]:
     )
 
 
+MCP_SERVER_KEYS: tuple[KeyDoc, ...] = (
+    KeyDoc(
+        path="mcp_servers",
+        kind=Kind.TABLE_LIST,
+        default=[],
+        help="MCP servers whose tools the model may call ([[mcp_servers]], one table each).",
+    ),
+    KeyDoc(
+        path="mcp_servers.name",
+        kind=Kind.STRING,
+        required=True,
+        help="Short name of the server (letters, digits, '-', '_'; up to 32); its tools are "
+        "offered as mcp_<name>_<tool>.",
+    ),
+    KeyDoc(
+        path="mcp_servers.command",
+        kind=Kind.STRING,
+        help="stdio server: the program to start (the agent version owns the process).",
+    ),
+    KeyDoc(
+        path="mcp_servers.args",
+        kind=Kind.STRING_LIST,
+        default=[],
+        help="stdio server: arguments of the command.",
+    ),
+    KeyDoc(
+        path="mcp_servers.env",
+        kind=Kind.FREE_TABLE,
+        help="stdio server: environment variables (strings; ${VAR} expands); the server's own "
+        "environment is not passed on beyond PATH, HOME and the like.",
+    ),
+    KeyDoc(
+        path="mcp_servers.url",
+        kind=Kind.STRING,
+        help="Streamable HTTP server: the endpoint URL (http or https).",
+    ),
+    KeyDoc(
+        path="mcp_servers.headers",
+        kind=Kind.FREE_TABLE,
+        help="Streamable HTTP server: request headers (strings; ${VAR} expands), e.g. "
+        "Authorization.",
+    ),
+    KeyDoc(
+        path="mcp_servers.tools",
+        kind=Kind.STRING_LIST,
+        help="Allow-list of the server's tool names; when absent every tool is offered.",
+    ),
+    KeyDoc(
+        path="mcp_servers.timeout",
+        kind=Kind.DURATION,
+        default="30s",
+        help="Longest wait for one tool call, at most 1h (the agent's request_timeout still "
+        "applies).",
+    ),
+    KeyDoc(
+        path="mcp_servers.startup_timeout",
+        kind=Kind.DURATION,
+        default="20s",
+        help="Longest wait for the server to start and list its tools when the version loads "
+        "(at most 5m; servers start together, within caxton.yaml agents.load_timeout).",
+    ),
+)
+"""Keys of ``[[mcp_servers]]`` (issue #19; checked by :mod:`caxton.agents.mcp_tools.spec`)."""
+
 CONFIG_AGENT_KEYS: tuple[KeyDoc, ...] = (
     *_IDENTITY,
     KeyDoc(
@@ -322,6 +386,7 @@ CONFIG_AGENT_KEYS: tuple[KeyDoc, ...] = (
         kind=Kind.FREE_TABLE,
         help="Free values the template reads as {{parameters.<key>}}.",
     ),
+    *MCP_SERVER_KEYS,
     *_DEPLOYMENT,
 )
 """Keys of a config (LLM-driven) agent file."""
@@ -389,8 +454,10 @@ def keys_by_table(docs: tuple[KeyDoc, ...]) -> Mapping[str, Mapping[str, KeyDoc]
     for doc in docs:
         tables.setdefault(doc.parent, {})[doc.name] = doc
         if doc.kind is Kind.TABLE_LIST:
-            # Items of an array of tables take the keys of the table that holds the array.
-            tables[doc.path] = {
+            # Items of an array of tables take their own keys when some are documented
+            # ([[mcp_servers]]), else the keys of the table that holds the array (llm.fallback).
+            own = {other.name: other for other in docs if other.parent == doc.path}
+            tables[doc.path] = own or {
                 other.name: other
                 for other in docs
                 if other.parent == doc.parent and other.path != doc.path

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import attrs
 import cattrs
 
+from caxton.agents.mcp_tools.spec import McpServerSpec, build_mcp_servers, check_mcp_servers
 from caxton.agents.problems import AgentSpecError, SpecProblem, sort_problems
 from caxton.agents.schema import CONFIG_AGENT_KEYS, WASM_AGENT_KEYS, KeyDoc, Kind
 from caxton.agents.validate import (
@@ -132,6 +133,8 @@ class AgentSpec:
     source: str
     content_hash: str
     warnings: tuple[SpecProblem, ...] = ()
+    #: ``[[mcp_servers]]``: MCP servers whose tools the model may call (issue #19).
+    mcp_servers: tuple[McpServerSpec, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -316,6 +319,7 @@ def _check_config(
     if "llm" in cleaned:
         checker.check_llm(cleaned["llm"], ("llm",))
     checker.check_deployment(cleaned.get("deployment", {}))
+    check_mcp_servers(checker, cleaned.get("mcp_servers", ()))
 
     def build(warnings: tuple[SpecProblem, ...]) -> AgentSpec:
         return _build_config(cleaned, source, content_hash, warnings)
@@ -457,6 +461,7 @@ def _build_config(
         source=source,
         content_hash=content_hash,
         warnings=warnings,
+        mcp_servers=build_mcp_servers(cleaned.get("mcp_servers", ())),
     )
 
 

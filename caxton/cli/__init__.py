@@ -253,6 +253,7 @@ def _register() -> None:
     from caxton.cli.cluster import cluster
     from caxton.cli.conversations import conversations
     from caxton.cli.keys import keys
+    from caxton.cli.mcp_proxy import mcp_command
     from caxton.cli.memory import memory
     from caxton.cli.message import message
     from caxton.cli.safe_mode import safe_mode
@@ -273,6 +274,7 @@ def _register() -> None:
     main.add_command(storage)
     main.add_command(cluster)
     main.add_command(usage)
+    main.add_command(mcp_command)
 
 
 _register()

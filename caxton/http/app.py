@@ -23,6 +23,7 @@ from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
 from caxton.http.guard import edge_headers
 from caxton.http.guard import install as install_security
+from caxton.http.mcp_server import endpoint as mcp_endpoint
 from caxton.http.state import ROUTES_KEY, SERVICES_KEY
 from caxton.tracing import tracer
 from caxton.tracing.asgi import TraceRequests, name_request_span
@@ -45,6 +46,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
     admin.routes,
     cluster.routes,
     usage.routes,
+    mcp_endpoint.routes,  # POST /mcp (issue #19)
 )
 
 

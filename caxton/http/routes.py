@@ -46,6 +46,9 @@ class RouteSpec:
     #: Defaults to "any method but GET"; routes that only compute (validate, talk to an
     #: agent) declare ``mutating=False``.
     mutating: bool = attrs.field()
+    #: The handler checks the role of each operation the body asks for (``/mcp``, issue #19);
+    #: ``role`` is then the least role of any operation.
+    roles_per_call: bool = False
 
     @mutating.default
     def _mutating_default(self) -> bool:
@@ -83,6 +86,7 @@ class RouteTable:
         request_body: str | None = None,
         responses: tuple[int, ...] = (200,),
         mutating: bool | None = None,
+        roles_per_call: bool = False,
     ) -> Callable[[H], H]:
         """Declare an HTTP route (``mutating`` overrides the method-based default)."""
 
@@ -97,6 +101,7 @@ class RouteTable:
                 query=query,
                 request_body=request_body,
                 responses=responses,
+                roles_per_call=roles_per_call,
             )
             if mutating is not None:
                 spec = attrs.evolve(spec, mutating=mutating)

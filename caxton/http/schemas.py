@@ -724,4 +724,31 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
             description="The live instances sharing this server's database, oldest first.",
         )
     ),
+    # -- MCP (issue #19): one JSON-RPC 2.0 message in, its response out (202 for a notification)
+    "mcp.mcp_endpoint": _op(
+        obj(
+            {
+                "jsonrpc": {"const": "2.0"},
+                "id": {"type": ["string", "integer", "null"]},
+                "result": _OBJECT,
+                "error": obj(
+                    {"code": _INTEGER, "message": _STRING, "data": _OBJECT},
+                    required=["code", "message"],
+                ),
+            },
+            required=["jsonrpc", "id"],
+            description="A JSON-RPC response: result, or error (data: Caxton's error fields).",
+        ),
+        request=obj(
+            {
+                "jsonrpc": {"const": "2.0"},
+                "id": {"type": ["string", "integer"]},
+                "method": _STRING,
+                "params": _OBJECT,
+            },
+            required=["jsonrpc", "method"],
+            description="One JSON-RPC 2.0 request or notification (initialize, ping, "
+            "tools/list, tools/call, notifications/...).",
+        ),
+    ),
 }

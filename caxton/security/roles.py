@@ -63,13 +63,17 @@ class Requirement:
     role: Role
     mutating: bool
     rule: str
+    #: The route checks the role of each operation its body asks for (``POST /mcp``: one
+    #: tools/call searches memory, the next stores), so readonly callers may POST to it.
+    per_call: bool = False
 
     @classmethod
     def of(cls, spec: Declared | None, rule: str) -> Requirement:
         """The requirement of ``spec``; an undeclared route is admin-only and mutating."""
         if spec is None:
             return cls(role=Role.ADMIN, mutating=True, rule=rule)
-        return cls(role=spec.role, mutating=spec.mutating, rule=rule)
+        per_call = bool(getattr(spec, "roles_per_call", False))
+        return cls(role=spec.role, mutating=spec.mutating, rule=rule, per_call=per_call)
 
     @property
     def public(self) -> bool:
@@ -89,7 +93,7 @@ def denial(caller: Role, requirement: Requirement, method: str) -> str | None:
             f"{method} {requirement.rule} needs the {role_name(requirement.role)} role "
             f"(or higher); this credential has {role_name(caller)}"
         )
-    reads = method.upper() in READ_METHODS and not requirement.mutating
+    reads = (method.upper() in READ_METHODS or requirement.per_call) and not requirement.mutating
     if caller is Role.READONLY and not reads:
         return (
             f"{method} {requirement.rule} changes state and the readonly role may only read; "

@@ -42,6 +42,7 @@ async def test_health_ready_and_report(server: ServerInfo) -> None:
         "router": "running",
         "maintenance": "running",
         "memory_maintenance": "running",
+        "mcp_clients": "running",
         "watcher": "running",
         "http": "running",
     }

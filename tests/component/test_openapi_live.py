@@ -314,6 +314,10 @@ async def _messaging(api: Api) -> None:
         "POST", "/api/v1/messages", expect=202, json_body=envelope, params={"wait": "false"}
     )
     assert accepted.json()["accepted"] is True
+    ask = {"name": "ask_echo", "arguments": {"question": "hi"}}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": ask}
+    answer = (await api.call("POST", "/mcp", json_body=call)).json()
+    assert answer["result"]["structuredContent"]["agent"] == "echo"
 
     listed = (await api.call("GET", "/api/v1/conversations")).json()
     assert listed["total"] >= 2

@@ -62,8 +62,7 @@ def start_caxton(nursery: trio.Nursery, tmp_path: Path, agents_dir: Path):
         loaded = loopback_config(
             tmp_path / "data",
             server__agents_dir=str(agents_dir),
-            agents__drain_timeout="10s",
-            **config,
+            **{"agents__drain_timeout": "10s", **config},
         )
         info: ServerInfo = await nursery.start(
             functools.partial(serve, loaded, handle_signals=False)

@@ -164,6 +164,20 @@ FULL_CONFIG_AGENT = toml(
     [deployment]
     strategy = "canary"
     canary_percentage = 25
+
+    [[mcp_servers]]
+    name = "files"
+    command = "mcp-files"
+    args = ["--root", "/srv/data"]
+    tools = ["read_file"]
+    timeout = "10s"
+    startup_timeout = "5s"
+    env = { LOG_LEVEL = "warn" }
+
+    [[mcp_servers]]
+    name = "search"
+    url = "https://mcp.example.com/mcp"
+    headers = { Authorization = "Bearer ${SEARCH_TOKEN}" }
     """
 )
 
@@ -189,6 +203,24 @@ def test_a_file_using_every_config_key_parses_into_typed_values():
     assert spec.parameters == {"language": "en", "limits": {"rows": 100}}
     assert spec.deployment.strategy == "canary"
     assert spec.deployment.canary_percentage == 25
+    files, search = spec.mcp_servers
+    assert (files.transport, files.command, files.args) == (
+        "stdio",
+        "mcp-files",
+        ("--root", "/srv/data"),
+    )
+    assert (files.allowed_tools, files.timeout_s, files.startup_timeout_s) == (
+        ("read_file",),
+        10,
+        5,
+    )
+    assert files.env == {"LOG_LEVEL": "warn"}
+    assert (search.transport, search.allowed_tools, search.timeout_s) == (
+        "streamable-http",
+        None,
+        30,
+    )
+    assert search.headers == {"Authorization": "Bearer ${SEARCH_TOKEN}"}
     assert len(spec.content_hash) == 32
     assert spec.warnings == ()
 
@@ -202,6 +234,10 @@ def _key_paths(table: dict, prefix: str = "") -> set[str]:
         if isinstance(value, dict) and path != "parameters":
             paths |= _key_paths(value, f"{path}.")
         if isinstance(value, list) and value and isinstance(value[0], dict):
+            if path == "mcp_servers":  # items of [[mcp_servers]] have keys of their own
+                for item in value:
+                    paths |= {p for p in _key_paths(item, "mcp_servers.") if p.count(".") < 2}
+                continue
             paths |= {f"{prefix}{p}" for p in _key_paths(value[0], "llm.")} - {f"{prefix}llm"}
     return paths
 
