@@ -14,11 +14,11 @@ set -eu
 # shellcheck source-path=SCRIPTDIR source=lib/apt.sh
 . "$(dirname "$0")/lib/apt.sh"
 
-APT_PACKAGES="${APT_PACKAGES:-prometheus logrotate docker-compose nginx}"
+APT_PACKAGES="${APT_PACKAGES:-prometheus logrotate docker-compose nginx chromium chromium-driver}"
 PATH="$PATH:/usr/sbin:/sbin"
 
 have_tools() {
-    for tool in prometheus promtool logrotate docker-compose nginx; do
+    for tool in prometheus promtool logrotate docker-compose nginx chromium chromedriver; do
         command -v "$tool" >/dev/null 2>&1 || return 1
     done
     return 0

@@ -21,6 +21,7 @@ from caxton.errors import CaxtonError
 from caxton.http import admin, agents, cluster, errors, events_ws, health, memory, openapi
 from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
+from caxton.http.console.api import routes as console_api_routes
 from caxton.http.guard import edge_headers
 from caxton.http.guard import install as install_security
 from caxton.http.state import ROUTES_KEY, SERVICES_KEY
@@ -41,6 +42,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
     messaging.routes,
     admin.routes,
     cluster.routes,
+    console_api_routes,
 )
 
 

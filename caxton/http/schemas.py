@@ -30,6 +30,7 @@ from caxton.agents.table import ReloadResult
 from caxton.agents.versions import AgentState, Canary
 from caxton.components import ComponentStatus
 from caxton.events import EVENT_TYPES, Event
+from caxton.http.console import api as console_api
 from caxton.http.schemagen import (
     ANY,
     Schema,
@@ -677,4 +678,8 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
             description="The live instances sharing this server's database, oldest first.",
         )
     ),
+    # -- console (issue #20)
+    "console.session": _op(console_api.SESSION_SCHEMA),
+    "console.agent_definition": _op(console_api.DEFINITION_SCHEMA),
+    "console.metrics_summary": _op(console_api.SUMMARY_SCHEMA),
 }
