@@ -76,15 +76,26 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 },
             )
             assert seeded.status_code == 201, seeded.text
-            for other in ("NASDAQ", "Lighthouse"):
+            for other, kind in (
+                ("NASDAQ", "market"),
+                ("Lighthouse", "place"),
+                ("Harbour", "place"),
+                ("Ada", "person"),
+            ):
                 api.post(
                     "/api/v1/memory/entities",
-                    json={"name": other, "entity_type": "thing", "observations": [other]},
+                    json={"name": other, "entity_type": kind, "observations": [f"the {kind}"]},
                 )
-            api.post(
-                "/api/v1/memory/relations",
-                json={"from": "Whiskers", "to": "Lighthouse", "relation_type": "sleeps_near"},
-            )
+            for source, target, kind in (
+                ("Whiskers", "Lighthouse", "sleeps_near"),
+                ("Ada", "Whiskers", "feeds"),
+                ("Lighthouse", "Harbour", "stands_in"),
+            ):
+                related = api.post(
+                    "/api/v1/memory/relations",
+                    json={"from": source, "to": target, "relation_type": kind},
+                )
+                assert related.status_code in (200, 201), related.text
             yield {"server": server, "agents": agents, "api": api, "root": root}
     finally:
         assert server.stop() == 0, server.log.read_text()[-3000:]
@@ -244,9 +255,10 @@ def test_a_memory_search_shows_the_seeded_entity_and_its_graph(
     )
     wait(browser).until(
         ec.presence_of_element_located(
-            (By.CSS_SELECTOR, '#memory-graph [data-entity="Lighthouse"]')
+            (By.CSS_SELECTOR, '#memory-graph [data-entity="Harbour"]')
         )
     )
+    browser.execute_script("document.getElementById('graph-h').scrollIntoView()")
     shoot(browser, shots, "memory")
 
 

@@ -49,21 +49,34 @@ export function sequence(messages, describe) {
 
 /** A graph of ``nodes`` (with depth 0, 1, 2) and ``edges``, drawn as rings around the root. */
 export function neighbourhood(graph, onPick) {
-  const width = 640, height = 420, cx = width / 2, cy = height / 2;
+  const width = 900, height = 380, cx = width / 2, cy = height / 2;
   const byDepth = [[], [], []];
   for (const node of graph.nodes) byDepth[Math.min(2, node.depth || 0)].push(node);
   const where = new Map();
-  byDepth.forEach((ring, depth) => {
-    const radius = depth * 150 * (depth === 2 ? 0.85 : 0.8);
-    ring.forEach((node, i) => {
-      const angle = (2 * Math.PI * i) / Math.max(1, ring.length) + depth * 0.4;
-      where.set(node.name, [cx + radius * Math.cos(angle) * (depth ? 1.35 : 0), cy + radius * Math.sin(angle)]);
-    });
-  });
+  const angles = new Map();
+  const place = (node, depth, angle) => {
+    // each depth on an ellipse around the root, wider than tall to fit the page
+    angles.set(node.name, angle);
+    where.set(node.name, [cx + depth * 200 * Math.cos(angle), cy + depth * 72 * Math.sin(angle)]);
+  };
+  for (const node of byDepth[0]) place(node, 0, 0);
+  byDepth[1].forEach((node, i) => place(node, 1, (2 * Math.PI * i) / Math.max(1, byDepth[1].length) - Math.PI / 6));
+  // depth 2 fans out beside the depth-1 entity it hangs from
+  const children = new Map();
+  for (const node of byDepth[2]) {
+    const edge = graph.edges.find((e) => (e.from === node.name && angles.has(e.to)) || (e.to === node.name && angles.has(e.from)));
+    const parent = edge ? (edge.from === node.name ? edge.to : edge.from) : null;
+    if (!children.has(parent)) children.set(parent, []);
+    children.get(parent).push(node);
+  }
+  for (const [parent, nodes] of children) {
+    const base = parent !== null && angles.has(parent) ? angles.get(parent) : Math.PI / 2;
+    nodes.forEach((node, k) => place(node, 2, base + (k - (nodes.length - 1) / 2) * 0.35));
+  }
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "group", "aria-label": `Neighbourhood of ${graph.root}: ${graph.nodes.length} entities, ${graph.edges.length} relations` },
     graph.edges.filter((e) => where.has(e.from) && where.has(e.to)).map((e) => {
       const [x1, y1] = where.get(e.from), [x2, y2] = where.get(e.to);
-      return s("g", {}, s("line", { x1, y1, x2, y2, "stroke-width": 1 + 2 * (e.strength ?? 0.5) }),
+      return s("g", {}, s("title", {}, `${e.from} ${e.relation_type} ${e.to}`), s("line", { x1, y1, x2, y2, "stroke-width": 1 + 2 * (e.strength ?? 0.5) }),
         s("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, "text-anchor": "middle", "font-size": 11, fill: "#56616d" }, e.relation_type));
     }),
     graph.nodes.map((node) => {

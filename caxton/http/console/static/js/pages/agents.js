@@ -22,22 +22,22 @@ function row(agent, fresh) {
   const reload = agent.last_reload || {};
   return h("tr", { "data-agent": agent.name, class: fresh ? "flash" : "" },
     h("th", { scope: "row" }, h("a", { href: `#/agent/${enc(agent.name)}` }, agent.name)),
-    h("td", {}, agent.type),
-    h("td", {}, statusCell(agent.status)),
-    h("td", {}, agent.version || "—"),
-    h("td", { class: "hide-narrow" }, canary),
-    h("td", { class: "hide-narrow" }, h("div", { class: "chips" }, (agent.capabilities || []).map((c) => h("span", { class: "chip" }, c)))),
-    h("td", {}, reload.at ? when(reload.at) : "", errorLine(agent)),
+    h("td", { "data-label": "Type" }, agent.type),
+    h("td", { "data-label": "Status" }, statusCell(agent.status)),
+    h("td", { "data-label": "Version" }, agent.version || "—"),
+    h("td", { "data-label": "Canary" }, canary),
+    h("td", { "data-label": "Capabilities" }, h("div", { class: "chips" }, (agent.capabilities || []).map((c) => h("span", { class: "chip" }, c)))),
+    h("td", { "data-label": "Last reload" }, reload.at ? when(reload.at) : "", errorLine(agent)),
   );
 }
 
 export function render(view, context) {
   const count = h("p", { class: "muted", id: "agents-count" });
   const body = h("tbody");
-  const table = h("table", { id: "agents-table" },
+  const table = h("table", { id: "agents-table", class: "stack" },
     h("caption", { class: "visually-hidden" }, "Agents, with status, versions and the last reload"),
-    h("thead", {}, h("tr", {}, ["Name", "Type", "Status", "Version", "Canary", "Capabilities", "Last reload"].map((t, i) =>
-      h("th", { scope: "col", class: i === 4 || i === 5 ? "hide-narrow" : "" }, t)))),
+    h("thead", {}, h("tr", {}, ["Name", "Type", "Status", "Version", "Canary", "Capabilities", "Last reload"].map((t) =>
+      h("th", { scope: "col" }, t)))),
     body);
   const failure = h("p", { class: "error", role: "alert" });
   view.append(h("h1", {}, "Agents"), h("section", { class: "card", "aria-labelledby": "agents-h" },

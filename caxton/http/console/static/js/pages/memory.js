@@ -20,9 +20,10 @@ export function render(view, context, initial) {
     h("label", { for: "memory-q" }, "Search memory"), q,
     h("div", { class: "row" }, h("div", {}, h("label", { for: "memory-limit" }, "Results"), limit), h("button", { type: "submit", id: "memory-search" }, "Search")));
   view.append(h("h1", {}, "Memory"), stats, h("div", { class: "split" },
-    h("section", { class: "card", "aria-labelledby": "entity-h" }, h("h2", { id: "entity-h" }, "Entity"), entity,
-      h("div", { class: "row" }, h("div", {}, h("label", { for: "memory-depth" }, "Graph depth"), depth)), graph),
-    h("section", { class: "card", "aria-labelledby": "search-h" }, h("h2", { id: "search-h", class: "visually-hidden" }, "Search"), form, found, results)));
+    h("section", { class: "card", "aria-labelledby": "search-h" }, h("h2", { id: "search-h", class: "visually-hidden" }, "Search"), form, found, results),
+    h("section", { class: "card", "aria-labelledby": "entity-h" }, h("h2", { id: "entity-h" }, "Entity"), entity)),
+    h("section", { class: "card", "aria-labelledby": "graph-h" }, h("h2", { id: "graph-h" }, "Neighbourhood"),
+      h("div", { class: "row" }, h("div", {}, h("label", { for: "memory-depth" }, "Depth"), depth)), graph));
 
   async function search(event) {
     if (event) event.preventDefault();
