@@ -254,9 +254,7 @@ def test_a_memory_search_shows_the_seeded_entity_and_its_graph(
         ec.text_to_be_present_in_element((By.ID, "memory-observations"), "grey cat")
     )
     wait(browser).until(
-        ec.presence_of_element_located(
-            (By.CSS_SELECTOR, '#memory-graph [data-entity="Harbour"]')
-        )
+        ec.presence_of_element_located((By.CSS_SELECTOR, '#memory-graph [data-entity="Harbour"]'))
     )
     browser.execute_script("document.getElementById('graph-h').scrollIntoView()")
     shoot(browser, shots, "memory")
