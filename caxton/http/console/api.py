@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -32,10 +33,19 @@ if TYPE_CHECKING:
 
 routes = RouteTable("console")
 
-#: Keys whose values never leave the server, wherever they sit in a definition.
-SECRET_KEYS = frozenset({"api_key", "token", "secret", "password", "authorization"})
+#: A key any of whose ``_``-separated words is one of these never has its value shown,
+#: wherever it sits in a definition (``api_key``, ``client_secret``; not ``max_tokens``).
+SECRET_WORDS = frozenset(
+    {"key", "apikey", "secret", "token", "password", "passwd", "authorization", "credential"}
+)
 REDACTED = "***"
 _MAX_DEPTH = 12
+#: ``scheme://user:password@host``: the user information of a URL is a credential too.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def is_secret_key(key: str) -> bool:
+    return any(word in SECRET_WORDS for word in key.lower().replace("-", "_").split("_"))
 
 
 @routes.route(
@@ -114,7 +124,9 @@ def plain(value: object, depth: int = 0) -> Any:
         return [plain(item, depth + 1) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, str):
+        return _URL_USERINFO.sub(rf"\g<scheme>{REDACTED}@", value)
+    if value is None or isinstance(value, int | float | bool):
         return value
     return str(value)
 
@@ -122,7 +134,7 @@ def plain(value: object, depth: int = 0) -> Any:
 def _mapping(items: Iterable[tuple[str, object]], depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in items:
-        if key.lower() in SECRET_KEYS and item not in (None, ""):
+        if is_secret_key(key) and item not in (None, ""):
             out[key] = REDACTED
         elif key == "headers" and isinstance(item, Mapping):
             out[key] = {str(k): REDACTED for k in item}
