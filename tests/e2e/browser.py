@@ -62,11 +62,23 @@ def open_browser() -> Iterator[webdriver.Chrome]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(20)
+    set_viewport(driver, 1280, 800)
     try:
         yield driver
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def set_viewport(
+    driver: webdriver.Chrome, width: int, height: int, *, mobile: bool = False
+) -> None:
+    """Make the page's viewport exactly ``width`` x ``height`` CSS pixels (the window's own
+    size includes the browser's frame)."""
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+    )
 
 
 def network_requests(driver: webdriver.Chrome) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from browser import artifacts_dir, network_requests, open_browser, start_server
+from browser import artifacts_dir, network_requests, open_browser, set_viewport, start_server
 from processes import REPO, probe
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -256,8 +256,9 @@ def test_a_memory_search_shows_the_seeded_entity_and_its_graph(
     wait(browser).until(
         ec.presence_of_element_located((By.CSS_SELECTOR, '#memory-graph [data-entity="Harbour"]'))
     )
-    browser.execute_script("document.getElementById('graph-h').scrollIntoView()")
     shoot(browser, shots, "memory")
+    browser.execute_script("document.getElementById('graph-h').scrollIntoView()")
+    shoot(browser, shots, "memory-graph")
 
 
 def test_a_readonly_key_sees_no_deploy_or_rollback_controls(
@@ -340,7 +341,7 @@ def test_the_conversation_is_drawn_as_a_sequence_at_phone_width(
     assert [label.text.split(" ·")[0] for label in labels] == ["request", "inform"]
     assert " ms" in labels[1].text or " s" in labels[1].text
     shoot(browser, shots, "conversations")
-    browser.set_window_size(390, 844)
+    set_viewport(browser, 390, 844, mobile=True)
     try:
         browser.get(f"{site['server'].url}/ui#/agents")
         wait(browser).until(
@@ -350,7 +351,7 @@ def test_the_conversation_is_drawn_as_a_sequence_at_phone_width(
         assert width <= 400, f"the agents page is {width}px wide at a phone's 390px"
         shoot(browser, shots, "agents-phone")
     finally:
-        browser.set_window_size(1280, 800)
+        set_viewport(browser, 1280, 800)
 
 
 def test_keyboard_reaches_every_page(site: dict[str, Any], browser: Chrome) -> None:

@@ -201,11 +201,11 @@ def summarize(registry: CollectorRegistry) -> dict[str, Any]:
         "agents": {
             "config": int(sums.get("caxton_agent_config_count", 0.0)),
             "wasm": int(sums.get("caxton_agent_wasm_count", 0.0)),
-            "response_p99_seconds": sums.get("caxton_agent_response_latency_p99", 0.0),
+            "response_p99_seconds": round(sums.get("caxton_agent_response_latency_p99", 0.0), 6),
         },
         "memory": {
             "entities": int(sums.get("caxton_memory_entities_total", 0.0)),
-            "search_p99_seconds": sums.get("caxton_memory_search_latency_p99", 0.0),
+            "search_p99_seconds": round(sums.get("caxton_memory_search_latency_p99", 0.0), 6),
         },
     }
 

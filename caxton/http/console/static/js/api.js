@@ -37,7 +37,11 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   let data = null;
   const type = response.headers.get("Content-Type") || "";
   if (type.includes("json")) data = await response.json();
-  if (!response.ok) throw new ApiError(response.status, data);
+  if (!response.ok) {
+    // a credential that stopped working (an expired token, a revoked key): sign in again
+    if (response.status === 401 && credential()) window.dispatchEvent(new Event("caxton:unauthenticated"));
+    throw new ApiError(response.status, data);
+  }
   return data;
 }
 

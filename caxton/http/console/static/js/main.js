@@ -32,11 +32,11 @@ function showSignin(message) {
 }
 
 async function loadSession() {
+  const had = Boolean(credential());
   try {
     context.session = await api("/api/v1/session");
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
-      const had = Boolean(credential());
       setCredential("");
       showSignin(had ? `Not signed in: ${error.message}` : "");
       return false;
@@ -97,6 +97,7 @@ async function start() {
 
 // Any page may ask for the sign-in again when a call answers 401 (an expired token).
 window.addEventListener("caxton:unauthenticated", () => {
+  if (!context.session) return; // the sign-in itself reports its own refusal
   setCredential("");
   context.session = null;
   showSignin("Your credential was refused; sign in again.");

@@ -168,3 +168,17 @@ def test_what_a_role_is_offered_matches_what_the_routes_declare() -> None:
             role = declared[endpoint]
             for caller in (Role.READONLY, Role.USER, Role.OPERATOR, Role.ADMIN):
                 assert permissions(caller)[action] == (caller >= role), (action, endpoint, caller)
+
+
+def test_the_readme_shows_the_console_with_small_screenshots() -> None:
+    from pathlib import Path
+
+    repo = Path(__file__).parents[2]
+    readme = (repo / "README.md").read_text()
+    shown = re.findall(r"\((tools/screenshots/[^)]+\.png)\)", readme)
+    assert len(shown) >= 6
+    for name in shown:
+        picture = repo / name
+        assert picture.is_file(), name
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert picture.stat().st_size < 150_000, name
