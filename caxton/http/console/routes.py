@@ -53,12 +53,12 @@ def _serve(name: str) -> Response:
     return Response(asset.body, status=200, headers=headers, content_type=asset.media_type)
 
 
-@routes.route("/ui", role=Role.PUBLIC, summary="The operator console (HTML page).")
+@routes.route("/ui", role=Role.PUBLIC, summary="The operator console (HTML page).", in_api=False)
 async def console_page() -> Response:
     return _serve("")
 
 
-@routes.route("/ui/", role=Role.PUBLIC, summary="The operator console (HTML page).")
+@routes.route("/ui/", role=Role.PUBLIC, summary="The operator console (HTML page).", in_api=False)
 async def console_page_slash() -> Response:
     return _serve("")
 
@@ -68,6 +68,7 @@ async def console_page_slash() -> Response:
     role=Role.PUBLIC,
     summary="A static file of the console (script, style sheet, icon).",
     responses=(200, 304, 404),
+    in_api=False,
 )
 async def console_asset(name: str) -> Response:
     return _serve(name)
