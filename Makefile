@@ -49,7 +49,7 @@ $(BUNDLE_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bundle]'
 	touch $(BUNDLE_STAMP)
 
-dist/caxton: $(BUNDLE_STAMP) $(shell find caxton -name '*.py') $(wildcard packaging/pyinstaller/*)
+dist/caxton: $(BUNDLE_STAMP) $(shell find caxton -name '*.py' -o -path '*/console/static/*' -type f) $(wildcard packaging/pyinstaller/*)
 	PYTHON=$(BIN)/python packaging/pyinstaller/build.sh
 
 bundle: dist/caxton

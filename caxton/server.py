@@ -56,6 +56,7 @@ from caxton.datadir import open_data_dir
 from caxton.errors import CaxtonError, StartupError
 from caxton.events import EventHub
 from caxton.http.app import create_app
+from caxton.http.console import routes as console
 from caxton.http.server import HttpServer
 from caxton.llm.service import LLMService
 from caxton.logs import set_level
@@ -279,7 +280,7 @@ async def _serve(
                 await _start(core, storage_nursery, "llm", llm.run)
                 async with trio.open_nursery() as agents:
                     services = await _start_agents(agents, core, storage, pool, llm)
-                    http = HttpServer(services, create_app(services))
+                    http = HttpServer(services, create_app(services, tables=(console.routes,)))
                     async with trio.open_nursery() as front:
                         binds: list[str] = await _start(core, front, "http", http.run)
                         # in the agents nursery: it beats until the front has drained

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of the single-file binary (`make bundle` builds it): start it on a throwaway
 # data_dir and config, talk to the echo WASM agent, store and search a memory entity with the
-# bundled embedding model, run `caxton health` with the binary itself, stop it with SIGTERM
-# (must exit 0), and print the binary's size and its cold start (process start -> /ready 200).
+# bundled embedding model, fetch the console's page and scripts from /ui, run `caxton health`
+# with the binary itself, stop it with SIGTERM (must exit 0), and print the binary's size and
+# its cold start (process start -> /ready 200).
 #
 # Usage: tools/bundle_smoke.sh [BINARY]      (default: dist/caxton)
 # Needs curl and python3 (for reading JSON) on PATH; the binary needs nothing else. When it may
@@ -126,6 +127,16 @@ found=$(curl -sf "$API/api/v1/memory/search?q=a%20kitten%20on%20a%20rug&limit=2"
     fail "searching for a kitten did not find the cat first: $found"
 similarity=$(json 'round(d["results"][0]["similarity"], 3)' <<<"$found")
 
+# The console (issue #20) is served from files inside the binary, under its security policy.
+ui_headers=$(curl -sf -D - -o "$WORK/ui.html" "$API/ui") || fail "GET /ui failed"
+grep -qi "^content-security-policy: default-src 'self'" <<<"$ui_headers" ||
+    fail "GET /ui came without its Content-Security-Policy: $ui_headers"
+grep -q '/ui/js/main.js' "$WORK/ui.html" || fail "GET /ui is not the console page"
+for asset in js/main.js js/api.js js/pages/agents.js js/pages/health.js console.css; do
+    status=$(curl -s -o /dev/null -w '%{http_code}' "$API/ui/$asset")
+    [[ "$status" == 200 ]] || fail "GET /ui/$asset answered $status: the bundle lacks the console's files"
+done
+
 health=$("$BIN" --url "$API" health) || fail "caxton health exited $? ($health)"
 
 kill -TERM "$PID"
@@ -136,6 +147,6 @@ PID=""
 
 size=$(stat -c %s "$BIN")
 echo "bundle smoke: ok: echo agent replied, memory search found Whiskers (similarity $similarity)," \
-    "$health, SIGTERM exit 0"
+    "console served at /ui, $health, SIGTERM exit 0"
 echo "bundle smoke: binary $BIN: $((size / 1048576)) MiB ($size bytes); cold start to /ready: ${cold_start} s"
 echo "bundle smoke: network: $SMOKE_NETWORK"

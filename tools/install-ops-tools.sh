@@ -2,23 +2,26 @@
 # Install the operations tools the packaging and monitoring tests run for real: Prometheus and
 # promtool (Debian package `prometheus`), logrotate, docker-compose (which validates
 # packaging/docker-compose.yml without a Docker engine), and nginx (run on loopback in front of
-# two instances with packaging/nginx/caxton.conf). Debian packages only.
+# two instances with packaging/nginx/caxton.conf), and chromium with chromium-driver (the
+# console's browser tests drive it through selenium; no browser is downloaded). Debian packages
+# only.
 #
 # Idempotent: when every tool is already on PATH, nothing is installed. Runs unattended
 # (no prompts, no stdin) as root, or through passwordless sudo otherwise. The Debian package's
 # own service is never started here (policy-rc.d refuses it while installing): the tests run
 # their own Prometheus on 127.0.0.1.
 #
-# Environment: APT_PACKAGES (default: "prometheus logrotate docker-compose nginx") the packages to install.
+# Environment: APT_PACKAGES (default: "prometheus logrotate docker-compose nginx chromium
+# chromium-driver") the packages to install.
 set -eu
 # shellcheck source-path=SCRIPTDIR source=lib/apt.sh
 . "$(dirname "$0")/lib/apt.sh"
 
-APT_PACKAGES="${APT_PACKAGES:-prometheus logrotate docker-compose nginx}"
+APT_PACKAGES="${APT_PACKAGES:-prometheus logrotate docker-compose nginx chromium chromium-driver}"
 PATH="$PATH:/usr/sbin:/sbin"
 
 have_tools() {
-    for tool in prometheus promtool logrotate docker-compose nginx; do
+    for tool in prometheus promtool logrotate docker-compose nginx chromium chromedriver; do
         command -v "$tool" >/dev/null 2>&1 || return 1
     done
     return 0

@@ -21,6 +21,7 @@ from caxton.errors import CaxtonError
 from caxton.http import admin, agents, cluster, errors, events_ws, health, memory, openapi, usage
 from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
+from caxton.http.console.api import routes as console_api_routes
 from caxton.http.guard import edge_headers
 from caxton.http.guard import install as install_security
 from caxton.http.mcp_server import endpoint as mcp_endpoint
@@ -47,6 +48,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
     cluster.routes,
     usage.routes,
     mcp_endpoint.routes,  # POST /mcp (issue #19)
+    console_api_routes,
 )
 
 

@@ -32,6 +32,8 @@ def build_openapi(specs: list[RouteSpec]) -> dict[str, Any]:
     """
     paths: dict[str, dict[str, Any]] = {}
     for spec in specs:
+        if not spec.in_api:
+            continue
         item = paths.setdefault(spec.openapi_path, {})
         bodies = schemas.OPERATIONS.get(spec.endpoint, schemas.Operation())
         for method in spec.methods:

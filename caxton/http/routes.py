@@ -42,6 +42,9 @@ class RouteSpec:
     query: tuple[QueryParam, ...] = ()
     request_body: str | None = None
     responses: tuple[int, ...] = (200,)
+    #: Whether the route belongs to the JSON API and its OpenAPI document (the console's page
+    #: and files at /ui do not).
+    in_api: bool = True
     #: Whether a call changes server state: audited, and refused while in safe mode.
     #: Defaults to "any method but GET"; routes that only compute (validate, talk to an
     #: agent) declare ``mutating=False``.
@@ -87,6 +90,7 @@ class RouteTable:
         responses: tuple[int, ...] = (200,),
         mutating: bool | None = None,
         roles_per_call: bool = False,
+        in_api: bool = True,
     ) -> Callable[[H], H]:
         """Declare an HTTP route (``mutating`` overrides the method-based default)."""
 
@@ -102,6 +106,7 @@ class RouteTable:
                 request_body=request_body,
                 responses=responses,
                 roles_per_call=roles_per_call,
+                in_api=in_api,
             )
             if mutating is not None:
                 spec = attrs.evolve(spec, mutating=mutating)

@@ -30,6 +30,7 @@ from caxton.agents.table import ReloadResult
 from caxton.agents.versions import AgentState, Canary
 from caxton.components import ComponentStatus
 from caxton.events import EVENT_TYPES, Event
+from caxton.http.console import api as console_api
 from caxton.http.schemagen import (
     ANY,
     Schema,
@@ -751,4 +752,8 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
             "tools/list, tools/call, notifications/...).",
         ),
     ),
+    # -- console (issue #20)
+    "console.session": _op(console_api.SESSION_SCHEMA),
+    "console.agent_definition": _op(console_api.DEFINITION_SCHEMA),
+    "console.metrics_summary": _op(console_api.SUMMARY_SCHEMA),
 }

@@ -169,6 +169,7 @@ async def test_every_answer_matches_the_document(live: ServerInfo) -> None:
         with trio.fail_after(120):
             await _health(api)
             await _agents(api, base)
+            await _console(api)
             await _messaging(api)
             await _memory(api)
             await _admin(api)
@@ -389,6 +390,18 @@ async def _memory(api: Api) -> None:
         params={"merge_strategy": "update_existing"},
     )
     await api.call("DELETE", "/api/v1/memory/entities/{name}", name="Notes")
+
+
+async def _console(api: Api) -> None:
+    """The routes the console at /ui reads (issue #20); the page itself is not in the API."""
+    assert "/ui" not in api.document["paths"]
+    session = (await api.call("GET", "/api/v1/session")).json()
+    assert (session["role"], session["can"]["deploy"]) == ("admin", True)
+    loaded = await api.call("GET", "/api/v1/agents/{name}/definition", name="helper")
+    assert loaded.json()["definition"]["llm"]["base_url"] == "http://127.0.0.1:9/v1"
+    figures = (await api.call("GET", "/api/v1/metrics/summary")).json()
+    assert figures["http"]["requests"] > 0
+    await api.call("GET", "/api/v1/agents/{name}/definition", name="nobody", expect=404)
 
 
 async def _admin(api: Api) -> None:
