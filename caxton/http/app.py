@@ -17,6 +17,7 @@ from quart import Response, g, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from caxton.a2a import routes as a2a_routes
 from caxton.errors import CaxtonError
 from caxton.http import admin, agents, cluster, errors, events_ws, health, memory, openapi
 from caxton.http import messages as messaging
@@ -41,6 +42,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
     messaging.routes,
     admin.routes,
     cluster.routes,
+    a2a_routes.routes,
 )
 
 

@@ -2,8 +2,9 @@
 
 Each line holds ``time``, ``identity``, ``role``, ``auth`` (api_key | jwt | none), ``method``,
 ``route`` (the declared rule), ``target`` (the concrete path), ``status``, ``outcome``
-(ok | denied | rejected | error), ``request_id`` and ``client``. Calls refused by
-authentication, authorization or the rate limit are recorded too, as ``denied``.
+(ok | denied | rejected | error), ``request_id``, ``client`` and ``protocol`` (http | a2a).
+Calls refused by authentication, authorization or the rate limit are recorded too, as
+``denied``.
 
 The file is rotated by size: ``audit.log`` becomes ``audit.log.1`` and so on, keeping
 ``backups`` old files. Lines are written by one worker thread at a time (a limiter of 1), so
@@ -52,6 +53,9 @@ class AuditRecord:
     outcome: str
     request_id: str | None
     client: str | None
+    #: how the call came: ``http`` (the REST API) or ``a2a`` (an A2A JSON-RPC method, which
+    #: is then the ``method``; issue #19)
+    protocol: str = "http"
 
     @classmethod
     def now(cls, **fields: object) -> AuditRecord:
