@@ -310,7 +310,7 @@ def content_of(message: a2a_pb2.Message) -> str | dict[str, Any]:
         if kind == "text":
             texts.append(part.text)
         elif kind == "data":
-            data.append(json_format.MessageToDict(part.data))
+            data.append(integral(json_format.MessageToDict(part.data)))
         else:
             raise content_type_not_supported(
                 f"a {kind or 'empty'} part cannot be given to a Caxton agent; send text "
@@ -327,6 +327,18 @@ def content_of(message: a2a_pb2.Message) -> str | dict[str, Any]:
             field="message.parts",
         )
     return text
+
+
+def integral(value: Any) -> Any:
+    """``value`` with whole numbers as integers again: a data part is a protobuf ``Value``,
+    whose numbers are all doubles, and ``{"words": 4}`` should not come back as ``4.0``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [integral(item) for item in value]
+    return value
 
 
 def parts_of(content: str | dict[str, Any]) -> list[dict[str, Any]]:
@@ -346,7 +358,7 @@ def text_of_parts(parts: Iterable[a2a_pb2.Part]) -> str | dict[str, Any]:
         if kind == "text":
             texts.append(part.text)
         elif kind == "data":
-            value = json_format.MessageToDict(part.data)
+            value = integral(json_format.MessageToDict(part.data))
             data.append(value)
             texts.append(json.dumps(value, separators=(",", ":")))
         elif kind == "url":
