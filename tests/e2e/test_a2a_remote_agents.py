@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 from processes import REPO, caxton_env, start_server, write_config
-from servers import loopback_config
+from servers import load_llm_server, loopback_config
 
 from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
 from caxton.security.roles import Role
@@ -26,6 +26,20 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = pytest.mark.slow
+
+PLANNER = """
+name = "planner"
+version = "1.0.0"
+tools = ["send_message"]
+system_prompt = "You are terse."
+user_prompt_template = "{{request}}"
+[llm]
+provider = "openai"
+model = "scripted-1"
+base_url = "URL/v1"
+max_retries = 0
+timeout = "10s"
+"""
 
 
 def copy_agent(agents: Path, name: str, module: str) -> None:
@@ -87,12 +101,33 @@ async def test_a_second_caxton_is_a_remote_a2a_agent(nursery: trio.Nursery, tmp_
     agents = tmp_path / "a" / "agents"
     copy_agent(agents, "asker", "asker.wasm")
     down = await closed_port()
+    # a config agent whose (scripted) model asks text-statistics with send_message
+    script: dict[str, Any] = {
+        "rules": [
+            {"match": "total_words", "reply": "Four words."},
+            {
+                "match": "count these",
+                "tool_call": {
+                    "name": "send_message",
+                    "arguments": {"capability": "text-statistics", "content": "one two three four"},
+                },
+            },
+        ]
+    }
+    llm = await nursery.start(load_llm_server().serve_llm, script)
+    (agents / "planner.toml").write_text(PLANNER.replace("URL", llm.url))
 
     def card(agent: str) -> str:
         return f"{b_url}/a2a/{agent}/.well-known/agent-card.json"
 
     remotes = [
-        {"name": "b-wordcount", "card_url": card("wordcount"), "api_key": key},
+        # answered through SendMessage (b-echo streams, through SendStreamingMessage)
+        {
+            "name": "b-wordcount",
+            "card_url": card("wordcount"),
+            "api_key": key,
+            "streaming": False,
+        },
         {"name": "b-echo", "card_url": card("echo"), "api_key": key, "timeout": "10s"},
         {"name": "b-nokey", "card_url": card("echo"), "capabilities": ["unauthorised"]},
         {
@@ -149,6 +184,17 @@ async def test_a_second_caxton_is_a_remote_a2a_agent(nursery: trio.Nursery, tmp_
         assert json.loads(final["content"].removeprefix(prefix))["words"] == 4
         assert "b-wordcount" in conversation["participants"]
 
+        # a config agent's send_message tool reaches it as well
+        planned = await client.post(
+            "/api/v1/agents/planner/messages", json={"content": "count these words"}
+        )
+        assert planned.status_code == 200, planned.text
+        assert planned.json()["content"] == "Four words."
+        shown = await client.get(f"/api/v1/conversations/{planned.json()['conversation_id']}")
+        answer = shown.json()["messages"][2]
+        assert (answer["sender"], answer["receiver"]) == ("b-wordcount", "planner")
+        assert answer["content"]["words"] == 4
+
         # streaming: B's echo streams its two chunks through A2A to A's SSE client
         frames = []
         async with client.stream(
@@ -188,12 +234,21 @@ async def test_a_second_caxton_is_a_remote_a2a_agent(nursery: trio.Nursery, tmp_
         # B recorded the exchange in a conversation of its own, from A's key
         async with httpx.AsyncClient(base_url=b_url, headers={"X-API-Key": key}) as b_client:
             b_conversations = (await b_client.get("/api/v1/conversations")).json()
-            assert b_conversations["total"] >= 3
+            assert b_conversations["total"] >= 4
+            # the hop count crossed over: the planner's question was one hop from a client
+            for summary in b_conversations["conversations"]:
+                path = f"/api/v1/conversations/{summary['conversation_id']}"
+                first = (await b_client.get(path)).json()["messages"][0]
+                if first["content"] == "one two three four":
+                    assert (first["sender"], first["hop"]) == ("client:caxton-a", 1)
+                    break
+            else:
+                raise AssertionError("B has no conversation with the planner's question")
 
         # the calls are counted per remote agent and outcome
         async with httpx.AsyncClient() as scraper:
             metrics = (await scraper.get(str(a.metrics_url))).text
-        assert 'caxton_a2a_remote_calls_total{agent="b-wordcount",outcome="ok"} 2.0' in metrics
+        assert 'caxton_a2a_remote_calls_total{agent="b-wordcount",outcome="ok"} 3.0' in metrics
         assert 'agent="b-nokey",outcome="REMOTE_AGENT_FAILED"' in metrics
 
     # A first: its remote agents' connections to B close with it
