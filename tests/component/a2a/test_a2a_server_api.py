@@ -160,9 +160,27 @@ async def test_the_sdk_client_sends_streams_gets_lists_and_cancels(a2a_server: A
             "TASK_STATE_SUBMITTED",
             "TASK_STATE_WORKING",
         )
-        before = time.monotonic()
-        canceled = await slow.cancel_task(a2a_pb2.CancelTaskRequest(id=running.id))
-        assert time.monotonic() - before < 3
+        # SubscribeToTask follows it from another stream until the cancel ends it
+        follower = ClientFactory(ClientConfig(httpx_client=http, streaming=True)).create(slow_card)
+        followed: list[a2a_pb2.StreamResponse] = []
+        subscribed = trio.Event()
+
+        async def follow() -> None:
+            request = a2a_pb2.SubscribeToTaskRequest(id=running.id)
+            async for event in follower.subscribe(request):
+                followed.append(event)
+                subscribed.set()
+
+        async with trio.open_nursery() as following:
+            following.start_soon(follow)
+            with trio.fail_after(5):
+                await subscribed.wait()
+            before = time.monotonic()
+            canceled = await slow.cancel_task(a2a_pb2.CancelTaskRequest(id=running.id))
+            assert time.monotonic() - before < 3
+        assert followed[0].task.id == running.id
+        last = followed[-1].status_update.status
+        assert a2a_pb2.TaskState.Name(last.state) == "TASK_STATE_CANCELED"
         assert a2a_pb2.TaskState.Name(canceled.status.state) == "TASK_STATE_CANCELED"
         health = (await http.get(f"{url}/api/v1/agents/slow")).json()
         assert health["status"] == "running"
@@ -280,3 +298,19 @@ async def test_bad_input_gets_clear_json_rpc_errors(a2a_server: A2AServer) -> No
         answer = await rpc(http, endpoint, good, **v1)
         assert answer["id"] == "ok"
         assert answer["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
+async def test_a2a_can_be_switched_off(nursery: trio.Nursery, tmp_path: Path) -> None:
+    server = await start_a2a_server(nursery, tmp_path, a2a__enabled=False)
+    headers = {"X-API-Key": server.key, "A2A-Version": "1.0"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+        for answer in (
+            await http.get("/a2a/echo/.well-known/agent-card.json"),
+            await http.get("/.well-known/agent-card.json"),
+            await http.post("/a2a/echo", json={"jsonrpc": "2.0", "id": 1, "method": "ListTasks"}),
+        ):
+            assert answer.status_code == 404
+            assert "a2a.enabled: false" in answer.json()["error"]["message"]
+        # the rest of the API is as before
+        reply = await http.post("/api/v1/agents/echo/messages", json={"content": "hi"})
+        assert reply.status_code == 200
