@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     import trio
 
     from caxton.a2a.service import A2AService
-    from caxton.a2a.tasks import A2ATask
     from caxton.services import Services
 
 routes = RouteTable("a2a")
@@ -168,12 +167,11 @@ async def a2a_call(name: str) -> Response | dict[str, Any]:
         if method in ("SendStreamingMessage", "SubscribeToTask"):
             if method == "SendStreamingMessage":
                 started_task = await service.start(name, params, owner=owner, stream=True)
-                task, events = started_task.task, started_task.events
             else:
-                task, events = service.subscribe(name, params, owner=owner)
-            assert events is not None
+                started_task = service.subscribe(name, params, owner=owner)
+            assert started_task.events is not None
             await _finish(service, method, "ok", started, 200)
-            return _stream(request_id, task, events)
+            return _stream(request_id, started_task.snapshot, started_task.events)
         result = await _answer(service, name, method, params, owner)
     except RpcError as error:
         await _finish(service, method, error.reason, started, error.status)
@@ -218,17 +216,18 @@ def _history_length(params: Any) -> int | None:
 
 def _stream(
     request_id: str | int | None,
-    task: A2ATask,
+    snapshot: dict[str, Any],
     events: trio.MemoryReceiveChannel[dict[str, Any]],
 ) -> Response:
-    """The task's events as SSE: the task first, then its updates until it ends."""
+    """The task's events as SSE: the task as it was when the stream opened, then its updates
+    until it ends."""
 
     def frame(result: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(result_response(request_id, result))}\n\n".encode()
 
     async def produce(send: trio.MemorySendChannel[bytes]) -> None:
         async with events:
-            await send.send(frame({"task": task.as_json()}))
+            await send.send(frame({"task": snapshot}))
             async for event in events:
                 await send.send(frame(event))
 

@@ -70,6 +70,8 @@ class Started:
 
     task: A2ATask
     events: trio.MemoryReceiveChannel[dict[str, Any]] | None
+    #: the task as it was when the stream was opened (the stream's first event)
+    snapshot: dict[str, Any]
 
 
 def agent_message(
@@ -197,10 +199,11 @@ class A2AService:
         task.history.append(user)
         self.tasks.add(task)
         events = task.subscribe() if stream else None
+        snapshot = task.as_json()
         if not self._running.start_soon(self._run, task, message):
             self.tasks.expire()
             raise ServiceUnavailable("the A2A service is not running yet")
-        return Started(task=task, events=events)
+        return Started(task=task, events=events, snapshot=snapshot)
 
     async def _run(self, task: A2ATask, message: Message) -> None:
         """Deliver the task's message; its chunks become artifact updates, its reply the
@@ -331,7 +334,7 @@ class A2AService:
 
     def subscribe(
         self, agent: str, request: a2a_pb2.SubscribeToTaskRequest, *, owner: str
-    ) -> tuple[A2ATask, trio.MemoryReceiveChannel[dict[str, Any]]]:
+    ) -> Started:
         task = self.tasks.get(request.id, agent=agent, owner=owner)
         if task.terminal:
             raise unsupported_operation(
@@ -339,7 +342,7 @@ class A2AService:
                 "it with GetTask",
                 taskId=task.id,
             )
-        return task, task.subscribe()
+        return Started(task=task, events=task.subscribe(), snapshot=task.as_json())
 
     def count(self, method: str, outcome: str, seconds: float) -> None:
         """Count one call (``method`` is a known method name or ``invalid``)."""

@@ -116,6 +116,15 @@ async def test_the_sdk_client_sends_streams_gets_lists_and_cancels(a2a_server: A
         events = await send(streaming, "streamed hello")
         kinds = [e.WhichOneof("payload") for e in events]
         assert kinds[0] == "task"
+        # the stream starts from the task as it was sent, whatever has happened since
+        first = events[0].task.status.state
+        assert a2a_pb2.TaskState.Name(first) == "TASK_STATE_SUBMITTED"
+        states = [
+            a2a_pb2.TaskState.Name(e.status_update.status.state)
+            for e in events
+            if e.WhichOneof("payload") == "status_update"
+        ]
+        assert states == ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"]
         chunks = [
             e.artifact_update.artifact.parts[0].text
             for e in events
