@@ -467,15 +467,12 @@ class RemoteAgents:
                         streamed.append(text)
                         if stream is not None:
                             await stream.send(text)
-        except A2AError as exc:
+        except A2AClientError as exc:
+            raise client_failure(name, agent.settings.card_url, exc) from None
+        except A2AError as exc:  # the remote's own JSON-RPC error
             raise RemoteAgentFailed(
                 f"remote A2A agent {name!r} refused the message: {exc.message}",
                 details={"agent": name, "error": type(exc).__name__},
-            ) from None
-        except A2AClientError as exc:
-            raise RemoteAgentFailed(
-                f"remote A2A agent {name!r} could not be reached or answered garbage: {exc}",
-                details={"agent": name},
             ) from None
         except (ValueError, json_format.ParseError) as exc:
             raise RemoteAgentFailed(
@@ -510,7 +507,9 @@ class RemoteAgents:
             await trio.sleep(POLL_INTERVAL_S)
             try:
                 task = await client.get_task(a2a_pb2.GetTaskRequest(id=task.id))
-            except (A2AError, A2AClientError) as exc:
+            except A2AClientError as exc:
+                raise client_failure(agent.settings.name, agent.settings.card_url, exc) from None
+            except A2AError as exc:
                 raise RemoteAgentFailed(
                     f"remote A2A agent {agent.settings.name!r} lost task {task.id}: {exc}",
                     details={"agent": agent.settings.name},
@@ -543,6 +542,34 @@ class RemoteAgents:
             f"messaging.max_message_size ({self.max_message_size} bytes)",
             details={"agent": name, "size": size, "max": self.max_message_size},
         )
+
+
+def client_failure(name: str, card_url: str, error: A2AClientError) -> RemoteAgentFailed:
+    """What went wrong between Caxton and a remote agent, with what to check."""
+    cause = error.__cause__
+    details: dict[str, Any] = {"agent": name, "card_url": card_url}
+    if isinstance(cause, httpx.HTTPStatusError):
+        status = cause.response.status_code
+        details["status"] = status
+        hint = ""
+        if status in (401, 403):
+            hint = (
+                f": check the api_key / bearer_token of {name} in a2a.remote_agents (Caxton "
+                "sends them only to the card's origin)"
+            )
+        return RemoteAgentFailed(
+            f"remote A2A agent {name!r} answered HTTP {status} at {cause.request.url}{hint}",
+            details=details,
+        )
+    if isinstance(cause, httpx.HTTPError):
+        return RemoteAgentFailed(
+            f"remote A2A agent {name!r} could not be reached or stopped answering: {cause}",
+            details=details,
+        )
+    return RemoteAgentFailed(
+        f"remote A2A agent {name!r} answered something that is not A2A: {error.message}",
+        details=details,
+    )
 
 
 @attrs.frozen

@@ -48,6 +48,12 @@ def a2a_problems(a2a: A2AConfig) -> list[str]:
             problems.append(
                 f"{where}.card_url: put credentials in api_key or bearer_token, not in the URL"
             )
+        for key, value in (("api_key", remote.api_key), ("bearer_token", remote.bearer_token)):
+            if value is not None and not value.strip():
+                problems.append(
+                    f"{where}.{key}: is empty (is the variable it names set?); remove the key "
+                    "to send no credential"
+                )
         if remote.api_key is not None and remote.bearer_token is not None:
             problems.append(f"{where}: give api_key or bearer_token, not both")
         if not 0 < remote.timeout <= 3600:

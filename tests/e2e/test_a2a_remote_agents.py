@@ -221,7 +221,8 @@ async def test_a_second_caxton_is_a_remote_a2a_agent(nursery: trio.Nursery, tmp_
         assert refused.json()["performative"] == "failure"
         error = refused.json()["content"]["error"]
         assert error["code"] == "REMOTE_AGENT_FAILED"
-        assert "401" in error["message"]
+        assert "answered HTTP 401" in error["message"]
+        assert "check the api_key / bearer_token of b-nokey" in error["message"]
         gone = await client.post("/api/v1/messages", json={"receiver": "b-down", "content": "hi"})
         error = gone.json()["content"]["error"]
         assert error["code"] == "REMOTE_AGENT_UNAVAILABLE"

@@ -198,6 +198,7 @@ def test_remote_agents_are_checked_when_the_config_loads() -> None:
     both = "    - {name: a, card_url: http://h/c, api_key: k, bearer_token: t}\n"
     assert "not both" in problems(both)
     assert "card_url" in problems("    - {name: a}\n")
+    assert "is empty" in problems("    - {name: a, card_url: http://h/c, api_key: ''}\n")
     text = (
         "a2a:\n  remote_agents:\n    - name: a\n      card_url: http://h/c\n      api_key: ${K}\n"
     )
