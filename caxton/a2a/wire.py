@@ -19,7 +19,6 @@ from google.protobuf import json_format
 from google.protobuf.message import Message as ProtoMessage
 
 from caxton.errors import CaxtonError
-from caxton.http.params import JsonTooComplex, check_json_shape
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -108,7 +107,7 @@ def parse_error(text: str) -> RpcError:
     return RpcError(
         -32700,
         "PARSE_ERROR",
-        f"the request body is not valid JSON ({text}); send one JSON-RPC 2.0 request object",
+        f"{text}; send one JSON-RPC 2.0 request object",
     )
 
 
@@ -228,24 +227,15 @@ def read_id(body: object) -> str | int | None:
     return value
 
 
-def parse_call(raw: bytes | str) -> RpcCall:
-    """The call ``raw`` holds.
+def parse_call(body: object) -> RpcCall:
+    """The call ``body`` (the parsed JSON of a request; the HTTP layer parses it within its
+    JSON bounds and answers :func:`parse_error` for what is not JSON) holds.
 
     Raises:
-        RpcError: not JSON (-32700), not one JSON-RPC 2.0 request (-32600), an unknown
-            method (-32601), params that are not the method's request (-32602). The error's
-            request id is read by :func:`read_id` from what could be parsed.
+        RpcError: not one JSON-RPC 2.0 request (-32600), an unknown method (-32601), params
+            that are not the method's request (-32602). The error's request id is read by
+            :func:`read_id`.
     """
-    try:
-        body = json.loads(raw)
-    except RecursionError:
-        raise invalid_request("the request is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise parse_error(str(exc)) from None
-    try:
-        check_json_shape(body)
-    except JsonTooComplex as exc:
-        raise invalid_request(exc.message) from None
     if isinstance(body, list):
         raise invalid_request("batch requests are not supported; send one request object")
     if not isinstance(body, dict):

@@ -19,7 +19,7 @@ import attrs
 import cattrs
 import yaml
 
-from caxton.a2a.settings import a2a_problems
+from caxton.config.a2a_checks import a2a_problems
 from caxton.config.model import Bytes, CaxtonConfig, Seconds
 from caxton.config.sqlite_compat import apply_sqlite_compat
 from caxton.errors import ConfigError

@@ -17,8 +17,8 @@ from quart import Response, g, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from caxton.a2a import routes as a2a_routes
 from caxton.errors import CaxtonError
+from caxton.http import a2a as a2a_routes
 from caxton.http import admin, agents, cluster, errors, events_ws, health, memory, openapi
 from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody

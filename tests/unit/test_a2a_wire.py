@@ -31,25 +31,22 @@ from caxton.errors import ConfigError
 
 def rpc_code(raw: bytes | str) -> int:
     with pytest.raises(RpcError) as caught:
-        parse_call(raw)
+        parse_call(json.loads(raw))
     return caught.value.rpc_code
 
 
 def test_json_rpc_calls_are_read_strictly() -> None:
     call = parse_call(
-        json.dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": 3,
-                "method": "GetTask",
-                "params": {"id": "t1", "historyLength": 2, "someFutureField": True},
-            }
-        )
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "GetTask",
+            "params": {"id": "t1", "historyLength": 2, "someFutureField": True},
+        }
     )
     assert (call.id, call.method) == (3, "GetTask")
     assert isinstance(call.params, a2a_pb2.GetTaskRequest)
     assert (call.params.id, call.params.history_length) == ("t1", 2)
-    assert rpc_code(b"{nope") == -32700
     assert rpc_code(b"[]") == -32600
     assert rpc_code(b'"text"') == -32600
     assert rpc_code(b'{"jsonrpc": "2.0", "id": true, "method": "GetTask"}') == -32600
@@ -59,8 +56,6 @@ def test_json_rpc_calls_are_read_strictly() -> None:
     assert rpc_code(b'{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": 5}}') == (
         -32602
     )
-    deep = b'{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"a": ' + b"[" * 100
-    assert rpc_code(deep + b"]" * 100 + b"}}") == -32600
 
 
 def test_only_a2a_1_is_spoken() -> None:

@@ -236,6 +236,10 @@ async def test_bad_input_gets_clear_json_rpc_errors(a2a_server: A2AServer) -> No
         malformed = await rpc(http, endpoint, b'{"jsonrpc": "2.0", "id": 1, "method": ', **v1)
         assert malformed["error"]["code"] == -32700
         assert "not valid JSON" in malformed["error"]["message"]
+        deep = b'{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"a": '
+        nested = await rpc(http, endpoint, deep + b"[" * 100 + b"]" * 100 + b"}}", **v1)
+        assert nested["error"]["code"] == -32600
+        assert "nested deeper than 64" in nested["error"]["message"]
         batch = await rpc(http, endpoint, b"[]", **v1)
         assert batch["error"]["code"] == -32600
         no_version = await rpc(http, endpoint, {**good, "jsonrpc": "1.0"}, **v1)

@@ -63,7 +63,9 @@ def test_a_line_is_one_json_object_with_every_field() -> None:
         "outcome",
         "request_id",
         "client",
+        "protocol",
     }
+    assert data["protocol"] == "http"
     assert data["time"].endswith("Z")
     assert data["outcome"] == "ok"
 

@@ -26,14 +26,21 @@ from caxton.a2a.wire import (
     check_version,
     extended_card_not_configured,
     internal_error,
+    invalid_request,
     parse_call,
+    parse_error,
     push_not_supported,
     read_id,
     result_response,
 )
 from caxton.errors import CaxtonError, NotFound
 from caxton.http.guard import client_sender
-from caxton.http.params import UnsupportedMediaType, is_json_media_type
+from caxton.http.params import (
+    JsonTooComplex,
+    UnsupportedMediaType,
+    is_json_media_type,
+    parse_json,
+)
 from caxton.http.routes import RouteTable
 from caxton.http.state import current_services
 from caxton.http.streaming import background_body
@@ -153,13 +160,13 @@ async def a2a_call(name: str) -> Response | dict[str, Any]:
     method = "invalid"
     try:
         try:
-            call = parse_call(raw)
-        except RpcError:
-            try:
-                request_id = read_id(json.loads(raw))
-            except (ValueError, RecursionError):
-                request_id = None
-            raise
+            body = parse_json(raw, "send one JSON-RPC 2.0 request object")
+        except JsonTooComplex as exc:
+            raise invalid_request(exc.message) from None
+        except CaxtonError as exc:
+            raise parse_error(exc.message) from None
+        request_id = read_id(body)
+        call = parse_call(body)
         request_id, method = call.id, call.method
         check_version(request.headers.get(VERSION_HEADER))
         owner = client_sender(state.table.has_agent)
