@@ -11,6 +11,7 @@ its epoch tick, an LLM call is abandoned).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,8 @@ CANCEL_WAIT_S = 5.0
 #: ListTasks page sizes (the A2A defaults).
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
+#: Longest messageId kept.
+MAX_ID_LENGTH = 128
 #: The artifact every task's reply is written to.
 REPLY_ARTIFACT = "reply"
 
@@ -162,6 +165,11 @@ class A2AService:
         if request.configuration.HasField("task_push_notification_config"):
             raise push_not_supported()
         incoming = request.message
+        if len(incoming.message_id) > MAX_ID_LENGTH:
+            raise invalid_params(
+                f"messageId is {len(incoming.message_id)} characters; at most {MAX_ID_LENGTH}",
+                field="message.messageId",
+            )
         if incoming.task_id:
             raise unsupported_operation(
                 f"task {incoming.task_id!r} cannot take another message: a Caxton task ends "
@@ -275,6 +283,7 @@ class A2AService:
             if not task.terminal:  # canceled (CancelTask, or the server stopping)
                 text = "the task was canceled; the agent's call was stopped"
                 task.set_state(CANCELED, agent_message(text, task=task))
+            self.tasks.account(task, _size_of(task))
 
     # -- the other methods ---------------------------------------------------------------------
 
@@ -359,6 +368,12 @@ def _struct(message: Any, field: str) -> dict[str, Any] | None:
         return None
     value = json_format.MessageToDict(getattr(message, field))
     return value if isinstance(value, dict) else None
+
+
+def _size_of(task: A2ATask) -> int:
+    """About the bytes a task's messages hold (their JSON)."""
+    held = [*task.history, *task.artifacts, task.status_message]
+    return sum(len(json.dumps(item, separators=(",", ":"))) for item in held if item)
 
 
 def _bounded_length(length: int | None) -> int | None:

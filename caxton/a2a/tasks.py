@@ -35,6 +35,9 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELED, REJECTED})
 SUBSCRIBER_BUFFER = 1024
 #: Streams one task may have at once.
 MAX_SUBSCRIBERS = 16
+#: Bytes of messages the finished tasks of one process may hold; past it the oldest finished
+#: tasks go first (their words stay in the conversation, in the store).
+MAX_TASK_BYTES = 256 * 1024 * 1024
 
 
 def timestamp(at: float) -> str:
@@ -59,6 +62,8 @@ class A2ATask:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     done: trio.Event = attrs.field(factory=trio.Event)
     subscribers: list[trio.MemorySendChannel[dict[str, Any]]] = attrs.field(factory=list)
+    #: bytes its messages hold (counted by :meth:`TaskBook.account` once it ends)
+    size_bytes: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -148,16 +153,24 @@ class TaskBook:
         max_tasks: tasks kept; past it the oldest finished task goes (running ones stay, and
             a new task is refused while ``max_tasks`` run at once).
         ttl_s: how long a finished task stays readable.
+        max_bytes: what the finished tasks' messages may hold in all.
         clock: seconds (``time.time``), for expiry.
     """
 
     def __init__(
-        self, *, max_tasks: int, ttl_s: float, clock: Callable[[], float] = time.time
+        self,
+        *,
+        max_tasks: int,
+        ttl_s: float,
+        max_bytes: int = MAX_TASK_BYTES,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_tasks = max_tasks
         self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
         self._clock = clock
         self._tasks: dict[str, A2ATask] = {}
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -180,7 +193,7 @@ class TaskBook:
                     f"{self.max_tasks} A2A tasks are running on this server (a2a.max_tasks); "
                     "try again when some have finished"
                 )
-            del self._tasks[oldest.id]
+            self._drop(oldest.id)
         self._tasks[task.id] = task
 
     def expire(self) -> int:
@@ -188,8 +201,26 @@ class TaskBook:
         horizon = self._clock() - self.ttl_s
         gone = [t.id for t in self._tasks.values() if t.terminal and t.updated_at < horizon]
         for task_id in gone:
-            del self._tasks[task_id]
+            self._drop(task_id)
         return len(gone)
+
+    def account(self, task: A2ATask, size_bytes: int) -> None:
+        """Count the bytes of a task that ended; drop the oldest finished tasks while the
+        finished ones hold more than ``max_bytes`` (the newest one stays, whatever its size)."""
+        if task.id not in self._tasks:
+            return
+        task.size_bytes = size_bytes
+        self._bytes += size_bytes
+        for older in list(self._tasks.values()):
+            if self._bytes <= self.max_bytes:
+                break
+            if older.terminal and older is not task:
+                self._drop(older.id)
+
+    def _drop(self, task_id: str) -> None:
+        task = self._tasks.pop(task_id, None)
+        if task is not None:
+            self._bytes -= task.size_bytes
 
     def get(self, task_id: str, *, agent: str, owner: str) -> A2ATask:
         """The task ``owner`` started on ``agent``.
@@ -201,7 +232,7 @@ class TaskBook:
         if task is None or task.agent != agent or task.owner != owner:
             raise task_not_found(task_id[:128])
         if task.terminal and task.updated_at < self._clock() - self.ttl_s:
-            del self._tasks[task_id]
+            self._drop(task_id)
             raise task_not_found(task_id[:128])
         return task
 
@@ -233,7 +264,7 @@ class TaskBook:
         return matching[offset : offset + size], len(matching)
 
     def statistics(self) -> dict[str, int]:
-        return {"tasks": len(self._tasks), "running": self.running()}
+        return {"tasks": len(self._tasks), "running": self.running(), "bytes": self._bytes}
 
 
 def page_token(offset: int) -> str:

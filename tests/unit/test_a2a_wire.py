@@ -199,3 +199,19 @@ def test_remote_agents_are_checked_when_the_config_loads() -> None:
     )
     config = load_config(Path("c.yaml"), text=text, environ={"K": "secret"}).config
     assert config.a2a.remote_agents[0].api_key == "secret"
+
+
+def test_finished_tasks_hold_a_bounded_number_of_bytes() -> None:
+    book = TaskBook(max_tasks=100, ttl_s=60, max_bytes=100)
+    tasks = [A2ATask(id=f"t{n}", context_id="c", agent="echo", owner="me") for n in range(3)]
+    for made in tasks:
+        book.add(made)
+        made.state = COMPLETED
+        book.account(made, 60)
+    assert [t.id for t in book.page(agent="echo", owner="me")[0]] == ["t2"]
+    assert book.statistics()["bytes"] == 60
+    huge = A2ATask(id="big", context_id="c", agent="echo", owner="me")
+    book.add(huge)
+    huge.state = COMPLETED
+    book.account(huge, 10_000)  # the newest stays, whatever its size
+    assert [t.id for t in book.page(agent="echo", owner="me")[0]] == ["big"]
