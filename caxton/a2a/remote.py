@@ -275,6 +275,7 @@ class RemoteAgents:
                     for read in first_reads:
                         await read.wait()
                 task_status.started(self)
+                await trio.sleep_forever()  # (with no remote agents, nothing else holds it)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 for agent in self._agents.values():

@@ -104,11 +104,8 @@ def _metadata_text(value: object) -> str:
 
 
 def parse_error(text: str) -> RpcError:
-    return RpcError(
-        -32700,
-        "PARSE_ERROR",
-        f"{text}; send one JSON-RPC 2.0 request object",
-    )
+    """-32700 for a body that is not JSON (``text`` says why and what to send)."""
+    return RpcError(-32700, "PARSE_ERROR", text)
 
 
 def invalid_request(text: str, **details: object) -> RpcError:
