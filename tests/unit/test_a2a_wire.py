@@ -13,8 +13,9 @@ from a2a.utils.errors import JSON_RPC_ERROR_CODE_MAP, TaskNotFoundError
 from google.protobuf import json_format
 
 from caxton.a2a.cards import CardFacts, agent_card, server_card
-from caxton.a2a.remote import choose_interface, origin_of
+from caxton.a2a.remote import choose_interface
 from caxton.a2a.tasks import CANCELED, COMPLETED, A2ATask, TaskBook, offset_of, page_token
+from caxton.a2a.transport import origin_of
 from caxton.a2a.wire import (
     RpcError,
     check_version,
