@@ -28,6 +28,10 @@ import attrs
 import trio
 
 from caxton import __version__
+from caxton.a2a.directory import AgentsAndRemotes
+from caxton.a2a.remote import RemoteAgents
+from caxton.a2a.service import A2AService
+from caxton.a2a.tasks import TaskBook
 from caxton.agents.config_agent import ConfigAgentDeps, ConfigRuntime
 from caxton.agents.deployments import (
     Deployments,
@@ -483,8 +487,11 @@ async def _start_agents(
     )
     await _start(core, nursery, "conversations", conversations.run)
     table = AgentTable(core.metrics)
+    # issue #19: remote A2A agents are providers in the router beside the local ones
+    remotes = RemoteAgents(config.a2a, core.metrics, max_message_size=messaging.max_message_size)
+    await _start(core, nursery, "a2a_remote_agents", remotes.run)
     router = Router(
-        table,
+        AgentsAndRemotes(table, remotes),
         conversations,
         events=core.events,
         metrics=core.metrics,
@@ -494,6 +501,15 @@ async def _start_agents(
         delivery_timeout_s=messaging.delivery_timeout,
     )
     await _start(core, nursery, "router", router.run)
+    a2a = A2AService(
+        router,
+        tasks=TaskBook(max_tasks=config.a2a.max_tasks, ttl_s=config.a2a.task_ttl),
+        metrics=core.metrics,
+        max_message_size=messaging.max_message_size,
+        delivery_timeout_s=messaging.delivery_timeout,
+        max_hops=messaging.max_hops,
+    )
+    await _start(core, nursery, "a2a", a2a.run)
     sweeper = ConversationSweeper(conversations, interval_s=messaging.sweep_interval)
     await _start(core, nursery, "maintenance", sweeper.run)
     memory_maintenance = MemoryMaintenance(
@@ -614,6 +630,8 @@ async def _start_agents(
         conversations=conversations,
         router=router,
         usage=usage,
+        a2a=a2a,
+        remote_agents=remotes,
     )
 
 

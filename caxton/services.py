@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
+from caxton.a2a.remote import RemoteAgents
+from caxton.a2a.service import A2AService
 from caxton.agents.logs import AgentLogs
 from caxton.agents.registry import Registry
 from caxton.agents.service import AgentService
@@ -81,3 +83,7 @@ class Services(Core):
     cluster: ClusterView | None = None
     #: token accounting and budgets (``GET /api/v1/usage``, issue #18); None until wired
     usage: UsageService | None = None
+    #: the A2A server side and the remote A2A agents (issue #19); None in tests that wire
+    #: services by hand
+    a2a: A2AService | None = None
+    remote_agents: RemoteAgents | None = None

@@ -19,6 +19,7 @@ import attrs
 import cattrs
 import yaml
 
+from caxton.config.a2a_checks import a2a_problems
 from caxton.config.model import Bytes, CaxtonConfig, Seconds
 from caxton.config.sqlite_compat import apply_sqlite_compat
 from caxton.errors import ConfigError
@@ -552,5 +553,6 @@ def _finish(config: CaxtonConfig, problems: list[str]) -> CaxtonConfig:
     if config.memory.max_entities < 1:
         problems.append("memory.max_entities: must be at least 1")
     problems.extend(_storage_problems(config))
+    problems.extend(a2a_problems(config.a2a))
     data_dir = str(Path(server.data_dir).expanduser().absolute())
     return attrs.evolve(config, server=attrs.evolve(server, data_dir=data_dir))

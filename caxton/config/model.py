@@ -452,6 +452,35 @@ class ModelPriceConfig:
 
 
 @attrs.frozen(kw_only=True)
+class RemoteA2AAgentConfig:
+    """One remote A2A agent that becomes a provider of capabilities in the router (issue #19)."""
+
+    name: str = attrs.field(
+        metadata=_help("Name local agents and clients send to (an agent name: no clash).")
+    )
+    card_url: str = attrs.field(
+        metadata=_help("URL of the remote agent's card (.../.well-known/agent-card.json).")
+    )
+    api_key: str | None = attrs.field(
+        default=None,
+        metadata=_help("Sent as X-API-Key, only to the card's own origin (use ${VAR})."),
+    )
+    bearer_token: str | None = attrs.field(
+        default=None,
+        metadata=_help("Sent as Authorization: Bearer, only to the card's own origin."),
+    )
+    timeout: Seconds = attrs.field(
+        default=Seconds(30.0), metadata=_help("Bound on one call to the remote agent.")
+    )
+    capabilities: list[str] = attrs.field(
+        factory=list, metadata=_help("Capabilities it provides besides its card's skill ids.")
+    )
+    streaming: bool = attrs.field(
+        default=True, metadata=_help("Stream replies when the remote's card says it can.")
+    )
+
+
+@attrs.frozen(kw_only=True)
 class UsageConfig:
     """Token accounting and its prices (issue #18)."""
 
@@ -467,6 +496,40 @@ class UsageConfig:
         metadata=_help(
             'Callers with their own key label in caxton_llm_tokens_total; later ones are "other".'
         ),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class A2AConfig:
+    """The Agent2Agent protocol: Caxton's agents served over A2A 1.0, and remote A2A agents
+    as providers in the router (issue #19)."""
+
+    enabled: bool = attrs.field(
+        default=True,
+        metadata=_help("Serve agent cards and the JSON-RPC endpoints /a2a/{name}."),
+    )
+    max_tasks: int = attrs.field(
+        default=10_000,
+        metadata=_help("Tasks kept per server process; the oldest finished go first."),
+    )
+    task_ttl: Seconds = attrs.field(
+        default=Seconds(3600.0),
+        metadata=_help("How long a finished task stays readable (GetTask, ListTasks)."),
+    )
+    remote_agents: list[RemoteA2AAgentConfig] = attrs.field(
+        factory=list,
+        metadata=_help(
+            "Remote A2A agents: name, card_url, api_key | bearer_token, timeout, "
+            "capabilities, streaming."
+        ),
+    )
+    card_refresh: Seconds = attrs.field(
+        default=Seconds(60.0),
+        metadata=_help("How often remote cards are fetched again (and failed ones retried)."),
+    )
+    max_response_size: Bytes = attrs.field(
+        default=Bytes(4_000_000),
+        metadata=_help("Largest card or answer read from a remote A2A agent."),
     )
 
 
@@ -494,6 +557,9 @@ class CaxtonConfig:
     wasm: WasmConfig = attrs.field(factory=WasmConfig, metadata=_help("The WASM runtime."))
     usage: UsageConfig = attrs.field(
         factory=UsageConfig, metadata=_help("Token accounting, prices and budgets.")
+    )
+    a2a: A2AConfig = attrs.field(
+        factory=A2AConfig, metadata=_help("Agent2Agent: A2A server and remote agents.")
     )
 
     @property

@@ -18,6 +18,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from caxton.errors import CaxtonError
+from caxton.http import a2a as a2a_routes
 from caxton.http import admin, agents, cluster, errors, events_ws, health, memory, openapi, usage
 from caxton.http import messages as messaging
 from caxton.http.asgi import REQUEST_ID_PATTERN, DrainRequestBody
@@ -49,6 +50,7 @@ CORE_TABLES: tuple[RouteTable, ...] = (
     usage.routes,
     mcp_endpoint.routes,  # POST /mcp (issue #19)
     console_api_routes,
+    a2a_routes.routes,
 )
 
 

@@ -756,4 +756,47 @@ OPERATIONS: Final[Mapping[str, Operation]] = {
     "console.session": _op(console_api.SESSION_SCHEMA),
     "console.agent_definition": _op(console_api.DEFINITION_SCHEMA),
     "console.metrics_summary": _op(console_api.SUMMARY_SCHEMA),
+    # -- A2A (issue #19): cards and JSON-RPC bodies are A2A 1.0's own (a2a-protocol.org)
+    "a2a.server_agent_card": _op(
+        obj(
+            {"name": _STRING, "skills": array(_OBJECT), "agents": array(_OBJECT)},
+            required=["name", "skills", "agents"],
+            description="An A2A AgentCard for the server, plus every agent's card.",
+        )
+    ),
+    "a2a.agent_agent_card": _op(
+        obj(
+            {
+                "name": _STRING,
+                "supportedInterfaces": array(_OBJECT),
+                "capabilities": _OBJECT,
+                "skills": array(_OBJECT),
+            },
+            description="An A2A 1.0 AgentCard.",
+        )
+    ),
+    "a2a.remote_agents": _op(obj({"remote_agents": array(_OBJECT)})),
+    "a2a.a2a_call": Operation(
+        request=_json(
+            obj(
+                {"jsonrpc": {"const": "2.0"}, "method": _STRING, "params": _OBJECT},
+                required=["jsonrpc", "method"],
+                description="A JSON-RPC 2.0 request of an A2A 1.0 method.",
+            )
+        ),
+        responses={
+            200: {
+                JSON: obj(
+                    {"jsonrpc": {"const": "2.0"}, "result": _OBJECT, "error": _OBJECT},
+                    required=["jsonrpc"],
+                    description="A JSON-RPC 2.0 response: result, or error.",
+                ),
+                SSE: {
+                    "type": "string",
+                    "description": "SendStreamingMessage / SubscribeToTask: `data:` frames, "
+                    "each a JSON-RPC response whose result is an A2A StreamResponse.",
+                },
+            }
+        },
+    ),
 }

@@ -2,8 +2,8 @@
 
 Each line holds ``time``, ``identity``, ``role``, ``auth`` (api_key | jwt | none), ``method``,
 ``route`` (the declared rule), ``target`` (the concrete path), ``status``, ``outcome``
-(ok | denied | rejected | error), ``request_id``, ``client`` and ``protocol`` (http, or mcp
-for tool calls through ``/mcp``). Calls refused by
+(ok | denied | rejected | error), ``request_id``, ``client`` and ``protocol`` (http; mcp
+for tool calls through ``/mcp``; a2a for A2A JSON-RPC methods). Calls refused by
 authentication, authorization or the rate limit are recorded too, as ``denied``.
 
 The file is rotated by size: ``audit.log`` becomes ``audit.log.1`` and so on, keeping
@@ -53,7 +53,8 @@ class AuditRecord:
     outcome: str
     request_id: str | None
     client: str | None
-    #: the protocol the call came in by: http (the REST API) or mcp (issue #19)
+    #: how the call came: ``http`` (the REST API), ``mcp`` (a tool call through ``/mcp``)
+    #: or ``a2a`` (an A2A JSON-RPC method, which is then the ``method``; issue #19)
     protocol: str = "http"
 
     @classmethod

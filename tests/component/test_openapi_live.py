@@ -209,6 +209,16 @@ async def _health(api: Api) -> None:
     usage = (await api.call("GET", "/api/v1/usage", params={"group_by": "day"})).json()
     assert usage["group_by"] == "day"
     await api.call("GET", "/api/v1/usage", params={"group_by": "colour"}, expect=400)
+    # A2A (issue #19): the cards, the remote agents, one JSON-RPC call
+    card = (await api.call("GET", "/a2a/{name}/.well-known/agent-card.json", name="echo")).json()
+    assert card["supportedInterfaces"][0]["url"].endswith("/a2a/echo")
+    await api.call("GET", "/.well-known/agent-card.json")
+    await api.call("GET", "/api/v1/a2a/remote-agents")
+    call = {"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {}}
+    listed = await api.call(
+        "POST", "/a2a/{name}", json_body=call, headers={"A2A-Version": "1.0"}, name="echo"
+    )
+    assert listed.json()["result"]["tasks"] == []
 
 
 async def _agents(api: Api, base: str) -> None:

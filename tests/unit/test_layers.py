@@ -35,7 +35,7 @@ FLOORS: tuple[frozenset[str], ...] = tuple(
         {"server", "workers"},
         {"http"},
         {"services"},
-        {"security", "ops"},
+        {"security", "ops", "a2a"},
         {"agents"},
         {"messaging"},
         {"memory"},

@@ -65,6 +65,7 @@ def test_a_line_is_one_json_object_with_every_field() -> None:
         "client",
         "protocol",
     }
+    assert data["protocol"] == "http"
     assert data["time"].endswith("Z")
     assert data["outcome"] == "ok"
 

@@ -1,0 +1,117 @@
+"""A server in this process for the A2A tests: authentication and audit on, with the example
+echo agent and a slow agent (a WASM guest that works for a while before it answers)."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
+from servers import loopback_config
+
+from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
+from caxton.security.roles import Role
+from caxton.server import ServerInfo, serve
+
+if TYPE_CHECKING:
+    import httpx
+    import trio
+    from a2a.client import Client
+
+REPO_AGENTS = Path(__file__).parents[3] / "agents"
+
+#: Busy on the wall clock for ``ms``, then replies "done" (stopped early only by a cancel).
+SLOW_WAT = """
+(module
+  (import "caxton" "reply" (func $reply (param i32 i32)))
+  (import "caxton" "now_ms" (func $now (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "done")
+  (func (export "caxton_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "handle_message") (param $p i32) (param $n i32) (result i32)
+    (local $until i64)
+    (local.set $until (i64.add (call $now) (i64.const 20000)))
+    (block $out (loop $wait
+      (br_if $out (i64.ge_s (call $now) (local.get $until)))
+      (br $wait)))
+    (call $reply (i32.const 0) (i32.const 4))
+    (i32.const 0)))
+"""
+SLOW_TOML = """name = "slow"
+version = "1.0.0"
+description = "Works for 20 seconds, then answers done"
+capabilities = ["slow-work"]
+
+[wasm]
+module = "slow.wat"
+
+[limits]
+max_fuel = 1_000_000_000_000
+max_execution_time = "30s"
+"""
+
+
+@attrs.frozen(kw_only=True)
+class A2AServer:
+    info: ServerInfo
+    key: str
+    other_key: str
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.info.api_urls[0]
+
+    @property
+    def audit_log(self) -> Path:
+        return self.data_dir / "audit.log"
+
+
+def write_agents(agents_dir: Path) -> None:
+    agents_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("echo.toml", "echo.wat"):
+        shutil.copy(REPO_AGENTS / name, agents_dir / name)
+    (agents_dir / "slow.toml").write_text(SLOW_TOML)
+    (agents_dir / "slow.wat").write_text(SLOW_WAT)
+
+
+async def start_a2a_server(nursery: trio.Nursery, base: Path, **extra: object) -> A2AServer:
+    """A server with authentication and audit on: ``key`` (user) and ``other_key`` (user)."""
+    write_agents(base / "agents")
+    key, other = generate_key(), generate_key()
+    key_file = base / "api-keys.yaml"
+    write_key_file(
+        key_file,
+        KeyRing(
+            (
+                KeyEntry(name="a2a-client", role=Role.USER, hash=hash_key(key)),
+                KeyEntry(name="someone-else", role=Role.USER, hash=hash_key(other)),
+            )
+        ),
+    )
+    secret = base / "jwt-secret"
+    secret.write_bytes(secrets.token_hex(32).encode() + b"\n")
+    secret.chmod(0o600)
+    settings: dict[str, object] = {
+        "server__agents_dir": str(base / "agents"),
+        "security__authentication__enabled": True,
+        "security__authentication__jwt_secret_file": str(secret),
+        "security__api_keys__required": True,
+        "security__api_keys__key_file": str(key_file),
+        "security__rate_limiting__requests_per_minute": 100_000,
+        "security__rate_limiting__burst_size": 100_000,
+        **extra,
+    }
+    loaded = loopback_config(base / "data", **settings)
+    info: ServerInfo = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
+    return A2AServer(info=info, key=key, other_key=other, data_dir=base / "data")
+
+
+async def sdk_client(http: httpx.AsyncClient, base_url: str, agent: str) -> Client:
+    """The ``a2a-sdk`` client for ``agent``, from its card (read with ``http``'s headers)."""
+    card = await A2ACardResolver(http, f"{base_url}/a2a/{agent}").get_agent_card()
+    return ClientFactory(ClientConfig(httpx_client=http, streaming=True)).create(card)
