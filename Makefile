@@ -41,7 +41,9 @@ format: $(STAMP)
 test: $(STAMP) $(WASM_EXAMPLES)
 	tools/install-ops-tools.sh
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest
+	# Two workers, each taking whole test files (module fixtures such as a server or a
+	# browser are then started once): most tests wait on subprocesses and sockets.
+	$(BIN)/pytest -n 2 --dist loadfile
 	$(MAKE) --no-print-directory bundle-smoke
 
 # The single-file binary dist/caxton (PyInstaller onefile, model and wasmtime inside).
