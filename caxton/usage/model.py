@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 
 from caxton.errors import CaxtonError
+from caxton.llm.types import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from caxton.llm.types import Usage
 
 GroupBy = Literal["agent", "key", "model", "day"]
 GROUP_BY: Final[tuple[str, ...]] = ("agent", "key", "model", "day")
@@ -98,45 +98,20 @@ class UsageFilter:
 
 
 @attrs.frozen(kw_only=True)
-class UsageTotals:
-    """Sums over a group of records."""
+class UsageTotals(Usage):
+    """Sums over a group of records: the four token counts, the calls and their cost."""
 
     calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
     cost: float = 0.0
 
-    @property
-    def total_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_read_tokens
-            + self.cache_write_tokens
-        )
-
-    def __add__(self, other: UsageTotals) -> UsageTotals:
+    def __add__(self, other: UsageTotals) -> UsageTotals:  # type: ignore[override]
+        tokens = Usage.__add__(self, other)
         return UsageTotals(
-            calls=self.calls + other.calls,
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
-            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
-            cost=self.cost + other.cost,
+            calls=self.calls + other.calls, cost=self.cost + other.cost, **attrs.asdict(tokens)
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-            "total_tokens": self.total_tokens,
-            "cost": round(self.cost, 6),
-        }
+        return {"calls": self.calls, **usage_json(self, self.cost)}
 
 
 def usage_json(usage: Usage, cost: float) -> dict[str, Any]:

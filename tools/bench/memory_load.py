@@ -46,7 +46,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import BenchServer, cpu_seconds, header, report_exit
 from pgvector_search import load_postgres_tool
-from wasm_http import ECHO_BODY
+from wasm_http import ECHO_BODY, WRK_SCRIPT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -67,17 +67,8 @@ QUESTIONS = [
                   "paper kites", "garden roses", "chess puzzles")
 ]  # fmt: skip
 
-WRK_DONE = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'JSON {"requests": %d, "seconds": %f, "p50_ms": %f, "p99_ms": %f, "max_ms": %f, '
-    .. '"socket_errors": %d, "non2xx": %d}\\n',
-    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
-    latency:percentile(99) / 1e3, latency.max / 1e3,
-    e.connect + e.read + e.write + e.timeout, e.status))
-end
-"""
+#: wrk's closing report as one JSON line (wasm_http.py's script, with no request set up)
+WRK_DONE = WRK_SCRIPT.format(setup="")
 
 WRK_WRITES = (
     """
