@@ -25,9 +25,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httpx
 import trio
-from a2a.client import Client, ClientConfig, ClientFactory
-from a2a.client.card_resolver import parse_agent_card
-from a2a.client.errors import A2AClientError
 from a2a.types import a2a_pb2
 from a2a.utils.errors import A2AError
 from google.protobuf import json_format
@@ -42,6 +39,9 @@ from caxton.messaging.envelope import content_size
 from caxton.messaging.errors import DeliveryTimeout
 
 if TYPE_CHECKING:
+    from a2a.client import Client  # noqa: TC004 - attrs leaves the annotation a string
+    from a2a.client.errors import A2AClientError
+
     from caxton.config.model import A2AConfig
     from caxton.messages import ChunkSender, Message
     from caxton.metrics import Metrics
@@ -214,6 +214,9 @@ class RemoteAgents:
 
     async def refresh(self, agent: RemoteAgent) -> None:
         """Read ``agent``'s card again; on failure keep the last good one, if any."""
+        from a2a.client import ClientConfig, ClientFactory
+        from a2a.client.card_resolver import parse_agent_card
+
         settings = agent.settings
         try:
             with trio.fail_after(settings.timeout):
@@ -351,6 +354,8 @@ class RemoteAgents:
         message: Message,
         stream: ChunkSender | None,
     ) -> str | dict[str, Any]:
+        from a2a.client.errors import A2AClientError
+
         name = agent.settings.name
         outgoing = a2a_pb2.Message(message_id=new_id(), role=a2a_pb2.ROLE_USER)
         if isinstance(message.content, dict):
@@ -423,6 +428,8 @@ class RemoteAgents:
     ) -> a2a_pb2.Task:
         """Poll a task the remote left submitted or working until it ends (bounded by the
         caller's timeout)."""
+        from a2a.client.errors import A2AClientError
+
         state = a2a_pb2.TaskState.Name(task.status.state)
         while state in ("TASK_STATE_SUBMITTED", "TASK_STATE_WORKING") and task.id:
             await trio.sleep(POLL_INTERVAL_S)
