@@ -185,6 +185,7 @@ class SearchAccelerator:
 
         def fill(conn: Any) -> int:
             # The fresh mirror is this thread's alone until it replaces the old one below.
+            fresh.reserve(self.sql.entity_count(conn))
             for entries, matrix in self.sql.index_chunks(conn):
                 fresh.upsert(entries, matrix)
             return len(fresh)

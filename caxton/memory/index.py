@@ -296,6 +296,10 @@ class VectorIndex:
         """
         return list(self._names), self._matrix[: self._size].astype(dtype, copy=copy)
 
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` rows at once (a reload that knows its size copies nothing)."""
+        self._reserve(rows)
+
     def _reserve(self, needed: int) -> None:
         capacity = len(self._matrix)
         compact = self.compact or (self.compact_from is not None and needed >= self.compact_from)

@@ -88,6 +88,10 @@ class LayeredIndex:
 
     # ----------------------------------------------------------------------------- writes
 
+    def reserve(self, rows: int) -> None:
+        """As :meth:`VectorIndex.reserve`."""
+        self.mirror.reserve(rows)
+
     def upsert(self, entries: Sequence[IndexEntry], vectors: NDArray[np.float32]) -> None:
         """Add or replace entries in the mirror and the graph."""
         self.mirror.upsert(entries, vectors)

@@ -64,6 +64,7 @@ import attrs
 import numpy as np
 import trio
 
+from caxton.config.model import DuckDBConfig
 from caxton.memory import MEMORY_MIGRATIONS, Embedder, MemoryService, NewEntity, Scope
 from caxton.memory.queries import STYLE, write_entities
 from caxton.memory.types import Entity
@@ -80,6 +81,13 @@ TYPES = ["fact", "person", "place", "event", "note"]
 K = 10
 CHURN = 0.10
 GOAL_INGEST = 250.0
+#: the store opened as ``caxton start`` opens it by default (memory.duckdb.*): without the
+#: limit DuckDB may cache up to 80% of RAM, which the RSS after a restart would count
+SERVER_STORE: dict[str, Any] = {
+    "migrations": MEMORY_MIGRATIONS,
+    "memory_limit_bytes": int(DuckDBConfig().memory_limit),
+    "threads": DuckDBConfig().threads,
+}
 
 SUBJECTS = [
     "the cat", "a trader", "my neighbour", "the robot", "a child", "the chef", "a pilot",
@@ -438,7 +446,7 @@ async def reload_child(args: argparse.Namespace) -> None:
     async with trio.open_nursery() as nursery:
         embedder = await nursery.start(Embedder(cache_dir=args.model_cache, cache_size=4096).run)
         model_s = time.perf_counter() - started
-        async with open_store(args.reload_child, migrations=MEMORY_MIGRATIONS) as store:
+        async with open_store(args.reload_child, **SERVER_STORE) as store:
             opened = time.perf_counter()
             memory = await nursery.start(MemoryService(store, embedder, max_entities=None).run)
             mirror_s = time.perf_counter() - opened
@@ -528,7 +536,7 @@ async def measure_size(
         await print_restart(args, db, after_tops, goals)
         return
     async with (
-        open_store(db, migrations=MEMORY_MIGRATIONS) as store,
+        open_store(db, **SERVER_STORE) as store,
         trio.open_nursery() as nursery,
     ):
         memory = await nursery.start(MemoryService(store, embedder, max_entities=None).run)
