@@ -16,6 +16,21 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: A scripted model that asks ``text-statistics`` to count four words with ``send_message``,
+#: then answers with the figures that come back (config agents calling agents by capability).
+COUNT_BY_CAPABILITY: dict[str, object] = {
+    "rules": [
+        {"match": "total_words", "reply": "Four words."},
+        {
+            "match": "count these",
+            "tool_call": {
+                "name": "send_message",
+                "arguments": {"capability": "text-statistics", "content": "one two three four"},
+            },
+        },
+    ]
+}
+
 
 def loopback_config(data_dir: Path, **extra: object) -> LoadedConfig:
     """Defaults on 127.0.0.1 with port 0 for the API and metrics, data under ``data_dir``."""

@@ -88,6 +88,14 @@ def agent_card(facts: CardFacts, *, base_url: str, auth_required: bool) -> dict[
                 "protocolVersion": PROTOCOL_VERSION,
             }
         ],
+        **_served_by(base_url, auth_required=auth_required),
+        "skills": skills,
+    }
+
+
+def _served_by(base_url: str, *, auth_required: bool) -> dict[str, Any]:
+    """What every card of this server says alike: provider, capabilities, security, modes."""
+    return {
         "provider": {"organization": "Caxton", "url": base_url},
         "capabilities": {
             "streaming": True,
@@ -97,7 +105,6 @@ def agent_card(facts: CardFacts, *, base_url: str, auth_required: bool) -> dict[
         **security_schemes(auth_required),
         "defaultInputModes": MODES,
         "defaultOutputModes": MODES,
-        "skills": skills,
     }
 
 
@@ -114,15 +121,7 @@ def server_card(
         "at /a2a/{name} (its card: /a2a/{name}/.well-known/agent-card.json)",
         "version": version,
         "supportedInterfaces": [i for card in cards for i in card["supportedInterfaces"]],
-        "provider": {"organization": "Caxton", "url": base_url},
-        "capabilities": {
-            "streaming": True,
-            "pushNotifications": False,
-            "extendedAgentCard": False,
-        },
-        **security_schemes(auth_required),
-        "defaultInputModes": MODES,
-        "defaultOutputModes": MODES,
+        **_served_by(base_url, auth_required=auth_required),
         "skills": [
             {
                 "id": a.name,

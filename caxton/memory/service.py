@@ -664,41 +664,6 @@ class MemoryService:
         entity_types: Sequence[str] | None = None,
         exact: bool = False,
     ) -> list[SearchHit]:
-        """Find the entities most similar in meaning to ``query`` (:meth:`_search`), in a
-        ``search_memory`` span with tracing on (issue #18)."""
-        with span(
-            "search_memory",
-            lambda: {
-                "gen_ai.operation.name": "search_memory",
-                "gen_ai.agent.name": agent,
-                "caxton.memory.limit": limit,
-                "caxton.memory.backend": self.store.dialect,
-            },
-        ) as current:
-            hits = await self._search(
-                query,
-                limit=limit,
-                min_similarity=min_similarity,
-                scope=scope,
-                agent=agent,
-                entity_types=entity_types,
-                exact=exact,
-            )
-            if current is not None:
-                current.set_attribute("caxton.memory.hits", len(hits))
-            return hits
-
-    async def _search(
-        self,
-        query: str,
-        *,
-        limit: int = 10,
-        min_similarity: float = 0.0,
-        scope: Scope | str | None = None,
-        agent: str | None = None,
-        entity_types: Sequence[str] | None = None,
-        exact: bool = False,
-    ) -> list[SearchHit]:
         """Find the entities most similar in meaning to ``query``.
 
         Args:
@@ -722,43 +687,55 @@ class MemoryService:
 
         Resource handling:
             One embedding (cached), one accelerator scan or SQL search, one read for the
-            entities. The latency goes into the p99 window.
+            entities (from the entity cache where it has them). The latency goes into the p99
+            window; with tracing on it runs in a ``search_memory`` span (issue #18).
         """
-        started = time.perf_counter()
-        text = validation.text(query, "q")
-        if not text.strip():
-            raise validation.invalid("q", "the search text must not be empty")
-        validation.check_limit(limit, "limit", low=1, high=MAX_SEARCH_LIMIT)
-        if not -1.0 <= float(min_similarity) <= 1.0:
-            raise validation.invalid("min_similarity", "must be between -1 and 1")
-        try:
-            wanted_scope = None if scope is None else Scope(scope)
-        except ValueError as exc:
-            raise validation.invalid(
-                "scope", f"must be agent, workspace or global, got {scope!r}"
-            ) from exc
-        types = None if entity_types is None else list(entity_types)
-        vector = await self.embedder.embed_one(text)
-        ranked = await self._accelerator.rank(
-            vector,
-            limit=limit,
-            min_similarity=min_similarity,
-            scope=wanted_scope,
-            agent=agent,
-            entity_types=types,
-            exact=exact,
-        )
-        found = await self._read_entities([name for name, _ in ranked])
-        hits = [
-            SearchHit(entity=found[name], similarity=score)
-            for name, score in ranked
-            if name in found
-        ]
-        elapsed = time.perf_counter() - started
-        self._latency.record(elapsed)
-        if self._on_search is not None:
-            self._on_search(elapsed)
-        return hits
+        with span(
+            "search_memory",
+            lambda: {
+                "gen_ai.operation.name": "search_memory",
+                "gen_ai.agent.name": agent,
+                "caxton.memory.limit": limit,
+                "caxton.memory.backend": self.store.dialect,
+            },
+        ) as current:
+            started = time.perf_counter()
+            text = validation.text(query, "q")
+            if not text.strip():
+                raise validation.invalid("q", "the search text must not be empty")
+            validation.check_limit(limit, "limit", low=1, high=MAX_SEARCH_LIMIT)
+            if not -1.0 <= float(min_similarity) <= 1.0:
+                raise validation.invalid("min_similarity", "must be between -1 and 1")
+            try:
+                wanted_scope = None if scope is None else Scope(scope)
+            except ValueError as exc:
+                raise validation.invalid(
+                    "scope", f"must be agent, workspace or global, got {scope!r}"
+                ) from exc
+            types = None if entity_types is None else list(entity_types)
+            vector = await self.embedder.embed_one(text)
+            ranked = await self._accelerator.rank(
+                vector,
+                limit=limit,
+                min_similarity=min_similarity,
+                scope=wanted_scope,
+                agent=agent,
+                entity_types=types,
+                exact=exact,
+            )
+            found = await self._read_entities([name for name, _ in ranked])
+            hits = [
+                SearchHit(entity=found[name], similarity=score)
+                for name, score in ranked
+                if name in found
+            ]
+            elapsed = time.perf_counter() - started
+            self._latency.record(elapsed)
+            if self._on_search is not None:
+                self._on_search(elapsed)
+            if current is not None:
+                current.set_attribute("caxton.memory.hits", len(hits))
+            return hits
 
     async def graph(self, name: str, *, max_depth: int = 2) -> Graph:
         """The entities around ``name`` up to ``max_depth`` relations away (both directions).

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 from processes import REPO, caxton_env, start_server, write_config
-from servers import load_llm_server, loopback_config
+from servers import COUNT_BY_CAPABILITY, load_llm_server, loopback_config
 
 from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
 from caxton.security.roles import Role
@@ -102,19 +102,7 @@ async def test_a_second_caxton_is_a_remote_a2a_agent(nursery: trio.Nursery, tmp_
     copy_agent(agents, "asker", "asker.wasm")
     down = await closed_port()
     # a config agent whose (scripted) model asks text-statistics with send_message
-    script: dict[str, Any] = {
-        "rules": [
-            {"match": "total_words", "reply": "Four words."},
-            {
-                "match": "count these",
-                "tool_call": {
-                    "name": "send_message",
-                    "arguments": {"capability": "text-statistics", "content": "one two three four"},
-                },
-            },
-        ]
-    }
-    llm = await nursery.start(load_llm_server().serve_llm, script)
+    llm = await nursery.start(load_llm_server().serve_llm, COUNT_BY_CAPABILITY)
     (agents / "planner.toml").write_text(PLANNER.replace("URL", llm.url))
 
     def card(agent: str) -> str:

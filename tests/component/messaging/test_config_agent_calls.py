@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import trio
 from messaging_servers import start_server
-from servers import load_llm_server
+from servers import COUNT_BY_CAPABILITY, load_llm_server
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,20 +31,7 @@ timeout = "10s"
 async def test_config_agent_asks_wasm_by_capability(
     nursery: trio.Nursery, tmp_path: Path, agents_dir: Path
 ) -> None:
-    script: dict[str, Any] = {
-        "rules": [
-            # the tool result (wordcount's figures) comes back: answer with them
-            {"match": "total_words", "reply": "Four words."},
-            {
-                "match": "count these",
-                "tool_call": {
-                    "name": "send_message",
-                    "arguments": {"capability": "text-statistics", "content": "one two three four"},
-                },
-            },
-        ]
-    }
-    llm = await nursery.start(load_llm_server().serve_llm, script)
+    llm = await nursery.start(load_llm_server().serve_llm, COUNT_BY_CAPABILITY)
     (agents_dir / "planner.toml").write_text(CONFIG_AGENT.replace("URL", llm.url))
     server = await start_server(nursery, tmp_path / "data", agents_dir)
     with trio.fail_after(20):
