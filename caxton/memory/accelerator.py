@@ -8,8 +8,10 @@ mirror (:mod:`caxton.memory.index`) and, above ``hnsw_threshold`` rows, an HNSW 
 * **follow** — :meth:`SearchAccelerator.follow` applies each committed write; if that ever
   fails, the accelerator stops answering until the next reload;
 * **graph** — a task in :meth:`SearchAccelerator.run` builds the HNSW graph in a worker thread
-  (or loads it from ``<db file>.hnsw`` when that matches DuckDB), saves it every
-  ``save_interval`` seconds when it changed, and at shutdown;
+  and saves it with the mirror next to the DB (``<db file>.hnsw``, :mod:`saved_index
+  <caxton.memory.saved_index>`) after a build, every ``save_interval`` seconds when it changed,
+  and at shutdown; a start whose database still matches those files loads both instead of
+  reading every embedding and rebuilding;
 * **search** — :meth:`SearchAccelerator.rank` answers from the mirror (through the graph once
   it is installed) and falls back to the store's SQL search (:meth:`MemorySQL.search
   <caxton.memory.sql.MemorySQL.search>`) when the mirror is off or not ready, or when the
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar, Unpack
 import attrs
 import trio
 
-from caxton.memory import hnsw, queries
+from caxton.memory import hnsw, queries, saved_index
 from caxton.memory.index import IndexEntry
 from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD, LayeredIndex
 
@@ -95,6 +97,8 @@ class SearchAccelerator:
             does.
         hnsw_path: where the graph is saved (plus a ``.json`` sidecar); None: never saved.
         save_interval: save a changed graph this often, in seconds (0: only at shutdown).
+        writes: the lock every write to the memory tables holds (a save holds it, so the
+            files describe the rows the database has).
         ef_search: the candidates a SQL search through a vector index considers (pgvector's
             ``hnsw.ef_search``; DuckDB has no such index).
     """
@@ -110,8 +114,10 @@ class SearchAccelerator:
         hnsw_path: Path | None = None,
         save_interval: float = HNSW_SAVE_INTERVAL_S,
         ef_search: int = 100,
+        writes: trio.Lock | None = None,
     ) -> None:
         self.store = store
+        self._writes = trio.Lock() if writes is None else writes
         self.sql = sql
         self.ef_search = ef_search
         self.dim = dim
@@ -167,20 +173,26 @@ class SearchAccelerator:
             self._index.clear()
         raise AssertionError("the search accelerator stopped without being cancelled")
 
-    async def reload(self) -> int:
-        """Load the mirror afresh from DuckDB; the caller keeps writes out meanwhile.
+    async def reload(self, *, saved: bool = False) -> int:
+        """Load the mirror afresh from the store; the caller holds ``writes`` meanwhile.
+
+        ``saved``: take the mirror and graph saved next to the DB when they match it
+        (:mod:`caxton.memory.saved_index`) instead of reading every embedding.
 
         Returns:
-            The number of vectors in DuckDB.
+            The number of vectors in the store.
 
         Cancellation:
             Safe to cancel; the old mirror is kept until the new one is complete.
 
         Resource handling:
-            Reads every embedding once (~1 s per 100k).
+            Reads every embedding once (~1 s per 100k), or the saved files (a few seconds at
+            1M rows).
         """
         if not self.enabled:
             return await self.store.execute_fn(self.sql.entity_count)
+        if saved and (count := await self._load_saved()) is not None:
+            return count
         fresh = LayeredIndex(self.dim, threshold=self.hnsw_threshold)
 
         def fill(conn: Any) -> int:
@@ -195,6 +207,32 @@ class SearchAccelerator:
         self._ready = True
         self._want_graph()
         return count
+
+    async def _load_saved(self) -> int | None:
+        path = self.hnsw_path
+        if path is None or self.hnsw_threshold is None:
+            return None
+        content = await self.store.execute_fn(self.sql.content_token)
+        if content is None:
+            return None
+        started = time.perf_counter()
+        loaded = await trio.to_thread.run_sync(
+            functools.partial(saved_index.load, path, self.dim, self.hnsw_threshold, content),
+            limiter=self._graph_limiter,
+        )
+        if loaded is None:
+            return None
+        self._index = loaded
+        self._ready = True
+        self._graph_loads += 1
+        self._graph_installed()
+        LOGGER.info(
+            "search index over %d entities loaded from %s in %.1fs",
+            len(loaded),
+            path,
+            time.perf_counter() - started,
+        )
+        return len(loaded)
 
     async def follow(
         self,
@@ -271,31 +309,34 @@ class SearchAccelerator:
         keys, vectors = snapshot
         started = time.perf_counter()
         try:
-            graph, loaded, saved = await trio.to_thread.run_sync(
-                functools.partial(self._load_or_build_sync, keys, vectors),
+            graph = await trio.to_thread.run_sync(
+                functools.partial(
+                    hnsw.build, self.dim, keys, vectors, checkpoint=trio.from_thread.check_cancelled
+                ),
                 limiter=self._graph_limiter,
             )
         except Exception:
             LOGGER.exception("building the HNSW index failed; searches use the numpy scan")
             await trio.to_thread.run_sync(index.abort_build, limiter=self._index_limiter)
             return
-        if loaded:
-            self._graph_loads += 1
-        else:
-            self._graph_builds += 1
-            self._graph_build_seconds = time.perf_counter() - started
+        self._graph_builds += 1
+        self._graph_build_seconds = time.perf_counter() - started
         await trio.to_thread.run_sync(
-            functools.partial(index.finish_build, graph, saved=saved),
+            functools.partial(index.finish_build, graph, saved=False),
             limiter=self._index_limiter,
         )
+        self._graph_installed()
+        LOGGER.info(
+            "HNSW index over %d entities built in %.1fs", len(keys), self._graph_build_seconds
+        )
+        try:
+            await self.save_graph()
+        except Exception:
+            LOGGER.exception("saving the HNSW index failed; retrying later")
+
+    def _graph_installed(self) -> None:
         attempted, self._graph_attempted = self._graph_attempted, trio.Event()
         attempted.set()
-        LOGGER.info(
-            "HNSW index over %d entities %s in %.1fs",
-            len(keys),
-            "loaded" if loaded else "built",
-            time.perf_counter() - started,
-        )
 
     async def wait_graph(self) -> None:
         """Wait until the HNSW graph is installed (at once when it is).
@@ -306,61 +347,48 @@ class SearchAccelerator:
         while self._index.graph is None:
             await self._graph_attempted.wait()
 
-    def _load_or_build_sync(
-        self, keys: NDArray[np.uint64], vectors: NDArray[np.float16]
-    ) -> tuple[hnsw.HnswGraph, bool, bool]:
-        """(graph, loaded from the file, the file holds it); runs in a worker thread."""
-        content = hnsw.fingerprint(keys, vectors)
-        path = self.hnsw_path
-        if path is not None:
-            graph = hnsw.load(path, self.dim, content)
-            if graph is not None:
-                return graph, True, True
-        graph = hnsw.build(self.dim, keys, vectors, checkpoint=trio.from_thread.check_cancelled)
-        if path is None:
-            return graph, False, False
-        try:
-            hnsw.save(graph, path, content)
-        except OSError:
-            LOGGER.exception("cannot save the HNSW index to %s", path)
-            return graph, False, False
-        return graph, False, True
-
     async def _save_periodically(self) -> NoReturn:
         while True:
             await trio.sleep(self.save_interval)
             try:
                 await self.save_graph()
-            except OSError:
+            except Exception:
                 LOGGER.exception("saving the HNSW index failed; retrying later")
 
     async def save_graph(self) -> bool:
-        """Save the HNSW graph to ``hnsw_path`` if it changed since it was last saved.
+        """Save the graph and the mirror next to the DB (:mod:`caxton.memory.saved_index`) if
+        the graph changed since it was last saved or loaded.
 
         Returns:
-            Whether a file was written.
+            Whether the files were written.
 
         Cancellation:
             A started save completes.
 
         Resource handling:
-            Holds the mirror (searches wait) while the graph is written (~1 s per 100k).
+            Holds the memory writes (``writes``) while the database's content token is read
+            and the files are written, so they describe the same rows, and the mirror
+            (searches wait) while the files are written: ~4 s at 1M rows.
         """
         path = self.hnsw_path
         if path is None:
             return False
-        index = self._index
-
-        def save() -> bool:
-            graph = index.graph
-            if graph is None or not index.dirty or index.building:
+        async with self._writes:
+            index = self._index
+            if not self._ready or index.graph is None or not index.dirty or index.building:
                 return False
-            keys, vectors = index.content()
-            hnsw.save(graph, path, hnsw.fingerprint(keys, vectors))
-            index.dirty = False
-            return True
+            content = await self.store.execute_fn(self.sql.content_token)
+            if content is None:
+                return False
 
-        return await trio.to_thread.run_sync(save, limiter=self._index_limiter)
+            def save() -> bool:
+                if index.graph is None or not index.dirty or index.building:
+                    return False
+                saved_index.save(index, path, content)
+                index.dirty = False
+                return True
+
+            return await trio.to_thread.run_sync(save, limiter=self._index_limiter)
 
     # ----------------------------------------------------------------------------- statistics
 

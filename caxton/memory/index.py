@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
+from numpy.typing import NDArray
 
 from caxton.memory.types import Scope
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from numpy.typing import NDArray
 
 _SCOPE_CODES = {Scope.AGENT: 0, Scope.WORKSPACE: 1, Scope.GLOBAL: 2}
 _AGENT_CODE = _SCOPE_CODES[Scope.AGENT]
@@ -48,6 +47,23 @@ class IndexEntry:
 
 
 _SCORE_CHUNK = 65_536  # float16 rows converted to float32 at a time by a full scan
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class MirrorArrays:
+    """A mirror's whole state as flat arrays: what :mod:`caxton.memory.saved_index` writes.
+
+    Row ``i`` is ``names[i]``'s; ``agents`` and ``types`` hold ids from ``agent_ids`` (None is
+    -1) and ``type_ids``; ``scopes`` holds scope codes (agent 0, workspace 1, global 2).
+    """
+
+    names: list[str]
+    vectors: NDArray[Any]
+    scopes: NDArray[np.int8]
+    agents: NDArray[np.int32]
+    types: NDArray[np.int32]
+    agent_ids: dict[str | None, int]
+    type_ids: dict[str, int]
 
 
 class VectorIndex:
@@ -295,6 +311,46 @@ class VectorIndex:
         until the next write.
         """
         return list(self._names), self._matrix[: self._size].astype(dtype, copy=copy)
+
+    def arrays(self) -> MirrorArrays:
+        """The mirror's rows as flat arrays (views of its own: use them before the next
+        write)."""
+        size = self._size
+        return MirrorArrays(
+            names=self._names,
+            vectors=self._matrix[:size],
+            scopes=self._scopes[:size],
+            agents=self._agents[:size],
+            types=self._types[:size],
+            agent_ids=self._agent_ids,
+            type_ids=self._type_ids,
+        )
+
+    def restore(self, arrays: MirrorArrays) -> None:
+        """Replace everything with ``arrays`` (as :meth:`arrays` gave them; owned from now on).
+
+        Raises:
+            ValueError: the arrays do not describe a mirror of this index's shape.
+        """
+        size = len(arrays.names)
+        columns = (arrays.scopes, arrays.agents, arrays.types)
+        if arrays.vectors.shape != (size, self.dim) or any(len(c) != size for c in columns):
+            raise ValueError(f"{size} names but arrays of other lengths or widths")
+        rows = dict(zip(arrays.names, range(size), strict=True))
+        if len(rows) != size:
+            raise ValueError("a name appears twice")
+        compact = self.compact_from is not None and size >= self.compact_from
+        if compact:
+            self._matrix = np.asarray(arrays.vectors, dtype=np.float16)
+        else:
+            self._matrix = np.asarray(arrays.vectors, dtype=np.float32)
+        self._scopes, self._agents, self._types = columns
+        self._names = arrays.names
+        self._rows = rows
+        self._agent_ids = arrays.agent_ids
+        self._type_ids = arrays.type_ids
+        self._size = size
+        self._agent_scoped = int(np.count_nonzero(self._scopes == _AGENT_CODE))
 
     def reserve(self, rows: int) -> None:
         """Make room for ``rows`` rows at once (a reload that knows its size copies nothing)."""

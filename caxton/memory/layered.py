@@ -25,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from caxton.memory.hnsw import SNAPSHOT_DTYPE, HnswGraph, key_of, keys_of, params_for
-from caxton.memory.index import IndexEntry, VectorIndex
+from caxton.memory.index import IndexEntry, MirrorArrays, VectorIndex
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -171,17 +171,37 @@ class LayeredIndex:
         self.graph = graph
         self.dirty = bool(journal) or not saved
 
+    def restore(self, arrays: MirrorArrays, keys: NDArray[np.uint64], graph: HnswGraph) -> None:
+        """Replace everything with a saved mirror and the graph saved with it (``keys``: the
+        graph key of each of ``arrays.names``).
+
+        Raises:
+            ValueError: the parts do not fit together (nothing is changed then).
+        """
+        names = arrays.names
+        if len(keys) != len(names) or len(graph) != len(names) or graph.dim != self.dim:
+            raise ValueError(f"{len(names)} names, {len(keys)} keys, {len(graph)} graph rows")
+        names_by_key = dict(zip(keys.tolist(), names, strict=True))
+        if len(names_by_key) != len(names):
+            raise ValueError("two names share a graph key")
+        self.mirror.restore(arrays)
+        self._names_by_key = names_by_key
+        self._journal = None
+        self._collision = False
+        self.graph = graph
+        self.dirty = False
+
     def abort_build(self) -> None:
         """Stop journalling after a failed build."""
         self._journal = None
 
-    def content(self) -> tuple[NDArray[np.uint64], NDArray[np.float16]]:
-        """The (keys, f16 unit vectors) the graph should hold: the mirror's.
+    def content(self) -> tuple[MirrorArrays, NDArray[np.uint64]]:
+        """The mirror's arrays and the graph key of each row (what is saved with the graph).
 
-        The vectors are a view of the compact mirror (no copy): use them before the next write.
+        The arrays are views of the mirror's own: use them before the next write.
         """
-        names, vectors = self.mirror.snapshot(SNAPSHOT_DTYPE, copy=False)
-        return keys_of(names), vectors
+        arrays = self.mirror.arrays()
+        return arrays, keys_of(arrays.names)
 
     # ----------------------------------------------------------------------------- search
 

@@ -181,6 +181,12 @@ neighbours: Final = STYLE.neighbours
 search: Final = STYLE.search
 
 
+def content_token(conn: Any) -> str | None:
+    """None: searches on this store do not use an in-process mirror saved beside it."""
+    del conn
+    return None
+
+
 def index_chunks(
     conn: Connection, rows: int = INDEX_CHUNK_ROWS
 ) -> Iterator[tuple[list[IndexEntry], NDArray[np.float32]]]:

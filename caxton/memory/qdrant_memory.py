@@ -387,6 +387,12 @@ def search(
     return hits[: int(limit)]
 
 
+def content_token(conn: Any) -> str | None:
+    """None: searches on this store do not use an in-process mirror saved beside it."""
+    del conn
+    return None
+
+
 def index_chunks(
     conn: QdrantConnection, rows: int = INDEX_CHUNK_ROWS
 ) -> Iterator[tuple[list[IndexEntry], NDArray[np.float32]]]:

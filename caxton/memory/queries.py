@@ -231,6 +231,24 @@ def index_chunks(
 _SCOPES = {scope.value: scope for scope in Scope}
 
 
+def content_token(conn: Connection) -> str | None:
+    """A digest of every (entity, type, scope, agent, embedding) row, in any order.
+
+    DuckDB hashes each row and folds the hashes two ways (xor and sum), so no row leaves the
+    database: ~1 s at 1M rows on two threads. A DuckDB whose ``hash`` differs (another
+    version) gives another token, which only costs a reload from the rows.
+    """
+    row = conn.execute(
+        "SELECT count(*), bit_xor(h), sum(h::HUGEINT) FROM ("
+        "SELECT hash(entity, entity_type, scope, agent, embedding) AS h "
+        "FROM memory_embeddings)"
+    ).fetchone()
+    if row is None:
+        return None
+    count, folded, total = row
+    return f"duckdb:{count}:{folded or 0:x}:{total or 0:x}"
+
+
 def database_space(conn: Connection) -> DatabaseSpace:
     """The block counts of the DuckDB file (``PRAGMA database_size``)."""
     return read_space(conn)

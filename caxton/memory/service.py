@@ -108,10 +108,12 @@ class MemoryService:
         latency_window: searches the p50/p99 figures cover.
         hnsw_threshold: keep an HNSW graph over the accelerator from this many entities; None
             never does.
-        hnsw_path: where the graph is saved; by default ``<db file>.hnsw`` (plus a ``.json``
-            sidecar) for a store with a file. None with ``persist_hnsw=False``: never saved.
-        persist_hnsw: save the graph after builds, every ``hnsw_save_interval`` seconds when it
-            changed, and at shutdown; load it at start when it matches DuckDB.
+        hnsw_path: where the graph is saved; by default ``<db file>.hnsw`` (plus the mirror's
+            ``.mirror`` and a ``.json`` sidecar) for a store with a file. None with
+            ``persist_hnsw=False``: never saved.
+        persist_hnsw: save the graph and mirror after builds, every ``hnsw_save_interval``
+            seconds when the graph changed, and at shutdown; load both at start when they
+            match the database (:mod:`caxton.memory.saved_index`).
         counts_refresh_s: on a shared store, read the entity and relation totals this often
             (in seconds) for :meth:`statistics`, which health and metrics read without waiting;
             this instance's writes, ``stats`` and ``capacity`` read them at once.
@@ -158,6 +160,7 @@ class MemoryService:
             hnsw_path = None
         elif hnsw_path is None:
             hnsw_path = _beside_database(store)
+        self._write_lock = trio.Lock()
         self._accelerator = SearchAccelerator(
             store,
             embedder.dim,
@@ -167,8 +170,8 @@ class MemoryService:
             hnsw_path=hnsw_path,
             save_interval=hnsw_save_interval,
             ef_search=hnsw_ef_search,
+            writes=self._write_lock,
         )
-        self._write_lock = trio.Lock()
         self._entity_writes: list[_EntityWrite] = []
         self._name_locks: dict[str, _NameLock] = {}
         # Only this process writes a store that is not shared, so its rows can be cached.
@@ -213,7 +216,7 @@ class MemoryService:
             :data:`caxton.memory.accelerator.HNSW_SHUTDOWN_SAVE_S`); the accelerator's matrix
             and graph are dropped when ``run`` exits.
         """
-        await self.rebuild_index()
+        await self.rebuild_index(saved=True)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._accelerator.run)
             if self.store.shared and self.counts_refresh_s > 0:
@@ -231,8 +234,10 @@ class MemoryService:
             except CaxtonError as exc:  # StorageUnavailable and the like: try again later
                 LOGGER.debug("memory totals not refreshed: %s", exc.message)
 
-    async def rebuild_index(self) -> int:
+    async def rebuild_index(self, *, saved: bool = False) -> int:
         """Reload the accelerator from the store (``caxton memory cache-clear --rebuild``).
+
+        ``saved``: from the files saved next to the DB when they still match it (at start).
 
         Returns:
             The number of vectors loaded.
@@ -241,14 +246,14 @@ class MemoryService:
             Safe to cancel; the old accelerator is kept until the new one is complete.
 
         Resource handling:
-            Reads every embedding once (~1 s per 100k); holds the write lock so no write slips
-            between the read and the swap.
+            Reads every embedding once (~1 s per 100k), or the saved files; holds the write
+            lock so no write slips between the read and the swap.
         """
         async with self._write_lock:
             self._entity_count, self._relation_count = await self.store.execute_fn(self._totals)
             if self._entity_cache is not None:
                 self._entity_cache.invalidate()
-            return await self._accelerator.reload()
+            return await self._accelerator.reload(saved=saved)
 
     def _totals(self, conn: Connection) -> tuple[int, int]:
         return self.sql.entity_count(conn), self.sql.relation_count(conn)

@@ -115,6 +115,12 @@ class MemorySQL(Protocol):
         float32 besides the mirror (1.5 GB more at its peak)."""
         ...
 
+    def content_token(self, conn: Any) -> str | None:
+        """A digest of every entity's (name, type, scope, agent, embedding), computed by the
+        database without sending rows out (None: the dialect has none, so nothing saved
+        beside the store can be checked against it)."""
+        ...
+
     def neighbours(
         self, conn: Any, root: str, max_depth: int
     ) -> tuple[list[GraphNode], list[GraphEdge]] | None:

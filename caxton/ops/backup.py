@@ -38,7 +38,7 @@ BACKUPS_DIR = "backups"
 ARCHIVE_SUFFIX = ".tar.gz"
 DEPLOYED_DIR = "deployed"
 #: The HNSW index files next to the database (rebuildable from it, so optional).
-HNSW_SUFFIXES = (".hnsw", ".hnsw.json")
+HNSW_SUFFIXES = (".hnsw", ".hnsw.mirror", ".hnsw.json")
 T = TypeVar("T")
 
 

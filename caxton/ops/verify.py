@@ -11,9 +11,9 @@ not):
 * **embeddings** — every entity has exactly one embedding;
 * **model** — the embedding model folder has its files, and ``model.onnx`` its recorded
   SHA-256;
-* **hnsw** — the saved HNSW index (``<db>.hnsw``) matches its sidecar and, with
-  ``--comprehensive``, the vectors in DuckDB (a stale index is only a warning: it is rebuilt
-  at start);
+* **hnsw** — the saved search index (``<db>.hnsw`` and ``<db>.hnsw.mirror``) matches its
+  sidecar and, with ``--comprehensive``, the rows in DuckDB (a stale index is only a warning:
+  it is read from the database and rebuilt at start);
 * **qdrant** — with ``memory.backend: qdrant`` (issue #16): both collections exist, the
   entity one takes vectors of the configured size with cosine distance, and they hold one
   point per entity and per relation the memory reports.
@@ -271,13 +271,11 @@ def _check_migrations(
     return findings
 
 
-def embeddings_fingerprint(conn: Connection) -> str:
-    """The HNSW fingerprint of what DuckDB holds (reads every embedding)."""
-    from caxton.memory import hnsw, queries
-    from caxton.memory.sql import load_index
+def embeddings_token(conn: Connection) -> str | None:
+    """The content token of what DuckDB holds (hashes every embedding in the database)."""
+    from caxton.memory import queries
 
-    entries, matrix = load_index(queries, conn)
-    return hnsw.fingerprint(hnsw.keys_of(e.name for e in entries), matrix)
+    return queries.content_token(conn)
 
 
 # --------------------------------------------------------------------------------- qdrant
@@ -486,57 +484,31 @@ def with_findings(report: VerifyReport, findings: Sequence[Finding]) -> VerifyRe
 # --------------------------------------------------------------------------------- files
 
 
-def check_hnsw(
-    database_path: Path, embeddings: int | None, fingerprint: str | None
-) -> list[Finding]:
-    """Compare the saved HNSW index with the database (warnings only: it is rebuildable)."""
-    from caxton.memory import hnsw
+def check_hnsw(database_path: Path, embeddings: int | None, content: str | None) -> list[Finding]:
+    """Compare the saved search index with the database (warnings only: it is rebuildable).
+
+    ``content``: the database's content token (``--comprehensive``), checked when given.
+    """
+    from caxton.memory import saved_index
 
     path = database_path.with_name(database_path.name + ".hnsw")
-    side = hnsw.sidecar_path(path)
-    if not path.exists() and not side.exists():
+    side = saved_index.sidecar_path(path)
+    if not any(p.exists() for p in (path, side, saved_index.mirror_path(path))):
         return [Finding(check="hnsw", severity="info", message="no saved HNSW index")]
-    rebuilt = "; it is rebuilt from DuckDB at the next start"
+    rebuilt = "; it is read from the database and rebuilt at the next start"
     try:
         described = json.loads(side.read_text(encoding="utf-8"))
-        size = path.stat().st_size
     except (OSError, ValueError) as exc:
-        return [Finding(check="hnsw", severity="warning", message=f"{path}: {exc}{rebuilt}")]
-    if not isinstance(described, dict) or size != described.get("file_size"):
-        return [
-            Finding(
-                check="hnsw",
-                severity="warning",
-                message=f"{path} does not match its sidecar (size){rebuilt}",
-            )
-        ]
-    digest = hnsw._file_digest(path)
-    if digest != described.get("file_digest"):
-        return [
-            Finding(
-                check="hnsw",
-                severity="warning",
-                message=f"{path} does not match its digest (damaged){rebuilt}",
-            )
-        ]
+        return [Finding(check="hnsw", severity="warning", message=f"{side}: {exc}{rebuilt}")]
+    if not isinstance(described, dict):
+        return [Finding(check="hnsw", severity="warning", message=f"{side}: not a JSON object")]
+    reason = saved_index.problem(path, described, dim=None, content=content)
     rows = described.get("rows")
-    if embeddings is not None and rows != embeddings:
-        return [
-            Finding(
-                check="hnsw",
-                severity="warning",
-                message=f"{path} holds {rows} vectors, the database {embeddings}{rebuilt}",
-            )
-        ]
-    if fingerprint is not None and described.get("fingerprint") != fingerprint:
-        return [
-            Finding(
-                check="hnsw",
-                severity="warning",
-                message=f"{path} holds other vectors than the database{rebuilt}",
-            )
-        ]
-    checked = "vectors match the database" if fingerprint else f"{rows} vectors, file intact"
+    if reason is None and embeddings is not None and rows != embeddings:
+        reason = f"it holds {rows} vectors, the database {embeddings}"
+    if reason is not None:
+        return [Finding(check="hnsw", severity="warning", message=f"{path}: {reason}{rebuilt}")]
+    checked = "vectors match the database" if content else f"{rows} vectors, files intact"
     return [Finding(check="hnsw", severity="info", message=f"{path}: {checked}")]
 
 
@@ -619,15 +591,15 @@ def inspect_connection(
 ) -> VerifyReport:
     """Every check over an open connection (the server's reader, or a read-only file)."""
     tables, findings = check_database(conn, comprehensive=comprehensive, migrations=migrations)
-    fingerprint = None
+    content = None
     if comprehensive and "memory_embeddings" in tables:
         try:
-            fingerprint = embeddings_fingerprint(conn)
+            content = embeddings_token(conn)
         except duckdb.Error as exc:
             findings.append(
                 Finding(check="embeddings", severity="error", message=f"unreadable: {exc}")
             )
-    findings.extend(check_hnsw(config.database_path, tables.get("memory_embeddings"), fingerprint))
+    findings.extend(check_hnsw(config.database_path, tables.get("memory_embeddings"), content))
     findings.extend(check_model(config))
     return VerifyReport(
         source=source,

@@ -440,8 +440,8 @@ async def settle_graph(memory: MemoryService) -> float:
 
 
 async def reload_child(args: argparse.Namespace) -> None:
-    """In a fresh process: open the DB file, start the service (its graph loaded from the
-    saved file), search; print one JSON line of figures."""
+    """In a fresh process: open the DB file, start the service (its mirror and graph loaded
+    from the saved files), search; print one JSON line of figures."""
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         embedder = await nursery.start(Embedder(cache_dir=args.model_cache, cache_size=4096).run)
@@ -596,7 +596,8 @@ async def print_restart(
     rss_gib = figures["rss_mib"] / 1024
     print(
         f"  restart in a fresh process: model {figures['model_s']:.1f}s, service start "
-        f"(mirror from DuckDB) {figures['mirror_s']:.1f}s, graph ready after "
+        f"(mirror and graph from the saved files when they match the database, else the "
+        f"mirror from DuckDB) {figures['mirror_s']:.1f}s, graph ready after "
         f"{figures['graph_s']:.1f}s more (loads {figures['graph_loads']}, builds "
         f"{figures['graph_builds']}, {figures['rows']} entities)"
     )

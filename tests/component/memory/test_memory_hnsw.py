@@ -12,7 +12,7 @@ import random
 import pytest
 import trio
 
-from caxton.memory import MEMORY_MIGRATIONS, MemoryService, NewEntity
+from caxton.memory import MEMORY_MIGRATIONS, MemoryService, NewEntity, queries
 from caxton.memory import hnsw as hnsw_module
 from caxton.store import open_store
 
@@ -166,7 +166,9 @@ async def test_deletes_and_updates_reach_the_graph(nursery, store, embedder):
         assert_same(ranked(hits), ranked(exact))
 
 
-async def test_saved_graph_is_reused_and_stale_or_corrupt_ones_rebuilt(nursery, embedder, tmp_path):
+async def test_saved_graph_is_reused_and_stale_or_corrupt_ones_rebuilt(
+    nursery, embedder, tmp_path, monkeypatch
+):
     path = tmp_path / "memory.duckdb"
     graph_file = tmp_path / "memory.duckdb.hnsw"
     sidecar = tmp_path / "memory.duckdb.hnsw.json"
@@ -224,7 +226,10 @@ async def test_saved_graph_is_reused_and_stale_or_corrupt_ones_rebuilt(nursery, 
         assert graph_file.exists()
         assert json.loads(sidecar.read_text())["rows"] == 299
 
-        builds, loads, hits = await session(start_figures)
+        # The start takes the mirror from the saved files: no embedding is read.
+        with monkeypatch.context() as patched:
+            patched.setattr(queries, "index_chunks", refuse_reads)
+            builds, loads, hits = await session(start_figures)
         assert (builds, loads) == (0, 1)
         assert_same(hits, expected)
 
@@ -239,17 +244,22 @@ async def test_saved_graph_is_reused_and_stale_or_corrupt_ones_rebuilt(nursery, 
 
         # A sidecar that does not describe the file, a damaged file, an unreadable sidecar.
         described = json.loads(sidecar.read_text())
-        sidecar.write_text(json.dumps({**described, "fingerprint": "0:stale"}))
+        sidecar.write_text(json.dumps({**described, "content": "duckdb:299:0:0"}))
         builds, loads, _ = await session(start_figures)
         assert (builds, loads) == (1, 0)
-        data = bytearray(graph_file.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        graph_file.write_bytes(bytes(data))
-        builds, loads, _ = await session(start_figures)
-        assert (builds, loads) == (1, 0)
+        for damaged in (graph_file, tmp_path / "memory.duckdb.hnsw.mirror"):
+            data = bytearray(damaged.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            damaged.write_bytes(bytes(data))
+            builds, loads, _ = await session(start_figures)
+            assert (builds, loads) == (1, 0), damaged
         sidecar.write_text("{not json")
         builds, loads, _ = await session(start_figures)
         assert (builds, loads) == (1, 0)
+
+
+def refuse_reads(*args, **kwargs):
+    raise AssertionError("the embeddings were read although the saved index matched")
 
 
 async def test_searches_and_writes_during_a_build(nursery, store, embedder, monkeypatch):

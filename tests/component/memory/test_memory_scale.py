@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import trio
 
-from caxton.memory import hnsw
+from caxton.memory import hnsw, saved_index
 from caxton.memory.index import IndexEntry
 from caxton.memory.layered import LayeredIndex
 from caxton.memory.types import Scope
@@ -141,50 +141,80 @@ def test_recall_after_ten_percent_churn() -> None:
 
 def test_parameters_grow_with_the_size() -> None:
     small, middle, large = (hnsw.params_for(n) for n in (50_000, 300_000, 1_000_000))
-    assert small.connectivity <= middle.connectivity <= large.connectivity
-    assert small.expansion_search < middle.expansion_search < large.expansion_search
-    assert small.rescore < middle.rescore < large.rescore
+    assert small.connectivity < middle.connectivity <= large.connectivity
+    assert small.expansion_add < middle.expansion_add < large.expansion_add
+    # Enough candidates for a top-10 at every size (the beam at least the candidates).
+    for params in (small, middle, large):
+        assert params.expansion_search >= params.rescore >= 64
     assert hnsw.index_ram_bytes(1_000_000, DIM, threshold=20_000) < 2.5 * 2**30
 
 
-def test_a_saved_graph_is_loaded_only_when_everything_matches(tmp_path) -> None:
-    index, _ = filled(Data(np.random.default_rng(9)))
-    keys, vectors = index.content()
-    content = hnsw.fingerprint(keys, vectors)
+def test_a_saved_index_is_loaded_only_when_everything_matches(tmp_path) -> None:
+    data = Data(np.random.default_rng(9))
+    index, names = filled(data)
+    # Agent-scoped rows and other types: the filter columns and their tables travel too.
+    scoped = [
+        IndexEntry(name=f"mine-{i}", entity_type="note", scope=Scope.AGENT, agent="planner")
+        for i in range(5)
+    ]
+    index.upsert(scoped, unit_rows(np.random.default_rng(3), 5))
+    odd_names = ["caf\u00e9 \u2615", "\x00odd name"]
+    index.upsert(entries(odd_names), unit_rows(np.random.default_rng(4), 2))
+    index.remove(names[:7])
     path = tmp_path / "g.hnsw"
-    assert index.graph is not None
-    hnsw.save(index.graph, path, content)
-    side = hnsw.sidecar_path(path)
-    described = json.loads(side.read_text())
-    assert described["format"] == hnsw.FORMAT_VERSION == 2
+    saved_index.save(index, path, "token-1")
+    described = json.loads(saved_index.sidecar_path(path).read_text())
+    assert described["format"] == saved_index.FORMAT_VERSION == 3
     assert described["dtype"] == "f16"
+    assert described["mirror"]["vectors"] == "f16"
 
-    loaded = hnsw.load(path, DIM, content)
+    loaded = saved_index.load(path, DIM, THRESHOLD, "token-1")
     assert loaded is not None
-    assert len(loaded) == len(index)
-    query = vectors[5].astype(np.float32)
-    assert loaded.search(query, 10).tolist() == index.graph.search(query, 10).tolist()
+    assert loaded.graph is not None
+    assert index.graph is not None
+    assert not loaded.dirty
+    assert len(loaded) == len(loaded.graph) == len(index)
+    assert loaded.mirror.arrays().names == index.mirror.arrays().names
+    assert np.array_equal(loaded.mirror.arrays().vectors, index.mirror.arrays().vectors)
+    for query, _ in list(data.queries.values())[:20]:
+        assert loaded.search(query, limit=10) == index.search(query, limit=10)
+    probe = unit_rows(np.random.default_rng(6), 1)[0]
+    for filters in ({}, {"agent": "planner"}, {"scope": Scope.AGENT, "agent": "planner"}):
+        assert loaded.search(probe, limit=10, **filters) == index.search(
+            probe, limit=10, **filters
+        ), filters
+    # The restored index takes writes and follows them in its graph.
+    fresh = unit_rows(np.random.default_rng(7), 1)
+    loaded.upsert(entries(["after-load"]), fresh)
+    assert loaded.search(fresh[0], limit=1)[0][0] == "after-load"
+    assert loaded.dirty
 
-    # Another dimension or other contents: stale.
-    assert hnsw.load(path, DIM + 1, content) is None
-    assert hnsw.load(path, DIM, hnsw.fingerprint(keys[1:], vectors[1:])) is None
+    # Another dimension or another database content: not trusted.
+    assert saved_index.load(path, DIM + 1, THRESHOLD, "token-1") is None
+    assert saved_index.load(path, DIM, THRESHOLD, "token-2") is None
     # An older format, other vector type or other tuning: not trusted.
-    for changed in ({"format": 1}, {"dtype": "f32"}, {"connectivity": 99}):
+    side = saved_index.sidecar_path(path)
+    for changed in ({"format": 2}, {"dtype": "f32"}, {"connectivity": 99}):
         side.write_text(json.dumps({**described, **changed}))
-        assert hnsw.load(path, DIM, content) is None, changed
+        assert saved_index.load(path, DIM, THRESHOLD, "token-1") is None, changed
     side.write_text(json.dumps(described))
-    assert hnsw.load(path, DIM, content) is not None
-    # A truncated file under a sidecar that still names its old size and digest.
-    whole = path.read_bytes()
-    path.write_bytes(whole[: len(whole) // 2])
-    assert hnsw.load(path, DIM, content) is None
-    # A file of the right size with garbage in it.
-    path.write_bytes(bytes(len(whole)))
-    assert hnsw.load(path, DIM, content) is None
-    # No sidecar at all (an interrupted save).
-    path.write_bytes(whole)
+    assert saved_index.load(path, DIM, THRESHOLD, "token-1") is not None
+    # Truncated, or the right size with garbage, graph or mirror: not trusted.
+    for file in (path, saved_index.mirror_path(path)):
+        whole = file.read_bytes()
+        file.write_bytes(whole[: len(whole) // 2])
+        assert saved_index.load(path, DIM, THRESHOLD, "token-1") is None, file
+        damaged = bytearray(whole)
+        damaged[len(damaged) // 3] ^= 0xFF
+        file.write_bytes(bytes(damaged))
+        assert saved_index.load(path, DIM, THRESHOLD, "token-1") is None, file
+        file.write_bytes(whole)
+    assert saved_index.load(path, DIM, THRESHOLD, "token-1") is not None
+    # No sidecar at all (an interrupted save), or one that is not JSON.
+    side.write_text("{not json")
+    assert saved_index.load(path, DIM, THRESHOLD, "token-1") is None
     side.unlink()
-    assert hnsw.load(path, DIM, content) is None
+    assert saved_index.load(path, DIM, THRESHOLD, "token-1") is None
 
 
 MEASURE = textwrap.dedent(
@@ -194,7 +224,7 @@ MEASURE = textwrap.dedent(
     from caxton.memory.index import IndexEntry
     from caxton.memory.layered import LayeredIndex
     from caxton.memory.types import Scope
-    from caxton.memory import hnsw
+    from caxton.memory import hnsw, saved_index
 
     def rss():
         with open("/proc/self/status") as status:

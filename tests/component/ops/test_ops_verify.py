@@ -12,7 +12,8 @@ import trio
 from ops_servers import running
 from servers import loopback_config
 
-from caxton.memory import MEMORY_MIGRATIONS, assemble_default_model
+from caxton.memory import MEMORY_MIGRATIONS, assemble_default_model, saved_index
+from caxton.memory.hnsw import params_for
 from caxton.messaging import CONVERSATION_MIGRATIONS
 from caxton.ops.verify import verify_files
 from caxton.store import open_store
@@ -122,8 +123,20 @@ async def test_model_and_hnsw_files_are_checked(tmp_path: Path) -> None:
     await trio.to_thread.run_sync(assemble_default_model, models)
     hnsw = config.config.database_path.with_name("memory.duckdb.hnsw")
     hnsw.write_bytes(b"graph")
+    hnsw.with_name("memory.duckdb.hnsw.mirror").write_bytes(b"mirror")
+    params = params_for(1)
     hnsw.with_name("memory.duckdb.hnsw.json").write_text(
-        json.dumps({"file_size": 5, "file_digest": "0" * 32, "rows": 1})
+        json.dumps(
+            {
+                "format": saved_index.FORMAT_VERSION,
+                "rows": 1,
+                "dtype": "f16",
+                "connectivity": params.connectivity,
+                "expansion_add": params.expansion_add,
+                "graph": {"size": 5, "crc32": 0},
+                "mirror": {"size": 6, "crc32": 0},
+            }
+        )
     )
     report = verify_files(config.config, comprehensive=False, migrations=MIGRATIONS)
     assert report.ok, report.findings
