@@ -161,6 +161,8 @@ class MemoryService:
         elif hnsw_path is None:
             hnsw_path = _beside_database(store)
         self._write_lock = trio.Lock()
+        #: moves with every commit that may change entities (see _commit_group)
+        self._entity_epoch = 0
         self._accelerator = SearchAccelerator(
             store,
             embedder.dim,
@@ -300,6 +302,8 @@ class MemoryService:
                 self._entity_count = exc.current  # counted in the refused write
                 raise
             change = changed(result)
+            if change.changes_entities:
+                self._entity_epoch += 1
             if self._entity_cache is not None and change.changes_entities:
                 self._entity_cache.invalidate(change.names())
             self._entity_count, self._relation_count = totals
@@ -358,13 +362,16 @@ class MemoryService:
         names = list(dict.fromkeys(e.name for e in entities))
 
         async def attempt() -> list[Entity]:
+            epoch = self._entity_epoch
             existing = await self._read_entities(names)
             plan = plan_entities(entities, existing, mode="create", now=_now())
             vectors = await self.embedder.embed(
                 [e.embedding_text() for e in plan.writes], use_cache=False
             )
             await self._write_grouped(
-                _EntityWrite(plan=plan, vectors=vectors, names=names, based_on=existing)
+                _EntityWrite(
+                    plan=plan, vectors=vectors, names=names, based_on=existing, epoch=epoch
+                )
             )
             final = {e.name: e for e in plan.writes}
             return [final[name] for name in names]
@@ -434,15 +441,23 @@ class MemoryService:
             raise job.error
 
     async def _commit_group(self, group: list[_EntityWrite]) -> None:
-        names = list(dict.fromkeys(name for job in group for name in job.names))
+        # A plan is re-read in the write only if something may have changed its entities since
+        # it read them: another instance (a shared store), or a commit of this service (the
+        # epoch moved). Held under the write lock, so the epoch cannot move meanwhile.
+        unsure = [job for job in group if self.store.shared or job.epoch != self._entity_epoch]
+        names = list(dict.fromkeys(name for job in unsure for name in job.names))
 
         def write(conn: Connection) -> list[_EntityWrite]:
-            current = self.sql.fetch_entities(conn, names)
+            current = self.sql.fetch_entities(conn, names) if names else {}
             count = self.sql.entity_count(conn)
             written: set[str] = set()
             accepted: list[_EntityWrite] = []
             for job in group:
-                seen = {name: current[name] for name in job.names if name in current}
+                seen = (
+                    {name: current[name] for name in job.names if name in current}
+                    if job in unsure
+                    else job.based_on
+                )
                 if seen != job.based_on or not written.isdisjoint(job.names):
                     job.error = _PlannedOnStale()
                     continue
@@ -1013,6 +1028,8 @@ class _EntityWrite:
     #: the names the plan read, and what it found of them
     names: Sequence[str]
     based_on: dict[str, Entity]
+    #: the service's entity epoch before the plan read them (unchanged since: nothing to check)
+    epoch: int
     #: taken into a group by the caller holding the lock
     taken: bool = False
     error: BaseException | None = None

@@ -105,3 +105,56 @@ async def test_a_cancelled_creator_leaves_the_others_group_alone(memory):
     with pytest.raises(Exception, match="does not exist"):
         await memory.get_entity("impatient")
     assert memory.statistics().entity_count == 8
+
+
+async def test_a_delete_while_a_create_plans_is_not_undone_by_the_stale_plan(memory):
+    await memory.create_entity(note("fragile", "old observation"))
+    planned = trio.Event()
+    release = trio.Event()
+    embed = memory.embedder.embed
+
+    async def held_embed(texts, **kwargs):
+        if any("new observation" in text for text in texts) and not release.is_set():
+            planned.set()
+            await release.wait()
+        return await embed(texts, **kwargs)
+
+    memory.embedder.embed = held_embed
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(memory.create_entity, note("fragile", "new observation"))
+                await planned.wait()  # planned as a merge into the old entity
+                await memory.delete_entity("fragile")
+                release.set()
+    finally:
+        del memory.embedder.embed
+    # The merge was planned on an entity deleted since: re-planned, not resurrected.
+    assert (await memory.get_entity("fragile")).observations == ("new observation",)
+
+
+class CountingSQL:
+    """The service's SQL dialect, counting the entity reads."""
+
+    def __init__(self, sql) -> None:
+        self.sql = sql
+        self.entity_reads = 0
+
+    def __getattr__(self, name):
+        return getattr(self.sql, name)
+
+    def fetch_entities(self, conn, names):
+        self.entity_reads += 1
+        return self.sql.fetch_entities(conn, names)
+
+
+async def test_a_lone_create_reads_its_entities_once_unless_the_store_is_shared(memory):
+    counting = CountingSQL(memory.sql)
+    memory.sql = counting
+    try:
+        await memory.create_entity(note("lone", "a lone write"))
+    finally:
+        memory.sql = counting.sql
+    # The plan's read; a shared store's other instances may write meanwhile, so the write
+    # reads again there.
+    assert counting.entity_reads == (2 if memory.store.shared else 1)
