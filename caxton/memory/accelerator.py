@@ -203,10 +203,38 @@ class SearchAccelerator:
             return len(fresh)
 
         count = await self.store.execute_fn(fill)
+        # At start the saved files were not usable as a whole (else they were loaded above):
+        # the graph alone may be, and then both are saved again at the next save.
+        await self._install_saved_graph(fresh, resave=saved)
         self._index = fresh
         self._ready = True
         self._want_graph()
         return count
+
+    async def _install_saved_graph(self, fresh: LayeredIndex, *, resave: bool) -> None:
+        """Give ``fresh`` (read from the database) the saved graph if it still matches
+        (``resave``: and mark it to be saved again with the mirror)."""
+        path = self.hnsw_path
+        if path is None or not fresh.wants_graph():
+            return
+        content = await self.store.execute_fn(self.sql.content_token)
+        if content is None:
+            return
+        graph = await trio.to_thread.run_sync(
+            functools.partial(saved_index.load_graph, path, self.dim, content),
+            limiter=self._graph_limiter,
+        )
+        if graph is None:
+            return
+        try:
+            fresh.install(graph)
+        except ValueError as exc:
+            LOGGER.warning("not using the saved HNSW graph %s: %s; rebuilding it", path, exc)
+            return
+        fresh.dirty = resave
+        self._graph_loads += 1
+        self._graph_installed()
+        LOGGER.info("HNSW graph over %d entities loaded from %s", len(graph), path)
 
     async def _load_saved(self) -> int | None:
         path = self.hnsw_path

@@ -191,6 +191,17 @@ class LayeredIndex:
         self.graph = graph
         self.dirty = False
 
+    def install(self, graph: HnswGraph) -> None:
+        """Use a saved ``graph`` of exactly the mirror's rows (their content token matched).
+
+        Raises:
+            ValueError: it does not hold as many rows as the mirror, or names collide.
+        """
+        if self._collision or len(graph) != len(self.mirror) or graph.dim != self.dim:
+            raise ValueError(f"a graph of {len(graph)} rows for a mirror of {len(self.mirror)}")
+        self.graph = graph
+        self.dirty = False
+
     def abort_build(self) -> None:
         """Stop journalling after a failed build."""
         self._journal = None

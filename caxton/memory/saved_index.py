@@ -167,6 +167,26 @@ def load(path: Path, dim: int, threshold: int | None, content: str) -> LayeredIn
     return index
 
 
+def load_graph(path: Path, dim: int, content: str) -> HnswGraph | None:
+    """Only the graph saved at ``path``, on the same terms as :func:`load` (for a mirror that
+    was read from the database: the graph is valid for it when the content token matches).
+    """
+    described = _described(path)
+    if described is None:
+        return None
+    reason = problem(path, described, dim=dim, content=content, mirror_crc=False)
+    if reason is not None:
+        LOGGER.info("not using the saved HNSW graph %s: %s; rebuilding it", path, reason)
+        return None
+    try:
+        graph = HnswGraph(dim, params_for(described["rows"]))
+        graph.load(path)
+    except (OSError, RuntimeError, ValueError) as exc:
+        LOGGER.warning("cannot load the saved HNSW graph %s (%s); rebuilding it", path, exc)
+        return None
+    return graph
+
+
 def _described(path: Path) -> dict[str, Any] | None:
     side = sidecar_path(path)
     try:

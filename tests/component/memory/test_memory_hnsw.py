@@ -233,6 +233,15 @@ async def test_saved_graph_is_reused_and_stale_or_corrupt_ones_rebuilt(
         assert (builds, loads) == (0, 1)
         assert_same(hits, expected)
 
+        async def reread(memory):
+            loads = memory.statistics().hnsw_loads
+            await memory.rebuild_index()  # the mirror from DuckDB, the graph still from the file
+            stats = memory.statistics()
+            assert stats.hnsw_ready
+            return stats.hnsw_builds, stats.hnsw_loads - loads
+
+        assert await session(reread) == (0, 1)
+
         # Written while nothing is saved: the file no longer matches DuckDB.
         builds, loads, _ = await session(delete_one, persist=False)
         assert (builds, loads) == (1, 0)
@@ -247,15 +256,37 @@ async def test_saved_graph_is_reused_and_stale_or_corrupt_ones_rebuilt(
         sidecar.write_text(json.dumps({**described, "content": "duckdb:299:0:0"}))
         builds, loads, _ = await session(start_figures)
         assert (builds, loads) == (1, 0)
-        for damaged in (graph_file, tmp_path / "memory.duckdb.hnsw.mirror"):
-            data = bytearray(damaged.read_bytes())
-            data[len(data) // 2] ^= 0xFF
-            damaged.write_bytes(bytes(data))
+        # A damaged mirror: read from DuckDB, the graph still loaded, both saved again.
+        mirror_file = tmp_path / "memory.duckdb.hnsw.mirror"
+        data = bytearray(mirror_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        mirror_file.write_bytes(bytes(data))
+        with monkeypatch.context() as patched:
+            patched.setattr(queries, "index_chunks", counted_reads(queries.index_chunks))
             builds, loads, _ = await session(start_figures)
-            assert (builds, loads) == (1, 0), damaged
+            assert (builds, loads, counted_reads.calls) == (0, 1, 1)
+        with monkeypatch.context() as patched:
+            patched.setattr(queries, "index_chunks", refuse_reads)
+            assert (await session(start_figures))[:2] == (0, 1)
+        # A damaged graph: rebuilt.
+        data = bytearray(graph_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        graph_file.write_bytes(bytes(data))
+        builds, loads, _ = await session(start_figures)
+        assert (builds, loads) == (1, 0)
         sidecar.write_text("{not json")
         builds, loads, _ = await session(start_figures)
         assert (builds, loads) == (1, 0)
+
+
+def counted_reads(read):
+    counted_reads.calls = 0
+
+    def reading(*args, **kwargs):
+        counted_reads.calls += 1
+        return read(*args, **kwargs)
+
+    return reading
 
 
 def refuse_reads(*args, **kwargs):
