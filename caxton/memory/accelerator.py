@@ -191,7 +191,8 @@ class SearchAccelerator:
         """
         if not self.enabled:
             return await self.store.execute_fn(self.sql.entity_count)
-        if saved and (count := await self._load_saved()) is not None:
+        content = await self._saved_content()
+        if saved and content is not None and (count := await self._load_saved(content)):
             return count
         fresh = LayeredIndex(self.dim, threshold=self.hnsw_threshold)
 
@@ -203,22 +204,32 @@ class SearchAccelerator:
             return len(fresh)
 
         count = await self.store.execute_fn(fill)
-        # At start the saved files were not usable as a whole (else they were loaded above):
-        # the graph alone may be, and then both are saved again at the next save.
-        await self._install_saved_graph(fresh, resave=saved)
+        if content is not None:
+            # At start the saved files were not usable as a whole (else they were loaded
+            # above): the graph alone may be, and then both are saved again at the next save.
+            await self._install_saved_graph(fresh, content, resave=saved)
         self._index = fresh
         self._ready = True
         self._want_graph()
         return count
 
-    async def _install_saved_graph(self, fresh: LayeredIndex, *, resave: bool) -> None:
+    async def _saved_content(self) -> str | None:
+        """The database's content token when there are saved files it may match (else None:
+        computing it reads every embedding in the database, ~1 s at 1M rows)."""
+        path = self.hnsw_path
+        if path is None or self.hnsw_threshold is None:
+            return None
+        if not await trio.to_thread.run_sync(saved_index.sidecar_path(path).exists):
+            return None
+        return await self.store.execute_fn(self.sql.content_token)
+
+    async def _install_saved_graph(
+        self, fresh: LayeredIndex, content: str, *, resave: bool
+    ) -> None:
         """Give ``fresh`` (read from the database) the saved graph if it still matches
         (``resave``: and mark it to be saved again with the mirror)."""
         path = self.hnsw_path
         if path is None or not fresh.wants_graph():
-            return
-        content = await self.store.execute_fn(self.sql.content_token)
-        if content is None:
             return
         graph = await trio.to_thread.run_sync(
             functools.partial(saved_index.load_graph, path, self.dim, content),
@@ -236,12 +247,9 @@ class SearchAccelerator:
         self._graph_installed()
         LOGGER.info("HNSW graph over %d entities loaded from %s", len(graph), path)
 
-    async def _load_saved(self) -> int | None:
+    async def _load_saved(self, content: str) -> int | None:
         path = self.hnsw_path
         if path is None or self.hnsw_threshold is None:
-            return None
-        content = await self.store.execute_fn(self.sql.content_token)
-        if content is None:
             return None
         started = time.perf_counter()
         loaded = await trio.to_thread.run_sync(
