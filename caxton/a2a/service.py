@@ -59,6 +59,7 @@ from caxton.components import Background
 from caxton.errors import CaxtonError, ServiceUnavailable
 from caxton.messages import new_id, open_chunk_stream
 from caxton.messaging.envelope import parse_envelope
+from caxton.tracing import stamped
 
 if TYPE_CHECKING:
     from caxton.cluster.notify import NoticeBus
@@ -282,6 +283,7 @@ class A2AService:
         hop = hop_of(metadata, ceiling=self.max_hops + 1)
         if hop:
             message = attrs.evolve(message, hop=hop)
+        message = stamped(message)  # the agent's span is a child of this request's
         rule: ConversationRule = "open" if incoming.context_id else "new"
         refusal = await self.router.admit(message, conversation=rule)
         if refusal is not None:

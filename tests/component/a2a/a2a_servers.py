@@ -18,9 +18,12 @@ from caxton.security.roles import Role
 from caxton.server import ServerInfo, serve
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import httpx
     import trio
     from a2a.client import Client
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 REPO_AGENTS = Path(__file__).parents[3] / "agents"
 
@@ -48,7 +51,13 @@ def write_agents(agents_dir: Path) -> None:
     write_slow_agent(agents_dir)
 
 
-async def start_a2a_server(nursery: trio.Nursery, base: Path, **extra: object) -> A2AServer:
+async def start_a2a_server(
+    nursery: trio.Nursery,
+    base: Path,
+    *,
+    span_exporters: Sequence[SpanExporter] = (),
+    **extra: object,
+) -> A2AServer:
     """A server with authentication and audit on: ``key`` (user) and ``other_key`` (user)."""
     write_agents(base / "agents")
     key, other = generate_key(), generate_key()
@@ -76,7 +85,9 @@ async def start_a2a_server(nursery: trio.Nursery, base: Path, **extra: object) -
         **extra,
     }
     loaded = loopback_config(base / "data", **settings)
-    info: ServerInfo = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
+    info: ServerInfo = await nursery.start(
+        functools.partial(serve, loaded, handle_signals=False, span_exporters=span_exporters)
+    )
     return A2AServer(info=info, key=key, other_key=other, data_dir=base / "data")
 
 
