@@ -181,7 +181,7 @@ class A2AService:
         if self.records is None:
             await self._running.run(self, task_status)
             return
-        await self._sweep(self.records)
+        await self._sweep_once(self.records)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sweeping, self.records)
             await self._running.run(self, task_status)
@@ -189,10 +189,16 @@ class A2AService:
     async def _sweeping(self, records: TaskRecords) -> None:
         while True:
             await trio.sleep(SWEEP_INTERVAL_S)
-            try:
-                await self._sweep(records)
-            except CaxtonError as exc:  # the store is down: next time
-                LOGGER.warning("the A2A task sweep could not reach the store: %s", exc.message)
+            await self._sweep_once(records)
+
+    async def _sweep_once(self, records: TaskRecords) -> None:
+        """A sweep whose failure (the store is down) is logged: the next one tries again."""
+        try:
+            await self._sweep(records)
+        except Exception as exc:
+            LOGGER.warning(
+                "the A2A task sweep failed, trying again in %gs: %s", SWEEP_INTERVAL_S, exc
+            )
 
     async def _sweep(self, records: TaskRecords) -> None:
         """Expire finished rows, fail the tasks of gone instances, and act on cancel requests
