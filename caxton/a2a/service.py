@@ -493,8 +493,11 @@ class A2AService:
         end."""
         assert self.records is not None
         task = row.task
-        if task.terminal or not await self.records.request_cancel(row):
+        if task.terminal:
             raise task_not_cancelable(task.id, task.state)
+        if not await self.records.request_cancel(row):  # it ended meanwhile
+            now = await self.records.get(task.id)
+            raise task_not_cancelable(task.id, now.task.state if now else task.state)
         ended = await wait_until_ended(self.records, self._watch, task.id, timeout_s=CANCEL_WAIT_S)
         if ended is None:
             raise _still_running(task.id)
