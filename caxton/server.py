@@ -29,6 +29,7 @@ import trio
 
 from caxton import __version__
 from caxton.a2a.directory import AgentsAndRemotes
+from caxton.a2a.records import TaskRecords
 from caxton.a2a.remote import RemoteAgents
 from caxton.a2a.service import A2AService
 from caxton.a2a.tasks import TaskBook
@@ -508,6 +509,15 @@ async def _start_agents(
         max_message_size=messaging.max_message_size,
         delivery_timeout_s=messaging.delivery_timeout,
         max_hops=messaging.max_hops,
+        # the tasks' rows: every instance of the cluster answers for them
+        records=TaskRecords(
+            store,
+            notices=notifier,
+            instance_id=storage.backend.instance_id,
+            max_tasks=config.a2a.max_tasks,
+            ttl_s=config.a2a.task_ttl,
+        ),
+        notices=notifier,
     )
     await _start(core, nursery, "a2a", a2a.run)
     sweeper = ConversationSweeper(conversations, interval_s=messaging.sweep_interval)

@@ -32,6 +32,67 @@ COUNT_BY_CAPABILITY: dict[str, object] = {
 }
 
 
+#: A config agent whose model (the scripted LLM server at ``URL``, with
+#: :data:`COUNT_BY_CAPABILITY`) asks other agents through ``send_message``.
+PLANNER_TOML = """
+name = "planner"
+version = "1.0.0"
+capabilities = ["planning"]
+tools = ["send_message"]
+system_prompt = "You are terse."
+user_prompt_template = "{{request}}"
+[llm]
+provider = "openai"
+model = "scripted-1"
+base_url = "URL/v1"
+max_retries = 0
+timeout = "10s"
+"""
+
+
+def planner_toml(llm_url: str) -> str:
+    """:data:`PLANNER_TOML` talking to the scripted LLM server at ``llm_url``."""
+    return PLANNER_TOML.replace("URL", llm_url)
+
+
+#: Busy on the wall clock for 20 s, then replies "done" (stopped early only by a cancel).
+SLOW_WAT = """
+(module
+  (import "caxton" "reply" (func $reply (param i32 i32)))
+  (import "caxton" "now_ms" (func $now (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "done")
+  (func (export "caxton_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "handle_message") (param $p i32) (param $n i32) (result i32)
+    (local $until i64)
+    (local.set $until (i64.add (call $now) (i64.const 20000)))
+    (block $out (loop $wait
+      (br_if $out (i64.ge_s (call $now) (local.get $until)))
+      (br $wait)))
+    (call $reply (i32.const 0) (i32.const 4))
+    (i32.const 0)))
+"""
+SLOW_TOML = """name = "slow"
+version = "1.0.0"
+description = "Works for 20 seconds, then answers done"
+capabilities = ["slow-work"]
+
+[wasm]
+module = "slow.wat"
+
+[limits]
+max_fuel = 1_000_000_000_000
+max_execution_time = "30s"
+"""
+
+
+def write_slow_agent(agents_dir: Path) -> None:
+    """The ``slow`` WASM agent (:data:`SLOW_WAT`) into ``agents_dir``."""
+    agents_dir.mkdir(parents=True, exist_ok=True)
+    (agents_dir / "slow.toml").write_text(SLOW_TOML)
+    (agents_dir / "slow.wat").write_text(SLOW_WAT)
+
+
 def loopback_config(data_dir: Path, **extra: object) -> LoadedConfig:
     """Defaults on 127.0.0.1 with port 0 for the API and metrics, data under ``data_dir``."""
     values: dict[tuple[str, ...], object] = {

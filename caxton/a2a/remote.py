@@ -9,7 +9,9 @@ SendStreamingMessage when both sides stream: the chunks reach the caller as they
 A remote agent is not trusted: each has its own HTTP client whose transport refuses any
 request to another origin than its ``card_url``'s (the credentials ride on that client only,
 and redirects are not followed), reads at most ``a2a.max_response_size`` bytes of any answer,
-and every call is bounded by the agent's ``timeout``. Its reply is held to
+and every call is bounded by the agent's ``timeout``. With tracing on, each call is an
+``invoke_agent {name}`` client span (a child of the sender's) and its requests carry that
+span's ``traceparent``, so the remote Caxton continues the trace. Its reply is held to
 ``messaging.max_message_size`` like any agent's. A remote that is down, slow or answers
 garbage is a ``failure`` reply for that message, and its state (``GET
 /api/v1/a2a/remote-agents``, the capability's providers) says why.
@@ -37,6 +39,7 @@ from caxton.errors import CaxtonError, ServiceUnavailable
 from caxton.messages import new_id
 from caxton.messaging.envelope import content_size
 from caxton.messaging.errors import DeliveryTimeout
+from caxton.tracing import context_from, inject, span
 
 if TYPE_CHECKING:
     from a2a.client import Client  # noqa: TC004 - attrs leaves the annotation a string
@@ -183,6 +186,7 @@ class RemoteAgents:
                     headers=headers,
                     timeout=httpx.Timeout(remote.timeout),
                     follow_redirects=False,
+                    event_hooks={"request": [_send_traceparent]},
                 )
                 self._agents[remote.name] = RemoteAgent(settings=remote, http=http)
             async with trio.open_nursery() as nursery:
@@ -334,7 +338,15 @@ class RemoteAgents:
         outcome = "ok"
         agent.in_flight += 1
         try:
-            with trio.fail_after(agent.settings.timeout):
+            with (
+                span(
+                    f"invoke_agent {name}",
+                    {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name},
+                    kind="client",
+                    parent=context_from(message.trace_context),
+                ),
+                trio.fail_after(agent.settings.timeout),
+            ):
                 content = await self._call(agent, client, message, stream)
             return RemoteAnswer(content=content)
         except trio.TooSlowError:
@@ -470,6 +482,14 @@ class RemoteAgents:
             f"messaging.max_message_size ({self.max_message_size} bytes)",
             details={"agent": name, "size": size, "max": self.max_message_size},
         )
+
+
+async def _send_traceparent(request: httpx.Request) -> None:
+    """The remote call continues the sender's trace (nothing is added with tracing off; the
+    request goes only to the card's origin, as the transport holds it)."""
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    request.headers.update(carrier)
 
 
 def client_failure(name: str, card_url: str, error: A2AClientError) -> RemoteAgentFailed:

@@ -5,8 +5,9 @@ completed, failed, canceled), the A2A messages of the exchange, the reply as an 
 cancel scope the delivery runs under (CancelTask cancels it) and the streams following it.
 The words themselves are the conversation's (``contextId`` is the conversation id), recorded
 in the store on both backends; the task book is this process's index of the calls it ran and
-runs, bounded by ``a2a.max_tasks`` and ``a2a.task_ttl``. A task lives where its call runs: its
-cancel scope cannot move to another instance, so the book is per process by design.
+runs, bounded by ``a2a.max_tasks`` and ``a2a.task_ttl``. A call runs where it was sent: its
+cancel scope cannot move to another instance, so the book is per process, and the store's
+``a2a_tasks`` (:mod:`caxton.a2a.records`) is what every instance reads.
 """
 
 from __future__ import annotations
@@ -104,12 +105,21 @@ class A2ATask:
         }
 
     def set_state(self, state: str, message: dict[str, Any] | None = None) -> None:
+        self.change(state, message)
+        self.announce()
+
+    def change(self, state: str, message: dict[str, Any] | None = None) -> None:
+        """Take ``state`` without telling anyone yet (:meth:`announce` does, once it is
+        recorded)."""
         self.state = state
         self.updated_at = time.time()
         if message is not None:
             self.status_message = message
+
+    def announce(self) -> None:
+        """Tell the streams the current state; a final one ends them and the waiters."""
         self.publish(self.status_event())
-        if state in TERMINAL:
+        if self.state in TERMINAL:
             self.done.set()
             for channel in self.subscribers:
                 channel.close()
@@ -221,6 +231,14 @@ class TaskBook:
         task = self._tasks.pop(task_id, None)
         if task is not None:
             self._bytes -= task.size_bytes
+
+    def find(self, task_id: str) -> A2ATask | None:
+        """The task of ``task_id`` if this process has it (whoever asks)."""
+        return self._tasks.get(task_id)
+
+    def forget(self, task_id: str) -> None:
+        """Drop a task that never started."""
+        self._drop(task_id)
 
     def get(self, task_id: str, *, agent: str, owner: str) -> A2ATask:
         """The task ``owner`` started on ``agent``.

@@ -131,7 +131,7 @@ def task_not_found(task_id: str) -> RpcError:
         -32001,
         "TASK_NOT_FOUND",
         f"no task {task_id!r} of yours on this agent (finished tasks are kept for "
-        "a2a.task_ttl on the instance that ran them); ListTasks shows the ones there are",
+        "a2a.task_ttl); ListTasks shows the ones there are",
         http_status=404,
         details={"taskId": task_id},
     )

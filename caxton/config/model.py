@@ -510,7 +510,10 @@ class A2AConfig:
     )
     max_tasks: int = attrs.field(
         default=10_000,
-        metadata=_help("Tasks kept per server process; the oldest finished go first."),
+        metadata=_help(
+            "Tasks kept in the store (shared by a cluster's instances); the oldest finished "
+            "go first."
+        ),
     )
     task_ttl: Seconds = attrs.field(
         default=Seconds(3600.0),

@@ -175,7 +175,7 @@ async def a2a_call(name: str) -> Response | dict[str, Any]:
             if method == "SendStreamingMessage":
                 started_task = await service.start(name, params, owner=owner, stream=True)
             else:
-                started_task = service.subscribe(name, params, owner=owner)
+                started_task = await service.subscribe(name, params, owner=owner)
             assert started_task.events is not None
             await _finish(service, method, "ok", started, 200)
             return _stream(request_id, started_task.snapshot, started_task.events)
@@ -202,9 +202,9 @@ async def _answer(
             await task.done.wait()
         return {"task": task.as_json(history_length=_history_length(params))}
     if method == "GetTask":
-        return service.get(name, params, owner=owner)
+        return await service.get(name, params, owner=owner)
     if method == "ListTasks":
-        return service.list(name, params, owner=owner)
+        return await service.list(name, params, owner=owner)
     if method == "CancelTask":
         return await service.cancel(name, params, owner=owner)
     if method in PUSH_METHODS:

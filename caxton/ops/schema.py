@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from caxton.a2a.schema import A2A_TASK_MIGRATIONS, A2A_TASK_POSTGRES_MIGRATIONS
 from caxton.agents.deployments import DEPLOYMENT_POSTGRES_MIGRATIONS
 from caxton.cluster import CLUSTER_POSTGRES_MIGRATIONS
 from caxton.memory import MEMORY_MIGRATIONS, MEMORY_POSTGRES_MIGRATIONS
@@ -21,14 +22,14 @@ if TYPE_CHECKING:
 
 
 def embedded_migrations() -> tuple[Migration, ...]:
-    """The DuckDB file's tables: memory, conversations and LLM usage (the rest are files in
-    data_dir)."""
-    return (*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS, *USAGE_MIGRATIONS)
+    """The DuckDB file's tables: memory, conversations, LLM usage and A2A tasks (the rest are
+    files in data_dir)."""
+    return (*MEMORY_MIGRATIONS, *CONVERSATION_MIGRATIONS, *USAGE_MIGRATIONS, *A2A_TASK_MIGRATIONS)
 
 
 def postgres_migrations() -> tuple[Migration, ...]:
-    """PostgreSQL's tables: memory, conversations, deployed agents, the safe-mode flag and the
-    cluster's instances."""
+    """PostgreSQL's tables: memory, conversations, deployed agents, the safe-mode flag, the
+    cluster's instances, LLM usage and A2A tasks."""
     return (
         *MEMORY_POSTGRES_MIGRATIONS,
         *CONVERSATION_POSTGRES_MIGRATIONS,
@@ -36,4 +37,5 @@ def postgres_migrations() -> tuple[Migration, ...]:
         *SAFE_MODE_POSTGRES_MIGRATIONS,
         *CLUSTER_POSTGRES_MIGRATIONS,
         *USAGE_POSTGRES_MIGRATIONS,
+        *A2A_TASK_POSTGRES_MIGRATIONS,
     )

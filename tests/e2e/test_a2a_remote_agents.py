@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 from processes import REPO, caxton_env, start_server, write_config
-from servers import COUNT_BY_CAPABILITY, load_llm_server, loopback_config
+from servers import COUNT_BY_CAPABILITY, load_llm_server, loopback_config, planner_toml
 
 from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
 from caxton.security.roles import Role
@@ -26,20 +26,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 pytestmark = pytest.mark.slow
-
-PLANNER = """
-name = "planner"
-version = "1.0.0"
-tools = ["send_message"]
-system_prompt = "You are terse."
-user_prompt_template = "{{request}}"
-[llm]
-provider = "openai"
-model = "scripted-1"
-base_url = "URL/v1"
-max_retries = 0
-timeout = "10s"
-"""
 
 
 def copy_agent(agents: Path, name: str, module: str) -> None:
@@ -103,7 +89,7 @@ async def test_a_second_caxton_is_a_remote_a2a_agent(nursery: trio.Nursery, tmp_
     down = await closed_port()
     # a config agent whose (scripted) model asks text-statistics with send_message
     llm = await nursery.start(load_llm_server().serve_llm, COUNT_BY_CAPABILITY)
-    (agents / "planner.toml").write_text(PLANNER.replace("URL", llm.url))
+    (agents / "planner.toml").write_text(planner_toml(llm.url))
 
     def card(agent: str) -> str:
         return f"{b_url}/a2a/{agent}/.well-known/agent-card.json"

@@ -11,48 +11,21 @@ from typing import TYPE_CHECKING
 
 import attrs
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
-from servers import loopback_config
+from servers import loopback_config, write_slow_agent
 
 from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
 from caxton.security.roles import Role
 from caxton.server import ServerInfo, serve
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import httpx
     import trio
     from a2a.client import Client
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 REPO_AGENTS = Path(__file__).parents[3] / "agents"
-
-#: Busy on the wall clock for ``ms``, then replies "done" (stopped early only by a cancel).
-SLOW_WAT = """
-(module
-  (import "caxton" "reply" (func $reply (param i32 i32)))
-  (import "caxton" "now_ms" (func $now (result i64)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "done")
-  (func (export "caxton_alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "handle_message") (param $p i32) (param $n i32) (result i32)
-    (local $until i64)
-    (local.set $until (i64.add (call $now) (i64.const 20000)))
-    (block $out (loop $wait
-      (br_if $out (i64.ge_s (call $now) (local.get $until)))
-      (br $wait)))
-    (call $reply (i32.const 0) (i32.const 4))
-    (i32.const 0)))
-"""
-SLOW_TOML = """name = "slow"
-version = "1.0.0"
-description = "Works for 20 seconds, then answers done"
-capabilities = ["slow-work"]
-
-[wasm]
-module = "slow.wat"
-
-[limits]
-max_fuel = 1_000_000_000_000
-max_execution_time = "30s"
-"""
 
 
 @attrs.frozen(kw_only=True)
@@ -75,11 +48,16 @@ def write_agents(agents_dir: Path) -> None:
     agents_dir.mkdir(parents=True, exist_ok=True)
     for name in ("echo.toml", "echo.wat"):
         shutil.copy(REPO_AGENTS / name, agents_dir / name)
-    (agents_dir / "slow.toml").write_text(SLOW_TOML)
-    (agents_dir / "slow.wat").write_text(SLOW_WAT)
+    write_slow_agent(agents_dir)
 
 
-async def start_a2a_server(nursery: trio.Nursery, base: Path, **extra: object) -> A2AServer:
+async def start_a2a_server(
+    nursery: trio.Nursery,
+    base: Path,
+    *,
+    span_exporters: Sequence[SpanExporter] = (),
+    **extra: object,
+) -> A2AServer:
     """A server with authentication and audit on: ``key`` (user) and ``other_key`` (user)."""
     write_agents(base / "agents")
     key, other = generate_key(), generate_key()
@@ -107,7 +85,9 @@ async def start_a2a_server(nursery: trio.Nursery, base: Path, **extra: object) -
         **extra,
     }
     loaded = loopback_config(base / "data", **settings)
-    info: ServerInfo = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
+    info: ServerInfo = await nursery.start(
+        functools.partial(serve, loaded, handle_signals=False, span_exporters=span_exporters)
+    )
     return A2AServer(info=info, key=key, other_key=other, data_dir=base / "data")
 
 

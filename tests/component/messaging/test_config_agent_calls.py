@@ -7,32 +7,17 @@ from typing import TYPE_CHECKING
 import httpx
 import trio
 from messaging_servers import start_server
-from servers import COUNT_BY_CAPABILITY, load_llm_server
+from servers import COUNT_BY_CAPABILITY, load_llm_server, planner_toml
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-CONFIG_AGENT = """
-name = "planner"
-version = "1.0.0"
-capabilities = ["planning"]
-tools = ["send_message"]
-system_prompt = "You are terse."
-user_prompt_template = "{{request}}"
-[llm]
-provider = "openai"
-model = "scripted-1"
-base_url = "URL/v1"
-max_retries = 0
-timeout = "10s"
-"""
 
 
 async def test_config_agent_asks_wasm_by_capability(
     nursery: trio.Nursery, tmp_path: Path, agents_dir: Path
 ) -> None:
     llm = await nursery.start(load_llm_server().serve_llm, COUNT_BY_CAPABILITY)
-    (agents_dir / "planner.toml").write_text(CONFIG_AGENT.replace("URL", llm.url))
+    (agents_dir / "planner.toml").write_text(planner_toml(llm.url))
     server = await start_server(nursery, tmp_path / "data", agents_dir)
     with trio.fail_after(20):
         async with httpx.AsyncClient(base_url=server.api_urls[0], timeout=15) as client:
