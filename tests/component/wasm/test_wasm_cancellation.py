@@ -14,7 +14,9 @@ from caxton.wasm import WasmLimits, WasmPool, open_wasm_pool
 
 # The limits alone would let these guests run for a minute.
 PATIENT = WasmLimits(max_fuel=10**15, max_execution_time_s=60)
-SLACK_S = 0.05
+# Cancellation lands at the next epoch tick (10 ms); the slack is for a busy machine (the
+# whole suite runs on two workers), still a hundred times under what the limits allow.
+SLACK_S = 0.5
 
 
 async def assert_cpu_idle(pool: WasmPool) -> None:
