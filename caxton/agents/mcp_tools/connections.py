@@ -40,6 +40,7 @@ from mcp.shared.exceptions import McpError
 from prometheus_client import Counter, Histogram
 
 from caxton import __version__
+from caxton.agents.mcp_tools.meta import outgoing_meta
 from caxton.agents.mcp_tools.names import offered_name
 from caxton.agents.mcp_tools.stdio import EXIT_GRACE_S, open_stdio
 from caxton.agents.tools import Tool, ToolCallContext, ToolFailed
@@ -166,7 +167,11 @@ class McpConnection:
         outcome = "error"
         try:
             with trio.fail_after(timeout_s):
-                result = await session.call_tool(tool, arguments)
+                # _meta: the hop count (the loop guard holds through Caxton's own /mcp) and
+                # the calling span's trace context, which the session task does not have
+                result = await session.call_tool(
+                    tool, arguments, meta=outgoing_meta(ctx.message.hop + 1)
+                )
             text = result_text(result)
             if result.isError:
                 outcome = "tool_error"
