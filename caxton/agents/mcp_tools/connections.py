@@ -42,6 +42,7 @@ from prometheus_client import Counter, Histogram
 from caxton import __version__
 from caxton.agents.mcp_tools.meta import outgoing_meta
 from caxton.agents.mcp_tools.names import offered_name
+from caxton.agents.mcp_tools.replies import BoundedReplies
 from caxton.agents.mcp_tools.stdio import EXIT_GRACE_S, open_stdio
 from caxton.agents.tools import Tool, ToolCallContext, ToolFailed
 from caxton.errors import CaxtonError, ServiceUnavailable
@@ -133,6 +134,12 @@ class McpConnection:
         tail = self.stderr_tail().strip()
         self.set_state(ServerState.FAILED, f"{error}; stderr: {tail}" if tail else error)
         self.log("error", f"MCP server {self.spec.name!r}: {self.error}")
+
+    def note(self, problem: str) -> None:
+        """Record a problem that leaves the server usable (a reply cut off at its bound): the
+        state stays, ``error`` says what happened last."""
+        self.error = problem
+        self.log("warn", f"MCP server {self.spec.name!r}: {problem}")
 
     def view(self, offered: Mapping[str, str]) -> dict[str, Any]:
         """The server as ``GET /api/v1/agents/{name}`` shows it (no env or header values)."""
@@ -382,8 +389,12 @@ class McpConnections:
             return
         headers = {k: self._expand(spec.name, f"headers.{k}", v) for k, v in spec.headers.items()}
         timeout = httpx.Timeout(spec.timeout_s, read=max(spec.timeout_s, 60.0))
+        # replies are read through bounds (max_response_size): the SDK reads them whole
+        transport = BoundedReplies(spec.max_response_bytes, connection.note)
         async with (
-            httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=False) as http,
+            httpx.AsyncClient(
+                headers=headers, timeout=timeout, follow_redirects=False, transport=transport
+            ) as http,
             streamable_http_client(spec.url or "", http_client=http) as (read, write, _),
         ):
             yield read, write

@@ -37,11 +37,11 @@ def stdio_server(name: str, *, extra: str = "") -> str:
     )
 
 
-async def start_http_demo(nursery: trio.Nursery) -> str:
+async def start_http_demo(nursery: trio.Nursery, mode: str = "http") -> str:
     """The demo server over streamable HTTP in a process of its own; its endpoint URL."""
     process: trio.Process = await nursery.start(
         functools.partial(
-            trio.run_process, [sys.executable, DEMO, "http"], stdout=subprocess.PIPE, check=False
+            trio.run_process, [sys.executable, DEMO, mode], stdout=subprocess.PIPE, check=False
         )
     )
     assert process.stdout is not None
