@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
+import signal
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -13,10 +15,11 @@ import httpx
 import pytest
 import trio
 from config_agent_servers import agent_toml, openai_url
-from test_mcp_tools import ask, start_http_demo, tool_rule
+from test_mcp_tools import ask, start_http_demo, stdio_server, tool_rule
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
 MIB = 1024 * 1024
 
@@ -118,3 +121,51 @@ async def test_a_reply_past_max_response_size_is_cut_off_and_becomes_a_tool_erro
             # a 2 MiB reply: past this agent's bound, within the other agent's
             assert "max_response_size" in await ask(client, "big", "T-MID")
             assert (await ask(client, "other", "T-MID")).startswith("xxxxxxxx")
+
+
+async def test_a_crashed_stdio_server_is_restarted_and_one_that_always_crashes_is_not_looped(
+    start_llm: Callable[..., Awaitable[object]],
+    start_caxton: Callable[..., Awaitable[object]],
+    tmp_path: Path,
+) -> None:
+    llm = await start_llm({"rules": [tool_rule("T-PID", "mcp_demo_pid", {})]})
+    starts = tmp_path / "starts"
+    crashing = (
+        '\n[[mcp_servers]]\nname = "doomed"\ncommand = "sh"\n'
+        f'args = ["-c", "echo started >> {starts}; exit 7"]\nmax_restarts = 2\n'
+    )
+    toml = agent_toml("phoenix", openai_url(llm), extra=stdio_server("demo") + crashing)
+    server: Any = await start_caxton({"phoenix.toml": toml})
+    with trio.fail_after(40):
+        async with httpx.AsyncClient(base_url=server.api_urls[0], timeout=30) as client:
+            first = int((await ask(client, "phoenix", "T-PID")).removeprefix("pid="))
+            os.kill(first, signal.SIGKILL)
+            while (demo := await server_state(client, "demo"))["restarts"] != 1 or demo[
+                "state"
+            ] != "ready":
+                assert demo["state"] in ("ready", "failed", "restarting"), demo
+                await trio.sleep(0.05)
+            second = int((await ask(client, "phoenix", "T-PID")).removeprefix("pid="))
+            assert second != first
+            assert demo["pid"] == second
+            logs = (await client.get("/api/v1/agents/phoenix/logs", params={"tail": 50})).text
+            assert "restarting in 0.5s (restart 1 of 5 within 10 minutes)" in logs
+
+            # exits at every start: restarted twice with backoff (0.5s, then 1s), then left
+            # failed until the agent reloads
+            while (doomed := await server_state(client, "doomed"))["state"] != "failed" or (
+                doomed["restarts"] < 2
+            ):
+                await trio.sleep(0.05)
+            assert "exited with code 7" in doomed["error"]
+            assert "stays failed until the agent reloads" in doomed["error"]
+            assert doomed["pid"] is None
+            await trio.sleep(1.0)  # no further start comes
+            assert starts.read_text().count("started") == 3
+            assert (await server_state(client, "doomed"))["restarts"] == 2
+
+
+async def server_state(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    view = (await client.get("/api/v1/agents/phoenix")).json()
+    found: dict[str, Any] = next(s for s in view["mcp_servers"] if s["name"] == name)
+    return found

@@ -90,7 +90,10 @@ async def test_stdio_and_http_mcp_tools_and_misbehaving_servers(
         }
     )
     servers = (
-        stdio_server("demo", extra='timeout = "1s"\ntools = ["add", "read.file", "fail", "crash"]')
+        stdio_server(
+            "demo",
+            extra='timeout = "1s"\ntools = ["add", "read.file", "fail", "crash"]\nmax_restarts = 0',
+        )
         + stdio_server("junk", extra='timeout = "1s"\ntools = ["garbage", "sleep"]\n')
         + f'\n[[mcp_servers]]\nname = "web"\nurl = "{url}"\ntools = ["add"]\n'
         + '\n[[mcp_servers]]\nname = "missing"\ncommand = "/nonexistent/mcp-server"\n'
