@@ -11,11 +11,16 @@ killed mid-call, a server shutdown) ends the process too; nothing outlives its v
 blue-green reload loads the new version (its own processes) before the old one drains.
 
 A server that cannot start, dies, hangs or answers garbage never fails the agent: its state
-(``starting``, ``ready``, ``failed``, ``stopped``) and error show in the agent's view, and each
-call of one of its tools returns an error the model reads.
+(``starting``, ``ready``, ``restarting``, ``failed``, ``stopped``) and error show in the
+agent's view, and each call of one of its tools returns an error the model reads. A stdio
+server that exits is started again by the same task, with backoff and within
+``max_restarts`` (:mod:`caxton.agents.mcp_tools.restarts`).
 
 The stdio transport is Caxton's own (:mod:`caxton.agents.mcp_tools.stdio`); streamable HTTP
-is the SDK's client over an httpx client carrying the server's ``headers``.
+is the SDK's client over an httpx client carrying the server's ``headers``, whose transport
+bounds the replies (:mod:`caxton.agents.mcp_tools.replies`). Every ``tools/call`` carries the
+hop count and the calling span's trace context in ``_meta``
+(:mod:`caxton.agents.mcp_tools.meta`).
 """
 
 from __future__ import annotations
