@@ -7,6 +7,10 @@ then checked against the tool's own least role (:mod:`caxton.http.mcp_server.too
 in safe mode when it would store, counted in ``caxton_mcp_server_requests_total`` and
 ``caxton_mcp_server_tool_call_duration_seconds`` (label ``protocol="mcp"``) and, when it
 changes state, written to the audit log with ``protocol: "mcp"``.
+
+A caller's ``_meta`` may carry ``caxtonHop`` (a Caxton agent calling through MCP: the message
+it sends goes that many hops, so the router's loop guard holds) and ``traceparent`` /
+``tracestate`` (the ``tools/call`` span continues that trace instead of the HTTP request's).
 """
 
 from __future__ import annotations
