@@ -351,10 +351,11 @@ class McpConnections:
     ) -> None:
         """Run the server's session; report started once the first start is ready or failed.
 
-        A stdio server whose session broke (it exited or crashed) is started again in this
-        task (so its process still belongs to the version), after the backoff of
-        :class:`~caxton.agents.mcp_tools.restarts.RestartBudget`, until ``max_restarts`` is
-        spent; then it stays failed until the agent reloads.
+        A stdio server whose session broke (it exited or crashed) after its first start was
+        ready is started again in this task (so its process still belongs to the version),
+        after the backoff of :class:`~caxton.agents.mcp_tools.restarts.RestartBudget`, until
+        ``max_restarts`` is spent; then it stays failed until the agent reloads. One that
+        failed its first start stays failed: its tools were never listed.
         """
         spec = connection.spec
         reported = False
@@ -368,6 +369,9 @@ class McpConnections:
         try:
             while True:
                 restartable = await self._session(connection, report)
+                # a server that never got ready offers no tools (they are listed once, when
+                # the version loads): only a reload can use it
+                restartable = restartable and reported
                 report()
                 if connection.stop_requested.is_set() or spec.command is None or not restartable:
                     return

@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import signal
+import sys
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -15,7 +16,7 @@ import httpx
 import pytest
 import trio
 from config_agent_servers import agent_toml, openai_url
-from test_mcp_tools import ask, start_http_demo, stdio_server, tool_rule
+from test_mcp_tools import DEMO, ask, start_http_demo, stdio_server, tool_rule
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -129,12 +130,18 @@ async def test_a_crashed_stdio_server_is_restarted_and_one_that_always_crashes_i
     tmp_path: Path,
 ) -> None:
     llm = await start_llm({"rules": [tool_rule("T-PID", "mcp_demo_pid", {})]})
-    starts = tmp_path / "starts"
-    crashing = (
-        '\n[[mcp_servers]]\nname = "doomed"\ncommand = "sh"\n'
-        f'args = ["-c", "echo started >> {starts}; exit 7"]\nmax_restarts = 2\n'
+    starts, started_once = tmp_path / "starts", tmp_path / "started-once"
+    # the demo server the first time, then a command that exits at every start
+    script = (
+        f"echo started >> {starts}; if [ -e {started_once} ]; then exit 7; fi; "
+        f"touch {started_once}; exec {sys.executable} {DEMO} stdio"
     )
-    toml = agent_toml("phoenix", openai_url(llm), extra=stdio_server("demo") + crashing)
+    crashing = (
+        f'\n[[mcp_servers]]\nname = "doomed"\ncommand = "sh"\nargs = ["-c", "{script}"]\n'
+        'tools = ["pid"]\nmax_restarts = 2\n'
+    )
+    failing = '\n[[mcp_servers]]\nname = "never"\ncommand = "false"\n'
+    toml = agent_toml("phoenix", openai_url(llm), extra=stdio_server("demo") + crashing + failing)
     server: Any = await start_caxton({"phoenix.toml": toml})
     with trio.fail_after(40):
         async with httpx.AsyncClient(base_url=server.api_urls[0], timeout=30) as client:
@@ -151,8 +158,9 @@ async def test_a_crashed_stdio_server_is_restarted_and_one_that_always_crashes_i
             logs = (await client.get("/api/v1/agents/phoenix/logs", params={"tail": 50})).text
             assert "restarting in 0.5s (restart 1 of 5 within 10 minutes)" in logs
 
-            # exits at every start: restarted twice with backoff (0.5s, then 1s), then left
-            # failed until the agent reloads
+            # once it exits, it exits at every start: restarted twice with backoff (0.5s,
+            # then 1s), then left failed until the agent reloads
+            os.kill((await server_state(client, "doomed"))["pid"], signal.SIGKILL)
             while (doomed := await server_state(client, "doomed"))["state"] != "failed" or (
                 doomed["restarts"] < 2
             ):
@@ -163,6 +171,9 @@ async def test_a_crashed_stdio_server_is_restarted_and_one_that_always_crashes_i
             await trio.sleep(1.0)  # no further start comes
             assert starts.read_text().count("started") == 3
             assert (await server_state(client, "doomed"))["restarts"] == 2
+            # one that failed its first start offers no tools: not restarted at all
+            never = await server_state(client, "never")
+            assert (never["state"], never["restarts"]) == ("failed", 0)
 
 
 async def server_state(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
