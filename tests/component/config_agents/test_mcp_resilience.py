@@ -133,7 +133,7 @@ async def test_a_crashed_stdio_server_is_restarted_and_one_that_always_crashes_i
     starts, started_once = tmp_path / "starts", tmp_path / "started-once"
     # the demo server the first time, then a command that exits at every start
     script = (
-        f"echo started >> {starts}; if [ -e {started_once} ]; then exit 7; fi; "
+        f"echo started >> {starts}; if [ -e {started_once} ]; then echo no-db >&2; exit 7; fi; "
         f"touch {started_once}; exec {sys.executable} {DEMO} stdio"
     )
     crashing = (
@@ -165,7 +165,7 @@ async def test_a_crashed_stdio_server_is_restarted_and_one_that_always_crashes_i
                 doomed["restarts"] < 2
             ):
                 await trio.sleep(0.05)
-            assert "exited with code 7" in doomed["error"]
+            assert "exited with code 7; stderr: no-db" in doomed["error"]
             assert "stays failed until the agent reloads" in doomed["error"]
             assert doomed["pid"] is None
             await trio.sleep(1.0)  # no further start comes
