@@ -15,6 +15,7 @@ parsed, and a compressed reply the server sends anyway is refused, not inflated.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any, Final
 
@@ -117,6 +118,20 @@ def error_body(rpc_id: str | int, problem: str) -> bytes:
     ).encode()
 
 
+@contextlib.asynccontextmanager
+async def _closing(stream: httpx.AsyncByteStream) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Iterate ``stream``; on leaving, close its iterator (which may not have been exhausted)
+    and the stream itself (the connection of a reply not read to the end is dropped)."""
+    chunks = stream.__aiter__()
+    try:
+        yield chunks
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+        await stream.aclose()
+
+
 def _request_id(request: httpx.Request) -> str | int | None:
     """The JSON-RPC id of the request a POST carries (``None``: a notification, or a GET)."""
     if request.method != "POST":
@@ -143,13 +158,11 @@ class _BoundedBody(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         limit = self._owner.max_bytes
         body = bytearray()
-        try:
-            async for chunk in self._inner:
+        async with _closing(self._inner) as chunks:
+            async for chunk in chunks:
                 body += chunk
                 if len(body) > limit:
                     break
-        finally:
-            await self._inner.aclose()
         if len(body) <= limit:
             yield bytes(body)
             return
@@ -186,8 +199,8 @@ class _BoundedEvents(httpx.AsyncByteStream):
         pending = bytearray()  # bytes after the last line end
         seen = 0
         problem = None
-        try:
-            async for chunk in self._inner:
+        async with _closing(self._inner) as chunks:
+            async for chunk in chunks:
                 seen += len(chunk)
                 if self._total is not None and seen > self._total:
                     problem = (
@@ -196,11 +209,11 @@ class _BoundedEvents(httpx.AsyncByteStream):
                     )
                     break
                 pending += chunk
-                while (end := pending.find(b"\n")) >= 0:
+                while (end := pending.find(b"\n")) >= 0 and len(event) <= limit:
                     line = bytes(pending[: end + 1])
                     del pending[: end + 1]
                     event += line
-                    if line.strip(b"\r\n"):
+                    if line.strip(b"\r\n") or len(event) > limit:
                         continue
                     yield bytes(event)  # a blank line: the event is complete
                     event.clear()
@@ -213,8 +226,6 @@ class _BoundedEvents(httpx.AsyncByteStream):
             else:
                 if event or pending:
                     yield bytes(event + pending)
-        finally:
-            await self._inner.aclose()
         if problem is None:
             return
         self._owner.report(problem)
