@@ -47,7 +47,7 @@ from prometheus_client import Counter, Histogram
 from caxton import __version__
 from caxton.agents.mcp_tools.meta import outgoing_meta
 from caxton.agents.mcp_tools.names import offered_name
-from caxton.agents.mcp_tools.replies import BoundedReplies
+from caxton.agents.mcp_tools.replies import REPLY_TOO_LARGE, BoundedReplies
 from caxton.agents.mcp_tools.restarts import WINDOW_S, RestartBudget
 from caxton.agents.mcp_tools.stdio import EXIT_GRACE_S, open_stdio
 from caxton.agents.tools import Tool, ToolCallContext, ToolFailed
@@ -217,6 +217,8 @@ class McpConnection:
         except McpError as exc:
             if exc.error.code == types.CONNECTION_CLOSED:
                 self.fail("the connection closed")
+            elif exc.error.code == REPLY_TOO_LARGE:
+                outcome = "too_large"
             raise ToolFailed(f"{where}: tool {tool!r}: {exc.error.message}") from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.fail("the connection is gone")
@@ -259,6 +261,7 @@ class McpClientMetrics:
 
     calls: Counter
     duration: Histogram
+    restarts: Counter
 
     @classmethod
     def register(cls, metrics: Metrics) -> McpClientMetrics:
@@ -266,12 +269,18 @@ class McpClientMetrics:
             calls=metrics.counter(
                 "caxton_mcp_client_tool_calls",
                 "MCP tool calls made by config agents, by agent, server and outcome "
-                "(ok, tool_error, timeout, error).",
+                "(ok, tool_error, timeout, too_large, error).",
                 ["agent", "server", "outcome"],
             ),
             duration=metrics.histogram(
                 "caxton_mcp_client_tool_call_duration_seconds",
                 "Time of MCP tool calls made by config agents.",
+                ["agent", "server"],
+            ),
+            restarts=metrics.counter(
+                "caxton_mcp_client_server_restarts",
+                "Restarts of stdio MCP servers of config agents after they exited, by agent "
+                "and server.",
                 ["agent", "server"],
             ),
         )
@@ -398,6 +407,7 @@ class McpConnections:
                 if connection.stop_requested.is_set():
                     return
                 connection.restarts = connection.restarts.restarted(trio.current_time())
+                connection.metrics.restarts.labels(agent=self.agent, server=spec.name).inc()
         finally:
             report()
 

@@ -122,6 +122,9 @@ async def test_a_reply_past_max_response_size_is_cut_off_and_becomes_a_tool_erro
             # a 2 MiB reply: past this agent's bound, within the other agent's
             assert "max_response_size" in await ask(client, "big", "T-MID")
             assert (await ask(client, "other", "T-MID")).startswith("xxxxxxxx")
+            metrics = (await client.get(server.metrics_url)).text
+            too_large = 'caxton_mcp_client_tool_calls_total{agent="big",outcome="too_large"'
+            assert f'{too_large},server="sse"}} 1.0' in metrics
 
 
 async def test_a_crashed_stdio_server_is_restarted_and_one_that_always_crashes_is_not_looped(
@@ -171,6 +174,9 @@ async def test_a_crashed_stdio_server_is_restarted_and_one_that_always_crashes_i
             await trio.sleep(1.0)  # no further start comes
             assert starts.read_text().count("started") == 3
             assert (await server_state(client, "doomed"))["restarts"] == 2
+            metrics = (await client.get(server.metrics_url)).text
+            restarts = 'caxton_mcp_client_server_restarts_total{agent="phoenix",server="doomed"}'
+            assert f"{restarts} 2.0" in metrics
             # one that failed its first start offers no tools: not restarted at all
             never = await server_state(client, "never")
             assert (never["state"], never["restarts"]) == ("failed", 0)
