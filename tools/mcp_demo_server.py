@@ -2,10 +2,11 @@
 tests and the README demo of MCP tools for config agents (issue #19).
 
 Run ``python mcp_demo_server.py stdio`` (JSON-RPC over stdin/stdout) or ``python
-mcp_demo_server.py http`` (streamable HTTP on a free loopback port, printed as ``PORT <n>``).
+mcp_demo_server.py http`` (streamable HTTP on a free loopback port, printed as ``PORT <n>``;
+``http-json`` answers each call with one JSON body instead of an SSE stream).
 Some tools misbehave on purpose: ``crash`` exits the process, ``garbage`` writes a line that is
 not JSON-RPC and never answers, ``sleep`` hangs (after touching its marker file), ``fail``
-raises.
+raises, ``huge`` answers as many MiB as asked.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def fail(reason: str) -> str:
     raise ValueError(reason)
 
 
+@server.tool()
+def huge(mib: int) -> str:
+    """A reply of ``mib`` MiB (a server that answers more than a client should hold)."""
+    return "x" * (mib * 1024 * 1024)
+
+
 @server.tool(name="read.file")
 def read_file(path: str) -> str:
     """A tool whose name no LLM provider accepts as it is (a dot)."""
@@ -75,6 +82,10 @@ def main() -> None:
         return
     import anyio
     import uvicorn
+
+    if mode == "http-json":  # stateless, each reply one JSON body (no SSE)
+        server.settings.json_response = True
+        server.settings.stateless_http = True
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

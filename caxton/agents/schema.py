@@ -228,6 +228,26 @@ MCP_SERVER_KEYS: tuple[KeyDoc, ...] = (
         help="Longest wait for the server to start and list its tools when the version loads "
         "(at most 5m; servers start together, within caxton.yaml agents.load_timeout).",
     ),
+    KeyDoc(
+        path="mcp_servers.max_response_size",
+        kind=Kind.SIZE,
+        default="4MiB",
+        minimum=1024,
+        maximum=256 * 1024**2,
+        help="Streamable HTTP server: largest JSON reply, and largest SSE event, read from it "
+        "(a call's whole SSE stream: 4 times this); a larger reply is cut off and becomes a "
+        "tool error.",
+    ),
+    KeyDoc(
+        path="mcp_servers.max_restarts",
+        kind=Kind.INTEGER,
+        default=5,
+        minimum=0,
+        maximum=100,
+        help="stdio server: restarts after it exits or crashes, with backoff (0.5s doubling up "
+        "to 30s), within 10 minutes; past them it stays failed until the agent reloads (0: "
+        "never restarted).",
+    ),
 )
 """Keys of ``[[mcp_servers]]`` (issue #19; checked by :mod:`caxton.agents.mcp_tools.spec`)."""
 

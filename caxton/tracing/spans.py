@@ -148,15 +148,19 @@ def inject(headers: MutableMapping[str, str]) -> None:
     TraceContextTextMapPropagator().inject(headers)
 
 
-def context_from(value: str | None) -> Context | None:
-    """The parent context a ``traceparent`` names, or ``None`` for an absent or malformed
-    one (a hostile header only loses its link, it never fails the request)."""
+def context_from(value: str | None, state: str | None = None) -> Context | None:
+    """The parent context a ``traceparent`` (and its ``tracestate``) names, or ``None`` for an
+    absent or malformed one (a hostile header only loses its link, it never fails the
+    request)."""
     if not value or _TRACER.get() is None or len(value) > 256:
         return None
     from opentelemetry.trace import get_current_span
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    context = TraceContextTextMapPropagator().extract({TRACEPARENT: value})
+    carrier = {TRACEPARENT: value}
+    if state and len(state) <= 512:
+        carrier["tracestate"] = state
+    context = TraceContextTextMapPropagator().extract(carrier)
     return context if get_current_span(context).get_span_context().is_valid else None
 
 

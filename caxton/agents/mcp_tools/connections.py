@@ -11,11 +11,16 @@ killed mid-call, a server shutdown) ends the process too; nothing outlives its v
 blue-green reload loads the new version (its own processes) before the old one drains.
 
 A server that cannot start, dies, hangs or answers garbage never fails the agent: its state
-(``starting``, ``ready``, ``failed``, ``stopped``) and error show in the agent's view, and each
-call of one of its tools returns an error the model reads.
+(``starting``, ``ready``, ``restarting``, ``failed``, ``stopped``) and error show in the
+agent's view, and each call of one of its tools returns an error the model reads. A stdio
+server that exits is started again by the same task, with backoff and within
+``max_restarts`` (:mod:`caxton.agents.mcp_tools.restarts`).
 
 The stdio transport is Caxton's own (:mod:`caxton.agents.mcp_tools.stdio`); streamable HTTP
-is the SDK's client over an httpx client carrying the server's ``headers``.
+is the SDK's client over an httpx client carrying the server's ``headers``, whose transport
+bounds the replies (:mod:`caxton.agents.mcp_tools.replies`). Every ``tools/call`` carries the
+hop count and the calling span's trace context in ``_meta``
+(:mod:`caxton.agents.mcp_tools.meta`).
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ from mcp.shared.exceptions import McpError
 from prometheus_client import Counter, Histogram
 
 from caxton import __version__
+from caxton.agents.mcp_tools.meta import outgoing_meta
 from caxton.agents.mcp_tools.names import offered_name
+from caxton.agents.mcp_tools.replies import REPLY_TOO_LARGE, BoundedReplies
+from caxton.agents.mcp_tools.restarts import WINDOW_S, RestartBudget
 from caxton.agents.mcp_tools.stdio import EXIT_GRACE_S, open_stdio
 from caxton.agents.tools import Tool, ToolCallContext, ToolFailed
 from caxton.errors import CaxtonError, ServiceUnavailable
@@ -72,6 +80,8 @@ INHERITED_ENV: Final = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LAN
 class ServerState(enum.Enum):
     STARTING = "starting"
     READY = "ready"
+    #: a stdio server that exited, waiting for its backoff or starting again
+    RESTARTING = "restarting"
     FAILED = "failed"
     STOPPED = "stopped"
 
@@ -114,6 +124,10 @@ class McpConnection:
         self.tools: list[types.Tool] = []
         self.session: ClientSession | None = None
         self.stop_requested = trio.Event()
+        #: set when the session broke (the process exited, the connection closed)
+        self.broken = trio.Event()
+        self.restarts = RestartBudget(max_restarts=spec.max_restarts)
+        self._changed = trio.Event()
         self.stderr_tail: Callable[[], str] = str
         self.changed_at = time.time()
 
@@ -121,6 +135,12 @@ class McpConnection:
         self.state = state
         self.error = error
         self.changed_at = time.time()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Wait for the next change of state."""
+        await self._changed.wait()
 
     def fail(self, error: str, *, overwrite: bool = False) -> None:
         """Record a failure (and log it); the first one stays unless ``overwrite`` (a known
@@ -131,12 +151,19 @@ class McpConnection:
             return
         tail = self.stderr_tail().strip()
         self.set_state(ServerState.FAILED, f"{error}; stderr: {tail}" if tail else error)
+        self.broken.set()
         self.log("error", f"MCP server {self.spec.name!r}: {self.error}")
+
+    def note(self, problem: str) -> None:
+        """Record a problem that leaves the server usable (a reply cut off at its bound): the
+        state stays, ``error`` says what happened last."""
+        self.error = problem
+        self.log("warn", f"MCP server {self.spec.name!r}: {problem}")
 
     def view(self, offered: Mapping[str, str]) -> dict[str, Any]:
         """The server as ``GET /api/v1/agents/{name}`` shows it (no env or header values)."""
         where = (
-            {"command": self.spec.command, "pid": self.pid}
+            {"command": self.spec.command, "pid": self.pid, "restarts": self.restarts.count}
             if self.spec.command is not None
             else {"url": redact_text(self.spec.url or "")}
         )
@@ -158,15 +185,23 @@ class McpConnection:
                 something that is not an MCP result.
         """
         where = f"MCP server {self.spec.name!r}"
+        timeout_s = min(self.spec.timeout_s, ctx.spec.performance.request_timeout_s)
+        deadline = trio.current_time() + timeout_s
+        with trio.move_on_at(deadline):  # a server being restarted: its restart may come
+            while self.state is ServerState.RESTARTING:
+                await self.wait_changed()
         session = self.session
         if self.state is not ServerState.READY or session is None:
             raise ToolFailed(f"{where} is {self.state.value}: {self.error or 'not connected'}")
-        timeout_s = min(self.spec.timeout_s, ctx.spec.performance.request_timeout_s)
         started = time.perf_counter()
         outcome = "error"
         try:
-            with trio.fail_after(timeout_s):
-                result = await session.call_tool(tool, arguments)
+            with trio.fail_at(deadline):
+                # _meta: the hop count (the loop guard holds through Caxton's own /mcp) and
+                # the calling span's trace context, which the session task does not have
+                result = await session.call_tool(
+                    tool, arguments, meta=outgoing_meta(ctx.message.hop + 1)
+                )
             text = result_text(result)
             if result.isError:
                 outcome = "tool_error"
@@ -182,6 +217,8 @@ class McpConnection:
         except McpError as exc:
             if exc.error.code == types.CONNECTION_CLOSED:
                 self.fail("the connection closed")
+            elif exc.error.code == REPLY_TOO_LARGE:
+                outcome = "too_large"
             raise ToolFailed(f"{where}: tool {tool!r}: {exc.error.message}") from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self.fail("the connection is gone")
@@ -224,6 +261,7 @@ class McpClientMetrics:
 
     calls: Counter
     duration: Histogram
+    restarts: Counter
 
     @classmethod
     def register(cls, metrics: Metrics) -> McpClientMetrics:
@@ -231,12 +269,18 @@ class McpClientMetrics:
             calls=metrics.counter(
                 "caxton_mcp_client_tool_calls",
                 "MCP tool calls made by config agents, by agent, server and outcome "
-                "(ok, tool_error, timeout, error).",
+                "(ok, tool_error, timeout, too_large, error).",
                 ["agent", "server", "outcome"],
             ),
             duration=metrics.histogram(
                 "caxton_mcp_client_tool_call_duration_seconds",
                 "Time of MCP tool calls made by config agents.",
+                ["agent", "server"],
+            ),
+            restarts=metrics.counter(
+                "caxton_mcp_client_server_restarts",
+                "Restarts of stdio MCP servers of config agents after they exited, by agent "
+                "and server.",
                 ["agent", "server"],
             ),
         )
@@ -314,8 +358,69 @@ class McpConnections:
     async def _serve(
         self, connection: McpConnection, *, task_status: trio.TaskStatus[None]
     ) -> None:
+        """Run the server's session; report started once the first start is ready or failed.
+
+        A stdio server whose session broke (it exited or crashed) after its first start was
+        ready is started again in this task (so its process still belongs to the version),
+        after the backoff of :class:`~caxton.agents.mcp_tools.restarts.RestartBudget`, until
+        ``max_restarts`` is spent; then it stays failed until the agent reloads. One that
+        failed its first start stays failed: its tools were never listed.
+        """
         spec = connection.spec
         reported = False
+
+        def report() -> None:
+            nonlocal reported
+            if not reported:
+                reported = True
+                task_status.started()
+
+        try:
+            while True:
+                restartable = await self._session(connection, report)
+                # a server that never got ready offers no tools (they are listed once, when
+                # the version loads): only a reload can use it
+                restartable = restartable and reported
+                report()
+                if connection.stop_requested.is_set() or spec.command is None or not restartable:
+                    return
+                now = trio.current_time()
+                delay = connection.restarts.delay(now)
+                if delay is None:
+                    if spec.max_restarts:
+                        connection.set_state(
+                            ServerState.FAILED,
+                            f"{connection.error}; restarted {spec.max_restarts} times within "
+                            f"{WINDOW_S / 60:g} minutes (max_restarts), so it stays failed until "
+                            "the agent reloads",
+                        )
+                    return
+                connection.set_state(ServerState.RESTARTING, connection.error)
+                self.log(
+                    "warn",
+                    f"MCP server {spec.name!r}: restarting in {delay:g}s (restart "
+                    f"{connection.restarts.recent(now) + 1} of {spec.max_restarts} within "
+                    f"{WINDOW_S / 60:g} minutes)",
+                )
+                with trio.move_on_after(delay):
+                    await connection.stop_requested.wait()
+                if connection.stop_requested.is_set():
+                    return
+                connection.restarts = connection.restarts.restarted(trio.current_time())
+                connection.metrics.restarts.labels(agent=self.agent, server=spec.name).inc()
+        finally:
+            report()
+
+    async def _session(self, connection: McpConnection, report: Callable[[], None]) -> bool:
+        """One session with the server: start it, serve until stopped or broken, close it.
+
+        Returns:
+            Whether a restart may help: the session broke or failed to start, not for a
+            problem of the file (a missing variable or command) or a start that hung.
+        """
+        spec = connection.spec
+        connection.broken = trio.Event()
+        restartable = True
         try:
             with trio.CancelScope(deadline=trio.current_time() + spec.startup_timeout_s) as start:
                 async with self._transport(connection) as (read, write):
@@ -336,20 +441,23 @@ class McpConnections:
                             f"MCP server {spec.name!r} ({spec.transport}) ready with "
                             f"{len(connection.tools)} tools",
                         )
-                        task_status.started()
-                        reported = True
-                        await connection.stop_requested.wait()
+                        report()
+                        await _either(connection.stop_requested, connection.broken)
             if start.cancelled_caught:
+                restartable = False
                 connection.fail(
                     f"did not start and list its tools within {spec.startup_timeout_s:g}s "
                     "(startup_timeout in [[mcp_servers]])"
                 )
         except Exception as exc:
+            restartable = not isinstance(
+                _innermost(exc), _StartFailed | FileNotFoundError | PermissionError
+            )
             connection.fail(_describe(exc))
         finally:
             connection.session = None
-            if not reported:
-                task_status.started()
+            connection.pid = None  # the process is gone (or was never started)
+        return restartable
 
     async def _incoming(self, connection: McpConnection, message: object) -> None:
         if isinstance(message, Exception):
@@ -377,8 +485,12 @@ class McpConnections:
             return
         headers = {k: self._expand(spec.name, f"headers.{k}", v) for k, v in spec.headers.items()}
         timeout = httpx.Timeout(spec.timeout_s, read=max(spec.timeout_s, 60.0))
+        # replies are read through bounds (max_response_size): the SDK reads them whole
+        transport = BoundedReplies(spec.max_response_bytes, connection.note)
         async with (
-            httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=False) as http,
+            httpx.AsyncClient(
+                headers=headers, timeout=timeout, follow_redirects=False, transport=transport
+            ) as http,
             streamable_http_client(spec.url or "", http_client=http) as (read, write, _),
         ):
             yield read, write
@@ -424,10 +536,27 @@ class _StartFailed(CaxtonError):
     http_status = 502
 
 
-def _describe(exc: BaseException) -> str:
-    """One line for an exception from starting or running a session (groups unwrapped)."""
+async def _either(first: trio.Event, second: trio.Event) -> None:
+    """Wait until one of two events is set."""
+    async with trio.open_nursery() as nursery:
+        for event in (first, second):
+
+            async def wait(event: trio.Event = event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait)
+
+
+def _innermost(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception from starting or running a session (groups unwrapped)."""
+    exc = _innermost(exc)
     if isinstance(exc, CaxtonError):
         return exc.message
     if isinstance(exc, McpError):

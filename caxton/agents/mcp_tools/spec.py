@@ -21,6 +21,9 @@ MAX_MCP_SERVERS: Final = 16
 #: A server's name goes into tool names (``mcp_<server>_<tool>``): short and plain.
 SERVER_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 DEFAULT_CALL_TIMEOUT_S: Final = 30.0
+#: ``max_response_size`` and ``max_restarts`` when the table leaves them out.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 4 * 1024 * 1024
+DEFAULT_MAX_RESTARTS: Final = 5
 DEFAULT_START_TIMEOUT_S: Final = 20.0
 #: Longest ``timeout`` and ``startup_timeout`` accepted: an agent file must not be able to
 #: hold a version's load (or a call) for hours.
@@ -48,6 +51,10 @@ class McpServerSpec:
     allowed_tools: tuple[str, ...] | None = None
     timeout_s: float = DEFAULT_CALL_TIMEOUT_S
     startup_timeout_s: float = DEFAULT_START_TIMEOUT_S
+    #: HTTP: the largest JSON reply or SSE event read (a call's whole stream: 4 times this)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    #: stdio: restarts within the restart window before the server stays failed
+    max_restarts: int = DEFAULT_MAX_RESTARTS
 
     @property
     def transport(self) -> str:
@@ -116,6 +123,16 @@ def check_mcp_servers(checker: SpecChecker, servers: Sequence[Mapping[str, Any]]
                         f"mcp_servers[{index}].{table}.{key} must be a string",
                         f'put the value in quotes: {key} = "{value}"',
                     )
+        for key, applies, other in (
+            ("max_response_size", has_url, "command"),
+            ("max_restarts", has_command, "url"),
+        ):
+            if key in server and not applies:
+                checker.error(
+                    (*path, key),
+                    f"mcp_servers[{index}].{key} does not apply to a server with {other}",
+                    f"remove {key}",
+                )
         bounds = (
             ("timeout", DEFAULT_CALL_TIMEOUT_S, MAX_CALL_TIMEOUT_S),
             ("startup_timeout", DEFAULT_START_TIMEOUT_S, MAX_START_TIMEOUT_S),
@@ -147,6 +164,8 @@ def build_mcp_servers(servers: Sequence[Mapping[str, Any]]) -> tuple[McpServerSp
                 allowed_tools=tuple(allowed) if allowed is not None else None,
                 timeout_s=float(server.get("timeout", DEFAULT_CALL_TIMEOUT_S)),
                 startup_timeout_s=float(server.get("startup_timeout", DEFAULT_START_TIMEOUT_S)),
+                max_response_bytes=int(server.get("max_response_size", DEFAULT_MAX_RESPONSE_BYTES)),
+                max_restarts=int(server.get("max_restarts", DEFAULT_MAX_RESTARTS)),
             )
         )
     return tuple(built)

@@ -32,6 +32,9 @@ EXIT_GRACE_S: Final = 2.0
 #: Bytes of a stdio server's stderr kept, and its last lines quoted when it fails.
 STDERR_TAIL: Final = 2048
 STDERR_LINES: Final = 3
+#: How long the exit of a stdio server waits for the rest of its stderr (a child it left
+#: behind may hold the pipe open).
+STDERR_WAIT_S: Final = 0.5
 
 
 class ProcessOwner(Protocol):
@@ -85,7 +88,7 @@ async def open_stdio(
         nursery.start_soon(_read_lines, process.stdout, read_writer, connection)
         nursery.start_soon(_write_lines, process.stdin, write_reader)
         nursery.start_soon(stderr.collect, process.stderr)
-        nursery.start_soon(_watch_exit, process, connection)
+        nursery.start_soon(_watch_exit, process, connection, stderr)
         try:
             yield read_stream, write_stream
         finally:
@@ -109,8 +112,10 @@ async def _terminate(process: trio.Process) -> None:
         process.kill()
 
 
-async def _watch_exit(process: trio.Process, connection: ProcessOwner) -> None:
+async def _watch_exit(process: trio.Process, connection: ProcessOwner, stderr: _StderrTail) -> None:
     code = await process.wait()
+    with trio.move_on_after(STDERR_WAIT_S):  # its last words, which explain the exit
+        await stderr.closed.wait()
     if not connection.stop_requested.is_set():
         connection.fail(f"the process exited with code {code}", overwrite=True)
 
@@ -156,11 +161,15 @@ class _StderrTail:
 
     def __init__(self) -> None:
         self._tail = b""
+        self.closed = trio.Event()
 
     async def collect(self, stderr: trio.abc.ReceiveStream) -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            async for chunk in stderr:
-                self._tail = (self._tail + chunk)[-STDERR_TAIL:]
+        try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                async for chunk in stderr:
+                    self._tail = (self._tail + chunk)[-STDERR_TAIL:]
+        finally:
+            self.closed.set()
 
     def text(self) -> str:
         """The last :data:`STDERR_LINES` lines (at most 400 characters)."""

@@ -7,6 +7,10 @@ then checked against the tool's own least role (:mod:`caxton.http.mcp_server.too
 in safe mode when it would store, counted in ``caxton_mcp_server_requests_total`` and
 ``caxton_mcp_server_tool_call_duration_seconds`` (label ``protocol="mcp"``) and, when it
 changes state, written to the audit log with ``protocol: "mcp"``.
+
+A caller's ``_meta`` may carry ``caxtonHop`` (a Caxton agent calling through MCP: the message
+it sends goes that many hops, so the router's loop guard holds) and ``traceparent`` /
+``tracestate`` (the ``tools/call`` span continues that trace instead of the HTTP request's).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from prometheus_client import Counter, Histogram
 from quart import Response, current_app, g, request
 
 from caxton import __version__
+from caxton.agents.mcp_tools.meta import read_meta
 from caxton.errors import CaxtonError
 from caxton.http.guard import client_sender
 from caxton.http.mcp_server.jsonrpc import (
@@ -46,6 +51,7 @@ from caxton.http.routes import RouteTable
 from caxton.http.state import current_services
 from caxton.security.audit import AuditRecord
 from caxton.security.roles import Role, role_name
+from caxton.tracing import context_from, set_attributes, span
 
 if TYPE_CHECKING:
     from caxton.security.gate import Identity
@@ -205,16 +211,31 @@ async def _call(
             "refused; `caxton safe-mode --disable` lifts it",
             caxton_code="SAFE_MODE",
         )
+    # a Caxton agent calling through MCP says in _meta how many hops its message has gone
+    # and which span called (issue #19); without it the request's own trace goes on
+    meta = read_meta(params.get("_meta"), ceiling=state.router.max_hops + 1)
+    caller = attrs.evolve(caller, hop=meta.hop)
     started = time.perf_counter()
     status = 200
-    try:
-        outcome = await tool.run(state, caller, call.arguments or {})
-    except ToolError as exc:
-        status = 422
-        outcome = text_result(exc.message, error=True)
-    except CaxtonError as exc:
-        status = exc.http_status if exc.http_status >= 400 else 500
-        outcome = text_result(f"{exc.code}: {exc.message}", error=True)
+    with span(
+        f"tools/call {tool.definition.name}",
+        lambda: {
+            "mcp.method.name": "tools/call",
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool.definition.name,
+        },
+        kind="server",
+        parent=context_from(meta.traceparent, meta.tracestate),
+    ) as current:
+        try:
+            outcome = await tool.run(state, caller, call.arguments or {})
+        except ToolError as exc:
+            status = 422
+            outcome = text_result(exc.message, error=True)
+        except CaxtonError as exc:
+            status = exc.http_status if exc.http_status >= 400 else 500
+            outcome = text_result(f"{exc.code}: {exc.message}", error=True)
+            set_attributes(current, {"error.type": exc.code})
     if outcome.isError and status == 200:
         status = 502  # the agent answered a failure
     label = "ok" if status == 200 else "error"

@@ -25,6 +25,7 @@ from caxton.errors import CaxtonError
 from caxton.memory.types import NewEntity, Scope
 from caxton.messaging.envelope import parse_envelope
 from caxton.security.roles import Role
+from caxton.tracing import stamped
 
 if TYPE_CHECKING:
     from caxton.services import Services
@@ -50,6 +51,8 @@ class CallerView:
     sender: str
     role: Role
     safe_mode: bool
+    #: the hop count the caller's ``_meta`` carried (a Caxton agent calling through MCP)
+    hop: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +99,11 @@ def text_result(text: str, *, error: bool = False, **structured: Any) -> types.C
         structuredContent=structured or None,
         isError=error,
     )
+
+
+def json_result(document: dict[str, Any]) -> types.CallToolResult:
+    """``document`` as both the text (JSON) and the structured content of a result."""
+    return text_result(json.dumps(document, ensure_ascii=False), **document)
 
 
 # -- agents -------------------------------------------------------------------------------------
@@ -170,6 +178,9 @@ async def _ask(
         receiver=agent,
         max_message_size=state.config.messaging.max_message_size,
     )
+    # a Caxton agent asking through MCP: one hop further (the loop guard), and the agent's
+    # span a child of the tools/call span (which continues the caller's trace)
+    message = stamped(attrs.evolve(message, hop=caller.hop))
     delivery = await state.router.deliver(
         message, conversation="open" if conversation_id is not None else "new"
     )
@@ -205,7 +216,7 @@ async def _memory_search(
         }
         for hit in hits
     ]
-    return text_result(json.dumps({"results": found}, ensure_ascii=False), results=found)
+    return json_result({"results": found})
 
 
 async def _memory_store(
@@ -233,12 +244,7 @@ async def _memory_store(
             scope=Scope.GLOBAL,
         )
     )
-    stored = {"stored": entity.name, "observations": len(entity.observations)}
-    return text_result(
-        json.dumps(stored, ensure_ascii=False),
-        stored=entity.name,
-        observations=len(entity.observations),
-    )
+    return json_result({"stored": entity.name, "observations": len(entity.observations)})
 
 
 MEMORY_SEARCH: Final = ServedTool(

@@ -37,11 +37,11 @@ def stdio_server(name: str, *, extra: str = "") -> str:
     )
 
 
-async def start_http_demo(nursery: trio.Nursery) -> str:
+async def start_http_demo(nursery: trio.Nursery, mode: str = "http") -> str:
     """The demo server over streamable HTTP in a process of its own; its endpoint URL."""
     process: trio.Process = await nursery.start(
         functools.partial(
-            trio.run_process, [sys.executable, DEMO, "http"], stdout=subprocess.PIPE, check=False
+            trio.run_process, [sys.executable, DEMO, mode], stdout=subprocess.PIPE, check=False
         )
     )
     assert process.stdout is not None
@@ -90,7 +90,10 @@ async def test_stdio_and_http_mcp_tools_and_misbehaving_servers(
         }
     )
     servers = (
-        stdio_server("demo", extra='timeout = "1s"\ntools = ["add", "read.file", "fail", "crash"]')
+        stdio_server(
+            "demo",
+            extra='timeout = "1s"\ntools = ["add", "read.file", "fail", "crash"]\nmax_restarts = 0',
+        )
         + stdio_server("junk", extra='timeout = "1s"\ntools = ["garbage", "sleep"]\n')
         + f'\n[[mcp_servers]]\nname = "web"\nurl = "{url}"\ntools = ["add"]\n'
         + '\n[[mcp_servers]]\nname = "missing"\ncommand = "/nonexistent/mcp-server"\n'

@@ -172,12 +172,14 @@ FULL_CONFIG_AGENT = toml(
     tools = ["read_file"]
     timeout = "10s"
     startup_timeout = "5s"
+    max_restarts = 2
     env = { LOG_LEVEL = "warn" }
 
     [[mcp_servers]]
     name = "search"
     url = "https://mcp.example.com/mcp"
     headers = { Authorization = "Bearer ${SEARCH_TOKEN}" }
+    max_response_size = "1MiB"
     """
 )
 
@@ -215,6 +217,8 @@ def test_a_file_using_every_config_key_parses_into_typed_values():
         5,
     )
     assert files.env == {"LOG_LEVEL": "warn"}
+    assert (files.max_restarts, search.max_restarts) == (2, 5)
+    assert (files.max_response_bytes, search.max_response_bytes) == (4 * 1024**2, 1024**2)
     assert (search.transport, search.allowed_tools, search.timeout_s) == (
         "streamable-http",
         None,

@@ -39,6 +39,10 @@ def test_a_server_is_exactly_one_of_command_or_url() -> None:
         ('name = "x"\ncommand = "c"\ntimeout = "0s"', "timeout must be more than 0s"),
         ('name = "x"\ncommand = "c"\nstartup_timeout = "1h"', "at most 300s, got 3600s"),
         ('name = "x"\ncommand = "c"\nbogus = 1', "unknown key mcp_servers[0].bogus"),
+        ('name = "x"\ncommand = "c"\nmax_response_size = "1MiB"', "max_response_size does not"),
+        ('name = "x"\nurl = "http://h/mcp"\nmax_restarts = 1', "max_restarts does not apply"),
+        ('name = "x"\nurl = "http://h/mcp"\nmax_response_size = 10', "between 1KiB and 256MiB"),
+        ('name = "x"\ncommand = "c"\nmax_restarts = 1000', "between 0 and 100"),
     ],
 )
 def test_bad_tables_are_named_errors(table: str, message: str) -> None:
