@@ -18,7 +18,6 @@ went missing. A graceful stop writes everything still queued (bounded by ``close
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, NamedTuple, NoReturn, TextIO
@@ -151,6 +150,9 @@ class RequestLog:
             )
         self._running = False
         self._limiter = trio.CapacityLimiter(1)
+        #: taken from the channel, not formatted yet; formatted, not written yet
+        self._held: list[RequestEntry | logging.LogRecord] = []
+        self._unwritten: list[_Direct] = []
         self.lines_total = 0
         self.dropped_total = 0
         self.write_errors_total = 0
@@ -195,24 +197,47 @@ class RequestLog:
         task_status.started(self)
         try:
             while True:
-                first = await self._receive.receive()
+                self._held.append(await self._receive.receive())
                 await trio.sleep(self.flush_interval_s)
-                batch = [first, *self._take(self.max_batch - 1)]
-                while True:
-                    await self._write(batch)
-                    batch = self._take(self.max_batch)
-                    if not batch:
-                        break
-                self._report_drops()
+                await self._write_queued()
+                if (note := self._drop_note()) is not None:
+                    self._held.append(note)
+                    await self._write_queued()
         finally:
             self._running = False
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + self.close_timeout_s
-                self._report_drops(force=True)
-                while batch := self._take(self.max_batch):
-                    await self._write(batch)
+                if any(target.lines for target in self._unwritten):
+                    # formatted, but the stop came before (or while) its write ran
+                    await self._write_lines(self._unwritten)
+                await self._write_queued()
+                if (note := self._drop_note(force=True)) is not None:
+                    self._held.append(note)
+                    await self._write_queued()
             # what a blocked output could not take within the bound
-            self.dropped_total += len(self._take(self.capacity))
+            self.dropped_total += len(self._held) + len(self._take(self.capacity))
+
+    async def _write_queued(self) -> None:
+        """Write what is held and queued, ``max_batch`` lines at a time, until none is left.
+
+        A line leaves ``_held`` only once formatted, with no checkpoint between: a stop
+        never loses one in between."""
+        while True:
+            batch = self._held + self._take(self.max_batch - len(self._held))
+            if not batch:
+                return
+            self._held = batch
+            direct = self._format(batch)
+            self._held = []
+            if any(target.lines for target in direct):
+                await self._write_lines(direct)
+
+    async def _write_lines(self, direct: list[_Direct]) -> None:
+        self._unwritten = direct
+        self.write_errors_total += await trio.to_thread.run_sync(
+            _write_lines, direct, limiter=self._limiter, abandon_on_cancel=True
+        )
+        self._unwritten = []
 
     def _take(self, most: int) -> list[RequestEntry | logging.LogRecord]:
         taken: list[RequestEntry | logging.LogRecord] = []
@@ -224,13 +249,15 @@ class RequestLog:
             pass
         return taken
 
-    def _report_drops(self, *, force: bool = False) -> None:
+    def _drop_note(self, *, force: bool = False) -> logging.LogRecord | None:
+        """The warning about lines dropped since the last one, at most one per
+        ``report_interval_s`` (and one at stop)."""
         dropped = self.dropped_total - self._reported
         if not dropped:
-            return
+            return None
         now = time.monotonic()
         if not force and now - self._reported_at < self.report_interval_s:
-            return
+            return None
         record = self.logger.makeRecord(
             self.logger.name,
             logging.WARNING,
@@ -243,16 +270,16 @@ class RequestLog:
         )
         self._reported = self.dropped_total
         self._reported_at = now
-        # behind the lines already queued, through the same writer: never a blocking write here
-        with contextlib.suppress(trio.WouldBlock):
-            self._send.send_nowait(record)
+        return record
 
-    async def _write(self, batch: list[RequestEntry | logging.LogRecord]) -> None:
+    def _format(self, batch: list[RequestEntry | logging.LogRecord]) -> list[_Direct]:
+        """Each plain handler's lines for ``batch`` (written later, in a worker thread);
+        other handlers get ``handle(record)`` here, as ``logging`` would call them."""
         self.lines_total += len(batch)
         if self.logger.filters:  # the logger's own filters see every record, as before
             for item in batch:
                 self.logger.handle(self._record(item))
-            return
+            return []
         direct, others = self._handlers()
         for item in batch:
             record: logging.LogRecord | None = None
@@ -270,11 +297,7 @@ class RequestLog:
                 for other in others:
                     if record.levelno >= other.level:
                         other.handle(record)
-        if any(target.lines for target in direct):
-            failed = await trio.to_thread.run_sync(
-                _write_lines, direct, limiter=self._limiter, abandon_on_cancel=True
-            )
-            self.write_errors_total += failed
+        return direct
 
     def _record(self, item: RequestEntry | logging.LogRecord) -> logging.LogRecord:
         return item if isinstance(item, logging.LogRecord) else make_record(item, self.logger)
