@@ -261,6 +261,9 @@ class NotifierStatistics:
     reconnects_total: int
     published_total: int
     pending: int
+    #: reads of the LISTEN connection (each a worker-thread call): one per burst of traffic,
+    #: plus one per ``ping_interval_s`` while idle
+    reads_total: int
 
 
 class Notifier:
@@ -331,6 +334,7 @@ class Notifier:
         self._handler_timeouts_total = 0
         self._reconnects_total = 0
         self._published_total = 0
+        self._reads_total = 0
 
     # ----------------------------------------------------------------------------- sending
 
@@ -446,6 +450,7 @@ class Notifier:
     def _read(self, conn: psycopg.Connection[Any]) -> list[str]:
         """In a worker thread: the notices that came (never waits for more); with none for
         ``ping_interval_s``, the connection is checked with ``SELECT 1`` first."""
+        self._reads_total += 1
         if time.monotonic() - self._last_traffic >= self.ping_interval_s:
             conn.execute("SELECT 1")  # a notice arriving meanwhile waits in psycopg's backlog
         texts = [n.payload for n in conn.notifies(timeout=0) if n.channel == self.channel]
@@ -603,6 +608,7 @@ class Notifier:
             reconnects_total=self._reconnects_total,
             published_total=self._published_total,
             pending=len(self._pending),
+            reads_total=self._reads_total,
         )
 
 
