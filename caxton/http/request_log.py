@@ -22,6 +22,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, NamedTuple, NoReturn, TextIO
 
+import attrs
 import trio
 
 from caxton.logs import JSONFormatter, is_standard_field
@@ -90,6 +91,20 @@ def log_now(entry: RequestEntry, logger: logging.Logger = LOGGER) -> None:
     """Write ``entry``'s line at once, through ``logging`` (no :class:`RequestLog` runs)."""
     if logger.isEnabledFor(LINE_LEVEL):
         logger.handle(make_record(entry, logger))
+
+
+@attrs.frozen(kw_only=True)
+class RequestLogStatistics:
+    """A snapshot of the request log's counters."""
+
+    #: lines formatted and handed to the outputs (or to ``logging`` handlers)
+    lines_total: int
+    #: lines dropped because the queue was full (``caxton_log_lines_dropped_total``)
+    dropped_total: int
+    #: batch writes an output refused (closed or broken)
+    write_errors_total: int
+    #: lines waiting to be written
+    queued: int
 
 
 class _Direct:
@@ -180,6 +195,15 @@ class RequestLog:
             self.dropped_total += 1
             if self._dropped_counter is not None:
                 self._dropped_counter.inc()
+
+    def statistics(self) -> RequestLogStatistics:
+        """Return a snapshot of the request log's counters."""
+        return RequestLogStatistics(
+            lines_total=self.lines_total,
+            dropped_total=self.dropped_total,
+            write_errors_total=self.write_errors_total,
+            queued=self._receive.statistics().current_buffer_used + len(self._held),
+        )
 
     # ----------------------------------------------------------------------------- the writer
 
