@@ -19,6 +19,7 @@ went missing. A graceful stop writes everything still queued (bounded by ``close
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, NamedTuple, NoReturn, TextIO
 
@@ -172,7 +173,7 @@ class RequestLog:
         self.dropped_total = 0
         self.write_errors_total = 0
         self._reported = 0
-        self._reported_at = time.monotonic()
+        self._reported_at = self._dropping_since = time.monotonic()
 
     # ----------------------------------------------------------------------------- request path
 
@@ -192,9 +193,15 @@ class RequestLog:
         try:
             self._send.send_nowait(entry)
         except trio.WouldBlock:
-            self.dropped_total += 1
+            self._count_dropped(1)
+
+    def _count_dropped(self, count: int) -> None:
+        if count:
+            if self.dropped_total == self._reported:
+                self._dropping_since = time.monotonic()
+            self.dropped_total += count
             if self._dropped_counter is not None:
-                self._dropped_counter.inc()
+                self._dropped_counter.inc(count)
 
     def statistics(self) -> RequestLogStatistics:
         """Return a snapshot of the request log's counters."""
@@ -221,8 +228,10 @@ class RequestLog:
         task_status.started(self)
         try:
             while True:
-                self._held.append(await self._receive.receive())
-                await trio.sleep(self.flush_interval_s)
+                # woken by a line, or when unreported drops are due their warning
+                with trio.move_on_at(self._note_due()):
+                    self._held.append(await self._receive.receive())
+                    await trio.sleep(self.flush_interval_s)
                 await self._write_queued()
                 if (note := self._drop_note()) is not None:
                     self._held.append(note)
@@ -239,7 +248,7 @@ class RequestLog:
                     self._held.append(note)
                     await self._write_queued()
             # what a blocked output could not take within the bound
-            self.dropped_total += len(self._held) + len(self._take(self.capacity))
+            self._count_dropped(len(self._held) + len(self._take(self.capacity)))
 
     async def _write_queued(self) -> None:
         """Write what is held and queued, ``max_batch`` lines at a time, until none is left.
@@ -273,6 +282,13 @@ class RequestLog:
             pass
         return taken
 
+    def _note_due(self) -> float:
+        """When (trio time) the warning about unreported drops is due; never without any."""
+        if self.dropped_total == self._reported:
+            return math.inf
+        wait = self._reported_at + self.report_interval_s - time.monotonic()
+        return trio.current_time() + max(0.0, wait)
+
     def _drop_note(self, *, force: bool = False) -> logging.LogRecord | None:
         """The warning about lines dropped since the last one, at most one per
         ``report_interval_s`` (and one at stop)."""
@@ -289,7 +305,7 @@ class RequestLog:
             0,
             "dropped %d request log lines in the last %.0fs: the log output (stderr or "
             "logging.file) did not keep up; make it faster or raise logging.level to warn",
-            (dropped, now - self._reported_at),
+            (dropped, now - self._dropping_since),
             None,
         )
         self._reported = self.dropped_total

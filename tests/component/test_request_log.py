@@ -205,6 +205,37 @@ async def test_a_full_queue_drops_and_counts_instead_of_blocking(
     assert "caxton_log_lines_dropped_total 149.0" in exposed
 
 
+async def test_drops_are_reported_once_per_interval_without_waiting_for_traffic(
+    caxton_logger: logging.Logger,
+) -> None:
+    out = io.StringIO()
+    caxton_logger.addHandler(_handler(out, JSONFormatter()))
+    log = RequestLog(capacity=10, flush_interval_s=0, report_interval_s=0.3)
+
+    def warnings() -> list[str]:
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        return [line["message"] for line in lines if line["level"] == "warning"]
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(log.run)
+            for entry in _entries(30):
+                log.send_nowait(entry)
+            for entry in _entries(20):  # more drops before the first warning is due
+                log.send_nowait(entry)
+            while not warnings():  # no more lines come: the warning comes by itself
+                await trio.sleep(0.02)
+            assert len(out.getvalue().splitlines()) == 12  # the first, 10 queued, the warning
+            for entry in _entries(30):
+                log.send_nowait(entry)
+            while len(warnings()) < 2:
+                await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+    first, second = warnings()
+    assert first.startswith("dropped 39 request log lines in the last 0s")
+    assert second.startswith("dropped 19 request log lines in the last 0s")
+
+
 async def test_a_blocked_log_output_does_not_hold_up_requests(
     tmp_path: Path, caxton_logger: logging.Logger
 ) -> None:
