@@ -33,6 +33,12 @@ LEVELS = {
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+def is_standard_field(key: str) -> bool:
+    """Whether ``key`` is a field every ``LogRecord`` has (or a private one): not one that
+    came through ``extra=`` or a record factory, which both formats print."""
+    return key in _STANDARD or key[0] == "_"
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, and every ``extra`` field.
 
@@ -46,16 +52,21 @@ class JSONFormatter(logging.Formatter):
         # the same time never pairs one second with another's text
         self._date: tuple[int, str] = (-1, "")
 
-    def _timestamp(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def timestamp_of(self, created: float, msecs: float) -> str:
+        """``ts`` of a line made at ``created`` (``time.time()``), ``msecs`` its millisecond."""
+        second = int(created)
         date = self._date
         if date[0] != second:
             date = self._date = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-        return f"{date[1]}.{int(record.msecs):03d}Z"
+        return f"{date[1]}.{int(msecs):03d}Z"
+
+    def encode(self, payload: dict[str, object]) -> str:
+        """One line of ``payload`` (what :meth:`format` returns for a record's fields)."""
+        return _ENCODER.encode(payload)
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, object] = {
-            "ts": self._timestamp(record),
+            "ts": self.timestamp_of(record.created, record.msecs),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

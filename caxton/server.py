@@ -62,6 +62,7 @@ from caxton.errors import CaxtonError, StartupError
 from caxton.events import EventHub
 from caxton.http.app import create_app
 from caxton.http.console import routes as console
+from caxton.http.request_log import RequestLog
 from caxton.http.server import HttpServer
 from caxton.llm.service import LLMService
 from caxton.logs import set_level
@@ -274,6 +275,9 @@ async def _serve(
                 server = MetricsServer(metrics, host=host, port=config.observability.metrics_port)
                 metrics_url = await _start(core, root, "metrics", server.run)
 
+            # outside everything that serves requests: it writes their last lines at stop
+            request_log = await root.start(RequestLog(metrics).run)
+
             async with trio.open_nursery() as storage_nursery:
                 storage = await _start_storage(storage_nursery, core, loaded, backend)
                 pool = WasmPool(
@@ -285,7 +289,8 @@ async def _serve(
                 await _start(core, storage_nursery, "llm", llm.run)
                 async with trio.open_nursery() as agents:
                     services = await _start_agents(agents, core, storage, pool, llm)
-                    http = HttpServer(services, create_app(services, tables=(console.routes,)))
+                    app = create_app(services, (console.routes,), request_log)
+                    http = HttpServer(services, app)
                     async with trio.open_nursery() as front:
                         binds: list[str] = await _start(core, front, "http", http.run)
                         # in the agents nursery: it beats until the front has drained

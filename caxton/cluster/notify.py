@@ -10,11 +10,14 @@ the handlers subscribed to its kind.
   PostgreSQL caps it below 8000 bytes, so a notice names what changed (an agent's name), never
   carries it (:data:`MAX_NOTICE_BYTES`; :class:`NoticeTooLarge` otherwise). An instance ignores
   its own notices (``sender`` is its id).
-* **receiving** — a dedicated psycopg connection in autocommit mode runs ``LISTEN`` and is read
-  with ``conn.notifies(timeout=poll_s)`` in short worker-thread calls, so cancelling takes
-  effect within ``poll_s``. When PostgreSQL goes away the Notifier logs it once, reconnects with
-  a growing backoff, logs once when it listens again, and then hands every handler a
-  ``resync`` notice: notices sent while it was away are lost, so subscribers reload.
+* **receiving** — a dedicated psycopg connection in autocommit mode runs ``LISTEN``. The trio
+  task waits until its socket has something to read (a ``MSG_PEEK`` receive on a duplicate of
+  the socket: nothing is consumed), then reads what came with ``conn.notifies(timeout=0)`` in
+  a worker thread; an idle instance wakes only for the ``ping_interval_s`` check (issue #21:
+  it polled twice a second), and cancelling takes effect at once. When PostgreSQL goes away
+  the Notifier logs it once, reconnects with a growing backoff, logs once when it listens
+  again, and then hands every handler a ``resync`` notice: notices sent while it was away are
+  lost, so subscribers reload.
 * **handlers** — ``async (kind, payload) -> None``, run by a few workers in a nursery the
   Notifier owns, so a slow handler never stalls reading. Notices wait in
   :class:`PendingNotices`: a repeat of a notice still waiting (same kind and payload) is
@@ -30,8 +33,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import random
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeAlias
@@ -256,6 +261,9 @@ class NotifierStatistics:
     reconnects_total: int
     published_total: int
     pending: int
+    #: reads of the LISTEN connection (each a worker-thread call): one per burst of traffic,
+    #: plus one per ``ping_interval_s`` while idle
+    reads_total: int
 
 
 class Notifier:
@@ -266,8 +274,7 @@ class Notifier:
         channel: the notification channel; every instance of a cluster uses the same.
         instance_id: this instance's id (notices it sent are ignored).
         store: the store that :meth:`publish` sends through.
-        poll_s: the longest one read of the connection blocks a worker thread (so, the most
-            cancellation waits).
+        poll_s: unused (reads no longer poll: the socket is waited on); kept for callers.
         connect_timeout_s: the bound on each connection attempt.
         max_backoff_s: the longest wait between reconnection attempts.
         workers: how many handlers run at once.
@@ -313,6 +320,8 @@ class Notifier:
         # one thread at a time uses the LISTEN connection
         self._limiter = trio.CapacityLimiter(1)
         self._conn: psycopg.Connection[Any] | None = None
+        # a duplicate of the LISTEN connection's socket, waited on for readability
+        self._socket: trio.socket.SocketType | None = None
         self._last_traffic = time.monotonic()
         self._listening = False
         self._ran = False
@@ -325,6 +334,7 @@ class Notifier:
         self._handler_timeouts_total = 0
         self._reconnects_total = 0
         self._published_total = 0
+        self._reads_total = 0
 
     # ----------------------------------------------------------------------------- sending
 
@@ -382,8 +392,9 @@ class Notifier:
             RuntimeError: ``run`` was called twice.
 
         Cancellation:
-            Takes effect within ``poll_s`` while listening, at once while waiting to
-            reconnect, and within ``connect_timeout_s`` while a connection attempt runs.
+            Takes effect at once while listening or waiting to reconnect, after the read
+            in flight (a thread reading what already came, or the ping) while reading, and
+            within ``connect_timeout_s`` while a connection attempt runs.
             Running handlers are cancelled.
 
         Resource handling:
@@ -411,6 +422,7 @@ class Notifier:
                 await self._listen()
         finally:
             self._listening = False
+            self._close_socket()
             conn, self._conn = self._conn, None
             if conn is not None:
                 with trio.CancelScope(shield=True):
@@ -436,17 +448,13 @@ class Notifier:
         return conn
 
     def _read(self, conn: psycopg.Connection[Any]) -> list[str]:
-        texts = [
-            n.payload
-            for n in conn.notifies(timeout=self.poll_s, stop_after=1)
-            if n.channel == self.channel
-        ]
-        now = time.monotonic()
-        if texts:
-            self._last_traffic = now
-        elif now - self._last_traffic >= self.ping_interval_s:
-            conn.execute("SELECT 1")
-            self._last_traffic = now
+        """In a worker thread: the notices that came (never waits for more); with none for
+        ``ping_interval_s``, the connection is checked with ``SELECT 1`` first."""
+        self._reads_total += 1
+        if time.monotonic() - self._last_traffic >= self.ping_interval_s:
+            conn.execute("SELECT 1")  # a notice arriving meanwhile waits in psycopg's backlog
+        texts = [n.payload for n in conn.notifies(timeout=0) if n.channel == self.channel]
+        self._last_traffic = time.monotonic()
         return texts
 
     async def _listen(self) -> NoReturn:
@@ -460,6 +468,28 @@ class Notifier:
                 continue
             for text in texts:
                 self._receive(text)
+            await self._wait_for_traffic(conn)
+
+    async def _wait_for_traffic(self, conn: psycopg.Connection[Any]) -> None:
+        """Return once the LISTEN connection has something to read, or the ping is due."""
+        if self._socket is None:
+            self._socket = trio.socket.from_stdlib_socket(
+                socket.socket(fileno=os.dup(conn.fileno()))
+            )
+        due = self._last_traffic + self.ping_interval_s - time.monotonic()
+        with trio.move_on_after(max(0.0, due)):
+            try:
+                if await self._socket.recv(1, socket.MSG_PEEK):
+                    return
+            except OSError:
+                pass
+            # closed by the server (or broken): the ping that follows says so
+            self._last_traffic = float("-inf")
+
+    def _close_socket(self) -> None:
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
 
     async def _reconnect(self, lost: psycopg.Error) -> None:
         self._listening = False
@@ -470,6 +500,7 @@ class Notifier:
             self.where,
             _first_line(lost),
         )
+        self._close_socket()
         old, self._conn = self._conn, None
         if old is not None:
             await trio.to_thread.run_sync(old.close, limiter=self._limiter)
@@ -577,6 +608,7 @@ class Notifier:
             reconnects_total=self._reconnects_total,
             published_total=self._published_total,
             pending=len(self._pending),
+            reads_total=self._reads_total,
         )
 
 

@@ -8,7 +8,6 @@ import time.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -26,16 +25,15 @@ from caxton.http.console.api import routes as console_api_routes
 from caxton.http.guard import edge_headers
 from caxton.http.guard import install as install_security
 from caxton.http.mcp_server import endpoint as mcp_endpoint
+from caxton.http.request_log import RequestEntry, RequestLog
 from caxton.http.state import ROUTES_KEY, SERVICES_KEY
-from caxton.tracing import tracer
+from caxton.tracing import trace_id, tracer
 from caxton.tracing.asgi import TraceRequests, name_request_span
 from caxton.usage import set_caller
 
 if TYPE_CHECKING:
     from caxton.http.routes import RouteSpec, RouteTable
     from caxton.services import Services
-
-LOGGER = logging.getLogger("caxton.http")
 
 #: Tables every server has; components add theirs through ``create_app(tables=...)``.
 CORE_TABLES: tuple[RouteTable, ...] = (
@@ -54,8 +52,11 @@ CORE_TABLES: tuple[RouteTable, ...] = (
 )
 
 
-def create_app(state: Services, tables: tuple[RouteTable, ...] = ()) -> QuartTrio:
-    """Build the Quart app for ``state`` with the core routes plus ``tables``."""
+def create_app(
+    state: Services, tables: tuple[RouteTable, ...] = (), request_log: RequestLog | None = None
+) -> QuartTrio:
+    """Build the Quart app for ``state`` with the core routes plus ``tables``; request lines
+    go to ``request_log`` (without one, each is written at once, as a test's app does)."""
     app = QuartTrio("caxton")
     app.config[SERVICES_KEY] = state
     app.config["MAX_CONTENT_LENGTH"] = state.config.server.max_request_size
@@ -74,7 +75,7 @@ def create_app(state: Services, tables: tuple[RouteTable, ...] = ()) -> QuartTri
     app.register_error_handler(CaxtonError, errors.caxton_error)
     app.register_error_handler(HTTPException, errors.http_error)
     app.register_error_handler(Exception, errors.unexpected_error)
-    _install_hooks(app, state)
+    _install_hooks(app, state, request_log or RequestLog())
     return app
 
 
@@ -106,7 +107,7 @@ def _set_caller(seen: dict[str, Any]) -> None:
     set_caller(identity.name if identity is not None else None)
 
 
-def _install_hooks(app: QuartTrio, state: Services) -> None:
+def _install_hooks(app: QuartTrio, state: Services, request_log: RequestLog) -> None:
     """One before- and one after-request hook (and one before-WebSocket hook) for everything.
 
     Per request, in this order: the start time and request id, the security checks
@@ -158,21 +159,20 @@ def _install_hooks(app: QuartTrio, state: Services) -> None:
         state.metrics.http_duration.labels(route=route, method=method, status=str(status)).observe(
             duration
         )
-        LOGGER.info(
-            "%s %s %d %.1fms",
-            method,
-            route,
-            status,
-            duration * 1000,
-            extra={
-                "method": method,
-                "route": route,
-                "path": req.path,
-                "status": status,
-                "duration_ms": round(duration * 1000, 2),
-                "request_id": request_id,
-            },
-        )
+        if request_log.enabled():
+            # only the fields: the line is formatted and written by the RequestLog's task
+            request_log.send_nowait(
+                RequestEntry(
+                    time.time(),
+                    method,
+                    route,
+                    req.path,
+                    status,
+                    duration,
+                    request_id,
+                    trace_id() if tracing else None,
+                )
+            )
         return response
 
     app.before_request(_start_request)

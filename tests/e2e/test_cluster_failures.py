@@ -231,6 +231,11 @@ async def test_an_instance_killed_behind_nginx_loses_no_acknowledged_write(
         for index in range(16):
             load.start_soon(client_loop, index)
         await trio.sleep(2.0)
+        # Both instances have answered calls that ended (their request lines, written a
+        # moment after the answer, name them): only then is there something to fail over from.
+        with trio.fail_after(30):
+            while not all(_served_ids(s) & {c.request_id for c in calls} for s in (first, second)):
+                await trio.sleep(0.05)
         kill_at = trio.current_time()
         first.process.send_signal(signal.SIGKILL)
         await wait_exit(first.process)

@@ -46,6 +46,8 @@ PIECES: tuple[tuple[str, Callable[[list[str]], bool]], ...] = (
     ("security hooks (Host/Origin/auth/rate)", _has("caxton/http/guard.py")),
     ("security hooks (Host/Origin/auth/rate)", _has("caxton/security/")),
     ("request log line (app._finish_request)", _has("_finish_request", "logging/")),
+    ("request log line (app._finish_request)", _has("_finish_request", "request_log.py")),
+    ("request log writer (its own task, batched)", _has("caxton/http/request_log.py")),
     ("request metrics (histogram)", _has("_finish_request", "prometheus_client")),
     ("request id, timing, log/metric glue", _has("_finish_request")),
     ("request id + start (app._start_request)", _has("_start_request")),

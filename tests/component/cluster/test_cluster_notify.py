@@ -83,6 +83,27 @@ async def test_a_notice_reaches_the_other_instance_within_a_second_and_not_its_o
             assert b.statistics().delivered_total == 1
 
 
+async def test_an_idle_notifier_waits_on_its_socket_and_still_pings(postgres_url: str) -> None:
+    # issue #21: reading every poll_s woke an idle server twice a second
+    inbox = Inbox()
+    with trio.fail_after(30):
+        async with (
+            instance(postgres_url, "a") as (_, a),
+            instance(postgres_url, "b", ping_interval_s=1.0) as (_, b),
+        ):
+            b.subscribe("agent", inbox)
+            while (reads := b.statistics().reads_total) < 1:  # the first, at start
+                await trio.sleep(0.01)
+            await trio.sleep(1.6)
+            # no traffic: one read only, the ping after 1 s (polling read every 0.5 s)
+            assert b.statistics().reads_total - reads == 1
+            sent = time.monotonic()
+            await a.publish("agent", {"name": "echo"})
+            with trio.fail_after(1):
+                await inbox.wait_for(1)
+            assert inbox.received[0][2] - sent < 0.5  # woken by the notice, not a ping
+
+
 async def test_a_notice_sent_in_a_transaction_arrives_only_if_it_commits(
     postgres_url: str,
 ) -> None:
