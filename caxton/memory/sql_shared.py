@@ -276,21 +276,23 @@ class SQLStyle:
         """The stored entities among ``names``, keyed by name."""
         if not names:
             return {}
-        where, params = self.name_filter("name", names)
+        # One statement for both tables (a statement costs ~1.5 ms in DuckDB whatever it
+        # reads): the entity rows, then the observation rows, told apart by ``part``.
+        entity_where, entity_params = self.name_filter("name", names)
+        observation_where, observation_params = self.name_filter("entity", names)
         rows = conn.execute(
-            f"SELECT {ENTITY_COLUMNS} FROM memory_entities WHERE {where}", params
+            f"SELECT 0 AS part, {ENTITY_COLUMNS}, NULL AS position, NULL AS content "
+            f"FROM memory_entities WHERE {entity_where} UNION ALL "
+            "SELECT 1, entity, NULL, NULL, NULL, NULL, NULL, NULL, position, content "
+            f"FROM memory_observations WHERE {observation_where}",
+            [*entity_params, *observation_params],
         ).fetchall()
-        if not rows:
-            return {}
-        observations: dict[str, list[str]] = {str(row[0]): [] for row in rows}
-        where, params = self.name_filter("entity", list(observations))
-        for entity, content in conn.execute(
-            f"SELECT entity, content FROM memory_observations WHERE {where} "
-            "ORDER BY entity, position",
-            params,
-        ).fetchall():
-            observations[str(entity)].append(str(content))
-        return {str(row[0]): entity_from_row(row, observations) for row in rows}
+        entity_rows = [row[1:8] for row in rows if row[0] == 0]
+        observations: dict[str, list[str]] = {str(row[0]): [] for row in entity_rows}
+        for row in sorted((row for row in rows if row[0] == 1), key=lambda r: (r[1], r[8])):
+            if (held := observations.get(str(row[1]))) is not None:
+                held.append(str(row[9]))
+        return {str(row[0]): entity_from_row(row, observations) for row in entity_rows}
 
     def existing_names(self, conn: Any, names: Sequence[str]) -> set[str]:
         """The subset of ``names`` that are stored entities."""
