@@ -148,17 +148,12 @@ def load(path: Path, dim: int, threshold: int | None, content: str) -> LayeredIn
 
     A missing, stale or damaged save is logged and gives None (the caller reads the database).
     """
-    described = _described(path)
+    described = _trusted(path, dim, content, "search index", "reading the database")
     if described is None:
-        return None
-    reason = problem(path, described, dim=dim, content=content, mirror_crc=False)
-    if reason is not None:
-        LOGGER.info("not using the saved search index %s: %s; reading the database", path, reason)
         return None
     try:
         arrays, keys = _read_mirror(mirror_path(path), described, dim)
-        graph = HnswGraph(dim, params_for(described["rows"]))
-        graph.load(path)
+        graph = _read_graph(path, dim, described)
         index = LayeredIndex(dim, threshold=threshold)
         index.restore(arrays, keys, graph)
     except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
@@ -171,19 +166,31 @@ def load_graph(path: Path, dim: int, content: str) -> HnswGraph | None:
     """Only the graph saved at ``path``, on the same terms as :func:`load` (for a mirror that
     was read from the database: the graph is valid for it when the content token matches).
     """
+    described = _trusted(path, dim, content, "HNSW graph", "rebuilding it")
+    if described is None:
+        return None
+    try:
+        return _read_graph(path, dim, described)
+    except (OSError, RuntimeError, ValueError) as exc:
+        LOGGER.warning("cannot load the saved HNSW graph %s (%s); rebuilding it", path, exc)
+        return None
+
+
+def _trusted(path: Path, dim: int, content: str, what: str, instead: str) -> dict[str, Any] | None:
+    """The sidecar of the files at ``path`` when they may be loaded (else logged: None)."""
     described = _described(path)
     if described is None:
         return None
     reason = problem(path, described, dim=dim, content=content, mirror_crc=False)
     if reason is not None:
-        LOGGER.info("not using the saved HNSW graph %s: %s; rebuilding it", path, reason)
+        LOGGER.info("not using the saved %s %s: %s; %s", what, path, reason, instead)
         return None
-    try:
-        graph = HnswGraph(dim, params_for(described["rows"]))
-        graph.load(path)
-    except (OSError, RuntimeError, ValueError) as exc:
-        LOGGER.warning("cannot load the saved HNSW graph %s (%s); rebuilding it", path, exc)
-        return None
+    return described
+
+
+def _read_graph(path: Path, dim: int, described: dict[str, Any]) -> HnswGraph:
+    graph = HnswGraph(dim, params_for(described["rows"]))
+    graph.load(path)
     return graph
 
 
