@@ -81,17 +81,7 @@ def _events_between(before: TaskRow, after: TaskRow) -> list[dict[str, Any]]:
         return []
     events: list[dict[str, Any]] = []
     if task.terminal and task.artifacts:
-        events.append(
-            {
-                "artifactUpdate": {
-                    "taskId": task.id,
-                    "contextId": task.context_id,
-                    "artifact": task.artifacts[0],
-                    "append": False,
-                    "lastChunk": True,
-                }
-            }
-        )
+        events.append(task.artifact_event(task.artifacts[0]))
     events.append(task.status_event())
     return events
 

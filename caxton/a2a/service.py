@@ -330,19 +330,15 @@ class A2AService:
             with reader:
                 async for text in reader:
                     task.publish(
-                        {
-                            "artifactUpdate": {
-                                "taskId": task.id,
-                                "contextId": task.context_id,
-                                "artifact": {
-                                    "artifactId": REPLY_ARTIFACT,
-                                    "name": REPLY_ARTIFACT,
-                                    "parts": [{"text": text}],
-                                },
-                                "append": not first,
-                                "lastChunk": False,
-                            }
-                        }
+                        task.artifact_event(
+                            {
+                                "artifactId": REPLY_ARTIFACT,
+                                "name": REPLY_ARTIFACT,
+                                "parts": [{"text": text}],
+                            },
+                            append=not first,
+                            last_chunk=False,
+                        )
                     )
                     first = False
 
@@ -370,17 +366,7 @@ class A2AService:
                             "parts": parts_of(reply.content),
                         }
                     ]
-                    task.publish(
-                        {
-                            "artifactUpdate": {
-                                "taskId": task.id,
-                                "contextId": task.context_id,
-                                "artifact": task.artifacts[0],
-                                "append": False,
-                                "lastChunk": True,
-                            }
-                        }
-                    )
+                    task.publish(task.artifact_event(task.artifacts[0]))
                     outcome = COMPLETED, answer
         except Exception as exc:
             LOGGER.exception("A2A task %s of %s failed", task.id, task.agent)

@@ -104,6 +104,20 @@ class A2ATask:
             }
         }
 
+    def artifact_event(
+        self, artifact: dict[str, Any], *, append: bool = False, last_chunk: bool = True
+    ) -> dict[str, Any]:
+        """The ``artifactUpdate`` stream event carrying ``artifact``."""
+        return {
+            "artifactUpdate": {
+                "taskId": self.id,
+                "contextId": self.context_id,
+                "artifact": artifact,
+                "append": append,
+                "lastChunk": last_chunk,
+            }
+        }
+
     def set_state(self, state: str, message: dict[str, Any] | None = None) -> None:
         self.change(state, message)
         self.announce()
