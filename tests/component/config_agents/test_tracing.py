@@ -124,6 +124,11 @@ async def test_span_tree_of_a_config_agent_that_calls_a_tool_and_searches_memory
             "GET /api/v1/agents/<name>",
             "WS /ws/agents/<name>",
         )
+        # request lines are written by the request log's own task, a batch after the reply
+        while not any(
+            getattr(r, "trace_id", None) == TRACE for r in caplog.records if r.name == "caxton.http"
+        ):
+            await trio.sleep(0.01)
     assert answer.status_code == 200, answer.text
 
     # the HTTP server span continues the caller's trace
