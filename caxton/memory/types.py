@@ -179,6 +179,16 @@ class SearchHit:
         """The entity's JSON plus ``similarity``."""
         return {**self.entity.to_json(), "similarity": self.similarity}
 
+    def brief(self) -> dict[str, JSONValue]:
+        """What a model is shown of the hit (a memory search tool's result): name, type,
+        observations and the similarity to three places."""
+        return {
+            "name": self.entity.name,
+            "entity_type": self.entity.entity_type,
+            "observations": list(self.entity.observations),
+            "similarity": round(self.similarity, 3),
+        }
+
 
 @attrs.frozen(kw_only=True)
 class GraphNode:

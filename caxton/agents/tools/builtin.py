@@ -189,15 +189,7 @@ async def _memory_search(deps: ToolDeps, args: dict[str, Any], ctx: ToolCallCont
         scope=Scope.AGENT if own_only else None,
         agent=ctx.agent,
     )
-    found = [
-        {
-            "name": hit.entity.name,
-            "entity_type": hit.entity.entity_type,
-            "observations": list(hit.entity.observations),
-            "similarity": round(hit.similarity, 3),
-        }
-        for hit in hits
-    ]
+    found = [hit.brief() for hit in hits]
     return json.dumps({"results": found}, ensure_ascii=False)
 
 

@@ -207,15 +207,7 @@ async def _memory_search(
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 50:
         raise ToolError(f"the argument 'limit' must be an integer from 1 to {MAX_SEARCH_RESULTS}")
     hits = await state.memory.search(query, limit=limit)
-    found = [
-        {
-            "name": hit.entity.name,
-            "entity_type": hit.entity.entity_type,
-            "observations": list(hit.entity.observations),
-            "similarity": round(hit.similarity, 3),
-        }
-        for hit in hits
-    ]
+    found = [hit.brief() for hit in hits]
     return json_result({"results": found})
 
 
