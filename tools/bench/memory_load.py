@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import BenchServer, cpu_seconds, header, report_exit
 from pgvector_search import load_postgres_tool
-from wasm_http import ECHO_BODY, WRK_SCRIPT
+from wasm_http import ECHO_BODY, WRK_SCRIPT, run_wrk_script
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -115,23 +114,7 @@ def search_path(question: str) -> str:
 
 
 def run_wrk(url: str, script: str, args: argparse.Namespace, path: str = "/") -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="caxton-bench-wrk-") as tmp:
-        lua = Path(tmp) / "load.lua"
-        lua.write_text(script)
-        base = ["wrk", "-t1", f"-c{args.connections}", "-s", str(lua)]
-        subprocess.run([*base, "-d1s", f"{url}{path}"], check=True, capture_output=True)
-        out = subprocess.run(
-            [*base, f"-d{args.duration:g}s", "--timeout", "10s", f"{url}{path}"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=args.duration + 60,
-        ).stdout
-    line = next(x for x in out.splitlines() if x.startswith("JSON "))
-    result: dict[str, Any] = json.loads(line[5:])
-    result["rps"] = result["requests"] / result["seconds"]
-    result["failed"] = result["socket_errors"] + result["non2xx"]
-    return result
+    return run_wrk_script(url, path, script, args)
 
 
 def verdict(value: float, goal: float, *, at_most: bool) -> str:
