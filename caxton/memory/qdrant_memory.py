@@ -37,6 +37,7 @@ segments) and ``optimize`` has nothing to run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import uuid
 from typing import TYPE_CHECKING, Any, Final
@@ -45,7 +46,7 @@ import numpy as np
 
 from caxton.memory.index import IndexEntry
 from caxton.memory.sql import INDEX_CHUNK_ROWS
-from caxton.memory.sql_shared import from_db_time
+from caxton.memory.sql_shared import EntityReads, from_db_time
 from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
 
 if TYPE_CHECKING:
@@ -242,6 +243,12 @@ def fetch_entities(conn: QdrantConnection, names: Sequence[str]) -> dict[str, En
     entities = (_entity(r.payload or {}) for r in records)
     wanted = set(names)
     return {e.name: e for e in entities if e.name in wanted}
+
+
+def entity_reads(names: Sequence[str]) -> EntityReads:
+    """:func:`fetch_entities` as a single part (Qdrant retrieves the points in one request)."""
+    together = functools.partial(fetch_entities, names=names)
+    return EntityReads(parts=(together,), combine=lambda results: results[0], together=together)
 
 
 def existing_names(conn: QdrantConnection, names: Sequence[str]) -> set[str]:

@@ -314,14 +314,29 @@ class MemoryService:
         """The stored entities among ``names``, from the entity cache where it has them."""
         cache = self._entity_cache
         if cache is None:
-            return await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, names))
+            return await self._fetch_entities(names)
         found, missing = cache.lookup(names)
         if missing:
             read_at = cache.generation
-            fetched = await self.store.execute_fn(lambda c: self.sql.fetch_entities(c, missing))
+            fetched = await self._fetch_entities(missing)
             cache.put(fetched, read_at=read_at)
             found.update(fetched)
         return found
+
+    async def _fetch_entities(self, names: Sequence[str]) -> dict[str, Entity]:
+        """The stored entities among ``names`` from the store: the entity and observation
+        rows side by side when the store is free to (DuckDB: half the time of one statement
+        after the other), else one statement."""
+        if not names:
+            return {}
+        reads = self.sql.entity_reads(names)
+        if len(reads.parts) > 1:
+            results = await self.store.read_statements(reads.parts)
+            if results is not None:
+                return reads.combine(results)
+        together = await self.store.read_statements([reads.together])
+        assert together is not None  # a single read always has its result
+        return together[0]
 
     def _check_room(self, conn: Connection, adding: int) -> int:
         current = self.sql.entity_count(conn)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from caxton.memory.index import IndexEntry
     from caxton.memory.maintenance import DatabaseSpace
+    from caxton.memory.sql_shared import EntityReads
     from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
     from caxton.store.backend import Backend, Dialect
 
@@ -61,6 +62,10 @@ class MemorySQL(Protocol):
 
     def fetch_entities(self, conn: Any, names: Sequence[str]) -> dict[str, Entity]:
         """The stored entities among ``names``, keyed by name."""
+        ...
+
+    def entity_reads(self, names: Sequence[str]) -> EntityReads:
+        """:meth:`fetch_entities` as one-statement parts that may run side by side."""
         ...
 
     def write_entities(

@@ -15,8 +15,9 @@ stays in the dialect modules.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -26,8 +27,6 @@ from numpy.typing import NDArray
 from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from caxton.memory.sql import RelationKey
 
 #: The columns of ``memory_entities``, in table order.
@@ -86,6 +85,29 @@ def entity_from_row(row: Sequence[Any], observations: dict[str, list[str]]) -> E
         created_at=from_db_time(created_at),
         updated_at=from_db_time(updated_at),
     )
+
+
+def entities_from_rows(
+    entity_rows: Sequence[Sequence[Any]], observation_rows: Sequence[Sequence[Any]]
+) -> dict[str, Entity]:
+    """Entities keyed by name from their ``memory_entities`` rows (:data:`ENTITY_COLUMNS`)
+    and ``(entity, position, content)`` observation rows (any order)."""
+    observations: dict[str, list[str]] = {str(row[0]): [] for row in entity_rows}
+    for entity, _, content in sorted(observation_rows, key=lambda r: (r[0], r[1])):
+        if (held := observations.get(str(entity))) is not None:
+            held.append(str(content))
+    return {str(row[0]): entity_from_row(row, observations) for row in entity_rows}
+
+
+@attrs.frozen
+class EntityReads:
+    """A read of entities by name: as parts, each ``part(conn)`` one statement (so they may
+    run side by side, :meth:`caxton.store.Store.read_statements`) with how their results make
+    the entities, and as one statement, ``together(conn)``."""
+
+    parts: tuple[Callable[[Any], Any], ...]
+    combine: Callable[[Sequence[Any]], dict[str, Entity]]
+    together: Callable[[Any], dict[str, Entity]]
 
 
 def relation_from_row(row: Sequence[Any]) -> Relation:
@@ -287,12 +309,40 @@ class SQLStyle:
             f"FROM memory_observations WHERE {observation_where}",
             [*entity_params, *observation_params],
         ).fetchall()
-        entity_rows = [row[1:8] for row in rows if row[0] == 0]
-        observations: dict[str, list[str]] = {str(row[0]): [] for row in entity_rows}
-        for row in sorted((row for row in rows if row[0] == 1), key=lambda r: (r[1], r[8])):
-            if (held := observations.get(str(row[1]))) is not None:
-                held.append(str(row[9]))
-        return {str(row[0]): entity_from_row(row, observations) for row in entity_rows}
+        return entities_from_rows(
+            [row[1:8] for row in rows if row[0] == 0],
+            [(row[1], row[8], row[9]) for row in rows if row[0] == 1],
+        )
+
+    def entity_reads(self, names: Sequence[str]) -> EntityReads:
+        """:meth:`fetch_entities` as two statements that may run side by side (entity rows,
+        observation rows)."""
+        return EntityReads(
+            parts=(
+                functools.partial(self._entity_rows, names=names),
+                functools.partial(self._observation_rows, names=names),
+            ),
+            combine=lambda results: entities_from_rows(results[0], results[1]),
+            together=functools.partial(self.fetch_entities, names=names),
+        )
+
+    def _entity_rows(self, conn: Any, *, names: Sequence[str]) -> list[Any]:
+        if not names:
+            return []
+        where, params = self.name_filter("name", names)
+        rows: list[Any] = conn.execute(
+            f"SELECT {ENTITY_COLUMNS} FROM memory_entities WHERE {where}", params
+        ).fetchall()
+        return rows
+
+    def _observation_rows(self, conn: Any, *, names: Sequence[str]) -> list[Any]:
+        if not names:
+            return []
+        where, params = self.name_filter("entity", names)
+        rows: list[Any] = conn.execute(
+            f"SELECT entity, position, content FROM memory_observations WHERE {where}", params
+        ).fetchall()
+        return rows
 
     def existing_names(self, conn: Any, names: Sequence[str]) -> set[str]:
         """The subset of ``names`` that are stored entities."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 T = TypeVar("T")
 
@@ -43,6 +43,12 @@ class Backend(Protocol):
 
     async def execute_fn(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` in one read-only transaction; its result is returned."""
+        ...
+
+    async def read_statements(self, fns: Sequence[Callable[[Any], T]]) -> list[T] | None:
+        """Run one-statement reads ``fns`` at once, outside a transaction where the store can
+        (DuckDB); their results when they describe one state, else None (a single ``fn``
+        always gets its result; see :meth:`caxton.store.Store.read_statements`)."""
         ...
 
     async def execute_write_fn(self, fn: Callable[[Any], T]) -> T:

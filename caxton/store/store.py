@@ -134,6 +134,10 @@ class Store:
         self._writes_total = 0
         self._write_errors_total = 0
         self._reads_total = 0
+        # Writes handed to the writer thread, and whether one is there now: reads run apart
+        # describe one state only if neither moved while they ran (see read_statements).
+        self._writes_started = 0
+        self._writing = False
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -186,9 +190,14 @@ class Store:
         if request.state is _State.ABANDONED:
             return
         request.state = _State.RUNNING
-        result = await trio.to_thread.run_sync(
-            self._run_write, request, limiter=self._write_limiter
-        )
+        self._writes_started += 1
+        self._writing = True
+        try:
+            result = await trio.to_thread.run_sync(
+                self._run_write, request, limiter=self._write_limiter
+            )
+        finally:
+            self._writing = False
         # No checkpoint between the thread's return and finish(): a committed write is always
         # reported to its caller, even when the store is being cancelled.
         self._writes_total += 1
@@ -453,6 +462,65 @@ class Store:
                 return fn(cursor)
             finally:
                 cursor.rollback()
+        finally:
+            with self._root_lock:
+                self._idle_cursors.append(cursor)
+
+    async def read_statements(self, fns: Sequence[Callable[[Connection], T]]) -> list[T] | None:
+        """Run each of ``fns`` (one statement each) at once, each in its own reader thread and
+        outside a transaction, and return their results when they describe one state.
+
+        A DuckDB statement is its own snapshot, so a one-statement read needs no transaction
+        around it (``BEGIN`` and ``ROLLBACK`` cost ~0.26 ms together, as much as the statement's
+        own fixed cost), and two small reads of different tables take about half as long side
+        by side as one after the other (~1.5 ms each at 100k-1M rows, whatever they read).
+
+        Returns:
+            The results in the order of ``fns``; a single ``fn`` always gets its result. For
+            several, None when they could not be taken as one snapshot: fewer readers free
+            than ``fns`` (the store is busy: reading them one after the other in one
+            transaction costs less), or a write ran while they did. The caller then reads in
+            one transaction (:meth:`execute_fn`).
+
+        Raises:
+            StoreClosed: the store is not running.
+            Exception: the first of ``fns`` (in order) that raised.
+
+        Cancellation:
+            As :meth:`execute_fn`: statements that have started run to completion.
+        """
+        if not self._open:
+            raise StoreClosed(self.path)
+        if len(fns) == 1:
+            self._reads_total += 1
+            return [
+                await trio.to_thread.run_sync(
+                    self._run_statement, fns[0], limiter=self._read_limiter
+                )
+            ]
+        if self._writing or self._read_limiter.available_tokens < len(fns):
+            return None
+        writes_seen = self._writes_started
+        self._reads_total += len(fns)
+        results: list[outcome.Outcome[T] | None] = [None] * len(fns)
+
+        async def read(index: int) -> None:
+            results[index] = await trio.to_thread.run_sync(
+                outcome.capture, self._run_statement, fns[index], limiter=self._read_limiter
+            )
+
+        async with trio.open_nursery() as nursery:
+            for index in range(len(fns)):
+                nursery.start_soon(read, index)
+        values = [result.unwrap() for result in results if result is not None]
+        if self._writing or self._writes_started != writes_seen:
+            return None
+        return values
+
+    def _run_statement(self, fn: Callable[[Connection], T]) -> T:
+        cursor = self._take_cursor()
+        try:
+            return fn(cursor)
         finally:
             with self._root_lock:
                 self._idle_cursors.append(cursor)

@@ -476,3 +476,30 @@ async def test_the_mirror_reloads_in_chunks_to_the_same_rows(memory):
     assert await memory.rebuild_index() == 5
     hits = await memory.search("note 4", limit=1)
     assert hits[0].entity.name == "e4"
+
+
+@pytest.mark.parametrize("count", [3, 70])  # up to 64 names one parameter each, more as a list
+async def test_entities_read_side_by_side_match_the_one_statement_read(memory, count):
+    """A search reads its hits' entity rows and observation rows as two statements side by
+    side when the store is free: the entities must be exactly those of the one-statement
+    read (observations in their order, missing names absent)."""
+    await memory.create_entities(
+        [
+            NewEntity(name=f"e{i}", entity_type="note", observations=["zeta", "alpha", f"n{i}"])
+            for i in range(count)
+        ]
+    )
+    names = [f"e{i}" for i in range(count)] + ["nobody"]
+    reads = memory.sql.entity_reads(names)
+    apart = await memory.store.read_statements(reads.parts)
+    if memory.store.dialect == "duckdb":
+        assert apart is not None
+    else:  # one round trip in one transaction costs less there: the parts are not run apart
+        assert apart is None or len(reads.parts) == 1
+        apart = await memory.store.execute_fn(lambda conn: [part(conn) for part in reads.parts])
+    together = await memory.store.execute_fn(lambda conn: memory.sql.fetch_entities(conn, names))
+    assert reads.combine(apart) == together
+    assert sorted(together) == sorted(names[:-1])
+    assert together["e1"].observations == ("zeta", "alpha", "n1")
+    hits = await memory.search("zeta alpha n1", limit=count)
+    assert {hit.entity.name: hit.entity for hit in hits} == together

@@ -245,6 +245,59 @@ async def test_closed_store_refuses_calls_and_fails_queued_writes(tmp_path):
         assert await again.execute_fn(count_notes) == 1
 
 
+def note_ids(conn: duckdb.DuckDBPyConnection) -> list[int]:
+    return [int(row[0]) for row in conn.execute("SELECT id FROM notes ORDER BY id").fetchall()]
+
+
+@pytest.mark.trio
+async def test_statements_read_side_by_side_only_when_they_see_one_state(tmp_path):
+    """read_statements: results in order when nothing wrote meanwhile; None when a write ran
+    while they did (the caller then reads in one transaction), or when too few readers are
+    free; a single read always answers; an error is raised as itself."""
+    path = tmp_path / "caxton.duckdb"
+    with trio.fail_after(30):
+        async with open_store(path, migrations=[NOTES_V1], readers=3) as store:
+            await store.execute_write_fn(insert_note(1, "a"))
+            assert await store.read_statements([note_ids, count_notes]) == [[1], 1]
+            assert await store.read_statements([count_notes]) == [1]
+
+            # A write that commits while the first read is still running.
+            reading, written = threading.Event(), threading.Event()
+
+            def held_read(conn: duckdb.DuckDBPyConnection) -> list[int]:
+                reading.set()
+                assert written.wait(10)
+                return note_ids(conn)
+
+            async def write_meanwhile() -> None:
+                await trio.to_thread.run_sync(reading.wait, 10)
+                await store.execute_write_fn(insert_note(2, "b"))
+                written.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write_meanwhile)
+                assert await store.read_statements([held_read, count_notes]) is None
+            assert await store.read_statements([note_ids, count_notes]) == [[1, 2], 2]
+
+            # Two of three readers busy: two statements are not run side by side.
+            release = threading.Event()
+            async with trio.open_nursery() as nursery:
+                for _ in range(2):
+                    nursery.start_soon(store.execute_fn, lambda c: release.wait(10))
+                await trio.testing.wait_all_tasks_blocked()
+                assert await store.read_statements([note_ids, count_notes]) is None
+                assert await store.read_statements([count_notes]) == [2]
+                release.set()
+
+            def broken(conn: duckdb.DuckDBPyConnection) -> None:
+                conn.execute("SELECT * FROM no_such_table")
+
+            with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+                await store.read_statements([count_notes, broken])
+    with pytest.raises(StoreClosed):
+        await store.read_statements([count_notes])
+
+
 @pytest.mark.trio
 async def test_cancelled_queued_write_never_runs(tmp_path):
     path = tmp_path / "caxton.duckdb"
