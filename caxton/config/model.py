@@ -100,8 +100,13 @@ class DuckDBConfig:
         ),
     )
     threads: int = attrs.field(
-        default=2,
-        metadata=_help("DuckDB worker threads, set when the store opens (0 = number of cores)."),
+        default=1,
+        metadata=_help(
+            "DuckDB worker threads, set when the store opens (0 = number of cores). One by "
+            "default: the server's reads are small and many run at once, and a second thread "
+            "per statement only adds contention (bulk scans, such as the restart's content "
+            "check, take longer)."
+        ),
     )
 
 
