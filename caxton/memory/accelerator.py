@@ -314,13 +314,27 @@ class SearchAccelerator:
         Cancellation:
             Safe to cancel; nothing is written.
         """
-        if exact or not (self.enabled and self._ready):
+        if not self.ranks_in_process(exact=exact):
             return await self.store.execute_fn(
-                functools.partial(
-                    self.sql.search, query=vector, exact=exact, ef_search=self.ef_search, **filters
-                )
+                functools.partial(self.rank_in_sql, vector=vector, exact=exact, **filters)
             )
         return await self._in_index(lambda index: index.search(vector, **filters))
+
+    def ranks_in_process(self, *, exact: bool = False) -> bool:
+        """Whether :meth:`rank` answers from the mirror now (else with one SQL search)."""
+        return not exact and self.enabled and self._ready
+
+    def rank_in_sql(
+        self,
+        conn: Any,
+        *,
+        vector: NDArray[np.float32],
+        exact: bool = False,
+        **filters: Unpack[SearchFilters],
+    ) -> list[tuple[str, float]]:
+        """The SQL search :meth:`rank` runs when it does not answer from the mirror, as a
+        ``fn(conn)`` step (so a caller can read its hits in the same transaction)."""
+        return self.sql.search(conn, query=vector, exact=exact, ef_search=self.ef_search, **filters)
 
     async def _in_index(self, fn: Callable[[LayeredIndex], T]) -> T:
         index = self._index

@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar, Unpack
 
 import attrs
 import numpy as np
@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from caxton.errors import CaxtonError, Conflict, NotFound
 from caxton.latency import LatencyWindow
 from caxton.memory import queries, transfer, validation
-from caxton.memory.accelerator import HNSW_SAVE_INTERVAL_S, SearchAccelerator
+from caxton.memory.accelerator import HNSW_SAVE_INTERVAL_S, SearchAccelerator, SearchFilters
 from caxton.memory.entity_cache import DEFAULT_CACHE_BYTES, EntityCache
 from caxton.memory.errors import MemoryLimitExceeded
 from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD
@@ -749,16 +749,20 @@ class MemoryService:
                 ) from exc
             types = None if entity_types is None else list(entity_types)
             vector = await self.embedder.embed_one(text)
-            ranked = await self._accelerator.rank(
-                vector,
-                limit=limit,
-                min_similarity=min_similarity,
-                scope=wanted_scope,
-                agent=agent,
-                entity_types=types,
-                exact=exact,
-            )
-            found = await self._read_entities([name for name, _ in ranked])
+            filters: SearchFilters = {
+                "limit": limit,
+                "min_similarity": min_similarity,
+                "scope": wanted_scope,
+                "agent": agent,
+                "entity_types": types,
+            }
+            if self._accelerator.ranks_in_process(exact=exact):
+                ranked = await self._accelerator.rank(vector, **filters)
+                found = await self._read_entities([name for name, _ in ranked])
+            else:
+                ranked, found = await self.store.execute_fn(
+                    functools.partial(self._search_in_sql, vector=vector, exact=exact, **filters)
+                )
             hits = [
                 SearchHit(entity=found[name], similarity=score)
                 for name, score in ranked
@@ -771,6 +775,20 @@ class MemoryService:
             if current is not None:
                 current.set_attribute("caxton.memory.hits", len(hits))
             return hits
+
+    def _search_in_sql(
+        self,
+        conn: Connection,
+        *,
+        vector: NDArray[np.float32],
+        exact: bool,
+        **filters: Unpack[SearchFilters],
+    ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
+        """A search through the store's SQL and its hits' rows, in one transaction (on
+        PostgreSQL one connection checkout and commit, not two; the hits as the search saw
+        them)."""
+        ranked = self._accelerator.rank_in_sql(conn, vector=vector, exact=exact, **filters)
+        return ranked, self.sql.fetch_entities(conn, [name for name, _ in ranked])
 
     async def graph(self, name: str, *, max_depth: int = 2) -> Graph:
         """The entities around ``name`` up to ``max_depth`` relations away (both directions).

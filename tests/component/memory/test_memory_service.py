@@ -503,3 +503,37 @@ async def test_entities_read_side_by_side_match_the_one_statement_read(memory, c
     assert together["e1"].observations == ("zeta", "alpha", "n1")
     hits = await memory.search("zeta alpha n1", limit=count)
     assert {hit.entity.name: hit.entity for hit in hits} == together
+
+
+async def test_a_search_in_sql_reads_its_hits_in_the_same_transaction(memory):
+    """Without the in-process mirror (here: an exact search; on PostgreSQL every search) the
+    SQL search and its hits' rows are one store call: one transaction, one connection."""
+    await memory.create_entities(
+        [
+            NewEntity(name="Rex", entity_type="pet", observations=["a dog", "barks"]),
+            NewEntity(name="Tom", entity_type="pet", observations=["a cat"]),
+        ]
+    )
+    store = memory.store
+    calls = []
+    real_execute_fn, real_read_statements = store.execute_fn, store.read_statements
+
+    async def counting_execute_fn(fn):
+        calls.append(fn)
+        return await real_execute_fn(fn)
+
+    async def counting_read_statements(fns):
+        calls.append(fns)
+        return await real_read_statements(fns)
+
+    store.execute_fn, store.read_statements = counting_execute_fn, counting_read_statements
+    try:
+        hits = await memory.search("a dog that barks", limit=2, exact=True)
+    finally:
+        del store.execute_fn, store.read_statements
+    assert len(calls) == 1
+    assert [hit.entity.name for hit in hits] == ["Rex", "Tom"]
+    assert hits[0].entity.observations == ("a dog", "barks")
+    again = await memory.search("a dog that barks", limit=2)  # the mirror's way, if it has one
+    assert [hit.entity for hit in again] == [hit.entity for hit in hits]
+    assert [hit.similarity for hit in again] == pytest.approx([h.similarity for h in hits], 1e-5)
