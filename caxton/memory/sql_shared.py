@@ -319,28 +319,34 @@ class SQLStyle:
         observation rows)."""
         return EntityReads(
             parts=(
-                functools.partial(self._entity_rows, names=names),
-                functools.partial(self._observation_rows, names=names),
+                functools.partial(
+                    self._rows_named,
+                    columns=ENTITY_COLUMNS,
+                    table="memory_entities",
+                    column="name",
+                    names=names,
+                ),
+                functools.partial(
+                    self._rows_named,
+                    columns="entity, position, content",
+                    table="memory_observations",
+                    column="entity",
+                    names=names,
+                ),
             ),
             combine=lambda results: entities_from_rows(results[0], results[1]),
             together=functools.partial(self.fetch_entities, names=names),
         )
 
-    def _entity_rows(self, conn: Any, *, names: Sequence[str]) -> list[Any]:
+    def _rows_named(
+        self, conn: Any, *, columns: str, table: str, column: str, names: Sequence[str]
+    ) -> list[Any]:
+        """``columns`` of the rows of ``table`` whose ``column`` is one of ``names``."""
         if not names:
             return []
-        where, params = self.name_filter("name", names)
+        where, params = self.name_filter(column, names)
         rows: list[Any] = conn.execute(
-            f"SELECT {ENTITY_COLUMNS} FROM memory_entities WHERE {where}", params
-        ).fetchall()
-        return rows
-
-    def _observation_rows(self, conn: Any, *, names: Sequence[str]) -> list[Any]:
-        if not names:
-            return []
-        where, params = self.name_filter("entity", names)
-        rows: list[Any] = conn.execute(
-            f"SELECT entity, position, content FROM memory_observations WHERE {where}", params
+            f"SELECT {columns} FROM {table} WHERE {where}", params
         ).fetchall()
         return rows
 
