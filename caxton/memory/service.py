@@ -721,8 +721,10 @@ class MemoryService:
             Safe to cancel at any point; nothing is written.
 
         Resource handling:
-            One embedding (cached), one accelerator scan or SQL search, one read for the
-            entities (from the entity cache where it has them). The latency goes into the p99
+            One embedding (cached), then either an accelerator scan and one read for the
+            entities (from the entity cache where it has them; on DuckDB the entity and
+            observation rows side by side when two readers are free), or one store call for
+            the SQL search and its entities together. The latency goes into the p99
             window; with tracing on it runs in a ``search_memory`` span (issue #18).
         """
         with span(
