@@ -6,11 +6,14 @@ from __future__ import annotations
 import functools
 import secrets
 import shutil
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
+from a2a.types import a2a_pb2
 from servers import loopback_config, write_slow_agent
 
 from caxton.security.keys import KeyEntry, KeyRing, generate_key, hash_key, write_key_file
@@ -21,7 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import httpx
-    import trio
     from a2a.client import Client
     from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -91,7 +93,48 @@ async def start_a2a_server(
     return A2AServer(info=info, key=key, other_key=other, data_dir=base / "data")
 
 
-async def sdk_client(http: httpx.AsyncClient, base_url: str, agent: str) -> Client:
+async def sdk_client(
+    http: httpx.AsyncClient, base_url: str, agent: str, *, streaming: bool = False
+) -> Client:
     """The ``a2a-sdk`` client for ``agent``, from its card (read with ``http``'s headers)."""
     card = await A2ACardResolver(http, f"{base_url}/a2a/{agent}").get_agent_card()
-    return ClientFactory(ClientConfig(httpx_client=http, streaming=True)).create(card)
+    return ClientFactory(ClientConfig(httpx_client=http, streaming=streaming)).create(card)
+
+
+def user_message(text: str, *, context_id: str = "", **metadata: Any) -> a2a_pb2.Message:
+    """A user's message of one text part."""
+    message = a2a_pb2.Message(message_id=f"m-{time.monotonic_ns()}", role=a2a_pb2.ROLE_USER)
+    message.parts.add(text=text)
+    if context_id:
+        message.context_id = context_id
+    if metadata:
+        message.metadata.update(metadata)
+    return message
+
+
+async def follow_and_cancel(
+    follower: Client, canceller: Client, task_id: str, *, subscribe_within: float
+) -> tuple[list[a2a_pb2.StreamResponse], a2a_pb2.Task, float]:
+    """Follow task ``task_id`` with ``follower`` (a streaming client) and, once its first
+    event is in, cancel it with ``canceller``.
+
+    Returns:
+        The events followed until the stream ended, the cancelled task, and the seconds the
+        cancel took.
+    """
+    followed: list[a2a_pb2.StreamResponse] = []
+    subscribed = trio.Event()
+
+    async def follow() -> None:
+        async for event in follower.subscribe(a2a_pb2.SubscribeToTaskRequest(id=task_id)):
+            followed.append(event)
+            subscribed.set()
+
+    async with trio.open_nursery() as following:
+        following.start_soon(follow)
+        with trio.fail_after(subscribe_within):
+            await subscribed.wait()
+        before = time.monotonic()
+        canceled = await canceller.cancel_task(a2a_pb2.CancelTaskRequest(id=task_id))
+        took = time.monotonic() - before
+    return followed, canceled, took

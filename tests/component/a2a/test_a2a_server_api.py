@@ -4,7 +4,6 @@ stream, get, list, cancel, with authentication, audit and metrics; and bad input
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -18,7 +17,7 @@ from a2a.utils.errors import (
     TaskNotCancelableError,
     TaskNotFoundError,
 )
-from a2a_servers import start_a2a_server
+from a2a_servers import follow_and_cancel, sdk_client, start_a2a_server, user_message
 from google.protobuf import json_format
 from servers import read_response_head
 
@@ -27,16 +26,6 @@ if TYPE_CHECKING:
 
     from a2a.client import Client
     from a2a_servers import A2AServer
-
-
-def user_message(text: str, *, context_id: str = "", **metadata: Any) -> a2a_pb2.Message:
-    message = a2a_pb2.Message(message_id=f"m-{time.monotonic_ns()}", role=a2a_pb2.ROLE_USER)
-    message.parts.add(text=text)
-    if context_id:
-        message.context_id = context_id
-    if metadata:
-        message.metadata.update(metadata)
-    return message
 
 
 async def send(client: Client, text: str, **options: Any) -> list[a2a_pb2.StreamResponse]:
@@ -159,8 +148,7 @@ async def test_the_sdk_client_sends_streams_gets_lists_and_cancels(a2a_server: A
             assert len((await other.list_tasks(a2a_pb2.ListTasksRequest())).tasks) == 0
 
         # CancelTask stops the running call through its cancel scope
-        slow_card = await A2ACardResolver(http, f"{url}/a2a/slow").get_agent_card()
-        slow = ClientFactory(ClientConfig(httpx_client=http, streaming=False)).create(slow_card)
+        slow = await sdk_client(http, url, "slow")
         request = a2a_pb2.SendMessageRequest(message=user_message("work"))
         request.configuration.return_immediately = True
         (started,) = [e async for e in slow.send_message(request)]
@@ -170,23 +158,11 @@ async def test_the_sdk_client_sends_streams_gets_lists_and_cancels(a2a_server: A
             "TASK_STATE_WORKING",
         )
         # SubscribeToTask follows it from another stream until the cancel ends it
-        follower = ClientFactory(ClientConfig(httpx_client=http, streaming=True)).create(slow_card)
-        followed: list[a2a_pb2.StreamResponse] = []
-        subscribed = trio.Event()
-
-        async def follow() -> None:
-            request = a2a_pb2.SubscribeToTaskRequest(id=running.id)
-            async for event in follower.subscribe(request):
-                followed.append(event)
-                subscribed.set()
-
-        async with trio.open_nursery() as following:
-            following.start_soon(follow)
-            with trio.fail_after(5):
-                await subscribed.wait()
-            before = time.monotonic()
-            canceled = await slow.cancel_task(a2a_pb2.CancelTaskRequest(id=running.id))
-            assert time.monotonic() - before < 3
+        follower = await sdk_client(http, url, "slow", streaming=True)
+        followed, canceled, took = await follow_and_cancel(
+            follower, slow, running.id, subscribe_within=5
+        )
+        assert took < 3
         assert followed[0].task.id == running.id
         last = followed[-1].status_update.status
         assert a2a_pb2.TaskState.Name(last.state) == "TASK_STATE_CANCELED"

@@ -11,10 +11,9 @@ import httpx
 import psycopg
 import pytest
 import trio
-from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.types import a2a_pb2
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
-from a2a_servers import start_a2a_server
+from a2a_servers import follow_and_cancel, sdk_client, start_a2a_server, user_message
 from google.protobuf import json_format
 
 if TYPE_CHECKING:
@@ -25,23 +24,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 
-async def sdk_client(
-    http: httpx.AsyncClient, base_url: str, agent: str, *, streaming: bool = False
-) -> Client:
-    card = await A2ACardResolver(http, f"{base_url}/a2a/{agent}").get_agent_card()
-    return ClientFactory(ClientConfig(httpx_client=http, streaming=streaming)).create(card)
-
-
-def message(text: str, *, context_id: str = "") -> a2a_pb2.Message:
-    sent = a2a_pb2.Message(message_id=f"m-{time.monotonic_ns()}", role=a2a_pb2.ROLE_USER)
-    sent.parts.add(text=text)
-    if context_id:
-        sent.context_id = context_id
-    return sent
-
-
 async def send(client: Client, text: str, **options: str) -> a2a_pb2.Task:
-    request = a2a_pb2.SendMessageRequest(message=message(text, **options))
+    request = a2a_pb2.SendMessageRequest(message=user_message(text, **options))
     (event,) = [e async for e in client.send_message(request)]
     return event.task
 
@@ -114,7 +98,7 @@ async def test_two_instances_on_one_postgres_share_a2a_tasks(
         # a slow call running on A: B follows it, and cancels it; A's call stops
         slow_a = await sdk_client(http_a, a.url, "slow")
         slow_b = await sdk_client(http_b, b.url, "slow")
-        request = a2a_pb2.SendMessageRequest(message=message("work"))
+        request = a2a_pb2.SendMessageRequest(message=user_message("work"))
         request.configuration.return_immediately = True
         (started,) = [e async for e in slow_a.send_message(request)]
         running = started.task
@@ -124,23 +108,10 @@ async def test_two_instances_on_one_postgres_share_a2a_tasks(
             ):
                 await trio.sleep(0.05)
         assert seen.context_id == running.context_id
-        followed: list[a2a_pb2.StreamResponse] = []
-        subscribed = trio.Event()
-
         follower = await sdk_client(http_b, b.url, "slow", streaming=True)
-
-        async def follow() -> None:
-            async for event in follower.subscribe(a2a_pb2.SubscribeToTaskRequest(id=running.id)):
-                followed.append(event)
-                subscribed.set()
-
-        async with trio.open_nursery() as following:
-            following.start_soon(follow)
-            with trio.fail_after(10):
-                await subscribed.wait()
-            before = time.monotonic()
-            canceled = await slow_b.cancel_task(a2a_pb2.CancelTaskRequest(id=running.id))
-            took = time.monotonic() - before
+        followed, canceled, took = await follow_and_cancel(
+            follower, slow_b, running.id, subscribe_within=10
+        )
         assert took < 3, took  # the WASM guest works for 20 s unless stopped
         assert state(canceled) == "TASK_STATE_CANCELED"
         assert followed[0].task.id == running.id
