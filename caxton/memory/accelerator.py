@@ -324,6 +324,10 @@ class SearchAccelerator:
         """Whether :meth:`rank` answers from the mirror now (else with one SQL search)."""
         return not exact and self.enabled and self._ready
 
+    def holds(self, name: str) -> bool:
+        """Whether the mirror has an entry for ``name`` (whatever its state)."""
+        return name in self._index
+
     def rank_in_sql(
         self,
         conn: Any,

@@ -50,7 +50,7 @@ from caxton.memory.sql_shared import EntityReads, from_db_time
 from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Collection, Iterator, Sequence
 
     from numpy.typing import NDArray
     from qdrant_client import models
@@ -276,9 +276,15 @@ def fetch_relations(
 
 
 def write_entities(
-    conn: QdrantConnection, entities: Sequence[Entity], vectors: NDArray[np.float32]
+    conn: QdrantConnection,
+    entities: Sequence[Entity],
+    vectors: NDArray[np.float32],
+    *,
+    new: Collection[str] = (),
 ) -> None:
-    """Insert or replace entities: each point (vector and whole payload) is upserted."""
+    """Insert or replace entities: each point (vector and whole payload) is upserted (so
+    ``new`` changes nothing here)."""
+    del new
     if not entities:
         return
     m = _models()

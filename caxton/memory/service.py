@@ -19,6 +19,7 @@ plan are :mod:`caxton.memory.transfer`. This module is the shell that runs them 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import functools
@@ -83,6 +84,9 @@ MAX_REPLANS = 10
 COUNTS_REFRESH_S = 5.0
 #: The pause before planning again grows by up to this much with each try (seconds).
 REPLAN_PAUSE_S = 0.02
+#: How many entity names the service remembers the last change of (see _changed_since);
+#: past that it forgets them all and treats every earlier plan as possibly stale.
+CHANGE_LOG_NAMES = 4096
 
 
 def _now() -> dt.datetime:
@@ -163,6 +167,14 @@ class MemoryService:
         self._write_lock = trio.Lock()
         #: moves with every commit that may change entities (see _commit_group)
         self._entity_epoch = 0
+        #: the epoch of the latest change of each recently changed name
+        self._changed_at: dict[str, int] = {}
+        #: up to this epoch any entity may have changed (unnamed changes, a forgotten log)
+        self._all_changed_at = 0
+        #: names of the commits sent to the store that the accelerator has not followed yet
+        #: (one count per commit), and how many such commits did not name what they touch
+        self._unfollowed: collections.Counter[str] = collections.Counter()
+        self._unfollowed_unnamed = 0
         self._accelerator = SearchAccelerator(
             store,
             embedder.dim,
@@ -281,12 +293,19 @@ class MemoryService:
         cache up to date: ``upsert`` and ``remove`` name what changed (neither, with
         ``changes_entities``: any entity may have changed; without it, relations only)."""
         change = _Change(upsert=upsert, remove=remove, changes_entities=changes_entities)
-        return await self._commit_changes(write, lambda _: change)
+        return await self._commit_changes(
+            write, lambda _: change, touching=change.names() if changes_entities else []
+        )
 
     async def _commit_changes(
-        self, write: Callable[[Connection], T], changed: Callable[[T], _Change]
+        self,
+        write: Callable[[Connection], T],
+        changed: Callable[[T], _Change],
+        *,
+        touching: Sequence[str] | None,
     ) -> T:
-        """As :meth:`_commit`, with what changed told by ``changed(write's result)``."""
+        """As :meth:`_commit`, with what changed told by ``changed(write's result)``, among
+        the entity names ``touching`` (None: any)."""
 
         def write_and_count(conn: Connection) -> tuple[T, tuple[int, int]]:
             self.sql.lock_writes(conn)
@@ -296,22 +315,68 @@ class MemoryService:
 
         # Shielded: once the write is queued it commits, and the accelerator must follow it.
         with trio.CancelScope(shield=True):
+            if touching is None:
+                self._unfollowed_unnamed += 1
+            else:
+                self._unfollowed.update(touching)
             try:
-                result, totals = await self.store.execute_write_fn(write_and_count)
-            except MemoryLimitExceeded as exc:
-                self._entity_count = exc.current  # counted in the refused write
-                raise
-            change = changed(result)
-            if change.changes_entities:
-                self._entity_epoch += 1
-            if self._entity_cache is not None and change.changes_entities:
-                self._entity_cache.invalidate(change.names())
-            self._entity_count, self._relation_count = totals
-            await self._accelerator.follow(upsert=change.upsert, remove=change.remove)
+                try:
+                    result, totals = await self.store.execute_write_fn(write_and_count)
+                except MemoryLimitExceeded as exc:
+                    self._entity_count = exc.current  # counted in the refused write
+                    raise
+                change = changed(result)
+                if change.changes_entities:
+                    self._entity_epoch += 1
+                    self._note_changed(change.names())
+                if self._entity_cache is not None and change.changes_entities:
+                    self._entity_cache.invalidate(change.names())
+                self._entity_count, self._relation_count = totals
+                await self._accelerator.follow(upsert=change.upsert, remove=change.remove)
+            finally:
+                if touching is None:
+                    self._unfollowed_unnamed -= 1
+                else:
+                    self._unfollowed.subtract(touching)
+                    for name in touching:
+                        if self._unfollowed[name] <= 0:
+                            del self._unfollowed[name]
         return result
 
+    def _note_changed(self, names: list[str] | None) -> None:
+        """Remember that ``names`` (None: any entity) changed at the current epoch."""
+        if names is None or len(self._changed_at) + len(names) > CHANGE_LOG_NAMES:
+            self._changed_at.clear()
+            self._all_changed_at = self._entity_epoch
+        else:
+            self._changed_at.update(dict.fromkeys(names, self._entity_epoch))
+
+    def _changed_since(self, names: Sequence[str], epoch: int) -> bool:
+        """Whether a commit of this service may have changed any of ``names`` after the
+        entity epoch was ``epoch``."""
+        if self._all_changed_at > epoch:
+            return True
+        changed_at = self._changed_at
+        return any(changed_at.get(name, -1) > epoch for name in names)
+
+    def _maybe_stored(self, names: Sequence[str]) -> Sequence[str]:
+        """``names`` less those the accelerator shows are not stored.
+
+        While it is ready, the accelerator's mirror holds every stored entity (each is written
+        with its embedding) but those of commits on their way to it, so a name it lacks that
+        no such commit names is not in the store: a new entity's plan needs no read. With a
+        commit on its way that does not name what it touches: ``names`` as they are.
+        """
+        if self._unfollowed_unnamed or not self._accelerator.ranks_in_process():
+            return names
+        unfollowed = self._unfollowed
+        holds = self._accelerator.holds
+        return [name for name in names if name in unfollowed or holds(name)]
+
     async def _read_entities(self, names: Sequence[str]) -> dict[str, Entity]:
-        """The stored entities among ``names``, from the entity cache where it has them."""
+        """The stored entities among ``names``, from the entity cache where it has them (and
+        none of those the accelerator shows are not stored)."""
+        names = self._maybe_stored(names)
         cache = self._entity_cache
         if cache is None:
             return await self._fetch_entities(names)
@@ -457,9 +522,11 @@ class MemoryService:
 
     async def _commit_group(self, group: list[_EntityWrite]) -> None:
         # A plan is re-read in the write only if something may have changed its entities since
-        # it read them: another instance (a shared store), or a commit of this service (the
-        # epoch moved). Held under the write lock, so the epoch cannot move meanwhile.
-        unsure = [job for job in group if self.store.shared or job.epoch != self._entity_epoch]
+        # it read them: another instance (a shared store), or a commit of this service that
+        # touched them. Held under the write lock, so no commit lands meanwhile.
+        unsure = [
+            job for job in group if self.store.shared or self._changed_since(job.names, job.epoch)
+        ]
         names = list(dict.fromkeys(name for job in unsure for name in job.names))
 
         def write(conn: Connection) -> list[_EntityWrite]:
@@ -486,10 +553,12 @@ class MemoryService:
                 written.update(job.names)
                 accepted.append(job)
             if accepted:
+                # a created name was absent from what its job's plan read, which still holds
                 self.sql.write_entities(
                     conn,
                     [entity for job in accepted for entity in job.plan.writes],
                     np.concatenate([job.vectors for job in accepted]),
+                    new={name for job in accepted for name in job.plan.created},
                 )
             return accepted
 
@@ -501,7 +570,9 @@ class MemoryService:
             return _Change(upsert=(entities, vectors))
 
         try:
-            await self._commit_changes(write, change)
+            await self._commit_changes(
+                write, change, touching=[name for job in group for name in job.names]
+            )
         except BaseException as exc:
             for job in group:
                 job.error = job.error or exc
@@ -566,7 +637,7 @@ class MemoryService:
             if self.store.shared and self.sql.fetch_entities(conn, names) != based_on:
                 raise _PlannedOnStale
             self._check_room(conn, adding)
-            self.sql.write_entities(conn, plan.writes, vectors)
+            self.sql.write_entities(conn, plan.writes, vectors, new=plan.created)
             self.sql.write_relations(conn, relations)
 
         await self._commit(write, upsert=(plan.writes, vectors))

@@ -25,7 +25,7 @@ import numpy as np
 from caxton.memory.model import EMBEDDING_DIM
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Collection, Iterator, Sequence
 
     from numpy.typing import NDArray
 
@@ -69,9 +69,15 @@ class MemorySQL(Protocol):
         ...
 
     def write_entities(
-        self, conn: Any, entities: Sequence[Entity], vectors: NDArray[np.float32]
+        self,
+        conn: Any,
+        entities: Sequence[Entity],
+        vectors: NDArray[np.float32],
+        *,
+        new: Collection[str] = (),
     ) -> None:
-        """Insert or replace entities with their observations and embeddings."""
+        """Insert or replace entities with their observations and embeddings (``new``: names
+        known not to be stored, whose old rows need not be looked for)."""
         ...
 
     def delete_entity(self, conn: Any, name: str) -> tuple[bool, int]:

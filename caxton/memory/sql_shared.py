@@ -291,6 +291,8 @@ class SQLStyle:
     def remove_entity_rows(self, conn: Any, names: Sequence[str]) -> None:
         """Delete the entity, observation and embedding rows of ``names`` (relations stay),
         so that a write can insert them afresh."""
+        if not names:
+            return
         for table, column in _ENTITY_TABLES:
             conn.execute(f"DELETE FROM {table} WHERE {self.any_of(column)}", [list(names)])
 

@@ -7,6 +7,8 @@ import pytest
 import trio
 
 from caxton.memory import MemoryLimitExceeded, NewEntity
+from caxton.memory import service as service_module
+from caxton.memory.transfer import ImportData
 
 pytestmark = pytest.mark.trio
 
@@ -153,13 +155,94 @@ class CountingSQL:
         return self.sql.entity_reads(names)
 
 
-async def test_a_lone_create_reads_its_entities_once_unless_the_store_is_shared(memory):
+async def test_a_create_reads_its_entities_only_where_the_mirror_cannot_answer(memory):
     counting = CountingSQL(memory.sql)
     memory.sql = counting
     try:
         await memory.create_entity(note("lone", "a lone write"))
+        reads_new = counting.reads
+        await memory.create_entity(note("lone", "a merge"))
+        reads_merge = counting.reads - reads_new
     finally:
         memory.sql = counting.sql
-    # The plan's read; a shared store's other instances may write meanwhile, so the write
-    # reads again there.
-    assert counting.reads == (2 if memory.store.shared else 1)
+    assert (await memory.get_entity("lone")).observations == ("a lone write", "a merge")
+    if memory.store.shared:
+        # Other instances may write meanwhile: the plan's read, and again in the write.
+        assert (reads_new, reads_merge) == (2, 2)
+    elif memory.accelerator:
+        # The mirror holds every stored name: a new one needs no read, a merge its old state.
+        assert (reads_new, reads_merge) == (0, 1)
+    else:
+        assert (reads_new, reads_merge) == (1, 1)
+
+
+async def test_a_name_created_elsewhere_while_a_create_plans_is_merged_into(memory):
+    """The plan found no entity (through the mirror where there is one); an import created it
+    before the write: the write sees that, plans again and merges."""
+    planned = trio.Event()
+    release = trio.Event()
+    embed = memory.embedder.embed
+
+    async def held_embed(texts, **kwargs):
+        if any("from the create" in text for text in texts) and not release.is_set():
+            planned.set()
+            await release.wait()
+        return await embed(texts, **kwargs)
+
+    memory.embedder.embed = held_embed
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(memory.create_entity, note("contested", "from the create"))
+                await planned.wait()  # planned as a new entity
+                data = ImportData(entities=(note("contested", "from the import"),), relations=())
+                await memory.import_data(data)
+                release.set()
+    finally:
+        del memory.embedder.embed
+    stored = await memory.get_entity("contested")
+    assert stored.observations == ("from the import", "from the create")
+    assert memory.statistics().entity_count == 1
+
+
+async def test_a_committed_entity_is_found_before_the_mirror_has_followed(memory):
+    """Between a commit and the accelerator following it the mirror lacks the new name: a
+    read then goes to the store."""
+    committed = trio.Event()
+    release = trio.Event()
+    accelerator = memory._accelerator
+    follow = accelerator.follow
+
+    async def held_follow(**kwargs):
+        committed.set()
+        await release.wait()
+        await follow(**kwargs)
+
+    accelerator.follow = held_follow
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(memory.create_entity, note("early", "committed, not followed"))
+                await committed.wait()
+                found = await memory.get_entity("early")
+                release.set()
+    finally:
+        del accelerator.follow
+    assert found.observations == ("committed, not followed",)
+    assert (await memory.search("committed, not followed", limit=1))[0].entity.name == "early"
+
+
+async def test_the_change_log_forgets_by_treating_every_older_plan_as_stale(memory, monkeypatch):
+    monkeypatch.setattr(service_module, "CHANGE_LOG_NAMES", 3)
+    epoch = memory._entity_epoch
+    memory._entity_epoch += 1
+    memory._note_changed(["a", "b"])
+    assert memory._changed_since(["a"], epoch)
+    assert not memory._changed_since(["c"], epoch)
+    memory._entity_epoch += 1
+    memory._note_changed(["c", "d"])  # past the log's size: forgotten, all count as changed
+    assert memory._changed_since(["z"], epoch + 1)
+    assert not memory._changed_since(["z"], memory._entity_epoch)
+    memory._entity_epoch += 1
+    memory._note_changed(None)  # any entity
+    assert memory._changed_since(["y"], memory._entity_epoch - 1)
