@@ -7,8 +7,9 @@ index (``vector_cosine_ops``). Lists are passed as array parameters and expanded
 literals (``'[0.1,...]'``), cast in SQL.
 
 Search runs here, not in a process-local mirror, because other instances write to the same
-tables: ``ORDER BY embedding <=> q`` through the HNSW index with ``hnsw.ef_search`` set for
-the transaction, and ``hnsw.iterative_scan = relaxed_order`` so a filtered search keeps
+tables: ``ORDER BY embedding <=> q`` through the HNSW index with ``hnsw.ef_search`` set (for
+the transaction; outside one, for the connection's session, once per connection and value),
+and ``hnsw.iterative_scan = relaxed_order`` so a filtered search keeps
 scanning until it has ``limit`` visible hits (re-sorted afterwards, since relaxed order may
 return them slightly out of order). ``exact=True`` orders by the similarity itself, which no
 index can serve: a full scan. Search statements are never prepared: a prepared plan may keep
@@ -21,9 +22,11 @@ PostgreSQL's :data:`STYLE`.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
+import psycopg
 
 from caxton.memory import sql_shared
 from caxton.memory.index import IndexEntry
@@ -38,7 +41,6 @@ from caxton.memory.types import Scope
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Sequence
 
-    import psycopg
     from numpy.typing import NDArray
 
     from caxton.memory.maintenance import DatabaseSpace
@@ -131,6 +133,36 @@ def write_relations(conn: Connection, relations: Sequence[Relation]) -> None:
     )
 
 
+#: The ``hnsw.ef_search`` each pooled connection's session has, by (connection id, server
+#: process id): a search outside a transaction sets it only when it differs.
+_session_ef_search: dict[tuple[int, int], int] = {}
+_session_lock = threading.Lock()
+#: Forget them all past this many (connections closed since leave their entries behind).
+_SESSION_MEMO_SIZE = 1024
+
+
+def _set_ef_search(conn: Connection, ef_search: int) -> None:
+    """Give the search that follows ``ef_search`` candidates and the iterative scan: for the
+    transaction inside one; else for the session, remembered so that the next search on
+    this connection with the same value sends nothing."""
+    settings = (
+        "SELECT set_config('hnsw.ef_search', %s, {local}), "
+        "set_config('hnsw.iterative_scan', 'relaxed_order', {local})"
+    )
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.execute(settings.format(local="true"), [str(ef_search)])
+        return
+    key = (id(conn), conn.info.backend_pid)
+    with _session_lock:
+        if _session_ef_search.get(key) == ef_search:
+            return
+    conn.execute(settings.format(local="false"), [str(ef_search)])  # committed at once
+    with _session_lock:
+        if len(_session_ef_search) >= _SESSION_MEMO_SIZE:
+            _session_ef_search.clear()
+        _session_ef_search[key] = ef_search
+
+
 def _search_rows(conn: Connection, search: sql_shared.SimilaritySearch) -> list[Any]:
     """Through the HNSW index (``ef_search`` candidates, at least ``limit``; iterative scan
     fills a filtered search), or a full scan with ``exact``.
@@ -147,11 +179,7 @@ def _search_rows(conn: Connection, search: sql_shared.SimilaritySearch) -> list[
             "ORDER BY similarity DESC, entity LIMIT %(limit)s"
         )
     else:
-        conn.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), "
-            "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-            [str(max(search.ef_search, search.limit))],
-        )
+        _set_ef_search(conn, max(search.ef_search, search.limit))
         sql = (
             "WITH hits AS MATERIALIZED (SELECT entity, "
             "embedding <=> %(query)s::vector AS distance FROM memory_embeddings "

@@ -833,9 +833,12 @@ class MemoryService:
                 ranked = await self._accelerator.rank(vector, **filters)
                 found = await self._read_entities([name for name, _ in ranked])
             else:
-                ranked, found = await self.store.execute_fn(
-                    functools.partial(self._search_in_sql, vector=vector, exact=exact, **filters)
+                search_and_read = functools.partial(
+                    self._search_in_sql, vector=vector, exact=exact, **filters
                 )
+                results = await self.store.read_statements([search_and_read])
+                assert results is not None  # a single read always has its result
+                ranked, found = results[0]
             hits = [
                 SearchHit(entity=found[name], similarity=score)
                 for name, score in ranked
@@ -857,9 +860,10 @@ class MemoryService:
         exact: bool,
         **filters: Unpack[SearchFilters],
     ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
-        """A search through the store's SQL and its hits' rows, in one transaction (on
-        PostgreSQL one connection checkout and commit, not two; the hits as the search saw
-        them)."""
+        """A search through the store's SQL and its hits' rows, in one store call outside a
+        transaction (on PostgreSQL one connection checkout and two statements, where a
+        transaction would add BEGIN, COMMIT and the settings' round trip; a hit deleted
+        between the two statements is left out of the results)."""
         ranked = self._accelerator.rank_in_sql(conn, vector=vector, exact=exact, **filters)
         return ranked, self.sql.fetch_entities(conn, [name for name, _ in ranked])
 

@@ -430,11 +430,13 @@ class PostgresStore:
     # ----------------------------------------------------------------------------- calls
 
     async def read_statements(self, fns: Sequence[Callable[[Connection], T]]) -> list[T] | None:
-        """A single read in :meth:`execute_fn`; None for several (one round trip in one
-        transaction costs less here than reads side by side)."""
+        """A single read as :meth:`execute_fn`, but outside a transaction (each statement its
+        own snapshot; no ``BEGIN`` and ``COMMIT`` round trips, nor their cost in the GIL);
+        None for several (one call costs less here than reads side by side)."""
         if len(fns) != 1:
             return None
-        return [await self.execute_fn(fns[0])]
+        self._reads_total += 1
+        return [await self._call(fns[0], read_only=True, transaction=False)]
 
     async def execute_fn(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in a worker thread, inside a read-only transaction.
@@ -478,15 +480,17 @@ class PostgresStore:
         """
         await self._call(_select_one, read_only=True)
 
-    async def _call(self, fn: Callable[[Connection], T], *, read_only: bool) -> T:
+    async def _call(
+        self, fn: Callable[[Connection], T], *, read_only: bool, transaction: bool = True
+    ) -> T:
         if not self._open:
             raise PostgresStoreClosed(self.where)
         with self._probe.call():
             return await trio.to_thread.run_sync(
-                self._run_call, fn, read_only, limiter=self._limiter
+                self._run_call, fn, read_only, transaction, limiter=self._limiter
             )
 
-    def _run_call(self, fn: Callable[[Connection], T], read_only: bool) -> T:
+    def _run_call(self, fn: Callable[[Connection], T], read_only: bool, transaction: bool) -> T:
         pool = self._pool
         if pool is None:
             raise PostgresStoreClosed(self.where)
@@ -495,7 +499,7 @@ class PostgresStore:
             try:
                 with pool.connection(timeout=min(wait_s, self.connect_timeout_s)) as conn:
                     self._pool_lagging = False
-                    return _in_transaction(conn, fn, read_only)
+                    return _in_transaction(conn, fn, read_only, transaction)
             except PoolTimeout:
                 # No pooled connection came: the server stopped answering, or the pool is
                 # still waiting out its reconnect backoff (1, 2, 4 ... s) after it did. A
@@ -503,7 +507,7 @@ class PostgresStore:
                 # and serves this call if PostgreSQL answers.
                 with psycopg.connect(self.url, autocommit=True, **self._connect_kwargs()) as conn:
                     self._pool_lagging = True
-                    return _in_transaction(conn, fn, read_only)
+                    return _in_transaction(conn, fn, read_only, transaction)
         except PoolTimeout as exc:
             self._unavailable_total += 1
             raise StorageUnavailable(
@@ -535,7 +539,13 @@ class PostgresStore:
         )
 
 
-def _in_transaction(conn: Connection, fn: Callable[[Connection], T], read_only: bool) -> T:
+def _in_transaction(
+    conn: Connection, fn: Callable[[Connection], T], read_only: bool, transaction: bool
+) -> T:
+    """``fn(conn)`` in a transaction (read-only with ``read_only``), or without one on the
+    autocommit connection."""
+    if not transaction:
+        return fn(conn)
     conn.read_only = read_only
     with conn.transaction():
         return fn(conn)

@@ -505,9 +505,9 @@ async def test_entities_read_side_by_side_match_the_one_statement_read(memory, c
     assert {hit.entity.name: hit.entity for hit in hits} == together
 
 
-async def test_a_search_in_sql_reads_its_hits_in_the_same_transaction(memory):
+async def test_a_search_in_sql_reads_its_hits_in_the_same_store_call(memory):
     """Without the in-process mirror (here: an exact search; on PostgreSQL every search) the
-    SQL search and its hits' rows are one store call: one transaction, one connection."""
+    SQL search and its hits' rows are one store call: one connection, no transaction."""
     await memory.create_entities(
         [
             NewEntity(name="Rex", entity_type="pet", observations=["a dog", "barks"]),
@@ -516,15 +516,21 @@ async def test_a_search_in_sql_reads_its_hits_in_the_same_transaction(memory):
     )
     store = memory.store
     calls = []
+    inside = []  # a store's read_statements may answer through its own execute_fn
     real_execute_fn, real_read_statements = store.execute_fn, store.read_statements
 
     async def counting_execute_fn(fn):
-        calls.append(fn)
+        if not inside:
+            calls.append(fn)
         return await real_execute_fn(fn)
 
     async def counting_read_statements(fns):
         calls.append(fns)
-        return await real_read_statements(fns)
+        inside.append(True)
+        try:
+            return await real_read_statements(fns)
+        finally:
+            inside.pop()
 
     store.execute_fn, store.read_statements = counting_execute_fn, counting_read_statements
     try:

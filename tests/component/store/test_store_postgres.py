@@ -18,6 +18,7 @@ from postgres import load_postgres_tool
 from psycopg import sql
 
 from caxton.errors import ServiceUnavailable, StartupError
+from caxton.memory import postgres_sql
 from caxton.store import Migration
 from caxton.store.errors import (
     PostgresAuthFailed,
@@ -127,6 +128,52 @@ async def test_a_failed_write_rolls_back_and_reads_cannot_write(postgres_url: st
                 return int(row[0])
 
             assert await store.execute_fn(count) == 1
+
+
+async def test_a_single_read_statement_runs_outside_a_transaction(postgres_url: str) -> None:
+    """``read_statements`` of one fn: autocommit, so no BEGIN and COMMIT round trips (a read
+    through ``execute_fn`` keeps its read-only transaction)."""
+
+    def status(conn: psycopg.Connection) -> psycopg.pq.TransactionStatus:
+        conn.execute("SELECT 1").fetchone()
+        return conn.info.transaction_status
+
+    with trio.fail_after(30):
+        async with open_postgres_store(postgres_url, migrations=NOTES) as store:
+            assert await store.read_statements([status]) == [psycopg.pq.TransactionStatus.IDLE]
+            assert await store.execute_fn(status) == psycopg.pq.TransactionStatus.INTRANS
+            assert await store.read_statements([status, status]) is None
+            assert store.statistics().reads_total == 2
+
+
+async def test_the_hnsw_settings_stay_on_a_session_only_outside_a_transaction(
+    postgres_url: str,
+) -> None:
+    """A search outside a transaction sets ``hnsw.ef_search`` for the connection's session
+    once (the next search with the same value sends nothing); inside one, for it alone."""
+
+    def show(conn: psycopg.Connection) -> str:
+        row = conn.execute("SHOW hnsw.ef_search").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def set_then_show(ef_search: int, conn: psycopg.Connection) -> str:
+        postgres_sql._set_ef_search(conn, ef_search)
+        return show(conn)
+
+    with trio.fail_after(30):
+        # one connection, so that every call below finds the session the one before left
+        async with open_postgres_store(postgres_url, migrations=ITEMS, pool_size=1) as store:
+            single = store.read_statements
+            assert await single([functools.partial(set_then_show, 123)]) == ["123"]
+            assert await single([show]) == ["123"]
+            assert await store.execute_fn(functools.partial(set_then_show, 77)) == "77"
+            assert await single([show]) == ["123"]  # the transaction's own value went with it
+            # Remembered per connection: the same value again sends nothing (the session's
+            # value, changed behind the memo's back, stays), another value is set.
+            await single([lambda conn: conn.execute("SET hnsw.ef_search = 50")])
+            assert await single([functools.partial(set_then_show, 123)]) == ["50"]
+            assert await single([functools.partial(set_then_show, 200)]) == ["200"]
 
 
 async def test_two_instances_starting_together_migrate_once(postgres_url: str) -> None:
