@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
@@ -69,6 +70,11 @@ POOL_WAIT_S = 1.0
 #: The wait instead while the pool lags behind a server that answers again: calls connect on
 #: their own at once until the pool hands out connections again.
 LAGGING_POOL_WAIT_S = 0.05
+
+#: A read is handed a pooled connection that served a call this recently without checking
+#: it first (the check is a round trip of its own); if that connection turns out dead, the
+#: read runs again on a checked one (a read changes nothing). Writes are always checked.
+CHECK_AFTER_IDLE_S = 1.0
 
 #: The migrations table on PostgreSQL (the DuckDB store's, in PostgreSQL's types).
 SCHEMA_MIGRATIONS_DDL = """
@@ -176,6 +182,8 @@ class PostgresStore:
         )
         # the pool had no connection when a connection of the call's own did (after an outage)
         self._pool_lagging = False
+        # when each pooled connection (by id) last served a call (see CHECK_AFTER_IDLE_S)
+        self._last_used: dict[int, float] = {}
         self._pool: ConnectionPool[Connection] | None = None
         self._open = False
         self._ran = False
@@ -264,7 +272,7 @@ class PostgresStore:
             kwargs={"autocommit": True, **self._connect_kwargs()},
             open=False,
             timeout=self.connect_timeout_s,
-            check=ConnectionPool.check_connection,
+            check=None,  # checked in _serve, where it is known whether the call may skip it
             name=f"caxton {self.where}",
         )
         try:
@@ -497,9 +505,16 @@ class PostgresStore:
         wait_s = LAGGING_POOL_WAIT_S if self._pool_lagging else POOL_WAIT_S
         try:
             try:
-                with pool.connection(timeout=min(wait_s, self.connect_timeout_s)) as conn:
-                    self._pool_lagging = False
-                    return _in_transaction(conn, fn, read_only, transaction)
+                # a dead connection is dropped by the pool when it comes back; take another
+                for attempt in range(self.pool_size + 1):
+                    try:
+                        with pool.connection(timeout=min(wait_s, self.connect_timeout_s)) as conn:
+                            self._pool_lagging = False
+                            return self._serve(conn, fn, read_only, transaction)
+                    except _DeadConnection as dead:
+                        if attempt == self.pool_size:
+                            raise dead.error from None
+                raise AssertionError("unreachable: the last attempt returns or raises")
             except PoolTimeout:
                 # No pooled connection came: the server stopped answering, or the pool is
                 # still waiting out its reconnect backoff (1, 2, 4 ... s) after it did. A
@@ -516,6 +531,35 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             self._unavailable_total += 1
             raise StorageUnavailable(self.where, _first_line(exc)) from exc
+
+    def _serve(
+        self, conn: Connection, fn: Callable[[Connection], T], read_only: bool, transaction: bool
+    ) -> T:
+        """Run the call on a pooled connection: checked first (a round trip) unless it is a
+        read on a connection used within :data:`CHECK_AFTER_IDLE_S`.
+
+        Raises:
+            _DeadConnection: the check failed, or the unchecked read found the connection
+                dead; nothing was changed, another connection may serve the call.
+        """
+        key = id(conn)
+        used = self._last_used.get(key)
+        unchecked = read_only and used is not None and time.monotonic() - used < CHECK_AFTER_IDLE_S
+        if not unchecked:
+            try:
+                ConnectionPool.check_connection(conn)
+            except psycopg.OperationalError as exc:
+                raise _DeadConnection(exc) from exc
+        try:
+            result = _in_transaction(conn, fn, read_only, transaction)
+        except psycopg.OperationalError as exc:
+            if unchecked and conn.broken:
+                raise _DeadConnection(exc) from exc
+            raise
+        if len(self._last_used) > 4 * self.pool_size:  # ids of connections closed since
+            self._last_used.clear()
+        self._last_used[key] = time.monotonic()
+        return result
 
     # ----------------------------------------------------------------------------- checks
 
@@ -537,6 +581,14 @@ class PostgresStore:
             unavailable_total=self._unavailable_total + self._probe.refused_total,
             schema_versions=dict(self._schema_versions),
         )
+
+
+class _DeadConnection(Exception):
+    """A pooled connection was found dead before the call changed anything."""
+
+    def __init__(self, error: psycopg.OperationalError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _in_transaction(

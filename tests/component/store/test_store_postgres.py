@@ -334,16 +334,32 @@ async def test_a_statement_over_the_timeout_is_storage_unavailable(postgres_url:
             nursery.cancel_scope.cancel()
 
 
+def kill_caxton_connections(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'caxton'"
+        )
+
+
 async def test_killed_connections_are_replaced(postgres_url: str) -> None:
+    """A read right after its connection was used is not checked first; found dead, it runs
+    again on another. A write's connection is checked before it starts."""
     with trio.fail_after(30):
-        async with open_postgres_store(postgres_url, pool_size=2) as store:
+        async with open_postgres_store(postgres_url, migrations=NOTES, pool_size=2) as store:
             assert await store.execute_fn(lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)
-            with psycopg.connect(postgres_url, autocommit=True) as admin:
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name = 'caxton'"
-                )
+            kill_caxton_connections(postgres_url)
             assert await store.execute_fn(lambda conn: conn.execute("SELECT 2").fetchone()) == (2,)
+            kill_caxton_connections(postgres_url)
+            assert await store.read_statements([select_one]) == [(1,)]
+            kill_caxton_connections(postgres_url)
+            await store.execute_write_fn(
+                lambda conn: conn.execute("INSERT INTO notes (id, body) VALUES (9, 'kept')")
+            )
+            assert await store.execute_fn(
+                lambda conn: conn.execute("SELECT body FROM notes WHERE id = 9").fetchone()
+            ) == ("kept",)
+            assert store.statistics().unavailable_total == 0
 
 
 def test_redact_drops_the_password() -> None:
