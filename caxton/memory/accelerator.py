@@ -340,6 +340,20 @@ class SearchAccelerator:
         ``fn(conn)`` step (so a caller can read its hits in the same transaction)."""
         return self.sql.search(conn, query=vector, exact=exact, ef_search=self.ef_search, **filters)
 
+    def read_in_sql(
+        self,
+        conn: Any,
+        *,
+        vector: NDArray[np.float32],
+        exact: bool = False,
+        **filters: Unpack[SearchFilters],
+    ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
+        """:meth:`rank_in_sql` and the hits' entities, as the dialect's ``search_entities``
+        (on PostgreSQL one statement)."""
+        return self.sql.search_entities(
+            conn, query=vector, exact=exact, ef_search=self.ef_search, **filters
+        )
+
     async def _in_index(self, fn: Callable[[LayeredIndex], T]) -> T:
         index = self._index
         return await trio.to_thread.run_sync(fn, index, limiter=self._index_limiter)

@@ -164,7 +164,16 @@ def _set_ef_search(conn: Connection, ef_search: int) -> None:
 
 
 def _search_rows(conn: Connection, search: sql_shared.SimilaritySearch) -> list[Any]:
-    """Through the HNSW index (``ef_search`` candidates, at least ``limit``; iterative scan
+    """The (entity, similarity) rows of :func:`_search_statement`, best first."""
+    sql, params = _search_statement(conn, search)
+    return conn.execute(sql, params, prepare=False).fetchall()
+
+
+def _search_statement(
+    conn: Connection, search: sql_shared.SimilaritySearch
+) -> tuple[str, dict[str, object]]:
+    """The search statement, ``(entity, similarity)`` rows best first, and its parameters:
+    through the HNSW index (``ef_search`` candidates, at least ``limit``; iterative scan
     fills a filtered search), or a full scan with ``exact``.
 
     ``min_similarity`` is applied to the ``limit`` best hits, which gives the same answer as
@@ -193,7 +202,53 @@ def _search_rows(conn: Connection, search: sql_shared.SimilaritySearch) -> list[
         "min_similarity": search.min_similarity,
         "limit": search.limit,
     }
-    return conn.execute(sql, params, prepare=False).fetchall()
+    return sql, params
+
+
+def search_entities(
+    conn: Connection,
+    query: NDArray[np.float32],
+    *,
+    limit: int,
+    min_similarity: float,
+    scope: Scope | None,
+    agent: str | None,
+    entity_types: Sequence[str] | None,
+    exact: bool,
+    ef_search: int,
+) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
+    """:func:`search` and its hits' entity and observation rows in one statement (one round
+    trip, one snapshot): the search's rows as a CTE, joined to both tables."""
+    search_sql, params = _search_statement(
+        conn,
+        STYLE.similarity_search(
+            query,
+            limit=limit,
+            min_similarity=min_similarity,
+            scope=scope,
+            agent=agent,
+            entity_types=entity_types,
+            exact=exact,
+            ef_search=ef_search,
+        ),
+    )
+    entity_columns = ", ".join(f"e.{c.strip()}" for c in sql_shared.ENTITY_COLUMNS.split(","))
+    rows = conn.execute(
+        f"WITH ranked AS MATERIALIZED ({search_sql}) "
+        f"SELECT 0 AS part, r.similarity, {entity_columns}, NULL::integer, NULL::text "
+        "FROM ranked r JOIN memory_entities e ON e.name = r.entity UNION ALL "
+        "SELECT 1, NULL, o.entity, NULL, NULL, NULL, NULL, NULL, NULL, o.position, o.content "
+        "FROM ranked r JOIN memory_observations o ON o.entity = r.entity",
+        params,
+        prepare=False,
+    ).fetchall()
+    hits = [row for row in rows if row[0] == 0]
+    # the search's own order: best first, ties by name
+    hits.sort(key=lambda row: (-row[1], row[2]))
+    found = sql_shared.entities_from_rows(
+        [row[2:9] for row in hits], [(row[2], row[9], row[10]) for row in rows if row[0] == 1]
+    )
+    return [(str(row[2]), float(row[1])) for row in hits], found
 
 
 #: PostgreSQL's parameters and lists: every list is one array parameter.

@@ -400,6 +400,33 @@ def search(
     return hits[: int(limit)]
 
 
+def search_entities(
+    conn: QdrantConnection,
+    query: NDArray[np.float32],
+    *,
+    limit: int,
+    min_similarity: float,
+    scope: Scope | None,
+    agent: str | None,
+    entity_types: Sequence[str] | None,
+    exact: bool,
+    ef_search: int,
+) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
+    """:func:`search`, then :func:`fetch_entities` of its hits (two requests)."""
+    ranked = search(
+        conn,
+        query,
+        limit=limit,
+        min_similarity=min_similarity,
+        scope=scope,
+        agent=agent,
+        entity_types=entity_types,
+        exact=exact,
+        ef_search=ef_search,
+    )
+    return ranked, fetch_entities(conn, [name for name, _ in ranked])
+
+
 def content_token(conn: Any) -> str | None:
     """None: searches on this store do not use an in-process mirror saved beside it."""
     del conn

@@ -171,6 +171,7 @@ existing_names: Final = STYLE.existing_names
 fetch_relations: Final = STYLE.fetch_relations
 neighbours: Final = STYLE.neighbours
 search: Final = STYLE.search
+search_entities: Final = STYLE.search_entities
 
 
 def search_exact(

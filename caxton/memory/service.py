@@ -861,11 +861,9 @@ class MemoryService:
         **filters: Unpack[SearchFilters],
     ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
         """A search through the store's SQL and its hits' rows, in one store call outside a
-        transaction (on PostgreSQL one connection checkout and two statements, where a
-        transaction would add BEGIN, COMMIT and the settings' round trip; a hit deleted
-        between the two statements is left out of the results)."""
-        ranked = self._accelerator.rank_in_sql(conn, vector=vector, exact=exact, **filters)
-        return ranked, self.sql.fetch_entities(conn, [name for name, _ in ranked])
+        transaction (on PostgreSQL one statement, and the HNSW settings when the connection
+        lacks them; elsewhere a hit deleted between the search and its read is left out)."""
+        return self._accelerator.read_in_sql(conn, vector=vector, exact=exact, **filters)
 
     async def graph(self, name: str, *, max_depth: int = 2) -> Graph:
         """The entities around ``name`` up to ``max_depth`` relations away (both directions).

@@ -118,6 +118,23 @@ class MemorySQL(Protocol):
         """
         ...
 
+    def search_entities(
+        self,
+        conn: Any,
+        query: NDArray[np.float32],
+        *,
+        limit: int,
+        min_similarity: float,
+        scope: Scope | None,
+        agent: str | None,
+        entity_types: Sequence[str] | None,
+        exact: bool,
+        ef_search: int,
+    ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
+        """:meth:`search`, and the hits' entities as :meth:`fetch_entities` reads them: one
+        statement where the dialect can (PostgreSQL), else the two one after the other."""
+        ...
+
     def index_chunks(
         self, conn: Any, rows: int = ...
     ) -> Iterator[tuple[list[IndexEntry], NDArray[np.float32]]]:

@@ -451,6 +451,59 @@ class SQLStyle:
         of :class:`caxton.memory.index.IndexEntry` too); ``scope`` and ``entity_types``
         narrow further. The statement is the dialect's :attr:`search_rows`.
         """
+        search = self.similarity_search(
+            query,
+            limit=limit,
+            min_similarity=min_similarity,
+            scope=scope,
+            agent=agent,
+            entity_types=entity_types,
+            exact=exact,
+            ef_search=ef_search,
+        )
+        rows = self.search_rows(conn, search)
+        return [(str(name), float(similarity)) for name, similarity in rows]
+
+    def search_entities(
+        self,
+        conn: Any,
+        query: NDArray[np.float32],
+        *,
+        limit: int,
+        min_similarity: float,
+        scope: Scope | None,
+        agent: str | None,
+        entity_types: Sequence[str] | None,
+        exact: bool,
+        ef_search: int,
+    ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
+        """:meth:`search`, then :meth:`fetch_entities` of its hits."""
+        ranked = self.search(
+            conn,
+            query,
+            limit=limit,
+            min_similarity=min_similarity,
+            scope=scope,
+            agent=agent,
+            entity_types=entity_types,
+            exact=exact,
+            ef_search=ef_search,
+        )
+        return ranked, self.fetch_entities(conn, [name for name, _ in ranked])
+
+    def similarity_search(
+        self,
+        query: NDArray[np.float32],
+        *,
+        limit: int,
+        min_similarity: float,
+        scope: Scope | None,
+        agent: str | None,
+        entity_types: Sequence[str] | None,
+        exact: bool,
+        ef_search: int,
+    ) -> SimilaritySearch:
+        """The :class:`SimilaritySearch` of :meth:`search`'s arguments, in this style."""
         visible = [f"(scope <> 'agent' OR agent = {self.named('agent')})"]
         params: dict[str, object] = {"agent": agent}
         if scope is not None:
@@ -459,16 +512,12 @@ class SQLStyle:
         if entity_types is not None:
             visible.append(self.types_filter)
             params["types"] = list(entity_types)
-        rows = self.search_rows(
-            conn,
-            SimilaritySearch(
-                query=query,
-                limit=int(limit),
-                min_similarity=float(min_similarity),
-                exact=exact,
-                ef_search=int(ef_search),
-                visible=" AND ".join(visible),
-                params=params,
-            ),
+        return SimilaritySearch(
+            query=query,
+            limit=int(limit),
+            min_similarity=float(min_similarity),
+            exact=exact,
+            ef_search=int(ef_search),
+            visible=" AND ".join(visible),
+            params=params,
         )
-        return [(str(name), float(similarity)) for name, similarity in rows]

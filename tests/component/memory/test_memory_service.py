@@ -543,3 +543,55 @@ async def test_a_search_in_sql_reads_its_hits_in_the_same_store_call(memory):
     again = await memory.search("a dog that barks", limit=2)  # the mirror's way, if it has one
     assert [hit.entity for hit in again] == [hit.entity for hit in hits]
     assert [hit.similarity for hit in again] == pytest.approx([h.similarity for h in hits], 1e-5)
+
+
+async def test_search_entities_answers_as_a_search_then_a_read_of_its_hits(memory):
+    """The dialect's one-call search-and-read (on PostgreSQL one statement) gives what the
+    search and the read of its hits give, whatever the filters."""
+    await memory.create_entities(
+        [
+            NewEntity(name="Rex", entity_type="pet", observations=["a dog", "barks loudly"]),
+            NewEntity(name="Tom", entity_type="pet", observations=["a cat"]),
+            NewEntity(name="Kit", entity_type="toy", observations=["a ball the dog chases"]),
+            NewEntity(
+                name="Own",
+                entity_type="pet",
+                observations=["a dog of agent one"],
+                scope=Scope.AGENT,
+                agent="one",
+            ),
+        ]
+    )
+    vector = await memory.embedder.embed_one("a dog that barks")
+    sql, store = memory.sql, memory.store
+    for exact in (True, False):
+        for narrowed in (
+            {},
+            {"entity_types": ["pet"]},
+            {"agent": "one"},
+            {"scope": Scope.AGENT, "agent": "one"},
+            {"min_similarity": 0.3},
+            {"limit": 1},
+        ):
+            search = {
+                "limit": 3,
+                "min_similarity": -1.0,
+                "scope": None,
+                "agent": None,
+                "entity_types": None,
+                "exact": exact,
+                "ef_search": 40,
+                **narrowed,
+            }
+            together = await store.execute_fn(
+                functools.partial(sql.search_entities, query=vector, **search)
+            )
+            ranked = await store.execute_fn(functools.partial(sql.search, query=vector, **search))
+            found = await store.execute_fn(
+                functools.partial(sql.fetch_entities, names=[name for name, _ in ranked])
+            )
+            assert ranked, (exact, narrowed)
+            assert [name for name, _ in together[0]] == [name for name, _ in ranked]
+            # (Qdrant's local mode scores the same vectors a few 1e-8 apart from call to call)
+            assert [s for _, s in together[0]] == pytest.approx([s for _, s in ranked], abs=1e-6)
+            assert together[1] == found, (exact, narrowed)
