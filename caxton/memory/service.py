@@ -244,7 +244,10 @@ class MemoryService:
         while True:
             await trio.sleep(self.counts_refresh_s)
             try:
-                self._entity_count, self._relation_count = await self.store.execute_fn(self._totals)
+                # two counts, each its own snapshot: no transaction's round trips while idle
+                totals = await self.store.read_statements([self._totals])
+                assert totals is not None  # a single read always has its result
+                self._entity_count, self._relation_count = totals[0]
             except CaxtonError as exc:  # StorageUnavailable and the like: try again later
                 LOGGER.debug("memory totals not refreshed: %s", exc.message)
 
