@@ -36,6 +36,7 @@ from caxton.memory.sql_shared import counts as counts
 from caxton.memory.sql_shared import entity_count as entity_count
 from caxton.memory.sql_shared import relation_count as relation_count
 from caxton.memory.sql_shared import snapshot as snapshot
+from caxton.memory.sql_shared import vector_literal
 from caxton.memory.types import Scope
 
 if TYPE_CHECKING:
@@ -57,11 +58,6 @@ TABLES = ("memory_entities", "memory_observations", "memory_relations", "memory_
 
 #: ``pg_advisory_xact_lock`` key that serialises memory writes across instances ("memory").
 WRITE_LOCK_KEY = 0x6D656D6F7279
-
-
-def vector_literal(vector: NDArray[np.float32]) -> str:
-    """pgvector's text form of one vector: ``[x1,x2,...]`` (float32 values round-trip)."""
-    return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).tolist())) + "]"
 
 
 def lock_writes(conn: Connection) -> None:

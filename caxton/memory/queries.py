@@ -27,6 +27,7 @@ from caxton.memory.sql_shared import entity_count as entity_count
 from caxton.memory.sql_shared import from_db_time as from_db_time
 from caxton.memory.sql_shared import relation_count as relation_count
 from caxton.memory.sql_shared import snapshot as snapshot
+from caxton.memory.sql_shared import vector_literal
 from caxton.memory.types import Scope
 
 if TYPE_CHECKING:
@@ -84,8 +85,8 @@ def write_entities(
     conn.execute(
         f"INSERT INTO memory_embeddings SELECT * FROM (SELECT unnest(?::VARCHAR[]), "
         f"unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
-        f"unnest(?::{_VECTOR}[]))",
-        [*sql_shared.embedding_columns(entities), np.asarray(vectors, dtype=np.float32).tolist()],
+        f"unnest(?::VARCHAR[])::{_VECTOR})",
+        [*sql_shared.embedding_columns(entities), [vector_literal(v) for v in vectors]],
     )
 
 

@@ -111,3 +111,22 @@ async def test_a_disabled_accelerator_always_takes_the_exact_scan(nursery, store
         assert (stats.accelerator_enabled, stats.index_rows) == (False, 0)
         hits = await accelerator.rank(matrix[1], **ALL)
         assert hits[0][0] == "e1"
+
+
+async def test_embeddings_round_trip_through_duckdb_bit_for_bit(store):
+    """The embeddings go to DuckDB as text literals: every float32 comes back as it went,
+    the extremes and negative zero among them."""
+    matrix = vectors(3)
+    info = np.finfo(np.float32)
+    matrix[0, :4] = [info.max, info.tiny, info.smallest_subnormal, -0.0]
+    matrix[1, :3] = [np.nextafter(np.float32(1), np.float32(2)), 0.1, -info.eps]
+    names = ["extremes", "near-one", "plain"]
+    await write(store, [entity(name) for name in names], matrix)
+    rows = await store.execute_fn(
+        lambda c: c.execute(
+            "SELECT entity, embedding FROM memory_embeddings ORDER BY entity"
+        ).fetchall()
+    )
+    stored = {name: np.asarray(vector, dtype=np.float32) for name, vector in rows}
+    for i, name in enumerate(names):
+        assert stored[name].tobytes() == matrix[i].tobytes(), name
