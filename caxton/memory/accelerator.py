@@ -129,6 +129,11 @@ class SearchAccelerator:
         self._ready = False
         self._index_limiter = trio.CapacityLimiter(1)
         self._graph_limiter = trio.CapacityLimiter(1)
+        # A save reads the graph and mirror while searches go on: it holds the memory writes
+        # (no upsert or reload meanwhile) and this lock, which a build takes to start and to
+        # install its graph; it runs in a thread of its own limiter, not the index's.
+        self._graph_lock = trio.Lock()
+        self._save_limiter = trio.CapacityLimiter(1)
         self._graph_wanted = trio.Event()
         self._graph_attempted = trio.Event()  # set (then replaced) after each load or build
         self._graph_builds = 0
@@ -371,7 +376,8 @@ class SearchAccelerator:
             await self._build_graph(self._index)
 
     async def _build_graph(self, index: LayeredIndex) -> None:
-        snapshot = await trio.to_thread.run_sync(index.begin_build, limiter=self._index_limiter)
+        async with self._graph_lock:
+            snapshot = await trio.to_thread.run_sync(index.begin_build, limiter=self._index_limiter)
         if snapshot is None:
             return
         keys, vectors = snapshot
@@ -385,14 +391,16 @@ class SearchAccelerator:
             )
         except Exception:
             LOGGER.exception("building the HNSW index failed; searches use the numpy scan")
-            await trio.to_thread.run_sync(index.abort_build, limiter=self._index_limiter)
+            async with self._graph_lock:
+                await trio.to_thread.run_sync(index.abort_build, limiter=self._index_limiter)
             return
         self._graph_builds += 1
         self._graph_build_seconds = time.perf_counter() - started
-        await trio.to_thread.run_sync(
-            functools.partial(index.finish_build, graph, saved=False),
-            limiter=self._index_limiter,
-        )
+        async with self._graph_lock:
+            await trio.to_thread.run_sync(
+                functools.partial(index.finish_build, graph, saved=False),
+                limiter=self._index_limiter,
+            )
         self._graph_installed()
         LOGGER.info(
             "HNSW index over %d entities built in %.1fs", len(keys), self._graph_build_seconds
@@ -435,8 +443,9 @@ class SearchAccelerator:
 
         Resource handling:
             Holds the memory writes (``writes``) while the database's content token is read
-            and the files are written, so they describe the same rows, and the mirror
-            (searches wait) while the files are written: ~4 s at 1M rows.
+            and the files are written (~4 s at 1M rows), so they describe the same rows, and
+            keeps a graph build from starting or installing meanwhile. Searches go on: they
+            only read the graph and mirror, as the save does.
         """
         path = self.hnsw_path
         if path is None:
@@ -456,7 +465,8 @@ class SearchAccelerator:
                 index.dirty = False
                 return True
 
-            return await trio.to_thread.run_sync(save, limiter=self._index_limiter)
+            async with self._graph_lock:
+                return await trio.to_thread.run_sync(save, limiter=self._save_limiter)
 
     # ----------------------------------------------------------------------------- statistics
 

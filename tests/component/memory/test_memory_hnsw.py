@@ -8,11 +8,13 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import threading
 
 import pytest
 import trio
 
 from caxton.memory import MEMORY_MIGRATIONS, MemoryService, NewEntity, queries
+from caxton.memory import accelerator as accelerator_module
 from caxton.memory import hnsw as hnsw_module
 from caxton.store import open_store
 
@@ -335,3 +337,45 @@ async def test_searches_and_writes_during_a_build(nursery, store, embedder, monk
         baking = await memory.search("someone who bakes", limit=10)
         assert gone not in {h.entity.name for h in baking}
         assert memory.statistics().hnsw_searches == 2
+
+
+async def test_searches_go_on_while_the_graph_is_saved(nursery, embedder, tmp_path, monkeypatch):
+    """A save writes the graph and mirror files (seconds at a million rows) holding the
+    memory writes, not the searches: a search during a save answers before it ends."""
+    saving = trio.Event()
+    release = threading.Event()
+    real_save = accelerator_module.saved_index.save
+
+    def held_save(index, path, content):
+        trio.from_thread.run_sync(saving.set)
+        assert release.wait(30), "the test did not release the save"
+        real_save(index, path, content)
+
+    async with open_store(tmp_path / "memory.duckdb", migrations=MEMORY_MIGRATIONS) as store:
+        memory = await nursery.start(
+            MemoryService(store, embedder, max_entities=None, hnsw_threshold=THRESHOLD).run
+        )
+        await memory.create_entities(corpus())
+        await graph_ready(memory)
+        await memory.save_graph()  # the build's own save, done before the one timed here
+        await memory.delete_entity("fact-000")  # the graph changed: the next save writes
+        monkeypatch.setattr(accelerator_module.saved_index, "save", held_save)
+        saved = []
+
+        async def save() -> None:
+            saved.append(await memory.save_graph())
+
+        try:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(save)
+                await saving.wait()
+                with trio.fail_after(10):
+                    hits = await memory.search("financial markets", limit=5)
+                assert not saved  # answered while the save still ran
+                release.set()
+        finally:
+            release.set()
+        assert saved == [True]
+        assert [hit.entity.name for hit in hits] == [
+            hit.entity.name for hit in await memory.search("financial markets", limit=5)
+        ]
