@@ -23,7 +23,7 @@ PostgreSQL's :data:`STYLE`.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Unpack
 
 import numpy as np
 import psycopg
@@ -202,32 +202,11 @@ def _search_statement(
 
 
 def search_entities(
-    conn: Connection,
-    query: NDArray[np.float32],
-    *,
-    limit: int,
-    min_similarity: float,
-    scope: Scope | None,
-    agent: str | None,
-    entity_types: Sequence[str] | None,
-    exact: bool,
-    ef_search: int,
+    conn: Connection, query: NDArray[np.float32], **arguments: Unpack[sql_shared.SearchArguments]
 ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
     """:func:`search` and its hits' entity and observation rows in one statement (one round
     trip, one snapshot): the search's rows as a CTE, joined to both tables."""
-    search_sql, params = _search_statement(
-        conn,
-        STYLE.similarity_search(
-            query,
-            limit=limit,
-            min_similarity=min_similarity,
-            scope=scope,
-            agent=agent,
-            entity_types=entity_types,
-            exact=exact,
-            ef_search=ef_search,
-        ),
-    )
+    search_sql, params = _search_statement(conn, STYLE.similarity_search(query, **arguments))
     entity_columns = ", ".join(f"e.{c.strip()}" for c in sql_shared.ENTITY_COLUMNS.split(","))
     rows = conn.execute(
         f"WITH ranked AS MATERIALIZED ({search_sql}) "

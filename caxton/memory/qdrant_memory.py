@@ -40,13 +40,13 @@ import datetime as dt
 import functools
 import json
 import uuid
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Unpack
 
 import numpy as np
 
 from caxton.memory.index import IndexEntry
 from caxton.memory.sql import INDEX_CHUNK_ROWS
-from caxton.memory.sql_shared import EntityReads, from_db_time
+from caxton.memory.sql_shared import EntityReads, SearchArguments, from_db_time
 from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
 
 if TYPE_CHECKING:
@@ -401,29 +401,10 @@ def search(
 
 
 def search_entities(
-    conn: QdrantConnection,
-    query: NDArray[np.float32],
-    *,
-    limit: int,
-    min_similarity: float,
-    scope: Scope | None,
-    agent: str | None,
-    entity_types: Sequence[str] | None,
-    exact: bool,
-    ef_search: int,
+    conn: QdrantConnection, query: NDArray[np.float32], **arguments: Unpack[SearchArguments]
 ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
     """:func:`search`, then :func:`fetch_entities` of its hits (two requests)."""
-    ranked = search(
-        conn,
-        query,
-        limit=limit,
-        min_similarity=min_similarity,
-        scope=scope,
-        agent=agent,
-        entity_types=entity_types,
-        exact=exact,
-        ef_search=ef_search,
-    )
+    ranked = search(conn, query, **arguments)
     return ranked, fetch_entities(conn, [name for name, _ in ranked])
 
 

@@ -18,7 +18,7 @@ async members are the few steps that are not one transaction (sizes and maintena
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 import numpy as np
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from caxton.memory.index import IndexEntry
     from caxton.memory.maintenance import DatabaseSpace
-    from caxton.memory.sql_shared import EntityReads
+    from caxton.memory.sql_shared import EntityReads, SearchArguments
     from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
     from caxton.store.backend import Backend, Dialect
 
@@ -119,20 +119,11 @@ class MemorySQL(Protocol):
         ...
 
     def search_entities(
-        self,
-        conn: Any,
-        query: NDArray[np.float32],
-        *,
-        limit: int,
-        min_similarity: float,
-        scope: Scope | None,
-        agent: str | None,
-        entity_types: Sequence[str] | None,
-        exact: bool,
-        ef_search: int,
+        self, conn: Any, query: NDArray[np.float32], **arguments: Unpack[SearchArguments]
     ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
-        """:meth:`search`, and the hits' entities as :meth:`fetch_entities` reads them: one
-        statement where the dialect can (PostgreSQL), else the two one after the other."""
+        """:meth:`search` (``arguments`` are its keywords), and the hits' entities as
+        :meth:`fetch_entities` reads them: one statement where the dialect can (PostgreSQL),
+        else the two one after the other."""
         ...
 
     def index_chunks(

@@ -18,7 +18,7 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import attrs
 import numpy as np
@@ -104,6 +104,18 @@ def entities_from_rows(
         if (held := observations.get(str(entity))) is not None:
             held.append(str(content))
     return {str(row[0]): entity_from_row(row, observations) for row in entity_rows}
+
+
+class SearchArguments(TypedDict):
+    """A similarity search's terms after its query (the keywords of ``MemorySQL.search``)."""
+
+    limit: int
+    min_similarity: float
+    scope: Scope | None
+    agent: str | None
+    entity_types: Sequence[str] | None
+    exact: bool
+    ef_search: int
 
 
 @attrs.frozen
@@ -440,17 +452,7 @@ class SQLStyle:
         return nodes, edges
 
     def search(
-        self,
-        conn: Any,
-        query: NDArray[np.float32],
-        *,
-        limit: int,
-        min_similarity: float,
-        scope: Scope | None,
-        agent: str | None,
-        entity_types: Sequence[str] | None,
-        exact: bool,
-        ef_search: int,
+        self, conn: Any, query: NDArray[np.float32], **arguments: Unpack[SearchArguments]
     ) -> list[tuple[str, float]]:
         """(name, cosine similarity) of the best visible matches, best first (ties by name).
 
@@ -458,44 +460,14 @@ class SQLStyle:
         of :class:`caxton.memory.index.IndexEntry` too); ``scope`` and ``entity_types``
         narrow further. The statement is the dialect's :attr:`search_rows`.
         """
-        search = self.similarity_search(
-            query,
-            limit=limit,
-            min_similarity=min_similarity,
-            scope=scope,
-            agent=agent,
-            entity_types=entity_types,
-            exact=exact,
-            ef_search=ef_search,
-        )
-        rows = self.search_rows(conn, search)
+        rows = self.search_rows(conn, self.similarity_search(query, **arguments))
         return [(str(name), float(similarity)) for name, similarity in rows]
 
     def search_entities(
-        self,
-        conn: Any,
-        query: NDArray[np.float32],
-        *,
-        limit: int,
-        min_similarity: float,
-        scope: Scope | None,
-        agent: str | None,
-        entity_types: Sequence[str] | None,
-        exact: bool,
-        ef_search: int,
+        self, conn: Any, query: NDArray[np.float32], **arguments: Unpack[SearchArguments]
     ) -> tuple[list[tuple[str, float]], dict[str, Entity]]:
         """:meth:`search`, then :meth:`fetch_entities` of its hits."""
-        ranked = self.search(
-            conn,
-            query,
-            limit=limit,
-            min_similarity=min_similarity,
-            scope=scope,
-            agent=agent,
-            entity_types=entity_types,
-            exact=exact,
-            ef_search=ef_search,
-        )
+        ranked = self.search(conn, query, **arguments)
         return ranked, self.fetch_entities(conn, [name for name, _ in ranked])
 
     def similarity_search(

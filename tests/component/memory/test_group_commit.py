@@ -3,12 +3,17 @@ transactions, and each still gets its own outcome (``memory`` is ``backend_memor
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import trio
 
 from caxton.memory import MemoryLimitExceeded, NewEntity
 from caxton.memory import service as service_module
 from caxton.memory.transfer import ImportData
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 pytestmark = pytest.mark.trio
 
@@ -20,6 +25,34 @@ def memory(backend_memory):
 
 def note(name: str, text: str) -> NewEntity:
     return NewEntity(name=name, entity_type="note", observations=[text])
+
+
+async def create_held_after_planning(
+    memory, entity: NewEntity, meanwhile: Callable[[], Awaitable[None]]
+) -> None:
+    """Create ``entity``, holding its write between the plan and the embedding until
+    ``meanwhile()`` has run."""
+    planned = trio.Event()
+    release = trio.Event()
+    embed = memory.embedder.embed
+    text = entity.observations[0]
+
+    async def held_embed(texts, **kwargs):
+        if any(text in t for t in texts) and not release.is_set():
+            planned.set()
+            await release.wait()
+        return await embed(texts, **kwargs)
+
+    memory.embedder.embed = held_embed
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(memory.create_entity, entity)
+                await planned.wait()
+                await meanwhile()
+                release.set()
+    finally:
+        del memory.embedder.embed
 
 
 async def test_concurrent_creators_share_commits_and_all_land(memory):
@@ -111,26 +144,11 @@ async def test_a_cancelled_creator_leaves_the_others_group_alone(memory):
 
 async def test_a_delete_while_a_create_plans_is_not_undone_by_the_stale_plan(memory):
     await memory.create_entity(note("fragile", "old observation"))
-    planned = trio.Event()
-    release = trio.Event()
-    embed = memory.embedder.embed
 
-    async def held_embed(texts, **kwargs):
-        if any("new observation" in text for text in texts) and not release.is_set():
-            planned.set()
-            await release.wait()
-        return await embed(texts, **kwargs)
+    async def meanwhile() -> None:  # the create planned a merge into the old entity
+        await memory.delete_entity("fragile")
 
-    memory.embedder.embed = held_embed
-    try:
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(memory.create_entity, note("fragile", "new observation"))
-                await planned.wait()  # planned as a merge into the old entity
-                await memory.delete_entity("fragile")
-                release.set()
-    finally:
-        del memory.embedder.embed
+    await create_held_after_planning(memory, note("fragile", "new observation"), meanwhile)
     # The merge was planned on an entity deleted since: re-planned, not resurrected.
     assert (await memory.get_entity("fragile")).observations == ("new observation",)
 
@@ -179,27 +197,12 @@ async def test_a_create_reads_its_entities_only_where_the_mirror_cannot_answer(m
 async def test_a_name_created_elsewhere_while_a_create_plans_is_merged_into(memory):
     """The plan found no entity (through the mirror where there is one); an import created it
     before the write: the write sees that, plans again and merges."""
-    planned = trio.Event()
-    release = trio.Event()
-    embed = memory.embedder.embed
 
-    async def held_embed(texts, **kwargs):
-        if any("from the create" in text for text in texts) and not release.is_set():
-            planned.set()
-            await release.wait()
-        return await embed(texts, **kwargs)
+    async def meanwhile() -> None:  # the create planned a new entity
+        data = ImportData(entities=(note("contested", "from the import"),), relations=())
+        await memory.import_data(data)
 
-    memory.embedder.embed = held_embed
-    try:
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(memory.create_entity, note("contested", "from the create"))
-                await planned.wait()  # planned as a new entity
-                data = ImportData(entities=(note("contested", "from the import"),), relations=())
-                await memory.import_data(data)
-                release.set()
-    finally:
-        del memory.embedder.embed
+    await create_held_after_planning(memory, note("contested", "from the create"), meanwhile)
     stored = await memory.get_entity("contested")
     assert stored.observations == ("from the import", "from the create")
     assert memory.statistics().entity_count == 1
