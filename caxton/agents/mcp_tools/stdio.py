@@ -88,7 +88,8 @@ async def open_stdio(
         nursery.start_soon(_read_lines, process.stdout, read_writer, connection)
         nursery.start_soon(_write_lines, process.stdin, write_reader)
         nursery.start_soon(stderr.collect, process.stderr)
-        nursery.start_soon(_watch_exit, process, connection, stderr)
+        exit_recorded = trio.Event()
+        nursery.start_soon(_watch_exit, process, connection, stderr, exit_recorded)
         try:
             yield read_stream, write_stream
         finally:
@@ -97,6 +98,11 @@ async def open_stdio(
                     await process.stdin.aclose()
                 with trio.move_on_after(EXIT_GRACE_S):
                     await process.wait()
+                if process.returncode is not None:
+                    # A crash closes the connection first; its exit code, which says more, is
+                    # recorded before the watcher is cancelled with the rest.
+                    with trio.move_on_after(STDERR_WAIT_S + 1.0):
+                        await exit_recorded.wait()
             nursery.cancel_scope.cancel()
             await read_stream.aclose()
             await write_stream.aclose()
@@ -112,12 +118,15 @@ async def _terminate(process: trio.Process) -> None:
         process.kill()
 
 
-async def _watch_exit(process: trio.Process, connection: ProcessOwner, stderr: _StderrTail) -> None:
+async def _watch_exit(
+    process: trio.Process, connection: ProcessOwner, stderr: _StderrTail, recorded: trio.Event
+) -> None:
     code = await process.wait()
     with trio.move_on_after(STDERR_WAIT_S):  # its last words, which explain the exit
         await stderr.closed.wait()
     if not connection.stop_requested.is_set():
         connection.fail(f"the process exited with code {code}", overwrite=True)
+    recorded.set()
 
 
 async def _read_lines(
