@@ -253,12 +253,13 @@ async def open_data_dir(path: Path) -> AsyncIterator[DataDirState]:
         leaves ``running: true`` behind, which the next start reports.
     """
     # Files the server creates from now on (DuckDB's, models, logs, backups) are owner-only
-    # too; the previous umask comes back when the block exits (in-process servers, tests).
-    previous_umask = os.umask(SERVER_UMASK)
+    # too; the previous umask comes back when the last open block exits (in-process servers,
+    # tests: several may run at once and stop in any order).
+    _hold_server_umask()
     try:
         fd, state = await trio.to_thread.run_sync(_acquire, path)
     except BaseException:
-        os.umask(previous_umask)
+        _release_server_umask()
         raise
     if state.previous_stop_clean is False:
         LOGGER.warning(
@@ -269,6 +270,28 @@ async def open_data_dir(path: Path) -> AsyncIterator[DataDirState]:
     try:
         yield state
     finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_release, path, fd)
-        os.umask(previous_umask)
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_release, path, fd)
+        finally:
+            _release_server_umask()
+
+
+#: how many open data directories hold the server umask, and the umask from before the first
+_umask_holders = 0
+_umask_before = 0
+
+
+def _hold_server_umask() -> None:
+    global _umask_holders, _umask_before
+    previous = os.umask(SERVER_UMASK)
+    if _umask_holders == 0:
+        _umask_before = previous
+    _umask_holders += 1
+
+
+def _release_server_umask() -> None:
+    global _umask_holders
+    _umask_holders -= 1
+    if _umask_holders == 0:
+        os.umask(_umask_before)

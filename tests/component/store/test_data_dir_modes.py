@@ -67,3 +67,23 @@ async def test_data_dir_and_every_file_in_it_are_owner_only(
         if mode(path) & 0o077 or (path.is_dir() and mode(path) != 0o700)
     }
     assert not loose
+
+
+async def test_servers_stopping_in_any_order_give_the_umask_back(tmp_path: Path) -> None:
+    """In-process servers (tests, a cluster of them) hold the owner-only umask while any runs;
+    the one from before comes back when the last stops, whichever order they stop in."""
+    from caxton.datadir import SERVER_UMASK, open_data_dir
+
+    before = os.umask(0o022)
+    try:
+        first = open_data_dir(tmp_path / "one")
+        second = open_data_dir(tmp_path / "two")
+        await first.__aenter__()
+        await second.__aenter__()
+        assert os.umask(SERVER_UMASK) == SERVER_UMASK
+        await first.__aexit__(None, None, None)  # not the last in, the first out
+        assert os.umask(SERVER_UMASK) == SERVER_UMASK  # the other still runs
+        await second.__aexit__(None, None, None)
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(before)
