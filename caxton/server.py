@@ -400,6 +400,7 @@ async def _start_storage(
         hnsw_ef_search=config.storage.postgres.hnsw_ef_search,
         max_entities=memory_config.max_entities,
         on_search=search_seconds.observe,
+        entity_cache_bytes=int(memory_config.entity_cache_size),
     )
     await _start(core, nursery, "memory", memory.run)
     _memory_gauges(core.metrics, config, store, embedder, memory)

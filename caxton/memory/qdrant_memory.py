@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 import uuid
 from typing import TYPE_CHECKING, Any, Final, Unpack
@@ -249,6 +250,16 @@ def entity_reads(names: Sequence[str]) -> EntityReads:
     """:func:`fetch_entities` as a single part (Qdrant retrieves the points in one request)."""
     together = functools.partial(fetch_entities, names=names)
     return EntityReads(parts=(together,), combine=lambda results: results[0], together=together)
+
+
+def recent_entities(conn: QdrantConnection, limit: int) -> list[Entity]:
+    """Up to ``limit`` entities, the most recently updated first among them: the first
+    ``limit`` points of a scroll (in point id order; Qdrant orders by a payload field only
+    with an index on it, which this collection does not keep)."""
+    records = itertools.islice(_scroll(conn, conn.entities), limit)
+    entities = [_entity(r.payload or {}) for r in records]
+    entities.sort(key=lambda e: (-e.updated_at.timestamp(), e.name))
+    return entities
 
 
 def existing_names(conn: QdrantConnection, names: Sequence[str]) -> set[str]:

@@ -168,6 +168,7 @@ STYLE: Final = sql_shared.SQLStyle(
 #: The members :mod:`caxton.memory.sql_shared` writes once, in DuckDB's style.
 fetch_entities: Final = STYLE.fetch_entities
 entity_reads: Final = STYLE.entity_reads
+recent_entities: Final = STYLE.recent_entities
 existing_names: Final = STYLE.existing_names
 fetch_relations: Final = STYLE.fetch_relations
 neighbours: Final = STYLE.neighbours

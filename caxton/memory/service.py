@@ -37,9 +37,9 @@ from numpy.typing import NDArray
 
 from caxton.errors import CaxtonError, Conflict, NotFound
 from caxton.latency import LatencyWindow
-from caxton.memory import queries, transfer, validation
+from caxton.memory import queries, sql_shared, transfer, validation
 from caxton.memory.accelerator import HNSW_SAVE_INTERVAL_S, SearchAccelerator, SearchFilters
-from caxton.memory.entity_cache import DEFAULT_CACHE_BYTES, EntityCache
+from caxton.memory.entity_cache import DEFAULT_CACHE_BYTES, MIN_ENTITY_BYTES, EntityCache
 from caxton.memory.errors import MemoryLimitExceeded
 from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD
 from caxton.memory.plan import EntityPlan, plan_entities, plan_relations
@@ -87,6 +87,8 @@ REPLAN_PAUSE_S = 0.02
 #: How many entity names the service remembers the last change of (see _changed_since);
 #: past that it forgets them all and treats every earlier plan as possibly stale.
 CHANGE_LOG_NAMES = 4096
+#: entities added to the entity cache between checkpoints while it is filled (~2 ms)
+FILL_CHUNK = 2000
 
 
 def _now() -> dt.datetime:
@@ -190,6 +192,13 @@ class MemoryService:
         self._name_locks: dict[str, _NameLock] = {}
         # Only this process writes a store that is not shared, so its rows can be cached.
         self._entity_cache = None if store.shared else EntityCache(entity_cache_bytes)
+        #: a fill of the entity cache is asked for (at start, after a rebuild)
+        self._fill_wanted = False
+        self._fill_wake = trio.Event()
+        #: set while no fill is asked for or running
+        self._cache_filled = trio.Event()
+        self._cache_filled.set()
+        self._fill_seconds = 0.0
         self._latency = LatencyWindow(latency_window)
         self._on_search = on_search
         self._entity_count = 0
@@ -233,6 +242,7 @@ class MemoryService:
         await self.rebuild_index(saved=True)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._accelerator.run)
+            nursery.start_soon(self._keep_cache_filled)
             if self.store.shared and self.counts_refresh_s > 0:
                 nursery.start_soon(self._refresh_counts)
             task_status.started(self)
@@ -270,7 +280,68 @@ class MemoryService:
             self._entity_count, self._relation_count = await self.store.execute_fn(self._totals)
             if self._entity_cache is not None:
                 self._entity_cache.invalidate()
-            return await self._accelerator.reload(saved=saved)
+            loaded = await self._accelerator.reload(saved=saved)
+        self._ask_fill()
+        return loaded
+
+    def _ask_fill(self) -> None:
+        """Have the entity cache filled afresh in the background (a cache to fill only)."""
+        cache = self._entity_cache
+        if cache is None or cache.max_bytes == 0:
+            return
+        self._fill_wanted = True
+        if self._cache_filled.is_set():
+            self._cache_filled = trio.Event()
+        self._fill_wake.set()
+
+    async def _keep_cache_filled(self) -> NoReturn:
+        """Fill the entity cache whenever :meth:`_ask_fill` asked for it."""
+        while True:
+            await self._fill_wake.wait()
+            self._fill_wake = trio.Event()
+            while self._fill_wanted:
+                self._fill_wanted = False
+                try:
+                    await self._fill_entity_cache()
+                except CaxtonError as exc:  # StorageUnavailable and the like: reads fill it
+                    LOGGER.warning("the entity cache was not filled: %s", exc.message)
+            self._cache_filled.set()
+
+    async def _fill_entity_cache(self) -> None:
+        """Put the most recently updated entities into the entity cache, up to its bound.
+
+        Resource handling:
+            One read of at most as many entities as the bound could hold (each entity takes
+            at least :data:`caxton.memory.entity_cache.MIN_ENTITY_BYTES`), built in a reader
+            thread (~1 s per 100k), then added a chunk at a time between checkpoints.
+        """
+        cache = self._entity_cache
+        assert cache is not None
+        started = time.perf_counter()
+        limit = max(1, cache.max_bytes // MIN_ENTITY_BYTES)
+        cache.start_fill()
+        try:
+            entities = await self.store.execute_fn(
+                functools.partial(self.sql.recent_entities, limit=limit)
+            )
+            for start in range(0, len(entities), FILL_CHUNK):
+                if not cache.fill(entities[start : start + FILL_CHUNK]):
+                    break
+                await trio.sleep(0)  # noqa: ASYNC115 - a plain checkpoint, not trio.lowlevel
+        finally:
+            cache.end_fill()
+        self._fill_seconds = time.perf_counter() - started
+        LOGGER.info(
+            "entity cache filled: %d entities, %.1f MiB, in %.2fs",
+            len(cache),
+            cache.nbytes / 2**20,
+            self._fill_seconds,
+        )
+
+    async def wait_entity_cache(self) -> None:
+        """Return once no fill of the entity cache is asked for or running."""
+        while not self._cache_filled.is_set():
+            await self._cache_filled.wait()
 
     def _totals(self, conn: Connection) -> tuple[int, int]:
         return self.sql.entity_count(conn), self.sql.relation_count(conn)
@@ -332,8 +403,13 @@ class MemoryService:
                 if change.changes_entities:
                     self._entity_epoch += 1
                     self._note_changed(change.names())
-                if self._entity_cache is not None and change.changes_entities:
-                    self._entity_cache.invalidate(change.names())
+                cache = self._entity_cache
+                if cache is not None and change.changes_entities:
+                    cache.invalidate(change.names())
+                    if change.upsert is not None:
+                        # the rows just written are what a read would give: kept at once
+                        written = {e.name: sql_shared.as_read(e) for e in change.upsert[0]}
+                        cache.put(written, read_at=cache.generation)
                 self._entity_count, self._relation_count = totals
                 await self._accelerator.follow(upsert=change.upsert, remove=change.remove)
             finally:
@@ -1110,6 +1186,7 @@ class MemoryService:
         On a shared store the entity and relation counts are at most ``counts_refresh_s``
         old, and exact after this instance's writes.
         """
+        cache = self._entity_cache
         return MemoryStatistics(
             entity_count=self._entity_count,
             relation_count=self._relation_count,
@@ -1118,6 +1195,10 @@ class MemoryService:
             search_window=len(self._latency),
             search_p50_ms=self._latency.percentile(0.5) * 1000.0,
             search_p99_ms=self._latency.percentile(0.99) * 1000.0,
+            entity_cache_entries=0 if cache is None else len(cache),
+            entity_cache_bytes=0 if cache is None else cache.nbytes,
+            entity_cache_filling=not self._cache_filled.is_set(),
+            entity_cache_fill_seconds=self._fill_seconds,
             **attrs.asdict(self._accelerator.statistics()),
         )
 

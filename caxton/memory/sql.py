@@ -64,6 +64,11 @@ class MemorySQL(Protocol):
         """The stored entities among ``names``, keyed by name."""
         ...
 
+    def recent_entities(self, conn: Any, limit: int) -> list[Entity]:
+        """Up to ``limit`` stored entities, the most recently updated first where the dialect
+        can order them so (the entity cache's fill)."""
+        ...
+
     def entity_reads(self, names: Sequence[str]) -> EntityReads:
         """:meth:`fetch_entities` as one-statement parts that may run side by side."""
         ...

@@ -51,6 +51,18 @@ def from_db_time(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
+def as_read(entity: Entity) -> Entity:
+    """``entity`` as a read of it gives it back once written (every dialect): times in UTC,
+    the metadata as its JSON reads."""
+    return attrs.evolve(
+        entity,
+        observations=tuple(entity.observations),
+        metadata=json.loads(json.dumps(entity.metadata, ensure_ascii=False)),
+        created_at=from_db_time(entity.created_at),
+        updated_at=from_db_time(entity.updated_at),
+    )
+
+
 def _as_stored(value: dt.datetime) -> dt.datetime:
     return value
 
@@ -334,6 +346,24 @@ class SQLStyle:
             [row[1:8] for row in rows if row[0] == 0],
             [(row[1], row[8], row[9]) for row in rows if row[0] == 1],
         )
+
+    def recent_entities(self, conn: Any, limit: int) -> list[Entity]:
+        """Up to ``limit`` entities, the most recently updated first (ties by name): two
+        statements, so one snapshot only inside the caller's transaction."""
+        recent = (
+            f"SELECT {ENTITY_COLUMNS} FROM memory_entities "
+            f"ORDER BY updated_at DESC, name LIMIT {self.param}"
+        )
+        rows = conn.execute(recent, [limit]).fetchall()
+        if not rows:
+            return []
+        observations = conn.execute(
+            "SELECT o.entity, o.position, o.content FROM memory_observations o "
+            f"JOIN ({recent}) r ON o.entity = r.name",
+            [limit],
+        ).fetchall()
+        found = entities_from_rows(rows, observations)
+        return [found[str(row[0])] for row in rows]
 
     def entity_reads(self, names: Sequence[str]) -> EntityReads:
         """:meth:`fetch_entities` as two statements that may run side by side (entity rows,

@@ -341,6 +341,10 @@ class MemoryStatistics:
         hnsw_searches / hnsw_fallbacks: searches through the graph, and those of them that
             fell back to the full numpy scan (filters left fewer than ``limit`` hits).
         hnsw_builds / hnsw_loads: graphs built from the mirror / loaded from the saved file.
+        entity_cache_entries / entity_cache_bytes: what the entity cache holds (0 on a shared
+            store, which has none).
+        entity_cache_filling: a fill of the entity cache is asked for or running.
+        entity_cache_fill_seconds: how long the latest fill took.
     """
 
     entity_count: int
@@ -361,3 +365,7 @@ class MemoryStatistics:
     hnsw_loads: int = 0
     hnsw_build_seconds: float = 0.0
     relation_count: int = 0
+    entity_cache_entries: int = 0
+    entity_cache_bytes: int = 0
+    entity_cache_filling: bool = False
+    entity_cache_fill_seconds: float = 0.0

@@ -31,6 +31,9 @@ directory:
 * ingest through ``create_entities`` in batches of 100, embedding included (first size only);
 * the bulk load (rows written through the store, the accelerator rebuilt from DuckDB as at a
   server start) and the HNSW graph's build time, waited for;
+* the entity cache's fill (the service fills it in the background after the rebuild, as at a
+  server start, with the most recently updated entities up to ``memory.entity_cache_size``),
+  waited for like the graph;
 * search p50/p99 and recall@1/recall@10 against the exact top-10 (numpy over the data set),
   and DuckDB's exact path on a few queries as a baseline;
 * churn: 10% of the entities deleted and as many new ones inserted, through the service's write
@@ -38,8 +41,11 @@ directory:
   once the graph has caught up;
 * a restart in a fresh process (``--reload-child``): the service opens the DB file and loads
   the saved graph; its reload time, RSS after load (model included, none of the bench's own
-  arrays) and its searches' latency and recall. The bench process's own RSS is printed too,
-  but it holds the data set and the exact answers besides the service.
+  arrays) and its searches' latency and recall once the entity cache is filled; then, in the
+  same process, a service with the entity cache off, whose searches read every hit from DuckDB
+  (what a search pays for a hit the cache does not hold: beyond its bound, or before a fill).
+  The bench process's own RSS is printed too, but it holds the data set and the exact answers
+  besides the service.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ import attrs
 import numpy as np
 import trio
 
-from caxton.config.model import DuckDBConfig
+from caxton.config.model import DuckDBConfig, MemoryConfig
 from caxton.memory import MEMORY_MIGRATIONS, Embedder, MemoryService, NewEntity, Scope
 from caxton.memory.queries import STYLE, write_entities
 from caxton.memory.types import Entity
@@ -81,6 +87,8 @@ TYPES = ["fact", "person", "place", "event", "note"]
 K = 10
 CHURN = 0.10
 GOAL_INGEST = 250.0
+#: the entity cache's default bound (memory.entity_cache_size), as the server has it
+ENTITY_CACHE_MIB = int(MemoryConfig().entity_cache_size) / 2**20
 #: the store opened as ``caxton start`` opens it by default (memory.duckdb.*): without the
 #: limit DuckDB may cache up to 80% of RAM, which the RSS after a restart would count
 SERVER_STORE: dict[str, Any] = {
@@ -306,7 +314,27 @@ async def bulk_load(
         await wait_for_graph(memory, "built")
     else:
         print(f"  below the HNSW threshold ({memory.hnsw_threshold}): numpy scan only")
+    await wait_for_cache(memory)
     return loaded
+
+
+async def wait_for_cache(memory: MemoryService) -> dict[str, float]:
+    """Wait for the entity cache's fill; print and return its figures."""
+    started = time.perf_counter()
+    await memory.wait_entity_cache()
+    figures = memory.statistics()
+    filled = {
+        "waited_s": time.perf_counter() - started,
+        "fill_s": figures.entity_cache_fill_seconds,
+        "entries": figures.entity_cache_entries,
+        "mib": figures.entity_cache_bytes / 2**20,
+    }
+    print(
+        f"  entity cache filled: {filled['entries']:.0f} entities, {filled['mib']:.0f} MiB "
+        f"(bound {ENTITY_CACHE_MIB:.0f} MiB) in {filled['fill_s']:.2f}s, ready after "
+        f"{filled['waited_s']:.2f}s more"
+    )
+    return filled
 
 
 def graph_wanted(memory: MemoryService, size: int) -> bool:
@@ -441,22 +469,39 @@ async def settle_graph(memory: MemoryService) -> float:
 
 async def reload_child(args: argparse.Namespace) -> None:
     """In a fresh process: open the DB file, start the service (its mirror and graph loaded
-    from the saved files), search; print one JSON line of figures."""
+    from the saved files), search once the entity cache is filled, then again through a
+    service without the cache; print one JSON line of figures."""
     started = time.perf_counter()
+    queries = query_sentences(args.queries)
     async with trio.open_nursery() as nursery:
         embedder = await nursery.start(Embedder(cache_dir=args.model_cache, cache_size=4096).run)
         model_s = time.perf_counter() - started
         async with open_store(args.reload_child, **SERVER_STORE) as store:
-            opened = time.perf_counter()
-            memory = await nursery.start(MemoryService(store, embedder, max_entities=None).run)
-            mirror_s = time.perf_counter() - opened
-            graph_started = time.perf_counter()
-            if graph_wanted(memory, memory.statistics().entity_count):
-                await memory.wait_graph()
-            graph_s = time.perf_counter() - graph_started
-            rss, peak = rss_mib()
-            figures = memory.statistics()
-            timings, found = await timed_searches(memory, query_sentences(args.queries))
+            async with trio.open_nursery() as service_nursery:
+                opened = time.perf_counter()
+                memory = await service_nursery.start(
+                    MemoryService(store, embedder, max_entities=None).run
+                )
+                mirror_s = time.perf_counter() - opened
+                graph_started = time.perf_counter()
+                if graph_wanted(memory, memory.statistics().entity_count):
+                    await memory.wait_graph()
+                graph_s = time.perf_counter() - graph_started
+                cache_started = time.perf_counter()
+                await memory.wait_entity_cache()
+                cache_s = time.perf_counter() - cache_started
+                figures = memory.statistics()
+                rss, peak = rss_mib()  # the filled entity cache included
+                timings, found = await timed_searches(memory, queries)
+                service_nursery.cancel_scope.cancel()
+            async with trio.open_nursery() as service_nursery:
+                uncached = await service_nursery.start(
+                    MemoryService(store, embedder, max_entities=None, entity_cache_bytes=0).run
+                )
+                if graph_wanted(uncached, uncached.statistics().entity_count):
+                    await uncached.wait_graph()
+                store_timings, store_found = await timed_searches(uncached, queries)
+                service_nursery.cancel_scope.cancel()
             print(
                 json.dumps(
                     {
@@ -465,11 +510,17 @@ async def reload_child(args: argparse.Namespace) -> None:
                         "graph_s": graph_s,
                         "rss_mib": rss,
                         "peak_mib": peak,
+                        "cache_s": cache_s,
+                        "cache_fill_s": figures.entity_cache_fill_seconds,
+                        "cache_entries": figures.entity_cache_entries,
+                        "cache_mib": figures.entity_cache_bytes / 2**20,
                         "graph_loads": figures.hnsw_loads,
                         "graph_builds": figures.hnsw_builds,
                         "rows": figures.entity_count,
                         "timings": timings,
                         "found": found,
+                        "store_timings": store_timings,
+                        "store_found": store_found,
                     }
                 )
             )
@@ -607,11 +658,24 @@ async def print_restart(
         f"{verdict(reload_s, goals.reload_s, at_most=True)}"
     )
     print(
-        f"    RSS after load {figures['rss_mib']:.0f} MiB = {rss_gib:.2f} GiB (model included; "
+        f"    RSS after load {figures['rss_mib']:.0f} MiB = {rss_gib:.2f} GiB (model and filled "
+        f"entity cache included; "
         f"peak {figures['peak_mib']:.0f} MiB); {verdict(rss_gib, goals.rss_gib, at_most=True)}"
+    )
+    print(
+        f"    entity cache filled after the graph: {figures['cache_entries']} entities, "
+        f"{figures['cache_mib']:.0f} MiB in {figures['cache_fill_s']:.2f}s (ready "
+        f"{figures['cache_s']:.2f}s after the graph)"
     )
     print_search(
         "search after the restart", figures["timings"], figures["found"], after_tops, goals
+    )
+    print_search(
+        "search after the restart, entity cache off (every hit read from DuckDB)",
+        figures["store_timings"],
+        figures["store_found"],
+        after_tops,
+        None,
     )
     print(f"    load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

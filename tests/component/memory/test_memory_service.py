@@ -595,3 +595,20 @@ async def test_search_entities_answers_as_a_search_then_a_read_of_its_hits(memor
             # (Qdrant's local mode scores the same vectors a few 1e-8 apart from call to call)
             assert [s for _, s in together[0]] == pytest.approx([s for _, s in ranked], abs=1e-6)
             assert together[1] == found, (exact, narrowed)
+
+
+async def test_recent_entities_come_most_recently_updated_first(memory):
+    """What fills the entity cache: whole entities, the latest update first (on Qdrant among
+    the points a scroll gives first, so here all of them)."""
+    for name in ("Rex", "Tom", "Kit"):  # one at a time: each later one updated later
+        await memory.create_entity(NewEntity(name=name, entity_type="pet", observations=["a"]))
+    await memory.add_observations("Rex", ["b", "c"])
+    recent = await memory.store.execute_fn(functools.partial(memory.sql.recent_entities, limit=10))
+    assert [e.name for e in recent] == ["Rex", "Kit", "Tom"]
+    assert recent[0] == await memory.get_entity("Rex")
+    assert recent[0].observations == ("a", "b", "c")
+    if memory.store.dialect != "qdrant":
+        fewer = await memory.store.execute_fn(
+            functools.partial(memory.sql.recent_entities, limit=2)
+        )
+        assert [e.name for e in fewer] == ["Rex", "Kit"]
