@@ -30,7 +30,7 @@ directory:
   exclude it (each query's vector is already in the embedder's cache);
 * ingest through ``create_entities`` in batches of 100, embedding included (first size only);
 * the bulk load (rows written through the store, the accelerator rebuilt from DuckDB as at a
-  server start) and the HNSW graph's build time, waited for;
+  server start) and the HNSW graph's build time, waited for, then its first save;
 * the entity cache's fill (the service fills it in the background after the rebuild, as at a
   server start, with the most recently updated entities up to ``memory.entity_cache_size``),
   waited for like the graph;
@@ -312,6 +312,16 @@ async def bulk_load(
     )
     if graph_wanted(memory, len(vectors)):
         await wait_for_graph(memory, "built")
+        # The accelerator saves a new graph at once; a save in progress holds the memory
+        # writes, so this waits for it (or saves, if it has not begun): the searches below are
+        # of a settled graph, not one being written out (~5 s at 1M; usearch holds a search
+        # while it writes the graph's file).
+        started = time.perf_counter()
+        wrote = await memory.save_graph()
+        print(
+            f"  graph and mirror saved after the build: {time.perf_counter() - started:.1f}s "
+            f"waited ({'written by this call' if wrote else 'the service had saved them'})"
+        )
     else:
         print(f"  below the HNSW threshold ({memory.hnsw_threshold}): numpy scan only")
     await wait_for_cache(memory)
