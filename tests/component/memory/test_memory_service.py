@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import trio
 
@@ -22,6 +23,8 @@ from caxton.memory import (
     NewRelation,
     Scope,
 )
+from caxton.memory.model import EMBEDDING_DIM
+from caxton.memory.sql_shared import vector_literal
 from caxton.memory.validation import MAX_OBSERVATION_BYTES
 from caxton.ops.verify import check_database
 from caxton.store import open_store
@@ -612,3 +615,23 @@ async def test_recent_entities_come_most_recently_updated_first(memory):
             functools.partial(memory.sql.recent_entities, limit=2)
         )
         assert [e.name for e in fewer] == ["Rex", "Kit"]
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgres"], indirect=True)
+async def test_vector_literals_read_back_bit_for_bit(nursery, backend):
+    """Embeddings reach both SQL stores as text (``vector_literal``, nine significant digits):
+    each float32 reads back as it went, the extremes, subnormals and negative zero among them."""
+    store = await backend.start_store(nursery)
+    info = np.finfo(np.float32)
+    rng = np.random.default_rng(7)
+    vector = rng.standard_normal(EMBEDDING_DIM).astype(np.float32)
+    vector[:8] = [info.max, -info.max, info.tiny, info.smallest_subnormal, -0.0, 0.1, 1 / 3, 1e-7]
+    vector[8:40] *= np.float32(10.0) ** rng.integers(-40, 38, 32).astype(np.float32)
+    literal = vector_literal(vector)
+    if backend.name == "duckdb":
+        sql = f"SELECT CAST(? AS FLOAT[{EMBEDDING_DIM}])"
+    else:
+        sql = "SELECT %s::vector::real[]"
+    row = await store.execute_fn(lambda c: c.execute(sql, [literal]).fetchone())
+    back = np.asarray(row[0], dtype=np.float32)
+    assert back.tobytes() == vector.tobytes()
