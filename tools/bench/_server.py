@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -250,6 +251,52 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc's children lists)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    queue += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` and their descendants."""
+    total = 0.0
+    for pid in pids:
+        for each in tree_pids(pid):
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(each)
+    return total
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on TCP ``port`` of 127.0.0.1 or any address (from
+    /proc/net/tcp): ``caxton start --workers N`` has N once every worker is serving (the
+    supervisor's own socket on the port only reserves it)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, state = fields[1], fields[3]
+        if state == "0A" and int(address.rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
+
+
+def wait_listening(server: BenchServer, count: int) -> None:
+    """Wait until ``count`` processes listen on ``server``'s port (every worker serving)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while listening_sockets(port) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{count} workers never listened; log:\n{server.log_tail()}")
+        time.sleep(0.05)
 
 
 def machine_busy_seconds() -> float:

