@@ -74,6 +74,7 @@ from caxton.memory import (
     qdrant_memory,
     queries,
 )
+from caxton.memory.embedder import default_threads
 from caxton.memory.maintenance import MaintenanceSchedule, MemoryMaintenance
 from caxton.messaging import Conversations, Router
 from caxton.messaging.conversation_sql_duckdb import DUCKDB_CONVERSATION_SQL
@@ -379,7 +380,7 @@ async def _start_storage(
         model_path=model_path,
         batch_size=embedding.batch_size,
         cache_size=embedding.cache_size,
-        threads=embedding.threads or min(4, os.cpu_count() or 1),
+        threads=embedding.threads or default_threads(workers=config.server.workers),
     )
     await _start(core, nursery, "embedder", embedder.run)
     memory_store: Backend = store

@@ -120,7 +120,10 @@ class EmbeddingConfig:
         default="cpu", metadata=_help("Where the embedding model runs.")
     )
     threads: int | None = attrs.field(
-        default=None, metadata=_help("onnxruntime threads (default: number of cores).")
+        default=None,
+        metadata=_help(
+            "onnxruntime threads (default: the cores, at most 4, shared among server.workers)."
+        ),
     )
 
 

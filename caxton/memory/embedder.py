@@ -90,6 +90,22 @@ class EmbedderStatistics:
 
 #: texts per model call at most, gathered from every waiting caller
 MAX_BATCH_TEXTS = 256
+#: onnxruntime threads at most when ``memory.embedding_config.threads`` is not set
+MAX_DEFAULT_THREADS = 4
+
+
+def default_threads(*, workers: int = 1, cores: int | None = None) -> int:
+    """onnxruntime threads for one server process when the config names none: the cores
+    (at most :data:`MAX_DEFAULT_THREADS`) shared among the host's ``server.workers``
+    processes, at least one each.
+
+    Every worker loads its own model; with each taking every core, N workers ran N times
+    as many inference threads as there are cores, which then preempt each other mid-batch.
+    (On this project's 2-core bench machine the write rate of two workers moved within its
+    noise: 148 and 127 writes/s with one thread each, 136 and 125 with two.)
+    """
+    available = min(MAX_DEFAULT_THREADS, cores or os.cpu_count() or 1)
+    return max(1, available // max(1, workers))
 
 
 @attrs.define(eq=False)

@@ -181,3 +181,18 @@ def test_worker_command_runs_the_ordinary_server() -> None:
         "--worker-index",
         "1",
     ]
+
+
+def test_workers_share_the_cores_among_their_models(tmp_path: Path) -> None:
+    """Without ``memory.embedding_config.threads`` each worker's model gets its share of the
+    cores (at most 4 in all), never fewer than one thread."""
+    from caxton.memory.embedder import default_threads
+
+    assert default_threads(cores=2) == 2
+    assert default_threads(workers=2, cores=2) == 1
+    assert default_threads(workers=3, cores=2) == 1
+    assert default_threads(workers=2, cores=16) == 2
+    assert default_threads(cores=16) == 4
+    workers = Override(("server", "workers"), 2, "--workers")
+    config = _config(POSTGRES, tmp_path, workers)
+    assert default_threads(workers=config.server.workers, cores=8) == 2
