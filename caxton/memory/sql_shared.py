@@ -73,7 +73,7 @@ def count(conn: Any, sql: str, params: Sequence[object] = ()) -> int:
     return int(row[0]) if row else 0
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4)  # one dimension per model; a few at most (migrations)
 def _vector_format(dim: int) -> str:
     return "[" + ",".join(("%.9g",) * dim) + "]"
 
