@@ -196,6 +196,12 @@ class Store:
             result = await trio.to_thread.run_sync(
                 self._run_write, request, limiter=self._write_limiter
             )
+        except BaseException:
+            # Cancelled before the thread took the write (once it has, the call cannot be
+            # cancelled, and _run_write returns every error as an outcome): it never ran, and
+            # the queue no longer holds it, so its caller must hear it here or wait forever.
+            request.finish(outcome.Error(StoreClosed(self.path)))
+            raise
         finally:
             self._writing = False
         # No checkpoint between the thread's return and finish(): a committed write is always

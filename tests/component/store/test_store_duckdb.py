@@ -245,6 +245,49 @@ async def test_closed_store_refuses_calls_and_fails_queued_writes(tmp_path):
         assert await again.execute_fn(count_notes) == 1
 
 
+class _CancelAfterHandOff:
+    """The store's send channel, cancelling ``scope`` in the same step as it hands a request
+    to the waiting writer: the writer then resumes with the request but cancelled."""
+
+    def __init__(self, channel, scope: trio.CancelScope) -> None:
+        self.channel = channel
+        self.scope = scope
+
+    async def send(self, request) -> None:
+        self.channel.send_nowait(request)  # the writer waits in receive: handed at once
+        self.scope.cancel()
+        await trio.sleep(0)  # noqa: ASYNC115 - a plain checkpoint, as the real send takes
+
+    async def aclose(self) -> None:
+        await self.channel.aclose()
+
+
+@pytest.mark.trio
+async def test_a_write_handed_over_as_the_store_stops_is_refused_not_lost(tmp_path):
+    """The writer took the request from its queue, but the store was cancelled before the
+    write reached the worker thread: the caller hears StoreClosed (once it waited forever, and
+    a shielded caller, a conversation flush at shutdown, held the server's stop)."""
+    store = Store(tmp_path / "caxton.duckdb", migrations=[NOTES_V1])
+    results: list[object] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as outer, trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            await trio.testing.wait_all_tasks_blocked()  # the writer waits in receive
+            store._send = _CancelAfterHandOff(store._send, nursery.cancel_scope)
+
+            async def call() -> None:
+                try:
+                    results.append(await store.execute_write_fn(insert_note(1, "late")))
+                except StoreClosed as exc:
+                    results.append(exc)
+
+            outer.start_soon(call)
+    assert len(results) == 1
+    assert isinstance(results[0], StoreClosed)
+    async with open_store(tmp_path / "caxton.duckdb", migrations=[NOTES_V1]) as again:
+        assert await again.execute_fn(count_notes) == 0
+
+
 def note_ids(conn: duckdb.DuckDBPyConnection) -> list[int]:
     return [int(row[0]) for row in conn.execute("SELECT id FROM notes ORDER BY id").fetchall()]
 
