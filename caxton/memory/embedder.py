@@ -130,6 +130,12 @@ class _Request:
         self.done.set()
 
 
+def _stopped(requests: list[_Request]) -> None:
+    """Tell the callers of ``requests`` that the embedder stopped before encoding them."""
+    for request in requests:
+        request.fail(RuntimeError("the embedder stopped"))
+
+
 def _stop_spinning(model: TextEmbedding, onnx_path: Path, threads: int) -> None:
     """Reopen ``model``'s onnxruntime session with its threads' busy-waiting off.
 
@@ -261,6 +267,12 @@ class Embedder:
         return batch
 
     async def _run_batch(self, batch: list[_Request]) -> None:
+        """Encode ``batch`` and give each request its rows or its error.
+
+        Every request of ``batch`` has left the queue, so every one is answered here, also
+        when the embedder stops meanwhile (a model call cannot be cancelled once in its
+        thread: a stop takes effect before a call starts, and that batch never ran).
+        """
         if not batch:
             return
         unique = list(dict.fromkeys(text for request in batch for text in request.texts))
@@ -271,9 +283,16 @@ class Embedder:
                 batch[0].fail(exc)
                 return
             # Someone's text broke the batch: find whose, one request at a time.
-            for request in batch:
-                await self._run_batch([request])
+            for index, request in enumerate(batch):
+                try:
+                    await self._run_batch([request])
+                except BaseException:
+                    _stopped(batch[index + 1 :])
+                    raise
             return
+        except BaseException:
+            _stopped(batch)
+            raise
         rows = {text: i for i, text in enumerate(unique)}
         for request in batch:
             request.succeed(vectors[[rows[text] for text in request.texts]])

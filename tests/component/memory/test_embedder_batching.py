@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import trio
+import trio.testing
 
 from caxton.memory import Embedder
 
@@ -109,3 +110,31 @@ async def test_requests_waiting_when_the_embedder_stops_fail_instead_of_hanging(
     assert all("embedder stopped" in str(exc) for exc in failures)
     with pytest.raises(RuntimeError, match="not running"):
         await embedder.embed(["after the stop"])
+
+
+async def test_a_batch_taken_as_the_embedder_stops_fails_its_callers(model_dir):
+    """A stop that comes while a batch runs takes effect when the model returns; the next batch
+    was already taken from the queue by then, and its callers are told the embedder stopped
+    (once they waited forever)."""
+    got: dict[str, object] = {}
+    with trio.fail_after(20):
+        async with trio.open_nursery() as outer, trio.open_nursery() as nursery:
+            embedder = await nursery.start(Embedder(cache_dir=model_dir).run)
+
+            async def call(name: str, texts: list[str]) -> None:
+                try:
+                    got[name] = await embedder.embed(texts, use_cache=False)
+                except RuntimeError as exc:
+                    got[name] = exc
+
+            outer.start_soon(call, "running", [f"long text {i} " * 20 for i in range(64)])
+            await trio.testing.wait_all_tasks_blocked()  # its batch is in the model's thread
+            outer.start_soon(call, "next", ["a text that waits for the next batch"])
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == {}  # the model still runs the first batch
+            nursery.cancel_scope.cancel()
+    running = got["running"]
+    assert isinstance(running, np.ndarray)
+    assert running.shape == (64, 384)
+    assert isinstance(got["next"], RuntimeError)
+    assert "embedder stopped" in str(got["next"])
