@@ -18,8 +18,10 @@ mirror (:mod:`caxton.memory.index`) and, above ``hnsw_threshold`` rows, an HNSW 
   caller asks for the exact path. On a shared store (PostgreSQL) the mirror is always off:
   other instances write rows this process would not see, so every search runs in SQL.
 
-Every mirror operation runs in a worker thread under the accelerator's own
-``CapacityLimiter(1)``; graph builds and loads run under a second one, on a snapshot.
+Every mirror operation runs under the accelerator's own ``CapacityLimiter(1)``, in a worker
+thread, but for a search of a mirror of at most :data:`INLINE_SEARCH_ROWS` rows, which runs on
+the event loop (under the same limiter): scanning so few rows costs less than the hand-off to
+a thread and back. Graph builds and loads run under a second limiter, on a snapshot.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ T = TypeVar("T")
 
 HNSW_SAVE_INTERVAL_S = 600.0
 HNSW_SHUTDOWN_SAVE_S = 30.0
+#: A mirror of at most this many rows is searched on the event loop: its scan (a matrix-vector
+#: product over at most 6 MB) takes about as long as handing the search to a worker thread
+#: and back, which also costs the GIL twice. Far below any HNSW threshold.
+INLINE_SEARCH_ROWS = 4096
 
 
 @attrs.frozen(kw_only=True)
@@ -323,6 +329,10 @@ class SearchAccelerator:
             return await self.store.execute_fn(
                 functools.partial(self.rank_in_sql, vector=vector, exact=exact, **filters)
             )
+        index = self._index
+        if len(index) <= INLINE_SEARCH_ROWS:
+            async with self._index_limiter:  # no write or build of the mirror meanwhile
+                return index.search(vector, **filters)
         return await self._in_index(lambda index: index.search(vector, **filters))
 
     def ranks_in_process(self, *, exact: bool = False) -> bool:

@@ -11,6 +11,7 @@ import datetime as dt
 import numpy as np
 import pytest
 import trio
+import trio.testing
 
 from caxton.memory import EMBEDDING_DIM, Entity, Scope, queries
 from caxton.memory.accelerator import SearchAccelerator
@@ -130,3 +131,46 @@ async def test_embeddings_round_trip_through_duckdb_bit_for_bit(store):
     stored = {name: np.asarray(vector, dtype=np.float32) for name, vector in rows}
     for i, name in enumerate(names):
         assert stored[name].tobytes() == matrix[i].tobytes(), name
+
+
+async def test_a_small_mirror_is_searched_on_the_event_loop_but_never_beside_a_change(
+    nursery, store, monkeypatch
+):
+    """Up to INLINE_SEARCH_ROWS rows a search skips the worker thread (same hits as the thread
+    path); it still waits for whatever holds the mirror's limiter, a write or a build."""
+    from caxton.memory import accelerator as accelerator_module
+
+    with trio.fail_after(30):
+        rows = [entity(f"e{i}") for i in range(30)]
+        matrix = vectors(len(rows))
+        await write(store, rows, matrix)
+        accelerator = SearchAccelerator(store, EMBEDDING_DIM, hnsw_threshold=None)
+        await nursery.start(accelerator.run)
+        await accelerator.reload()
+        threads = 0
+        run_sync = trio.to_thread.run_sync
+
+        async def counted(*args, **kwargs):
+            nonlocal threads
+            threads += 1
+            return await run_sync(*args, **kwargs)
+
+        monkeypatch.setattr(accelerator_module.trio.to_thread, "run_sync", counted)
+        inline = await accelerator.rank(matrix[3], **ALL)
+        assert (inline[0][0], threads) == ("e3", 0)
+        monkeypatch.setattr(accelerator_module, "INLINE_SEARCH_ROWS", len(rows) - 1)
+        assert await accelerator.rank(matrix[3], **ALL) == inline
+        assert threads == 1
+        monkeypatch.setattr(accelerator_module, "INLINE_SEARCH_ROWS", len(rows))
+
+        found: list[list[tuple[str, float]]] = []
+
+        async def search() -> None:
+            found.append(await accelerator.rank(matrix[5], **ALL))
+
+        async with accelerator._index_limiter:  # as a write applying to the mirror holds it
+            nursery.start_soon(search)
+            await trio.testing.wait_all_tasks_blocked()
+            assert found == []
+        await trio.testing.wait_all_tasks_blocked()
+        assert found[0][0][0] == "e5"
