@@ -45,6 +45,18 @@ async def write(store, entities, matrix) -> None:
     await store.execute_write_fn(lambda c: queries.write_entities(c, entities, matrix))
 
 
+async def loaded_accelerator(nursery, store, count: int):
+    """``count`` entities ``e0``... written, and a running accelerator (no graph) loaded with
+    them; returns the accelerator, the entities and their vectors."""
+    rows = [entity(f"e{i}") for i in range(count)]
+    matrix = vectors(count)
+    await write(store, rows, matrix)
+    accelerator = SearchAccelerator(store, EMBEDDING_DIM, hnsw_threshold=None)
+    await nursery.start(accelerator.run)
+    await accelerator.reload()
+    return accelerator, rows, matrix
+
+
 async def test_mirror_answers_as_the_exact_scan_and_follows_writes(nursery, store):
     with trio.fail_after(30):
         rows = [entity(f"e{i}") for i in range(20)] + [
@@ -81,12 +93,7 @@ async def test_mirror_answers_as_the_exact_scan_and_follows_writes(nursery, stor
 
 async def test_a_failed_follow_falls_back_to_the_exact_scan_until_reload(nursery, store):
     with trio.fail_after(30):
-        rows = [entity(f"e{i}") for i in range(5)]
-        matrix = vectors(len(rows))
-        await write(store, rows, matrix)
-        accelerator = SearchAccelerator(store, EMBEDDING_DIM, hnsw_threshold=None)
-        await nursery.start(accelerator.run)
-        await accelerator.reload()
+        accelerator, rows, matrix = await loaded_accelerator(nursery, store, 5)
 
         # Two entities but one vector: the mirror refuses the write and stops answering.
         await accelerator.follow(upsert=(rows[:2], matrix[:1]))
@@ -141,12 +148,7 @@ async def test_a_small_mirror_is_searched_on_the_event_loop_but_never_beside_a_c
     from caxton.memory import accelerator as accelerator_module
 
     with trio.fail_after(30):
-        rows = [entity(f"e{i}") for i in range(30)]
-        matrix = vectors(len(rows))
-        await write(store, rows, matrix)
-        accelerator = SearchAccelerator(store, EMBEDDING_DIM, hnsw_threshold=None)
-        await nursery.start(accelerator.run)
-        await accelerator.reload()
+        accelerator, rows, matrix = await loaded_accelerator(nursery, store, 30)
         threads = 0
         run_sync = trio.to_thread.run_sync
 
