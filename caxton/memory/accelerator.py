@@ -55,8 +55,9 @@ T = TypeVar("T")
 HNSW_SAVE_INTERVAL_S = 600.0
 HNSW_SHUTDOWN_SAVE_S = 30.0
 #: A mirror of at most this many rows is searched on the event loop: its scan (a matrix-vector
-#: product over at most 6 MB) takes about as long as handing the search to a worker thread
-#: and back, which also costs the GIL twice. Far below any HNSW threshold.
+#: product over at most 6 MB, ~0.1 ms) costs no more than handing the search to a worker
+#: thread and back, which also takes the GIL twice. Below the default HNSW threshold (with
+#: a smaller ``hnsw_threshold`` it is a graph search, faster still).
 INLINE_SEARCH_ROWS = 4096
 
 
