@@ -46,7 +46,7 @@ from caxton.memory.model import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
     from pathlib import Path
 
     from fastembed import TextEmbedding
@@ -130,7 +130,7 @@ class _Request:
         self.done.set()
 
 
-def _stopped(requests: list[_Request]) -> None:
+def _fail_stopped(requests: Iterable[_Request]) -> None:
     """Tell the callers of ``requests`` that the embedder stopped before encoding them."""
     for request in requests:
         request.fail(RuntimeError("the embedder stopped"))
@@ -238,8 +238,8 @@ class Embedder:
         finally:
             self._model = None
             self._stopped = True
-            while self._queue:
-                self._queue.popleft().fail(RuntimeError("the embedder stopped"))
+            waiting, self._queue = self._queue, collections.deque()
+            _fail_stopped(waiting)
 
     async def _batch_forever(self) -> NoReturn:
         while True:
@@ -287,11 +287,11 @@ class Embedder:
                 try:
                     await self._run_batch([request])
                 except BaseException:
-                    _stopped(batch[index + 1 :])
+                    _fail_stopped(batch[index + 1 :])
                     raise
             return
         except BaseException:
-            _stopped(batch)
+            _fail_stopped(batch)
             raise
         rows = {text: i for i, text in enumerate(unique)}
         for request in batch:
