@@ -19,7 +19,9 @@ has started, its rows are dropped); the batch goes on for the others.
 
 onnxruntime's worker threads normally spin for a while after each call; the session is opened
 with spinning off (``session.intra_op.allow_spinning = 0``) so that an idle or lightly loaded
-server does not burn a core between batches.
+server does not burn a core between batches. Its telemetry is turned off before it loads
+(:data:`RUNTIME_TELEMETRY_OFF`): nothing is written outside the data directory's model folder
+and nothing is sent anywhere.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ if TYPE_CHECKING:
     from fastembed import TextEmbedding
 
 LOGGER = logging.getLogger("caxton.memory.embedder")
+
+#: The environment variable that keeps onnxruntime from reporting telemetry (set by the
+#: embedder before the runtime loads, unless the environment already sets it).
+RUNTIME_TELEMETRY_OFF = "ORT_DISABLE_TELEMETRY"
 
 
 class TextEncoder(Protocol):
@@ -327,6 +333,12 @@ class Embedder:
         # huggingface_hub reads this when fastembed imports it; without it an offline lookup
         # retries for ~39 s before failing (research/deps-lab.md §5).
         os.environ["HF_HUB_OFFLINE"] = "1"
+        # onnxruntime 1.29 and later, on Linux, report to Microsoft unless this is set before
+        # they initialize: a device id and an event database under ~/.cache/Microsoft, and
+        # uploads to mobile.events.data.microsoft.com retried every few seconds (lookups and
+        # threads in an idle server, traffic nobody configured). An operator's own setting of
+        # the variable is kept.
+        os.environ.setdefault(RUNTIME_TELEMETRY_OFF, "1")
         from fastembed import TextEmbedding
 
         fix = (

