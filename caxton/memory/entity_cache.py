@@ -38,15 +38,13 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 #: what an entity costs beyond its text: the object, its tuple, datetimes, the LRU slot
 #: (measured with tracemalloc: 100k entities of one 40-character observation take 350 bytes
 #: each in all)
-_ENTRY_OVERHEAD = 360
-#: the least an entity can take (:func:`entity_bytes`)
-MIN_ENTITY_BYTES = _ENTRY_OVERHEAD + 2
+ENTRY_OVERHEAD_BYTES = 360
 
 
 def entity_bytes(entity: Entity) -> int:
     """The approximate bytes ``entity`` holds in the cache."""
     text = len(entity.name) + len(entity.entity_type) + sum(len(o) for o in entity.observations)
-    return _ENTRY_OVERHEAD + text + 64 * len(entity.metadata)
+    return ENTRY_OVERHEAD_BYTES + text + 64 * len(entity.metadata)
 
 
 class EntityCache:

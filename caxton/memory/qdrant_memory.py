@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import itertools
 import json
 import uuid
 from typing import TYPE_CHECKING, Any, Final, Unpack
 
 import numpy as np
 
+from caxton.memory.entity_cache import entity_bytes
 from caxton.memory.index import IndexEntry
 from caxton.memory.sql import INDEX_CHUNK_ROWS
 from caxton.memory.sql_shared import EntityReads, SearchArguments, from_db_time
@@ -252,12 +252,19 @@ def entity_reads(names: Sequence[str]) -> EntityReads:
     return EntityReads(parts=(together,), combine=lambda results: results[0], together=together)
 
 
-def recent_entities(conn: QdrantConnection, limit: int) -> list[Entity]:
-    """Up to ``limit`` entities, the most recently updated first among them: the first
-    ``limit`` points of a scroll (in point id order; Qdrant orders by a payload field only
-    with an index on it, which this collection does not keep)."""
-    records = itertools.islice(_scroll(conn, conn.entities), limit)
-    entities = [_entity(r.payload or {}) for r in records]
+def recent_entities(conn: QdrantConnection, max_bytes: int) -> list[Entity]:
+    """The first points of a scroll whose sizes add up to at most ``max_bytes`` (in point id
+    order; Qdrant orders by a payload field only with an index on it, which this collection
+    does not keep), the most recently updated first among them. The scroll stops at the
+    first that does not fit."""
+    entities: list[Entity] = []
+    total = 0
+    for record in _scroll(conn, conn.entities):
+        entity = _entity(record.payload or {})
+        total += entity_bytes(entity)
+        if total > max_bytes:
+            break
+        entities.append(entity)
     entities.sort(key=lambda e: (-e.updated_at.timestamp(), e.name))
     return entities
 

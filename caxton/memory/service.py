@@ -39,7 +39,7 @@ from caxton.errors import CaxtonError, Conflict, NotFound
 from caxton.latency import LatencyWindow
 from caxton.memory import queries, sql_shared, transfer, validation
 from caxton.memory.accelerator import HNSW_SAVE_INTERVAL_S, SearchAccelerator, SearchFilters
-from caxton.memory.entity_cache import DEFAULT_CACHE_BYTES, MIN_ENTITY_BYTES, EntityCache
+from caxton.memory.entity_cache import DEFAULT_CACHE_BYTES, EntityCache
 from caxton.memory.errors import MemoryLimitExceeded
 from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD
 from caxton.memory.plan import EntityPlan, plan_entities, plan_relations
@@ -311,18 +311,19 @@ class MemoryService:
         """Put the most recently updated entities into the entity cache, up to its bound.
 
         Resource handling:
-            One read of at most as many entities as the bound could hold (each entity takes
-            at least :data:`caxton.memory.entity_cache.MIN_ENTITY_BYTES`), built in a reader
-            thread (~1 s per 100k), then added a chunk at a time between checkpoints.
+            One read of the entities that fit in the room the cache has left, sized in the
+            store before their rows are read (large entities do not make it read more than
+            the bound), built in a reader thread, then added a chunk at a time between
+            checkpoints.
         """
         cache = self._entity_cache
         assert cache is not None
         started = time.perf_counter()
-        limit = max(1, cache.max_bytes // MIN_ENTITY_BYTES)
         cache.start_fill()
         try:
+            room = cache.max_bytes - cache.nbytes
             entities = await self.store.execute_fn(
-                functools.partial(self.sql.recent_entities, limit=limit)
+                functools.partial(self.sql.recent_entities, max_bytes=room)
             )
             for start in range(0, len(entities), FILL_CHUNK):
                 if not cache.fill(entities[start : start + FILL_CHUNK]):

@@ -64,9 +64,11 @@ class MemorySQL(Protocol):
         """The stored entities among ``names``, keyed by name."""
         ...
 
-    def recent_entities(self, conn: Any, limit: int) -> list[Entity]:
-        """Up to ``limit`` stored entities, the most recently updated first where the dialect
-        can order them so (the entity cache's fill)."""
+    def recent_entities(self, conn: Any, max_bytes: int) -> list[Entity]:
+        """Stored entities whose sizes (:func:`caxton.memory.entity_cache.entity_bytes`, or
+        as near as the dialect can count without reading them) add up to at most
+        ``max_bytes``, the most recently updated first where the dialect can order them so
+        (the entity cache's fill: it reads no more than the cache can keep)."""
         ...
 
     def entity_reads(self, names: Sequence[str]) -> EntityReads:

@@ -24,6 +24,7 @@ import attrs
 import numpy as np
 from numpy.typing import NDArray
 
+from caxton.memory.entity_cache import ENTRY_OVERHEAD_BYTES
 from caxton.memory.types import Entity, GraphEdge, GraphNode, Relation, Scope
 
 if TYPE_CHECKING:
@@ -359,23 +360,32 @@ class SQLStyle:
             [(row[1], row[8], row[9]) for row in rows if row[0] == 1],
         )
 
-    def recent_entities(self, conn: Any, limit: int) -> list[Entity]:
-        """Up to ``limit`` entities, the most recently updated first (ties by name): two
-        statements, so one snapshot only inside the caller's transaction."""
-        recent = (
-            f"SELECT {ENTITY_COLUMNS} FROM memory_entities "
-            f"ORDER BY updated_at DESC, name LIMIT {self.param}"
-        )
-        rows = conn.execute(recent, [limit]).fetchall()
-        if not rows:
+    def recent_entities(self, conn: Any, max_bytes: int) -> list[Entity]:
+        """The most recently updated entities (ties by name) whose sizes add up to at most
+        ``max_bytes``, each sized as the entity cache counts it (its metadata by the JSON
+        text): the sizes are added up in SQL, so no more than that is read. Three statements,
+        one snapshot only inside the caller's transaction."""
+        limit = max_bytes // ENTRY_OVERHEAD_BYTES  # no entity takes less
+        if limit < 1:
             return []
-        observations = conn.execute(
-            "SELECT o.entity, o.position, o.content FROM memory_observations o "
-            f"JOIN ({recent}) r ON o.entity = r.name",
-            [limit],
+        p = self.param
+        chosen = conn.execute(
+            "WITH candidates AS ("
+            f"SELECT name, updated_at, {ENTRY_OVERHEAD_BYTES} + length(name) "
+            "+ length(entity_type) + length(metadata) AS size FROM memory_entities "
+            f"ORDER BY updated_at DESC, name LIMIT {p}), "
+            "sized AS (SELECT c.name, c.updated_at, "
+            "c.size + coalesce(sum(length(o.content)), 0) AS size FROM candidates c "
+            "LEFT JOIN memory_observations o ON o.entity = c.name "
+            "GROUP BY c.name, c.updated_at, c.size) "
+            "SELECT name FROM (SELECT name, updated_at, sum(size) OVER (ORDER BY "
+            "updated_at DESC, name ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS total "
+            f"FROM sized) AS r WHERE total <= {p} ORDER BY updated_at DESC, name",
+            [limit, max_bytes],
         ).fetchall()
-        found = entities_from_rows(rows, observations)
-        return [found[str(row[0])] for row in rows]
+        names = [str(row[0]) for row in chosen]
+        found = self.fetch_entities(conn, names)
+        return [found[name] for name in names if name in found]
 
     def entity_reads(self, names: Sequence[str]) -> EntityReads:
         """:meth:`fetch_entities` as two statements that may run side by side (entity rows,

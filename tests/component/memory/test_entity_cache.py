@@ -200,8 +200,8 @@ async def test_a_write_while_the_cache_fills_is_not_hidden_by_it(store, embedder
             return getattr(queries, name)
 
         @staticmethod
-        def recent_entities(conn, limit):
-            found = queries.recent_entities(conn, limit)
+        def recent_entities(conn, max_bytes):
+            found = queries.recent_entities(conn, max_bytes)
             read_done.set()
             release.wait(timeout=30)
             return found

@@ -23,6 +23,7 @@ from caxton.memory import (
     NewRelation,
     Scope,
 )
+from caxton.memory.entity_cache import entity_bytes
 from caxton.memory.model import EMBEDDING_DIM
 from caxton.memory.sql_shared import vector_literal
 from caxton.memory.validation import MAX_OBSERVATION_BYTES
@@ -606,15 +607,46 @@ async def test_recent_entities_come_most_recently_updated_first(memory):
     for name in ("Rex", "Tom", "Kit"):  # one at a time: each later one updated later
         await memory.create_entity(NewEntity(name=name, entity_type="pet", observations=["a"]))
     await memory.add_observations("Rex", ["b", "c"])
-    recent = await memory.store.execute_fn(functools.partial(memory.sql.recent_entities, limit=10))
+    recent = await memory.store.execute_fn(
+        functools.partial(memory.sql.recent_entities, max_bytes=2**20)
+    )
     assert [e.name for e in recent] == ["Rex", "Kit", "Tom"]
     assert recent[0] == await memory.get_entity("Rex")
     assert recent[0].observations == ("a", "b", "c")
     if memory.store.dialect != "qdrant":
+        room_for_two = sum(entity_bytes(e) for e in recent[:2]) + 4  # metadata {} by its text
         fewer = await memory.store.execute_fn(
-            functools.partial(memory.sql.recent_entities, limit=2)
+            functools.partial(memory.sql.recent_entities, max_bytes=room_for_two)
         )
         assert [e.name for e in fewer] == ["Rex", "Kit"]
+
+
+async def test_recent_entities_read_no_more_than_the_room_given(memory):
+    """The entity cache's fill asks for as much as it has room for: large entities are sized
+    before their rows are read, so a bound of a few of them reads a few, not as many as
+    the bound could hold at the smallest size."""
+    pages = ["x" * 8000, "y" * 8000]
+    await memory.create_entities(
+        [NewEntity(name=f"big-{i:02d}", entity_type="doc", observations=pages) for i in range(40)]
+    )
+    everything = await memory.store.execute_fn(
+        functools.partial(memory.sql.recent_entities, max_bytes=2**30)
+    )
+    assert len(everything) == 40
+    one = entity_bytes(everything[0])
+    assert 16_000 < one < 17_000
+    bound = 3 * one + one // 2
+    some = await memory.store.execute_fn(
+        functools.partial(memory.sql.recent_entities, max_bytes=bound)
+    )
+    assert len(some) == 3
+    assert sum(entity_bytes(e) for e in some) <= bound
+    assert (
+        await memory.store.execute_fn(
+            functools.partial(memory.sql.recent_entities, max_bytes=one // 2)
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize("backend", ["duckdb", "postgres"], indirect=True)
