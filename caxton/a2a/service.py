@@ -83,9 +83,13 @@ REPLY_ARTIFACT = "reply"
 SAVE_WAIT_S = 5.0
 #: Streams following tasks that run on other instances, at most, on this instance.
 MAX_FOLLOWS = 256
-#: How often finished rows are expired, rows of gone instances failed and cancel requests
-#: re-read (notices carry them at once; this catches what was missed).
+#: How often, in a cluster, the tasks of gone instances are failed and the cancel requests
+#: for this instance's running tasks re-read (notices carry them at once; this catches what
+#: was missed). A store this process alone writes needs neither after the sweep at start.
 SWEEP_INTERVAL_S = 10.0
+#: How often finished rows past ``a2a.task_ttl`` are deleted: reads leave them out already,
+#: so this only gives their space back (as often as the conversation sweeper's default).
+EXPIRE_INTERVAL_S = 300.0
 
 
 @attrs.frozen(kw_only=True)
@@ -173,7 +177,9 @@ class A2AService:
         """Own the nursery the tasks run in.
 
         With task records: first marks failed the tasks an earlier run of this one-node
-        server left running, then sweeps every :data:`SWEEP_INTERVAL_S`.
+        server left running, then expires finished rows every :data:`EXPIRE_INTERVAL_S` and,
+        in a cluster, sweeps for gone instances and missed cancel requests every
+        :data:`SWEEP_INTERVAL_S` (an idle one-node server is not woken for either).
 
         Cancellation:
             Running tasks are cancelled with the component (after the HTTP front drained).
@@ -187,23 +193,37 @@ class A2AService:
             await self._running.run(self, task_status)
 
     async def _sweeping(self, records: TaskRecords) -> None:
+        cluster = records.store.shared
+        step = SWEEP_INTERVAL_S if cluster else EXPIRE_INTERVAL_S
+        expire_at = trio.current_time() + EXPIRE_INTERVAL_S
         while True:
-            await trio.sleep(SWEEP_INTERVAL_S)
-            await self._sweep_once(records)
+            await trio.sleep(step)
+            expire = trio.current_time() >= expire_at
+            if expire:
+                expire_at = trio.current_time() + EXPIRE_INTERVAL_S
+            await self._sweep_once(records, expire=expire, cluster=cluster, retry_s=step)
 
-    async def _sweep_once(self, records: TaskRecords) -> None:
+    async def _sweep_once(
+        self,
+        records: TaskRecords,
+        *,
+        expire: bool = True,
+        cluster: bool = True,
+        retry_s: float = SWEEP_INTERVAL_S,
+    ) -> None:
         """A sweep whose failure (the store is down) is logged: the next one tries again."""
         try:
-            await self._sweep(records)
+            await self._sweep(records, expire=expire, cluster=cluster)
         except Exception as exc:
-            LOGGER.warning(
-                "the A2A task sweep failed, trying again in %gs: %s", SWEEP_INTERVAL_S, exc
-            )
+            LOGGER.warning("the A2A task sweep failed, trying again in %gs: %s", retry_s, exc)
 
-    async def _sweep(self, records: TaskRecords) -> None:
-        """Expire finished rows, fail the tasks of gone instances, and act on cancel requests
-        whose notice was missed."""
-        await records.expire()
+    async def _sweep(self, records: TaskRecords, *, expire: bool, cluster: bool) -> None:
+        """Expire finished rows; fail the tasks of gone instances, and act on cancel requests
+        whose notice was missed (only while this process runs a task)."""
+        if expire:
+            await records.expire()
+        if not cluster:
+            return
         for row in await records.orphans():
             task = row.task
             text = (
@@ -213,6 +233,8 @@ class A2AService:
             task.change(FAILED, agent_message(text, task=task))
             if await records.save(task, unless_ended=True):
                 LOGGER.warning("A2A task %s failed: its instance %s is gone", task.id, row.instance)
+        if not self.tasks.running():
+            return
         for task_id in await records.cancel_requests():
             self._cancel_local(task_id)
 

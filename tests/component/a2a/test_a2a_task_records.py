@@ -4,15 +4,20 @@ rows deleted ``a2a.task_ttl`` after they ended, and ListTasks' pages read from t
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
+from servers import loopback_config
 
+from caxton.a2a import service as a2a_service
 from caxton.a2a.records import TaskRecords
 from caxton.a2a.schema import A2A_TASK_MIGRATIONS
 from caxton.a2a.tasks import COMPLETED, WORKING, A2ATask
 from caxton.a2a.wire import RpcError
 from caxton.cluster import NullNotifier
+from caxton.server import ServerInfo, serve
 from caxton.store import open_store
 
 if TYPE_CHECKING:
@@ -79,3 +84,26 @@ async def test_rows_are_bounded_by_count_and_age(tmp_path: Path) -> None:
             store, notices=NullNotifier("next"), instance_id="next", max_tasks=3, ttl_s=60
         )
         assert sorted(r.task.id for r in await later.orphans()) == ["t4", "t5"]
+
+
+async def test_an_idle_one_node_server_leaves_the_store_alone(
+    monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """On a store this process alone writes, the A2A sweep only expires finished rows, every
+    EXPIRE_INTERVAL_S: nothing else can fail its tasks or ask to cancel them (it used to write
+    and read the store every SWEEP_INTERVAL_S, idle or not)."""
+    monkeypatch.setattr(a2a_service, "SWEEP_INTERVAL_S", 0.05)
+    monkeypatch.setattr(a2a_service, "EXPIRE_INTERVAL_S", 1.5)
+    loaded = loopback_config(tmp_path / "data")
+    info: ServerInfo = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
+    store = info.services.store
+    assert not store.shared
+    await info.services.memory.wait_entity_cache()
+    await trio.sleep(0.2)  # what the start left running is done
+    before = store.statistics()
+    await trio.sleep(0.5)  # ten cluster sweeps' time
+    idle = store.statistics()
+    assert (idle.writes_total, idle.reads_total) == (before.writes_total, before.reads_total)
+    with trio.fail_after(10):  # the expiry still comes
+        while store.statistics().writes_total == idle.writes_total:
+            await trio.sleep(0.05)
