@@ -26,7 +26,7 @@ PostgreSQL is then measured once more with ``caxton start --workers 2`` (``--pos
 at most what its event loop can (its Python work holds one GIL: about 2 ms of CPU per search,
 most of it hypercorn's and Quart's, so 300-450 searches/s with a third of the two cores
 idle); two processes on the same port share both cores. Idle CPU there is the supervisor's
-and both workers'.
+and both workers' (the verdict is on the sum; each process's share is printed beside it).
 
 Then the WASM echo agent under the same ``wrk`` load, with request logging on (``logging.level:
 info``, one line per request) and off (``warning``), alternating ``--logging-rounds`` times in
@@ -57,7 +57,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import BenchServer, header, report_exit, tree_cpu, wait_listening
+from _server import BenchServer, cpu_seconds, header, report_exit, tree_pids, wait_listening
 from memory_search import CACHE
 from pgvector_search import load_postgres_tool
 from wasm_http import ECHO_BODY, WRK_SCRIPT, run_wrk_script
@@ -227,13 +227,19 @@ def print_load(label: str, result: dict[str, Any], rps_goal: float, p99_goal: fl
     )
 
 
-def idle_cpu(server: BenchServer) -> float:
+def idle_cpu(server: BenchServer) -> tuple[float, list[float]]:
     """The server's CPU seconds (with its workers', if any) per IDLE_GOAL_WINDOW_S with no
-    request, measured over IDLE_WINDOW_S (after a settling pause)."""
+    request, measured over IDLE_WINDOW_S (after a settling pause); and each process's share,
+    the server (or supervisor) first."""
     time.sleep(3.0)
-    before = tree_cpu([server.pid])
+    pids = tree_pids(server.pid)
+    before = [cpu_seconds(pid) for pid in pids]
     time.sleep(IDLE_WINDOW_S)
-    return (tree_cpu([server.pid]) - before) * IDLE_GOAL_WINDOW_S / IDLE_WINDOW_S
+    after = [cpu_seconds(pid) for pid in pids]
+    shares = [
+        (b - a) * IDLE_GOAL_WINDOW_S / IDLE_WINDOW_S for a, b in zip(before, after, strict=True)
+    ]
+    return sum(shares), shares
 
 
 def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str, workers: int = 1) -> None:
@@ -270,10 +276,16 @@ def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str, workers
             GOAL_SEARCH_RPS,
             GOAL_SEARCH_P99_MS,
         )
-        idle = idle_cpu(server)
+        idle, shares = idle_cpu(server)
+        each = ""
+        if len(shares) > 1:  # the supervisor, then its workers
+            each = "; supervisor " + ", workers ".join(
+                [f"{shares[0]:.3f}", " / ".join(f"{x:.3f}" for x in shares[1:])]
+            )
         print(
             f"  idle after the load: {idle:.3f} CPU-s per {IDLE_GOAL_WINDOW_S:.0f} s "
-            f"(over {IDLE_WINDOW_S:.0f} s; {verdict(idle, GOAL_IDLE_CPU_S, at_most=True)})"
+            f"(over {IDLE_WINDOW_S:.0f} s{each}; "
+            f"{verdict(idle, GOAL_IDLE_CPU_S, at_most=True)})"
         )
         report_exit(server)
 
