@@ -20,8 +20,7 @@ has started, its rows are dropped); the batch goes on for the others.
 onnxruntime's worker threads normally spin for a while after each call; the session is opened
 with spinning off (``session.intra_op.allow_spinning = 0``) so that an idle or lightly loaded
 server does not burn a core between batches. Its telemetry is turned off before it loads
-(:data:`RUNTIME_TELEMETRY_OFF`): nothing is written outside the data directory's model folder
-and nothing is sent anywhere.
+(:data:`RUNTIME_TELEMETRY_OFF`): it writes nothing under the home directory and sends nothing.
 """
 
 from __future__ import annotations

@@ -362,9 +362,9 @@ class SQLStyle:
 
     def recent_entities(self, conn: Any, max_bytes: int) -> list[Entity]:
         """The most recently updated entities (ties by name) whose sizes add up to at most
-        ``max_bytes``, each sized as the entity cache counts it (its metadata by the JSON
-        text): the sizes are added up in SQL, so no more than that is read. Three statements,
-        one snapshot only inside the caller's transaction."""
+        ``max_bytes``, each sized as the entity cache counts it but for its metadata, counted
+        by its JSON text: the sizes are added up in SQL, so no more than that is read. Two
+        statements, one snapshot only inside the caller's transaction."""
         limit = max_bytes // ENTRY_OVERHEAD_BYTES  # no entity takes less
         if limit < 1:
             return []
