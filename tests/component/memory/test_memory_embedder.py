@@ -14,6 +14,7 @@ import trio
 
 from caxton.errors import StartupError
 from caxton.memory import Embedder, EmbeddingModelError, assemble_default_model
+from caxton.memory import embedder as embedder_module
 from caxton.memory import model as model_module
 from caxton.memory.model import MANIFEST_FILE, ONNX_FILE, REQUIRED_FILES
 
@@ -179,3 +180,47 @@ def test_the_model_runtime_reports_nothing_and_writes_nothing_outside(tmp_path, 
     assert done.returncode == 0, done.stderr
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
     assert done.stdout.split() == ["1"]
+
+
+def _profiled_ops(session) -> set[str]:
+    """The names of the onnxruntime ops a profiled session ran."""
+    with open(session.end_profiling()) as handle:
+        events = json.load(handle)
+    return {
+        e["args"]["op_name"]
+        for e in events
+        if e.get("cat") == "Node" and "op_name" in e.get("args", {})
+    }
+
+
+def test_the_session_leaves_out_the_slower_fusion_and_keeps_the_vectors(tmp_path, model_dir):
+    """The embedder's session runs the plain layer norms, not onnxruntime's slower fused kernel
+    (which a default session picks for this graph), and computes the same hidden states."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(7)
+    ids = rng.integers(1000, 20000, size=(4, 16), dtype=np.int64)
+    feed = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+    }
+
+    default_options = ort.SessionOptions()
+    default_options.enable_profiling = True
+    default_options.profile_file_prefix = str(tmp_path / "default")
+    default = ort.InferenceSession(
+        str(model_dir / ONNX_FILE), sess_options=default_options, providers=["CPUExecutionProvider"]
+    )
+    options = embedder_module.session_options(1)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "embedder")
+    session = embedder_module.open_session(model_dir / ONNX_FILE, options, ["CPUExecutionProvider"])
+
+    expected = default.run(None, feed)[0]
+    got = session.run(None, feed)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert "SkipLayerNormalization" in _profiled_ops(default)
+    ops = _profiled_ops(session)
+    assert "SkipLayerNormalization" not in ops
+    assert "LayerNormalization" in ops
