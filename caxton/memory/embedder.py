@@ -64,7 +64,7 @@ RUNTIME_TELEMETRY_OFF = "ORT_DISABLE_TELEMETRY"
 #: graph than the two ops it replaces (for one 16-token text on one thread, its twelve norms take
 #: about 0.7 ms against 0.45 ms for the plain norms and adds), so leaving it out saves 6-9% of
 #: each model call's CPU and time. The vectors are the same to within a few millionths.
-SLOW_FUSIONS = ("SkipLayerNormFusion",)
+SLOW_FUSIONS: tuple[str, ...] = ("SkipLayerNormFusion",)
 
 
 class TextEncoder(Protocol):

