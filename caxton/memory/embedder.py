@@ -188,7 +188,9 @@ def _reopen_session(model: TextEmbedding, onnx_path: Path, threads: int) -> None
     inner = getattr(model, "model", None)
     session = getattr(inner, "model", None)
     if not isinstance(session, ort.InferenceSession):
-        LOGGER.debug("fastembed's session not found; onnxruntime threads keep spinning")
+        LOGGER.debug(
+            "fastembed's session not found; it keeps its spinning threads and slower fusions"
+        )
         return
     inner.model = open_session(  # type: ignore[union-attr]
         onnx_path, session_options(threads), session.get_providers()
