@@ -12,6 +12,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from caxton.errors import StartupError
 from caxton.http.app import asgi_app
+from caxton.http.response_writes import write_responses_whole
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
@@ -97,6 +98,7 @@ class HttpServer:
         """
         config = self.hypercorn_config()
         server = self.state.config.server
+        write_responses_whole()
         if server.workers > 1:
             # worker processes share the port (caxton.workers): hypercorn takes the socket
             # bound with SO_REUSEPORT by its descriptor, and owns it from here on
