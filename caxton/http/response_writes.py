@@ -8,8 +8,8 @@ and writes it together with the first body bytes (or with the end of the message
 body or a ``HEAD`` request). Streamed responses (server-sent events, chunked) have no length:
 their head goes out at once, as before, so a client sees the stream open before its first
 event. Informational responses (``100 Continue``, ``101 Switching Protocols``) are never held.
-The bytes on the wire are the same; only how many writes carry them changes (3-6% more searches
-and 1-3% more echo requests a second on the memory bench's machine, in alternating runs).
+The bytes on the wire are the same; only how many writes carry them changes (on the memory
+bench's machine, in six alternating pairs: 3-28% more searches a second, median 9%).
 
 hypercorn picks its protocol class when a connection opens, from ``hypercorn.protocol``;
 :func:`write_responses_whole` puts this class there. hypercorn is pinned below 0.19, and the
