@@ -233,7 +233,9 @@ class Heartbeat:
                 conn.execute(PURGE_DEAD, (PURGE_AFTER_S,))
 
         try:
-            await self._store.execute_write_fn(write)
+            # an upsert of this instance's row and a purge of long-dead rows: each may run
+            # twice, so one round trip each, without a transaction or a check around them
+            await self._store.idempotent_write(write)
         except ServiceUnavailable as exc:
             self._beat_errors_total += 1
             if self._failing_since is None:
@@ -263,7 +265,7 @@ class Heartbeat:
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self.close_timeout_s
             try:
-                await self._store.execute_write_fn(delete)
+                await self._store.idempotent_write(delete)
             except Exception as exc:  # a cleanup failure must not mask why run() ends
                 LOGGER.warning(
                     "instance %s: could not remove its cluster row at shutdown (%s); it drops "

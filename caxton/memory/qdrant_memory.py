@@ -236,6 +236,11 @@ def relation_count(conn: QdrantConnection) -> int:
     return _count(conn, conn.relations)
 
 
+def totals(conn: QdrantConnection) -> tuple[int, int]:
+    """:func:`entity_count` and :func:`relation_count` (two requests)."""
+    return entity_count(conn), relation_count(conn)
+
+
 def fetch_entities(conn: QdrantConnection, names: Sequence[str]) -> dict[str, Entity]:
     """The stored entities among ``names``, retrieved by their point ids."""
     if not names:

@@ -27,6 +27,7 @@ from caxton.memory.sql_shared import entity_count as entity_count
 from caxton.memory.sql_shared import from_db_time as from_db_time
 from caxton.memory.sql_shared import relation_count as relation_count
 from caxton.memory.sql_shared import snapshot as snapshot
+from caxton.memory.sql_shared import totals as totals
 from caxton.memory.sql_shared import vector_literal
 from caxton.memory.types import Scope
 

@@ -254,7 +254,7 @@ class MemoryService:
         while True:
             await trio.sleep(self.counts_refresh_s)
             try:
-                # two counts, each its own snapshot: no transaction's round trips while idle
+                # one statement outside a transaction: one round trip while idle
                 totals = await self.store.read_statements([self._totals])
                 assert totals is not None  # a single read always has its result
                 self._entity_count, self._relation_count = totals[0]
@@ -345,7 +345,7 @@ class MemoryService:
             await self._cache_filled.wait()
 
     def _totals(self, conn: Connection) -> tuple[int, int]:
-        return self.sql.entity_count(conn), self.sql.relation_count(conn)
+        return self.sql.totals(conn)
 
     async def wait_graph(self) -> None:
         """As :meth:`caxton.memory.accelerator.SearchAccelerator.wait_graph`."""

@@ -60,6 +60,10 @@ class MemorySQL(Protocol):
         """The number of stored relations."""
         ...
 
+    def totals(self, conn: Any) -> tuple[int, int]:
+        """The numbers of stored entities and relations (one statement where the store can)."""
+        ...
+
     def fetch_entities(self, conn: Any, names: Sequence[str]) -> dict[str, Entity]:
         """The stored entities among ``names``, keyed by name."""
         ...

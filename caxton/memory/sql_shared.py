@@ -103,6 +103,14 @@ def relation_count(conn: Any) -> int:
     return count(conn, "SELECT count(*) FROM memory_relations")
 
 
+def totals(conn: Any) -> tuple[int, int]:
+    """The numbers of stored entities and relations, in one statement (one round trip)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations)"
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
 def entity_from_row(row: Sequence[Any], observations: dict[str, list[str]]) -> Entity:
     """The entity of a ``memory_entities`` row (:data:`ENTITY_COLUMNS`), with its
     observations from ``observations`` (keyed by entity name)."""

@@ -55,6 +55,12 @@ class Backend(Protocol):
         """Run ``fn(conn)`` in one transaction, returning after it commits."""
         ...
 
+    async def idempotent_write(self, fn: Callable[[Any], T]) -> T:
+        """Run a write that may run twice (``fn`` gives the same rows when it does), in as
+        few round trips as the store can: on PostgreSQL each statement commits on its own and
+        the connection is not checked first; elsewhere as :meth:`execute_write_fn`."""
+        ...
+
 
 def _conforms() -> None:  # pragma: no cover - checked by mypy, never run
     from caxton.store.postgres import PostgresStore

@@ -11,8 +11,11 @@ The API mirrors :class:`caxton.store.Store` (``run``, ``execute_fn``, ``execute_
   so writes are not queued behind one writer as DuckDB's are.
 * **failures** — a lost connection, a server that is down, no free connection within the
   connect timeout or a statement over the statement timeout raise
-  :class:`~caxton.store.errors.StorageUnavailable` (503, retryable); the pool checks each
-  connection before handing it out, so the store recovers by itself once PostgreSQL is back.
+  :class:`~caxton.store.errors.StorageUnavailable` (503, retryable). A write's connection is
+  checked before the write starts (a round trip); a read, or a write that may run twice
+  (:meth:`~PostgresStore.idempotent_write`), is not, and runs again on another connection if
+  its own turns out dead: the store recovers by itself once PostgreSQL is back, and an idle
+  server's periodic calls cost one round trip per statement.
   While the server does not answer, calls fail at once but for one a second
   (``DOWN_PROBE_INTERVAL_S``) that tries it again: callers get their 503 quickly instead of
   each waiting the connect timeout. A call the pool has no connection for within
@@ -29,9 +32,9 @@ from __future__ import annotations
 
 import logging
 import math
-import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, TypeVar
 
 import attrs
 import psycopg
@@ -57,7 +60,7 @@ from caxton.store.errors import (
 from caxton.store.migrations import Migration, plan
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import AsyncIterator, Sequence
 
 LOGGER = logging.getLogger("caxton.store.postgres")
 
@@ -71,10 +74,6 @@ POOL_WAIT_S = 1.0
 #: their own at once until the pool hands out connections again.
 LAGGING_POOL_WAIT_S = 0.05
 
-#: A read is handed a pooled connection that served a call this recently without checking
-#: it first (the check is a round trip of its own); if that connection turns out dead, the
-#: read runs again on a checked one (a read changes nothing). Writes are always checked.
-CHECK_AFTER_IDLE_S = 1.0
 
 #: The migrations table on PostgreSQL (the DuckDB store's, in PostgreSQL's types).
 SCHEMA_MIGRATIONS_DDL = """
@@ -182,8 +181,6 @@ class PostgresStore:
         )
         # the pool had no connection when a connection of the call's own did (after an outage)
         self._pool_lagging = False
-        # when each pooled connection (by id) last served a call (see CHECK_AFTER_IDLE_S)
-        self._last_used: dict[int, float] = {}
         self._pool: ConnectionPool[Connection] | None = None
         self._open = False
         self._ran = False
@@ -479,6 +476,22 @@ class PostgresStore:
             self._write_errors_total += 1
             raise
 
+    async def idempotent_write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` outside a transaction, each statement committing on its own (one
+        round trip per statement instead of ``BEGIN``, the statements and ``COMMIT`` after a
+        check of the connection): for writes that may run twice, such as the cluster
+        heartbeat's upsert. If the connection turns out dead, ``fn`` runs again on another.
+
+        Raises, Cancellation, Resource handling: as :meth:`execute_write_fn`, but a statement
+        that has committed stays committed when a later one of ``fn`` fails.
+        """
+        self._writes_total += 1
+        try:
+            return await self._call(fn, read_only=False, transaction=False, rerunnable=True)
+        except BaseException:
+            self._write_errors_total += 1
+            raise
+
     async def ping(self) -> None:
         """Ask PostgreSQL for ``SELECT 1`` (readiness).
 
@@ -489,16 +502,22 @@ class PostgresStore:
         await self._call(_select_one, read_only=True)
 
     async def _call(
-        self, fn: Callable[[Connection], T], *, read_only: bool, transaction: bool = True
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        read_only: bool,
+        transaction: bool = True,
+        rerunnable: bool | None = None,
     ) -> T:
+        """``rerunnable`` (reads unless told otherwise): ``fn`` may run again on another
+        connection when its own turns out dead, so the connection is not checked first."""
         if not self._open:
             raise PostgresStoreClosed(self.where)
+        call = _Call(fn, read_only, transaction, read_only if rerunnable is None else rerunnable)
         with self._probe.call():
-            return await trio.to_thread.run_sync(
-                self._run_call, fn, read_only, transaction, limiter=self._limiter
-            )
+            return await trio.to_thread.run_sync(self._run_call, call, limiter=self._limiter)
 
-    def _run_call(self, fn: Callable[[Connection], T], read_only: bool, transaction: bool) -> T:
+    def _run_call(self, call: _Call[T]) -> T:
         pool = self._pool
         if pool is None:
             raise PostgresStoreClosed(self.where)
@@ -510,7 +529,7 @@ class PostgresStore:
                     try:
                         with pool.connection(timeout=min(wait_s, self.connect_timeout_s)) as conn:
                             self._pool_lagging = False
-                            return self._serve(conn, fn, read_only, transaction)
+                            return self._serve(conn, call)
                     except _DeadConnection as dead:
                         if attempt == self.pool_size:
                             raise dead.error from None
@@ -522,7 +541,7 @@ class PostgresStore:
                 # and serves this call if PostgreSQL answers.
                 with psycopg.connect(self.url, autocommit=True, **self._connect_kwargs()) as conn:
                     self._pool_lagging = True
-                    return _in_transaction(conn, fn, read_only, transaction)
+                    return _in_transaction(conn, call.fn, call.read_only, call.transaction)
         except PoolTimeout as exc:
             self._unavailable_total += 1
             raise StorageUnavailable(
@@ -532,34 +551,26 @@ class PostgresStore:
             self._unavailable_total += 1
             raise StorageUnavailable(self.where, _first_line(exc)) from exc
 
-    def _serve(
-        self, conn: Connection, fn: Callable[[Connection], T], read_only: bool, transaction: bool
-    ) -> T:
-        """Run the call on a pooled connection: checked first (a round trip) unless it is a
-        read on a connection used within :data:`CHECK_AFTER_IDLE_S`.
+    def _serve(self, conn: Connection, call: _Call[T]) -> T:
+        """Run the call on a pooled connection: checked first (a round trip of its own)
+        unless the call may run again elsewhere (reads, :meth:`idempotent_write`).
 
         Raises:
-            _DeadConnection: the check failed, or the unchecked read found the connection
-                dead; nothing was changed, another connection may serve the call.
+            _DeadConnection: the check failed, or the unchecked call found the connection
+                dead; a checked call changed nothing, an unchecked one may run twice, so
+                another connection may serve it.
         """
-        key = id(conn)
-        used = self._last_used.get(key)
-        unchecked = read_only and used is not None and time.monotonic() - used < CHECK_AFTER_IDLE_S
-        if not unchecked:
+        if not call.rerunnable:
             try:
                 ConnectionPool.check_connection(conn)
             except psycopg.OperationalError as exc:
                 raise _DeadConnection(exc) from exc
         try:
-            result = _in_transaction(conn, fn, read_only, transaction)
+            return _in_transaction(conn, call.fn, call.read_only, call.transaction)
         except psycopg.OperationalError as exc:
-            if unchecked and conn.broken:
+            if call.rerunnable and conn.broken:
                 raise _DeadConnection(exc) from exc
             raise
-        if len(self._last_used) > 4 * self.pool_size:  # ids of connections closed since
-            self._last_used.clear()
-        self._last_used[key] = time.monotonic()
-        return result
 
     # ----------------------------------------------------------------------------- checks
 
@@ -581,6 +592,16 @@ class PostgresStore:
             unavailable_total=self._unavailable_total + self._probe.refused_total,
             schema_versions=dict(self._schema_versions),
         )
+
+
+@attrs.frozen
+class _Call(Generic[T]):
+    """A call for a worker thread: ``fn`` and how to run it (see :meth:`PostgresStore._call`)."""
+
+    fn: Callable[[Connection], T]
+    read_only: bool
+    transaction: bool
+    rerunnable: bool
 
 
 class _DeadConnection(Exception):

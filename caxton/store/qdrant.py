@@ -418,6 +418,10 @@ class QdrantStore:
             self._write_errors_total += 1
             raise
 
+    async def idempotent_write(self, fn: Callable[[QdrantConnection], T]) -> T:
+        """As :meth:`execute_write_fn` (a Qdrant write is no transaction to begin with)."""
+        return await self.execute_write_fn(fn)
+
     async def ping(self) -> None:
         """Ask Qdrant whether the entity collection exists (readiness).
 

@@ -361,6 +361,11 @@ class Store:
         assert request.result is not None
         return cast("T", request.result.unwrap())
 
+    async def idempotent_write(self, fn: Callable[[Connection], T]) -> T:
+        """As :meth:`execute_write_fn` (the one writer has no round trips to save; the
+        :class:`~caxton.store.backend.Backend` method is for PostgreSQL)."""
+        return await self.execute_write_fn(fn)
+
     def _run_write(self, request: _WriteRequest) -> outcome.Outcome[object]:
         conn = self._writer
         if conn is None:

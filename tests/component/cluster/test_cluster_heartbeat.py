@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 import trio
+from psycopg_pool import ConnectionPool
 
 from caxton.cluster import CLUSTER_POSTGRES_MIGRATIONS, Heartbeat
 from caxton.components import running
@@ -80,6 +81,35 @@ async def test_two_instances_see_each_other_and_a_clean_stop_leaves_at_once(
             assert set(rows(postgres_url)) == {"a"}
             nursery.cancel_scope.cancel()
     assert rows(postgres_url) == {}
+
+
+async def test_beats_skip_the_connection_check_and_survive_killed_connections(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A beat is its statements alone (no check, no BEGIN and COMMIT: issue #21's idle cost);
+    one that finds its connection dead runs again on another, so no beat is lost."""
+    checks: list[object] = []
+    monkeypatch.setattr(ConnectionPool, "check_connection", checks.append)
+    with trio.fail_after(30):
+        async with (
+            open_postgres_store(postgres_url, migrations=CLUSTER_POSTGRES_MIGRATIONS) as store,
+            trio.open_nursery() as nursery,
+        ):
+            beating = await nursery.start(heartbeat(store, "a").run)
+            await trio.sleep(INTERVAL_S * 2.5)
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'caxton'"
+                )
+            before = beating.statistics().beats_total
+            await trio.sleep(INTERVAL_S * 2.5)
+            stats = beating.statistics()
+            assert stats.beats_total >= before + 2
+            assert stats.beat_errors_total == 0
+            assert checks == []
+            nursery.cancel_scope.cancel()
+    assert rows(postgres_url) == {}  # the clean stop's delete went the same way
 
 
 async def test_an_instance_that_stops_beating_drops_out_after_three_intervals(

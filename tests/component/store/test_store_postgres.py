@@ -16,6 +16,7 @@ import pytest
 import trio
 from postgres import load_postgres_tool
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from caxton.errors import ServiceUnavailable, StartupError
 from caxton.memory import postgres_sql
@@ -360,6 +361,66 @@ async def test_killed_connections_are_replaced(postgres_url: str) -> None:
                 lambda conn: conn.execute("SELECT body FROM notes WHERE id = 9").fetchone()
             ) == ("kept",)
             assert store.statistics().unavailable_total == 0
+
+
+async def test_only_a_plain_write_checks_its_connection_first(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check is a round trip of its own: reads (however long the connection was idle) and
+    idempotent writes go without it, since they may run again on another connection; a
+    plain write, which must not run twice, is checked."""
+    checked: list[object] = []
+    check = ConnectionPool.check_connection
+
+    def counting_check(conn: psycopg.Connection) -> None:
+        checked.append(conn)
+        check(conn)
+
+    def insert(conn: psycopg.Connection) -> psycopg.pq.TransactionStatus:
+        conn.execute(
+            "INSERT INTO notes (id, body) VALUES (7, 'seven') "
+            "ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body"
+        )
+        return conn.info.transaction_status
+
+    with trio.fail_after(30):
+        async with open_postgres_store(postgres_url, migrations=NOTES, pool_size=2) as store:
+            monkeypatch.setattr(ConnectionPool, "check_connection", counting_check)
+            await trio.sleep(1.2)  # idle for longer than any "recently used" window
+            assert await store.read_statements([select_one]) == [(1,)]
+            assert await store.execute_fn(select_one) == (1,)
+            await store.ping()
+            # outside a transaction: the upsert committed on its own
+            assert await store.idempotent_write(insert) == psycopg.pq.TransactionStatus.IDLE
+            assert checked == []
+            await store.execute_write_fn(insert)
+            assert len(checked) == 1
+            assert store.statistics().writes_total == 2
+
+
+async def test_an_idempotent_write_runs_again_when_its_connection_died(postgres_url: str) -> None:
+    runs: list[int] = []
+
+    def upsert(conn: psycopg.Connection) -> None:
+        runs.append(conn.info.backend_pid)
+        conn.execute(
+            "INSERT INTO notes (id, body) VALUES (8, 'eight') "
+            "ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body"
+        )
+
+    with trio.fail_after(30):
+        async with open_postgres_store(postgres_url, migrations=NOTES, pool_size=2) as store:
+            await store.idempotent_write(upsert)
+            kill_caxton_connections(postgres_url)
+            await store.idempotent_write(upsert)
+            assert await store.execute_fn(
+                lambda conn: conn.execute("SELECT body FROM notes WHERE id = 8").fetchone()
+            ) == ("eight",)
+            # the second write found its connection dead and ran again on a new one
+            assert len(runs) == 3
+            assert runs[2] not in runs[:2]
+            stats = store.statistics()
+            assert (stats.unavailable_total, stats.write_errors_total) == (0, 0)
 
 
 def test_redact_drops_the_password() -> None:
