@@ -1,7 +1,8 @@
 """The watcher component: agents_dir -> validate -> blue-green swap.
 
-``watchfiles.awatch`` (inotify, or polling with ``agents.force_polling`` for network
-filesystems) reports changes, debounced; each changed manifest is read, validated and handed
+Linux inotify (:mod:`caxton.agents.dir_events`, a thread asleep until a file changes) or
+else ``watchfiles.awatch`` (polling with ``agents.force_polling`` for network filesystems)
+reports changes, debounced; each changed manifest is read, validated and handed
 to the registry, which skips content it already runs. Deletions are applied before creations,
 so a rename is a removal plus a deploy and never a name conflict with itself. A change to a
 ``.wasm``/``.wat`` module reloads every manifest that names it.
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import trio
 from watchfiles import awatch
 
+from caxton.agents.dir_events import DirectoryEvents, open_directory_events
 from caxton.agents.files import MODULE_SUFFIXES, AgentFile, read_agent_file
 from caxton.agents.problems import SpecProblem
 from caxton.agents.spec import SpecReport
@@ -33,14 +35,15 @@ LOGGER = logging.getLogger("caxton.watcher")
 MANIFEST_SUFFIX = ".toml"
 
 
-def _relevant(_change: Change, path: str) -> bool:
+def _relevant(_change: Change | None, path: str) -> bool:
     name = path.rsplit("/", 1)[-1]
     return not name.startswith(".") and name.endswith((MANIFEST_SUFFIX, *MODULE_SUFFIXES))
 
 
-#: How often the watching thread looks at the stop event. Each look takes the GIL: at 10 ms it
-#: was most of an idle server's CPU (issue #21); a quarter of a second is the price at
-#: shutdown.
+#: How often watchfiles' thread looks at the stop event (only with ``agents.force_polling`` or
+#: where inotify cannot be had: :mod:`caxton.agents.dir_events`). Each look takes the GIL: at
+#: 10 ms it was most of an idle server's CPU (issue #21); a quarter of a second is the price
+#: at shutdown.
 STOP_CHECK_MS = 250
 
 
@@ -73,6 +76,7 @@ class AgentsWatcher:
         self.force_polling = force_polling
         self._modules: dict[Path, Path] = {}
         self._lock = trio.Lock()
+        self._thread_limiter = trio.CapacityLimiter(1)
         self.batches = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -82,20 +86,67 @@ class AgentsWatcher:
             Stops watching at once; agents keep running (the registry owns them).
         """
         await trio.to_thread.run_sync(self._ensure_directory)
-        await self._rescan()
-        await self.registry.wait_all_settled(timeout_s=self.registry.load_timeout_s)
-        LOGGER.info("watching %s for agent files", self.directory)
-        # awatch waits for changes in a worker thread that trio cannot interrupt; the thread
-        # checks this event every STOP_CHECK_MS, so setting it on cancellation lets the
-        # watcher stop within that instead of after the thread's own timeout.
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._follow, stop)
-            task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                stop.set()
+        # inotify is set up before the first read of the directory, so that a change made
+        # while it is read is seen afterwards (a second look at a file is harmless)
+        events = None
+        if not self.force_polling:
+            events = await trio.to_thread.run_sync(open_directory_events, self.directory)
+        try:
+            await self._rescan()
+            await self.registry.wait_all_settled(timeout_s=self.registry.load_timeout_s)
+            LOGGER.info("watching %s for agent files", self.directory)
+            async with trio.open_nursery() as nursery:
+                if events is not None:
+                    nursery.start_soon(self._follow_events, events)
+                    task_status.started()
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        # the waiting thread cannot be interrupted: wake it, it returns at once
+                        events.stop()
+                else:
+                    # watchfiles waits in a worker thread that checks this event every
+                    # STOP_CHECK_MS, so setting it on cancellation stops the watcher within that
+                    stop = trio.Event()
+                    nursery.start_soon(self._follow, stop)
+                    task_status.started()
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        stop.set()
+        finally:
+            if events is not None:
+                events.close()
+
+    async def _follow_events(self, events: DirectoryEvents) -> None:
+        """Apply what inotify reports (:mod:`caxton.agents.dir_events`) until stopped."""
+        debounce_s = self.debounce_ms / 1000
+        while True:
+            changes = await trio.to_thread.run_sync(
+                events.wait, debounce_s, limiter=self._thread_limiter
+            )
+            if changes is None:
+                return
+            if changes.overflow:
+                LOGGER.warning(
+                    "too many changes in %s at once for inotify's queue: re-reading it",
+                    self.directory,
+                )
+                await self.rescan()
+            paths = {
+                self.directory / name
+                for name in changes.names
+                if _relevant(None, str(self.directory / name))
+            }
+            if paths:
+                await self._apply(paths)
+            if changes.gone:
+                LOGGER.warning(
+                    "agents_dir %s was removed or moved: its agents keep running, but changes "
+                    "are no longer followed until the server restarts",
+                    self.directory,
+                )
+                return
 
     async def _follow(self, stop: trio.Event) -> None:
         async for changes in awatch(
@@ -108,16 +159,18 @@ class AgentsWatcher:
             poll_delay_ms=100,
             recursive=False,
         ):
-            paths = {Path(path) for _, path in changes}
-            if self.paused():
-                self._held |= paths
-                LOGGER.warning(
-                    "safe mode: not applying changes to %s; they are applied when safe mode "
-                    "is disabled",
-                    ", ".join(sorted(p.name for p in paths)),
-                )
-                continue
-            await self.sync(paths)
+            await self._apply({Path(path) for _, path in changes})
+
+    async def _apply(self, paths: set[Path]) -> None:
+        if self.paused():
+            self._held |= paths
+            LOGGER.warning(
+                "safe mode: not applying changes to %s; they are applied when safe mode "
+                "is disabled",
+                ", ".join(sorted(p.name for p in paths)),
+            )
+            return
+        await self.sync(paths)
 
     def _ensure_directory(self) -> None:
         if self.directory.is_dir():

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from typing import TYPE_CHECKING
 
 import trio
+from servers import loopback_config
+
+from caxton.server import serve
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -165,3 +169,18 @@ async def test_editing_counter_wat_under_traffic_fails_no_request(
             stop.set()
     assert statuses
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+async def test_force_polling_follows_the_files_through_watchfiles(
+    nursery: trio.Nursery, tmp_path: Path, agents_dir: Path
+) -> None:
+    """``agents.force_polling`` (network filesystems) keeps watchfiles' polling; the default is
+    inotify (tests/component/agents/test_dir_events.py)."""
+    loaded = loopback_config(
+        tmp_path / "polled", server__agents_dir=str(agents_dir), agents__force_polling=True
+    )
+    server: ServerInfo = await nursery.start(functools.partial(serve, loaded, handle_signals=False))
+    (agents_dir / "echo.toml").write_text(ECHO_V2)
+    await wait_until(lambda: view(server, "echo")["version"] == "2.0.0")
+    (agents_dir / "echo.toml").unlink()
+    await wait_until(lambda: "echo" not in names(server))
