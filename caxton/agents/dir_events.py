@@ -68,9 +68,9 @@ _HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; 
 #: Bytes read at a time: the kernel's queue holds 16384 events by default; a read returns
 #: whole events only, and one of the longest names (255 bytes) fits.
 READ_SIZE: Final = 64 * 1024
-#: After a change, the wait goes on while changes keep coming this close together (an editor
-#: writes a temporary file and renames it), up to the debounce in all.
-QUIET_S: Final = 0.05
+#: Changes closer together than the debounce are one batch, but a batch is gathered for at
+#: most this many debounces, so that files that never stop changing still get reloaded.
+MAX_DEBOUNCES: Final = 10
 
 
 @attrs.frozen
@@ -99,8 +99,9 @@ class DirectoryEvents:
         self._gone = False
 
     def wait(self, debounce_s: float) -> Changes | None:
-        """Block until files change, then gather changes until they stop coming for
-        :data:`QUIET_S` (or ``debounce_s`` after the first); None once :meth:`stop` was called.
+        """Block until files change, then gather changes until none came for ``debounce_s``
+        (at most :data:`MAX_DEBOUNCES` times that after the first); None once :meth:`stop`
+        was called.
 
         Runs in a worker thread; sleeps in ``poll(2)`` without waking while nothing happens.
         """
@@ -114,10 +115,10 @@ class DirectoryEvents:
             if first_at is None:
                 timeout_ms = None  # nothing seen yet: sleep until something happens
             else:
-                left = min(QUIET_S, first_at + debounce_s - time.monotonic())
+                left = first_at + MAX_DEBOUNCES * debounce_s - time.monotonic()
                 if left <= 0:
                     break
-                timeout_ms = max(1, round(left * 1000))
+                timeout_ms = max(1, round(min(debounce_s, left) * 1000))
             ready = poller.poll(timeout_ms)
             if not ready:
                 break  # quiet for long enough

@@ -26,7 +26,9 @@ def events(tmp_path: Path) -> Iterator[DirectoryEvents]:
     opened.close()
 
 
-async def waited(events: DirectoryEvents, *, within_s: float = 10.0) -> Changes | None:
+async def waited(
+    events: DirectoryEvents, *, debounce_s: float = DEBOUNCE_S, within_s: float = 10.0
+) -> Changes | None:
     """``events.wait`` in a worker thread, stopped after ``within_s`` (None then), so that a
     failing test does not hang on a thread nothing wakes."""
     async with trio.open_nursery() as nursery:
@@ -36,7 +38,7 @@ async def waited(events: DirectoryEvents, *, within_s: float = 10.0) -> Changes 
             events.stop()
 
         nursery.start_soon(watchdog)
-        changes = await trio.to_thread.run_sync(events.wait, DEBOUNCE_S)
+        changes = await trio.to_thread.run_sync(events.wait, debounce_s)
         nursery.cancel_scope.cancel()
     return changes
 
@@ -70,6 +72,29 @@ async def test_changes_are_reported_by_name_in_one_batch(
     changes = await waited(events)
     assert changes is not None
     assert changes.names == {"a.toml", "c.toml", "b.wat"}
+
+
+async def test_changes_closer_than_the_debounce_are_one_batch(
+    events: DirectoryEvents, tmp_path: Path
+) -> None:
+    """``agents.debounce``: five writes 0.1 s apart (0.4 s in all, longer than the 0.3 s
+    debounce) come as one batch; one after a pause longer than the debounce comes alone."""
+    debounce_s = 0.3
+
+    async def write_files() -> None:
+        for index in range(5):
+            (tmp_path / f"{index}.toml").write_text("x")
+            await trio.sleep(0.1)
+        await trio.sleep(debounce_s * 3)
+        (tmp_path / "late.toml").write_text("x")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write_files)
+        first = await waited(events, debounce_s=debounce_s)
+        second = await waited(events, debounce_s=debounce_s)
+    assert first is not None
+    assert first.names == {f"{index}.toml" for index in range(5)}
+    assert second == Changes(names=frozenset({"late.toml"}))
 
 
 async def test_the_waiting_thread_sleeps_until_stopped(events: DirectoryEvents) -> None:
