@@ -10,9 +10,11 @@ Baselines measured in the same run, i.e. the floor under a reload:
 
 * a bare write + close + ``stat`` of a file;
 * a no-op HTTP round trip (``GET /health`` on the same server, keep-alive);
-* a file-change notification alone: ``watchfiles.awatch`` on a scratch directory with the
-  watcher's own settings (debounce 100 ms, step 10 ms), from close to the change being
-  reported in this process.
+* a file-change notification alone, from close to the change being reported in this process,
+  on a scratch directory: the watcher's own (inotify, ``caxton.agents.dir_events``, the default
+  ``agents.debounce`` of 100 ms: a change is reported once none followed it for 100 ms), and
+  ``watchfiles.awatch`` (what the watcher uses with ``agents.force_polling`` or without
+  inotify; debounce 100 ms, step 10 ms: reported once a step saw no new change).
 
     .venv/bin/python tools/bench/reload_latency.py [--reloads 50] [--gap 0.1]
 """
@@ -36,7 +38,10 @@ from watchfiles import awatch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import BenchServer, header, percentile, report_exit
 
+from caxton.agents.dir_events import open_directory_events
+
 GOAL_P99_MS = 250.0
+DEBOUNCE_S = 0.1  # agents.debounce's default
 EVENT_TIMEOUT_S = 10.0
 VERSION_LINE = re.compile(r'^version\s*=\s*"[^"]*"', re.MULTILINE)
 
@@ -98,6 +103,34 @@ async def baseline_watchfiles(count: int, gap: float) -> list[float]:
                 await trio.sleep(gap)
             stop.set()
             nursery.cancel_scope.cancel()
+    return samples
+
+
+async def baseline_inotify(count: int, gap: float) -> list[float]:
+    samples: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="caxton-bench-") as tmp:
+        path = Path(tmp) / "echo.toml"
+        path.write_text('version = "1.0.0"\n')
+        events = open_directory_events(Path(tmp))
+        if events is None:
+            return samples
+        try:
+            for n in range(1, count + 1):
+                closed: list[float] = []
+                async with trio.open_nursery() as nursery:
+
+                    async def write_soon(n: int = n, closed: list[float] = closed) -> None:
+                        await trio.sleep(0.02)  # the thread is waiting by then
+                        closed.append(write_file(path, f'version = "1.0.{n}"\n'))
+
+                    nursery.start_soon(write_soon)
+                    changes = await trio.to_thread.run_sync(events.wait, DEBOUNCE_S)
+                    seen = time.perf_counter()
+                if changes is not None and closed:
+                    samples.append(seen - closed[0])
+                await trio.sleep(gap)
+        finally:
+            events.close()
     return samples
 
 
@@ -176,6 +209,7 @@ def main() -> None:
         "the matching agent_updated event on /ws/events; server idle otherwise",
     )
     write_stat = baseline_write_stat(args.reloads)
+    inotify = trio.run(baseline_inotify, args.reloads, args.gap)
     notify = trio.run(baseline_watchfiles, args.reloads, args.gap)
     ok = True
     with BenchServer(("echo",)) as server:
@@ -186,11 +220,14 @@ def main() -> None:
     print(stats("reload: write -> agent_updated", samples))
     print(stats("baseline: bare write + close + stat", write_stat, unit="us"))
     print(stats("baseline: GET /health round trip", http))
+    if inotify:
+        print(stats("baseline: inotify notification (100 ms)", inotify))
     print(stats("baseline: watchfiles notification (100/10 ms)", notify))
     if samples:
         p50, p99 = percentile(samples, 50), percentile(samples, 99)
+        floor = statistics.median(inotify or notify)
         print(
-            f"ratio reload p50 / notification p50: {p50 / statistics.median(notify):.2f}; "
+            f"ratio reload p50 / the watcher's notification p50: {p50 / floor:.2f}; "
             f"reload p50 / GET /health p50: {p50 / statistics.median(http):.1f}"
         )
         print(
