@@ -104,7 +104,8 @@ def relation_count(conn: Any) -> int:
 
 
 def totals(conn: Any) -> tuple[int, int]:
-    """The numbers of stored entities and relations, in one statement (one round trip)."""
+    """The numbers of stored entities and relations, in one statement (one round trip to a
+    database server; DuckDB's :func:`caxton.memory.queries.totals` counts them apart)."""
     row = conn.execute(
         "SELECT (SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations)"
     ).fetchone()
