@@ -227,6 +227,58 @@ def search_entities(
     return [(str(row[2]), float(row[1])) for row in hits], found
 
 
+def search_entities_many(
+    conn: Connection,
+    queries: Sequence[NDArray[np.float32]],
+    **arguments: Unpack[sql_shared.SearchArguments],
+) -> list[tuple[list[tuple[str, float]], dict[str, Entity]]]:
+    """:func:`search_entities` for several query vectors with the same terms, in one statement
+    (one round trip, one plan, one snapshot): the vectors as rows, each joined ``LATERAL`` to
+    the index search :func:`_search_statement` runs alone, then the hits' entity and
+    observation rows once for all. Each query's result is what :func:`search_entities` gives
+    for it; ``exact`` searches are not taken (a full scan each: no gain in sharing it)."""
+    if arguments["exact"]:
+        raise ValueError("search_entities_many serves index searches only (exact=False)")
+    if not queries:
+        return []
+    search = STYLE.similarity_search(queries[0], **arguments)
+    _set_ef_search(conn, max(search.ef_search, search.limit))
+    entity_columns = ", ".join(f"e.{c.strip()}" for c in sql_shared.ENTITY_COLUMNS.split(","))
+    rows = conn.execute(
+        "WITH q AS MATERIALIZED (SELECT t.i, t.v::vector AS v "
+        "FROM unnest(%(queries)s::text[]) WITH ORDINALITY AS t(v, i)), "
+        "ranked AS MATERIALIZED (SELECT q.i, h.entity, 1 - h.distance AS similarity "
+        "FROM q CROSS JOIN LATERAL (SELECT entity, embedding <=> q.v AS distance "
+        f"FROM memory_embeddings WHERE {search.visible} ORDER BY distance LIMIT %(limit)s) h "
+        "WHERE 1 - h.distance >= %(min_similarity)s) "
+        f"SELECT 0 AS part, r.i, r.similarity, {entity_columns}, NULL::integer, NULL::text "
+        "FROM ranked r JOIN memory_entities e ON e.name = r.entity UNION ALL "
+        "SELECT 1, NULL, NULL, o.entity, NULL, NULL, NULL, NULL, NULL, NULL, o.position, "
+        "o.content FROM (SELECT DISTINCT entity FROM ranked) n "
+        "JOIN memory_observations o ON o.entity = n.entity",
+        {
+            **search.params,
+            "queries": [vector_literal(query) for query in queries],
+            "min_similarity": search.min_similarity,
+            "limit": search.limit,
+        },
+        prepare=False,
+    ).fetchall()
+    hits = [row for row in rows if row[0] == 0]
+    found = sql_shared.entities_from_rows(
+        list({row[3]: row[3:10] for row in hits}.values()),
+        [(row[3], row[10], row[11]) for row in rows if row[0] == 1],
+    )
+    per_query: list[list[tuple[str, float]]] = [[] for _ in queries]
+    for row in hits:
+        per_query[int(row[1]) - 1].append((str(row[3]), float(row[2])))
+    results = []
+    for ranked in per_query:
+        ranked.sort(key=lambda hit: (-hit[1], hit[0]))  # best first, ties by name
+        results.append((ranked, {name: found[name] for name, _ in ranked}))
+    return results
+
+
 #: PostgreSQL's parameters and lists: every list is one array parameter.
 STYLE: Final = sql_shared.SQLStyle(
     param="%s",

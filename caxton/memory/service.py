@@ -43,6 +43,7 @@ from caxton.memory.entity_cache import DEFAULT_CACHE_BYTES, EntityCache
 from caxton.memory.errors import MemoryLimitExceeded
 from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD
 from caxton.memory.plan import EntityPlan, plan_entities, plan_relations
+from caxton.memory.search_batches import SearchBatcher
 from caxton.memory.types import (
     Capacity,
     Entity,
@@ -190,6 +191,10 @@ class MemoryService:
         )
         self._entity_writes: list[_EntityWrite] = []
         self._name_locks: dict[str, _NameLock] = {}
+        # On PostgreSQL, concurrent index searches with the same terms share statements.
+        self._search_batcher = (
+            SearchBatcher(store, ef_search=hnsw_ef_search) if store.dialect == "postgres" else None
+        )
         # Only this process writes a store that is not shared, so its rows can be cached.
         self._entity_cache = None if store.shared else EntityCache(entity_cache_bytes)
         #: a fill of the entity cache is asked for (at start, after a rebuild)
@@ -242,6 +247,8 @@ class MemoryService:
         await self.rebuild_index(saved=True)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._accelerator.run)
+            if self._search_batcher is not None:
+                await nursery.start(self._search_batcher.run)
             nursery.start_soon(self._keep_cache_filled)
             if self.store.shared and self.counts_refresh_s > 0:
                 nursery.start_soon(self._refresh_counts)
@@ -912,6 +919,8 @@ class MemoryService:
             if self._accelerator.ranks_in_process(exact=exact):
                 ranked = await self._accelerator.rank(vector, **filters)
                 found = await self._read_entities([name for name, _ in ranked])
+            elif self._search_batcher is not None and not exact:
+                ranked, found = await self._search_batcher.search(vector, filters)
             else:
                 search_and_read = functools.partial(
                     self._search_in_sql, vector=vector, exact=exact, **filters
