@@ -7,7 +7,7 @@ that the event loop needs. :class:`SearchBatcher` lets at most ``slots`` stateme
 once; searches that arrive while they run wait, and the next free slot takes every waiting
 search with the same terms (limit, similarity floor, scope, agent, types) into one statement
 (:func:`caxton.memory.postgres_sql.search_entities_many`). A search that finds a slot free
-runs at once, alone: nothing waits for company.
+and nobody waiting runs at once, alone, in its own task: nothing waits for company.
 
 Each caller gets what its own statement would have given. If a shared statement fails for
 another reason than the store being unavailable, its searches run again one by one, so a
@@ -173,6 +173,18 @@ class SearchBatcher:
         if not self._running:
             raise RuntimeError("the search batcher is not running")
         search = _Search(vector=vector, filters=filters, key=_key(filters))
+        if not self._queue:
+            # nobody waits and a slot is free: the statement runs in this task, without the
+            # hand-over to the batching task and back (0.3-0.5 ms of a lone search here)
+            try:
+                self._slots.acquire_nowait()
+            except trio.WouldBlock:
+                pass
+            else:
+                try:
+                    return (await self._statement([search]))[0]
+                finally:
+                    self._slots.release()
         self._queue.append(search)
         self._queued.set()
         try:
