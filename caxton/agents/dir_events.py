@@ -195,7 +195,12 @@ def open_directory_events(directory: Path) -> DirectoryEvents | None:
         os.close(fd)
         _log_failure(f"inotify_add_watch({directory})", code)
         return None
-    return DirectoryEvents(directory, fd)
+    try:
+        return DirectoryEvents(directory, fd)
+    except OSError as exc:  # no descriptor left for the wake-up pipe
+        os.close(fd)
+        LOGGER.warning("no wake-up pipe for inotify (%s): agents_dir is watched by watchfiles", exc)
+        return None
 
 
 def _log_failure(call: str, code: int) -> None:

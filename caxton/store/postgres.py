@@ -605,7 +605,8 @@ class _Call(Generic[T]):
 
 
 class _DeadConnection(Exception):
-    """A pooled connection was found dead before the call changed anything."""
+    """A pooled connection was found dead: by its check, before the call changed anything, or
+    during a call that may run again (a read, :meth:`PostgresStore.idempotent_write`)."""
 
     def __init__(self, error: psycopg.OperationalError) -> None:
         super().__init__(str(error))
