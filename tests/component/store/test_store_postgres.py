@@ -417,8 +417,8 @@ async def test_an_idempotent_write_runs_again_when_its_connection_died(postgres_
                 lambda conn: conn.execute("SELECT body FROM notes WHERE id = 8").fetchone()
             ) == ("eight",)
             # the second write found its connection dead and ran again on a new one
-            assert len(runs) == 3
-            assert runs[2] not in runs[:2]
+            assert len(runs) >= 3
+            assert runs[-1] not in runs[:-1]
             stats = store.statistics()
             assert (stats.unavailable_total, stats.write_errors_total) == (0, 0)
 
