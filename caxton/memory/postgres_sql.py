@@ -230,26 +230,39 @@ def search_entities(
 def search_entities_many(
     conn: Connection,
     queries: Sequence[NDArray[np.float32]],
+    agents: Sequence[str | None],
     **arguments: Unpack[sql_shared.SearchArguments],
 ) -> list[tuple[list[tuple[str, float]], dict[str, Entity]]]:
-    """:func:`search_entities` for several query vectors with the same terms, in one statement
-    (one round trip, one plan, one snapshot): the vectors as rows, each joined ``LATERAL`` to
-    the index search :func:`_search_statement` runs alone, then the hits' entity and
-    observation rows once for all. Each query's result is what :func:`search_entities` gives
-    for it; ``exact`` searches are not taken (a full scan each: no gain in sharing it)."""
+    """:func:`search_entities` for several queries with the same terms but for the asking
+    agent (``agents[n]`` asks ``queries[n]``; ``arguments["agent"]`` is not used), in one
+    statement (one round trip, one plan, one snapshot): the vectors and agents as rows, each
+    joined ``LATERAL`` to the index search :func:`_search_statement` runs alone, then the hits'
+    entity and observation rows once for all. Each query's result is what
+    :func:`search_entities` gives for it; ``exact`` searches are not taken (a full scan each:
+    no gain in sharing it)."""
     if arguments["exact"]:
         raise ValueError("search_entities_many serves index searches only (exact=False)")
+    if len(agents) != len(queries):
+        raise ValueError(f"{len(queries)} queries but {len(agents)} agents")
     if not queries:
         return []
-    search = STYLE.similarity_search(queries[0], **arguments)
+    shared: sql_shared.SearchArguments = {**arguments, "agent": None}
+    search = STYLE.similarity_search(queries[0], **shared)
+    # the single search's visibility, with each row's own asking agent in place of the one
+    # parameter (NULL matches no agent-scoped entity in both)
+    agent_marker = STYLE.named("agent")
+    if agent_marker not in search.visible:
+        raise AssertionError(f"the search's conditions no longer name {agent_marker}")
+    visible = search.visible.replace(agent_marker, "q.agent")
+    params = {name: value for name, value in search.params.items() if name != "agent"}
     _set_ef_search(conn, max(search.ef_search, search.limit))
     entity_columns = ", ".join(f"e.{c.strip()}" for c in sql_shared.ENTITY_COLUMNS.split(","))
     rows = conn.execute(
-        "WITH q AS MATERIALIZED (SELECT t.i, t.v::vector AS v "
-        "FROM unnest(%(queries)s::text[]) WITH ORDINALITY AS t(v, i)), "
+        "WITH q AS MATERIALIZED (SELECT t.i, t.v::vector AS v, t.agent "
+        "FROM unnest(%(queries)s::text[], %(agents)s::text[]) WITH ORDINALITY AS t(v, agent, i)), "
         "ranked AS MATERIALIZED (SELECT q.i, h.entity, 1 - h.distance AS similarity "
         "FROM q CROSS JOIN LATERAL (SELECT entity, embedding <=> q.v AS distance "
-        f"FROM memory_embeddings WHERE {search.visible} ORDER BY distance LIMIT %(limit)s) h "
+        f"FROM memory_embeddings WHERE {visible} ORDER BY distance LIMIT %(limit)s) h "
         "WHERE 1 - h.distance >= %(min_similarity)s) "
         f"SELECT 0 AS part, r.i, r.similarity, {entity_columns}, NULL::integer, NULL::text "
         "FROM ranked r JOIN memory_entities e ON e.name = r.entity UNION ALL "
@@ -257,8 +270,9 @@ def search_entities_many(
         "o.content FROM (SELECT DISTINCT entity FROM ranked) n "
         "JOIN memory_observations o ON o.entity = n.entity",
         {
-            **search.params,
+            **params,
             "queries": [vector_literal(query) for query in queries],
+            "agents": list(agents),
             "min_similarity": search.min_similarity,
             "limit": search.limit,
         },

@@ -5,7 +5,8 @@ other instances write the same tables). Under concurrent searches each one paid 
 thread trip, pooled connection, plan and result parsing, most of it Python holding the GIL
 that the event loop needs. :class:`SearchBatcher` lets at most ``slots`` statements run at
 once; searches that arrive while they run wait, and the next free slot takes every waiting
-search with the same terms (limit, similarity floor, scope, agent, types) into one statement
+search with the same terms (limit, similarity floor, scope, types; each its own asking
+agent) into one statement
 (:func:`caxton.memory.postgres_sql.search_entities_many`). A search that finds a slot free
 and nobody waiting runs at once, alone, in its own task: nothing waits for company.
 
@@ -47,7 +48,7 @@ DEFAULT_SLOTS = 2
 MAX_BATCH = 32
 
 Result = tuple[list[tuple[str, float]], dict[str, "Entity"]]
-_Key = tuple[int, float, Any, Any, Any]
+_Key = tuple[int, float, Any, Any]
 
 
 @attrs.define(eq=False)
@@ -70,12 +71,13 @@ class _Search:
 
 
 def _key(filters: SearchFilters) -> _Key:
+    """The terms a shared statement holds in common: all but the asking agent, which is each
+    row's own."""
     types = filters["entity_types"]
     return (
         filters["limit"],
         filters["min_similarity"],
         filters["scope"],
-        filters["agent"],
         None if types is None else tuple(types),
     )
 
@@ -234,6 +236,7 @@ class SearchBatcher:
         read = functools.partial(
             postgres_sql.search_entities_many,
             queries=[search.vector for search in batch],
+            agents=[search.filters["agent"] for search in batch],
             exact=False,
             ef_search=self.ef_search,
             **filters,

@@ -84,22 +84,37 @@ async def one_gated_slot(
 async def test_one_statement_answers_each_query_as_its_own_would(
     nursery, postgres_url, embedder
 ) -> None:
+    """Each query of a shared statement, asked by its own agent (none, alpha, beta, none), gets
+    what the single search for that query and agent gives, under each set of filters."""
+    agents = [None, "alpha", "beta", None]
     with trio.fail_after(60):
         memory = await start_memory(nursery, postgres_url, embedder)
         vectors = list(await embedder.embed(list(QUERIES)))
         for filters in FILTERS:
             arguments = {**terms(**filters), "exact": False, "ef_search": 100}
             together = await memory.store.read_statements(
-                [functools.partial(postgres_sql.search_entities_many, queries=vectors, **arguments)]
+                [
+                    functools.partial(
+                        postgres_sql.search_entities_many,
+                        queries=vectors,
+                        agents=agents,
+                        **arguments,
+                    )
+                ]
             )
             assert together is not None
-            for vector, (ranked, found) in zip(vectors, together[0], strict=True):
-                alone = await memory.store.read_statements(
-                    [functools.partial(postgres_sql.search_entities, query=vector, **arguments)]
+            for vector, agent, (ranked, found) in zip(vectors, agents, together[0], strict=True):
+                single = functools.partial(
+                    postgres_sql.search_entities, query=vector, **{**arguments, "agent": agent}
                 )
+                alone = await memory.store.read_statements([single])
                 assert alone is not None
                 assert ranked == alone[0][0]
                 assert found == alone[0][1]
+                if agent is not None and "scope" not in filters:
+                    # the agent's own agent-scoped entities are among what it may find
+                    visible = {entity.agent for entity in found.values()}
+                    assert visible <= {None, agent}
             assert any(result[0] for result in together[0]), filters
 
 
