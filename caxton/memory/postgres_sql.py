@@ -57,6 +57,9 @@ dialect: Final = "postgres"
 #: The memory tables (``ANALYZE`` and the size figures cover them).
 TABLES = ("memory_entities", "memory_observations", "memory_relations", "memory_embeddings")
 
+#: ``memory_entities``' columns as the search statements select them (table alias ``e``).
+_ENTITY_COLUMNS: Final = ", ".join(f"e.{c.strip()}" for c in sql_shared.ENTITY_COLUMNS.split(","))
+
 #: ``pg_advisory_xact_lock`` key that serialises memory writes across instances ("memory").
 WRITE_LOCK_KEY = 0x6D656D6F7279
 
@@ -208,10 +211,9 @@ def search_entities(
     """:func:`search` and its hits' entity and observation rows in one statement (one round
     trip, one snapshot): the search's rows as a CTE, joined to both tables."""
     search_sql, params = _search_statement(conn, STYLE.similarity_search(query, **arguments))
-    entity_columns = ", ".join(f"e.{c.strip()}" for c in sql_shared.ENTITY_COLUMNS.split(","))
     rows = conn.execute(
         f"WITH ranked AS MATERIALIZED ({search_sql}) "
-        f"SELECT 0 AS part, r.similarity, {entity_columns}, NULL::integer, NULL::text "
+        f"SELECT 0 AS part, r.similarity, {_ENTITY_COLUMNS}, NULL::integer, NULL::text "
         "FROM ranked r JOIN memory_entities e ON e.name = r.entity UNION ALL "
         "SELECT 1, NULL, o.entity, NULL, NULL, NULL, NULL, NULL, NULL, o.position, o.content "
         "FROM ranked r JOIN memory_observations o ON o.entity = r.entity",
@@ -256,7 +258,6 @@ def search_entities_many(
     visible = search.visible.replace(agent_marker, "q.agent")
     params = {name: value for name, value in search.params.items() if name != "agent"}
     _set_ef_search(conn, max(search.ef_search, search.limit))
-    entity_columns = ", ".join(f"e.{c.strip()}" for c in sql_shared.ENTITY_COLUMNS.split(","))
     rows = conn.execute(
         "WITH q AS MATERIALIZED (SELECT t.i, t.v::vector AS v, t.agent "
         "FROM unnest(%(queries)s::text[], %(agents)s::text[]) WITH ORDINALITY AS t(v, agent, i)), "
@@ -264,7 +265,7 @@ def search_entities_many(
         "FROM q CROSS JOIN LATERAL (SELECT entity, embedding <=> q.v AS distance "
         f"FROM memory_embeddings WHERE {visible} ORDER BY distance LIMIT %(limit)s) h "
         "WHERE 1 - h.distance >= %(min_similarity)s) "
-        f"SELECT 0 AS part, r.i, r.similarity, {entity_columns}, NULL::integer, NULL::text "
+        f"SELECT 0 AS part, r.i, r.similarity, {_ENTITY_COLUMNS}, NULL::integer, NULL::text "
         "FROM ranked r JOIN memory_entities e ON e.name = r.entity UNION ALL "
         "SELECT 1, NULL, NULL, o.entity, NULL, NULL, NULL, NULL, NULL, NULL, o.position, "
         "o.content FROM (SELECT DISTINCT entity FROM ranked) n "
