@@ -126,6 +126,12 @@ found=$(curl -sf "$API/api/v1/memory/search?q=a%20kitten%20on%20a%20rug&limit=2"
 [[ "$(json 'd["results"][0]["name"]' <<<"$found")" == Whiskers ]] ||
     fail "searching for a kitten did not find the cat first: $found"
 similarity=$(json 'round(d["results"][0]["similarity"], 3)' <<<"$found")
+# The binary carries OpenVINO's CPU plugin and ONNX reader (caxton.spec): the model runs on it,
+# not on the onnxruntime fallback.
+stats=$(curl -sf "$API/api/v1/memory/stats") || fail "GET /api/v1/memory/stats failed"
+runtime=$(json 'd["embedder"]["runtime"]' <<<"$stats")
+[[ "$runtime" == openvino* ]] ||
+    fail "the embedding model runs on '$runtime', not OpenVINO: the bundle lacks its libraries"
 
 # The console (issue #20) is served from files inside the binary, under its security policy.
 ui_headers=$(curl -sf -D - -o "$WORK/ui.html" "$API/ui") || fail "GET /ui failed"
@@ -146,7 +152,8 @@ PID=""
 ((code == 0)) || fail "the server exited $code after SIGTERM"
 
 size=$(stat -c %s "$BIN")
-echo "bundle smoke: ok: echo agent replied, memory search found Whiskers (similarity $similarity)," \
+echo "bundle smoke: ok: echo agent replied, memory search found Whiskers (similarity $similarity," \
+    "model on $runtime)," \
     "console served at /ui, $health, SIGTERM exit 0"
 echo "bundle smoke: binary $BIN: $((size / 1048576)) MiB ($size bytes); cold start to /ready: ${cold_start} s"
 echo "bundle smoke: network: $SMOKE_NETWORK"

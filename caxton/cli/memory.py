@@ -119,6 +119,7 @@ def stats(ctx: click.Context, detailed: bool, output: str) -> None:
         lookups = embedder["cache_hits"] + embedder["cache_misses"]
         embedding: list[tuple[str, object]] = [
             ("Model", f"{embedder['model']} ({embedder['model_path']})"),
+            ("Runtime", embedder.get("runtime") or "-"),
             ("Model load time", f"{embedder['load_ms']:.0f}ms"),
             ("Average encoding time", _ms(embedder["average_encode_ms"])),
             ("Cache hit rate", f"{_percent(embedder['hit_rate'])} ({lookups} lookups)"),

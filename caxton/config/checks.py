@@ -148,8 +148,8 @@ def ineffective_settings(config: CaxtonConfig) -> list[str]:
     if memory.embedding_config.model_device != "cpu":
         warnings.append(
             f"memory.embedding_config.model_device: {memory.embedding_config.model_device} has "
-            "no effect: the embedding model runs on the CPU (the onnxruntime package installed "
-            "with Caxton has no GPU provider)"
+            "no effect: the embedding model runs on the CPU (Caxton runs it with OpenVINO or "
+            "onnxruntime on the CPU only)"
         )
     # qdrant_config is read with either backend: `caxton memory migrate --to qdrant` takes its
     # target from it while memory is still embedded (issue #16)

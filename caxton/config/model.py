@@ -122,7 +122,14 @@ class EmbeddingConfig:
     threads: int | None = attrs.field(
         default=None,
         metadata=_help(
-            "onnxruntime threads (default: the cores, at most 4, shared among server.workers)."
+            "Inference threads (default: the cores, at most 4, shared among server.workers)."
+        ),
+    )
+    runtime: Literal["auto", "openvino", "onnxruntime"] = attrs.field(
+        default="auto",
+        metadata=_help(
+            "What runs the model: openvino (bfloat16 where the CPU has it, 2-3 times faster "
+            "there), onnxruntime, or auto (OpenVINO, else onnxruntime)."
         ),
     )
 

@@ -1,11 +1,12 @@
-"""The embedder component: all-MiniLM-L6-v2 through fastembed, loaded once, run in a thread.
+"""The embedder component: all-MiniLM-L6-v2, loaded once, run in a thread.
 
 ``run()`` prepares the model folder (:mod:`caxton.memory.model`) and loads it before it reports
 started, so a missing or damaged model stops the server at start with a message naming the file
-and the fix, never at the first search. Encoding runs in a worker thread behind the component's
-``CapacityLimiter(1)`` (onnxruntime has its own ``threads`` for the maths), in batches of
-``batch_size``. An LRU cache of ``cache_size`` texts saves re-encoding the same query; its hit
-rate is the seed's ``caxton_memory_cache_hit_rate``.
+and the fix, never at the first search. The model runs on OpenVINO or onnxruntime
+(:mod:`caxton.memory.runtimes`, ``memory.embedding_config.runtime``). Encoding runs in a worker
+thread behind the component's ``CapacityLimiter(1)`` (the runtime has its own ``threads`` for the
+maths), in batches of ``batch_size``. An LRU cache of ``cache_size`` texts saves re-encoding the
+same query; its hit rate is the seed's ``caxton_memory_cache_hit_rate``.
 
 Micro-batching. Callers do not run the model themselves: they queue their texts and ``run()``'s
 batcher encodes everything queued in one model call. A request that finds the model idle is
@@ -16,12 +17,6 @@ or searches thus cost a few model calls instead of sixteen. Each caller gets its
 if a batch fails, its requests are encoded again one by one, so a bad text fails only the
 request that carried it. A caller cancelled while it waits leaves the queue (or, once its batch
 has started, its rows are dropped); the batch goes on for the others.
-
-onnxruntime's worker threads normally spin for a while after each call; the session is opened
-with spinning off (``session.intra_op.allow_spinning = 0``) so that an idle or lightly loaded
-server does not burn a core between batches, and without the graph rewrites that make this
-model slower (:data:`SLOW_FUSIONS`). Its telemetry is turned off before it loads
-(:data:`RUNTIME_TELEMETRY_OFF`): it writes nothing under the home directory and sends nothing.
 """
 
 from __future__ import annotations
@@ -31,40 +26,21 @@ import contextlib
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import attrs
 import numpy as np
 import trio
 from numpy.typing import NDArray
 
-from caxton.memory.errors import MODEL_INSTALL_HINT, EmbeddingModelError
-from caxton.memory.model import (
-    EMBEDDING_DIM,
-    FASTEMBED_MODEL,
-    ONNX_FILE,
-    assemble_default_model,
-    check_model_dir,
-)
+from caxton.memory.model import EMBEDDING_DIM, assemble_default_model, check_model_dir
+from caxton.memory.runtimes import ModelRuntime, RuntimeChoice, load_runtime
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
-    from fastembed import TextEmbedding
-
 LOGGER = logging.getLogger("caxton.memory.embedder")
-
-#: The environment variable that keeps onnxruntime from reporting telemetry (set by the
-#: embedder before the runtime loads, unless the environment already sets it).
-RUNTIME_TELEMETRY_OFF = "ORT_DISABLE_TELEMETRY"
-
-#: onnxruntime graph rewrites the embedder's session leaves out. SkipLayerNormFusion folds each
-#: residual add into the layer norm after it, and onnxruntime's fused kernel is slower on this
-#: graph than the two ops it replaces (for one 16-token text on one thread, its twelve norms take
-#: about 0.7 ms against 0.45 ms for the plain norms and adds), so leaving it out saves 6-9% of
-#: each model call's CPU and time. The vectors are the same to within a few millionths.
-SLOW_FUSIONS: tuple[str, ...] = ("SkipLayerNormFusion",)
 
 
 class TextEncoder(Protocol):
@@ -88,6 +64,8 @@ class EmbedderStatistics:
     """
 
     model_path: str
+    #: what runs the model ("openvino 2026.4.1, bf16, 2 threads"); "" before it loads
+    runtime: str
     loaded: bool
     dim: int
     load_seconds: float
@@ -103,12 +81,12 @@ class EmbedderStatistics:
 
 #: texts per model call at most, gathered from every waiting caller
 MAX_BATCH_TEXTS = 256
-#: onnxruntime threads at most when ``memory.embedding_config.threads`` is not set
+#: inference threads at most when ``memory.embedding_config.threads`` is not set
 MAX_DEFAULT_THREADS = 4
 
 
 def default_threads(*, workers: int = 1, cores: int | None = None) -> int:
-    """onnxruntime threads for one server process when the config names none: the cores
+    """Inference threads for one server process when the config names none: the cores
     (at most :data:`MAX_DEFAULT_THREADS`) shared among the host's ``server.workers``
     processes, at least one each.
 
@@ -149,54 +127,6 @@ def _fail_stopped(requests: Iterable[_Request]) -> None:
         request.fail(RuntimeError("the embedder stopped"))
 
 
-def session_options(threads: int) -> Any:
-    """onnxruntime session options for the embedder: ``threads`` intra- and inter-op threads,
-    all graph optimizations, and the threads' busy-waiting off."""
-    import onnxruntime as ort  # type: ignore[import-untyped]
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return options
-
-
-def open_session(onnx_path: Path, options: Any, providers: Sequence[str]) -> Any:
-    """Open the graph at ``onnx_path`` as an onnxruntime session, without :data:`SLOW_FUSIONS`."""
-    import onnxruntime as ort
-
-    return ort.InferenceSession(
-        str(onnx_path),
-        providers=list(providers),
-        sess_options=options,
-        disabled_optimizers=list(SLOW_FUSIONS),
-    )
-
-
-def _reopen_session(model: TextEmbedding, onnx_path: Path, threads: int) -> None:
-    """Reopen ``model``'s onnxruntime session with :func:`session_options` and
-    :func:`open_session`.
-
-    fastembed does not expose the session options; its session is ``model.model.model``. If a
-    later fastembed moves it, the model keeps fastembed's session (logged, not fatal): threads
-    that spin, and the slower fusions.
-    """
-    import onnxruntime as ort
-
-    inner = getattr(model, "model", None)
-    session = getattr(inner, "model", None)
-    if not isinstance(session, ort.InferenceSession):
-        LOGGER.debug(
-            "fastembed's session not found; it keeps its spinning threads and slower fusions"
-        )
-        return
-    inner.model = open_session(  # type: ignore[union-attr]
-        onnx_path, session_options(threads), session.get_providers()
-    )
-
-
 class Embedder:
     """Turns texts into unit-length float32 vectors of ``dim`` numbers.
 
@@ -207,7 +137,9 @@ class Embedder:
             (``memory.embedding_model``), used as is.
         batch_size: texts per onnxruntime call.
         cache_size: texts kept in the LRU embedding cache (0 disables it).
-        threads: onnxruntime intra-op threads.
+        threads: the runtime's threads for the maths.
+        runtime: ``memory.embedding_config.runtime``: ``auto``, ``openvino`` or
+            ``onnxruntime`` (:func:`caxton.memory.runtimes.load_runtime`).
     """
 
     def __init__(
@@ -219,6 +151,7 @@ class Embedder:
         cache_size: int = 10_000,
         threads: int = 2,
         max_batch: int = MAX_BATCH_TEXTS,
+        runtime: RuntimeChoice = "auto",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -232,9 +165,10 @@ class Embedder:
         self.cache_size = cache_size
         self.threads = threads
         self.max_batch = max_batch
+        self.runtime = runtime
         self.dim = EMBEDDING_DIM
         self._limiter = trio.CapacityLimiter(1)
-        self._model: TextEmbedding | None = None
+        self._model: ModelRuntime | None = None
         self._resolved_path: Path | None = None
         self._cache: collections.OrderedDict[str, NDArray[np.float32]] = collections.OrderedDict()
         self._hits = 0
@@ -262,12 +196,17 @@ class Embedder:
             RuntimeError.
 
         Resource handling:
-            The onnxruntime session is released when ``run`` exits; ``embed`` then raises.
+            The model (its runtime's session) is released when ``run`` exits; ``embed`` then raises.
         """
         started = time.perf_counter()
         self._model = await trio.to_thread.run_sync(self._load_sync, limiter=self._limiter)
         self._load_seconds = time.perf_counter() - started
-        LOGGER.info("embedding model %s loaded in %.2fs", self._resolved_path, self._load_seconds)
+        LOGGER.info(
+            "embedding model %s loaded in %.2fs (%s)",
+            self._resolved_path,
+            self._load_seconds,
+            self._model.description,
+        )
         self._stopped = False
         try:
             task_status.started(self)
@@ -354,49 +293,20 @@ class Embedder:
         assert request.vectors is not None
         return request.vectors
 
-    def _load_sync(self) -> TextEmbedding:
+    def _load_sync(self) -> ModelRuntime:
         if self.model_path is None:
             path = assemble_default_model(self.cache_dir)
         else:
             path = self.model_path
         check_model_dir(path)
         self._resolved_path = path
-        # huggingface_hub reads this when fastembed imports it; without it an offline lookup
-        # retries for ~39 s before failing (research/deps-lab.md §5).
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        # onnxruntime 1.29 and later, on Linux, report to Microsoft unless this is set before
-        # they initialize: a device id and an event database under ~/.cache/Microsoft, and
-        # uploads to mobile.events.data.microsoft.com retried every few seconds (lookups and
-        # threads in an idle server, traffic nobody configured). An operator's own setting of
-        # the variable is kept.
-        os.environ.setdefault(RUNTIME_TELEMETRY_OFF, "1")
-        from fastembed import TextEmbedding
-
-        fix = (
-            MODEL_INSTALL_HINT
-            if self.model_path is None
-            else f"replace {path / ONNX_FILE} with a valid ONNX export of the model"
+        return load_runtime(
+            self.runtime,
+            path,
+            threads=self.threads,
+            batch_size=self.batch_size,
+            packaged=self.model_path is None,
         )
-        try:
-            model = TextEmbedding(
-                FASTEMBED_MODEL,
-                specific_model_path=str(path),
-                local_files_only=True,
-                threads=self.threads,
-            )
-            probe = next(iter(model.embed(["caxton"], batch_size=1)))
-        except Exception as exc:
-            raise EmbeddingModelError(
-                path / ONNX_FILE, f"cannot be loaded ({type(exc).__name__}: {exc})", fix
-            ) from exc
-        _reopen_session(model, path / ONNX_FILE, self.threads)
-        if probe.shape != (EMBEDDING_DIM,):
-            raise EmbeddingModelError(
-                path,
-                f"the model makes {probe.shape[-1]}-number vectors; memory stores {EMBEDDING_DIM}",
-                "use an all-MiniLM-L6-v2 compatible model (384 dimensions)",
-            )
-        return model
 
     async def embed(self, texts: Sequence[str], *, use_cache: bool = True) -> NDArray[np.float32]:
         """Return one unit-length vector per text, as rows of an ``(n, dim)`` array.
@@ -465,11 +375,9 @@ class Embedder:
         self._texts_embedded += len(texts)
         return vectors
 
-    def _encode_sync(self, model: TextEmbedding, texts: list[str]) -> NDArray[np.float32]:
+    def _encode_sync(self, model: ModelRuntime, texts: list[str]) -> NDArray[np.float32]:
         # A bad text (one the tokenizer cannot take) raises here, failing its batch only.
-        rows = list(model.embed(texts, batch_size=self.batch_size))
-        matrix = np.asarray(np.stack(rows), dtype=np.float32)
-        return matrix
+        return model.encode(texts)
 
     def _cache_get(self, text: str) -> NDArray[np.float32] | None:
         if self.cache_size == 0:
@@ -501,6 +409,7 @@ class Embedder:
         lookups = self._hits + self._misses
         return EmbedderStatistics(
             model_path=str(self._resolved_path or self.model_path or self.cache_dir),
+            runtime=self._model.description if self._model is not None else "",
             loaded=self._model is not None,
             dim=self.dim,
             load_seconds=self._load_seconds,

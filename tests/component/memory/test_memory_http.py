@@ -224,6 +224,7 @@ async def test_reports_transfer_limits_and_maintenance(
             assert 0 < stats["search_p50_ms"] <= stats["search_p99_ms"]
             assert stats["cache_hit_rate"] == 0.5  # the second search reused the query vector
             assert stats["embedder"]["load_ms"] > 0
+            assert stats["embedder"]["runtime"].startswith("openvino ")
             assert stats["embedder"]["average_encode_ms"] > 0
             assert stats["store"]["open"] is True
             assert 0.0 <= stats["database"]["fragmentation"] <= 1.0
