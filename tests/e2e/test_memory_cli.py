@@ -65,7 +65,12 @@ async def test_runbook_commands_and_export_wipe_import(
 ) -> None:
     with trio.fail_after(120):
         data_dir = tmp_path / "data"
-        config = write_config(tmp_path / "caxton.yaml", data_dir, "memory:\n  max_entities: 3\n")
+        # the model on onnxruntime here (OpenVINO, the default, runs in the other tests)
+        config = write_config(
+            tmp_path / "caxton.yaml",
+            data_dir,
+            "memory:\n  max_entities: 3\n  embedding_config:\n    runtime: onnxruntime\n",
+        )
         server = await start_server(nursery, "--config", str(config))
         env = caxton_env(CAXTON_URL=server.api_url)
         async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as client:
@@ -92,6 +97,8 @@ async def test_runbook_commands_and_export_wipe_import(
             "Average encoding time:",
         ):
             assert label in detailed
+        runtime = next(line for line in detailed.splitlines() if "Runtime:" in line)
+        assert "onnxruntime" in runtime, runtime
         assert "Relations:" in ok(await cli("memory", "stats", cwd=tmp_path, env=env))
         for args in (
             ("memory", "optimize", "--vacuum", "--reindex", "--analyze"),

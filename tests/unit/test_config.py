@@ -81,6 +81,11 @@ def test_sqlite_path_and_database_path_together_is_an_error() -> None:
             "unknown key sever at line 1; did you mean server?",
         ),
         (
+            "memory:\n  embedding_config:\n    runtime: gpu\n",
+            "memory.embedding_config.runtime at line 3: expected one of auto, openvino, "
+            "onnxruntime, got a string 'gpu'",
+        ),
+        (
             "server:\n  port: 8080\n  shutdown_timout: 10s\n",
             "unknown key server.shutdown_timout at line 3; did you mean shutdown_timeout?",
         ),
