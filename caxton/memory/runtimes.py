@@ -6,9 +6,10 @@ the maths runs in. :func:`load_runtime` picks one (``memory.embedding_config.run
 
 * ``openvino`` compiles the graph for the CPU in bfloat16 where the CPU computes in it natively
   (AMX or AVX-512 BF16, which OpenVINO reports as ``BF16``), in float32 elsewhere. On this
-  project's 2-core bench machine it embedded the write load's texts 2.5-2.8 times as fast as
-  onnxruntime (about 1,100 against 420 texts/s in batches of 32); its vectors agree with
-  onnxruntime's to a cosine of 0.9999 or better (bf16) or exactly (f32). Its dynamic
+  project's 2-core bench machine it embedded the write load's texts 1.9-2.8 times as fast as
+  onnxruntime (the bench's ceiling, batches of 16: 1.9-2.1; alone in batches of 32, about 1,100
+  against 420 texts/s); its vectors agree with onnxruntime's to a cosine of 0.9999 or better
+  (bf16) or to float rounding (f32, within 2e-5). Its dynamic
   quantization of activations, on by default for graphs with int8 weights like the packaged
   one, is turned off: it cost up to 0.001 of cosine for no gain over bf16. Its threads are not
   pinned to cores (``server.workers`` processes share them).
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import sys
@@ -104,6 +106,7 @@ class SignalStack(ctypes.Structure):
     )
 
 
+@functools.cache
 def _libc() -> Any:
     return ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
