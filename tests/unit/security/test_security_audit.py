@@ -6,7 +6,10 @@ import json
 import stat
 from typing import TYPE_CHECKING
 
+import attrs
 import pytest
+import trio
+import trio.testing
 
 from caxton.security.audit import AuditLog, AuditRecord, outcome_of
 
@@ -88,3 +91,81 @@ async def test_record_writes_through_a_worker_thread(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.log")
     await log.record(_record(403))
     assert json.loads((tmp_path / "audit.log").read_text())["outcome"] == "denied"
+
+
+def _numbered(i: int) -> AuditRecord:
+    return attrs.evolve(_record(), request_id=f"r-{i}")
+
+
+async def test_concurrent_calls_share_writes_and_each_returns_after_its_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    missing: list[int] = []
+
+    async def call(i: int) -> None:
+        await log.record(_numbered(i))
+        if f'"request_id":"r-{i}"' not in path.read_text():
+            missing.append(i)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(40):
+            nursery.start_soon(call, i)
+    assert missing == []
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(int(line["request_id"][2:]) for line in lines) == list(range(40))
+    # calls that came while a write waited or ran are written together
+    assert log.writes < 10
+
+
+async def test_a_cancelled_callers_line_is_still_written_and_others_finish(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(path)
+    scopes = [trio.CancelScope() for _ in range(4)]
+
+    async def call(i: int) -> None:
+        with scopes[i]:
+            await log.record(_numbered(i))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, 0)  # writes first, alone
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(call, 1)  # writes the next batch once the first is written
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(call, 2)  # waits for that batch
+        nursery.start_soon(call, 3)
+        await trio.testing.wait_all_tasks_blocked()
+        scopes[1].cancel()  # the batch's writer, then one who waits for it
+        scopes[2].cancel()
+    ids = sorted(json.loads(line)["request_id"] for line in path.read_text().splitlines())
+    assert ids == ["r-0", "r-1", "r-2", "r-3"]
+    assert log.writes == 2
+
+
+async def test_a_failed_write_is_logged_for_every_line_in_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit.log"
+    path.mkdir()  # cannot be opened for writing
+    log = AuditLog(path)
+    async with trio.open_nursery() as nursery:
+        for i in range(5):
+            nursery.start_soon(log.record, _numbered(i))
+    failed = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert sorted(json.loads(m[m.index("{") :])["request_id"] for m in failed) == [
+        f"r-{i}" for i in range(5)
+    ]
+
+
+def test_lines_written_together_rotate_where_one_would_pass_the_size(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    line = _record().line()
+    log = AuditLog(path, max_bytes=len(line) * 3, backups=3)
+    log.write_lines([line] * 7)
+    assert [
+        len((tmp_path / n).read_text().splitlines())
+        for n in ("audit.log.2", "audit.log.1", "audit.log")
+    ] == [3, 3, 1]
