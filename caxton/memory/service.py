@@ -43,6 +43,7 @@ from caxton.memory.entity_cache import DEFAULT_CACHE_BYTES, EntityCache
 from caxton.memory.errors import MemoryLimitExceeded
 from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD
 from caxton.memory.plan import EntityPlan, plan_entities, plan_relations
+from caxton.memory.read_batches import ReadBatcher
 from caxton.memory.search_batches import SearchBatcher
 from caxton.memory.types import (
     Capacity,
@@ -195,6 +196,8 @@ class MemoryService:
         self._search_batcher = (
             SearchBatcher(store, ef_search=hnsw_ef_search) if store.dialect == "postgres" else None
         )
+        # On a shared store (no entity cache), concurrent reads by name share statements.
+        self._read_batcher = ReadBatcher(self._fetch_entities) if store.shared else None
         # Only this process writes a store that is not shared, so its rows can be cached.
         self._entity_cache = None if store.shared else EntityCache(entity_cache_bytes)
         #: a fill of the entity cache is asked for (at start, after a rebuild)
@@ -464,6 +467,8 @@ class MemoryService:
         """The stored entities among ``names``, from the entity cache where it has them (and
         none of those the accelerator shows are not stored)."""
         names = self._maybe_stored(names)
+        if self._read_batcher is not None:
+            return await self._read_batcher.read(names) if names else {}
         cache = self._entity_cache
         if cache is None:
             return await self._fetch_entities(names)
