@@ -25,9 +25,11 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
 LOGGER = logging.getLogger("caxton.metrics")
+#: The longest a scrape waits for one of :meth:`Metrics.refresh`'s refreshers (seconds).
+REFRESH_TIMEOUT_S = 2.0
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -113,6 +115,8 @@ class Metrics:
             "caxton_server_restarts",
             "Starts of the server on this data_dir after the first one.",
         )
+        #: what :meth:`refresh` awaits before a scrape (figures read from elsewhere)
+        self._refreshers: list[Callable[[], Awaitable[object]]] = []
         self.http_duration = self.histogram(
             "caxton_http_request_duration_seconds",
             "HTTP request duration by route template, method and status.",
@@ -138,6 +142,27 @@ class Metrics:
         return FastHistogram(
             name, documentation, labelnames=labels, buckets=buckets, registry=self.registry
         )
+
+    def refresh_with(self, refresher: Callable[[], Awaitable[object]]) -> None:
+        """Have :meth:`refresh` await ``refresher`` (a component reading figures that live
+        elsewhere, like a shared database's totals, when someone looks rather than on a timer)."""
+        self._refreshers.append(refresher)
+
+    async def refresh(self) -> None:
+        """Bring the figures the registry reads from elsewhere up to date (before a scrape or
+        a summary); each refresher is bounded by :data:`REFRESH_TIMEOUT_S` and its errors
+        are logged, never raised: a scrape still answers with what is known."""
+        for refresher in self._refreshers:
+            with trio.move_on_after(REFRESH_TIMEOUT_S) as scope:
+                try:
+                    await refresher()
+                except Exception:
+                    LOGGER.exception("metrics: a refresh before the scrape failed")
+            if scope.cancelled_caught:
+                LOGGER.warning(
+                    "metrics: a refresh took over %.0fs; the scrape shows what was known",
+                    REFRESH_TIMEOUT_S,
+                )
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""
@@ -211,6 +236,7 @@ class MetricsServer:
         if request.method not in (b"GET", b"HEAD"):
             status, body, content_type = 405, b"method not allowed\n", "text/plain"
         elif path == b"/metrics":
+            await self.metrics.refresh()
             status, body, content_type = 200, self.metrics.exposition(), CONTENT_TYPE_LATEST
         elif path == b"/":
             status, body, content_type = 200, b"Caxton metrics: see /metrics\n", "text/plain"

@@ -446,7 +446,9 @@ def _memory_gauges(
     embedder: Embedder,
     memory: MemoryService,
 ) -> None:
-    """The seed's memory metrics, read from the components when Prometheus scrapes."""
+    """The seed's memory metrics, read from the components when Prometheus scrapes (on a
+    shared store the totals are read from it first when older than ``counts_refresh_s``)."""
+    metrics.refresh_with(memory.fresh_statistics)
     metrics.gauge("caxton_memory_entities_total", "Entities in memory.").set_function(
         lambda: float(memory.statistics().entity_count)
     )

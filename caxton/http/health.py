@@ -98,7 +98,7 @@ async def health_report() -> dict[str, Any]:
     report["agents"] = {"config": stats["config"], "wasm": stats["wasm"]}
     report["memory"] = {
         "backend": state.config.memory.backend,
-        "entities": state.memory.statistics().entity_count,
+        "entities": (await state.memory.fresh_statistics()).entity_count,
     }
     if state.memory.store is not state.store:  # memory in Qdrant: its own store to ask
         try:

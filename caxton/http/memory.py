@@ -284,7 +284,7 @@ async def stats() -> dict[str, Any]:
     memory = _memory()
     store = current_services().store
     content = (await memory.stats()).to_json()
-    service = memory.statistics()
+    service = memory.statistics()  # its totals just counted by ``stats``
     embedder = memory.embedder
     embedding: dict[str, Any] | None = None
     if isinstance(embedder, Embedder):

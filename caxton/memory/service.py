@@ -81,8 +81,8 @@ CAPACITY_WARNING_RATIO = 0.9
 #: How often a write on a shared store is planned again when other instances changed the
 #: entities it was planned on, before it gives up with a Conflict.
 MAX_REPLANS = 10
-#: How often a service on a shared store reads the totals :meth:`MemoryService.statistics`
-#: reports (seconds).
+#: How old the totals :meth:`MemoryService.fresh_statistics` reports may be on a shared store
+#: before it reads them again (seconds).
 COUNTS_REFRESH_S = 5.0
 #: The pause before planning again grows by up to this much with each try (seconds).
 REPLAN_PAUSE_S = 0.02
@@ -122,9 +122,10 @@ class MemoryService:
         persist_hnsw: save the graph and mirror after builds, every ``hnsw_save_interval``
             seconds when the graph changed, and at shutdown; load both at start when they
             match the database (:mod:`caxton.memory.saved_index`).
-        counts_refresh_s: on a shared store, read the entity and relation totals this often
-            (in seconds) for :meth:`statistics`, which health and metrics read without waiting;
-            this instance's writes, ``stats`` and ``capacity`` read them at once.
+        counts_refresh_s: on a shared store, how old (in seconds) the entity and relation
+            totals may be when :meth:`fresh_statistics` is asked (health, ``/metrics``, the
+            stats endpoint) before it reads them again; nothing reads them while nobody asks.
+            This instance's writes, ``stats`` and ``capacity`` count them at once.
         entity_cache_bytes: how much of recently read entities to keep for searches and
             reads by name (:mod:`caxton.memory.entity_cache`; 0: none). Never on a shared
             store, whose rows other instances change.
@@ -210,6 +211,9 @@ class MemoryService:
         self._latency = LatencyWindow(latency_window)
         self._on_search = on_search
         self._entity_count = 0
+        #: when the totals were last counted (time.monotonic()), and one count at a time
+        self._counted_at = float("-inf")
+        self._counting = trio.Lock()
         self._relation_count = 0
 
     @property
@@ -236,7 +240,8 @@ class MemoryService:
 
         The HNSW graph (above ``hnsw_threshold`` entities) is loaded or built afterwards by the
         accelerator's background task, so start-up does not wait for it. On a shared store
-        (no accelerator) a task reads the totals every ``counts_refresh_s`` instead.
+        (no accelerator) nothing runs meanwhile: the totals are read when asked for
+        (:meth:`fresh_statistics`).
 
         Cancellation:
             Cancelling ``run`` stops the service (a graph build stops at its next chunk); the
@@ -253,23 +258,9 @@ class MemoryService:
             if self._search_batcher is not None:
                 await nursery.start(self._search_batcher.run)
             nursery.start_soon(self._keep_cache_filled)
-            if self.store.shared and self.counts_refresh_s > 0:
-                nursery.start_soon(self._refresh_counts)
             task_status.started(self)
             await trio.sleep_forever()
         raise AssertionError("the memory service stopped without being cancelled")
-
-    async def _refresh_counts(self) -> NoReturn:
-        """Keep :meth:`statistics` near other instances' writes (a shared store only)."""
-        while True:
-            await trio.sleep(self.counts_refresh_s)
-            try:
-                # one statement outside a transaction: one round trip while idle
-                totals = await self.store.read_statements([self._totals])
-                assert totals is not None  # a single read always has its result
-                self._entity_count, self._relation_count = totals[0]
-            except CaxtonError as exc:  # StorageUnavailable and the like: try again later
-                LOGGER.debug("memory totals not refreshed: %s", exc.message)
 
     async def rebuild_index(self, *, saved: bool = False) -> int:
         """Reload the accelerator from the store (``caxton memory cache-clear --rebuild``).
@@ -288,6 +279,7 @@ class MemoryService:
         """
         async with self._write_lock:
             self._entity_count, self._relation_count = await self.store.execute_fn(self._totals)
+            self._counted_at = time.monotonic()
             if self._entity_cache is not None:
                 self._entity_cache.invalidate()
             loaded = await self._accelerator.reload(saved=saved)
@@ -422,6 +414,7 @@ class MemoryService:
                         written = {e.name: sql_shared.as_read(e) for e in change.upsert[0]}
                         cache.put(written, read_at=cache.generation)
                 self._entity_count, self._relation_count = totals
+                self._counted_at = time.monotonic()
                 await self._accelerator.follow(upsert=change.upsert, remove=change.remove)
             finally:
                 if touching is None:
@@ -994,6 +987,7 @@ class MemoryService:
         figures = await self.store.execute_fn(self.sql.counts)
         self._entity_count = figures["entities"]
         self._relation_count = figures["relations"]
+        self._counted_at = time.monotonic()
         return MemoryStats(
             entity_count=figures["entities"],
             relation_count=figures["relations"],
@@ -1196,11 +1190,38 @@ class MemoryService:
 
     # ----------------------------------------------------------------------------- statistics
 
-    def statistics(self) -> MemoryStatistics:
-        """Return a snapshot of the service's counters (search latency over the window).
+    async def fresh_statistics(self) -> MemoryStatistics:
+        """:meth:`statistics`, with the entity and relation totals read again first on a
+        shared store when they are older than ``counts_refresh_s`` (other instances write
+        too). Callers asking together share one read; a store that cannot answer leaves the
+        totals as they were (logged).
 
-        On a shared store the entity and relation counts are at most ``counts_refresh_s``
-        old, and exact after this instance's writes.
+        Cancellation:
+            Safe to cancel (a caller waiting for the same read then reads on its own).
+        """
+        if self.store.shared and time.monotonic() - self._counted_at >= self.counts_refresh_s:
+            async with self._counting:
+                if time.monotonic() - self._counted_at >= self.counts_refresh_s:
+                    await self._count()
+        return self.statistics()
+
+    async def _count(self) -> None:
+        try:
+            # one statement outside a transaction: one round trip
+            totals = await self.store.read_statements([self._totals])
+        except CaxtonError as exc:  # StorageUnavailable and the like: the next ask tries again
+            LOGGER.debug("memory totals not read: %s", exc.message)
+            return
+        assert totals is not None  # a single read always has its result
+        self._entity_count, self._relation_count = totals[0]
+        self._counted_at = time.monotonic()
+
+    def statistics(self) -> MemoryStatistics:
+        """Return a snapshot of the service's counters (search latency over the window),
+        without waiting.
+
+        On a shared store the entity and relation counts are those of this instance's last
+        write or of the last :meth:`fresh_statistics` that read them, whichever came last.
         """
         cache = self._entity_cache
         return MemoryStatistics(

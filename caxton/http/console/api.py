@@ -150,7 +150,9 @@ def _mapping(items: Iterable[tuple[str, object]], depth: int) -> dict[str, Any]:
     "latency, reloads, messages, errors (cumulative since start).",
 )
 async def metrics_summary() -> dict[str, Any]:
-    return summarize(current_services().metrics.registry)
+    metrics = current_services().metrics
+    await metrics.refresh()
+    return summarize(metrics.registry)
 
 
 def summarize(registry: CollectorRegistry) -> dict[str, Any]:

@@ -229,14 +229,26 @@ async def test_merges_from_two_instances_into_one_entity_lose_nothing(
 
 
 async def test_statistics_follow_other_instances_writes(nursery, postgres_url, embedder):
-    """Health and metrics read ``statistics()`` without waiting: on a shared store its totals
-    are refreshed from the database every ``counts_refresh_s``."""
+    """Health and metrics ask ``fresh_statistics()``: on a shared store its totals are read
+    from the database when older than ``counts_refresh_s``; nothing reads them meanwhile."""
     with trio.fail_after(60):
         a = await start_instance(nursery, postgres_url, embedder)
-        b = await start_instance(nursery, postgres_url, embedder, counts_refresh_s=0.05)
+        b = await start_instance(nursery, postgres_url, embedder, counts_refresh_s=0.2)
+        await b.fresh_statistics()  # counted at start (the rebuild), not again yet
+        reads = b.store.statistics().reads_total
         await a.create_entities(
             [NewEntity(name=f"e{i}", entity_type="t", observations=[f"item {i}"]) for i in range(3)]
         )
         await a.create_relation(NewRelation(source="e0", target="e1", relation_type="next"))
-        while (b.statistics().entity_count, b.statistics().relation_count) != (3, 1):
-            await trio.sleep(0.02)
+        assert (b.statistics().entity_count, b.statistics().relation_count) == (0, 0)
+        await trio.sleep(0.3)
+        assert b.store.statistics().reads_total == reads  # no timer read them
+        async with trio.open_nursery() as askers:  # asked together: one read
+            for _ in range(5):
+                askers.start_soon(b.fresh_statistics)
+        assert b.store.statistics().reads_total == reads + 1
+        assert (b.statistics().entity_count, b.statistics().relation_count) == (3, 1)
+        # younger than counts_refresh_s: answered from what was read
+        await a.create_entities([NewEntity(name="e3", entity_type="t", observations=["x"])])
+        assert (await b.fresh_statistics()).entity_count == 3
+        assert b.store.statistics().reads_total == reads + 1
