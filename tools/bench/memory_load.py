@@ -33,8 +33,9 @@ there is the supervisor's and both workers' (the verdict is on the sum; each pro
 printed beside it).
 
 Then the WASM echo agent under the same ``wrk`` load, with request logging on (``logging.level:
-info``, one line per request) and off (``warning``), alternating ``--logging-rounds`` times in
-the same run: the ratio of the medians (one pair alone differed by up to 15% either way).
+info``, one line per request) and off (``warning``), ``--logging-rounds`` pairs in the same run,
+each other pair in the opposite order: the ratio of the medians (one pair alone differed by up
+to 15% either way), and beside it the server's median CPU per request at each level.
 
 Every figure is printed beside its goal (16 connections: writes >= 250 req/s with p99 <= 150 ms,
 searches >= 500 req/s with p99 <= 60 ms; idle <= 0.02 CPU-s per 10 s; echo with logging >= 0.95
@@ -315,20 +316,30 @@ def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str, workers
 
 
 def logging_part(args: argparse.Namespace) -> None:
-    """Echo with request logging off and on, alternating ``args.logging_rounds`` times: on a
-    machine with any other load one pair of runs differs by more than the logging costs, so
-    the figure is the ratio of the medians."""
+    """Echo with request logging off and on, ``args.logging_rounds`` pairs, the order turned
+    round every other pair (off then on, on then off) so that the host's drift falls on both
+    alike: on a machine with any other load one pair of runs differs by more than the logging
+    costs, so the figure is the ratio of the medians. Beside it, each level's median server CPU
+    per request, a steadier view of the same cost."""
     print(f"\n-- WASM echo with request logging on and off ({load_now()})")
     rates: dict[str, list[float]] = {"warning": [], "info": []}
+    cpu_ms: dict[str, list[float]] = {"warning": [], "info": []}
+    levels = (("off (warning)", "warning"), ("on (info)", "info"))
     for round_number in range(1, args.logging_rounds + 1):
-        for label, level in (("off (warning)", "warning"), ("on (info)", "info")):
+        for label, level in levels if round_number % 2 else levels[::-1]:
             with BenchServer(("echo",), log_level=level) as server:
+                pids = tree_pids(server.pid)
+                before = sum(cpu_seconds(pid) for pid in pids)
                 result = run_wrk(server.url, WRK_ECHO, args, "/api/v1/agents/echo/messages")
+                used = sum(cpu_seconds(pid) for pid in pids) - before
                 rates[level].append(result["rps"])
+                requests = max(1.0, result["rps"] * args.duration)
+                cpu_ms[level].append(used / requests * 1000)
                 lines = sum(1 for _ in server.log_path.open(errors="replace"))
                 print(
                     f"  round {round_number}, logging {label}: {result['rps']:.0f} req/s, "
-                    f"p99 {result['p99_ms']:.1f} ms, failed {result['failed']}, {lines} log lines"
+                    f"p99 {result['p99_ms']:.1f} ms, {cpu_ms[level][-1]:.3f} ms of CPU per "
+                    f"request, failed {result['failed']}, {lines} log lines"
                 )
                 report_exit(server)
     on, off = statistics.median(rates["info"]), statistics.median(rates["warning"])
@@ -337,6 +348,11 @@ def logging_part(args: argparse.Namespace) -> None:
         f"  median on {on:.0f} / off {off:.0f} req/s: ratio {ratio:.3f} "
         f"({verdict(ratio, GOAL_LOGGING_RATIO, at_most=False)}); ratios of the rounds "
         + ", ".join(f"{a / b:.3f}" for a, b in zip(rates["info"], rates["warning"], strict=True))
+    )
+    cpu_on, cpu_off = statistics.median(cpu_ms["info"]), statistics.median(cpu_ms["warning"])
+    print(
+        f"  server CPU per request, median: on {cpu_on:.3f} / off {cpu_off:.3f} ms "
+        f"(logging costs {(cpu_on / cpu_off - 1) * 100:+.1f}%)"
     )
 
 
@@ -403,7 +419,7 @@ if __name__ == "__main__":
         help="memory.embedding_config.runtime of the servers (onnxruntime: as before OpenVINO)",
     )
     parser.add_argument(
-        "--logging-rounds", type=int, default=3, help="off/on pairs of the echo logging part"
+        "--logging-rounds", type=int, default=5, help="off/on pairs of the echo logging part"
     )
     parsed = parser.parse_args()
     parsed.backends = parsed.backends.split(",")
