@@ -78,26 +78,25 @@ def write_entities(
 ) -> None:
     """Insert or replace entities with their observations and embeddings: their rows are
     deleted (but for the ``new`` names, known not to be stored: three statements fewer when
-    all are), then inserted from arrays, the embeddings as pgvector text literals."""
+    all are), then inserted from arrays in one statement (the entity and observation rows by
+    data-modifying ``WITH`` parts), the embeddings as pgvector text literals."""
     if not entities:
         return
     STYLE.remove_entity_rows(conn, [e.name for e in entities if e.name not in new])
     conn.execute(
+        "WITH entity_rows AS ("
         f"INSERT INTO memory_entities ({sql_shared.ENTITY_COLUMNS}) SELECT * FROM unnest("
         "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], "
-        "%s::timestamptz[])",
-        sql_shared.entity_columns(entities),
-    )
-    conn.execute(
+        "%s::timestamptz[])), "
+        "observation_rows AS ("
         "INSERT INTO memory_observations (entity, position, content) "
-        "SELECT * FROM unnest(%s::text[], %s::integer[], %s::text[])",
-        sql_shared.observation_columns(entities),
-    )
-    conn.execute(
+        "SELECT * FROM unnest(%s::text[], %s::integer[], %s::text[])) "
         "INSERT INTO memory_embeddings (entity, entity_type, scope, agent, embedding) "
         "SELECT e, t, s, a, v::vector FROM unnest(%s::text[], %s::text[], %s::text[], "
         "%s::text[], %s::text[]) AS u(e, t, s, a, v)",
         [
+            *sql_shared.entity_columns(entities),
+            *sql_shared.observation_columns(entities),
             *sql_shared.embedding_columns(entities),
             [vector_literal(v) for v in np.asarray(vectors, dtype=np.float32)],
         ],

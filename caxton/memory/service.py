@@ -380,13 +380,17 @@ class MemoryService:
         changed: Callable[[T], _Change],
         *,
         touching: Sequence[str] | None,
+        counted: Callable[[T], tuple[int, int]] | None = None,
     ) -> T:
         """As :meth:`_commit`, with what changed told by ``changed(write's result)``, among
-        the entity names ``touching`` (None: any)."""
+        the entity names ``touching`` (None: any); ``counted(result)``: the entity and
+        relation totals after the write when it knows them (else they are counted)."""
 
         def write_and_count(conn: Connection) -> tuple[T, tuple[int, int]]:
             self.sql.lock_writes(conn)
             result = write(conn)
+            if counted is not None:
+                return result, counted(result)
             # read in the write: on a shared store other instances' writes are counted too
             return result, self._totals(conn)
 
@@ -614,9 +618,12 @@ class MemoryService:
         ]
         names = list(dict.fromkeys(name for job in unsure for name in job.names))
 
+        totals = [0, 0]  # after the write: known from the count before it
+
         def write(conn: Connection) -> list[_EntityWrite]:
             current = self.sql.fetch_entities(conn, names) if names else {}
-            count = self.sql.entity_count(conn)
+            # under the write lock: no other writer changes them until this commits
+            count, totals[1] = self.sql.totals(conn)
             written: set[str] = set()
             accepted: list[_EntityWrite] = []
             for job in group:
@@ -645,6 +652,7 @@ class MemoryService:
                     np.concatenate([job.vectors for job in accepted]),
                     new={name for job in accepted for name in job.plan.created},
                 )
+            totals[0] = count
             return accepted
 
         def change(accepted: list[_EntityWrite]) -> _Change:
@@ -656,7 +664,10 @@ class MemoryService:
 
         try:
             await self._commit_changes(
-                write, change, touching=[name for job in group for name in job.names]
+                write,
+                change,
+                touching=[name for job in group for name in job.names],
+                counted=lambda _: (totals[0], totals[1]),
             )
         except BaseException as exc:
             for job in group:
