@@ -80,7 +80,8 @@ class JSONFormatter(logging.Formatter):
 
 
 #: ``json.dumps(..., default=str)`` builds an encoder per call; one is enough.
-_ENCODER = json.JSONEncoder(default=str)
+JSON_ENCODER = json.JSONEncoder(default=str)
+_ENCODER = JSON_ENCODER
 
 
 #: Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.

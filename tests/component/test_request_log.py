@@ -20,7 +20,7 @@ import pytest
 import trio
 from servers import loopback_config
 
-from caxton.http.request_log import RequestEntry, RequestLog
+from caxton.http.request_log import RequestEntry, RequestLog, _JsonLines
 from caxton.logs import JSONFormatter, TextFormatter
 from caxton.metrics import Metrics
 from caxton.server import serve
@@ -277,3 +277,40 @@ async def test_a_blocked_log_output_does_not_hold_up_requests(
     assert [line["request_id"] for line in logged if line.get("route") == "/health"] == ids
     # the requests were served while the pipe was full and most of their lines still waited
     assert pending <= size < len("\n".join(lines))
+
+
+@pytest.mark.parametrize(
+    "factory_fields",
+    [{}, {"worker": 2, "zone": "café\u2028"}, {"status": "a field named like the line's own"}],
+)
+def test_a_json_line_put_together_is_the_formatters_line(factory_fields: dict[str, object]) -> None:
+    """The JSON line is assembled from pieces; it must be what the formatter makes of the
+    fields as a dict (the line as it always was), whatever the values hold."""
+    formatter = JSONFormatter()
+    lines = _JsonLines("caxton.http", factory_fields)
+    entries = [
+        *_entries(5, trace=True),
+        RequestEntry(time.time(), "GET", "<unmatched>", "/naïve/\u2029/\x00\x7f", 404, 0, "r"),
+        RequestEntry(1.5, "DELETE", "/x", "/x", 599, 12.3456789, "\"quoted\\id'"),
+    ]
+    for entry in entries:
+        created, ms = entry.created, entry.duration_s * 1000
+        payload: dict[str, object] = {
+            "ts": formatter.timestamp_of(created, int((created - int(created)) * 1000)),
+            "level": "info",
+            "logger": "caxton.http",
+            "message": f"{entry.method} {entry.route} {entry.status} {ms:.1f}ms",
+            **factory_fields,
+        }
+        if entry.trace_id is not None:
+            payload["trace_id"] = entry.trace_id
+        payload.update(
+            method=entry.method,
+            route=entry.route,
+            path=entry.path,
+            status=entry.status,
+            duration_ms=round(ms, 2),
+            request_id=entry.request_id,
+        )
+        assert lines.line(entry, formatter) == formatter.encode(payload)
+        assert json.loads(lines.line(entry, formatter))["path"] == entry.path

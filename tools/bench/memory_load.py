@@ -33,9 +33,10 @@ there is the supervisor's and both workers' (the verdict is on the sum; each pro
 printed beside it).
 
 Then the WASM echo agent under the same ``wrk`` load, with request logging on (``logging.level:
-info``, one line per request) and off (``warning``), ``--logging-rounds`` pairs in the same run,
-each other pair in the opposite order: the ratio of the medians (one pair alone differed by up
-to 15% either way), and beside it the server's median CPU per request at each level.
+info``, one line per request) and off (``warning``): two servers up side by side, loaded in
+turns for ``--logging-slice`` seconds, ``--logging-rounds`` times each, every other round in
+the opposite order; the ratio of the two rates over all slices (one pair of 10 s runs, one
+server after the other, differed by up to 15% either way), and the CPU per request of each.
 
 Every figure is printed beside its goal (16 connections: writes >= 250 req/s with p99 <= 150 ms,
 searches >= 500 req/s with p99 <= 60 ms; idle <= 0.02 CPU-s per 10 s; echo with logging >= 0.95
@@ -316,43 +317,58 @@ def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str, workers
 
 
 def logging_part(args: argparse.Namespace) -> None:
-    """Echo with request logging off and on, ``args.logging_rounds`` pairs, the order turned
-    round every other pair (off then on, on then off) so that the host's drift falls on both
-    alike: on a machine with any other load one pair of runs differs by more than the logging
-    costs, so the figure is the ratio of the medians. Beside it, each level's median server CPU
-    per request, a steadier view of the same cost."""
+    """Echo with request logging off and on: two servers up side by side, loaded in turns for
+    ``args.logging_slice`` seconds each, ``args.logging_rounds`` times, every other round in
+    the opposite order. On this host one pair of 10 s runs moved by up to 15% either way while
+    logging costs a few percent; slices this short, taken in turns from the same two servers,
+    let the drift fall on both alike. The figure is the ratio of the two levels' rates over
+    all their slices; beside it the servers' CPU per request at each level."""
     print(f"\n-- WASM echo with request logging on and off ({load_now()})")
-    rates: dict[str, list[float]] = {"warning": [], "info": []}
-    cpu_ms: dict[str, list[float]] = {"warning": [], "info": []}
+    path = "/api/v1/agents/echo/messages"
+    slice_args = argparse.Namespace(connections=args.connections, duration=args.logging_slice)
     levels = (("off (warning)", "warning"), ("on (info)", "info"))
-    for round_number in range(1, args.logging_rounds + 1):
-        for label, level in levels if round_number % 2 else levels[::-1]:
-            with BenchServer(("echo",), log_level=level) as server:
+    requests = {"warning": 0, "info": 0}
+    seconds = {"warning": 0.0, "info": 0.0}
+    cpu = {"warning": 0.0, "info": 0.0}
+    pairs: list[dict[str, float]] = []
+    failed = 0
+    with (
+        BenchServer(("echo",), log_level="warning") as off_server,
+        BenchServer(("echo",), log_level="info") as on_server,
+    ):
+        servers = {"warning": off_server, "info": on_server}
+        for server in servers.values():  # connections and the agent warm, once
+            run_wrk_script(server.url, path, WRK_ECHO, slice_args)
+        for round_number in range(args.logging_rounds):
+            pair: dict[str, float] = {}
+            for _, level in levels if round_number % 2 == 0 else levels[::-1]:
+                server = servers[level]
                 pids = tree_pids(server.pid)
                 before = sum(cpu_seconds(pid) for pid in pids)
-                result = run_wrk(server.url, WRK_ECHO, args, "/api/v1/agents/echo/messages")
-                used = sum(cpu_seconds(pid) for pid in pids) - before
-                rates[level].append(result["rps"])
-                requests = max(1.0, result["rps"] * args.duration)
-                cpu_ms[level].append(used / requests * 1000)
-                lines = sum(1 for _ in server.log_path.open(errors="replace"))
-                print(
-                    f"  round {round_number}, logging {label}: {result['rps']:.0f} req/s, "
-                    f"p99 {result['p99_ms']:.1f} ms, {cpu_ms[level][-1]:.3f} ms of CPU per "
-                    f"request, failed {result['failed']}, {lines} log lines"
-                )
-                report_exit(server)
-    on, off = statistics.median(rates["info"]), statistics.median(rates["warning"])
-    ratio = on / off
+                result = run_wrk_script(server.url, path, WRK_ECHO, slice_args, warm_up=False)
+                cpu[level] += sum(cpu_seconds(pid) for pid in pids) - before
+                requests[level] += result["requests"]
+                seconds[level] += result["seconds"]
+                failed += result["failed"]
+                pair[level] = result["rps"]
+            pairs.append(pair)
+        lines = sum(1 for _ in on_server.log_path.open(errors="replace"))
+        off_lines = sum(1 for _ in off_server.log_path.open(errors="replace"))
+        for server in servers.values():
+            report_exit(server)
+    rate = {level: requests[level] / seconds[level] for level in requests}
+    for label, level in levels:
+        print(
+            f"  logging {label}: {rate[level]:.0f} req/s over {args.logging_rounds} slices of "
+            f"{args.logging_slice:g} s, {cpu[level] / max(1, requests[level]) * 1000:.3f} ms of "
+            f"server CPU per request"
+        )
+    ratio = rate["info"] / rate["warning"]
     print(
-        f"  median on {on:.0f} / off {off:.0f} req/s: ratio {ratio:.3f} "
-        f"({verdict(ratio, GOAL_LOGGING_RATIO, at_most=False)}); ratios of the rounds "
-        + ", ".join(f"{a / b:.3f}" for a, b in zip(rates["info"], rates["warning"], strict=True))
-    )
-    cpu_on, cpu_off = statistics.median(cpu_ms["info"]), statistics.median(cpu_ms["warning"])
-    print(
-        f"  server CPU per request, median: on {cpu_on:.3f} / off {cpu_off:.3f} ms "
-        f"(logging costs {(cpu_on / cpu_off - 1) * 100:+.1f}%)"
+        f"  ratio on / off {ratio:.3f} ({verdict(ratio, GOAL_LOGGING_RATIO, at_most=False)}); "
+        f"the slices' pairs: "
+        + ", ".join(f"{pair['info'] / pair['warning']:.3f}" for pair in pairs)
+        + f"; failed {failed}; log lines {lines} on, {off_lines} off"
     )
 
 
@@ -419,7 +435,13 @@ if __name__ == "__main__":
         help="memory.embedding_config.runtime of the servers (onnxruntime: as before OpenVINO)",
     )
     parser.add_argument(
-        "--logging-rounds", type=int, default=5, help="off/on pairs of the echo logging part"
+        "--logging-rounds",
+        type=int,
+        default=10,
+        help="slices of the echo logging part at each level, taken in turns",
+    )
+    parser.add_argument(
+        "--logging-slice", type=float, default=3.0, help="seconds of each logging slice"
     )
     parsed = parser.parse_args()
     parsed.backends = parsed.backends.split(",")

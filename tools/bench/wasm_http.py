@@ -85,15 +85,20 @@ def run_wrk(url: str, path: str, body: str | None, args: argparse.Namespace) -> 
     return run_wrk_script(url, path, WRK_SCRIPT.format(setup=setup), args)
 
 
-def run_wrk_script(url: str, path: str, lua: str, args: argparse.Namespace) -> dict[str, Any]:
-    """``wrk`` with the Lua script ``lua`` on ``url + path``: a 1 s warm-up (not measured),
-    then ``args.duration`` seconds with ``args.connections`` connections; the script's JSON
-    report plus ``rps`` and ``failed``."""
+def run_wrk_script(
+    url: str, path: str, lua: str, args: argparse.Namespace, *, warm_up: bool = True
+) -> dict[str, Any]:
+    """``wrk`` with the Lua script ``lua`` on ``url + path``: a 1 s warm-up (not measured;
+    ``warm_up`` False: none), then ``args.duration`` seconds with ``args.connections``
+    connections; the script's JSON report plus ``rps`` and ``failed``."""
     with tempfile.TemporaryDirectory(prefix="caxton-bench-wrk-") as tmp:
         script = Path(tmp) / "bench.lua"
         script.write_text(lua)
         base = ["wrk", "-t1", f"-c{args.connections}", "-s", str(script), f"{url}{path}"]
-        subprocess.run([*base[:3], "-d1s", *base[3:]], check=True, capture_output=True, timeout=60)
+        if warm_up:
+            subprocess.run(
+                [*base[:3], "-d1s", *base[3:]], check=True, capture_output=True, timeout=60
+            )
         out = subprocess.run(
             [*base[:3], f"-d{args.duration:g}s", "--timeout", "10s", *base[3:]],
             check=True,
