@@ -76,6 +76,7 @@ from caxton.memory import (
 )
 from caxton.memory.embedder import default_threads
 from caxton.memory.maintenance import MaintenanceSchedule, MemoryMaintenance
+from caxton.memory.search_batches import default_slots
 from caxton.messaging import Conversations, Router
 from caxton.messaging.conversation_sql_duckdb import DUCKDB_CONVERSATION_SQL
 from caxton.messaging.conversation_sql_postgres import POSTGRES_CONVERSATION_SQL
@@ -400,6 +401,7 @@ async def _start_storage(
         embedder,
         sql=memory_sql,
         hnsw_ef_search=config.storage.postgres.hnsw_ef_search,
+        search_slots=default_slots(workers=config.server.workers),
         max_entities=memory_config.max_entities,
         on_search=search_seconds.observe,
         entity_cache_bytes=int(memory_config.entity_cache_size),

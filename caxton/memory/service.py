@@ -44,6 +44,7 @@ from caxton.memory.errors import MemoryLimitExceeded
 from caxton.memory.layered import DEFAULT_HNSW_THRESHOLD
 from caxton.memory.plan import EntityPlan, plan_entities, plan_relations
 from caxton.memory.read_batches import ReadBatcher
+from caxton.memory.search_batches import DEFAULT_SLOTS as DEFAULT_SEARCH_SLOTS
 from caxton.memory.search_batches import SearchBatcher
 from caxton.memory.types import (
     Capacity,
@@ -113,6 +114,9 @@ class MemoryService:
             with ``search(..., exact=True)``). Always off on a shared store.
         hnsw_ef_search: candidates of a SQL search through a vector index
             (``storage.postgres.hnsw_ef_search``; at least ``limit`` are used).
+        search_slots: on PostgreSQL, index search statements in flight at once
+            (:class:`caxton.memory.search_batches.SearchBatcher`); the server gives each of
+            ``server.workers`` processes its share (``search_batches.default_slots``).
         latency_window: searches the p50/p99 figures cover.
         hnsw_threshold: keep an HNSW graph over the accelerator from this many entities; None
             never does.
@@ -138,6 +142,7 @@ class MemoryService:
         *,
         sql: MemorySQL = queries,
         hnsw_ef_search: int = 100,
+        search_slots: int = DEFAULT_SEARCH_SLOTS,
         max_entities: int | None = 100_000,
         accelerator: bool = True,
         latency_window: int = 1000,
@@ -195,7 +200,9 @@ class MemoryService:
         self._name_locks: dict[str, _NameLock] = {}
         # On PostgreSQL, concurrent index searches with the same terms share statements.
         self._search_batcher = (
-            SearchBatcher(store, ef_search=hnsw_ef_search) if store.dialect == "postgres" else None
+            SearchBatcher(store, ef_search=hnsw_ef_search, slots=search_slots)
+            if store.dialect == "postgres"
+            else None
         )
         # On a shared store (no entity cache), concurrent reads by name share statements.
         self._read_batcher = ReadBatcher(self._fetch_entities) if store.shared else None

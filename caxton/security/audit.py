@@ -79,7 +79,7 @@ class _Batch:
     #: whether a caller took on writing this batch (the first to add a line)
     led: bool = False
     written: trio.Event = attrs.field(factory=trio.Event)
-    error: OSError | None = None
+    error: Exception | None = None
 
 
 class AuditLog:
@@ -144,7 +144,7 @@ class AuditLog:
             try:
                 self._writes += 1
                 await trio.to_thread.run_sync(self.write_lines, batch.lines, limiter=self._limiter)
-            except OSError as exc:
+            except Exception as exc:  # OSError mostly: a full disk, a file made unwritable
                 batch.error = exc
             finally:
                 batch.written.set()

@@ -196,3 +196,13 @@ def test_workers_share_the_cores_among_their_models(tmp_path: Path) -> None:
     workers = Override(("server", "workers"), 2, "--workers")
     config = _config(POSTGRES, tmp_path, workers)
     assert default_threads(workers=config.server.workers, cores=8) == 2
+
+
+def test_workers_share_the_search_statements() -> None:
+    """On PostgreSQL each worker runs its share of the host's search statements at once,
+    never fewer than one: more ran beside the workers' event loops than the cores took."""
+    from caxton.memory.search_batches import DEFAULT_SLOTS, default_slots
+
+    assert default_slots() == DEFAULT_SLOTS == 2
+    assert default_slots(workers=2) == 1
+    assert default_slots(workers=4) == 1
