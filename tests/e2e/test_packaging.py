@@ -5,16 +5,18 @@ the bundle's model lookup."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
@@ -35,6 +37,9 @@ from processes import (
 
 from caxton.config import load_config
 from caxton.memory import model
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging"
@@ -213,15 +218,34 @@ async def test_the_image_config_validates_and_its_command_serves(
     assert result.returncode == 0, result.stderr
     server.process.send_signal(signal.SIGTERM)
     assert await wait_exit(server.process) == 0
-    # The same probe fails once the server is gone.
-    gone = await trio.run_process(
-        ["sh", "-c", probe.replace("caxton health", "caxton health --timeout 1")],
-        env=caxton_env(CAXTON_URL=server.api_url, PATH=f"{bin_dir}:{SYSTEM_PATH}"),
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
-    assert gone.returncode == 1
+    # The same probe fails once the server is gone. Its port is held (bound, not listening)
+    # so that a server another test starts meanwhile cannot take it and answer instead.
+    with _held_port(server.api_url) as url:
+        gone = await trio.run_process(
+            ["sh", "-c", probe.replace("caxton health", "caxton health --timeout 1")],
+            env=caxton_env(CAXTON_URL=url, PATH=f"{bin_dir}:{SYSTEM_PATH}"),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert gone.returncode == 1, gone.stdout
+
+
+@contextlib.contextmanager
+def _held_port(url: str) -> Iterator[str]:
+    """``url`` with its port bound by a socket that does not listen (a connection is
+    refused), while the block runs; if another process took the port already, a fresh one
+    held the same way."""
+    parsed = httpx.URL(url)
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        try:
+            held.bind(("127.0.0.1", parsed.port or 0))
+        except OSError:
+            held.bind(("127.0.0.1", 0))
+        yield str(parsed.copy_with(port=held.getsockname()[1]))
+    finally:
+        held.close()
 
 
 # -- docker-compose.yml -----------------------------------------------------------------------
