@@ -98,7 +98,9 @@ async def health_report() -> dict[str, Any]:
     report["agents"] = {"config": stats["config"], "wasm": stats["wasm"]}
     report["memory"] = {
         "backend": state.config.memory.backend,
-        "entities": (await state.memory.fresh_statistics()).entity_count,
+        # without waiting: a probe must answer at once, also while the database does not
+        # (on a shared store, as of this instance's last write or stats or metrics read)
+        "entities": state.memory.statistics().entity_count,
     }
     if state.memory.store is not state.store:  # memory in Qdrant: its own store to ask
         try:

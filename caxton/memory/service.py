@@ -218,7 +218,7 @@ class MemoryService:
         self._latency = LatencyWindow(latency_window)
         self._on_search = on_search
         self._entity_count = 0
-        #: when the totals were last counted (time.monotonic()), and one count at a time
+        #: when the totals were last counted or tried (time.monotonic()), one count at a time
         self._counted_at = float("-inf")
         self._counting = trio.Lock()
         self._relation_count = 0
@@ -1212,7 +1212,8 @@ class MemoryService:
         """:meth:`statistics`, with the entity and relation totals read again first on a
         shared store when they are older than ``counts_refresh_s`` (other instances write
         too). Callers asking together share one read; a store that cannot answer leaves the
-        totals as they were (logged).
+        totals as they were (logged), and is asked again only ``counts_refresh_s`` later (so
+        scrapes while the database is down do not queue behind one another's attempts).
 
         Cancellation:
             Safe to cancel (a caller waiting for the same read then reads on its own).
@@ -1227,11 +1228,11 @@ class MemoryService:
         try:
             # one statement outside a transaction: one round trip
             totals = await self.store.read_statements([self._totals])
-        except CaxtonError as exc:  # StorageUnavailable and the like: the next ask tries again
+        except CaxtonError as exc:  # StorageUnavailable and the like: tried again later
             LOGGER.debug("memory totals not read: %s", exc.message)
-            return
-        assert totals is not None  # a single read always has its result
-        self._entity_count, self._relation_count = totals[0]
+        else:
+            assert totals is not None  # a single read always has its result
+            self._entity_count, self._relation_count = totals[0]
         self._counted_at = time.monotonic()
 
     def statistics(self) -> MemoryStatistics:

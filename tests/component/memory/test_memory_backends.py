@@ -24,6 +24,7 @@ from caxton.memory import (
     postgres_sql,
 )
 from caxton.memory.maintenance import MaintenanceSchedule, MemoryMaintenance
+from caxton.store.errors import StorageUnavailable
 from caxton.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.trio
@@ -252,3 +253,30 @@ async def test_statistics_follow_other_instances_writes(nursery, postgres_url, e
         await a.create_entities([NewEntity(name="e3", entity_type="t", observations=["x"])])
         assert (await b.fresh_statistics()).entity_count == 3
         assert b.store.statistics().reads_total == reads + 1
+
+
+async def test_totals_that_cannot_be_read_are_asked_again_only_later(
+    nursery, postgres_url, embedder
+):
+    """A scrape while the database does not answer costs one attempt per ``counts_refresh_s``,
+    not one per caller queued behind the last: the others get the totals last counted."""
+    with trio.fail_after(60):
+        b = await start_instance(nursery, postgres_url, embedder, counts_refresh_s=0.3)
+        await trio.sleep(0.35)  # the count at start is old now
+        attempts = []
+
+        async def unavailable(fns):  # type: ignore[no-untyped-def]
+            attempts.append(trio.current_time())
+            await trio.sleep(0.1)  # as a connect that fails
+            raise StorageUnavailable("postgresql://test", "no connection within 0.1 s")
+
+        b.store.read_statements = unavailable  # type: ignore[method-assign]
+        async with trio.open_nursery() as askers:
+            for _ in range(5):
+                askers.start_soon(b.fresh_statistics)
+        assert len(attempts) == 1
+        assert (await b.fresh_statistics()).entity_count == 0  # the last counted
+        assert len(attempts) == 1
+        await trio.sleep(0.35)
+        await b.fresh_statistics()
+        assert len(attempts) == 2
