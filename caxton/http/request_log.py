@@ -377,7 +377,8 @@ class RequestLog:
         return {key: value for key, value in vars(probe).items() if not is_standard_field(key)}
 
 
-#: The fields of a request line after the standard four, in the order the line has them.
+#: Every field a request line has of its own (a record factory's field named like one of
+#: them leaves the line to the dict, whose order then decides where it goes).
 _ENTRY_FIELDS = frozenset(
     {"ts", "level", "logger", "message", "trace_id", "method", "route", "path", "status"}
     | {"duration_ms", "request_id"}
