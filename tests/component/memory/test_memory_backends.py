@@ -234,7 +234,7 @@ async def test_statistics_follow_other_instances_writes(nursery, postgres_url, e
     from the database when older than ``counts_refresh_s``; nothing reads them meanwhile."""
     with trio.fail_after(60):
         a = await start_instance(nursery, postgres_url, embedder)
-        b = await start_instance(nursery, postgres_url, embedder, counts_refresh_s=0.2)
+        b = await start_instance(nursery, postgres_url, embedder, counts_refresh_s=1.0)
         await b.fresh_statistics()  # counted at start (the rebuild), not again yet
         reads = b.store.statistics().reads_total
         await a.create_entities(
@@ -242,7 +242,7 @@ async def test_statistics_follow_other_instances_writes(nursery, postgres_url, e
         )
         await a.create_relation(NewRelation(source="e0", target="e1", relation_type="next"))
         assert (b.statistics().entity_count, b.statistics().relation_count) == (0, 0)
-        await trio.sleep(0.3)
+        await trio.sleep(1.1)
         assert b.store.statistics().reads_total == reads  # no timer read them
         async with trio.open_nursery() as askers:  # asked together: one read
             for _ in range(5):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import threading
 from typing import TYPE_CHECKING
 
 import attrs
@@ -124,6 +125,14 @@ async def test_a_cancelled_callers_line_is_still_written_and_others_finish(
 ) -> None:
     path = tmp_path / "audit.log"
     log = AuditLog(path)
+    gate = threading.Event()  # holds the first write in its worker thread
+    write_lines = log.write_lines
+
+    def gated(lines: list[str]) -> None:
+        gate.wait(10)
+        write_lines(lines)
+
+    log.write_lines = gated  # type: ignore[method-assign]
     scopes = [trio.CancelScope() for _ in range(4)]
 
     async def call(i: int) -> None:
@@ -131,15 +140,17 @@ async def test_a_cancelled_callers_line_is_still_written_and_others_finish(
             await log.record(_numbered(i))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(call, 0)  # writes first, alone
+        nursery.start_soon(call, 0)  # writes first, alone, held at the gate
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(call, 1)  # writes the next batch once the first is written
         await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(call, 2)  # waits for that batch
+        nursery.start_soon(call, 2)  # wait for that batch
         nursery.start_soon(call, 3)
         await trio.testing.wait_all_tasks_blocked()
         scopes[1].cancel()  # the batch's writer, then one who waits for it
         scopes[2].cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
     ids = sorted(json.loads(line)["request_id"] for line in path.read_text().splitlines())
     assert ids == ["r-0", "r-1", "r-2", "r-3"]
     assert log.writes == 2
