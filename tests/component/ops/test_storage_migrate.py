@@ -121,6 +121,13 @@ def _table_counts(url: str) -> dict[str, int]:
         }
 
 
+def _memory_totals(url: str) -> tuple[int, int]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT entities, relations FROM memory_totals").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
 async def _check_target(url: str, embedder: Embedder, expected: dict[str, object]) -> None:
     async with (
         open_postgres_store(url, migrations=postgres_migrations()) as store,
@@ -226,6 +233,8 @@ async def _copies_everything_once_and_resumes(
     password = str(psycopg.conninfo.conninfo_to_dict(postgres_url)["password"])
     assert password not in str(json_report)
     full = _table_counts(postgres_url)
+    # the totals the triggers keep follow the copy (every memory write reads them)
+    assert _memory_totals(postgres_url) == (full["memory_entities"], full["memory_relations"])
 
     await _check_target(postgres_url, embedder, expected)
 
@@ -233,6 +242,7 @@ async def _copies_everything_once_and_resumes(
     again = await migrate(source, postgres_url)
     assert again.verified, again.mismatches
     assert _table_counts(postgres_url) == full
+    assert _memory_totals(postgres_url) == (full["memory_entities"], full["memory_relations"])
     again_counts = {c.kind: c for c in again.counts}
     assert again_counts["conversations"].copied == 0
     assert again_counts["conversations"].skipped == 7
