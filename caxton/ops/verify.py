@@ -218,6 +218,8 @@ def check_database(
                     f"{', …' if len(rows) > 5 else ''})",
                 )
             )
+    if "memory_totals" in names:
+        findings.extend(_check_totals(conn))
     if "memory_entities" in tables and "memory_embeddings" in tables:
         entities, embeddings = tables["memory_entities"], tables["memory_embeddings"]
         severity: Severity = "info" if entities == embeddings else "error"
@@ -229,6 +231,51 @@ def check_database(
             )
         )
     return tables, findings
+
+
+#: Puts ``memory_totals`` right (PostgreSQL), as the message of a wrong one says.
+TOTALS_FIX = (
+    "DELETE FROM memory_totals; INSERT INTO memory_totals (entities, relations) SELECT "
+    "(SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations);"
+)
+
+
+def _check_totals(conn: Any) -> list[Finding]:
+    """The totals PostgreSQL keeps in ``memory_totals`` (what every memory write checks
+    ``memory.max_entities`` against) against a count of the tables, in one statement (one
+    snapshot, so instances writing meanwhile cannot make them differ)."""
+    try:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM memory_totals), "
+            "(SELECT max(entities) FROM memory_totals), "
+            "(SELECT max(relations) FROM memory_totals), "
+            "(SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations)"
+        ).fetchone()
+    except _DATABASE_ERRORS as exc:
+        return [Finding(check="totals", severity="error", message=f"memory_totals: {exc}")]
+    rows, entities, relations, counted_entities, counted_relations = row
+    if rows == 1 and (entities, relations) == (counted_entities, counted_relations):
+        return [
+            Finding(
+                check="totals",
+                severity="info",
+                message=f"memory_totals: {entities} entities, {relations} relations, as counted",
+            )
+        ]
+    held = (
+        f"it holds {entities} entities and {relations} relations"
+        if rows == 1
+        else f"it has {rows} rows instead of one"
+    )
+    return [
+        Finding(
+            check="totals",
+            severity="error",
+            message=f"memory_totals is wrong: {held}, the tables {counted_entities} and "
+            f"{counted_relations} (were its triggers dropped or disabled?). With every Caxton "
+            f"stopped, in psql: BEGIN; {TOTALS_FIX} COMMIT;",
+        )
+    ]
 
 
 def _check_migrations(

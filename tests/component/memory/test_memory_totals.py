@@ -16,6 +16,7 @@ from caxton.memory import (
     NewRelation,
     postgres_sql,
 )
+from caxton.ops.verify import TOTALS_FIX, Finding, inspect_postgres
 from caxton.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.trio
@@ -160,3 +161,53 @@ async def test_concurrent_writers_on_two_instances_keep_the_totals_exact(
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("DELETE FROM memory_entities")
     assert kept_and_counted(postgres_url) == ((0, 0), (0, 0))
+
+
+async def test_storage_verify_compares_the_totals_and_names_the_fix(
+    nursery, postgres_url, embedder
+):
+    _, memory = await start_instance(nursery, postgres_url, embedder)
+    await memory.create_entities([note(f"v{i}") for i in range(3)])
+
+    def totals_findings() -> list[Finding]:
+        with psycopg.connect(postgres_url) as conn:
+            report = inspect_postgres(
+                conn,
+                comprehensive=False,
+                migrations=MEMORY_POSTGRES_MIGRATIONS,
+                database="test",
+            )
+        return [f for f in report.findings if f.check == "totals"]
+
+    [found] = totals_findings()
+    assert (found.severity, found.message) == (
+        "info",
+        "memory_totals: 3 entities, 0 relations, as counted",
+    )
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a trigger turned off
+        conn.execute("ALTER TABLE memory_entities DISABLE TRIGGER memory_entities_added")
+        conn.execute(
+            "INSERT INTO memory_entities VALUES ('unseen', 'note', 'global', NULL, '{}', "
+            "now(), now())"
+        )
+        conn.execute("ALTER TABLE memory_entities ENABLE TRIGGER memory_entities_added")
+    [found] = totals_findings()
+    assert found.severity == "error"
+    assert "it holds 3 entities and 0 relations, the tables 4 and 0" in found.message
+    assert TOTALS_FIX in found.message
+
+    with psycopg.connect(postgres_url) as conn:  # the fix it names, in one transaction
+        conn.execute(TOTALS_FIX)
+    [found] = totals_findings()
+    assert found.severity == "info"
+    assert "4 entities" in found.message
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM memory_totals")
+    [found] = totals_findings()
+    assert found.severity == "error"
+    assert "it has 0 rows instead of one" in found.message
+    # writes go on meanwhile: without the row they count the tables
+    await memory.create_entity(note("still-written"))
+    assert memory.statistics().entity_count == 5
