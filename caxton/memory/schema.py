@@ -77,6 +77,20 @@ MEMORY_MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+#: The tables whose rows ``memory_totals`` counts, with its column for each (PostgreSQL).
+TOTALS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("memory_entities", "entities"),
+    ("memory_relations", "relations"),
+)
+
+#: The triggers that keep ``memory_totals``, as (table, trigger name).
+TOTALS_TRIGGERS: tuple[tuple[str, str], ...] = tuple(
+    (table, f"{table}_{event}")
+    for table, _ in TOTALS_COLUMNS
+    for event in ("added", "removed", "truncated")
+)
+
+
 def _totals_triggers(table: str, column: str) -> tuple[str, ...]:
     """The function and triggers that keep ``memory_totals.{column}`` equal to the number of
     rows of ``table``: once per statement that inserts, deletes or truncates (a statement
@@ -182,10 +196,7 @@ MEMORY_POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             "(SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations)",
             *(
                 statement
-                for table, column in (
-                    ("memory_entities", "entities"),
-                    ("memory_relations", "relations"),
-                )
+                for table, column in TOTALS_COLUMNS
                 for statement in _totals_triggers(table, column)
             ),
         ),

@@ -39,6 +39,7 @@ from caxton.memory.model import (
     REQUIRED_FILES,
     sha256_file,
 )
+from caxton.memory.schema import TOTALS_TRIGGERS
 from caxton.store.store import read_table_query
 
 if TYPE_CHECKING:
@@ -243,8 +244,10 @@ TOTALS_FIX = (
 def _check_totals(conn: Any) -> list[Finding]:
     """The totals PostgreSQL keeps in ``memory_totals`` (what every memory write checks
     ``memory.max_entities`` against) against a count of the tables, in one statement (one
-    snapshot, so instances writing meanwhile cannot make them differ)."""
+    snapshot, so instances writing meanwhile cannot make them differ); and its triggers, each
+    there and enabled (else the next write puts the totals wrong again)."""
     try:
+        triggers = _totals_trigger_findings(conn)
         row = conn.execute(
             "SELECT (SELECT count(*) FROM memory_totals), "
             "(SELECT max(entities) FROM memory_totals), "
@@ -256,11 +259,12 @@ def _check_totals(conn: Any) -> list[Finding]:
     rows, entities, relations, counted_entities, counted_relations = row
     if rows == 1 and (entities, relations) == (counted_entities, counted_relations):
         return [
+            *triggers,
             Finding(
                 check="totals",
                 severity="info",
                 message=f"memory_totals: {entities} entities, {relations} relations, as counted",
-            )
+            ),
         ]
     held = (
         f"it holds {entities} entities and {relations} relations"
@@ -268,14 +272,42 @@ def _check_totals(conn: Any) -> list[Finding]:
         else f"it has {rows} rows instead of one"
     )
     return [
+        *triggers,
         Finding(
             check="totals",
             severity="error",
             message=f"memory_totals is wrong: {held}, the tables {counted_entities} and "
-            f"{counted_relations} (were its triggers dropped or disabled?). With every Caxton "
-            f"stopped, in psql: BEGIN; {TOTALS_FIX} COMMIT;",
-        )
+            f"{counted_relations}. With its triggers in place and every Caxton stopped, in "
+            f"psql: BEGIN; {TOTALS_FIX} COMMIT;",
+        ),
     ]
+
+
+def _totals_trigger_findings(conn: Any) -> list[Finding]:
+    """An error for each trigger of ``memory_totals`` that is missing or disabled."""
+    rows = conn.execute(
+        "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t "
+        "JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE NOT t.tgisinternal AND c.relname = ANY(%s)",
+        [sorted({table for table, _ in TOTALS_TRIGGERS})],
+    ).fetchall()
+    enabled = {(str(table), str(name)): str(state) != "D" for table, name, state in rows}
+    findings = []
+    for table, name in TOTALS_TRIGGERS:
+        if (table, name) not in enabled:
+            problem = (
+                f"trigger {name} on {table} is missing: memory_totals no longer follows that "
+                f"table. Recreate it as memory migration v2 does (caxton/memory/schema.py)"
+            )
+        elif not enabled[(table, name)]:
+            problem = (
+                f"trigger {name} on {table} is disabled: memory_totals no longer follows that "
+                f"table. In psql: ALTER TABLE {table} ENABLE TRIGGER {name};"
+            )
+        else:
+            continue
+        findings.append(Finding(check="totals", severity="error", message=problem))
+    return findings
 
 
 def _check_migrations(

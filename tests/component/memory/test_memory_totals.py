@@ -191,12 +191,15 @@ async def test_storage_verify_compares_the_totals_and_names_the_fix(
             "INSERT INTO memory_entities VALUES ('unseen', 'note', 'global', NULL, '{}', "
             "now(), now())"
         )
-        conn.execute("ALTER TABLE memory_entities ENABLE TRIGGER memory_entities_added")
-    [found] = totals_findings()
-    assert found.severity == "error"
-    assert "it holds 3 entities and 0 relations, the tables 4 and 0" in found.message
-    assert TOTALS_FIX in found.message
+    disabled, wrong = totals_findings()
+    assert disabled.severity == wrong.severity == "error"
+    assert disabled.message.startswith("trigger memory_entities_added on memory_entities is ")
+    assert "ALTER TABLE memory_entities ENABLE TRIGGER memory_entities_added;" in disabled.message
+    assert "it holds 3 entities and 0 relations, the tables 4 and 0" in wrong.message
+    assert TOTALS_FIX in wrong.message
 
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as the findings say
+        conn.execute("ALTER TABLE memory_entities ENABLE TRIGGER memory_entities_added")
     with psycopg.connect(postgres_url) as conn:  # the fix it names, in one transaction
         conn.execute(TOTALS_FIX)
     [found] = totals_findings()
@@ -205,9 +208,12 @@ async def test_storage_verify_compares_the_totals_and_names_the_fix(
 
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("DELETE FROM memory_totals")
-    [found] = totals_findings()
-    assert found.severity == "error"
-    assert "it has 0 rows instead of one" in found.message
+        conn.execute("DROP TRIGGER memory_relations_truncated ON memory_relations")
+    missing, wrong = totals_findings()
+    assert missing.message.startswith(
+        "trigger memory_relations_truncated on memory_relations is missing"
+    )
+    assert "it has 0 rows instead of one" in wrong.message
     # writes go on meanwhile: without the row they count the tables
     await memory.create_entity(note("still-written"))
     assert memory.statistics().entity_count == 5
