@@ -68,6 +68,7 @@ class BenchServer:
         self.workdir = Path(tempfile.mkdtemp(prefix="caxton-bench-"))
         self.agents_dir = self.workdir / "agents"
         self.log_path = self.workdir / "server.log"
+        self.config_path = self.workdir / "caxton.yaml"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.exit_code: int | None = None
@@ -108,7 +109,7 @@ class BenchServer:
         # The "ready on" line that names the bound port is logged at info; below that level a
         # free port is picked here instead (a small race with other processes, loopback only).
         port = 0 if self.log_level.lower() in ("debug", "info") else free_port()
-        config = self.workdir / "caxton.yaml"
+        config = self.config_path
         config.write_text(
             f"server:\n  host: 127.0.0.1\n  port: {port}\n  data_dir: {self.workdir / 'data'}\n"
             f"  agents_dir: {self.agents_dir}\n"
@@ -181,6 +182,29 @@ class BenchServer:
             self.process.wait()
             self.exit_code = -9
         return self.exit_code
+
+    def set_log_level(self, level: str) -> None:
+        """Make ``level`` the running server's ``logging.level``: written into its config file,
+        then SIGHUP (the server re-reads the file and sets the level). Returns once a request
+        shows the new level: its line written at ``info`` or ``debug``, none after a pause
+        otherwise (the request log writes its lines within 50 ms)."""
+        assert self.process is not None
+        text = self.config_path.read_text()
+        old = f"logging:\n  format: json\n  level: {self.log_level}\n"
+        if old not in text:
+            raise SystemExit(f"no logging section {old!r} in {self.config_path}")
+        self.config_path.write_text(text.replace(old, old.replace(self.log_level, level)))
+        self.log_level = level
+        self.process.send_signal(signal.SIGHUP)
+        logged = level.lower() in ("debug", "info")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            marker = os.urandom(16).hex()
+            httpx.get(f"{self.url}/health", headers={"X-Request-ID": marker}, timeout=10)
+            time.sleep(0.2)
+            if (marker.encode() in self.log_path.read_bytes()) == logged:
+                return
+        raise SystemExit(f"the server's log level never became {level}; log:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
         try:
