@@ -38,10 +38,12 @@ printed beside it).
 
 Then the WASM echo agent under the same ``wrk`` load, with request logging on (``logging.level:
 info``, one line per request) and off (``warning``): one server, its level switched by SIGHUP
-before each slice of ``--logging-slice`` seconds, ``--logging-rounds`` slices at each level,
-every other round in the opposite order; the ratio of the two rates over all slices (one pair
-of 10 s runs, one server after the other, differed by up to 15% either way), the spread of the
-slices' pairs, the CPU per request of each level and the log lines each wrote.
+before each slice of ``--logging-slice`` seconds, ``--logging-rounds`` slices at each level
+and at ``error`` (off as well: the control), the rounds taking the three in each of their six
+orders in turn; the ratio of the on and off rates over all slices (one pair of 10 s runs, one
+server after the other, differed by up to 15% either way), the spread of the rounds' pairs,
+the CPU per request of each level, the request lines each wrote, and the control's ratio: how
+much the method moves when nothing differs.
 
 Every figure is printed beside its goal (16 connections: writes >= 250 req/s with p99 <= 150 ms,
 searches >= 500 req/s with p99 <= 60 ms; idle <= 0.02 CPU-s per 10 s; echo with logging >= 0.95
@@ -54,6 +56,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -344,34 +347,38 @@ def memory_part(
 
 def logging_part(args: argparse.Namespace) -> None:
     """Echo with request logging on and off on one server, its ``logging.level`` switched
-    between ``info`` and ``warning`` (the config file rewritten, then SIGHUP) before each slice
-    of ``args.logging_slice`` seconds, ``args.logging_rounds`` slices at each level, every other
-    round in the opposite order.
+    (the config file rewritten, then SIGHUP) before each slice of ``args.logging_slice``
+    seconds: ``warning`` (off), ``info`` (on) and ``error`` (off again: the control),
+    ``args.logging_rounds`` slices at each level, the rounds taking the three in each of their
+    six orders in turn.
 
     Why this shape: on this host the rate of one server moves by up to a third within minutes
     and slices of a few seconds pair within about 10% either way, while logging costs a few
-    percent; short slices taken in turns let the drift fall on both levels alike, and one server
-    for both leaves out the difference between two processes (two servers at the same level,
-    loaded in turns, differed by up to 2%). The figure is the ratio of the two levels' rates over
-    all their slices; beside it the median and quartiles of the slices' pairs, each level's CPU
-    per request, and the request lines each level wrote (one per request on, none off: the
-    check that the switch took)."""
+    percent; short slices taken in turns let the drift fall on every level alike, and one
+    server for all of them leaves out the difference between two processes (two servers at the
+    same level, loaded in turns, differed by up to 2%). The figure is the ratio of the on and
+    off rates over all their slices; beside it the median and quartiles of the rounds' pairs,
+    each level's CPU per request, the request lines each level wrote (one per request on, none
+    off: the check that the switch took), and the same ratio for the control, two levels that
+    both write no request line: how far this run's method moves with nothing to measure."""
     print(f"\n-- WASM echo with request logging on and off ({load_now()})")
     path = "/api/v1/agents/echo/messages"
     slice_args = argparse.Namespace(connections=args.connections, duration=args.logging_slice)
-    levels = (("off (warning)", "warning"), ("on (info)", "info"))
-    requests = {"warning": 0, "info": 0}
-    seconds = {"warning": 0.0, "info": 0.0}
-    cpu = {"warning": 0.0, "info": 0.0}
-    lines = {"warning": 0, "info": 0}
-    pairs: list[float] = []
+    levels = (("off (warning)", "warning"), ("on (info)", "info"), ("off (error)", "error"))
+    requests = dict.fromkeys((level for _, level in levels), 0)
+    seconds = dict.fromkeys(requests, 0.0)
+    cpu = dict.fromkeys(requests, 0.0)
+    lines = dict.fromkeys(requests, 0)
+    rounds: list[dict[str, float]] = []
     failed = 0
+    # every order of the three in turn: each level as often first, and after each other level
+    orders = list(itertools.permutations(levels))
     with BenchServer(("echo",), log_level="info") as server:
         run_wrk_script(server.url, path, WRK_ECHO, slice_args)  # connections and the agent warm
         pids = tree_pids(server.pid)
         for round_number in range(args.logging_rounds):
             rates: dict[str, float] = {}
-            for _, level in levels if round_number % 2 == 0 else levels[::-1]:
+            for _, level in orders[round_number % len(orders)]:
                 server.set_log_level(level)
                 size = server.log_path.stat().st_size
                 before = sum(cpu_seconds(pid) for pid in pids)
@@ -385,7 +392,7 @@ def logging_part(args: argparse.Namespace) -> None:
                 seconds[level] += result["seconds"]
                 failed += result["failed"]
                 rates[level] = result["rps"]
-            pairs.append(rates["info"] / rates["warning"])
+            rounds.append(rates)
         report_exit(server)
     rate = {level: requests[level] / seconds[level] for level in requests}
     cpu_each = {level: cpu[level] / max(1, requests[level]) for level in requests}
@@ -395,13 +402,24 @@ def logging_part(args: argparse.Namespace) -> None:
             f"{args.logging_slice:g} s, {cpu_each[level] * 1000:.3f} ms of "
             f"server CPU per request, {lines[level]} request lines for {requests[level]} requests"
         )
+
+    def compared(level: str) -> str:
+        pairs = [rates[level] / rates["warning"] for rates in rounds]
+        quartiles = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else pairs * 3
+        return (
+            f"the rounds' pairs: median {quartiles[1]:.3f}, quartiles {quartiles[0]:.3f}-"
+            f"{quartiles[2]:.3f}, range {min(pairs):.3f}-{max(pairs):.3f}; CPU per request "
+            f"{cpu_each[level] / cpu_each['warning']:.3f}"
+        )
+
     ratio = rate["info"] / rate["warning"]
-    quartiles = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else pairs * 3
     print(
         f"  ratio on / off {ratio:.3f} ({verdict(ratio, GOAL_LOGGING_RATIO, at_most=False)}); "
-        f"the slices' pairs: median {quartiles[1]:.3f}, quartiles {quartiles[0]:.3f}-"
-        f"{quartiles[2]:.3f}, range {min(pairs):.3f}-{max(pairs):.3f}; CPU per request on / off "
-        f"{cpu_each['info'] / cpu_each['warning']:.3f}; failed {failed}"
+        f"{compared('info')}; failed {failed}"
+    )
+    print(
+        f"  control, off (error) / off (warning), no request line at either: "
+        f"{rate['error'] / rate['warning']:.3f}; {compared('error')}"
     )
 
 
@@ -496,7 +514,7 @@ if __name__ == "__main__":
         "--logging-rounds",
         type=int,
         default=30,
-        help="slices of the echo logging part at each level, taken in turns",
+        help="slices of the echo logging part at each of its three levels, taken in turns",
     )
     parser.add_argument(
         "--logging-slice", type=float, default=2.0, help="seconds of each logging slice"
