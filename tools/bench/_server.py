@@ -190,10 +190,10 @@ class BenchServer:
         otherwise (the request log writes its lines within 50 ms)."""
         assert self.process is not None
         text = self.config_path.read_text()
-        old = f"logging:\n  format: json\n  level: {self.log_level}\n"
+        old, new = (f"logging:\n  format: json\n  level: {x}\n" for x in (self.log_level, level))
         if old not in text:
             raise SystemExit(f"no logging section {old!r} in {self.config_path}")
-        self.config_path.write_text(text.replace(old, old.replace(self.log_level, level)))
+        self.config_path.write_text(text.replace(old, new))
         self.log_level = level
         self.process.send_signal(signal.SIGHUP)
         logged = level.lower() in ("debug", "info")
