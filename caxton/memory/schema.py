@@ -83,6 +83,12 @@ TOTALS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("memory_relations", "relations"),
 )
 
+#: Fills ``memory_totals`` from a count of the tables (the migration; ``storage verify``'s fix).
+TOTALS_FILL = (
+    "INSERT INTO memory_totals (entities, relations) SELECT "
+    "(SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations)"
+)
+
 #: The triggers that keep ``memory_totals``, as (table, trigger name).
 TOTALS_TRIGGERS: tuple[tuple[str, str], ...] = tuple(
     (table, f"{table}_{event}")
@@ -192,8 +198,7 @@ MEMORY_POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
                 relations BIGINT NOT NULL
             )
             """,
-            "INSERT INTO memory_totals (entities, relations) SELECT "
-            "(SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations)",
+            TOTALS_FILL,
             *(
                 statement
                 for table, column in TOTALS_COLUMNS

@@ -39,7 +39,7 @@ from caxton.memory.model import (
     REQUIRED_FILES,
     sha256_file,
 )
-from caxton.memory.schema import TOTALS_TRIGGERS
+from caxton.memory.schema import TOTALS_FILL, TOTALS_TRIGGERS
 from caxton.store.store import read_table_query
 
 if TYPE_CHECKING:
@@ -235,10 +235,7 @@ def check_database(
 
 
 #: Puts ``memory_totals`` right (PostgreSQL), as the message of a wrong one says.
-TOTALS_FIX = (
-    "DELETE FROM memory_totals; INSERT INTO memory_totals (entities, relations) SELECT "
-    "(SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations);"
-)
+TOTALS_FIX = f"DELETE FROM memory_totals; {TOTALS_FILL};"
 
 
 def _check_totals(conn: Any) -> list[Finding]:
