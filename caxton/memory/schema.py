@@ -89,12 +89,28 @@ TOTALS_FILL = (
     "(SELECT count(*) FROM memory_entities), (SELECT count(*) FROM memory_relations)"
 )
 
-#: The triggers that keep ``memory_totals``, as (table, trigger name).
-TOTALS_TRIGGERS: tuple[tuple[str, str], ...] = tuple(
-    (table, f"{table}_{event}")
+
+def _trigger_statements(table: str) -> dict[str, str]:
+    """The ``CREATE TRIGGER`` statements that keep ``memory_totals`` following ``table``, by
+    trigger name (each runs the function :func:`_totals_triggers` makes for the table)."""
+    function = f"{table}_counted"
+    return {
+        f"{table}_added": f"CREATE TRIGGER {table}_added AFTER INSERT ON {table} "
+        f"REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+        f"{table}_removed": f"CREATE TRIGGER {table}_removed AFTER DELETE ON {table} "
+        f"REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+        f"{table}_truncated": f"CREATE TRIGGER {table}_truncated AFTER TRUNCATE ON {table} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+    }
+
+
+#: The triggers that keep ``memory_totals``: (table, trigger name) -> the statement that
+#: creates it (memory migration v2; ``storage verify`` prints it when the trigger is missing).
+TOTALS_TRIGGERS: dict[tuple[str, str], str] = {
+    (table, name): statement
     for table, _ in TOTALS_COLUMNS
-    for event in ("added", "removed", "truncated")
-)
+    for name, statement in _trigger_statements(table).items()
+}
 
 
 def _totals_triggers(table: str, column: str) -> tuple[str, ...]:
@@ -123,12 +139,7 @@ def _totals_triggers(table: str, column: str) -> tuple[str, ...]:
         END
         $$
         """,
-        f"CREATE TRIGGER {table}_added AFTER INSERT ON {table} "
-        f"REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
-        f"CREATE TRIGGER {table}_removed AFTER DELETE ON {table} "
-        f"REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
-        f"CREATE TRIGGER {table}_truncated AFTER TRUNCATE ON {table} "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+        *_trigger_statements(table).values(),
     )
 
 

@@ -290,11 +290,11 @@ def _totals_trigger_findings(conn: Any) -> list[Finding]:
     ).fetchall()
     enabled = {(str(table), str(name)): str(state) != "D" for table, name, state in rows}
     findings = []
-    for table, name in TOTALS_TRIGGERS:
+    for (table, name), statement in TOTALS_TRIGGERS.items():
         if (table, name) not in enabled:
             problem = (
                 f"trigger {name} on {table} is missing: memory_totals no longer follows that "
-                f"table. Recreate it as memory migration v2 does (caxton/memory/schema.py)"
+                f"table. In psql: {statement};"
             )
         elif not enabled[(table, name)]:
             problem = (

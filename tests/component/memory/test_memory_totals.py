@@ -214,6 +214,15 @@ async def test_storage_verify_compares_the_totals_and_names_the_fix(
         "trigger memory_relations_truncated on memory_relations is missing"
     )
     assert "it has 0 rows instead of one" in wrong.message
+    recreate = missing.message.split("In psql: ", 1)[1]
+    assert recreate.startswith("CREATE TRIGGER memory_relations_truncated ")
     # writes go on meanwhile: without the row they count the tables
     await memory.create_entity(note("still-written"))
     assert memory.statistics().entity_count == 5
+
+    with psycopg.connect(postgres_url) as conn:  # as the findings say
+        conn.execute(recreate)
+        conn.execute(TOTALS_FIX)
+    [found] = totals_findings()
+    assert found.severity == "info"
+    assert "5 entities" in found.message
