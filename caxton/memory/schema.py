@@ -113,14 +113,12 @@ TOTALS_TRIGGERS: dict[tuple[str, str], str] = {
 }
 
 
-def _totals_triggers(table: str, column: str) -> tuple[str, ...]:
-    """The function and triggers that keep ``memory_totals.{column}`` equal to the number of
-    rows of ``table``: once per statement that inserts, deletes or truncates (a statement
-    that changes no row leaves the totals row alone)."""
-    function = f"{table}_counted"
-    return (
-        f"""
-        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+def _totals_function(table: str, column: str) -> str:
+    """The function that keeps ``memory_totals.{column}`` equal to the number of rows of
+    ``table``: run once per statement that inserts, deletes or truncates (a statement that
+    changes no row leaves the totals row alone)."""
+    return f"""
+        CREATE FUNCTION {table}_counted() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
             changed BIGINT;
         BEGIN
@@ -138,9 +136,18 @@ def _totals_triggers(table: str, column: str) -> tuple[str, ...]:
             RETURN NULL;
         END
         $$
-        """,
-        *_trigger_statements(table).values(),
-    )
+        """
+
+
+#: The functions the triggers run: table -> (function name, the statement that creates it).
+TOTALS_FUNCTIONS: dict[str, tuple[str, str]] = {
+    table: (f"{table}_counted", _totals_function(table, column)) for table, column in TOTALS_COLUMNS
+}
+
+
+def _totals_triggers(table: str, column: str) -> tuple[str, ...]:
+    """The function and triggers that keep ``memory_totals.{column}`` following ``table``."""
+    return (_totals_function(table, column), *_trigger_statements(table).values())
 
 
 MEMORY_POSTGRES_MIGRATIONS: tuple[Migration, ...] = (

@@ -39,7 +39,7 @@ from caxton.memory.model import (
     REQUIRED_FILES,
     sha256_file,
 )
-from caxton.memory.schema import TOTALS_FILL, TOTALS_TRIGGERS
+from caxton.memory.schema import TOTALS_FILL, TOTALS_FUNCTIONS, TOTALS_TRIGGERS
 from caxton.store.store import read_table_query
 
 if TYPE_CHECKING:
@@ -281,7 +281,17 @@ def _check_totals(conn: Any) -> list[Finding]:
 
 
 def _totals_trigger_findings(conn: Any) -> list[Finding]:
-    """An error for each trigger of ``memory_totals`` that is missing or disabled."""
+    """An error for each function or trigger of ``memory_totals`` that is missing, and for
+    each trigger that is disabled, with the statement that puts it back."""
+    functions = {
+        str(name)
+        for (name,) in conn.execute(
+            # resolved as CREATE TRIGGER resolves them: through the search path
+            "SELECT name FROM unnest(%s::text[]) AS name "
+            "WHERE to_regprocedure(name || '()') IS NOT NULL",
+            [sorted(name for name, _ in TOTALS_FUNCTIONS.values())],
+        ).fetchall()
+    }
     rows = conn.execute(
         "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t "
         "JOIN pg_class c ON c.oid = t.tgrelid "
@@ -290,6 +300,16 @@ def _totals_trigger_findings(conn: Any) -> list[Finding]:
     ).fetchall()
     enabled = {(str(table), str(name)): str(state) != "D" for table, name, state in rows}
     findings = []
+    for table, (function, statement) in TOTALS_FUNCTIONS.items():
+        if function not in functions:
+            findings.append(
+                Finding(
+                    check="totals",
+                    severity="error",
+                    message=f"function {function} is missing: {table}'s triggers cannot keep "
+                    f"memory_totals. Create it first, in psql: {_one_line(statement)};",
+                )
+            )
     for (table, name), statement in TOTALS_TRIGGERS.items():
         if (table, name) not in enabled:
             problem = (
@@ -305,6 +325,12 @@ def _totals_trigger_findings(conn: Any) -> list[Finding]:
             continue
         findings.append(Finding(check="totals", severity="error", message=problem))
     return findings
+
+
+def _one_line(statement: str) -> str:
+    """``statement`` with its runs of whitespace made single spaces (a finding is one line;
+    PL/pgSQL reads the function's body the same)."""
+    return " ".join(statement.split())
 
 
 def _check_migrations(

@@ -226,3 +226,24 @@ async def test_storage_verify_compares_the_totals_and_names_the_fix(
     [found] = totals_findings()
     assert found.severity == "info"
     assert "5 entities" in found.message
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # the function and triggers
+        conn.execute("DROP FUNCTION memory_relations_counted() CASCADE")
+    *missing, right = totals_findings()
+    assert right.severity == "info"
+    assert [f.message.split(":")[0] for f in missing] == [
+        "function memory_relations_counted is missing",
+        "trigger memory_relations_added on memory_relations is missing",
+        "trigger memory_relations_removed on memory_relations is missing",
+        "trigger memory_relations_truncated on memory_relations is missing",
+    ]
+    with psycopg.connect(postgres_url) as conn:  # each statement they print, in their order
+        for finding in missing:
+            conn.execute(finding.message.split("psql: ", 1)[1])
+    [found] = totals_findings()
+    assert found.severity == "info"
+    await memory.create_relation(
+        NewRelation(source="still-written", target="unseen", relation_type="knows")
+    )
+    [found] = totals_findings()
+    assert found.message == "memory_totals: 5 entities, 1 relations, as counted"
