@@ -90,10 +90,15 @@ TOTALS_FILL = (
 )
 
 
+def _counting_function(table: str) -> str:
+    """The name of the function that counts ``table``'s rows into ``memory_totals``."""
+    return f"{table}_counted"
+
+
 def _trigger_statements(table: str) -> dict[str, str]:
     """The ``CREATE TRIGGER`` statements that keep ``memory_totals`` following ``table``, by
-    trigger name (each runs the function :func:`_totals_triggers` makes for the table)."""
-    function = f"{table}_counted"
+    trigger name (each runs the function :func:`_totals_function` creates for the table)."""
+    function = _counting_function(table)
     return {
         f"{table}_added": f"CREATE TRIGGER {table}_added AFTER INSERT ON {table} "
         f"REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
@@ -118,7 +123,7 @@ def _totals_function(table: str, column: str) -> str:
     ``table``: run once per statement that inserts, deletes or truncates (a statement that
     changes no row leaves the totals row alone)."""
     return f"""
-        CREATE FUNCTION {table}_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION {_counting_function(table)}() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
             changed BIGINT;
         BEGIN
@@ -141,7 +146,8 @@ def _totals_function(table: str, column: str) -> str:
 
 #: The functions the triggers run: table -> (function name, the statement that creates it).
 TOTALS_FUNCTIONS: dict[str, tuple[str, str]] = {
-    table: (f"{table}_counted", _totals_function(table, column)) for table, column in TOTALS_COLUMNS
+    table: (_counting_function(table), _totals_function(table, column))
+    for table, column in TOTALS_COLUMNS
 }
 
 
