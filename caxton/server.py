@@ -382,6 +382,7 @@ async def _start_storage(
         batch_size=embedding.batch_size,
         cache_size=embedding.cache_size,
         threads=embedding.threads or default_threads(workers=config.server.workers),
+        gathered_threads=embedding.gathered_threads,
         runtime=embedding.runtime,
     )
     await _start(core, nursery, "embedder", embedder.run)

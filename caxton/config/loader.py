@@ -552,6 +552,17 @@ def _finish(config: CaxtonConfig, problems: list[str]) -> CaxtonConfig:
         problems.append("security.tls: enabled needs both cert_file and key_file")
     if config.memory.max_entities < 1:
         problems.append("memory.max_entities: must be at least 1")
+    embedding = config.memory.embedding_config
+    for key, count in (
+        ("threads", embedding.threads),
+        ("gathered_threads", embedding.gathered_threads),
+        ("batch_size", embedding.batch_size),
+    ):
+        if count is not None and count < 1:
+            problems.append(
+                f"memory.embedding_config.{key}: must be at least 1, got {count}"
+                + (" (leave it out for the default)" if key != "batch_size" else "")
+            )
     problems.extend(_storage_problems(config))
     problems.extend(a2a_problems(config.a2a))
     data_dir = str(Path(server.data_dir).expanduser().absolute())

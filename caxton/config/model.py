@@ -125,6 +125,15 @@ class EmbeddingConfig:
             "Inference threads (default: the cores, at most 4, shared among server.workers)."
         ),
     )
+    gathered_threads: int | None = attrs.field(
+        default=None,
+        metadata=_help(
+            "Inference threads for a batch gathered from several callers under concurrent "
+            "load (default: one less than threads, at least 1: a core left to the event loop "
+            "and the store). One caller's texts, such as a lone search, run on threads. "
+            "OpenVINO only."
+        ),
+    )
     runtime: Literal["auto", "openvino", "onnxruntime"] = attrs.field(
         default="auto",
         metadata=_help(

@@ -13,7 +13,11 @@ batcher encodes everything queued in one model call. A request that finds the mo
 encoded at once (no waiting window: a lone search is not delayed); requests that arrive while a
 batch runs are gathered and go together in the next one, up to ``max_batch`` texts, so the window
 adapts to the load by itself (it is as long as the batch before it). Sixteen concurrent writers
-or searches thus cost a few model calls instead of sixteen. Each caller gets its own rows back;
+or searches thus cost a few model calls instead of sixteen. A batch that gathers several callers'
+texts runs on ``gathered_threads`` (one less than ``threads`` by default): under that load the
+model is busy all the time and the rest of the server needs a core beside it
+(:class:`caxton.memory.runtimes.OpenVinoRuntime`); one caller's texts run on all ``threads``.
+Each caller gets its own rows back;
 if a batch fails, its requests are encoded again one by one, so a bad text fails only the
 request that carried it. A caller cancelled while it waits leaves the queue (or, once its batch
 has started, its rows are dropped); the batch goes on for the others.
@@ -99,6 +103,13 @@ def default_threads(*, workers: int = 1, cores: int | None = None) -> int:
     return max(1, available // max(1, workers))
 
 
+def default_gathered_threads(threads: int) -> int:
+    """Inference threads for a batch gathered from several callers when the config names
+    none: one less than ``threads``, at least one (a core left to the event loop and the
+    store, which are busy too whenever batches gather)."""
+    return max(1, threads - 1)
+
+
 @attrs.define(eq=False)
 class _Request:
     """One caller's texts waiting for the batcher."""
@@ -138,6 +149,8 @@ class Embedder:
         batch_size: texts per onnxruntime call.
         cache_size: texts kept in the LRU embedding cache (0 disables it).
         threads: the runtime's threads for the maths.
+        gathered_threads: the runtime's threads for a batch of several callers' texts (None:
+            :func:`default_gathered_threads`).
         runtime: ``memory.embedding_config.runtime``: ``auto``, ``openvino`` or
             ``onnxruntime`` (:func:`caxton.memory.runtimes.load_runtime`).
     """
@@ -150,6 +163,7 @@ class Embedder:
         batch_size: int = 32,
         cache_size: int = 10_000,
         threads: int = 2,
+        gathered_threads: int | None = None,
         max_batch: int = MAX_BATCH_TEXTS,
         runtime: RuntimeChoice = "auto",
     ) -> None:
@@ -159,11 +173,18 @@ class Embedder:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if cache_size < 0:
             raise ValueError(f"cache_size cannot be negative, got {cache_size}")
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        if gathered_threads is not None and gathered_threads < 1:
+            raise ValueError(f"gathered_threads must be at least 1, got {gathered_threads}")
         self.cache_dir = cache_dir
         self.model_path = model_path
         self.batch_size = batch_size
         self.cache_size = cache_size
         self.threads = threads
+        self.gathered_threads = (
+            default_gathered_threads(threads) if gathered_threads is None else gathered_threads
+        )
         self.max_batch = max_batch
         self.runtime = runtime
         self.dim = EMBEDDING_DIM
@@ -253,7 +274,7 @@ class Embedder:
             return
         unique = list(dict.fromkeys(text for request in batch for text in request.texts))
         try:
-            vectors = await self._encode(unique)
+            vectors = await self._encode(unique, gathered=len(batch) > 1)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].fail(exc)
@@ -304,6 +325,7 @@ class Embedder:
             self.runtime,
             path,
             threads=self.threads,
+            gathered_threads=self.gathered_threads,
             batch_size=self.batch_size,
             packaged=self.model_path is None,
         )
@@ -362,22 +384,24 @@ class Embedder:
         vector: NDArray[np.float32] = matrix[0]
         return vector
 
-    async def _encode(self, texts: list[str]) -> NDArray[np.float32]:
+    async def _encode(self, texts: list[str], *, gathered: bool) -> NDArray[np.float32]:
         model = self._model
         if model is None:
             raise RuntimeError("the embedder is not running; start Embedder.run() first")
         started = time.perf_counter()
         vectors = await trio.to_thread.run_sync(
-            self._encode_sync, model, texts, limiter=self._limiter
+            self._encode_sync, model, texts, gathered, limiter=self._limiter
         )
         self._embed_seconds += time.perf_counter() - started
         self._batches += 1
         self._texts_embedded += len(texts)
         return vectors
 
-    def _encode_sync(self, model: ModelRuntime, texts: list[str]) -> NDArray[np.float32]:
+    def _encode_sync(
+        self, model: ModelRuntime, texts: list[str], gathered: bool
+    ) -> NDArray[np.float32]:
         # A bad text (one the tokenizer cannot take) raises here, failing its batch only.
-        return model.encode(texts)
+        return model.encode(texts, gathered=gathered)
 
     def _cache_get(self, text: str) -> NDArray[np.float32] | None:
         if self.cache_size == 0:

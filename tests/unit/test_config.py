@@ -260,6 +260,20 @@ def test_bad_storage_settings_say_what_to_do(text: str, expected: str) -> None:
         load_config(Path("c.yaml"), text=text, environ={})
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("threads: 0", r"embedding_config\.threads: must be at least 1, got 0 \(leave it out"),
+        ("gathered_threads: -1", r"embedding_config\.gathered_threads: must be at least 1, got -1"),
+        ("batch_size: 0", r"embedding_config\.batch_size: must be at least 1, got 0$"),
+    ],
+)
+def test_bad_embedding_settings_are_refused_at_load(text: str, expected: str) -> None:
+    """Caught with the rest of the file's problems, not when the model loads."""
+    with pytest.raises(ConfigError, match=expected):
+        load_config(Path("c.yaml"), text=f"memory:\n  embedding_config:\n    {text}\n", environ={})
+
+
 def test_key_paths_are_documented() -> None:
     """README's configuration reference mentions every key."""
     readme = (Path(__file__).parents[2] / "README.md").read_text()

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from caxton.memory import Embedder
+from caxton.memory import Embedder, runtimes
 
 pytestmark = pytest.mark.trio
 
@@ -40,6 +40,37 @@ async def test_concurrent_callers_share_batches_and_get_their_own_rows(embedder)
     assert after.texts_embedded - before.texts_embedded == 36
     # Twelve callers at once: far fewer model calls than callers.
     assert after.batches - before.batches <= 4
+
+
+async def test_only_a_batch_of_several_callers_runs_on_the_gathered_threads(
+    model_dir, nursery, monkeypatch
+):
+    """One caller's texts (a lone search, a bulk write) run on every thread; a batch gathered
+    from callers who queued while the model was busy runs on ``gathered_threads``."""
+    calls: list[tuple[int, bool]] = []
+    encode = runtimes.OpenVinoRuntime.encode
+
+    def recorded(self, texts, *, gathered=False):
+        calls.append((len(texts), gathered))
+        return encode(self, texts, gathered=gathered)
+
+    monkeypatch.setattr(runtimes.OpenVinoRuntime, "encode", recorded)
+    embedder = await nursery.start(Embedder(cache_dir=model_dir, threads=2).run)
+    assert embedder.statistics().runtime.endswith("2 threads (1 for gathered batches)")
+    calls.clear()  # the load's probes
+
+    async def call(texts: list[str]) -> None:
+        await embedder.embed(texts, use_cache=False)
+
+    with trio.fail_after(60):
+        await embedder.embed(["alone"], use_cache=False)
+        await embedder.embed([f"bulk {i}" for i in range(40)], use_cache=False)
+        async with trio.open_nursery() as callers:
+            callers.start_soon(call, [f"busy {i} " * 20 for i in range(64)])
+            await trio.testing.wait_all_tasks_blocked()  # its batch is in the model's thread
+            for caller in range(3):
+                callers.start_soon(call, [f"queued {caller}"])
+    assert calls == [(1, False), (40, False), (64, False), (3, True)]
 
 
 async def test_a_bad_text_fails_only_its_own_request(embedder):

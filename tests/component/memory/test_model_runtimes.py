@@ -67,6 +67,21 @@ def test_openvino_encodes_a_batch_as_it_encodes_each_text(model_dir):
     assert model.encode([]).shape == (0, 384)
 
 
+def test_openvino_runs_gathered_batches_on_their_own_threads_with_the_same_vectors(model_dir):
+    """``gathered_threads`` compiles the graph a second time for that many threads; a gathered
+    call runs there and makes the vectors the other makes. The same count compiles once."""
+    model = runtimes.load_openvino(model_dir, threads=2, gathered_threads=1, batch_size=16)
+    assert model.request.get_compiled_model().get_property("INFERENCE_NUM_THREADS") == 2
+    assert model.gathered_request.get_compiled_model().get_property("INFERENCE_NUM_THREADS") == 1
+    assert model.description.endswith(", bf16, 2 threads (1 for gathered batches)") or (
+        model.description.endswith(", f32, 2 threads (1 for gathered batches)")
+    )
+    np.testing.assert_allclose(model.encode(TEXTS, gathered=True), model.encode(TEXTS), atol=1e-5)
+    once = runtimes.load_openvino(model_dir, threads=1, gathered_threads=1, batch_size=16)
+    assert once.gathered_request is None
+    assert once.description.endswith(", 1 threads")
+
+
 @pytest.mark.trio
 async def test_auto_takes_openvino_and_says_so(model_dir, nursery):
     embedder = await nursery.start(Embedder(cache_dir=model_dir).run)
