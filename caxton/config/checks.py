@@ -151,6 +151,12 @@ def ineffective_settings(config: CaxtonConfig) -> list[str]:
             "no effect: the embedding model runs on the CPU (Caxton runs it with OpenVINO or "
             "onnxruntime on the CPU only)"
         )
+    embedding = memory.embedding_config
+    if embedding.runtime == "onnxruntime" and embedding.gathered_threads is not None:
+        warnings.append(
+            "memory.embedding_config.gathered_threads has no effect: onnxruntime runs every "
+            "model call on memory.embedding_config.threads (gathered_threads is OpenVINO's)"
+        )
     # qdrant_config is read with either backend: `caxton memory migrate --to qdrant` takes its
     # target from it while memory is still embedded (issue #16)
     if config.storage.backend == "postgres":

@@ -319,6 +319,10 @@ def test_settings_without_effect_are_named() -> None:
     config = load_config(Path("c.yaml"), text=text, environ={}).config
     (warning,) = ineffective_settings(config)
     assert warning.startswith("security.rate_limiting.burst_size has no effect: rate limiting")
+    text = "memory:\n  embedding_config:\n    runtime: onnxruntime\n    gathered_threads: 1\n"
+    config = load_config(Path("c.yaml"), text=text, environ={}).config
+    (warning,) = ineffective_settings(config)
+    assert warning.startswith("memory.embedding_config.gathered_threads has no effect")
 
 
 def test_settings_this_version_does_not_implement_are_named() -> None:
