@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import httpx
@@ -48,6 +49,33 @@ async def test_health_ready_and_report(server: ServerInfo) -> None:
         "watcher": "running",
         "http": "running",
     }
+
+
+async def test_the_console_files_are_cached_for_good_and_the_page_revalidated(
+    server: ServerInfo,
+) -> None:
+    """A reload asks for the page alone: the files it names carry this server's release and
+    never change; a file named without it (or under an older release) is revalidated."""
+    async with httpx.AsyncClient(base_url=server.api_urls[0]) as client:
+        page = await client.get("/ui")
+        (main,) = re.findall(r'src="(/ui/v/[0-9a-f]+/js/main\.js)"', page.text)
+        released = await client.get(main)
+        imported = await client.get(main.replace("js/main.js", "js/pages/agents.js"))
+        plain = await client.get("/ui/js/main.js")
+        older = await client.get("/ui/v/0123456789abcdef/js/main.js")
+        prefixed_page = await client.get(main.replace("js/main.js", "index.html"))
+        again = await client.get("/ui", headers={"If-None-Match": page.headers["ETag"]})
+    assert page.headers["Cache-Control"] == "no-cache"
+    for cached in (released, imported):
+        assert cached.status_code == 200
+        assert cached.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert "default-src 'self'" in cached.headers["Content-Security-Policy"]
+    for revalidated in (plain, older):
+        assert revalidated.status_code == 200
+        assert revalidated.headers["Cache-Control"] == "no-cache"
+        assert revalidated.content == released.content
+    assert prefixed_page.status_code == 404
+    assert again.status_code == 304
 
 
 async def test_ready_is_503_while_stopping(server: ServerInfo) -> None:

@@ -8,6 +8,7 @@ at the start (``$CAXTON_TEST_ARTIFACTS/console`` when set).
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import time
@@ -306,7 +307,8 @@ def test_every_page_loads_only_from_this_server_under_the_policy(
         m["params"]["request"]["url"] for m in logged if m["method"] == "Network.requestWillBeSent"
     ]
     sockets = [m["params"]["url"] for m in logged if m["method"] == "Network.webSocketCreated"]
-    assert any(u.endswith("/ui/console.css") for u in requests), requests
+    # the style sheet under this server's release prefix (cached for good)
+    assert any(re.search(r"/ui/v/[0-9a-f]+/console\.css$", u) for u in requests), requests
     outside = [
         u
         for u in requests + sockets

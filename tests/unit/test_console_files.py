@@ -11,7 +11,14 @@ import pytest
 
 from caxton.agents.spec import parse_agent_spec
 from caxton.http.console.api import REDACTED, is_secret_key, permissions, plain, summarize
-from caxton.http.console.assets import MEDIA_TYPES, load_assets, lookup, security_headers
+from caxton.http.console.assets import (
+    MEDIA_TYPES,
+    load_assets,
+    lookup,
+    release,
+    released,
+    security_headers,
+)
 from caxton.metrics import Metrics
 from caxton.security.roles import Role
 
@@ -26,8 +33,12 @@ def test_the_page_and_every_script_it_loads_ship_in_the_package() -> None:
     assert page.name == "index.html"
     assert page.media_type.startswith("text/html")
     html = page.body.decode()
-    for source in SOURCES.findall(html):
-        assert source.removeprefix("/ui/") in ASSETS, source
+    sources = SOURCES.findall(html)
+    prefix = f"/ui/v/{release(ASSETS)}/"
+    assert len(sources) >= 3
+    for source in sources:
+        assert source.startswith(prefix), source
+        assert source.removeprefix(prefix) in ASSETS, source
     missing = []
     for name, asset in ASSETS.items():
         if not name.endswith(".js"):
@@ -57,6 +68,21 @@ def test_no_asset_names_another_origin_or_inline_code() -> None:
             assert " style=" not in text, f"{name} has an inline style"
             assert not re.search(r"\son[a-z]+=", text), f"{name} has an inline handler"
         assert asset.media_type == MEDIA_TYPES[name[name.rfind(".") :]]
+
+
+def test_the_release_follows_every_file_but_the_page() -> None:
+    """A changed script or style sheet gets new URLs (cached for good, so never stale); the
+    page itself is revalidated and carries the release, so it is left out of it."""
+    current = release(ASSETS)
+    script = dict(ASSETS, **{"js/dom.js": attrs.evolve(ASSETS["js/dom.js"], etag="changed")})
+    page = dict(ASSETS, **{"index.html": attrs.evolve(ASSETS["index.html"], etag="changed")})
+    assert release(script) != current
+    assert release(page) == current
+    assert released(f"v/{current}/js/pages/agents.js") == (current, "js/pages/agents.js")
+    assert released("js/main.js") == (None, "js/main.js")
+    for odd in ("v//js/main.js", "v/XYZ/js/main.js", "v/abc/"):
+        assert released(odd) == (None, odd)
+        assert lookup(ASSETS, released(odd)[1]) is None
 
 
 @pytest.mark.parametrize("name", ["../pyproject.toml", "/etc/passwd", "js/../../x.js", "x" * 300])

@@ -3,8 +3,11 @@
 The files carry no data and no secret, so the routes are public (a browser fetches scripts and
 styles without the credential, which the page keeps in ``sessionStorage`` and sends only to
 ``/api/v1`` and the WebSockets). Every answer carries the console's Content-Security-Policy
-and ``nosniff``; files are revalidated with their ETag (``Cache-Control: no-cache``), so an
-upgraded server never leaves a browser on old scripts.
+and ``nosniff``. The page is revalidated with its ETag (``Cache-Control: no-cache``), so an
+upgraded server never leaves a browser on old scripts; the files it names carry the release
+prefix of this server's files (:mod:`caxton.http.console.assets`) and are cached for good. A
+file asked for without the prefix, or under another release's (a page from before an upgrade),
+is served as it is now and revalidated like the page.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from typing import TYPE_CHECKING
 from quart import Response, request
 
 from caxton.errors import NotFound
-from caxton.http.console.assets import Asset, load_assets, lookup, security_headers
+from caxton.http.console.assets import (
+    PAGE,
+    Asset,
+    load_assets,
+    lookup,
+    release,
+    released,
+    security_headers,
+)
 from caxton.http.routes import RouteTable
 from caxton.security.roles import Role
 
@@ -24,13 +35,19 @@ if TYPE_CHECKING:
 routes = RouteTable("ui")
 
 
-def _assets_loader() -> Callable[[], dict[str, Asset]]:
-    found: dict[str, Asset] = {}
+#: files named under this server's release prefix never change
+FOR_GOOD = "public, max-age=31536000, immutable"
 
-    def assets() -> dict[str, Asset]:
+
+def _assets_loader() -> Callable[[], tuple[dict[str, Asset], str]]:
+    found: dict[str, Asset] = {}
+    releases: list[str] = []
+
+    def assets() -> tuple[dict[str, Asset], str]:
         if not found:  # read on first use, not at import (STYLE 21)
             found.update(load_assets())
-        return found
+            releases.append(release(found))
+        return found, releases[0]
 
     return assets
 
@@ -38,16 +55,18 @@ def _assets_loader() -> Callable[[], dict[str, Asset]]:
 _assets = _assets_loader()
 
 
-def _serve(name: str) -> Response:
-    asset = lookup(_assets(), name)
-    if asset is None:
+def _serve(path: str) -> Response:
+    assets, current = _assets()
+    prefix, name = released(path)
+    asset = lookup(assets, name) if name else None
+    if asset is None or (prefix is not None and asset.name == PAGE):
         raise NotFound(
-            f"the console has no file {name!r}; open /ui for the console",
-            details={"path": f"/ui/{name}"[:220]},
+            f"the console has no file {path!r}; open /ui for the console",
+            details={"path": f"/ui/{path}"[:220]},
         )
     headers = security_headers(request.headers.get("Host"))
     headers["ETag"] = f'"{asset.etag}"'
-    headers["Cache-Control"] = "no-cache"
+    headers["Cache-Control"] = FOR_GOOD if prefix == current else "no-cache"
     if asset.etag in request.headers.get("If-None-Match", ""):
         return Response(b"", status=304, headers=headers)
     return Response(asset.body, status=200, headers=headers, content_type=asset.media_type)
@@ -55,12 +74,12 @@ def _serve(name: str) -> Response:
 
 @routes.route("/ui", role=Role.PUBLIC, summary="The operator console (HTML page).", in_api=False)
 async def console_page() -> Response:
-    return _serve("")
+    return _serve(PAGE)
 
 
 @routes.route("/ui/", role=Role.PUBLIC, summary="The operator console (HTML page).", in_api=False)
 async def console_page_slash() -> Response:
-    return _serve("")
+    return _serve(PAGE)
 
 
 @routes.route(
