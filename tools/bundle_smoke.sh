@@ -137,11 +137,16 @@ runtime=$(json 'd["embedder"]["runtime"]' <<<"$stats")
 ui_headers=$(curl -sf -D - -o "$WORK/ui.html" "$API/ui") || fail "GET /ui failed"
 grep -qi "^content-security-policy: default-src 'self'" <<<"$ui_headers" ||
     fail "GET /ui came without its Content-Security-Policy: $ui_headers"
-grep -q '/ui/js/main.js' "$WORK/ui.html" || fail "GET /ui is not the console page"
+# the page names its files under the release prefix of the files inside the binary
+prefix=$(grep -o '/ui/v/[0-9a-f]*/js/main.js' "$WORK/ui.html" | head -n 1)
+[[ -n "$prefix" ]] || fail "GET /ui is not the console page"
+prefix=${prefix%js/main.js}
 for asset in js/main.js js/api.js js/pages/agents.js js/pages/health.js console.css; do
-    status=$(curl -s -o /dev/null -w '%{http_code}' "$API/ui/$asset")
-    [[ "$status" == 200 ]] || fail "GET /ui/$asset answered $status: the bundle lacks the console's files"
+    status=$(curl -s -o /dev/null -w '%{http_code}' "$API$prefix$asset")
+    [[ "$status" == 200 ]] || fail "GET $prefix$asset answered $status: the bundle lacks the console's files"
 done
+curl -sf -D - -o /dev/null "$API${prefix}js/main.js" | grep -qi '^cache-control: .*immutable' ||
+    fail "GET ${prefix}js/main.js is not cached for good"
 
 health=$("$BIN" --url "$API" health) || fail "caxton health exited $? ($health)"
 
