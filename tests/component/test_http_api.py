@@ -65,6 +65,7 @@ async def test_the_console_files_are_cached_for_good_and_the_page_revalidated(
         older = await client.get("/ui/v/0123456789abcdef/js/main.js")
         prefixed_page = await client.get(main.replace("js/main.js", "index.html"))
         again = await client.get("/ui", headers={"If-None-Match": page.headers["ETag"]})
+        long = await client.get("/ui/v/" + "a" * 64 + "/" + "x" * 4000)
     assert page.headers["Cache-Control"] == "no-cache"
     for cached in (released, imported):
         assert cached.status_code == 200
@@ -76,6 +77,8 @@ async def test_the_console_files_are_cached_for_good_and_the_page_revalidated(
         assert revalidated.content == released.content
     assert prefixed_page.status_code == 404
     assert again.status_code == 304
+    assert long.status_code == 404
+    assert len(long.text) < 1000  # the name is cut in the message and its details
 
 
 async def test_ready_is_503_while_stopping(server: ServerInfo) -> None:

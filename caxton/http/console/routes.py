@@ -58,10 +58,10 @@ _assets = _assets_loader()
 def _serve(path: str) -> Response:
     assets, current = _assets()
     prefix, name = released(path)
-    asset = lookup(assets, name) if name else None
+    asset = lookup(assets, name)
     if asset is None or (prefix is not None and asset.name == PAGE):
         raise NotFound(
-            f"the console has no file {path!r}; open /ui for the console",
+            f"the console has no file {path[:200]!r}; open /ui for the console",
             details={"path": f"/ui/{path}"[:220]},
         )
     headers = security_headers(request.headers.get("Host"))
