@@ -40,6 +40,14 @@ LOG="$WORK/server.log"
 PID=""
 cleanup() {
     if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then
+        # The one-file binary's bootloader runs the server as its child and passes SIGTERM on;
+        # a SIGKILL of the bootloader alone would leave that child running after a failure.
+        kill -TERM "$PID" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        pkill -KILL -P "$PID" 2>/dev/null || true
         kill -KILL "$PID" 2>/dev/null || true
     fi
     rm -rf "$WORK"
