@@ -227,6 +227,60 @@ def openvino_precision(core: Any) -> str:
     return "bf16" if "BF16" in capabilities else "f32"
 
 
+def unpack_int8_weights(ov: Any, graph: Any) -> int:
+    """Replace each int8 weight matrix of ``graph``'s products by its float32 values.
+
+    The packaged graph stores its 36 weight matrices as int8 with a scale each
+    (``Constant(i8) -> Convert -> Multiply(scale) -> MatMul``). OpenVINO's CPU plugin keeps such
+    weights int8 and decompresses them in every call (its ``FullyConnectedCompressed``): in
+    bfloat16 that was 70-80% of a call's time for the short texts the embedder sees. Given
+    the products' own values (``int8 * scale``, the one float32 rounding the plugin's
+    decompression makes too), it packs them for the bfloat16 kernels once, when it compiles:
+    the same vectors bit for bit, and on this project's bench machine 25-35% less CPU per text
+    for one to eight texts, 12% for sixteen (a lone text on two threads: 2.0 against 2.7 ms).
+    The cost is memory: the float32 matrices stay with the graph and each compile packs its
+    own copy (about 90 MiB more with both compiles). In float32 the decompressing kernels are
+    as fast as the plain ones, so :func:`load_openvino` unpacks for bfloat16 only.
+
+    Returns how many matrices it unpacked; a graph without such weights is left alone.
+    """
+    unpacked = 0
+    for node in graph.get_ops():
+        if node.get_type_name() != "Multiply":
+            continue
+        convert, scale = (port.get_source_output().get_node() for port in node.inputs())
+        if convert.get_type_name() != "Convert" or scale.get_type_name() != "Constant":
+            continue
+        weights = convert.input(0).get_source_output().get_node()
+        if weights.get_type_name() != "Constant" or weights.get_element_type() not in (
+            ov.Type.i8,
+            ov.Type.u8,
+        ):
+            continue
+        if not all(
+            target.get_node().get_type_name() == "MatMul"
+            for target in node.output(0).get_target_inputs()
+        ):
+            continue  # the embeddings' tables (read by a Gather, not multiplied) stay int8
+        values = weights.get_data().astype(np.float32) * scale.get_data().astype(np.float32)
+        node.output(0).replace(ov.opset13.constant(values).output(0))
+        unpacked += 1
+    return unpacked
+
+
+def openvino_config(precision: str, threads: int) -> dict[str, Any]:
+    """How the embedder compiles the graph: in ``precision`` on ``threads`` unpinned threads,
+    one stream, activations not quantized (module docstring)."""
+    return {
+        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
+    }
+
+
 def load_openvino(
     path: Path,
     *,
@@ -247,20 +301,11 @@ def load_openvino(
         core = ov.Core()
         precision = precision or openvino_precision(core)
         graph = core.read_model(str(path / ONNX_FILE))
+        if precision == "bf16":
+            unpack_int8_weights(ov, graph)
 
         def compiled_for(count: int) -> Any:
-            return core.compile_model(
-                graph,
-                "CPU",
-                {
-                    "INFERENCE_PRECISION_HINT": precision,
-                    "INFERENCE_NUM_THREADS": count,
-                    "NUM_STREAMS": 1,
-                    "PERFORMANCE_HINT": "LATENCY",
-                    "ENABLE_CPU_PINNING": False,
-                    "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
-                },
-            )
+            return core.compile_model(graph, "CPU", openvino_config(precision, count))
 
         compiled = compiled_for(threads)
         request = compiled.create_infer_request()

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import trio
+from fastembed.common.preprocessor_utils import load_tokenizer
 
 from caxton.memory import Embedder, EmbeddingModelError, runtimes
 
@@ -80,6 +81,68 @@ def test_openvino_runs_gathered_batches_on_their_own_threads_with_the_same_vecto
     once = runtimes.load_openvino(model_dir, threads=1, gathered_threads=1, batch_size=16)
     assert once.gathered_request is None
     assert once.description.endswith(", 1 threads")
+
+
+def _fully_connected_precisions(request) -> list[str]:
+    """The precision each matrix product of a compiled graph runs in (``i8``: weights kept
+    compressed, decompressed in every call)."""
+    graph = request.get_compiled_model().get_runtime_model()
+    return [
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in graph.get_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"
+    ]
+
+
+def test_unpacked_int8_weights_make_the_same_outputs_bit_for_bit(model_dir):
+    """Each of the graph's 36 int8 weight matrices becomes its float32 values (the scale
+    applied), the embeddings' tables stay int8, and the graph compiled for bfloat16 computes
+    exactly what it computed with the weights packed."""
+    ov = runtimes.import_openvino()
+    core = ov.Core()
+    if runtimes.openvino_precision(core) != "bf16":
+        pytest.skip("this CPU does not compute in bfloat16")
+    packed = core.read_model(str(model_dir / runtimes.ONNX_FILE))
+    unpacked = core.read_model(str(model_dir / runtimes.ONNX_FILE))
+    assert runtimes.unpack_int8_weights(ov, unpacked) == 36
+    assert runtimes.unpack_int8_weights(ov, unpacked) == 0  # nothing left to unpack
+    left = [op for op in unpacked.get_ops() if op.get_element_type() == ov.Type.i8]
+    # the word and position embeddings' tables, read by a Gather each, not multiplied
+    assert sorted(op.get_friendly_name() for op in left) == [
+        "inner.embeddings.position_embeddings.weight_q",
+        "inner.embeddings.word_embeddings.weight_q",
+    ]
+    config = runtimes.openvino_config("bf16", 1)
+    requests = [
+        core.compile_model(graph, "CPU", config).create_infer_request()
+        for graph in (packed, unpacked)
+    ]
+    tokenizer, _ = load_tokenizer(model_dir)
+    for texts in (TEXTS[:1], TEXTS[:16], TEXTS):
+        encoded = tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        feed = {
+            "input_ids": ids,
+            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+            "token_type_ids": np.zeros_like(ids),
+        }
+        before, after = (request.infer(feed)[0].copy() for request in requests)
+        np.testing.assert_array_equal(after, before)
+
+
+def test_openvino_unpacks_the_weights_for_bfloat16_only(model_dir):
+    """In bfloat16 every matrix product runs on unpacked weights (none decompresses int8 in
+    each call); in float32 the weights stay packed, as fast there and a smaller process."""
+    ov = runtimes.import_openvino()
+    if runtimes.openvino_precision(ov.Core()) != "bf16":
+        pytest.skip("this CPU does not compute in bfloat16")
+    model = runtimes.load_openvino(model_dir, threads=2, gathered_threads=1, batch_size=16)
+    for request in (model.request, model.gathered_request):
+        precisions = _fully_connected_precisions(request)
+        assert len(precisions) == 36
+        assert set(precisions) == {"bf16"}
+    f32 = runtimes.load_openvino(model_dir, threads=1, batch_size=16, precision="f32")
+    assert set(_fully_connected_precisions(f32.request)) == {"i8"}
 
 
 @pytest.mark.trio
