@@ -237,7 +237,7 @@ def unpack_int8_weights(ov: Any, graph: Any) -> int:
     the products' own values (``int8 * scale``, the one float32 rounding the plugin's
     decompression makes too), it packs them for the bfloat16 kernels once, when it compiles:
     the same vectors bit for bit, and on this project's bench machine 25-35% less CPU per text
-    for one to eight texts, 12% for sixteen (a lone text on two threads: 2.0 against 2.7 ms).
+    for one to eight texts, 15% for sixteen (a lone text on two threads: 2.0 against 2.7 ms).
     The cost is memory: the float32 matrices stay with the graph and each compile packs its
     own copy (about 90 MiB more with both compiles). In float32 the decompressing kernels are
     as fast as the plain ones, so :func:`load_openvino` unpacks for bfloat16 only.
