@@ -262,7 +262,13 @@ def unpack_int8_weights(ov: Any, graph: Any) -> int:
             for target in node.output(0).get_target_inputs()
         ):
             continue  # the embeddings' tables (read by a Gather, not multiplied) stay int8
-        values = weights.get_data().astype(np.float32) * scale.get_data().astype(np.float32)
+        shape = node.get_output_partial_shape(0)
+        try:
+            values = weights.get_data().astype(np.float32) * scale.get_data().astype(np.float32)
+        except ValueError:  # shapes numpy does not broadcast: leave it to OpenVINO
+            continue
+        if not shape.is_static or values.shape != tuple(shape.to_shape()):
+            continue  # a broadcast other than numpy's: leave it to OpenVINO
         node.output(0).replace(ov.opset13.constant(values).output(0))
         unpacked += 1
     return unpacked

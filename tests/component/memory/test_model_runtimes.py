@@ -113,21 +113,50 @@ def test_unpacked_int8_weights_make_the_same_outputs_bit_for_bit(model_dir):
         "inner.embeddings.word_embeddings.weight_q",
     ]
     config = runtimes.openvino_config("bf16", 1)
-    requests = [
-        core.compile_model(graph, "CPU", config).create_infer_request()
-        for graph in (packed, unpacked)
-    ]
     tokenizer, _ = load_tokenizer(model_dir)
-    for texts in (TEXTS[:1], TEXTS[:16], TEXTS):
-        encoded = tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encoded], dtype=np.int64)
-        feed = {
-            "input_ids": ids,
-            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-            "token_type_ids": np.zeros_like(ids),
-        }
-        before, after = (request.infer(feed)[0].copy() for request in requests)
-        np.testing.assert_array_equal(after, before)
+    # as the runtime does: OpenVINO would leave this thread a signal stack too small for wasmtime
+    with runtimes.kept_signal_stack():
+        requests = [
+            core.compile_model(graph, "CPU", config).create_infer_request()
+            for graph in (packed, unpacked)
+        ]
+        for texts in (TEXTS[:1], TEXTS[:16], TEXTS):
+            encoded = tokenizer.encode_batch(texts)
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            feed = {
+                "input_ids": ids,
+                "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+                "token_type_ids": np.zeros_like(ids),
+            }
+            before, after = (request.infer(feed)[0].copy() for request in requests)
+            np.testing.assert_array_equal(after, before)
+
+
+def test_unpacking_leaves_weights_used_by_more_than_a_product_alone():
+    """On a small graph: a weight used only by a product is unpacked and the product computes
+    the same; one also used elsewhere (like the embeddings' tables) keeps its int8 form."""
+    ov = runtimes.import_openvino()
+    opset = ov.opset13
+
+    def graph(*, shared: bool) -> object:
+        x = opset.parameter([2, 3], np.float32, name="x")
+        weights = opset.constant(np.arange(-6, 6, dtype=np.int8).reshape(3, 4))
+        scale = opset.constant(np.array([0.5, 1.0, 1.5, 2.0], dtype=np.float32))
+        values = opset.multiply(opset.convert(weights, np.float32), scale)
+        results = [opset.matmul(x, values, False, False)]
+        if shared:
+            results.append(opset.add(values, values))
+        return ov.Model(results, [x])
+
+    core = ov.Core()
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 4.0]], dtype=np.float32)
+    expected = x @ (np.arange(-6, 6).reshape(3, 4) * np.array([0.5, 1.0, 1.5, 2.0]))
+    alone = graph(shared=False)
+    assert runtimes.unpack_int8_weights(ov, alone) == 1
+    with runtimes.kept_signal_stack():
+        got = core.compile_model(alone, "CPU", runtimes.openvino_config("f32", 1))({"x": x})
+    np.testing.assert_allclose(next(iter(got.values())), expected, rtol=1e-6)
+    assert runtimes.unpack_int8_weights(ov, graph(shared=True)) == 0
 
 
 def test_openvino_unpacks_the_weights_for_bfloat16_only(model_dir):
