@@ -239,7 +239,8 @@ def unpack_int8_weights(ov: Any, graph: Any) -> int:
     the same vectors bit for bit, and on this project's bench machine 25-35% less CPU per text
     for one to eight texts, 15% for sixteen (a lone text on two threads: 2.0 against 2.7 ms).
     The cost is memory: the float32 matrices stay with the graph and each compile packs its
-    own copy (about 90 MiB more with both compiles). In float32 the decompressing kernels are
+    own copy (about 90 MiB more with both compiles; the unpacking itself takes about 20 ms of
+    the load). In float32 the decompressing kernels are
     as fast as the plain ones, so :func:`load_openvino` unpacks for bfloat16 only.
 
     Returns how many matrices it unpacked; a graph without such weights is left alone.
@@ -262,13 +263,14 @@ def unpack_int8_weights(ov: Any, graph: Any) -> int:
             for target in node.output(0).get_target_inputs()
         ):
             continue  # the embeddings' tables (read by a Gather, not multiplied) stay int8
+        # the product as numpy makes it, unless OpenVINO broadcasts these shapes otherwise
         shape = node.get_output_partial_shape(0)
         try:
             values = weights.get_data().astype(np.float32) * scale.get_data().astype(np.float32)
-        except ValueError:  # shapes numpy does not broadcast: leave it to OpenVINO
+        except ValueError:
             continue
         if not shape.is_static or values.shape != tuple(shape.to_shape()):
-            continue  # a broadcast other than numpy's: leave it to OpenVINO
+            continue
         node.output(0).replace(ov.opset13.constant(values).output(0))
         unpacked += 1
     return unpacked
